@@ -1,0 +1,1181 @@
+//! Torrent files (BEP 3, 12, 19, 27, 47): parsing with specific errors, the
+//! info-hash over the exact bytes of the `info` value, sanitised file paths,
+//! and the piece ↔ file mapping the store uses.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use serde_bencode::value::Value;
+use sha1::{Digest, Sha1};
+use thiserror::Error;
+
+use crate::bencode::{self, BencodeError};
+
+/// Torrent files beyond this are refused unread; real ones are a few MiB.
+pub const MAX_TORRENT_FILE: u64 = 64 << 20;
+pub const MAX_FILES: usize = 1_000_000;
+/// libtorrent refuses paths 200 deep and accepts 50.
+pub const MAX_PATH_DEPTH: usize = 100;
+/// More copies of one path than this is broken or hostile, not a real torrent.
+pub const MAX_SAME_PATH: usize = 4;
+/// Longest file name element we write; most filesystems allow 255 bytes.
+const MAX_ELEMENT_BYTES: usize = 240;
+pub const MAX_PIECE_LENGTH: u64 = 1 << 30;
+/// Total size above this (1 PiB) is an overflow attempt, not data.
+pub const MAX_TOTAL_LENGTH: u64 = 1 << 50;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InfoHash(pub [u8; 20]);
+
+impl InfoHash {
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl fmt::Debug for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InfoHash({})", self.hex())
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum MetainfoError {
+    #[error("cannot read {path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("{path} is {size} bytes; torrent files over {MAX_TORRENT_FILE} bytes are refused")]
+    FileTooLarge { path: PathBuf, size: u64 },
+    #[error("not a valid torrent file (bad bencoding): {0}")]
+    Bencode(#[from] BencodeError),
+    #[error("torrent is not a dictionary")]
+    NotADict,
+    #[error("missing `{0}`")]
+    Missing(&'static str),
+    #[error("`{key}` should be {expected}")]
+    WrongType { key: String, expected: &'static str },
+    #[error("v2-only torrents (BEP 52) are not supported yet")]
+    V2Only,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> MetainfoError {
+    MetainfoError::Invalid(msg.into())
+}
+
+/// One file of the torrent, as laid out in the concatenated piece space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Relative to the output folder; sanitised, so it always stays inside it.
+    pub path: PathBuf,
+    pub length: u64,
+    /// Offset of the file's first byte in the torrent's byte space.
+    pub offset: u64,
+    /// BEP 47 pad file: zeros by definition, never written to disk.
+    pub pad: bool,
+    /// BEP 47 symlink: not created (its data is not ours to write).
+    pub symlink: bool,
+}
+
+impl FileEntry {
+    /// Whether the file exists on disk as data (pads and symlinks do not).
+    pub fn is_data(&self) -> bool {
+        !self.pad && !self.symlink
+    }
+}
+
+/// A byte range of one file that is part of a piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileSlice {
+    pub file: usize,
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Metainfo {
+    pub info_hash: InfoHash,
+    /// Sanitised; the folder (multi-file) or file (single-file) under the output folder.
+    pub name: String,
+    pub piece_length: u64,
+    pieces: Vec<u8>,
+    pub files: Vec<FileEntry>,
+    pub total_length: u64,
+    pub multi_file: bool,
+    pub private: bool,
+    pub announce: Option<String>,
+    pub announce_list: Vec<Vec<String>>,
+    pub url_list: Vec<String>,
+    pub creation_date: Option<i64>,
+    pub created_by: Option<String>,
+    pub comment: Option<String>,
+    pub encoding: Option<String>,
+    /// Hybrid torrent: also carries BEP 52 fields, which we ignore.
+    pub hybrid: bool,
+    /// Things that are odd but not fatal (non-power-of-two piece length, say).
+    pub warnings: Vec<String>,
+    /// The exact bytes of the info dictionary, for the hash and for serving metadata.
+    pub info_bytes: Vec<u8>,
+    /// Top-level keys we do not interpret, kept so nothing is lost.
+    pub extra: BTreeMap<Vec<u8>, Value>,
+}
+
+impl Metainfo {
+    pub fn from_file(path: &Path) -> Result<Metainfo, MetainfoError> {
+        let io = |err| MetainfoError::Io {
+            path: path.to_path_buf(),
+            err,
+        };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size > MAX_TORRENT_FILE {
+            return Err(MetainfoError::FileTooLarge {
+                path: path.to_path_buf(),
+                size,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
+        Metainfo::from_bytes(&bytes)
+    }
+
+    pub fn from_bytes(buf: &[u8]) -> Result<Metainfo, MetainfoError> {
+        if buf.len() as u64 > MAX_TORRENT_FILE {
+            return Err(invalid(format!(
+                "torrent data is {} bytes; over {MAX_TORRENT_FILE} is refused",
+                buf.len()
+            )));
+        }
+        let root = bencode::decode(buf)?;
+        let Value::Dict(mut top) = root else {
+            return Err(MetainfoError::NotADict);
+        };
+        let span = bencode::top_level_span(buf, b"info")?.ok_or(MetainfoError::Missing("info"))?;
+        let info_bytes = buf[span].to_vec();
+        let info_hash = InfoHash(Sha1::digest(&info_bytes).into());
+        let Some(Value::Dict(info)) = top.remove(&b"info"[..]) else {
+            return Err(MetainfoError::WrongType {
+                key: "info".into(),
+                expected: "a dictionary",
+            });
+        };
+        let mut warnings = Vec::new();
+        let parsed = parse_info(&info, info_hash, &mut warnings)?;
+
+        let announce = opt_str(&top, "announce")?
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        let announce_list = parse_announce_list(top.get(&b"announce-list"[..]), &mut warnings);
+        let url_list = parse_url_list(
+            top.get(&b"url-list"[..]),
+            parsed.files.len() > 1,
+            &mut warnings,
+        );
+        let creation_date = match top.get(&b"creation date"[..]) {
+            Some(Value::Int(i)) => Some(*i),
+            Some(_) => {
+                warnings.push("`creation date` is not an integer; ignored".into());
+                None
+            }
+            None => None,
+        };
+        let created_by = lossy_opt(&top, "created by");
+        let comment = lossy_opt(&top, "comment");
+        let encoding = lossy_opt(&top, "encoding");
+        for k in [
+            "announce",
+            "announce-list",
+            "url-list",
+            "creation date",
+            "created by",
+            "comment",
+            "encoding",
+        ] {
+            top.remove(k.as_bytes());
+        }
+        Ok(Metainfo {
+            info_hash,
+            name: parsed.name,
+            piece_length: parsed.piece_length,
+            pieces: parsed.pieces,
+            files: parsed.files,
+            total_length: parsed.total_length,
+            multi_file: parsed.multi_file,
+            private: parsed.private,
+            announce,
+            announce_list,
+            url_list,
+            creation_date,
+            created_by,
+            comment,
+            encoding,
+            hybrid: parsed.hybrid,
+            warnings,
+            info_bytes,
+            extra: top.into_iter().collect(),
+        })
+    }
+
+    pub fn piece_count(&self) -> u32 {
+        (self.pieces.len() / 20) as u32
+    }
+
+    pub fn piece_hash(&self, piece: u32) -> Option<[u8; 20]> {
+        let start = piece as usize * 20;
+        self.pieces
+            .get(start..start + 20)
+            .and_then(|s| s.try_into().ok())
+    }
+
+    /// Length of piece `piece`; the last one is usually short.
+    pub fn piece_size(&self, piece: u32) -> u64 {
+        let start = piece as u64 * self.piece_length;
+        self.total_length
+            .saturating_sub(start)
+            .min(self.piece_length)
+    }
+
+    /// The file ranges that make up `piece`, in order. Zero-length files
+    /// never appear; pad files do (the store fills them with zeros).
+    pub fn piece_slices(&self, piece: u32) -> Vec<FileSlice> {
+        let start = piece as u64 * self.piece_length;
+        self.slices(start, self.piece_size(piece))
+    }
+
+    /// The file ranges covering `len` bytes at torrent offset `start`.
+    pub fn slices(&self, start: u64, len: u64) -> Vec<FileSlice> {
+        slices(&self.files, self.total_length, start, len)
+    }
+
+    /// Pieces touching file `file` (empty range for zero-length files).
+    pub fn file_pieces(&self, file: usize) -> std::ops::Range<u32> {
+        let Some(f) = self.files.get(file) else {
+            return 0..0;
+        };
+        if f.length == 0 {
+            return 0..0;
+        }
+        let first = (f.offset / self.piece_length) as u32;
+        let last = ((f.offset + f.length - 1) / self.piece_length) as u32;
+        first..last + 1
+    }
+
+    /// Trackers by tier: announce-list when present (BEP 12), else announce.
+    pub fn tracker_tiers(&self) -> Vec<Vec<String>> {
+        if !self.announce_list.is_empty() {
+            self.announce_list.clone()
+        } else {
+            self.announce.iter().map(|a| vec![a.clone()]).collect()
+        }
+    }
+
+    /// Bencodes the whole torrent; the info dictionary is written back as
+    /// its original bytes so the info-hash never changes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut top: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let enc = |v: &Value| serde_bencode::to_bytes(v).unwrap_or_default();
+        let s = |x: &str| Value::Bytes(x.as_bytes().to_vec());
+        if let Some(a) = &self.announce {
+            top.push((b"announce".to_vec(), enc(&s(a))));
+        }
+        if !self.announce_list.is_empty() {
+            let v = Value::List(
+                self.announce_list
+                    .iter()
+                    .map(|t| Value::List(t.iter().map(|u| s(u)).collect()))
+                    .collect(),
+            );
+            top.push((b"announce-list".to_vec(), enc(&v)));
+        }
+        if let Some(c) = &self.comment {
+            top.push((b"comment".to_vec(), enc(&s(c))));
+        }
+        if let Some(c) = &self.created_by {
+            top.push((b"created by".to_vec(), enc(&s(c))));
+        }
+        if let Some(d) = self.creation_date {
+            top.push((b"creation date".to_vec(), enc(&Value::Int(d))));
+        }
+        if let Some(e) = &self.encoding {
+            top.push((b"encoding".to_vec(), enc(&s(e))));
+        }
+        top.push((b"info".to_vec(), self.info_bytes.clone()));
+        if !self.url_list.is_empty() {
+            let v = Value::List(self.url_list.iter().map(|u| s(u)).collect());
+            top.push((b"url-list".to_vec(), enc(&v)));
+        }
+        for (k, v) in &self.extra {
+            top.push((k.clone(), enc(v)));
+        }
+        top.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = b"d".to_vec();
+        for (k, v) in top {
+            out.extend_from_slice(format!("{}:", k.len()).as_bytes());
+            out.extend_from_slice(&k);
+            out.extend_from_slice(&v);
+        }
+        out.push(b'e');
+        out
+    }
+}
+
+/// The file ranges covering `len` bytes at offset `start` of the byte space
+/// made by concatenating `files` (whose offsets must be set).
+pub fn slices(files: &[FileEntry], total: u64, start: u64, len: u64) -> Vec<FileSlice> {
+    let mut out = Vec::new();
+    let end = start.saturating_add(len).min(total);
+    // First file whose end lies past `start`.
+    let mut i = files.partition_point(|f| f.offset + f.length <= start);
+    let mut pos = start;
+    while pos < end && i < files.len() {
+        let f = &files[i];
+        let in_file = pos - f.offset;
+        let n = (f.length - in_file).min(end - pos);
+        if n > 0 {
+            out.push(FileSlice {
+                file: i,
+                offset: in_file,
+                len: n,
+            });
+        }
+        pos += n;
+        i += 1;
+    }
+    out
+}
+
+struct ParsedInfo {
+    name: String,
+    piece_length: u64,
+    pieces: Vec<u8>,
+    files: Vec<FileEntry>,
+    total_length: u64,
+    multi_file: bool,
+    private: bool,
+    hybrid: bool,
+}
+
+type Dict = HashMap<Vec<u8>, Value>;
+
+fn get<'a>(d: &'a Dict, key: &str) -> Option<&'a Value> {
+    d.get(key.as_bytes())
+}
+
+fn opt_str<'a>(d: &'a Dict, key: &str) -> Result<Option<&'a str>, MetainfoError> {
+    match get(d, key) {
+        None => Ok(None),
+        Some(Value::Bytes(b)) => {
+            std::str::from_utf8(b)
+                .map(Some)
+                .map_err(|_| MetainfoError::WrongType {
+                    key: key.into(),
+                    expected: "UTF-8 text",
+                })
+        }
+        Some(_) => Err(MetainfoError::WrongType {
+            key: key.into(),
+            expected: "a string",
+        }),
+    }
+}
+
+fn lossy_opt(d: &Dict, key: &str) -> Option<String> {
+    match get(d, key) {
+        Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+fn int(d: &Dict, key: &'static str, ctx: &str) -> Result<i64, MetainfoError> {
+    match get(d, key) {
+        Some(Value::Int(i)) => Ok(*i),
+        Some(_) => Err(MetainfoError::WrongType {
+            key: format!("{ctx}{key}"),
+            expected: "an integer",
+        }),
+        None => Err(MetainfoError::Missing(key)),
+    }
+}
+
+fn parse_info(
+    info: &Dict,
+    info_hash: InfoHash,
+    warnings: &mut Vec<String>,
+) -> Result<ParsedInfo, MetainfoError> {
+    let has_v1 = get(info, "pieces").is_some();
+    let has_v2 = get(info, "file tree").is_some()
+        || matches!(get(info, "meta version"), Some(Value::Int(2)));
+    if has_v2 && !has_v1 {
+        return Err(MetainfoError::V2Only);
+    }
+
+    let piece_length = match get(info, "piece length") {
+        Some(Value::Int(n)) if *n > 0 => *n as u64,
+        Some(Value::Int(n)) => {
+            return Err(invalid(format!(
+                "`piece length` is {n}; it must be positive"
+            )))
+        }
+        Some(_) => {
+            return Err(MetainfoError::WrongType {
+                key: "info.piece length".into(),
+                expected: "an integer",
+            })
+        }
+        None => return Err(MetainfoError::Missing("piece length")),
+    };
+    if piece_length > MAX_PIECE_LENGTH {
+        return Err(invalid(format!(
+            "`piece length` is {piece_length}; over {MAX_PIECE_LENGTH} is refused"
+        )));
+    }
+    if !piece_length.is_power_of_two() {
+        warnings.push(format!("piece length {piece_length} is not a power of two"));
+    }
+
+    let raw_name = match get(info, "name.utf-8").or_else(|| get(info, "name")) {
+        Some(Value::Bytes(b)) => b.clone(),
+        Some(_) => {
+            return Err(MetainfoError::WrongType {
+                key: "info.name".into(),
+                expected: "a string",
+            })
+        }
+        None => return Err(MetainfoError::Missing("name")),
+    };
+    if raw_name.contains(&0) {
+        return Err(invalid("`name` contains NUL bytes"));
+    }
+    let name = sanitize_element(&raw_name).unwrap_or_else(|| info_hash.hex());
+
+    let pieces = match get(info, "pieces") {
+        Some(Value::Bytes(b)) => b.clone(),
+        Some(_) => {
+            return Err(MetainfoError::WrongType {
+                key: "info.pieces".into(),
+                expected: "a string",
+            })
+        }
+        None => return Err(MetainfoError::Missing("pieces")),
+    };
+    if pieces.len() % 20 != 0 {
+        return Err(invalid(format!(
+            "`pieces` is {} bytes, not a multiple of 20",
+            pieces.len()
+        )));
+    }
+
+    let private = matches!(get(info, "private"), Some(Value::Int(1)));
+
+    let (mut files, multi_file) = match (get(info, "files"), get(info, "length")) {
+        (Some(Value::List(list)), _) => (parse_files(list, &name)?, true),
+        (Some(_), _) => {
+            return Err(MetainfoError::WrongType {
+                key: "info.files".into(),
+                expected: "a list",
+            })
+        }
+        (None, Some(Value::Int(len))) => {
+            if *len < 0 {
+                return Err(invalid(format!("`length` is negative ({len})")));
+            }
+            let entry = FileEntry {
+                path: PathBuf::from(&name),
+                length: *len as u64,
+                offset: 0,
+                pad: false,
+                symlink: false,
+            };
+            (vec![entry], false)
+        }
+        (None, Some(_)) => {
+            return Err(MetainfoError::WrongType {
+                key: "info.length".into(),
+                expected: "an integer",
+            })
+        }
+        (None, None) => return Err(MetainfoError::Missing("length or files")),
+    };
+
+    let mut total: u64 = 0;
+    for f in &mut files {
+        f.offset = total;
+        total = total
+            .checked_add(f.length)
+            .filter(|t| *t <= MAX_TOTAL_LENGTH)
+            .ok_or_else(|| invalid("total size overflows"))?;
+    }
+    if total == 0 {
+        return Err(invalid("total size is zero"));
+    }
+    let expected = total.div_ceil(piece_length);
+    if expected != (pieces.len() / 20) as u64 {
+        return Err(invalid(format!(
+            "`pieces` holds {} hashes but {total} bytes in pieces of {piece_length} need {expected}",
+            pieces.len() / 20
+        )));
+    }
+    if expected > u32::MAX as u64 {
+        return Err(invalid("too many pieces"));
+    }
+    if has_v2 {
+        check_hybrid(info, &raw_name, multi_file)?;
+    }
+    if multi_file {
+        dedupe_paths(&mut files)?;
+    }
+    Ok(ParsedInfo {
+        name,
+        piece_length,
+        pieces,
+        files,
+        total_length: total,
+        multi_file,
+        private,
+        hybrid: has_v2,
+    })
+}
+
+fn parse_files(list: &[Value], name: &str) -> Result<Vec<FileEntry>, MetainfoError> {
+    if list.is_empty() {
+        return Err(invalid("`files` is empty: no files in torrent"));
+    }
+    if list.len() > MAX_FILES {
+        return Err(invalid(format!(
+            "{} files; over {MAX_FILES} is refused",
+            list.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, f) in list.iter().enumerate() {
+        let Value::Dict(d) = f else {
+            return Err(MetainfoError::WrongType {
+                key: format!("info.files[{i}]"),
+                expected: "a dictionary",
+            });
+        };
+        let ctx = format!("info.files[{i}].");
+        let attr = match get(d, "attr") {
+            Some(Value::Bytes(a)) => a.clone(),
+            _ => Vec::new(),
+        };
+        let pad = attr.contains(&b'p');
+        let symlink = attr.contains(&b'l');
+        let length = match int(d, "length", &ctx) {
+            Err(MetainfoError::Missing(_)) if symlink => 0,
+            other => other?,
+        };
+        if length < 0 {
+            return Err(invalid(format!(
+                "file {i} has a negative length ({length})"
+            )));
+        }
+        let path_value = get(d, "path.utf-8").or_else(|| get(d, "path"));
+        let mut path = PathBuf::from(name);
+        match path_value {
+            Some(Value::List(elems)) => {
+                if elems.len() > MAX_PATH_DEPTH {
+                    return Err(invalid(format!(
+                        "file {i} path is {} levels deep; over {MAX_PATH_DEPTH} is refused",
+                        elems.len()
+                    )));
+                }
+                let mut any = false;
+                for e in elems {
+                    let Value::Bytes(b) = e else {
+                        return Err(invalid(format!(
+                            "file {i} has an invalid name: a path element is not a string"
+                        )));
+                    };
+                    if b.contains(&0) {
+                        return Err(invalid(format!("file {i} path contains NUL bytes")));
+                    }
+                    if let Some(s) = sanitize_element(b) {
+                        path.push(s);
+                        any = true;
+                    }
+                }
+                if !any {
+                    path.push("_");
+                }
+            }
+            Some(_) => {
+                return Err(MetainfoError::WrongType {
+                    key: format!("{ctx}path"),
+                    expected: "a list of strings",
+                })
+            }
+            None if pad => {
+                path.push(".pad");
+                path.push(length.to_string());
+            }
+            None => return Err(invalid(format!("file {i} has no `path`: invalid name"))),
+        }
+        if let Some(Value::List(target)) = get(d, "symlink path") {
+            if target.iter().any(|e| !matches!(e, Value::Bytes(_))) {
+                return Err(invalid(format!("file {i} has an invalid symlink path")));
+            }
+        }
+        out.push(FileEntry {
+            path,
+            // We never create symlinks, so they hold no data of ours.
+            length: if symlink { 0 } else { length as u64 },
+            offset: 0,
+            pad,
+            symlink,
+        });
+    }
+    Ok(out)
+}
+
+/// A hybrid torrent's v1 and v2 file lists must describe the same files, or
+/// v1 and v2 peers would disagree about the content.
+fn check_hybrid(info: &Dict, name: &[u8], multi: bool) -> Result<(), MetainfoError> {
+    fn walk(
+        node: &Dict,
+        path: &mut Vec<Vec<u8>>,
+        out: &mut Vec<(Vec<Vec<u8>>, i64)>,
+        depth: usize,
+    ) -> Result<(), MetainfoError> {
+        let mut keys: Vec<&Vec<u8>> = node.keys().collect();
+        keys.sort();
+        for k in keys {
+            let Value::Dict(child) = &node[k] else {
+                return Err(invalid(
+                    "v2 `file tree` entry is not a dictionary: file parse failed",
+                ));
+            };
+            if k.is_empty() {
+                let Some(Value::Int(len)) = child.get(&b"length"[..]) else {
+                    return Err(invalid(
+                        "v2 `file tree` file has no length: file parse failed",
+                    ));
+                };
+                out.push((path.clone(), *len));
+            } else {
+                if depth > MAX_PATH_DEPTH {
+                    return Err(invalid("v2 `file tree` is nested too deep"));
+                }
+                path.push(k.clone());
+                walk(child, path, out, depth + 1)?;
+                path.pop();
+            }
+        }
+        Ok(())
+    }
+    let Some(Value::Dict(tree)) = get(info, "file tree") else {
+        return Err(invalid("hybrid torrent has no v2 `file tree` dictionary"));
+    };
+    let mut v2 = Vec::new();
+    walk(tree, &mut Vec::new(), &mut v2, 0)?;
+    let mut v1: Vec<(Vec<Vec<u8>>, i64)> = Vec::new();
+    if multi {
+        if let Some(Value::List(files)) = get(info, "files") {
+            for f in files {
+                let Value::Dict(d) = f else { continue };
+                if matches!(get(d, "attr"), Some(Value::Bytes(a)) if a.contains(&b'p')) {
+                    continue;
+                }
+                let path = match get(d, "path") {
+                    Some(Value::List(p)) => p
+                        .iter()
+                        .filter_map(|e| match e {
+                            Value::Bytes(b) => Some(b.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let len = match get(d, "length") {
+                    Some(Value::Int(l)) => *l,
+                    _ => 0,
+                };
+                v1.push((path, len));
+            }
+        }
+    } else if let Some(Value::Int(l)) = get(info, "length") {
+        v1.push((vec![name.to_vec()], *l));
+    }
+    v1.sort();
+    v2.sort();
+    if v1 != v2 {
+        return Err(invalid(
+            "hybrid torrent's v1 and v2 file lists differ: inconsistent files",
+        ));
+    }
+    Ok(())
+}
+
+/// Renames clashing paths (`a.txt` → `a.1.txt`), including a file that
+/// sits where another file needs a directory.
+fn dedupe_paths(files: &mut [FileEntry]) -> Result<(), MetainfoError> {
+    let mut dirs: HashSet<PathBuf> = HashSet::new();
+    for f in files.iter() {
+        let mut p = f.path.parent();
+        while let Some(d) = p {
+            if !dirs.insert(d.to_path_buf()) {
+                break;
+            }
+            p = d.parent();
+        }
+    }
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut copies: HashMap<PathBuf, usize> = HashMap::new();
+    for f in files.iter_mut() {
+        if !f.is_data() {
+            continue;
+        }
+        let n = copies.entry(f.path.clone()).or_insert(0);
+        *n += 1;
+        if *n > MAX_SAME_PATH {
+            return Err(invalid(format!(
+                "too many duplicate file names: `{}` appears more than {MAX_SAME_PATH} times",
+                f.path.display()
+            )));
+        }
+        if !seen.contains(&f.path) && !dirs.contains(&f.path) {
+            seen.insert(f.path.clone());
+            continue;
+        }
+        let stem = f
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ext = f
+            .path
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
+        let mut k = 1;
+        loop {
+            let candidate = f.path.with_file_name(format!("{stem}.{k}{ext}"));
+            if !seen.contains(&candidate) && !dirs.contains(&candidate) {
+                seen.insert(candidate.clone());
+                f.path = candidate;
+                break;
+            }
+            k += 1;
+            if k > MAX_FILES {
+                return Err(invalid("too many duplicate file names"));
+            }
+        }
+    }
+    Ok(())
+}
+
+const RESERVED: [&str; 22] = [
+    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// Makes one path element safe to create on any common filesystem.
+/// Returns None when nothing of it should appear in the path (empty, `.`,
+/// `..`). Separators inside an element are removed, as libtorrent does, and
+/// an element made only of them becomes `_`.
+pub fn sanitize_element(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    if text.is_empty() || text == "." || text == ".." {
+        return None;
+    }
+    let mut s: String = text
+        .chars()
+        .filter(|c| *c != '/' && *c != '\\')
+        .map(|c| match c {
+            '<' | '>' | ':' | '"' | '|' | '?' | '*' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect();
+    if s.is_empty() {
+        return Some("_".into());
+    }
+    if s == "." || s == ".." {
+        return None;
+    }
+    let stem = s.split('.').next().unwrap_or("").trim_end();
+    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem)) {
+        s.insert(stem.len(), '_');
+    }
+    if s.len() > MAX_ELEMENT_BYTES {
+        s = truncate_keeping_extension(&s, MAX_ELEMENT_BYTES);
+    }
+    Some(s)
+}
+
+fn truncate_keeping_extension(s: &str, max: usize) -> String {
+    let ext = match s.rfind('.') {
+        Some(i) if s.len() - i <= 16 && i > 0 => &s[i..],
+        _ => "",
+    };
+    let mut cut = max - ext.len();
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{}", &s[..cut], ext)
+}
+
+/// Joins a torrent path onto the output folder, refusing anything that could
+/// leave it. Paths from [`Metainfo`] always pass; this is the last guard.
+pub fn safe_join(root: &Path, rel: &Path) -> Option<PathBuf> {
+    if rel.as_os_str().is_empty() {
+        return None;
+    }
+    for c in rel.components() {
+        match c {
+            Component::Normal(_) => {}
+            _ => return None,
+        }
+    }
+    Some(root.join(rel))
+}
+
+fn parse_announce_list(v: Option<&Value>, warnings: &mut Vec<String>) -> Vec<Vec<String>> {
+    let Some(v) = v else { return Vec::new() };
+    let Value::List(tiers) = v else {
+        warnings.push("`announce-list` is not a list; ignored".into());
+        return Vec::new();
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for tier in tiers {
+        let Value::List(urls) = tier else { continue };
+        let t: Vec<String> = urls
+            .iter()
+            .filter_map(|u| match u {
+                Value::Bytes(b) => std::str::from_utf8(b).ok(),
+                _ => None,
+            })
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty() && seen.insert(u.clone()))
+            .collect();
+        if !t.is_empty() {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// BEP 19 web seeds. For multi-file torrents the URL names a folder, so it
+/// gets a trailing `/`; spaces are percent-encoded.
+fn parse_url_list(v: Option<&Value>, multi: bool, warnings: &mut Vec<String>) -> Vec<String> {
+    let raw: Vec<&[u8]> = match v {
+        None => return Vec::new(),
+        Some(Value::Bytes(b)) => vec![b],
+        Some(Value::List(l)) => l
+            .iter()
+            .filter_map(|u| match u {
+                Value::Bytes(b) => Some(b.as_slice()),
+                _ => None,
+            })
+            .collect(),
+        Some(_) => {
+            warnings.push("`url-list` is neither a string nor a list; ignored".into());
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<String> = Vec::new();
+    for b in raw {
+        let Ok(u) = std::str::from_utf8(b) else {
+            continue;
+        };
+        let mut u = u.trim().replace(' ', "%20");
+        if u.is_empty() {
+            continue;
+        }
+        if multi && !u.ends_with('/') {
+            u.push('/');
+        }
+        if !out.contains(&u) {
+            out.push(u);
+        }
+    }
+    out
+}
+
+/// What `shoal create` builds a torrent from.
+#[derive(Clone, Debug, Default)]
+pub struct NewTorrent {
+    pub name: String,
+    /// None: single-file torrent of the given length.
+    pub files: Option<Vec<(Vec<String>, u64)>>,
+    pub length: u64,
+    pub piece_length: u64,
+    pub pieces: Vec<u8>,
+    pub trackers: Vec<Vec<String>>,
+    pub web_seeds: Vec<String>,
+    pub private: bool,
+    pub comment: Option<String>,
+    pub created_by: Option<String>,
+    pub creation_date: Option<i64>,
+}
+
+impl NewTorrent {
+    /// Bencodes a torrent file (keys sorted, as BEP 3 requires).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let s = |x: &str| Value::Bytes(x.as_bytes().to_vec());
+        let mut info: Dict = HashMap::new();
+        info.insert(b"name".to_vec(), s(&self.name));
+        info.insert(
+            b"piece length".to_vec(),
+            Value::Int(self.piece_length as i64),
+        );
+        info.insert(b"pieces".to_vec(), Value::Bytes(self.pieces.clone()));
+        if self.private {
+            info.insert(b"private".to_vec(), Value::Int(1));
+        }
+        match &self.files {
+            None => {
+                info.insert(b"length".to_vec(), Value::Int(self.length as i64));
+            }
+            Some(files) => {
+                let list = files
+                    .iter()
+                    .map(|(path, len)| {
+                        let mut d: Dict = HashMap::new();
+                        d.insert(b"length".to_vec(), Value::Int(*len as i64));
+                        d.insert(
+                            b"path".to_vec(),
+                            Value::List(path.iter().map(|p| s(p)).collect()),
+                        );
+                        Value::Dict(d)
+                    })
+                    .collect();
+                info.insert(b"files".to_vec(), Value::List(list));
+            }
+        }
+        let mut top: Dict = HashMap::new();
+        top.insert(b"info".to_vec(), Value::Dict(info));
+        if let Some(first) = self.trackers.first().and_then(|t| t.first()) {
+            top.insert(b"announce".to_vec(), s(first));
+        }
+        if self.trackers.len() > 1 || self.trackers.first().is_some_and(|t| t.len() > 1) {
+            let tiers = self
+                .trackers
+                .iter()
+                .map(|t| Value::List(t.iter().map(|u| s(u)).collect()))
+                .collect();
+            top.insert(b"announce-list".to_vec(), Value::List(tiers));
+        }
+        if !self.web_seeds.is_empty() {
+            top.insert(
+                b"url-list".to_vec(),
+                Value::List(self.web_seeds.iter().map(|u| s(u)).collect()),
+            );
+        }
+        if let Some(c) = &self.comment {
+            top.insert(b"comment".to_vec(), s(c));
+        }
+        if let Some(c) = &self.created_by {
+            top.insert(b"created by".to_vec(), s(c));
+        }
+        if let Some(d) = self.creation_date {
+            top.insert(b"creation date".to_vec(), Value::Int(d));
+        }
+        serde_bencode::to_bytes(&Value::Dict(top)).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hashes(n: usize) -> Vec<u8> {
+        vec![7u8; 20 * n]
+    }
+
+    fn multi(files: &[(&[&str], u64)], piece_length: u64) -> Metainfo {
+        let total: u64 = files.iter().map(|f| f.1).sum();
+        let t = NewTorrent {
+            name: "root".into(),
+            files: Some(
+                files
+                    .iter()
+                    .map(|(p, l)| (p.iter().map(|s| s.to_string()).collect(), *l))
+                    .collect(),
+            ),
+            piece_length,
+            pieces: hashes(total.div_ceil(piece_length) as usize),
+            ..Default::default()
+        };
+        Metainfo::from_bytes(&t.to_bytes()).unwrap()
+    }
+
+    #[test]
+    fn info_hash_is_over_raw_bytes_of_unsorted_info() {
+        // Keys out of order and an unknown key: a re-serialisation would
+        // sort them and change the hash.
+        let info = b"d6:lengthi5e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaa3:zzzi1e1:bi0ee";
+        let mut file = b"d8:announce3:x:y4:info".to_vec();
+        file.extend_from_slice(info);
+        file.push(b'e');
+        let m = Metainfo::from_bytes(&file).unwrap();
+        let expected: [u8; 20] = Sha1::digest(info).into();
+        assert_eq!(m.info_hash.0, expected);
+        assert_eq!(m.info_bytes, info);
+        // Round-trips through to_bytes without changing the hash.
+        let again = Metainfo::from_bytes(&m.to_bytes()).unwrap();
+        assert_eq!(again.info_hash, m.info_hash);
+    }
+
+    #[test]
+    fn specific_errors() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"i1e", "not a dictionary"),
+            (b"d4:infoi1ee", "`info` should be a dictionary"),
+            (b"de", "missing `info`"),
+            (b"d4:infod4:name1:a6:lengthi5eee", "missing `piece length`"),
+            (b"d4:infod4:name1:a12:piece lengthi0e6:pieces0:6:lengthi5eee", "must be positive"),
+            (b"d4:infod4:name1:a12:piece length1:x6:pieces0:6:lengthi5eee", "should be an integer"),
+            (b"d4:infod12:piece lengthi16e6:pieces20:aaaaaaaaaaaaaaaaaaaa6:lengthi5eee", "missing `name`"),
+            (b"d4:infod4:name1:a12:piece lengthi16e6:pieces3:abc6:lengthi5eee", "not a multiple of 20"),
+            (b"d4:infod4:name1:a12:piece lengthi16e6:pieces20:aaaaaaaaaaaaaaaaaaaa6:lengthi-5eee", "negative"),
+            (b"d4:infod4:name1:a12:piece lengthi16e6:pieces20:aaaaaaaaaaaaaaaaaaaa6:lengthi50eee", "need 4"),
+            (b"d4:infod4:name1:a12:piece lengthi16e6:pieces20:aaaaaaaaaaaaaaaaaaaa5:filesleee", "no files"),
+            (b"d4:infod4:name1:a12:piece lengthi16e6:pieces0:6:lengthi0eee", "total size is zero"),
+            (b"d4:infod4:name1:a12:piece lengthi16e6:pieces20:aaaaaaaaaaaaaaaaaaaa6:lengthi5eee garbage", "trailing garbage"),
+            (b"d4:infod9:file treedeee", "v2-only"),
+            (b"d4:infod4:name1:a12:piece lengthi16e6:pieces0:5:filesld6:lengthi9223372036854775807e4:pathl1:aeed6:lengthi9223372036854775807e4:pathl1:beeeee", "overflows"),
+        ];
+        for (input, want) in cases {
+            let err = Metainfo::from_bytes(input).unwrap_err().to_string();
+            assert!(
+                err.contains(want),
+                "{:?}: got {err:?}, want {want:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn non_power_of_two_warns() {
+        let m = Metainfo::from_bytes(
+            b"d4:infod4:name1:a12:piece lengthi3e6:pieces40:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa6:lengthi5eee",
+        )
+        .unwrap();
+        assert_eq!(m.warnings.len(), 1);
+        assert_eq!(m.piece_size(1), 2);
+    }
+
+    #[test]
+    fn sanitizes_elements() {
+        let s = |b: &[u8]| sanitize_element(b);
+        assert_eq!(s(b".."), None);
+        assert_eq!(s(b"."), None);
+        assert_eq!(s(b""), None);
+        assert_eq!(s(b"/"), Some("_".into()));
+        assert_eq!(s(b"\\"), Some("_".into()));
+        assert_eq!(s(b"abc/../../def"), Some("abc....def".into()));
+        assert_eq!(s(b"/etc"), Some("etc".into()));
+        assert_eq!(s(b"C:"), Some("C_".into()));
+        assert_eq!(s(b"a\x01b"), Some("a_b".into()));
+        assert_eq!(s(b"CON"), Some("CON_".into()));
+        assert_eq!(s(b"con.txt"), Some("con_.txt".into()));
+        assert_eq!(s(b"console"), Some("console".into()));
+        assert_eq!(s(b"foobar "), Some("foobar ".into()));
+        let long = s(&[b'x'; 400]).unwrap();
+        assert!(long.len() <= 240);
+        let long_ext = s(format!("{}.txt", "y".repeat(300)).as_bytes()).unwrap();
+        assert!(long_ext.ends_with(".txt") && long_ext.len() <= 240);
+    }
+
+    #[test]
+    fn hostile_paths_stay_inside() {
+        let t = b"d4:infod4:name2:..12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaa5:filesld6:lengthi1e4:pathl2:..2:..3:etc6:passwdeed6:lengthi1e4:pathl5:/root1:\\3:C:xeed6:lengthi1e4:pathl0:1:.eeeee";
+        let m = Metainfo::from_bytes(t).unwrap();
+        let root = Path::new("/out");
+        for f in &m.files {
+            let p = safe_join(root, &f.path).unwrap();
+            assert!(p.starts_with(root), "{}", p.display());
+            assert!(f
+                .path
+                .components()
+                .all(|c| matches!(c, Component::Normal(_))));
+        }
+        assert_eq!(m.name, m.info_hash.hex());
+        assert_eq!(m.files[0].path, Path::new(&m.name).join("etc/passwd"));
+        assert_eq!(m.files[1].path, Path::new(&m.name).join("root/_/C_x"));
+        assert_eq!(m.files[2].path, Path::new(&m.name).join("_"));
+        assert_eq!(safe_join(root, Path::new("../x")), None);
+        assert_eq!(safe_join(root, Path::new("/x")), None);
+        assert_eq!(safe_join(root, Path::new("")), None);
+    }
+
+    #[test]
+    fn nul_in_paths_is_refused() {
+        let t = b"d4:infod4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaa5:filesld6:lengthi1e4:pathl3:a\x00beeeee";
+        assert!(Metainfo::from_bytes(t)
+            .unwrap_err()
+            .to_string()
+            .contains("NUL"));
+    }
+
+    #[test]
+    fn duplicates_are_renamed() {
+        let m = multi(
+            &[(&["d", "a.txt"], 1), (&["d", "a.txt"], 1), (&["d"], 1)],
+            16384,
+        );
+        let paths: Vec<_> = m.files.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(paths[0], Path::new("root/d/a.txt"));
+        assert_eq!(paths[1], Path::new("root/d/a.1.txt"));
+        // A file where a directory must be.
+        assert_eq!(paths[2], Path::new("root/d.1"));
+    }
+
+    #[test]
+    fn piece_file_mapping() {
+        // Files: 10, 0 (empty), 20, 5 with pieces of 16: piece 0 = a[0..10] + c[0..6],
+        // piece 1 = c[6..20] + d[0..2], piece 2 (short, 3 bytes) = d[2..5].
+        let m = multi(&[(&["a"], 10), (&["b"], 0), (&["c"], 20), (&["d"], 5)], 16);
+        assert_eq!(m.piece_count(), 3);
+        assert_eq!(m.total_length, 35);
+        assert_eq!(m.piece_size(2), 3);
+        let fs = |file, offset, len| FileSlice { file, offset, len };
+        assert_eq!(m.piece_slices(0), vec![fs(0, 0, 10), fs(2, 0, 6)]);
+        assert_eq!(m.piece_slices(1), vec![fs(2, 6, 14), fs(3, 0, 2)]);
+        assert_eq!(m.piece_slices(2), vec![fs(3, 2, 3)]);
+        assert_eq!(m.piece_slices(3), vec![]);
+        assert_eq!(m.file_pieces(0), 0..1);
+        assert_eq!(m.file_pieces(1), 0..0);
+        assert_eq!(m.file_pieces(2), 0..2);
+        assert_eq!(m.file_pieces(3), 1..3);
+        // A piece spanning several files.
+        let m = multi(&[(&["a"], 3), (&["b"], 3), (&["c"], 3)], 16);
+        assert_eq!(
+            m.piece_slices(0),
+            vec![fs(0, 0, 3), fs(1, 0, 3), fs(2, 0, 3)]
+        );
+    }
+
+    #[test]
+    fn trackers_and_web_seeds() {
+        let t = NewTorrent {
+            name: "n".into(),
+            length: 5,
+            piece_length: 16384,
+            pieces: hashes(1),
+            trackers: vec![
+                vec!["http://a/announce".into(), "udp://b:1".into()],
+                vec!["http://c/".into()],
+            ],
+            web_seeds: vec!["http://w/x y".into()],
+            private: true,
+            comment: Some("hi".into()),
+            creation_date: Some(42),
+            ..Default::default()
+        };
+        let m = Metainfo::from_bytes(&t.to_bytes()).unwrap();
+        assert_eq!(m.tracker_tiers(), t.trackers);
+        assert_eq!(m.url_list, vec!["http://w/x%20y".to_string()]);
+        assert!(m.private);
+        assert_eq!(m.comment.as_deref(), Some("hi"));
+        assert_eq!(m.creation_date, Some(42));
+        assert!(!m.multi_file);
+    }
+}

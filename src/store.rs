@@ -1,0 +1,494 @@
+//! The verified piece store: maps pieces onto files and moves bytes with
+//! positional reads and writes (no shared seek position, so any thread may
+//! use it). Only pieces whose SHA-1 matched are ever written, so whatever is
+//! on disk is either verified data or will fail its check on resume.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha1::{Digest, Sha1};
+use thiserror::Error;
+
+use crate::metainfo::{safe_join, slices, FileEntry, FileSlice, Metainfo};
+
+/// Open handles kept at once; torrents with thousands of files must not run
+/// into "too many open files".
+const MAX_OPEN_FILES: usize = 256;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: io::Error },
+    #[error("{0}: refusing a path that leaves the output folder")]
+    UnsafePath(PathBuf),
+    #[error("{0}: refusing to write through a symbolic link")]
+    Symlink(PathBuf),
+    #[error("{0}: exists but is not a regular file")]
+    NotAFile(PathBuf),
+    #[error("piece {0} is out of range")]
+    BadPiece(u32),
+}
+
+/// Where pieces live: the files of a torrent under an output folder.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub piece_length: u64,
+    pub total_length: u64,
+    pub files: Vec<FileEntry>,
+    pub hashes: Vec<u8>,
+}
+
+impl Layout {
+    pub fn from_metainfo(m: &Metainfo) -> Layout {
+        let hashes = (0..m.piece_count())
+            .flat_map(|i| m.piece_hash(i).unwrap_or([0; 20]))
+            .collect();
+        Layout {
+            piece_length: m.piece_length,
+            total_length: m.total_length,
+            files: m.files.clone(),
+            hashes,
+        }
+    }
+
+    pub fn piece_count(&self) -> u32 {
+        self.total_length.div_ceil(self.piece_length) as u32
+    }
+
+    pub fn piece_size(&self, piece: u32) -> u64 {
+        let start = piece as u64 * self.piece_length;
+        self.total_length
+            .saturating_sub(start)
+            .min(self.piece_length)
+    }
+
+    pub fn piece_hash(&self, piece: u32) -> Option<&[u8]> {
+        let s = piece as usize * 20;
+        self.hashes.get(s..s + 20)
+    }
+}
+
+/// What a check of one piece found on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PieceCheck {
+    Good,
+    Bad,
+    Missing,
+}
+
+pub struct Store {
+    root: PathBuf,
+    layout: Layout,
+    writable: bool,
+    handles: Mutex<HashMap<usize, Arc<File>>>,
+}
+
+impl Store {
+    /// A store for reading (verify, seed). Missing files read as missing.
+    pub fn open_read(layout: Layout, root: &Path) -> Store {
+        Store {
+            root: root.to_path_buf(),
+            layout,
+            writable: false,
+            handles: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A store for downloading: creates folders and files on first write,
+    /// and zero-length files right away.
+    pub fn open_write(layout: Layout, root: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            root: root.to_path_buf(),
+            layout,
+            writable: true,
+            handles: Mutex::new(HashMap::new()),
+        };
+        for (i, f) in store.layout.files.iter().enumerate() {
+            if f.length == 0 && f.is_data() {
+                store.handle(i)?;
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn file_path(&self, file: usize) -> Result<PathBuf, StoreError> {
+        let rel = &self.layout.files[file].path;
+        safe_join(&self.root, rel).ok_or_else(|| StoreError::UnsafePath(rel.clone()))
+    }
+
+    fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+        move |err| StoreError::Io {
+            path: path.to_path_buf(),
+            err,
+        }
+    }
+
+    /// Refuses any symlink between the output folder and the file: a link
+    /// planted in the folder must not make us write outside it.
+    fn check_no_symlinks(&self, path: &Path) -> Result<(), StoreError> {
+        let mut cur = self.root.clone();
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        for c in rel.components() {
+            cur.push(c);
+            match std::fs::symlink_metadata(&cur) {
+                Ok(md) if md.file_type().is_symlink() => return Err(StoreError::Symlink(cur)),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(Store::io_err(&cur)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The open handle for file `i`, or None when reading and it does not exist.
+    fn handle(&self, i: usize) -> Result<Option<Arc<File>>, StoreError> {
+        if let Some(h) = self.lock().get(&i) {
+            return Ok(Some(h.clone()));
+        }
+        let path = self.file_path(i)?;
+        let f = &self.layout.files[i];
+        let file = if self.writable {
+            self.check_no_symlinks(&path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(Store::io_err(dir))?;
+                self.check_no_symlinks(&path)?;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| self.open_error(&path, e))?;
+            let md = file.metadata().map_err(Store::io_err(&path))?;
+            if !md.is_file() {
+                return Err(StoreError::NotAFile(path));
+            }
+            // Sparse pre-allocation: the file gets its final size at once,
+            // without writing zeros. Never shrink what is there.
+            if md.len() < f.length {
+                file.set_len(f.length).map_err(Store::io_err(&path))?;
+            }
+            file
+        } else {
+            match OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(self.open_error(&path, e)),
+            }
+        };
+        let file = Arc::new(file);
+        let mut handles = self.lock();
+        if handles.len() >= MAX_OPEN_FILES {
+            if let Some(k) = handles.keys().next().copied() {
+                handles.remove(&k);
+            }
+        }
+        handles.insert(i, file.clone());
+        Ok(Some(file))
+    }
+
+    fn open_error(&self, path: &Path, e: io::Error) -> StoreError {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            StoreError::Symlink(path.to_path_buf())
+        } else if e.raw_os_error() == Some(libc::EISDIR) {
+            StoreError::NotAFile(path.to_path_buf())
+        } else {
+            Store::io_err(path)(e)
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<File>>> {
+        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slices(&self, start: u64, len: u64) -> Vec<FileSlice> {
+        slices(&self.layout.files, self.layout.total_length, start, len)
+    }
+
+    /// Reads `buf.len()` bytes at torrent offset `start`. Returns false when
+    /// a file is missing or too short (the data is not there).
+    pub fn read_at(&self, start: u64, buf: &mut [u8]) -> Result<bool, StoreError> {
+        let mut pos = 0usize;
+        for s in self.slices(start, buf.len() as u64) {
+            let out = &mut buf[pos..pos + s.len as usize];
+            pos += s.len as usize;
+            let f = &self.layout.files[s.file];
+            if !f.is_data() {
+                out.fill(0);
+                continue;
+            }
+            let Some(h) = self.handle(s.file)? else {
+                return Ok(false);
+            };
+            if let Err(e) = h.read_exact_at(out, s.offset) {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    return Ok(false);
+                }
+                return Err(Store::io_err(&self.file_path(s.file)?)(e));
+            }
+        }
+        Ok(pos == buf.len())
+    }
+
+    /// Reads block bytes of a piece we have, for serving to a peer.
+    pub fn read_block(&self, piece: u32, begin: u32, buf: &mut [u8]) -> Result<bool, StoreError> {
+        let start = piece as u64 * self.layout.piece_length + begin as u64;
+        self.read_at(start, buf)
+    }
+
+    /// Writes a whole, already verified piece.
+    pub fn write_piece(&self, piece: u32, data: &[u8]) -> Result<(), StoreError> {
+        if piece >= self.layout.piece_count() {
+            return Err(StoreError::BadPiece(piece));
+        }
+        let start = piece as u64 * self.layout.piece_length;
+        let mut pos = 0usize;
+        for s in self.slices(start, data.len() as u64) {
+            let chunk = &data[pos..pos + s.len as usize];
+            pos += s.len as usize;
+            if !self.layout.files[s.file].is_data() {
+                continue;
+            }
+            let Some(h) = self.handle(s.file)? else {
+                continue;
+            };
+            h.write_all_at(chunk, s.offset)
+                .map_err(|e| match self.file_path(s.file) {
+                    Ok(p) => Store::io_err(&p)(e),
+                    Err(err) => err,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Hashes piece `piece` as it is on disk; None when its data is missing.
+    pub fn hash_piece(
+        &self,
+        piece: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<[u8; 20]>, StoreError> {
+        let len = self.layout.piece_size(piece) as usize;
+        buf.resize(len, 0);
+        if !self.read_at(piece as u64 * self.layout.piece_length, buf)? {
+            return Ok(None);
+        }
+        Ok(Some(Sha1::digest(&buf[..]).into()))
+    }
+
+    pub fn check_piece(&self, piece: u32, buf: &mut Vec<u8>) -> Result<PieceCheck, StoreError> {
+        Ok(match self.hash_piece(piece, buf)? {
+            None => PieceCheck::Missing,
+            Some(h) if Some(&h[..]) == self.layout.piece_hash(piece) => PieceCheck::Good,
+            Some(_) => PieceCheck::Bad,
+        })
+    }
+
+    /// Hashes every piece on `threads` threads. `done` counts bytes hashed,
+    /// for a progress bar. Used by create (no expected hashes) and checks.
+    pub fn hash_all(
+        &self,
+        threads: usize,
+        done: &AtomicU64,
+    ) -> Result<Vec<Option<[u8; 20]>>, StoreError> {
+        let n = self.layout.piece_count();
+        let next = AtomicU32::new(0);
+        let results: Mutex<Vec<Option<[u8; 20]>>> = Mutex::new(vec![None; n as usize]);
+        let first_error: Mutex<Option<StoreError>> = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..threads.max(1) {
+                scope.spawn(|| {
+                    let mut buf = Vec::with_capacity(self.layout.piece_length as usize);
+                    let mut local = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break;
+                        }
+                        match self.hash_piece(i, &mut buf) {
+                            Ok(h) => local.push((i, h)),
+                            Err(e) => {
+                                let mut fe = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                                fe.get_or_insert(e);
+                                next.store(n, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                        done.fetch_add(self.layout.piece_size(i), Ordering::Relaxed);
+                    }
+                    let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
+                    for (i, h) in local {
+                        r[i as usize] = h;
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        Ok(results.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Checks every piece against the torrent's hashes.
+    pub fn check_all(
+        &self,
+        threads: usize,
+        done: &AtomicU64,
+    ) -> Result<Vec<PieceCheck>, StoreError> {
+        let hashes = self.hash_all(threads, done)?;
+        Ok(hashes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| match h {
+                None => PieceCheck::Missing,
+                Some(h) if Some(&h[..]) == self.layout.piece_hash(i as u32) => PieceCheck::Good,
+                Some(_) => PieceCheck::Bad,
+            })
+            .collect())
+    }
+}
+
+/// Threads to hash with: all cores.
+pub fn hash_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::NewTorrent;
+
+    fn torrent(files: &[(&str, usize)], piece_length: u64, data: &[u8]) -> Metainfo {
+        let pieces = data
+            .chunks(piece_length as usize)
+            .flat_map(|c| <[u8; 20]>::from(Sha1::digest(c)))
+            .collect();
+        let t = NewTorrent {
+            name: "t".into(),
+            files: Some(
+                files
+                    .iter()
+                    .map(|(n, l)| (vec![n.to_string()], *l as u64))
+                    .collect(),
+            ),
+            piece_length,
+            pieces,
+            ..Default::default()
+        };
+        Metainfo::from_bytes(&t.to_bytes()).unwrap()
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 13) as u8).collect()
+    }
+
+    #[test]
+    fn write_then_verify_with_spanning_and_empty_files() {
+        let d = data(100);
+        // boundary inside pieces, an empty file, a short last piece
+        let m = torrent(&[("a", 30), ("empty", 0), ("b", 45), ("c", 25)], 32, &d);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_write(Layout::from_metainfo(&m), dir.path()).unwrap();
+        assert!(dir.path().join("t/empty").exists());
+        for p in [3u32, 0, 2] {
+            let s = p as usize * 32;
+            store.write_piece(p, &d[s..(s + 32).min(100)]).unwrap();
+        }
+        let done = AtomicU64::new(0);
+        let checks = store.check_all(2, &done).unwrap();
+        // Piece 1 was never written: sparse zeros, so it fails its check.
+        assert_eq!(
+            checks,
+            vec![
+                PieceCheck::Good,
+                PieceCheck::Bad,
+                PieceCheck::Good,
+                PieceCheck::Good
+            ]
+        );
+        store.write_piece(1, &d[32..64]).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(store.check_piece(1, &mut buf).unwrap(), PieceCheck::Good);
+        let mut all = std::fs::read(dir.path().join("t/a")).unwrap();
+        all.extend(std::fs::read(dir.path().join("t/b")).unwrap());
+        all.extend(std::fs::read(dir.path().join("t/c")).unwrap());
+        assert_eq!(all, d);
+        let mut block = [0u8; 10];
+        assert!(store.read_block(0, 25, &mut block).unwrap());
+        assert_eq!(&block, &d[25..35]);
+        assert!(matches!(
+            store.write_piece(4, &[1]),
+            Err(StoreError::BadPiece(4))
+        ));
+    }
+
+    #[test]
+    fn missing_files_read_as_missing() {
+        let d = data(64);
+        let m = torrent(&[("a", 32), ("b", 32)], 32, &d);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("t")).unwrap();
+        std::fs::write(dir.path().join("t/a"), &d[..32]).unwrap();
+        std::fs::write(dir.path().join("t/b"), &d[32..40]).unwrap(); // too short
+        let store = Store::open_read(Layout::from_metainfo(&m), dir.path());
+        let done = AtomicU64::new(0);
+        assert_eq!(
+            store.check_all(1, &done).unwrap(),
+            vec![PieceCheck::Good, PieceCheck::Missing]
+        );
+        assert_eq!(done.load(Ordering::Relaxed), 64);
+        assert!(!dir.path().join("t/c").exists());
+    }
+
+    #[test]
+    fn refuses_planted_symlinks() {
+        let d = data(64);
+        let m = torrent(&[("a", 32), ("b", 32)], 32, &d);
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("t")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("victim"), dir.path().join("t/a")).unwrap();
+        let store = Store::open_write(Layout::from_metainfo(&m), dir.path()).unwrap();
+        let err = store.write_piece(0, &d[..32]).unwrap_err();
+        assert!(matches!(err, StoreError::Symlink(_)), "{err}");
+        assert!(!outside.path().join("victim").exists());
+        // A symlinked folder too.
+        let dir2 = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir2.path().join("t")).unwrap();
+        let store = Store::open_write(Layout::from_metainfo(&m), dir2.path()).unwrap();
+        assert!(matches!(
+            store.write_piece(1, &d[32..]),
+            Err(StoreError::Symlink(_))
+        ));
+        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn directory_in_place_of_file() {
+        let d = data(32);
+        let m = torrent(&[("a", 32)], 32, &d);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("t/a")).unwrap();
+        let store = Store::open_write(Layout::from_metainfo(&m), dir.path()).unwrap();
+        let err = store.write_piece(0, &d).unwrap_err();
+        assert!(err.to_string().contains("t/a"), "{err}");
+    }
+}
