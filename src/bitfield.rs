@@ -153,6 +153,58 @@ impl Bitfield {
     }
 }
 
+/// Our own "have" set, shared read-mostly between the torrent (the only
+/// writer) and the peer tasks that check it before serving a request.
+pub struct AtomicBitfield {
+    words: Vec<std::sync::atomic::AtomicU64>,
+    len: usize,
+}
+
+impl AtomicBitfield {
+    pub fn from_bitfield(b: &Bitfield) -> Self {
+        let words = (0..b.len().div_ceil(64))
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect();
+        let a = AtomicBitfield {
+            words,
+            len: b.len(),
+        };
+        for i in b.iter_ones() {
+            a.set(i);
+        }
+        a
+    }
+
+    pub fn get(&self, i: usize) -> bool {
+        i < self.len
+            && self.words[i / 64].load(std::sync::atomic::Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+
+    pub fn set(&self, i: usize) {
+        if i < self.len {
+            self.words[i / 64].fetch_or(1 << (i % 64), std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn snapshot(&self) -> Bitfield {
+        let mut b = Bitfield::new(self.len);
+        for i in 0..self.len {
+            if self.get(i) {
+                b.set(i);
+            }
+        }
+        b
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +238,18 @@ mod tests {
         let full = Bitfield::from_wire(&[0xff, 0xc0], 10).unwrap();
         assert!(full.is_full());
         assert_eq!(full, Bitfield::full(10));
+    }
+
+    #[test]
+    fn atomic_snapshot() {
+        let mut b = Bitfield::new(130);
+        b.set(0);
+        b.set(129);
+        let a = AtomicBitfield::from_bitfield(&b);
+        assert!(a.get(129) && !a.get(1) && !a.get(500));
+        a.set(64);
+        b.set(64);
+        assert_eq!(a.snapshot(), b);
     }
 
     #[test]

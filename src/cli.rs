@@ -10,7 +10,7 @@ use crate::create::{create, CreateOptions};
 use crate::magnet::Magnet;
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::store::{hash_threads, Layout, PieceCheck, Store};
-use crate::ui::{format_date, human_bytes, with_counter_bar};
+use crate::ui::{format_date, human_bytes, with_counter_bar, Display};
 
 /// A torrent given as a file path or a magnet URI.
 pub enum Source {
@@ -299,6 +299,88 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
             total.missing,
             checks.len(),
             total.bad
+        );
+    }
+    Ok(())
+}
+
+pub struct RunArgs {
+    pub torrent: PathBuf,
+    pub dir: PathBuf,
+    pub port: Option<u16>,
+    pub peers: Vec<String>,
+    pub keep_seeding: bool,
+    pub max_peers: usize,
+    pub quiet: bool,
+    pub json: bool,
+}
+
+fn resolve_peers(peers: &[String]) -> Result<Vec<std::net::SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for p in peers {
+        let addrs = p
+            .to_socket_addrs()
+            .with_context(|| format!("--peer {p}: expected HOST:PORT"))?;
+        out.extend(addrs);
+    }
+    Ok(out)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `download` (seed = false) and `seed` (seed = true).
+pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
+    let m = load_torrent(&a.torrent)?;
+    let display = Display::choose(a.json, a.quiet);
+    let name = m.name.clone();
+    let opts = crate::session::Options {
+        dir: a.dir.clone(),
+        port: a.port,
+        peers: resolve_peers(&a.peers)?,
+        keep_seeding: seed || a.keep_seeding,
+        require_complete: seed,
+        max_peers: a.max_peers,
+        display,
+    };
+    let summary = runtime()?.block_on(crate::session::run(m, opts))?;
+    let p = &summary.progress;
+    let secs = summary.elapsed.as_secs_f64();
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "event": "done",
+                "complete": summary.complete,
+                "outcome": format!("{:?}", summary.outcome).to_lowercase(),
+                "downloaded": p.downloaded,
+                "uploaded": p.uploaded,
+                "have_bytes": p.have_bytes,
+                "total": p.total,
+                "hash_failures": p.hash_failures,
+                "banned": p.banned,
+                "seconds": secs,
+            })
+        );
+    } else if !a.quiet {
+        println!(
+            "{name}: {} of {} verified; received {}, sent {} in {:.1}s",
+            human_bytes(p.have_bytes),
+            human_bytes(p.total),
+            human_bytes(p.downloaded),
+            human_bytes(p.uploaded),
+            secs
+        );
+    }
+    if !summary.complete {
+        bail!(
+            "interrupted with {} of {} pieces verified; run the same command again to resume",
+            p.pieces_have,
+            p.piece_count
         );
     }
     Ok(())

@@ -1,11 +1,20 @@
-//! shoal: a BitTorrent client. Pure protocol logic (metainfo, wire, picker,
-//! choker) does no I/O; peers, trackers and disk live at the edges.
+//! shoal: a BitTorrent client. A tracker client finds peers, the picker
+//! chooses what to ask for, one task per peer runs the wire protocol, and
+//! the verified store checks every piece before it counts. Pure protocol
+//! logic (metainfo, wire, picker, choker) does no I/O.
 
 pub mod bencode;
 pub mod bitfield;
+pub mod choker;
 pub mod cli;
 pub mod create;
 pub mod magnet;
 pub mod metainfo;
+pub mod peer;
+pub mod picker;
+pub mod session;
 pub mod store;
+pub mod torrent;
+pub mod tracker;
 pub mod ui;
+pub mod wire;

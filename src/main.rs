@@ -1,6 +1,7 @@
 //! The `shoal` command line: argument parsing over the library.
 //! Exit codes: 0 success, 1 failure (one-line error on stderr), 2 usage.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,6 +52,53 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Download a torrent into DIR, verifying every piece; exit 0 when done.
+    Download {
+        torrent: PathBuf,
+        /// Folder to download into: files go to DIR/<name>.
+        #[arg(short, long = "output", default_value = ".")]
+        output: PathBuf,
+        /// TCP port to listen on for peers (default: first free of 6881-6889).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Connect to this peer directly (HOST:PORT); repeatable.
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+        /// Keep seeding after the download completes, until Ctrl-C.
+        #[arg(long)]
+        seed: bool,
+        /// Most peers to be connected to at once.
+        #[arg(long, default_value_t = 50)]
+        max_peers: usize,
+        /// Print only errors.
+        #[arg(long)]
+        quiet: bool,
+        /// Print newline-delimited JSON progress events instead of bars.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve complete, verified data to the swarm until Ctrl-C.
+    Seed {
+        torrent: PathBuf,
+        /// Folder holding the data (as with `download -o DIR`).
+        #[arg(long = "from", default_value = ".")]
+        from: PathBuf,
+        /// TCP port to listen on for peers (default: first free of 6881-6889).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Connect to this peer directly (HOST:PORT); repeatable.
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+        /// Most peers to be connected to at once.
+        #[arg(long, default_value_t = 50)]
+        max_peers: usize,
+        /// Print only errors.
+        #[arg(long)]
+        quiet: bool,
+        /// Print newline-delimited JSON progress events instead of bars.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check data on disk against a torrent's piece hashes.
     Verify {
         torrent: PathBuf,
@@ -62,19 +110,25 @@ enum Command {
     },
 }
 
-fn init_logging() {
+fn init_logging(quiet: bool) {
+    let default = if quiet { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let quiet = matches!(
+        cli.command,
+        Command::Download { quiet: true, .. } | Command::Seed { quiet: true, .. }
+    );
+    init_logging(quiet);
     let result = match cli.command {
         Command::Info { torrent, json } => cli::info(&torrent, json),
         Command::Create {
@@ -97,6 +151,49 @@ fn main() -> ExitCode {
             force,
         }),
         Command::Verify { torrent, dir, json } => cli::verify(&torrent, &dir, json),
+        Command::Download {
+            torrent,
+            output,
+            port,
+            peers,
+            seed,
+            max_peers,
+            quiet,
+            json,
+        } => cli::run_torrent(
+            cli::RunArgs {
+                torrent,
+                dir: output,
+                port,
+                peers,
+                keep_seeding: seed,
+                max_peers,
+                quiet,
+                json,
+            },
+            false,
+        ),
+        Command::Seed {
+            torrent,
+            from,
+            port,
+            peers,
+            max_peers,
+            quiet,
+            json,
+        } => cli::run_torrent(
+            cli::RunArgs {
+                torrent,
+                dir: from,
+                port,
+                peers,
+                keep_seeding: true,
+                max_peers,
+                quiet,
+                json,
+            },
+            true,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

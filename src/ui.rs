@@ -5,7 +5,13 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::Arc;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::watch;
+
+use crate::metainfo::Metainfo;
+use crate::torrent::Progress;
 
 /// `1.5 GiB`, `512 B`.
 pub fn human_bytes(n: u64) -> String {
@@ -84,6 +90,171 @@ pub fn with_counter_bar<T>(total: u64, message: &str, work: impl FnOnce(&AtomicU
     });
     pb.finish_and_clear();
     out
+}
+
+/// How a running torrent reports progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Display {
+    /// indicatif bars on a terminal.
+    Bars,
+    /// Newline-delimited JSON events on stdout.
+    Json,
+    /// Nothing while running (stdout is not a terminal, or --quiet).
+    Silent,
+}
+
+impl Display {
+    pub fn choose(json: bool, quiet: bool) -> Display {
+        if json {
+            Display::Json
+        } else if quiet || !stdout_is_terminal() {
+            Display::Silent
+        } else {
+            Display::Bars
+        }
+    }
+}
+
+fn eta(p: &Progress) -> String {
+    let left = p.total.saturating_sub(p.have_bytes);
+    if left == 0 {
+        return "-".into();
+    }
+    if p.down_rate == 0 {
+        return "∞".into();
+    }
+    let s = left / p.down_rate;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+pub fn progress_json(p: &Progress) -> serde_json::Value {
+    serde_json::json!({
+        "event": "progress",
+        "state": p.state.label(),
+        "have_bytes": p.have_bytes,
+        "total": p.total,
+        "pieces_have": p.pieces_have,
+        "piece_count": p.piece_count,
+        "down_rate": p.down_rate,
+        "up_rate": p.up_rate,
+        "downloaded": p.downloaded,
+        "uploaded": p.uploaded,
+        "peers": p.peers,
+        "known_peers": p.known_peers,
+        "hash_failures": p.hash_failures,
+        "banned": p.banned,
+    })
+}
+
+/// Follows the torrent's progress until aborted. Bars redraw at most ten
+/// times a second; JSON prints a line a second and one per state change.
+pub async fn show(meta: Arc<Metainfo>, mut rx: watch::Receiver<Progress>, display: Display) {
+    match display {
+        Display::Silent => std::future::pending::<()>().await,
+        Display::Json => {
+            let mut last_state = None;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                let ticked = tokio::select! {
+                    _ = tick.tick() => true,
+                    r = rx.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        false
+                    }
+                };
+                let p = rx.borrow_and_update().clone();
+                if last_state != Some(p.state) {
+                    last_state = Some(p.state);
+                    println!(
+                        "{}",
+                        serde_json::json!({"event": "state", "state": p.state.label()})
+                    );
+                }
+                if ticked {
+                    println!("{}", progress_json(&p));
+                }
+            }
+        }
+        Display::Bars => {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+            let main = multi.add(ProgressBar::new(meta.total_length));
+            main.set_style(
+                ProgressStyle::with_template("{prefix:>11} [{bar:40}] {bytes}/{total_bytes} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            main.set_prefix(meta.name.clone());
+            let mut file_bars: Vec<(usize, ProgressBar)> = Vec::new();
+            loop {
+                let p = rx.borrow_and_update().clone();
+                main.set_position(p.have_bytes);
+                main.set_message(format!(
+                    "{} ↓ {}/s ↑ {}/s peers {}/{} eta {}",
+                    p.state.label(),
+                    human_bytes(p.down_rate),
+                    human_bytes(p.up_rate),
+                    p.peers,
+                    p.known_peers,
+                    eta(&p)
+                ));
+                if meta.multi_file {
+                    update_file_bars(&meta, &p, &multi, &mut file_bars);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if rx.has_changed().is_err() {
+                    break;
+                }
+            }
+            let _ = multi.clear();
+        }
+    }
+}
+
+/// Bars for the files being filled in right now (at most five).
+fn update_file_bars(
+    meta: &Metainfo,
+    p: &Progress,
+    multi: &MultiProgress,
+    bars: &mut Vec<(usize, ProgressBar)>,
+) {
+    bars.retain(|(i, bar)| {
+        let done = p.file_done.get(*i).copied().unwrap_or(0);
+        if done >= meta.files[*i].length {
+            bar.finish_and_clear();
+            multi.remove(bar);
+            false
+        } else {
+            bar.set_position(done);
+            true
+        }
+    });
+    for (i, f) in meta.files.iter().enumerate() {
+        if bars.len() >= 5 {
+            break;
+        }
+        let done = p.file_done.get(i).copied().unwrap_or(0);
+        if !f.is_data() || done == 0 || done >= f.length || bars.iter().any(|(j, _)| *j == i) {
+            continue;
+        }
+        let bar = multi.add(ProgressBar::new(f.length));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>11} [{bar:40}] {bytes}/{total_bytes} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix("file");
+        bar.set_message(f.path.display().to_string());
+        bar.set_position(done);
+        bars.push((i, bar));
+    }
 }
 
 #[cfg(test)]

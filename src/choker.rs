@@ -1,0 +1,261 @@
+//! Chooses which peers we upload to (BEP 3's tit-for-tat).
+//!
+//! Pure: the torrent calls `rechoke` every 10 s with a snapshot and applies the
+//! answer. Regular slots reward the peers that give us the most (or, when
+//! seeding, take the most); one optimistic slot rotates every 30 s so new peers
+//! get a chance to prove themselves and we find better partners.
+
+use std::cmp::Reverse;
+use std::collections::HashSet;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+/// How long an optimistic unchoke lasts: three 10 s rounds, long enough for a
+/// peer to ramp up and reciprocate.
+pub const OPTIMISTIC_SECS: u64 = 30;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSnapshot {
+    pub key: u64,
+    pub interested: bool,
+    /// Bytes/s they give us.
+    pub download_rate: u64,
+    /// Bytes/s we send them.
+    pub upload_rate: u64,
+    pub snubbed: bool,
+}
+
+#[derive(Debug)]
+pub struct Choker {
+    slots: usize,
+    optimistic: Option<u64>,
+    optimistic_since: u64,
+    rng: StdRng,
+}
+
+impl Choker {
+    pub fn new(upload_slots: usize) -> Choker {
+        Choker::with_rng(upload_slots, StdRng::from_entropy())
+    }
+
+    /// Same as `new` with a fixed random seed, for reproducible tests.
+    pub fn with_seed(upload_slots: usize, seed: u64) -> Choker {
+        Choker::with_rng(upload_slots, StdRng::seed_from_u64(seed))
+    }
+
+    fn with_rng(slots: usize, rng: StdRng) -> Choker {
+        Choker {
+            slots,
+            optimistic: None,
+            optimistic_since: 0,
+            rng,
+        }
+    }
+
+    /// `now_secs` = monotonic seconds; `seeding` = we have everything. Returns the keys to
+    /// unchoke (all others choked): the regular slots, then the optimistic one.
+    pub fn rechoke(&mut self, peers: &[PeerSnapshot], seeding: bool, now_secs: u64) -> Vec<u64> {
+        // A key listed twice counts once (first entry wins).
+        let mut seen = HashSet::new();
+        let peers: Vec<&PeerSnapshot> = peers.iter().filter(|p| seen.insert(p.key)).collect();
+
+        // Snubbed peers aren't sending despite our requests: a regular slot is
+        // wasted on them while leeching. Seeding, nobody sends us anything anyway.
+        let mut candidates: Vec<&PeerSnapshot> = peers
+            .iter()
+            .copied()
+            .filter(|p| p.interested && (seeding || !p.snubbed))
+            .collect();
+        // Shuffle, then stable-sort: equal rates end up in random order.
+        candidates.shuffle(&mut self.rng);
+        if seeding {
+            // Whoever takes data fastest spreads it fastest.
+            candidates.sort_by_key(|p| Reverse(p.upload_rate));
+        } else {
+            candidates.sort_by_key(|p| (Reverse(p.download_rate), Reverse(p.upload_rate)));
+        }
+        let mut unchoke: Vec<u64> = candidates.iter().take(self.slots).map(|p| p.key).collect();
+
+        let eligible = |key: u64| {
+            !unchoke.contains(&key) && peers.iter().any(|p| p.key == key && p.interested)
+        };
+        let current = self.optimistic.filter(|&k| eligible(k));
+        let expired = now_secs.saturating_sub(self.optimistic_since) >= OPTIMISTIC_SECS;
+        let next = match current {
+            Some(k) if !expired => Some(k),
+            _ => {
+                let pool: Vec<u64> = peers
+                    .iter()
+                    .filter(|p| Some(p.key) != current && eligible(p.key))
+                    .map(|p| p.key)
+                    .collect();
+                let pick = pool.choose(&mut self.rng).copied();
+                // With nobody else to rotate to, the current one keeps the slot.
+                let pick = pick.or(current);
+                if pick.is_some() {
+                    self.optimistic_since = now_secs;
+                }
+                pick
+            }
+        };
+        self.optimistic = next;
+        unchoke.extend(next);
+        unchoke
+    }
+
+    pub fn optimistic(&self) -> Option<u64> {
+        self.optimistic
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(key: u64, down: u64, up: u64) -> PeerSnapshot {
+        PeerSnapshot {
+            key,
+            interested: true,
+            download_rate: down,
+            upload_rate: up,
+            snubbed: false,
+        }
+    }
+
+    fn regular(unchoked: &[u64], c: &Choker) -> Vec<u64> {
+        let mut r: Vec<u64> = unchoked
+            .iter()
+            .copied()
+            .filter(|&k| Some(k) != c.optimistic())
+            .collect();
+        r.sort_unstable();
+        r
+    }
+
+    #[test]
+    fn leeching_picks_best_downloaders_skipping_snubbed() {
+        let mut peers: Vec<PeerSnapshot> = (0..10).map(|k| peer(k, k * 100, 1000 - k)).collect();
+        peers[9].snubbed = true;
+        peers[8].interested = false;
+        let mut c = Choker::with_seed(4, 1);
+        let out = c.rechoke(&peers, false, 0);
+        assert_eq!(out.len(), 5);
+        assert_eq!(regular(&out, &c), vec![4, 5, 6, 7]);
+        let opt = c.optimistic().unwrap();
+        assert!(opt != 8, "not interested");
+        assert!(opt <= 3 || opt == 9, "{opt}");
+    }
+
+    #[test]
+    fn leeching_ties_broken_by_upload_then_random() {
+        let peers = vec![
+            peer(1, 50, 1),
+            peer(2, 50, 9),
+            peer(3, 50, 5),
+            peer(4, 10, 0),
+        ];
+        let mut c = Choker::with_seed(2, 3);
+        let out = c.rechoke(&peers, false, 0);
+        assert_eq!(regular(&out, &c), vec![2, 3]);
+
+        let mut firsts = HashSet::new();
+        for seed in 0..20 {
+            let peers: Vec<PeerSnapshot> = (0..8).map(|k| peer(k, 0, 0)).collect();
+            let mut c = Choker::with_seed(1, seed);
+            firsts.insert(c.rechoke(&peers, false, 0)[0]);
+        }
+        assert!(firsts.len() > 2);
+    }
+
+    #[test]
+    fn seeding_picks_fastest_takers() {
+        let mut peers: Vec<PeerSnapshot> = (0..10).map(|k| peer(k, 1000 - k, k * 10)).collect();
+        // Snubbing is about what they send us: irrelevant when seeding.
+        peers[9].snubbed = true;
+        let mut c = Choker::with_seed(3, 1);
+        let out = c.rechoke(&peers, true, 0);
+        assert_eq!(regular(&out, &c), vec![7, 8, 9]);
+        assert!(c.optimistic().is_some_and(|k| k < 7));
+    }
+
+    #[test]
+    fn optimistic_lasts_30_s_then_rotates() {
+        let peers: Vec<PeerSnapshot> = (0..20)
+            .map(|k| peer(k, if k < 4 { 1000 } else { 0 }, 0))
+            .collect();
+        let mut c = Choker::with_seed(4, 7);
+        let mut history = Vec::new();
+        for round in 0..30u64 {
+            let out = c.rechoke(&peers, false, round * 10);
+            let opt = c.optimistic().unwrap();
+            assert_eq!(out.last(), Some(&opt));
+            assert!(opt >= 4, "optimistic is never a regular peer");
+            assert_eq!(regular(&out, &c), vec![0, 1, 2, 3]);
+            history.push(opt);
+        }
+        for chunk in history.chunks(3) {
+            assert!(chunk.iter().all(|&k| k == chunk[0]), "{history:?}");
+        }
+        for pair in history.chunks(3).collect::<Vec<_>>().windows(2) {
+            assert_ne!(pair[0][0], pair[1][0], "rotates to someone else");
+        }
+    }
+
+    #[test]
+    fn optimistic_replaced_when_it_leaves_loses_interest_or_goes_regular() {
+        let mut peers: Vec<PeerSnapshot> = (0..6).map(|k| peer(k, 100 - k, 0)).collect();
+        let mut c = Choker::with_seed(2, 2);
+        c.rechoke(&peers, false, 0);
+        let opt = c.optimistic().unwrap();
+        assert!(opt >= 2);
+        // Loses interest.
+        peers[opt as usize].interested = false;
+        c.rechoke(&peers, false, 10);
+        let opt2 = c.optimistic().unwrap();
+        assert_ne!(opt2, opt);
+        // Becomes the best downloader: promoted, and a new optimistic is drawn.
+        peers[opt2 as usize].download_rate = 10_000;
+        let out = c.rechoke(&peers, false, 20);
+        assert!(out.contains(&opt2));
+        assert_ne!(c.optimistic(), Some(opt2));
+        assert_eq!(out.len(), 3);
+        // Leaves.
+        let opt3 = c.optimistic().unwrap();
+        peers.retain(|p| p.key != opt3);
+        c.rechoke(&peers, false, 30);
+        assert!(c.optimistic().is_some_and(|k| k != opt3));
+    }
+
+    #[test]
+    fn fewer_interested_than_slots() {
+        let mut peers = vec![peer(1, 5, 0), peer(2, 0, 0), peer(3, 9, 0)];
+        peers[1].interested = false;
+        let mut c = Choker::with_seed(4, 0);
+        let mut out = c.rechoke(&peers, false, 0);
+        out.sort_unstable();
+        assert_eq!(out, vec![1, 3]);
+        assert_eq!(c.optimistic(), None);
+        assert!(c.rechoke(&[], false, 10).is_empty());
+        assert!(c.rechoke(&[], true, 20).is_empty());
+        // Zero slots: just the optimistic one.
+        let mut c = Choker::with_seed(0, 0);
+        let out = c.rechoke(&peers, false, 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(c.optimistic(), Some(out[0]));
+    }
+
+    #[test]
+    fn lone_optimistic_candidate_keeps_slot_after_expiry() {
+        let peers = vec![peer(1, 100, 0), peer(2, 0, 0)];
+        let mut c = Choker::with_seed(1, 0);
+        for round in 0..10 {
+            let out = c.rechoke(&peers, false, round * 10);
+            assert_eq!(out, vec![1, 2]);
+        }
+        // Duplicate keys are counted once.
+        let dup = vec![peer(1, 100, 0), peer(1, 100, 0), peer(2, 0, 0)];
+        assert_eq!(c.rechoke(&dup, false, 200), vec![1, 2]);
+    }
+}

@@ -1,0 +1,661 @@
+//! One task per peer connection: runs the wire protocol over a socket. It
+//! validates everything the peer sends, serves its requests from the store,
+//! and reports what matters to the torrent, which decides what to request,
+//! whom to choke and whom to trust.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+
+use crate::bitfield::{AtomicBitfield, Bitfield};
+use crate::store::Store;
+use crate::torrent::Event;
+use crate::wire::{self, BlockRef, ExtendedHandshake, Handshake, Message};
+
+pub type PeerKey = u64;
+
+/// How many of a peer's requests we queue; advertised to it as `reqq`.
+pub const MAX_PEER_REQUESTS: usize = 500;
+/// Largest request we serve (we never ask for more than 16 KiB ourselves).
+const MAX_REQUEST_LEN: u32 = 128 << 10;
+/// Unrequested data tolerated before we decide the peer is hostile; some is
+/// normal (blocks that crossed our cancel on the wire).
+const MAX_UNREQUESTED_BYTES: u64 = 8 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// We send a keep-alive after this much silence of our own.
+const KEEPALIVE_AFTER: Duration = Duration::from_secs(90);
+/// A peer silent for longer than this (not even keep-alives) is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
+/// Upload data waiting in the writer before we stop reading more from disk.
+const UPLOAD_HIGH_WATER: usize = 2 << 20;
+/// One disk batch for uploads: bounded so one peer cannot hog the pool.
+const UPLOAD_BATCH_BYTES: usize = 1 << 20;
+
+/// What every peer task of a torrent shares, read-only or atomic.
+pub struct Shared {
+    pub info_hash: [u8; 20],
+    pub peer_id: [u8; 20],
+    pub piece_count: u32,
+    pub piece_length: u64,
+    pub total_length: u64,
+    pub store: Arc<Store>,
+    pub have: Arc<AtomicBitfield>,
+    pub listen_port: u16,
+    /// Payload bytes, for trackers and progress.
+    pub uploaded: AtomicU64,
+    pub downloaded: AtomicU64,
+}
+
+impl Shared {
+    pub fn piece_size(&self, piece: u32) -> u64 {
+        let start = piece as u64 * self.piece_length;
+        self.total_length
+            .saturating_sub(start)
+            .min(self.piece_length)
+    }
+}
+
+/// Per-peer byte counters the torrent reads to compute rates for choking.
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    pub downloaded: AtomicU64,
+    pub uploaded: AtomicU64,
+}
+
+/// Peer task → torrent.
+#[derive(Debug)]
+pub enum PeerEvent {
+    Connected {
+        addr: SocketAddr,
+        peer_id: [u8; 20],
+        fast: bool,
+        incoming: bool,
+        cmd: mpsc::UnboundedSender<PeerCmd>,
+        stats: Arc<PeerStats>,
+    },
+    Bitfield(Bitfield),
+    HaveAll,
+    HaveNone,
+    Have(u32),
+    Extended {
+        reqq: Option<u32>,
+        listen_port: Option<u16>,
+        client: Option<String>,
+    },
+    Choked,
+    Unchoked,
+    Interested(bool),
+    Block {
+        block: BlockRef,
+        data: Bytes,
+    },
+    Rejected(BlockRef),
+    Gone(String),
+}
+
+/// Torrent → peer task.
+#[derive(Debug)]
+pub enum PeerCmd {
+    Request(Vec<BlockRef>),
+    Cancel(BlockRef),
+    Have(u32),
+    Choke,
+    Unchoke,
+    Interested(bool),
+    Close(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Wire(#[from] wire::WireError),
+    #[error("peer is for another torrent")]
+    WrongInfoHash,
+    #[error("connected to ourselves")]
+    SelfConnection,
+    #[error("{0}")]
+    Protocol(String),
+    #[error("idle for too long")]
+    Idle,
+    #[error("closed by torrent: {0}")]
+    Closed(String),
+    #[error("peer closed the connection")]
+    Eof,
+}
+
+fn protocol(msg: impl Into<String>) -> PeerError {
+    PeerError::Protocol(msg.into())
+}
+
+/// Connects out to `addr` and runs the connection to its end.
+pub async fn run_outgoing(
+    key: PeerKey,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<Event>,
+) {
+    let result = async {
+        let mut stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Err(_) => return Err(PeerError::ConnectTimeout),
+            Ok(Err(e)) => return Err(PeerError::Connect(e)),
+            Ok(Ok(s)) => s,
+        };
+        stream.set_nodelay(true).ok();
+        let ours = Handshake::new(shared.info_hash, shared.peer_id);
+        stream.write_all(&ours.encode()).await?;
+        let theirs = read_handshake(&mut stream).await?;
+        if theirs.info_hash != shared.info_hash {
+            return Err(PeerError::WrongInfoHash);
+        }
+        run(key, stream, addr, theirs, false, &shared, &events).await
+    }
+    .await;
+    finish(key, result, &events).await;
+}
+
+/// Runs a connection the listener accepted, whose handshake it already read.
+pub async fn run_incoming(
+    key: PeerKey,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    theirs: Handshake,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<Event>,
+) {
+    let result = async {
+        stream.set_nodelay(true).ok();
+        let ours = Handshake::new(shared.info_hash, shared.peer_id);
+        stream.write_all(&ours.encode()).await?;
+        run(key, stream, addr, theirs, true, &shared, &events).await
+    }
+    .await;
+    finish(key, result, &events).await;
+}
+
+async fn finish(key: PeerKey, result: Result<(), PeerError>, events: &mpsc::Sender<Event>) {
+    let reason = match result {
+        Ok(()) => "done".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let _ = events.send(Event::Peer(key, PeerEvent::Gone(reason))).await;
+}
+
+/// Reads the 68-byte handshake with a deadline (slow-loris peers).
+pub async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, PeerError> {
+    let mut buf = [0u8; Handshake::LEN];
+    match timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await {
+        Err(_) => Err(PeerError::HandshakeTimeout),
+        Ok(Err(e)) => Err(PeerError::Io(e)),
+        Ok(Ok(_)) => Ok(Handshake::decode(&buf)?),
+    }
+}
+
+/// The writer half lives in its own task so a slow reader on the other side
+/// never stops us reading (two peers both blocked on writes would deadlock).
+struct Writer {
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    last_write: Instant,
+    buf: BytesMut,
+}
+
+impl Writer {
+    fn spawn(half: OwnedWriteHalf) -> Writer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(write_loop(half, rx, queued.clone()));
+        Writer {
+            tx,
+            queued,
+            last_write: Instant::now(),
+            buf: BytesMut::with_capacity(4096),
+        }
+    }
+
+    fn msg(&mut self, m: &Message) {
+        wire::encode(m, &mut self.buf);
+    }
+
+    /// Hands what was encoded so far to the writer task.
+    fn flush(&mut self) -> Result<(), PeerError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.send(chunk)
+    }
+
+    fn send(&mut self, chunk: Bytes) -> Result<(), PeerError> {
+        self.queued.fetch_add(chunk.len(), Ordering::Relaxed);
+        self.last_write = Instant::now();
+        self.tx
+            .send(chunk)
+            .map_err(|_| PeerError::Io(std::io::ErrorKind::BrokenPipe.into()))
+    }
+
+    fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+async fn write_loop(
+    mut half: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+) {
+    let mut batch = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        // Coalesce whatever is ready into one write: many small messages
+        // (requests, haves) would otherwise cost a syscall each.
+        let result = if rx.is_empty() {
+            let n = first.len();
+            let r = half.write_all(&first).await;
+            queued.fetch_sub(n, Ordering::Relaxed);
+            r
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < (1 << 20) {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            let r = half.write_all(&batch).await;
+            queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            r
+        };
+        if result.is_err() {
+            break;
+        }
+    }
+    let _ = half.shutdown().await;
+}
+
+struct Conn<'a> {
+    shared: &'a Shared,
+    fast: bool,
+    writer: Writer,
+    am_choking: bool,
+    peer_choking: bool,
+    /// Blocks we asked this peer for and have not received.
+    requested: HashSet<BlockRef>,
+    unrequested_bytes: u64,
+    /// The peer's requests waiting to be served.
+    uploads: VecDeque<BlockRef>,
+    stats: Arc<PeerStats>,
+    seen_bitfield: bool,
+}
+
+type UploadBatch = tokio::task::JoinHandle<Result<(Bytes, u64), crate::store::StoreError>>;
+
+async fn run(
+    key: PeerKey,
+    stream: TcpStream,
+    addr: SocketAddr,
+    theirs: Handshake,
+    incoming: bool,
+    shared: &Shared,
+    events: &mpsc::Sender<Event>,
+) -> Result<(), PeerError> {
+    if theirs.peer_id == shared.peer_id {
+        return Err(PeerError::SelfConnection);
+    }
+    let fast = theirs.supports_fast();
+    let (mut reader, write_half) = stream.into_split();
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(PeerStats::default());
+    let send = |ev: PeerEvent| events.send(Event::Peer(key, ev));
+    send(PeerEvent::Connected {
+        addr,
+        peer_id: theirs.peer_id,
+        fast,
+        incoming,
+        cmd: cmd_tx,
+        stats: stats.clone(),
+    })
+    .await
+    .map_err(|_| PeerError::Closed("torrent stopped".into()))?;
+
+    let mut c = Conn {
+        shared,
+        fast,
+        writer: Writer::spawn(write_half),
+        am_choking: true,
+        peer_choking: true,
+        requested: HashSet::new(),
+        unrequested_bytes: 0,
+        uploads: VecDeque::new(),
+        stats,
+        seen_bitfield: false,
+    };
+
+    if theirs.supports_extensions() {
+        let ext = ExtendedHandshake {
+            v: Some(format!("shoal {}", env!("CARGO_PKG_VERSION"))),
+            p: Some(shared.listen_port),
+            reqq: Some(MAX_PEER_REQUESTS as u32),
+            yourip: Some(match addr.ip() {
+                std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
+                std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
+            }),
+            ..Default::default()
+        };
+        c.writer.msg(&Message::Extended {
+            id: 0,
+            payload: Bytes::from(ext.encode()),
+        });
+    }
+    let have = shared.have.snapshot();
+    if fast && have.is_full() {
+        c.writer.msg(&Message::HaveAll);
+    } else if fast && have.none() {
+        c.writer.msg(&Message::HaveNone);
+    } else if !have.none() {
+        c.writer
+            .msg(&Message::Bitfield(Bytes::copy_from_slice(have.as_bytes())));
+    }
+    c.writer.flush()?;
+
+    let max_len = wire::max_message_len(shared.piece_count);
+    let mut rbuf = BytesMut::with_capacity(256 << 10);
+    let mut last_read = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch: Option<UploadBatch> = None;
+
+    loop {
+        if batch.is_none() && !c.am_choking && c.writer.queued() < UPLOAD_HIGH_WATER {
+            batch = c.start_upload_batch();
+        }
+        tokio::select! {
+            r = reader.read_buf(&mut rbuf) => {
+                let n = r?;
+                if n == 0 {
+                    return Err(PeerError::Eof);
+                }
+                last_read = Instant::now();
+                while let Some(msg) = wire::decode(&mut rbuf, max_len)? {
+                    if let Some(ev) = c.on_message(msg)? {
+                        send(ev).await.map_err(|_| PeerError::Closed("torrent stopped".into()))?;
+                    }
+                }
+                // Keep the buffer's allocation: reserve reclaims space once
+                // the blocks split off it have been dropped.
+                if rbuf.capacity() - rbuf.len() < 32 << 10 {
+                    rbuf.reserve(128 << 10);
+                }
+            }
+            cmd = cmd_rx.recv() => {
+                match cmd {
+                    None => return Err(PeerError::Closed("torrent stopped".into())),
+                    Some(PeerCmd::Close(why)) => return Err(PeerError::Closed(why)),
+                    Some(cmd) => c.on_cmd(cmd),
+                }
+                // Drain what else is queued so it goes out in one write.
+                while let Ok(cmd) = cmd_rx.try_recv() {
+                    match cmd {
+                        PeerCmd::Close(why) => return Err(PeerError::Closed(why)),
+                        cmd => c.on_cmd(cmd),
+                    }
+                }
+            }
+            done = async { batch.as_mut().expect("guarded by if").await }, if batch.is_some() => {
+                batch = None;
+                match done {
+                    Ok(Ok((data, payload))) => {
+                        if !c.am_choking {
+                            c.stats.uploaded.fetch_add(payload, Ordering::Relaxed);
+                            shared.uploaded.fetch_add(payload, Ordering::Relaxed);
+                            c.writer.flush()?;
+                            c.writer.send(data)?;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!("reading blocks for upload: {e}");
+                        return Err(PeerError::Closed(format!("disk read failed: {e}")));
+                    }
+                    Err(e) => return Err(PeerError::Closed(format!("upload task failed: {e}"))),
+                }
+            }
+            _ = tick.tick() => {
+                if last_read.elapsed() > IDLE_TIMEOUT {
+                    return Err(PeerError::Idle);
+                }
+                if c.writer.last_write.elapsed() > KEEPALIVE_AFTER {
+                    c.writer.msg(&Message::KeepAlive);
+                }
+            }
+        }
+        c.writer.flush()?;
+    }
+}
+
+impl Conn<'_> {
+    fn valid_block(&self, b: &BlockRef) -> bool {
+        b.index < self.shared.piece_count
+            && b.length > 0
+            && b.length <= MAX_REQUEST_LEN
+            && b.begin as u64 + b.length as u64 <= self.shared.piece_size(b.index)
+    }
+
+    fn need_fast(&self, what: &str) -> Result<(), PeerError> {
+        if self.fast {
+            Ok(())
+        } else {
+            Err(protocol(format!(
+                "{what} without the fast extension negotiated"
+            )))
+        }
+    }
+
+    fn on_message(&mut self, msg: Message) -> Result<Option<PeerEvent>, PeerError> {
+        let n = self.shared.piece_count;
+        Ok(match msg {
+            Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => None,
+            Message::Choke => {
+                self.peer_choking = true;
+                // Pending requests die with a choke; the torrent re-requests
+                // them (elsewhere if need be). Late blocks are still taken.
+                self.requested.clear();
+                Some(PeerEvent::Choked)
+            }
+            Message::Unchoke => {
+                self.peer_choking = false;
+                Some(PeerEvent::Unchoked)
+            }
+            Message::Interested => Some(PeerEvent::Interested(true)),
+            Message::NotInterested => Some(PeerEvent::Interested(false)),
+            Message::Have(i) => {
+                if i >= n {
+                    return Err(protocol(format!("have {i} out of range ({n} pieces)")));
+                }
+                Some(PeerEvent::Have(i))
+            }
+            Message::Bitfield(bytes) => {
+                if self.seen_bitfield {
+                    return Err(protocol("second bitfield"));
+                }
+                self.seen_bitfield = true;
+                let b =
+                    Bitfield::from_wire(&bytes, n as usize).map_err(|e| protocol(e.to_string()))?;
+                Some(PeerEvent::Bitfield(b))
+            }
+            Message::HaveAll => {
+                self.need_fast("have-all")?;
+                self.seen_bitfield = true;
+                Some(PeerEvent::HaveAll)
+            }
+            Message::HaveNone => {
+                self.need_fast("have-none")?;
+                self.seen_bitfield = true;
+                Some(PeerEvent::HaveNone)
+            }
+            Message::Request(b) => {
+                if !self.valid_block(&b) {
+                    return Err(protocol(format!("invalid request {b:?}")));
+                }
+                let ok = !self.am_choking
+                    && self.shared.have.get(b.index as usize)
+                    && self.uploads.len() < MAX_PEER_REQUESTS;
+                if ok {
+                    self.uploads.push_back(b);
+                } else if self.fast {
+                    self.writer.msg(&Message::Reject(b));
+                }
+                None
+            }
+            Message::Cancel(b) => {
+                if let Some(pos) = self.uploads.iter().position(|x| *x == b) {
+                    self.uploads.remove(pos);
+                }
+                None
+            }
+            Message::Piece { index, begin, data } => {
+                let block = BlockRef {
+                    index,
+                    begin,
+                    length: data.len() as u32,
+                };
+                let len = data.len() as u64;
+                if self.requested.remove(&block) {
+                    self.stats.downloaded.fetch_add(len, Ordering::Relaxed);
+                    self.shared.downloaded.fetch_add(len, Ordering::Relaxed);
+                    Some(PeerEvent::Block { block, data })
+                } else {
+                    // Blocks that crossed our cancel (or a choke) are normal
+                    // in small amounts; a stream of them is not.
+                    self.unrequested_bytes += len;
+                    if self.unrequested_bytes > MAX_UNREQUESTED_BYTES {
+                        return Err(protocol("too much unrequested data"));
+                    }
+                    None
+                }
+            }
+            Message::Reject(b) => {
+                self.need_fast("reject")?;
+                if self.requested.remove(&b) {
+                    Some(PeerEvent::Rejected(b))
+                } else {
+                    None
+                }
+            }
+            Message::Suggest(_) | Message::AllowedFast(_) => {
+                self.need_fast("suggest/allowed-fast")?;
+                None
+            }
+            Message::Extended { id: 0, payload } => {
+                // A broken extended handshake is not worth a disconnect.
+                match ExtendedHandshake::decode(&payload) {
+                    Ok(h) => Some(PeerEvent::Extended {
+                        reqq: h.reqq,
+                        listen_port: h.p,
+                        client: h.v,
+                    }),
+                    Err(e) => {
+                        tracing::debug!("ignoring extended handshake: {e}");
+                        None
+                    }
+                }
+            }
+            Message::Extended { .. } => None,
+        })
+    }
+
+    fn on_cmd(&mut self, cmd: PeerCmd) {
+        match cmd {
+            PeerCmd::Request(blocks) => {
+                for b in blocks {
+                    if self.requested.insert(b) {
+                        self.writer.msg(&Message::Request(b));
+                    }
+                }
+            }
+            PeerCmd::Cancel(b) => {
+                if self.requested.remove(&b) {
+                    self.writer.msg(&Message::Cancel(b));
+                }
+            }
+            PeerCmd::Have(i) => self.writer.msg(&Message::Have(i)),
+            PeerCmd::Choke => {
+                if !self.am_choking {
+                    self.am_choking = true;
+                    self.writer.msg(&Message::Choke);
+                    // Queued requests die with the choke; with the fast
+                    // extension the peer must be told each one.
+                    for b in std::mem::take(&mut self.uploads) {
+                        if self.fast {
+                            self.writer.msg(&Message::Reject(b));
+                        }
+                    }
+                }
+            }
+            PeerCmd::Unchoke => {
+                if self.am_choking {
+                    self.am_choking = false;
+                    self.writer.msg(&Message::Unchoke);
+                }
+            }
+            PeerCmd::Interested(true) => self.writer.msg(&Message::Interested),
+            PeerCmd::Interested(false) => self.writer.msg(&Message::NotInterested),
+            PeerCmd::Close(_) => {}
+        }
+    }
+
+    /// Reads a batch of requested blocks on the blocking pool, straight into
+    /// one send buffer behind their message headers.
+    fn start_upload_batch(&mut self) -> Option<UploadBatch> {
+        if self.uploads.is_empty() {
+            return None;
+        }
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(b) = self.uploads.front() {
+            if bytes > 0 && bytes + b.length as usize > UPLOAD_BATCH_BYTES {
+                break;
+            }
+            bytes += b.length as usize;
+            blocks.push(*b);
+            self.uploads.pop_front();
+        }
+        let store = self.shared.store.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::with_capacity(bytes + blocks.len() * 13);
+            let mut payload = 0u64;
+            for b in blocks {
+                wire::encode_piece_header(b.index, b.begin, b.length, &mut buf);
+                let start = buf.len();
+                buf.resize(start + b.length as usize, 0);
+                if !store.read_block(b.index, b.begin, &mut buf[start..])? {
+                    return Err(crate::store::StoreError::Io {
+                        path: store.root().to_path_buf(),
+                        err: std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "data of a verified piece is missing on disk",
+                        ),
+                    });
+                }
+                payload += b.length as u64;
+            }
+            Ok((buf.freeze(), payload))
+        }))
+    }
+}

@@ -1,0 +1,337 @@
+//! Runs a torrent end to end: checks what is on disk, listens for peers,
+//! announces to trackers, drives the coordinator and the display, and shuts
+//! down cleanly (stopped announce, data left resumable) on Ctrl-C.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::bitfield::{AtomicBitfield, Bitfield};
+use crate::metainfo::Metainfo;
+use crate::peer::{read_handshake, Shared};
+use crate::store::{hash_threads, Layout, PieceCheck, Store};
+use crate::torrent::{Config, Event, Outcome, Progress, Torrent};
+use crate::tracker::{self, AnnounceRequest, TrackerList};
+use crate::ui::{self, Display};
+
+pub struct Options {
+    pub dir: PathBuf,
+    pub port: Option<u16>,
+    pub peers: Vec<SocketAddr>,
+    pub keep_seeding: bool,
+    /// `seed`: the data must already be complete.
+    pub require_complete: bool,
+    pub max_peers: usize,
+    pub display: Display,
+}
+
+/// What a finished run reports.
+pub struct Summary {
+    pub outcome: Outcome,
+    pub complete: bool,
+    pub progress: Progress,
+    pub elapsed: Duration,
+}
+
+pub fn new_peer_id() -> [u8; 20] {
+    let mut id = *b"-SH0100-000000000000";
+    for b in &mut id[8..] {
+        *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[rand::random::<usize>() % 36];
+    }
+    id
+}
+
+/// Hashes what is already on disk, on all cores, so a restart fetches only
+/// what is missing.
+fn initial_check(store: &Store, display: Display, count: u32) -> Result<Bitfield> {
+    let mut have = Bitfield::new(count as usize);
+    let any_file = (0..store.layout().files.len()).any(|i| {
+        store.layout().files[i].length > 0
+            && store.file_path(i).map(|p| p.exists()).unwrap_or(false)
+    });
+    if !any_file {
+        return Ok(have);
+    }
+    let total = store.layout().total_length;
+    let checks = if display == Display::Bars {
+        ui::with_counter_bar(total, "checking", |done| {
+            store.check_all(hash_threads(), done)
+        })?
+    } else {
+        store.check_all(hash_threads(), &AtomicU64::new(0))?
+    };
+    for (i, c) in checks.iter().enumerate() {
+        if *c == PieceCheck::Good {
+            have.set(i);
+        }
+    }
+    Ok(have)
+}
+
+async fn bind(port: Option<u16>) -> Result<TcpListener> {
+    match port {
+        Some(p) => TcpListener::bind((Ipv4Addr::UNSPECIFIED, p))
+            .await
+            .with_context(|| format!("cannot listen on port {p}")),
+        None => {
+            for p in 6881..=6889 {
+                if let Ok(l) = TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)).await {
+                    return Ok(l);
+                }
+            }
+            Ok(TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).await?)
+        }
+    }
+}
+
+pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
+    let started = std::time::Instant::now();
+    let meta = Arc::new(meta);
+    let layout = Layout::from_metainfo(&meta);
+    let store = if opts.require_complete {
+        Store::open_read(layout, &opts.dir)
+    } else {
+        std::fs::create_dir_all(&opts.dir)
+            .with_context(|| format!("cannot create {}", opts.dir.display()))?;
+        Store::open_write(layout, &opts.dir)?
+    };
+    let store = Arc::new(store);
+    let display = opts.display;
+    let check_store = store.clone();
+    let count = meta.piece_count();
+    let have = tokio::task::spawn_blocking(move || initial_check(&check_store, display, count))
+        .await
+        .context("check task failed")??;
+    if opts.require_complete && !have.is_full() {
+        let missing = count as usize - have.count_ones();
+        bail!(
+            "data under {} is incomplete: {missing} of {count} pieces missing or bad (run `shoal verify` for details)",
+            opts.dir.display()
+        );
+    }
+
+    let listener = bind(opts.port).await?;
+    let listen_port = listener.local_addr()?.port();
+    let shared = Arc::new(Shared {
+        info_hash: meta.info_hash.0,
+        peer_id: new_peer_id(),
+        piece_count: count,
+        piece_length: meta.piece_length,
+        total_length: meta.total_length,
+        store,
+        have: Arc::new(AtomicBitfield::from_bitfield(&have)),
+        listen_port,
+        uploaded: AtomicU64::new(0),
+        downloaded: AtomicU64::new(0),
+    });
+    tracing::info!("listening on port {listen_port}");
+
+    let (events_tx, events_rx) = mpsc::channel(4096);
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    let (complete_tx, complete_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let listen_task = tokio::spawn(accept_loop(listener, shared.clone(), events_tx.clone()));
+    let display_task = tokio::spawn(ui::show(meta.clone(), progress_rx.clone(), display));
+
+    let mut torrent = Torrent::new(
+        meta.clone(),
+        shared.clone(),
+        &have,
+        Config {
+            max_peers: opts.max_peers,
+            upload_slots: 4,
+            keep_seeding: opts.keep_seeding,
+        },
+        events_tx.clone(),
+        progress_tx,
+        complete_tx,
+    );
+    torrent.add_peers(opts.peers.clone());
+
+    let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
+    let (tracker_ctl, tracker_ctl_rx) = mpsc::channel(4);
+    let tracker_task = if trackers.is_empty() || meta.tracker_tiers().is_empty() {
+        None
+    } else {
+        Some(tokio::spawn(announce_loop(
+            trackers,
+            shared.clone(),
+            progress_rx.clone(),
+            events_tx.clone(),
+            tracker_ctl_rx,
+            complete_rx,
+        )))
+    };
+    drop(events_tx);
+
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    let result = torrent.run(events_rx, stop_rx).await;
+    signals.abort();
+    listen_task.abort();
+    if let Some(task) = tracker_task {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if tracker_ctl.send(ack_tx).await.is_ok() {
+            // A dead tracker must not hold up the exit.
+            let _ = tokio::time::timeout(Duration::from_secs(6), ack_rx).await;
+        }
+        task.abort();
+    }
+    let progress = progress_rx.borrow().clone();
+    display_task.abort();
+    let _ = display_task.await;
+    let outcome = result?;
+    let complete = progress.pieces_have == count;
+    Ok(Summary {
+        outcome,
+        complete,
+        progress,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Accepts connections, reads their handshake with a deadline, and hands
+/// the ones for our torrent to the coordinator. Anything else (another
+/// torrent, an encrypted handshake we do not speak) is dropped at once, so
+/// the other side can retry in plain text.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, events: mpsc::Sender<Event>) {
+    loop {
+        let (mut stream, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            match read_handshake(&mut stream).await {
+                Ok(hs) if hs.info_hash == shared.info_hash => {
+                    let _ = events
+                        .send(Event::Incoming {
+                            stream,
+                            addr,
+                            handshake: hs,
+                        })
+                        .await;
+                }
+                Ok(_) => tracing::debug!("{addr}: handshake for another torrent"),
+                Err(e) => tracing::debug!("{addr}: bad handshake: {e}"),
+            }
+        });
+    }
+}
+
+/// Announces `started`, re-announces on the tracker's interval, `completed`
+/// when the download finishes, and `stopped` when asked to stop (the ack is
+/// sent once the tracker answered or gave up). Failures are retried with
+/// back-off and never stop the download.
+async fn announce_loop(
+    mut trackers: TrackerList,
+    shared: Arc<Shared>,
+    progress: watch::Receiver<Progress>,
+    events: mpsc::Sender<Event>,
+    mut stop: mpsc::Receiver<oneshot::Sender<()>>,
+    mut complete: oneshot::Receiver<()>,
+) {
+    let key: u32 = rand::random();
+    let mut event = tracker::Event::Started;
+    let mut failures = 0u32;
+    let mut was_complete = progress.borrow().pieces_have == shared.piece_count;
+    let mut complete_pending = false;
+    let request = |event| {
+        let p = progress.borrow();
+        AnnounceRequest {
+            info_hash: shared.info_hash,
+            peer_id: shared.peer_id,
+            port: shared.listen_port,
+            uploaded: shared.uploaded.load(Ordering::Relaxed),
+            downloaded: shared.downloaded.load(Ordering::Relaxed),
+            left: shared.total_length.saturating_sub(p.have_bytes),
+            event,
+            numwant: 80,
+            key,
+        }
+    };
+    loop {
+        let req = request(event);
+        let wait = match trackers.announce(&req).await {
+            Ok((url, resp)) => {
+                failures = 0;
+                tracing::info!(
+                    "{url}: {} peers, next announce in {:?}",
+                    resp.peers.len(),
+                    resp.interval
+                );
+                if let Some(w) = resp.warning {
+                    let _ = events.send(Event::TrackerWarning(w)).await;
+                }
+                let _ = events.send(Event::Peers(resp.peers)).await;
+                event = tracker::Event::None;
+                resp.interval
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = tracker::retry_delay(failures);
+                let _ = events
+                    .send(Event::TrackerWarning(format!(
+                        "announce failed: {e}; retrying in {}s",
+                        wait.as_secs()
+                    )))
+                    .await;
+                wait
+            }
+        };
+        if complete_pending && event == tracker::Event::None {
+            complete_pending = false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = &mut complete, if !was_complete => {
+                was_complete = true;
+                if r.is_ok() {
+                    event = tracker::Event::Completed;
+                    complete_pending = true;
+                }
+            }
+            ack = stop.recv() => {
+                // Only send `stopped` if the tracker ever heard of us.
+                if event != tracker::Event::Started {
+                    let req = request(tracker::Event::Stopped);
+                    let _ = tokio::time::timeout(Duration::from_secs(5), trackers.announce(&req)).await;
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+                return;
+            }
+        }
+    }
+}

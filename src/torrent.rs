@@ -1,0 +1,952 @@
+//! One torrent's coordinator: a single task that owns the picker, the
+//! choker, the pieces being assembled and the table of peers. Peer tasks,
+//! the tracker task and the listener talk to it only by messages, so no
+//! lock guards the swarm state.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use sha1::{Digest, Sha1};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::bitfield::Bitfield;
+use crate::choker::{Choker, PeerSnapshot};
+use crate::metainfo::Metainfo;
+use crate::peer::{self, PeerCmd, PeerEvent, PeerKey, PeerStats, Shared};
+use crate::picker::{BlockOutcome, PeerHas, Picker, BLOCK_LEN};
+use crate::store::StoreError;
+use crate::wire::{BlockRef, Handshake};
+
+/// Requests kept in flight to one peer at first; grows with its rate.
+const MIN_QUEUE: usize = 32;
+const MAX_QUEUE: usize = 500;
+/// Assumed `reqq` of peers that do not advertise one (libtorrent's default).
+const DEFAULT_REQQ: usize = 250;
+/// Seconds of data we keep requested from a peer: its bandwidth-delay product
+/// with room for jitter.
+const QUEUE_SECONDS: u64 = 2;
+/// No block for this long while requests are out: the peer is snubbing us.
+const SNUB_AFTER: Duration = Duration::from_secs(30);
+const RECHOKE_EVERY: Duration = Duration::from_secs(10);
+/// Outgoing connection attempts in progress at once.
+const MAX_HALF_OPEN: usize = 16;
+/// Hash failures a peer may be involved in before we stop trusting it, when
+/// the smart check could not single it out.
+const MAX_STRIKES: u32 = 5;
+
+#[derive(Debug)]
+pub enum Event {
+    Peer(PeerKey, PeerEvent),
+    Incoming {
+        stream: TcpStream,
+        addr: SocketAddr,
+        handshake: Handshake,
+    },
+    Peers(Vec<SocketAddr>),
+    TrackerWarning(String),
+    Verified(Verified),
+}
+
+#[derive(Debug)]
+pub struct Verified {
+    piece: u32,
+    ok: bool,
+    write: Result<(), StoreError>,
+    /// SHA-1 of each block, when the piece failed or had suspects.
+    block_hashes: Vec<[u8; 20]>,
+    senders: Vec<PeerKey>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    #[default]
+    Checking,
+    Connecting,
+    Downloading,
+    Endgame,
+    Seeding,
+    Done,
+    Stopping,
+}
+
+impl State {
+    pub fn label(self) -> &'static str {
+        match self {
+            State::Checking => "checking",
+            State::Connecting => "connecting",
+            State::Downloading => "downloading",
+            State::Endgame => "endgame",
+            State::Seeding => "seeding",
+            State::Done => "done",
+            State::Stopping => "stopping",
+        }
+    }
+}
+
+/// What the progress display shows; published about ten times a second.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Progress {
+    pub state: State,
+    pub total: u64,
+    pub have_bytes: u64,
+    pub pieces_have: u32,
+    pub piece_count: u32,
+    pub down_rate: u64,
+    pub up_rate: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub peers: usize,
+    pub known_peers: usize,
+    pub hash_failures: u32,
+    pub banned: u32,
+    /// Bytes verified per file (same order as the torrent's files).
+    pub file_done: Vec<u64>,
+}
+
+pub struct Config {
+    pub max_peers: usize,
+    pub upload_slots: usize,
+    /// Keep running (seeding) once complete.
+    pub keep_seeding: bool,
+}
+
+/// Why the torrent stopped.
+#[derive(Debug)]
+pub enum Outcome {
+    Complete,
+    Interrupted,
+}
+
+struct Rate {
+    last: u64,
+    value: f64,
+}
+
+impl Rate {
+    fn new() -> Rate {
+        Rate {
+            last: 0,
+            value: 0.0,
+        }
+    }
+    /// Exponential moving average over per-second samples.
+    fn update(&mut self, counter: u64, secs: f64) {
+        let delta = counter.saturating_sub(self.last) as f64 / secs.max(0.001);
+        self.last = counter;
+        self.value = self.value * 0.6 + delta * 0.4;
+    }
+    fn get(&self) -> u64 {
+        self.value as u64
+    }
+}
+
+struct PeerInfo {
+    addr: SocketAddr,
+    peer_id: [u8; 20],
+    cmd: mpsc::UnboundedSender<PeerCmd>,
+    stats: Arc<PeerStats>,
+    bits: Bitfield,
+    seed: bool,
+    am_interested: bool,
+    peer_interested: bool,
+    peer_choking: bool,
+    am_choking: bool,
+    reqq: usize,
+    depth: usize,
+    last_block: Instant,
+    snubbed: bool,
+    down: Rate,
+    up: Rate,
+    strikes: u32,
+}
+
+impl PeerInfo {
+    fn has(&self) -> PeerHas<'_> {
+        if self.seed {
+            PeerHas::All
+        } else {
+            PeerHas::Some(&self.bits)
+        }
+    }
+    fn send(&self, cmd: PeerCmd) {
+        let _ = self.cmd.send(cmd);
+    }
+}
+
+struct PieceBuf {
+    data: Vec<u8>,
+    /// Who sent each block, so a hash failure can be traced.
+    senders: Vec<PeerKey>,
+}
+
+struct Suspect {
+    key: PeerKey,
+    addr: SocketAddr,
+    peer_id: [u8; 20],
+    block: usize,
+    hash: [u8; 20],
+}
+
+struct Candidate {
+    failures: u32,
+    next_try: Instant,
+}
+
+pub struct Torrent {
+    meta: Arc<Metainfo>,
+    shared: Arc<Shared>,
+    cfg: Config,
+    events_tx: mpsc::Sender<Event>,
+    picker: Picker,
+    choker: Choker,
+    peers: HashMap<PeerKey, PeerInfo>,
+    connecting: HashMap<PeerKey, SocketAddr>,
+    known: HashMap<SocketAddr, Candidate>,
+    queue: VecDeque<SocketAddr>,
+    banned_addrs: HashSet<SocketAddr>,
+    banned_ids: HashSet<[u8; 20]>,
+    partial: HashMap<u32, PieceBuf>,
+    verifying: usize,
+    suspects: HashMap<u32, Vec<Suspect>>,
+    next_key: PeerKey,
+    started: Instant,
+    last_tick: Instant,
+    last_rechoke: Instant,
+    rechoke_soon: bool,
+    progress: Progress,
+    progress_tx: watch::Sender<Progress>,
+    down_rate: Rate,
+    up_rate: Rate,
+    state: State,
+    complete_tx: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Torrent {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        meta: Arc<Metainfo>,
+        shared: Arc<Shared>,
+        have: &Bitfield,
+        cfg: Config,
+        events_tx: mpsc::Sender<Event>,
+        progress_tx: watch::Sender<Progress>,
+        complete_tx: tokio::sync::oneshot::Sender<()>,
+    ) -> Torrent {
+        let picker = Picker::new(
+            meta.piece_count(),
+            meta.piece_length as u32,
+            meta.total_length,
+            have,
+        );
+        let mut file_done = vec![0u64; meta.files.len()];
+        for p in have.iter_ones() {
+            for s in meta.piece_slices(p as u32) {
+                file_done[s.file] += s.len;
+            }
+        }
+        let progress = Progress {
+            total: meta.total_length,
+            piece_count: meta.piece_count(),
+            file_done,
+            ..Default::default()
+        };
+        let now = Instant::now();
+        let choker = Choker::new(cfg.upload_slots);
+        let mut t = Torrent {
+            meta,
+            shared,
+            cfg,
+            events_tx,
+            picker,
+            choker,
+            peers: HashMap::new(),
+            connecting: HashMap::new(),
+            known: HashMap::new(),
+            queue: VecDeque::new(),
+            banned_addrs: HashSet::new(),
+            banned_ids: HashSet::new(),
+            partial: HashMap::new(),
+            verifying: 0,
+            suspects: HashMap::new(),
+            next_key: 1,
+            started: now,
+            last_tick: now,
+            last_rechoke: now,
+            rechoke_soon: false,
+            progress,
+            progress_tx,
+            down_rate: Rate::new(),
+            up_rate: Rate::new(),
+            state: State::Connecting,
+            complete_tx: Some(complete_tx),
+        };
+        t.recount_have();
+        if t.picker.is_complete() {
+            t.state = State::Seeding;
+            t.signal_complete();
+        }
+        t
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    fn recount_have(&mut self) {
+        let have = self.picker.have();
+        self.progress.pieces_have = have.count_ones() as u32;
+        let full = have.count_ones() as u64 * self.meta.piece_length;
+        // The last piece is usually short.
+        let last = self.meta.piece_count().saturating_sub(1);
+        self.progress.have_bytes = if have.get(last as usize) {
+            full - self.meta.piece_length + self.meta.piece_size(last)
+        } else {
+            full
+        };
+    }
+
+    /// Runs until complete (unless seeding) or until `stop` fires.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<Outcome, StoreError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let outcome = loop {
+            if self.picker.is_complete() && self.verifying == 0 && !self.cfg.keep_seeding {
+                break Outcome::Complete;
+            }
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev)?,
+                    None => break Outcome::Interrupted,
+                },
+                _ = tick.tick() => self.on_tick(),
+                _ = stop.changed() => break Outcome::Interrupted,
+            }
+        };
+        self.state = State::Stopping;
+        for p in self.peers.values() {
+            p.send(PeerCmd::Close("shutting down".into()));
+        }
+        self.publish();
+        Ok(outcome)
+    }
+
+    /// Adds peers from a tracker or the command line.
+    pub fn add_peers(&mut self, addrs: Vec<SocketAddr>) {
+        for a in addrs {
+            if self.is_self(a) || self.banned_addrs.contains(&a) {
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = self.known.entry(a) {
+                e.insert(Candidate {
+                    failures: 0,
+                    next_try: Instant::now(),
+                });
+                self.queue.push_back(a);
+            }
+        }
+        self.connect_more();
+    }
+
+    /// Trackers list us among the peers; on loopback every peer shares the
+    /// address, so our own listening port is what gives us away.
+    fn is_self(&self, a: SocketAddr) -> bool {
+        a.port() == self.shared.listen_port && (a.ip().is_loopback() || a.ip().is_unspecified())
+    }
+
+    fn on_event(&mut self, ev: Event) -> Result<(), StoreError> {
+        match ev {
+            Event::Peer(key, pe) => self.on_peer_event(key, pe),
+            Event::Incoming {
+                stream,
+                addr,
+                handshake,
+            } => self.on_incoming(stream, addr, handshake),
+            Event::Peers(addrs) => self.add_peers(addrs),
+            Event::TrackerWarning(w) => tracing::warn!("tracker: {w}"),
+            Event::Verified(v) => return self.on_verified(v),
+        }
+        Ok(())
+    }
+
+    fn on_incoming(&mut self, stream: TcpStream, addr: SocketAddr, hs: Handshake) {
+        if self.banned_ids.contains(&hs.peer_id) || hs.peer_id == self.shared.peer_id {
+            return;
+        }
+        if self.peers.len() + self.connecting.len() >= self.cfg.max_peers {
+            tracing::debug!("refusing {addr}: peer limit reached");
+            return;
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        self.connecting.insert(key, addr);
+        tokio::spawn(peer::run_incoming(
+            key,
+            stream,
+            addr,
+            hs,
+            self.shared.clone(),
+            self.events_tx.clone(),
+        ));
+    }
+
+    fn connect_more(&mut self) {
+        let now = Instant::now();
+        let mut tries = self.queue.len();
+        while tries > 0
+            && self.peers.len() + self.connecting.len() < self.cfg.max_peers
+            && self.connecting.len() < MAX_HALF_OPEN
+        {
+            tries -= 1;
+            let Some(addr) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(c) = self.known.get(&addr) else {
+                continue;
+            };
+            if c.next_try > now {
+                self.queue.push_back(addr);
+                continue;
+            }
+            if self.banned_addrs.contains(&addr)
+                || self.peers.values().any(|p| p.addr == addr)
+                || self.connecting.values().any(|a| *a == addr)
+            {
+                continue;
+            }
+            let key = self.next_key;
+            self.next_key += 1;
+            self.connecting.insert(key, addr);
+            tokio::spawn(peer::run_outgoing(
+                key,
+                addr,
+                self.shared.clone(),
+                self.events_tx.clone(),
+            ));
+        }
+    }
+
+    fn on_peer_event(&mut self, key: PeerKey, ev: PeerEvent) {
+        match ev {
+            PeerEvent::Connected {
+                addr,
+                peer_id,
+                fast: _,
+                incoming: _,
+                cmd,
+                stats,
+            } => {
+                self.connecting.remove(&key);
+                let refuse =
+                    if self.banned_ids.contains(&peer_id) || self.banned_addrs.contains(&addr) {
+                        Some("banned")
+                    } else if self.peers.values().any(|p| p.peer_id == peer_id) {
+                        Some("duplicate connection")
+                    } else if self.peers.len() >= self.cfg.max_peers {
+                        Some("peer limit reached")
+                    } else {
+                        None
+                    };
+                if let Some(why) = refuse {
+                    let _ = cmd.send(PeerCmd::Close(why.into()));
+                    return;
+                }
+                if let Some(c) = self.known.get_mut(&addr) {
+                    c.failures = 0;
+                }
+                self.peers.insert(
+                    key,
+                    PeerInfo {
+                        addr,
+                        peer_id,
+                        cmd,
+                        stats,
+                        bits: Bitfield::new(self.meta.piece_count() as usize),
+                        seed: false,
+                        am_interested: false,
+                        peer_interested: false,
+                        peer_choking: true,
+                        am_choking: true,
+                        reqq: DEFAULT_REQQ,
+                        depth: MIN_QUEUE,
+                        last_block: Instant::now(),
+                        snubbed: false,
+                        down: Rate::new(),
+                        up: Rate::new(),
+                        strikes: 0,
+                    },
+                );
+                if self.state == State::Connecting {
+                    self.state = State::Downloading;
+                }
+            }
+            PeerEvent::Gone(reason) => {
+                if let Some(addr) = self.connecting.remove(&key) {
+                    tracing::debug!("{addr}: {reason}");
+                    self.connect_failed(addr);
+                }
+                if let Some(p) = self.peers.remove(&key) {
+                    tracing::debug!("{}: disconnected: {reason}", p.addr);
+                    if p.seed {
+                        self.picker.remove_seed();
+                    } else {
+                        self.picker.remove_bitfield(&p.bits);
+                    }
+                    self.picker.peer_gone(key);
+                    if let Some(c) = self.known.get_mut(&p.addr) {
+                        c.next_try = Instant::now() + Duration::from_secs(10);
+                    }
+                    if self.known.contains_key(&p.addr) && !self.banned_addrs.contains(&p.addr) {
+                        self.queue.push_back(p.addr);
+                    }
+                    self.fill_all();
+                }
+                self.connect_more();
+            }
+            PeerEvent::Bitfield(bits) => {
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                if bits.is_full() {
+                    p.seed = true;
+                    self.picker.add_seed();
+                } else {
+                    self.picker.add_bitfield(&bits);
+                    p.bits = bits;
+                }
+                self.after_availability(key);
+            }
+            PeerEvent::HaveAll => {
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                if !p.seed {
+                    self.picker.remove_bitfield(&p.bits);
+                    p.seed = true;
+                    self.picker.add_seed();
+                }
+                self.after_availability(key);
+            }
+            PeerEvent::HaveNone => {}
+            PeerEvent::Have(i) => {
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                if p.seed || !p.bits.set(i as usize) {
+                    return;
+                }
+                self.picker.add_have(i);
+                if p.bits.is_full() {
+                    self.picker.remove_bitfield(&p.bits);
+                    p.seed = true;
+                    self.picker.add_seed();
+                }
+                self.after_availability(key);
+            }
+            PeerEvent::Extended { reqq, client, .. } => {
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                if let Some(q) = reqq {
+                    p.reqq = (q as usize).clamp(1, MAX_QUEUE);
+                    p.depth = p.depth.min(p.reqq);
+                }
+                if let Some(c) = client {
+                    tracing::debug!("{}: client {c}", p.addr);
+                }
+            }
+            PeerEvent::Choked => {
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                p.peer_choking = true;
+                // Its requests are void; hand the blocks to others.
+                self.picker.peer_gone(key);
+                self.fill_all();
+            }
+            PeerEvent::Unchoked => {
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                p.peer_choking = false;
+                p.last_block = Instant::now();
+                self.fill(key);
+            }
+            PeerEvent::Interested(yes) => {
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                p.peer_interested = yes;
+                if yes && p.am_choking {
+                    self.rechoke_soon = true;
+                }
+            }
+            PeerEvent::Block { block, data } => self.on_block(key, block, data),
+            PeerEvent::Rejected(b) => {
+                self.picker.release(key, b);
+                self.fill_all();
+            }
+        }
+    }
+
+    /// After a peer's pieces became known: drop two-seed pairs, update
+    /// interest, and request if we can.
+    fn after_availability(&mut self, key: PeerKey) {
+        let complete = self.picker.is_complete();
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if complete && p.seed {
+            p.send(PeerCmd::Close("both seeds".into()));
+            return;
+        }
+        let want = !complete && self.picker.interesting(p.has());
+        if want != p.am_interested {
+            p.am_interested = want;
+            p.send(PeerCmd::Interested(want));
+        }
+        self.fill(key);
+    }
+
+    /// Tops up the requests in flight to `key` to its queue depth.
+    fn fill(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        if p.peer_choking || !p.am_interested || self.picker.is_complete() {
+            return;
+        }
+        let depth = if p.snubbed { 1 } else { p.depth.min(p.reqq) };
+        let out_now = self.picker.outstanding(key);
+        if out_now >= depth {
+            return;
+        }
+        let mut out = Vec::new();
+        self.picker.pick(key, p.has(), depth - out_now, &mut out);
+        if !out.is_empty() {
+            p.send(PeerCmd::Request(out));
+        }
+    }
+
+    fn fill_all(&mut self) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.fill(k);
+        }
+    }
+
+    fn on_block(&mut self, key: PeerKey, block: BlockRef, data: Bytes) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.last_block = Instant::now();
+            p.snubbed = false;
+        }
+        match self.picker.on_block(key, block) {
+            BlockOutcome::Duplicate => {}
+            BlockOutcome::Accepted {
+                piece_complete,
+                cancel,
+            } => {
+                for other in cancel {
+                    if let Some(p) = self.peers.get(&other) {
+                        p.send(PeerCmd::Cancel(block));
+                    }
+                }
+                let size = self.meta.piece_size(block.index) as usize;
+                let blocks = self.picker.blocks_in_piece(block.index) as usize;
+                let buf = self.partial.entry(block.index).or_insert_with(|| PieceBuf {
+                    data: vec![0; size],
+                    senders: vec![0; blocks],
+                });
+                let start = block.begin as usize;
+                let end = start + data.len();
+                if end <= buf.data.len() {
+                    buf.data[start..end].copy_from_slice(&data);
+                    if let Some(s) = buf.senders.get_mut(start / BLOCK_LEN as usize) {
+                        *s = key;
+                    }
+                }
+                if piece_complete {
+                    if let Some(buf) = self.partial.remove(&block.index) {
+                        self.verify(block.index, buf);
+                    }
+                }
+            }
+        }
+        self.fill(key);
+    }
+
+    /// Hashes the piece off the runtime and, if good, writes it; the answer
+    /// comes back as an event.
+    fn verify(&mut self, piece: u32, buf: PieceBuf) {
+        self.verifying += 1;
+        let expected = self.meta.piece_hash(piece).unwrap_or([0; 20]);
+        let store = self.shared.store.clone();
+        let with_blocks = self.suspects.contains_key(&piece);
+        let tx = self.events_tx.clone();
+        let senders = buf.senders;
+        let data = buf.data;
+        tokio::spawn(async move {
+            let job = tokio::task::spawn_blocking(move || {
+                let ok = <[u8; 20]>::from(Sha1::digest(&data)) == expected;
+                let write = if ok {
+                    store.write_piece(piece, &data)
+                } else {
+                    Ok(())
+                };
+                let block_hashes = if !ok || with_blocks {
+                    data.chunks(BLOCK_LEN as usize)
+                        .map(|c| <[u8; 20]>::from(Sha1::digest(c)))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Verified {
+                    piece,
+                    ok,
+                    write,
+                    block_hashes,
+                    senders,
+                }
+            });
+            if let Ok(v) = job.await {
+                let _ = tx.send(Event::Verified(v)).await;
+            }
+        });
+    }
+
+    fn on_verified(&mut self, mut v: Verified) -> Result<(), StoreError> {
+        self.verifying = self.verifying.saturating_sub(1);
+        let senders = std::mem::take(&mut v.senders);
+        v.write?;
+        if v.ok {
+            self.picker.piece_passed(v.piece);
+            self.shared.have.set(v.piece as usize);
+            for s in self.meta.piece_slices(v.piece) {
+                self.progress.file_done[s.file] += s.len;
+            }
+            self.recount_have();
+            for p in self.peers.values() {
+                if !p.seed && !p.bits.get(v.piece as usize) {
+                    p.send(PeerCmd::Have(v.piece));
+                }
+            }
+            // Blocks that differ from the good copy name who sent bad data.
+            if let Some(list) = self.suspects.remove(&v.piece) {
+                for s in list {
+                    if v.block_hashes.get(s.block) != Some(&s.hash) {
+                        self.ban(s.key, s.addr, s.peer_id, "sent corrupt data");
+                    }
+                }
+            }
+            if self.picker.is_complete() {
+                self.on_complete();
+            }
+        } else {
+            self.progress.hash_failures += 1;
+            tracing::warn!("piece {} failed its hash check; fetching it again", v.piece);
+            self.picker.piece_failed(v.piece);
+            let distinct: HashSet<PeerKey> = senders.iter().copied().collect();
+            if distinct.len() == 1 {
+                if let Some(&k) = distinct.iter().next() {
+                    if let Some(p) = self.peers.get(&k) {
+                        let (addr, id) = (p.addr, p.peer_id);
+                        self.ban(k, addr, id, "sent corrupt data");
+                    }
+                }
+            } else {
+                let mut list = Vec::new();
+                for (block, &k) in senders.iter().enumerate() {
+                    let Some(p) = self.peers.get_mut(&k) else {
+                        continue;
+                    };
+                    p.strikes += 1;
+                    list.push(Suspect {
+                        key: k,
+                        addr: p.addr,
+                        peer_id: p.peer_id,
+                        block,
+                        hash: v.block_hashes.get(block).copied().unwrap_or([0; 20]),
+                    });
+                }
+                let struck: Vec<(PeerKey, SocketAddr, [u8; 20])> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.strikes >= MAX_STRIKES)
+                    .map(|(k, p)| (*k, p.addr, p.peer_id))
+                    .collect();
+                for (k, a, id) in struck {
+                    self.ban(k, a, id, "involved in too many hash failures");
+                }
+                self.suspects.insert(v.piece, list);
+            }
+            self.fill_all();
+        }
+        Ok(())
+    }
+
+    fn ban(&mut self, key: PeerKey, addr: SocketAddr, peer_id: [u8; 20], why: &str) {
+        if !self.banned_ids.insert(peer_id) && self.banned_addrs.contains(&addr) {
+            return;
+        }
+        self.banned_addrs.insert(addr);
+        self.progress.banned += 1;
+        tracing::warn!("banning peer {addr}: {why}");
+        if let Some(p) = self.peers.get(&key) {
+            p.send(PeerCmd::Close(format!("banned: {why}")));
+        }
+    }
+
+    fn on_complete(&mut self) {
+        self.state = if self.cfg.keep_seeding {
+            State::Seeding
+        } else {
+            State::Done
+        };
+        self.partial.clear();
+        self.signal_complete();
+        // Peers that only seed have nothing more for us.
+        for p in self.peers.values_mut() {
+            if p.seed {
+                p.send(PeerCmd::Close("both seeds".into()));
+            } else if p.am_interested {
+                p.am_interested = false;
+                p.send(PeerCmd::Interested(false));
+            }
+        }
+        self.publish();
+    }
+
+    fn signal_complete(&mut self) {
+        if let Some(tx) = self.complete_tx.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    fn connect_failed(&mut self, addr: SocketAddr) {
+        if let Some(c) = self.known.get_mut(&addr) {
+            c.failures += 1;
+            // 5 s, 10 s, 20 s … capped at 10 min.
+            let wait = 5u64 << c.failures.min(7);
+            c.next_try = Instant::now() + Duration::from_secs(wait.min(600));
+            self.queue.push_back(addr);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last_tick).as_secs_f64();
+        if secs >= 1.0 {
+            self.last_tick = now;
+            self.second(secs, now);
+        }
+        if self.rechoke_soon || now.duration_since(self.last_rechoke) >= RECHOKE_EVERY {
+            self.rechoke(now);
+        }
+        self.publish();
+    }
+
+    /// Once a second: rates, queue depths, snubs, interest, connections.
+    fn second(&mut self, secs: f64, now: Instant) {
+        self.down_rate
+            .update(self.shared.downloaded.load(Ordering::Relaxed), secs);
+        self.up_rate
+            .update(self.shared.uploaded.load(Ordering::Relaxed), secs);
+        let complete = self.picker.is_complete();
+        let mut snubbed = Vec::new();
+        for (k, p) in self.peers.iter_mut() {
+            p.down
+                .update(p.stats.downloaded.load(Ordering::Relaxed), secs);
+            p.up.update(p.stats.uploaded.load(Ordering::Relaxed), secs);
+            let bdp = (p.down.get() * QUEUE_SECONDS / BLOCK_LEN as u64) as usize;
+            p.depth = bdp.clamp(MIN_QUEUE, MAX_QUEUE).min(p.reqq);
+            if !p.snubbed
+                && self.picker.outstanding(*k) > 0
+                && now.duration_since(p.last_block) > SNUB_AFTER
+            {
+                p.snubbed = true;
+                snubbed.push(*k);
+            }
+            let want = !complete && self.picker.interesting(p.has());
+            if want != p.am_interested {
+                p.am_interested = want;
+                p.send(PeerCmd::Interested(want));
+            }
+        }
+        for k in snubbed {
+            // Hand its blocks to others; it keeps a queue of one.
+            tracing::debug!("peer {k} is snubbing us");
+            let blocks = self.picker.peer_gone(k);
+            if let Some(p) = self.peers.get(&k) {
+                for b in blocks {
+                    p.send(PeerCmd::Cancel(b));
+                }
+            }
+        }
+        if !complete {
+            self.state = if self.picker.in_endgame() {
+                State::Endgame
+            } else if self.peers.is_empty() {
+                State::Connecting
+            } else {
+                State::Downloading
+            };
+        }
+        self.fill_all();
+        self.connect_more();
+    }
+
+    fn rechoke(&mut self, now: Instant) {
+        self.rechoke_soon = false;
+        self.last_rechoke = now;
+        let snaps: Vec<PeerSnapshot> = self
+            .peers
+            .iter()
+            .map(|(k, p)| PeerSnapshot {
+                key: *k,
+                interested: p.peer_interested,
+                download_rate: p.down.get(),
+                upload_rate: p.up.get(),
+                snubbed: p.snubbed,
+            })
+            .collect();
+        let secs = now.duration_since(self.started).as_secs();
+        let unchoke: HashSet<u64> = self
+            .choker
+            .rechoke(&snaps, self.picker.is_complete(), secs)
+            .into_iter()
+            .collect();
+        for (k, p) in self.peers.iter_mut() {
+            let choke = !unchoke.contains(k);
+            if choke != p.am_choking {
+                p.am_choking = choke;
+                p.send(if choke {
+                    PeerCmd::Choke
+                } else {
+                    PeerCmd::Unchoke
+                });
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        self.progress.state = self.state;
+        self.progress.down_rate = self.down_rate.get();
+        self.progress.up_rate = self.up_rate.get();
+        self.progress.downloaded = self.shared.downloaded.load(Ordering::Relaxed);
+        self.progress.uploaded = self.shared.uploaded.load(Ordering::Relaxed);
+        self.progress.peers = self.peers.len();
+        self.progress.known_peers = self.known.len().max(self.peers.len());
+        self.progress_tx.send_replace(self.progress.clone());
+    }
+}
