@@ -313,6 +313,7 @@ pub struct RunArgs {
     pub max_peers: usize,
     pub quiet: bool,
     pub json: bool,
+    pub upload_limit: Option<u64>,
 }
 
 fn resolve_peers(peers: &[String]) -> Result<Vec<std::net::SocketAddr>> {
@@ -346,6 +347,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
         require_complete: seed,
         max_peers: a.max_peers,
         display,
+        upload_limit: a.upload_limit,
     };
     let summary = runtime()?.block_on(crate::session::run(m, opts))?;
     let p = &summary.progress;

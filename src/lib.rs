@@ -8,6 +8,7 @@ pub mod bitfield;
 pub mod choker;
 pub mod cli;
 pub mod create;
+pub mod limit;
 pub mod magnet;
 pub mod metainfo;
 pub mod peer;

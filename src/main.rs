@@ -76,6 +76,9 @@ enum Command {
         /// Print newline-delimited JSON progress events instead of bars.
         #[arg(long)]
         json: bool,
+        /// Limit uploads to this many bytes per second.
+        #[arg(long, value_name = "BYTES_PER_SEC")]
+        upload_limit: Option<u64>,
     },
     /// Serve complete, verified data to the swarm until Ctrl-C.
     Seed {
@@ -98,6 +101,9 @@ enum Command {
         /// Print newline-delimited JSON progress events instead of bars.
         #[arg(long)]
         json: bool,
+        /// Limit uploads to this many bytes per second.
+        #[arg(long, value_name = "BYTES_PER_SEC")]
+        upload_limit: Option<u64>,
     },
     /// Check data on disk against a torrent's piece hashes.
     Verify {
@@ -160,6 +166,7 @@ fn main() -> ExitCode {
             max_peers,
             quiet,
             json,
+            upload_limit,
         } => cli::run_torrent(
             cli::RunArgs {
                 torrent,
@@ -170,6 +177,7 @@ fn main() -> ExitCode {
                 max_peers,
                 quiet,
                 json,
+                upload_limit,
             },
             false,
         ),
@@ -181,6 +189,7 @@ fn main() -> ExitCode {
             max_peers,
             quiet,
             json,
+            upload_limit,
         } => cli::run_torrent(
             cli::RunArgs {
                 torrent,
@@ -191,6 +200,7 @@ fn main() -> ExitCode {
                 max_peers,
                 quiet,
                 json,
+                upload_limit,
             },
             true,
         ),

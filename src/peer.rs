@@ -5,6 +5,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,7 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub have: Arc<AtomicBitfield>,
     pub listen_port: u16,
+    pub upload_limit: Option<crate::limit::RateLimit>,
     /// Payload bytes, for trackers and progress.
     pub uploaded: AtomicU64,
     pub downloaded: AtomicU64,
@@ -637,7 +639,12 @@ impl Conn<'_> {
             self.uploads.pop_front();
         }
         let store = self.shared.store.clone();
-        Some(tokio::task::spawn_blocking(move || {
+        let wait = self
+            .shared
+            .upload_limit
+            .as_ref()
+            .map_or(Duration::ZERO, |l| l.reserve(bytes as u64));
+        let read = tokio::task::spawn_blocking(move || {
             let mut buf = BytesMut::with_capacity(bytes + blocks.len() * 13);
             let mut payload = 0u64;
             for b in blocks {
@@ -656,6 +663,18 @@ impl Conn<'_> {
                 payload += b.length as u64;
             }
             Ok((buf.freeze(), payload))
+        });
+        Some(tokio::spawn(async move {
+            let r = read.await;
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            r.unwrap_or_else(|e| {
+                Err(crate::store::StoreError::Io {
+                    path: PathBuf::new(),
+                    err: std::io::Error::other(format!("upload read task failed: {e}")),
+                })
+            })
         }))
     }
 }

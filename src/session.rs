@@ -29,6 +29,8 @@ pub struct Options {
     pub require_complete: bool,
     pub max_peers: usize,
     pub display: Display,
+    /// Upload limit in bytes per second.
+    pub upload_limit: Option<u64>,
 }
 
 /// What a finished run reports.
@@ -127,6 +129,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         store,
         have: Arc::new(AtomicBitfield::from_bitfield(&have)),
         listen_port,
+        upload_limit: opts.upload_limit.map(crate::limit::RateLimit::new),
         uploaded: AtomicU64::new(0),
         downloaded: AtomicU64::new(0),
     });
@@ -167,6 +170,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
             events_tx.clone(),
             tracker_ctl_rx,
             complete_rx,
+            have.is_full(),
         )))
     };
     drop(events_tx);
@@ -260,12 +264,13 @@ async fn announce_loop(
     events: mpsc::Sender<Event>,
     mut stop: mpsc::Receiver<oneshot::Sender<()>>,
     mut complete: oneshot::Receiver<()>,
+    complete_at_start: bool,
 ) {
     let key: u32 = rand::random();
     let mut event = tracker::Event::Started;
     let mut failures = 0u32;
-    let mut was_complete = progress.borrow().pieces_have == shared.piece_count;
-    let mut complete_pending = false;
+    // A seed from the start never sends `completed`: it downloaded nothing.
+    let mut was_complete = complete_at_start;
     let request = |event| {
         let p = progress.borrow();
         AnnounceRequest {
@@ -309,23 +314,29 @@ async fn announce_loop(
                 wait
             }
         };
-        if complete_pending && event == tracker::Event::None {
-            complete_pending = false;
-        }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             r = &mut complete, if !was_complete => {
                 was_complete = true;
                 if r.is_ok() {
                     event = tracker::Event::Completed;
-                    complete_pending = true;
                 }
             }
             ack = stop.recv() => {
-                // Only send `stopped` if the tracker ever heard of us.
+                // A download that just finished still owes `completed`
+                // (trackers count it); then `stopped`, but only if the
+                // tracker ever heard of us.
+                if !was_complete && complete.try_recv().is_ok() {
+                    event = tracker::Event::Completed;
+                }
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                if event == tracker::Event::Completed {
+                    let req = request(tracker::Event::Completed);
+                    let _ = tokio::time::timeout_at(deadline, trackers.announce(&req)).await;
+                }
                 if event != tracker::Event::Started {
                     let req = request(tracker::Event::Stopped);
-                    let _ = tokio::time::timeout(Duration::from_secs(5), trackers.announce(&req)).await;
+                    let _ = tokio::time::timeout_at(deadline, trackers.announce(&req)).await;
                 }
                 if let Some(ack) = ack {
                     let _ = ack.send(());

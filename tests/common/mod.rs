@@ -1,0 +1,319 @@
+//! Helpers for tests that run the real `shoal` binary on loopback: data
+//! trees, child processes that are always killed, a minimal HTTP tracker.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn shoal_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_shoal")
+}
+
+/// Deterministic, incompressible-looking bytes.
+pub fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Writes `files` (relative path, size) under `root`.
+pub fn make_tree(root: &Path, files: &[(&str, usize)]) {
+    for (i, (p, n)) in files.iter().enumerate() {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, data(*n, i as u64 + 1)).unwrap();
+    }
+}
+
+/// Byte-for-byte comparison of two trees (names and contents).
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    fn list(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                list(root, &e.path(), out);
+            } else {
+                out.push(e.path().strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    let (mut la, mut lb) = (Vec::new(), Vec::new());
+    list(a, a, &mut la);
+    list(b, b, &mut lb);
+    la.sort();
+    lb.sort();
+    assert_eq!(
+        la,
+        lb,
+        "file lists differ between {} and {}",
+        a.display(),
+        b.display()
+    );
+    for f in la {
+        let (x, y) = (
+            std::fs::read(a.join(&f)).unwrap(),
+            std::fs::read(b.join(&f)).unwrap(),
+        );
+        assert!(x == y, "{} differs", f.display());
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process that is killed when dropped, so a failing test never
+/// leaves one behind. Its stdout goes to a file we can read at any time.
+pub struct Proc {
+    pub child: Child,
+    pub out: PathBuf,
+    pub err: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], log_dir: &Path, name: &str) -> Proc {
+        let out = log_dir.join(format!("{name}.out"));
+        let err = log_dir.join(format!("{name}.err"));
+        let child = Command::new(shoal_bin())
+            .args(args)
+            .env("SHOAL_LOG", "shoal=debug")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("spawn shoal");
+        Proc { child, out, err }
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits for exit; panics (after killing it) past `limit`.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "shoal did not finish within {limit:?}\nstdout:\n{}\nstderr (tail):\n{}",
+                    self.stdout(),
+                    tail(&self.stderr(), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// SIGTERM, as Ctrl-C would, then wait for a clean exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait(Duration::from_secs(15))
+    }
+
+    /// The `done` event of a `--json` run.
+    pub fn done_event(&self) -> serde_json::Value {
+        last_event(&self.stdout(), "done").unwrap_or_else(|| {
+            panic!(
+                "no done event\nstdout:\n{}\nstderr:\n{}",
+                self.stdout(),
+                tail(&self.stderr(), 40)
+            )
+        })
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn last_event(stdout: &str, kind: &str) -> Option<serde_json::Value> {
+    stdout
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == kind)
+}
+
+/// Runs `shoal create` and returns the torrent's path.
+pub fn create_torrent(src: &Path, out: &Path, trackers: &[String], piece_length: u32) -> PathBuf {
+    let mut args: Vec<String> = vec![
+        "create".into(),
+        src.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+        "--piece-length".into(),
+        piece_length.to_string(),
+    ];
+    for t in trackers {
+        args.push("-t".into());
+        args.push(t.clone());
+    }
+    let o = Command::new(shoal_bin()).args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out.to_path_buf()
+}
+
+/// A minimal HTTP tracker: remembers who announced (compact peer list,
+/// 2-second interval) and every event it was sent, per listening port.
+pub struct Tracker {
+    pub port: u16,
+    pub events: Arc<Mutex<Vec<(u16, String)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tracker {
+    pub fn start() -> Tracker {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ev, st) = (events.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut swarm: HashMap<Vec<u8>, HashMap<u16, bool>> = HashMap::new();
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, addr)) => {
+                        let _ = handle(s, addr, &mut swarm, &ev);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Tracker {
+            port,
+            events,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/announce", self.port)
+    }
+
+    pub fn events_of(&self, port: u16) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| *p == port)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn handle(
+    mut s: TcpStream,
+    _addr: SocketAddr,
+    swarm: &mut HashMap<Vec<u8>, HashMap<u16, bool>>,
+    events: &Mutex<Vec<(u16, String)>>,
+) -> std::io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    let mut r = BufReader::new(s.try_clone()?);
+    r.read_line(&mut line)?;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 || h == "\r\n" {
+            break;
+        }
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    let query = path.split_once('?').map(|x| x.1).unwrap_or("");
+    let mut info_hash = Vec::new();
+    let mut port = 0u16;
+    let mut event = String::new();
+    let mut left = 1u64;
+    for kv in query.split('&') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let raw: Vec<u8> = percent_encoding::percent_decode_str(v).collect();
+        match k {
+            "info_hash" => info_hash = raw,
+            "port" => port = v.parse().unwrap_or(0),
+            "event" => event = v.to_string(),
+            "left" => left = v.parse().unwrap_or(1),
+            _ => {}
+        }
+    }
+    events.lock().unwrap().push((
+        port,
+        if event.is_empty() {
+            "none".into()
+        } else {
+            event.clone()
+        },
+    ));
+    let peers = swarm.entry(info_hash).or_default();
+    if event == "stopped" {
+        peers.remove(&port);
+    } else {
+        peers.insert(port, left == 0);
+    }
+    let mut compact = Vec::new();
+    for p in peers.keys() {
+        compact.extend_from_slice(&[127, 0, 0, 1]);
+        compact.extend_from_slice(&p.to_be_bytes());
+    }
+    let mut body = format!("d8:intervali2e5:peers{}:", compact.len()).into_bytes();
+    body.extend_from_slice(&compact);
+    body.push(b'e');
+    let mut resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    resp.extend_from_slice(&body);
+    s.write_all(&resp)?;
+    Ok(())
+}
