@@ -36,6 +36,7 @@ pub enum PeerHas<'a> {
 }
 
 impl PeerHas<'_> {
+    /// Out-of-range pieces read as absent (bitfields come from the network).
     pub fn get(&self, piece: u32) -> bool {
         match self {
             PeerHas::All => true,
@@ -361,14 +362,17 @@ impl Picker {
     /// first: uniformly random during the random-first phase, otherwise rarest
     /// first with random tie-breaking.
     fn choose_new(&mut self, has: PeerHas<'_>, want: usize, chosen: &mut Vec<u32>) {
-        if self.free_len == 0 || want == 0 {
+        // `max` comes from the caller; never size anything by more than exists.
+        let want = want.min(self.free_len as usize);
+        if want == 0 {
             return;
         }
         let random_phase = self.have.count_ones() < RANDOM_FIRST_PIECES;
         if let PeerHas::Some(b) = has {
-            // A peer with few pieces: walking its bitfield (mostly zero bytes)
-            // is cheaper than walking the free list looking for its pieces.
-            if (b.count_ones() as u64) * 8 < u64::from(self.free_len) {
+            // A peer with very few pieces: walking its bitfield (mostly zero
+            // bytes) beats walking the free list, where its pieces may all sit
+            // in the common buckets at the end.
+            if (b.count_ones() as u64) * 64 < u64::from(self.free_len) {
                 self.choose_from_sparse(b, random_phase, want, chosen);
                 return;
             }
@@ -382,12 +386,11 @@ impl Picker {
                 .collect()
         };
         for (s, e) in ranges {
-            let len = u64::from(e - s);
             // A random starting point, so peers racing for one bucket spread
             // over it and recently moved pieces aren't favoured.
-            let start = self.rng.gen_range(0..len);
-            for i in 0..len {
-                let p = self.order[(u64::from(s) + (start + i) % len) as usize];
+            let mid = self.rng.gen_range(s..e) as usize;
+            let (s, e) = (s as usize, e as usize);
+            for &p in self.order[mid..e].iter().chain(&self.order[s..mid]) {
                 if has.get(p) {
                     chosen.push(p);
                     if chosen.len() >= want {
@@ -515,6 +518,9 @@ impl Picker {
         Some((block.begin / BLOCK_LEN) as usize)
     }
 
+    /// Records a received block. Anything that is not exactly one of our blocks
+    /// (misaligned, wrong length, out of range) is a `Duplicate`, never an error:
+    /// late and stray blocks are normal and must not cost the peer its connection.
     pub fn on_block(&mut self, peer: PeerKey, block: BlockRef) -> BlockOutcome {
         let Some(i) = self.block_index(block) else {
             return BlockOutcome::Duplicate;
@@ -660,6 +666,7 @@ impl Picker {
         }
     }
 
+    /// Verified pieces.
     pub fn have(&self) -> &Bitfield {
         &self.have
     }
@@ -1266,12 +1273,17 @@ mod tests {
         p.remove_bitfield(&Bitfield::full(100));
         assert_eq!(p.availability(u32::MAX), 0);
         assert_eq!(p.availability(0), 0);
-        pick(
-            &mut p,
-            1,
-            PeerHas::Some(&Bitfield::full(1)),
-            usize::MAX >> 1,
-        );
+        pick(&mut p, 1, PeerHas::Some(&Bitfield::full(1)), usize::MAX);
+        // A huge `max` on the sparse-peer and the walking paths, in both phases.
+        for had in [0, 8] {
+            let have: Vec<usize> = (0..had).collect();
+            let mut p =
+                Picker::with_seed(1000, KIB16, 1000 * u64::from(KIB16), &bits(1000, &have), 1);
+            let got = pick(&mut p, 1, PeerHas::Some(&bits(1000, &[500])), usize::MAX);
+            assert_eq!(got.len(), 1);
+            let got = pick(&mut p, 2, PeerHas::All, usize::MAX);
+            assert_eq!(got.len(), 1000 - had);
+        }
         // Degenerate geometry.
         for (n, len, total) in [(0, 0, 0), (4, 0, 0), (4, KIB16, 0), (2, u32::MAX, u64::MAX)] {
             let mut p = picker(n, len, total, 1);

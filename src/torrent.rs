@@ -40,6 +40,9 @@ const MAX_HALF_OPEN: usize = 16;
 /// Hash failures a peer may be involved in before we stop trusting it, when
 /// the smart check could not single it out.
 const MAX_STRIKES: u32 = 5;
+/// Bytes of complete pieces allowed to wait for their hash check.
+const MAX_VERIFY_BYTES: usize = 16 << 20;
+const SPARE_BUFFERS: usize = 8;
 
 #[derive(Debug)]
 pub enum Event {
@@ -62,6 +65,8 @@ pub struct Verified {
     /// SHA-1 of each block, when the piece failed or had suspects.
     block_hashes: Vec<[u8; 20]>,
     senders: Vec<PeerKey>,
+    /// The buffer, handed back for reuse.
+    data: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -214,7 +219,13 @@ pub struct Torrent {
     banned_addrs: HashSet<SocketAddr>,
     banned_ids: HashSet<[u8; 20]>,
     partial: HashMap<u32, PieceBuf>,
+    /// Complete pieces waiting for, or under, their hash check.
     verifying: usize,
+    hash_queue: VecDeque<(u32, PieceBuf)>,
+    hashing: usize,
+    max_hashing: usize,
+    /// Piece buffers kept for reuse: fresh ones cost page faults and zeroing.
+    spare: Vec<Vec<u8>>,
     suspects: HashMap<u32, Vec<Suspect>>,
     next_key: PeerKey,
     started: Instant,
@@ -275,6 +286,10 @@ impl Torrent {
             banned_ids: HashSet::new(),
             partial: HashMap::new(),
             verifying: 0,
+            hash_queue: VecDeque::new(),
+            hashing: 0,
+            max_hashing: crate::store::hash_threads(),
+            spare: Vec::new(),
             suspects: HashMap::new(),
             next_key: 1,
             started: now,
@@ -627,6 +642,13 @@ impl Torrent {
         if p.peer_choking || !p.am_interested || self.picker.is_complete() {
             return;
         }
+        // Hashing is behind the network: let it catch up before asking for
+        // more, so memory stays bounded.
+        if self.verifying * self.meta.piece_length as usize > MAX_VERIFY_BYTES
+            && self.verifying >= 4
+        {
+            return;
+        }
         let depth = if p.snubbed { 1 } else { p.depth.min(p.reqq) };
         let out_now = self.picker.outstanding(key);
         if out_now >= depth {
@@ -664,9 +686,14 @@ impl Torrent {
                 }
                 let size = self.meta.piece_size(block.index) as usize;
                 let blocks = self.picker.blocks_in_piece(block.index) as usize;
-                let buf = self.partial.entry(block.index).or_insert_with(|| PieceBuf {
-                    data: vec![0; size],
-                    senders: vec![0; blocks],
+                let spare = &mut self.spare;
+                let buf = self.partial.entry(block.index).or_insert_with(|| {
+                    let mut data = spare.pop().unwrap_or_default();
+                    data.resize(size, 0);
+                    PieceBuf {
+                        data,
+                        senders: vec![0; blocks],
+                    }
                 });
                 let start = block.begin as usize;
                 let end = start + data.len();
@@ -686,47 +713,64 @@ impl Torrent {
         self.fill(key);
     }
 
-    /// Hashes the piece off the runtime and, if good, writes it; the answer
-    /// comes back as an event.
+    /// Queues a complete piece for its hash check.
     fn verify(&mut self, piece: u32, buf: PieceBuf) {
         self.verifying += 1;
-        let expected = self.meta.piece_hash(piece).unwrap_or([0; 20]);
-        let store = self.shared.store.clone();
-        let with_blocks = self.suspects.contains_key(&piece);
-        let tx = self.events_tx.clone();
-        let senders = buf.senders;
-        let data = buf.data;
-        tokio::spawn(async move {
-            let job = tokio::task::spawn_blocking(move || {
-                let ok = <[u8; 20]>::from(Sha1::digest(&data)) == expected;
-                let write = if ok {
-                    store.write_piece(piece, &data)
-                } else {
-                    Ok(())
-                };
-                let block_hashes = if !ok || with_blocks {
-                    data.chunks(BLOCK_LEN as usize)
-                        .map(|c| <[u8; 20]>::from(Sha1::digest(c)))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                Verified {
-                    piece,
-                    ok,
-                    write,
-                    block_hashes,
-                    senders,
+        self.hash_queue.push_back((piece, buf));
+        self.pump_hashing();
+    }
+
+    /// Hashes queued pieces off the runtime, one job per core, and writes the
+    /// good ones; each answer comes back as an event.
+    fn pump_hashing(&mut self) {
+        while self.hashing < self.max_hashing {
+            let Some((piece, buf)) = self.hash_queue.pop_front() else {
+                return;
+            };
+            self.hashing += 1;
+            let expected = self.meta.piece_hash(piece).unwrap_or([0; 20]);
+            let store = self.shared.store.clone();
+            let with_blocks = self.suspects.contains_key(&piece);
+            let tx = self.events_tx.clone();
+            let PieceBuf { data, senders } = buf;
+            tokio::spawn(async move {
+                let job = tokio::task::spawn_blocking(move || {
+                    let ok = <[u8; 20]>::from(Sha1::digest(&data)) == expected;
+                    let write = if ok {
+                        store.write_piece(piece, &data)
+                    } else {
+                        Ok(())
+                    };
+                    let block_hashes = if !ok || with_blocks {
+                        data.chunks(BLOCK_LEN as usize)
+                            .map(|c| <[u8; 20]>::from(Sha1::digest(c)))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    Verified {
+                        piece,
+                        ok,
+                        write,
+                        block_hashes,
+                        senders,
+                        data,
+                    }
+                });
+                if let Ok(v) = job.await {
+                    let _ = tx.send(Event::Verified(v)).await;
                 }
             });
-            if let Ok(v) = job.await {
-                let _ = tx.send(Event::Verified(v)).await;
-            }
-        });
+        }
     }
 
     fn on_verified(&mut self, mut v: Verified) -> Result<(), StoreError> {
         self.verifying = self.verifying.saturating_sub(1);
+        self.hashing = self.hashing.saturating_sub(1);
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(std::mem::take(&mut v.data));
+        }
+        self.pump_hashing();
         let senders = std::mem::take(&mut v.senders);
         v.write?;
         if v.ok {
@@ -751,6 +795,8 @@ impl Torrent {
             }
             if self.picker.is_complete() {
                 self.on_complete();
+            } else {
+                self.fill_all();
             }
         } else {
             self.progress.hash_failures += 1;
