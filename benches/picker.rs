@@ -2,8 +2,8 @@
 //! of availability updates (a peer's bitfield arriving/leaving, a `have`).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use picker::bitfield::Bitfield;
-use picker::picker::{BlockOutcome, PeerHas, Picker, BLOCK_LEN};
+use shoal::bitfield::Bitfield;
+use shoal::picker::{BlockOutcome, PeerHas, Picker, BLOCK_LEN};
 use std::time::{Duration, Instant};
 
 const PEERS: usize = 100;
