@@ -86,6 +86,9 @@ pub struct Store {
     layout: Layout,
     writable: bool,
     handles: Mutex<HashMap<usize, Arc<File>>>,
+    /// Serialises writes: two threads writing one file fight over its inode
+    /// lock in the kernel, which spins and burns the other core.
+    write_lock: Mutex<()>,
 }
 
 impl Store {
@@ -96,6 +99,7 @@ impl Store {
             layout,
             writable: false,
             handles: Mutex::new(HashMap::new()),
+            write_lock: Mutex::new(()),
         }
     }
 
@@ -107,6 +111,7 @@ impl Store {
             layout,
             writable: true,
             handles: Mutex::new(HashMap::new()),
+            write_lock: Mutex::new(()),
         };
         for (i, f) in store.layout.files.iter().enumerate() {
             if f.length == 0 && f.is_data() {
@@ -262,6 +267,7 @@ impl Store {
         }
         let start = piece as u64 * self.layout.piece_length;
         let mut pos = 0usize;
+        let _serial = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         for s in self.slices(start, data.len() as u64) {
             let chunk = &data[pos..pos + s.len as usize];
             pos += s.len as usize;

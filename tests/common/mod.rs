@@ -2,6 +2,8 @@
 //! trees, child processes that are always killed, a minimal HTTP tracker.
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -316,4 +318,38 @@ fn handle(
     resp.extend_from_slice(&body);
     s.write_all(&resp)?;
     Ok(())
+}
+
+/// The info-hash of a torrent file, via `shoal info --json`.
+pub fn info_hash(torrent: &Path) -> [u8; 20] {
+    let o = Command::new(shoal_bin())
+        .args(["info", "--json"])
+        .arg(torrent)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let h = hex::decode(v["info_hash"].as_str().unwrap()).unwrap();
+    h.try_into().unwrap()
+}
+
+/// Resident memory of a process, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until something listens on `port` (a freshly started seeder).
+pub fn wait_listening(port: u16) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

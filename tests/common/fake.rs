@@ -1,0 +1,113 @@
+//! A scripted peer for hostile-input tests: speaks just enough of the wire
+//! protocol (through shoal's own codec) to misbehave on purpose.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use shoal::wire::{self, Handshake, Message};
+
+pub struct Fake {
+    pub s: TcpStream,
+    buf: BytesMut,
+}
+
+impl Fake {
+    pub fn new(s: TcpStream) -> Fake {
+        s.set_nodelay(true).ok();
+        Fake {
+            s,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Connects and completes a handshake for `info_hash`.
+    pub fn connect(port: u16, info_hash: [u8; 20], peer_id: [u8; 20]) -> (Fake, Handshake) {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let mut f = Fake::new(s);
+        f.send_raw(&Handshake::new(info_hash, peer_id).encode());
+        let hs = f.read_handshake().expect("handshake");
+        (f, hs)
+    }
+
+    pub fn read_handshake(&mut self) -> std::io::Result<Handshake> {
+        let mut hs = [0u8; 68];
+        self.s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        self.s.read_exact(&mut hs)?;
+        Handshake::decode(&hs).map_err(std::io::Error::other)
+    }
+
+    pub fn send_raw(&mut self, b: &[u8]) -> bool {
+        self.s.write_all(b).is_ok()
+    }
+
+    pub fn send(&mut self, m: &Message) -> bool {
+        let mut out = BytesMut::new();
+        wire::encode(m, &mut out);
+        self.send_raw(&out)
+    }
+
+    /// Next message within `limit`; None on timeout. Err on EOF/reset.
+    pub fn recv(&mut self, limit: Duration) -> std::io::Result<Option<Message>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(m) = wire::decode(&mut self.buf, 1 << 24).map_err(std::io::Error::other)? {
+                return Ok(Some(m));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.s.set_read_timeout(Some(left))?;
+            let mut chunk = [0u8; 65536];
+            match self.s.read(&mut chunk) {
+                Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits for a message matching `f`, skipping others.
+    pub fn wait_for(&mut self, limit: Duration, f: impl Fn(&Message) -> bool) -> Option<Message> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            match self.recv(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Some(m)) if f(&m) => return Some(m),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// True when the other side closes the connection within `limit`
+    /// (reading and discarding whatever it still sends).
+    pub fn closed_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self
+                .s
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .is_err()
+            {
+                return true;
+            }
+            let mut chunk = [0u8; 65536];
+            match self.s.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
