@@ -258,6 +258,17 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
             "pieces": checks.len(),
             "good": total.good, "missing": total.missing, "bad": total.bad,
             "complete": total.good as usize == checks.len(),
+            // The good pieces as a bitfield in wire order, hex: scripts can
+            // compare what several folders hold.
+            "have": hex::encode({
+                let mut b = crate::bitfield::Bitfield::new(checks.len());
+                for (i, c) in checks.iter().enumerate() {
+                    if *c == PieceCheck::Good {
+                        b.set(i);
+                    }
+                }
+                b.as_bytes().to_vec()
+            }),
             "files": files.iter().map(|(i, t)| json!({
                 "path": m.files[*i].path.to_string_lossy(),
                 "size": m.files[*i].length,

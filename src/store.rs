@@ -300,24 +300,29 @@ impl Store {
         Ok(Some(Sha1::digest(&buf[..]).into()))
     }
 
+    /// A piece that fails its hash but reads as all zeros is a hole never
+    /// written (files are pre-allocated sparse), so it counts as missing.
     pub fn check_piece(&self, piece: u32, buf: &mut Vec<u8>) -> Result<PieceCheck, StoreError> {
         Ok(match self.hash_piece(piece, buf)? {
             None => PieceCheck::Missing,
             Some(h) if Some(&h[..]) == self.layout.piece_hash(piece) => PieceCheck::Good,
+            Some(_) if buf.iter().all(|b| *b == 0) => PieceCheck::Missing,
             Some(_) => PieceCheck::Bad,
         })
     }
 
-    /// Hashes every piece on `threads` threads. `done` counts bytes hashed,
-    /// for a progress bar. Used by create (no expected hashes) and checks.
-    pub fn hash_all(
+    /// Runs `f` over every piece on `threads` threads, each with its own
+    /// buffer; `done` counts bytes, for a progress bar.
+    fn par_pieces<T: Clone + Send>(
         &self,
         threads: usize,
         done: &AtomicU64,
-    ) -> Result<Vec<Option<[u8; 20]>>, StoreError> {
+        f: impl Fn(u32, &mut Vec<u8>) -> Result<T, StoreError> + Sync,
+        init: T,
+    ) -> Result<Vec<T>, StoreError> {
         let n = self.layout.piece_count();
         let next = AtomicU32::new(0);
-        let results: Mutex<Vec<Option<[u8; 20]>>> = Mutex::new(vec![None; n as usize]);
+        let results: Mutex<Vec<T>> = Mutex::new(vec![init; n as usize]);
         let first_error: Mutex<Option<StoreError>> = Mutex::new(None);
         std::thread::scope(|scope| {
             for _ in 0..threads.max(1) {
@@ -329,7 +334,7 @@ impl Store {
                         if i >= n {
                             break;
                         }
-                        match self.hash_piece(i, &mut buf) {
+                        match f(i, &mut buf) {
                             Ok(h) => local.push((i, h)),
                             Err(e) => {
                                 let mut fe = first_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -353,22 +358,27 @@ impl Store {
         Ok(results.into_inner().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Hashes every piece (for `create`); None where data is missing.
+    pub fn hash_all(
+        &self,
+        threads: usize,
+        done: &AtomicU64,
+    ) -> Result<Vec<Option<[u8; 20]>>, StoreError> {
+        self.par_pieces(threads, done, |i, buf| self.hash_piece(i, buf), None)
+    }
+
     /// Checks every piece against the torrent's hashes.
     pub fn check_all(
         &self,
         threads: usize,
         done: &AtomicU64,
     ) -> Result<Vec<PieceCheck>, StoreError> {
-        let hashes = self.hash_all(threads, done)?;
-        Ok(hashes
-            .iter()
-            .enumerate()
-            .map(|(i, h)| match h {
-                None => PieceCheck::Missing,
-                Some(h) if Some(&h[..]) == self.layout.piece_hash(i as u32) => PieceCheck::Good,
-                Some(_) => PieceCheck::Bad,
-            })
-            .collect())
+        self.par_pieces(
+            threads,
+            done,
+            |i, buf| self.check_piece(i, buf),
+            PieceCheck::Missing,
+        )
     }
 }
 
