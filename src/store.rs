@@ -430,18 +430,24 @@ mod tests {
         }
         let done = AtomicU64::new(0);
         let checks = store.check_all(2, &done).unwrap();
-        // Piece 1 was never written: sparse zeros, so it fails its check.
+        // Piece 1 was never written: sparse zeros, so it is missing.
         assert_eq!(
             checks,
             vec![
                 PieceCheck::Good,
-                PieceCheck::Bad,
+                PieceCheck::Missing,
                 PieceCheck::Good,
                 PieceCheck::Good
             ]
         );
-        store.write_piece(1, &d[32..64]).unwrap();
+        // Garbage where it belongs is bad.
+        std::fs::write(dir.path().join("t/b"), [1u8; 45]).unwrap();
         let mut buf = Vec::new();
+        assert_eq!(store.check_piece(1, &mut buf).unwrap(), PieceCheck::Bad);
+        for p in 0..3u32 {
+            let s = p as usize * 32;
+            store.write_piece(p, &d[s..s + 32]).unwrap();
+        }
         assert_eq!(store.check_piece(1, &mut buf).unwrap(), PieceCheck::Good);
         let mut all = std::fs::read(dir.path().join("t/a")).unwrap();
         all.extend(std::fs::read(dir.path().join("t/b")).unwrap());
