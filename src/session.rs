@@ -305,12 +305,7 @@ async fn announce_loop(
             Err(e) => {
                 failures += 1;
                 let wait = tracker::retry_delay(failures);
-                let _ = events
-                    .send(Event::TrackerWarning(format!(
-                        "announce failed: {e}; retrying in {}s",
-                        wait.as_secs()
-                    )))
-                    .await;
+                tracing::info!("announce failed: {e}; retrying in {}s", wait.as_secs());
                 wait
             }
         };
