@@ -101,7 +101,12 @@ fn download_goes_on_whatever_the_tracker_does() {
         r.extend(vec![7u8; 6_000_000]);
         r
     };
-    let cases: Vec<(&str, (String, Arc<AtomicUsize>), Option<&str>)> = vec![
+    type Case = (
+        &'static str,
+        (String, Arc<AtomicUsize>),
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "HTTP 500",
             http_tracker(|_| {
