@@ -48,7 +48,7 @@ fn leechers_finish_after_the_seeder_and_half_the_swarm_die() {
     let mut full = vec![0xffu8; pieces.div_ceil(8)];
     *full.last_mut().unwrap() &= !((1u16 << (full.len() * 8 - pieces)) - 1) as u8;
 
-    let mut seeder = Proc::spawn(
+    let seeder = Proc::spawn(
         &[
             "seed",
             t.to_str().unwrap(),
@@ -85,39 +85,46 @@ fn leechers_finish_after_the_seeder_and_half_the_swarm_die() {
             )
         })
         .collect();
-    // Leechers 0..3 stay. Wait until they hold every piece between them.
+    // Wait for a moment when three leechers hold every piece between them
+    // while at least one of them is still missing some: those three stay.
     let start = Instant::now();
-    loop {
+    let stay: Vec<usize> = 'found: loop {
         assert!(
             start.elapsed() < Duration::from_secs(90),
-            "pieces never spread to the leechers that stay"
+            "pieces never spread among the leechers"
         );
-        std::thread::sleep(Duration::from_millis(300));
-        let mut union = vec![0u8; full.len()];
-        for i in 0..3 {
-            for (u, b) in union
-                .iter_mut()
-                .zip(have_bits(&t, &d.join(format!("l{i}"))))
-            {
-                *u |= b;
+        let bits: Vec<Vec<u8>> = (0..6)
+            .map(|i| have_bits(&t, &d.join(format!("l{i}"))))
+            .collect();
+        for a in 0..6 {
+            for b in a + 1..6 {
+                for c in b + 1..6 {
+                    let trio = [a, b, c];
+                    let union: Vec<u8> = (0..full.len())
+                        .map(|k| {
+                            trio.iter()
+                                .fold(0u8, |u, &i| u | bits[i].get(k).copied().unwrap_or(0))
+                        })
+                        .collect();
+                    if union == full && trio.iter().any(|&i| bits[i] != full) {
+                        break 'found trio.to_vec();
+                    }
+                }
             }
         }
-        if union == full {
-            break;
+        assert!(
+            bits.iter().filter(|b| **b == full).count() < 3,
+            "three leechers finished before the pieces spread; the test would prove nothing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    seeder.signal(libc::SIGKILL);
+    for (i, l) in leechers.iter_mut().enumerate() {
+        if !stay.contains(&i) {
+            l.signal(libc::SIGKILL);
         }
     }
-    let incomplete = (0..3)
-        .filter(|i| have_bits(&t, &d.join(format!("l{i}"))) != full)
-        .count();
-    assert!(
-        incomplete > 0,
-        "every staying leecher finished before the churn; the test proves nothing"
-    );
-    seeder.signal(libc::SIGKILL);
-    for l in &mut leechers[3..] {
-        l.signal(libc::SIGKILL);
-    }
-    for i in 0..3 {
+    for &i in &stay {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let out = leechers[i].stdout();
@@ -138,7 +145,7 @@ fn leechers_finish_after_the_seeder_and_half_the_swarm_die() {
         }
         assert_same_tree(&d.join("src"), &d.join(format!("l{i}")));
     }
-    for l in &mut leechers[..3] {
-        assert!(l.stop().success());
+    for &i in &stay {
+        assert!(leechers[i].stop().success());
     }
 }
