@@ -215,6 +215,9 @@ pub async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, PeerErr
 struct Writer {
     tx: mpsc::UnboundedSender<Bytes>,
     queued: Arc<AtomicUsize>,
+    /// Signalled after each write, so an upload paused at the high-water
+    /// mark resumes as soon as the socket drains.
+    drained: Arc<tokio::sync::Notify>,
     last_write: Instant,
     buf: BytesMut,
 }
@@ -223,10 +226,12 @@ impl Writer {
     fn spawn(half: OwnedWriteHalf) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(write_loop(half, rx, queued.clone()));
+        let drained = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(write_loop(half, rx, queued.clone(), drained.clone()));
         Writer {
             tx,
             queued,
+            drained,
             last_write: Instant::now(),
             buf: BytesMut::with_capacity(4096),
         }
@@ -262,6 +267,7 @@ async fn write_loop(
     mut half: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
+    drained: Arc<tokio::sync::Notify>,
 ) {
     let mut batch = BytesMut::new();
     while let Some(first) = rx.recv().await {
@@ -285,6 +291,7 @@ async fn write_loop(
             queued.fetch_sub(batch.len(), Ordering::Relaxed);
             r
         };
+        drained.notify_one();
         if result.is_err() {
             break;
         }
@@ -438,6 +445,8 @@ async fn run(
                     Err(e) => return Err(PeerError::Closed(format!("upload task failed: {e}"))),
                 }
             }
+            _ = c.writer.drained.notified(),
+                if batch.is_none() && !c.uploads.is_empty() && c.writer.queued() >= UPLOAD_HIGH_WATER => {}
             _ = tick.tick() => {
                 if last_read.elapsed() > IDLE_TIMEOUT {
                     return Err(PeerError::Idle);

@@ -135,7 +135,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     });
     tracing::info!("listening on port {listen_port}");
 
-    let (events_tx, events_rx) = mpsc::channel(4096);
+    let (events_tx, events_rx) = mpsc::channel(1024);
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let (complete_tx, complete_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = watch::channel(false);

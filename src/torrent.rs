@@ -31,7 +31,7 @@ const MAX_QUEUE: usize = 500;
 const DEFAULT_REQQ: usize = 250;
 /// Seconds of data we keep requested from a peer: its bandwidth-delay product
 /// with room for jitter.
-const QUEUE_SECONDS: u64 = 2;
+const QUEUE_SECONDS: u64 = 1;
 /// No block for this long while requests are out: the peer is snubbing us.
 const SNUB_AFTER: Duration = Duration::from_secs(30);
 const RECHOKE_EVERY: Duration = Duration::from_secs(10);
@@ -41,8 +41,8 @@ const MAX_HALF_OPEN: usize = 16;
 /// the smart check could not single it out.
 const MAX_STRIKES: u32 = 5;
 /// Bytes of complete pieces allowed to wait for their hash check.
-const MAX_VERIFY_BYTES: usize = 16 << 20;
-const SPARE_BUFFERS: usize = 8;
+const MAX_VERIFY_BYTES: usize = 8 << 20;
+const SPARE_BUFFERS: usize = 4;
 
 #[derive(Debug)]
 pub enum Event {

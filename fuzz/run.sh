@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS (default 600) with corpora seeded from
+# fixtures/, then prints each target's executions and any crash found.
+# Needs cargo-fuzz (cargo install cargo-fuzz); the stable toolchain is
+# allowed nightly flags through RUSTC_BOOTSTRAP, as cargo fuzz needs them.
+set -euo pipefail
+cd "$(dirname "$0")"
+secs=${1:-600}
+export RUSTC_BOOTSTRAP=1
+targets=(metainfo wire tracker_http tracker_udp magnet)
+
+mkdir -p corpus/{metainfo,wire,tracker_http,tracker_udp,magnet}
+cp ../fixtures/*.torrent ../fixtures/libtorrent-test-torrents/*.torrent corpus/metainfo/ 2>/dev/null || true
+if [ -d ../../shared/corpus ]; then
+  find ../../shared/corpus -name '*.torrent' -exec cp {} corpus/metainfo/ \; 2>/dev/null || true
+fi
+printf '\x00\x00\x00\x05\x04\x00\x00\x00\x07' > corpus/wire/have
+printf '\x00\x00\x00\x0d\x06\x00\x00\x00\x01\x00\x00\x40\x00\x00\x00\x40\x00' > corpus/wire/request
+printf '\x00\x00\x00\x1a\x14\x00d1:md11:ut_metadatai1ee1:pi6881ee' > corpus/wire/ext
+printf '\x13BitTorrent protocol\x00\x00\x00\x00\x00\x10\x00\x05aaaaaaaaaaaaaaaaaaaabbbbbbbbbbbbbbbbbbbb' > corpus/wire/handshake
+printf 'd8:intervali1800e5:peers6:\x7f\x00\x00\x01\x1a\xe1e' > corpus/tracker_http/compact
+printf 'd8:intervali60e5:peersld2:ip9:127.0.0.14:porti6881eee6:peers618:\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x1a\xe1e' > corpus/tracker_http/dict
+printf 'd14:failure reason4:nopee' > corpus/tracker_http/failure
+printf '\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07\x08\x00\x00\x00\x01\x00\x00\x00\x02\x7f\x00\x00\x01\x1a\xe1' > corpus/tracker_udp/announce
+printf '\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01' > corpus/tracker_udp/connect
+printf 'magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=x&tr=udp://t:1&x.pe=127.0.0.1:1' > corpus/magnet/hex
+printf 'magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&ws=http://w/' > corpus/magnet/b32
+
+for t in "${targets[@]}"; do
+  cargo fuzz build -O "$t" >/dev/null 2>&1
+  echo "== $t: ${secs}s"
+  cargo fuzz run -O "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 \
+    > "fuzz-$t.log" 2>&1 || echo "   $t: CRASH (see fuzz/fuzz-$t.log and fuzz/artifacts/$t/)"
+  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' "fuzz-$t.log" | sed 's/^/   /' || true
+  ls "artifacts/$t" 2>/dev/null | sed 's/^/   artifact: /' || true
+done
