@@ -146,7 +146,7 @@ pub fn create(
         piece_length,
         total_length: total,
         files: entries,
-        hashes: Vec::new(),
+        hashes: Vec::new().into(),
     };
     let store = Store::open_read(layout, &parent);
     let hashes = store.hash_all(opts.threads, done)?;

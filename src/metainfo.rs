@@ -105,7 +105,8 @@ pub struct Metainfo {
     /// Sanitised; the folder (multi-file) or file (single-file) under the output folder.
     pub name: String,
     pub piece_length: u64,
-    pieces: Vec<u8>,
+    /// Shared with the store's layout: a million pieces is 20 MB of hashes.
+    pieces: std::sync::Arc<[u8]>,
     pub files: Vec<FileEntry>,
     pub total_length: u64,
     pub multi_file: bool,
@@ -202,7 +203,7 @@ impl Metainfo {
             info_hash,
             name: parsed.name,
             piece_length: parsed.piece_length,
-            pieces: parsed.pieces,
+            pieces: parsed.pieces.into(),
             files: parsed.files,
             total_length: parsed.total_length,
             multi_file: parsed.multi_file,
@@ -223,6 +224,11 @@ impl Metainfo {
 
     pub fn piece_count(&self) -> u32 {
         (self.pieces.len() / 20) as u32
+    }
+
+    /// All piece hashes, 20 bytes each, shared rather than copied.
+    pub fn hashes(&self) -> std::sync::Arc<[u8]> {
+        self.pieces.clone()
     }
 
     pub fn piece_hash(&self, piece: u32) -> Option<[u8; 20]> {

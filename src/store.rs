@@ -40,14 +40,12 @@ pub struct Layout {
     pub piece_length: u64,
     pub total_length: u64,
     pub files: Vec<FileEntry>,
-    pub hashes: Vec<u8>,
+    pub hashes: Arc<[u8]>,
 }
 
 impl Layout {
     pub fn from_metainfo(m: &Metainfo) -> Layout {
-        let hashes = (0..m.piece_count())
-            .flat_map(|i| m.piece_hash(i).unwrap_or([0; 20]))
-            .collect();
+        let hashes = m.hashes();
         Layout {
             piece_length: m.piece_length,
             total_length: m.total_length,
