@@ -604,7 +604,14 @@ impl Torrent {
                 };
                 p.peer_interested = yes;
                 if yes && p.am_choking {
-                    self.rechoke_soon = true;
+                    // A free upload slot is given at once rather than at
+                    // the next 10 s round; a full house waits its turn.
+                    let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
+                    if unchoked <= self.cfg.upload_slots {
+                        self.rechoke(Instant::now());
+                    } else {
+                        self.rechoke_soon = true;
+                    }
                 }
             }
             PeerEvent::Block { block, data } => self.on_block(key, block, data),
@@ -672,6 +679,11 @@ impl Torrent {
         if let Some(p) = self.peers.get_mut(&key) {
             p.last_block = Instant::now();
             p.snubbed = false;
+            // Slow start: until the first rate sample, each block received
+            // widens the window by one, doubling it every round trip.
+            if p.down.get() == 0 {
+                p.depth = (p.depth + 1).min(p.reqq).min(MAX_QUEUE);
+            }
         }
         match self.picker.on_block(key, block) {
             BlockOutcome::Duplicate => {}
