@@ -299,7 +299,13 @@ fn leecher_survives_hostile_seeders_and_completes() {
     let t = setup(d);
     let ih = info_hash(&t);
     let outcomes: Outcomes = Arc::default();
-    let fake_id = *b"-XX0001-hostileseed0";
+    // Each fake has its own peer id: two with one id would be dropped as
+    // duplicate connections, which is not what these cases test.
+    let ids: [[u8; 20]; 6] = std::array::from_fn(|i| {
+        let mut id = *b"-XX0001-hostileseed0";
+        id[19] = b'0' + i as u8;
+        id
+    });
     let mut peers = Vec::new();
     let reply = move |f: &mut Fake, id: [u8; 20]| {
         f.send_raw(&Handshake::new(ih, id).encode());
@@ -310,7 +316,7 @@ fn leecher_survives_hostile_seeders_and_completes() {
         SHORT,
         outcomes.clone(),
         move |f, _| {
-            reply(f, fake_id);
+            reply(f, ids[0]);
             f.send_raw(&[0xff, 0xff, 0xff, 0xff]);
         },
     ));
@@ -320,7 +326,7 @@ fn leecher_survives_hostile_seeders_and_completes() {
         SHORT,
         outcomes.clone(),
         move |f, _| {
-            reply(f, fake_id);
+            reply(f, ids[1]);
             f.send(&full_bitfield());
             let block = Bytes::from(vec![0u8; 16384]);
             for _ in 0..700 {
@@ -349,7 +355,7 @@ fn leecher_survives_hostile_seeders_and_completes() {
         SHORT,
         outcomes.clone(),
         move |f, _| {
-            f.send_raw(&Handshake::new([7; 20], fake_id).encode());
+            f.send_raw(&Handshake::new([7; 20], ids[2]).encode());
         },
     ));
     peers.push(hostile_seed(
@@ -358,7 +364,7 @@ fn leecher_survives_hostile_seeders_and_completes() {
         Duration::from_secs(1),
         outcomes.clone(),
         move |f, _| {
-            reply(f, fake_id);
+            reply(f, ids[3]);
             f.send(&Message::Unchoke);
             f.send(&Message::Piece {
                 index: 999,
@@ -373,7 +379,7 @@ fn leecher_survives_hostile_seeders_and_completes() {
         Duration::from_secs(1),
         outcomes.clone(),
         move |f, _| {
-            reply(f, fake_id);
+            reply(f, ids[4]);
             f.send(&full_bitfield());
             f.send(&Message::Unchoke);
             if let Some(Message::Request(b)) =
