@@ -43,6 +43,8 @@ const MAX_STRIKES: u32 = 5;
 /// Bytes of complete pieces allowed to wait for their hash check.
 const MAX_VERIFY_BYTES: usize = 8 << 20;
 const SPARE_BUFFERS: usize = 4;
+/// Pieces hashed by one blocking job, at most (at least one piece).
+const HASH_BATCH_BYTES: usize = 1 << 20;
 
 #[derive(Debug)]
 pub enum Event {
@@ -54,7 +56,7 @@ pub enum Event {
     },
     Peers(Vec<SocketAddr>),
     TrackerWarning(String),
-    Verified(Verified),
+    Verified(Vec<Verified>),
 }
 
 #[derive(Debug)]
@@ -390,7 +392,7 @@ impl Torrent {
             } => self.on_incoming(stream, addr, handshake),
             Event::Peers(addrs) => self.add_peers(addrs),
             Event::TrackerWarning(w) => tracing::warn!("tracker: {w}"),
-            Event::Verified(v) => return self.on_verified(v),
+            Event::Verified(batch) => return self.on_verified_batch(batch),
         }
         Ok(())
     }
@@ -735,54 +737,75 @@ impl Torrent {
     /// Hashes queued pieces off the runtime, one job per core, and writes the
     /// good ones; each answer comes back as an event.
     fn pump_hashing(&mut self) {
-        while self.hashing < self.max_hashing {
-            let Some((piece, buf)) = self.hash_queue.pop_front() else {
-                return;
-            };
+        while self.hashing < self.max_hashing && !self.hash_queue.is_empty() {
+            // Small pieces go in batches: a job per 16 KiB piece would spend
+            // more on waking threads than on hashing.
+            let mut jobs = Vec::new();
+            let mut bytes = 0usize;
+            while bytes < HASH_BATCH_BYTES {
+                let Some((piece, buf)) = self.hash_queue.pop_front() else {
+                    break;
+                };
+                bytes += buf.data.len();
+                let expected = self.meta.piece_hash(piece).unwrap_or([0; 20]);
+                let with_blocks = self.suspects.contains_key(&piece);
+                jobs.push((piece, buf, expected, with_blocks));
+            }
             self.hashing += 1;
-            let expected = self.meta.piece_hash(piece).unwrap_or([0; 20]);
             let store = self.shared.store.clone();
-            let with_blocks = self.suspects.contains_key(&piece);
             let tx = self.events_tx.clone();
-            let PieceBuf { data, senders } = buf;
-            tokio::spawn(async move {
-                let job = tokio::task::spawn_blocking(move || {
-                    let ok = <[u8; 20]>::from(Sha1::digest(&data)) == expected;
-                    let write = if ok {
-                        store.write_piece(piece, &data)
-                    } else {
-                        Ok(())
-                    };
-                    let block_hashes = if !ok || with_blocks {
-                        data.chunks(BLOCK_LEN as usize)
-                            .map(|c| <[u8; 20]>::from(Sha1::digest(c)))
-                            .collect()
-                    } else {
-                        Vec::new()
-                    };
-                    Verified {
-                        piece,
-                        ok,
-                        write,
-                        block_hashes,
-                        senders,
-                        data,
-                    }
-                });
-                if let Ok(v) = job.await {
-                    let _ = tx.send(Event::Verified(v)).await;
-                }
+            tokio::task::spawn_blocking(move || {
+                let done: Vec<Verified> = jobs
+                    .into_iter()
+                    .map(|(piece, buf, expected, with_blocks)| {
+                        let PieceBuf { data, senders } = buf;
+                        let ok = <[u8; 20]>::from(Sha1::digest(&data)) == expected;
+                        let write = if ok {
+                            store.write_piece(piece, &data)
+                        } else {
+                            Ok(())
+                        };
+                        let block_hashes = if !ok || with_blocks {
+                            data.chunks(BLOCK_LEN as usize)
+                                .map(|c| <[u8; 20]>::from(Sha1::digest(c)))
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
+                        Verified {
+                            piece,
+                            ok,
+                            write,
+                            block_hashes,
+                            senders,
+                            data,
+                        }
+                    })
+                    .collect();
+                let _ = tx.blocking_send(Event::Verified(done));
             });
         }
     }
 
+    fn on_verified_batch(&mut self, batch: Vec<Verified>) -> Result<(), StoreError> {
+        self.hashing = self.hashing.saturating_sub(1);
+        let mut result = Ok(());
+        for v in batch {
+            if result.is_ok() {
+                result = self.on_verified(v);
+            } else {
+                self.verifying = self.verifying.saturating_sub(1);
+            }
+        }
+        self.pump_hashing();
+        result
+    }
+
     fn on_verified(&mut self, mut v: Verified) -> Result<(), StoreError> {
         self.verifying = self.verifying.saturating_sub(1);
-        self.hashing = self.hashing.saturating_sub(1);
         if self.spare.len() < SPARE_BUFFERS {
             self.spare.push(std::mem::take(&mut v.data));
         }
-        self.pump_hashing();
         let senders = std::mem::take(&mut v.senders);
         v.write?;
         if v.ok {
