@@ -32,6 +32,8 @@ pub enum StoreError {
     NotAFile(PathBuf),
     #[error("piece {0} is out of range")]
     BadPiece(u32),
+    #[error("piece {0} not written: an earlier write failed")]
+    NotWritten(u32),
 }
 
 /// Where pieces live: the files of a torrent under an output folder.

@@ -755,15 +755,23 @@ impl Torrent {
             let store = self.shared.store.clone();
             let tx = self.events_tx.clone();
             tokio::task::spawn_blocking(move || {
+                // After a failed write (disk full, say) nothing more is
+                // written: a half-written piece per batch is the most that
+                // can be left for the next start-up check to reject.
+                let mut failed = false;
                 let done: Vec<Verified> = jobs
                     .into_iter()
                     .map(|(piece, buf, expected, with_blocks)| {
                         let PieceBuf { data, senders } = buf;
                         let ok = <[u8; 20]>::from(Sha1::digest(&data)) == expected;
-                        let write = if ok {
-                            store.write_piece(piece, &data)
-                        } else {
+                        let write = if !ok {
                             Ok(())
+                        } else if failed {
+                            Err(StoreError::NotWritten(piece))
+                        } else {
+                            let w = store.write_piece(piece, &data);
+                            failed = w.is_err();
+                            w
                         };
                         let block_hashes = if !ok || with_blocks {
                             data.chunks(BLOCK_LEN as usize)
