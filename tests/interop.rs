@@ -1,0 +1,739 @@
+//! shoal against independent clients (aria2, Transmission 3.00) through a
+//! real tracker (opentracker), all on loopback: the interop matrix of
+//! issue 4. Each cell moves a multi-file torrent (5 files, one empty, a file
+//! boundary inside a piece, 16.1 MiB), checks every byte, and checks what the
+//! tracker was told. docs/interop.md has the matrix, versions, timings, and
+//! how to run one cell by hand. `SHOAL_SKIP_INTEROP=1` skips them all.
+
+mod common;
+// Declared here rather than in common/mod.rs, so the other test binaries
+// don't build it.
+#[path = "common/interop.rs"]
+mod interop;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{make_tree, shoal_bin, tail, Proc};
+use interop::*;
+
+/// A file boundary inside a piece (at any piece length used here: 16, 64 and
+/// 256 KiB), a zero-length file, a nested folder, a short last piece.
+const FILES: &[(&str, usize)] = &[
+    ("pack/a.bin", 6_000_001),
+    ("pack/empty.txt", 0),
+    ("pack/sub/b.bin", 10_800_000),
+    ("pack/sub/c.txt", 4_321),
+    ("pack/z.bin", 65_537),
+];
+const PIECE: u32 = 256 * 1024;
+const TOTAL: u64 = 16_869_859;
+
+/// Known shoal bug 2 (docs/interop.md, "Known shoal bugs"): shoal's HTTP
+/// tracker client keeps the connection alive, but opentracker closes it after
+/// every response (without `Connection: close`), so an announce sent right
+/// after another one — `stopped` right after `completed` when a download
+/// ends — goes out on a dead connection (a quarter to half of the time) and fails
+/// with "connection closed before message completed" (or "reset by peer");
+/// shoal does not retry and the tracker keeps listing it. While this is
+/// `true`, a lost `stopped` whose failure shoal logged with exactly that
+/// error is reported on stderr instead of failing the cell.
+const TOLERATE_LOST_STOPPED: bool = true;
+
+/// Known shoal bug 3: announces read `left` from the progress snapshot, and
+/// the torrent publishes that snapshot after the announcer has moved on: a
+/// `completed` often carries the `left` of a moment before (seen: 524288 to
+/// 13265379), and a seed's `started` says left = the whole size. opentracker
+/// then lists shoal as a leecher, and does not count the download at all (it
+/// drops the completed flag of a peer that still has bytes left). While this
+/// is `true`, such announces are reported on stderr instead of failing.
+/// `announces_are_exact_every_time` (ignored for now) checks both strictly.
+const TOLERATE_STALE_LEFT: bool = true;
+
+/// Writes the data under `cell/src` and returns that folder.
+fn make_data(cell: &Path) -> PathBuf {
+    assert_eq!(FILES.iter().map(|f| f.1 as u64).sum::<u64>(), TOTAL);
+    let src = cell.join("src");
+    make_tree(&src, FILES);
+    src
+}
+
+/// `shoal create` of `src/pack`; `piece` None lets shoal pick.
+fn shoal_torrent(cell: &Path, src: &Path, tracker: &str, piece: Option<u32>) -> PathBuf {
+    let out = cell.join("pack.torrent");
+    let mut args = vec![
+        "create".to_string(),
+        src.join("pack").display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+        "-t".into(),
+        tracker.to_string(),
+        "--force".into(),
+    ];
+    if let Some(p) = piece {
+        args.extend(["--piece-length".to_string(), p.to_string()]);
+    }
+    let o = Command::new(shoal_bin()).args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    check_shape(&shoal_info(&out), true);
+    out
+}
+
+/// What issue 4 asks of every cell's torrent.
+fn check_shape(info: &serde_json::Value, want_empty_file: bool) {
+    let files = info["files"].as_array().unwrap();
+    let piece = info["piece_length"].as_u64().unwrap();
+    let sizes: Vec<u64> = files.iter().map(|f| f["size"].as_u64().unwrap()).collect();
+    assert!(files.len() >= 3, "{info}");
+    assert!(info["total_size"].as_u64().unwrap() >= 16 << 20, "{info}");
+    assert!(
+        !want_empty_file || sizes.contains(&0),
+        "no empty file: {info}"
+    );
+    let mut off = 0;
+    let mut inside = false;
+    for s in &sizes[..sizes.len() - 1] {
+        off += s;
+        inside |= off % piece != 0;
+    }
+    assert!(inside, "no file boundary inside a piece: {info}");
+}
+
+fn shoal_leecher(cell: &Path, torrent: &Path, name: &str) -> (Proc, u16, PathBuf) {
+    let port = common::free_port();
+    let out = cell.join(name);
+    let p = Proc::spawn(
+        &[
+            "download",
+            torrent.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--json",
+        ],
+        cell,
+        name,
+    );
+    (p, port, out)
+}
+
+fn shoal_seeder(cell: &Path, torrent: &Path, src: &Path, name: &str) -> (Proc, u16) {
+    let port = common::free_port();
+    let p = Proc::spawn(
+        &[
+            "seed",
+            torrent.to_str().unwrap(),
+            "--from",
+            src.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--json",
+        ],
+        cell,
+        name,
+    );
+    (p, port)
+}
+
+/// Waits for a shoal download to finish and checks its report.
+fn finish_download(p: &mut Proc, what: &str, limit: Duration) {
+    let status = p.wait(limit);
+    assert!(
+        status.success(),
+        "{what} failed ({status}):\n{}",
+        tail(&p.stderr(), 40)
+    );
+    let done = p.done_event();
+    assert_eq!(done["complete"], true, "{what}: {done}");
+    assert_eq!(done["have_bytes"].as_u64(), Some(TOTAL), "{what}: {done}");
+}
+
+/// Asserts shoal's debug log shows the peer's BEP 10 extended handshake.
+fn assert_handshake_from(p: &Proc, what: &str, client: &str) {
+    let log = p.stderr();
+    assert!(
+        log.contains(&format!(": client {client}")),
+        "{what}: no extended handshake from {client} in the log:\n{}",
+        tail(&log, 40)
+    );
+}
+
+/// Fails the test, or, while that known bug is tolerated, says so on stderr.
+fn known_bug(tolerated: bool, what: String) {
+    if !tolerated {
+        panic!("{what}");
+    }
+    eprintln!("KNOWN SHOAL BUG: {what}");
+}
+
+/// Whether the tracker got shoal's `stopped` as its last announce. Panics
+/// if not, unless the loss is the known bug (see `TOLERATE_LOST_STOPPED`).
+fn stopped_reached(tracker: &Tracker, port: u16, shoal: &Proc, what: &str) -> bool {
+    let ev = tracker.events_of(port);
+    if ev.last().map(String::as_str) == Some("stopped") {
+        return true;
+    }
+    let log = shoal.stderr();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("announce failed")
+                && (l.contains("connection closed before message completed")
+                    || l.contains("Connection reset by peer"))
+        })
+        .collect();
+    if errors.is_empty() {
+        panic!(
+            "{what}: the tracker never got `stopped` from port {port}; it saw {ev:?}\n{}",
+            tail(&log, 30)
+        );
+    }
+    known_bug(
+        TOLERATE_LOST_STOPPED,
+        format!(
+            "{what}: the tracker never got `stopped` (it saw {ev:?}); shoal logged:\n{}",
+            errors.join("\n")
+        ),
+    );
+    false
+}
+
+/// A leecher's announces: `started` with everything left, one `completed`
+/// with nothing left, then `stopped`.
+fn assert_leecher_events(tracker: &Tracker, port: u16, shoal: &Proc, what: &str) {
+    let ann: Vec<Announce> = tracker
+        .announces()
+        .into_iter()
+        .filter(|a| a.port == port)
+        .collect();
+    let ev: Vec<&str> = ann.iter().map(|a| a.event.as_str()).collect();
+    assert_eq!(ev.first(), Some(&"started"), "{what}: {ann:?}");
+    assert_eq!(ann[0].left, TOTAL, "{what}: {ann:?}");
+    let done: Vec<usize> = (0..ev.len()).filter(|&i| ev[i] == "completed").collect();
+    assert_eq!(done.len(), 1, "{what}: one `completed` expected: {ann:?}");
+    if ann[done[0]].left != 0 {
+        known_bug(
+            TOLERATE_STALE_LEFT,
+            format!(
+                "{what}: `completed` announced left={} (should be 0): {ann:?}",
+                ann[done[0]].left
+            ),
+        );
+    }
+    if stopped_reached(tracker, port, shoal, what) {
+        assert!(done[0] < ev.len() - 1, "{what}: {ann:?}");
+        assert_eq!(ann[ev.len() - 1].left, 0, "{what}: {ann:?}");
+    }
+}
+
+/// A seeder's announces: `started` with nothing left, never `completed`,
+/// then `stopped`.
+fn assert_seeder_events(tracker: &Tracker, port: u16, shoal: &Proc, what: &str) {
+    let ann: Vec<Announce> = tracker
+        .announces()
+        .into_iter()
+        .filter(|a| a.port == port)
+        .collect();
+    assert_eq!(
+        ann.first().map(|a| a.event.as_str()),
+        Some("started"),
+        "{what}: {ann:?}"
+    );
+    if ann[0].left != 0 {
+        known_bug(
+            TOLERATE_STALE_LEFT,
+            format!(
+                "{what}: a seed announced `started` with left={} (should be 0): {ann:?}",
+                ann[0].left
+            ),
+        );
+    }
+    assert!(
+        ann.iter().all(|a| a.event != "completed"),
+        "{what}: {ann:?}"
+    );
+    stopped_reached(tracker, port, shoal, what);
+}
+
+/// What opentracker should show of these shoal clients, going by the
+/// announces it accepted from them: (seeds still listed, leechers still
+/// listed, downloads counted). With no known bug hitting: (0, 0, leechers).
+fn tracker_view(tracker: &Tracker, ports: &[u16]) -> (u64, u64, u64) {
+    let ann = tracker.announces();
+    let (mut seeds, mut leechers) = (0, 0);
+    for port in ports {
+        match ann.iter().rev().find(|a| a.port == *port) {
+            Some(a) if a.event == "stopped" => {}
+            Some(a) if a.left == 0 => seeds += 1,
+            Some(_) => leechers += 1,
+            None => {}
+        }
+    }
+    // opentracker counts a `completed` only with left=0.
+    let downloads = ann
+        .iter()
+        .filter(|a| ports.contains(&a.port) && a.event == "completed" && a.left == 0)
+        .count() as u64;
+    (seeds, leechers, downloads)
+}
+
+const SEEDER_UP: Duration = Duration::from_secs(30);
+const TRANSFER: Duration = Duration::from_secs(60);
+
+// ------------------------------------------------------------------ cells
+
+/// shoal leecher ← aria2 seeder, HTTP tracker.
+#[test]
+fn shoal_leeches_from_aria2_http_tracker() {
+    if !should_run("shoal_leeches_from_aria2", &[OPENTRACKER, ARIA2]) {
+        return;
+    }
+    let cell = Cell::new("shoal_leeches_from_aria2");
+    let d = cell.path();
+    let src = make_data(d);
+    let mut tracker = Tracker::new(d);
+    let t = shoal_torrent(d, &src, &tracker.http_url(), Some(PIECE));
+    let hash = info_hash(&t);
+    tracker.start(std::slice::from_ref(&hash));
+
+    let (mut aria, _) = aria2_seeder(d, "aria2-seeder", &t, &src, &[]);
+    tracker.wait_scrape(&hash, "aria2 to announce as a seed", SEEDER_UP, |s| {
+        s.complete == 1
+    });
+    let (mut leech, port, out) = shoal_leecher(d, &t, "shoal-leecher");
+    finish_download(&mut leech, "shoal leecher", TRANSFER);
+    assert_tree_matches(&src, &out, false);
+    assert_handshake_from(&leech, "shoal leecher", "aria2/");
+    assert_running(&mut aria, "aria2 seeder");
+
+    assert_leecher_events(&tracker, port, &leech, "shoal leecher");
+    // opentracker's own view: shoal's `completed` counted (aria2, seeding
+    // from the start, sends none), and only aria2 still listed (plus shoal,
+    // if a known bug cost its `stopped`).
+    let (gs, gl, gd) = tracker_view(&tracker, &[port]);
+    tracker.wait_scrape(
+        &hash,
+        "shoal's completed/stopped",
+        Duration::from_secs(5),
+        |s| s.downloaded == gd && s.complete == 1 + gs && s.incomplete == gl,
+    );
+}
+
+/// shoal seeder → aria2 leecher, HTTP tracker, torrent made by `shoal create`
+/// with the piece length it picks (16 KiB here, 1030 pieces).
+#[test]
+#[ignore = "shoal bug: it disconnects aria2 on the bitfield aria2 sends mid-connection \
+            instead of a batch of haves ('disconnected: second bitfield'); aria2 \
+            reconnects every 2 s and needs ~150 s. See docs/interop.md, Known shoal bugs"]
+fn aria2_leeches_from_shoal_http_tracker() {
+    if !should_run("aria2_leeches_from_shoal", &[OPENTRACKER, ARIA2]) {
+        return;
+    }
+    let cell = Cell::new("aria2_leeches_from_shoal");
+    let d = cell.path();
+    let src = make_data(d);
+    let mut tracker = Tracker::new(d);
+    let t = shoal_torrent(d, &src, &tracker.http_url(), None);
+    let hash = info_hash(&t);
+    tracker.start(std::slice::from_ref(&hash));
+
+    let (mut seeder, port) = shoal_seeder(d, &t, &src, "shoal-seeder");
+    wait_for(
+        "shoal's `started`",
+        SEEDER_UP,
+        || (!tracker.events_of(port).is_empty()).then_some(()),
+        || tail(&seeder.stderr(), 20),
+    );
+    let out = d.join("aria2-dl");
+    let (mut aria, _) = aria2_leecher(d, "aria2-leecher", &t, &out);
+    let status = wait_exit(&mut aria, "aria2 leecher", TRANSFER);
+    assert!(
+        status.success(),
+        "aria2 leecher exited with {status}:\n{}",
+        tail(&aria.stdout(), 30)
+    );
+    assert_tree_matches(&src, &out, false);
+    assert_handshake_from(&seeder, "shoal seeder", "aria2/");
+    assert_running(&mut seeder, "shoal seeder");
+    let st = seeder.stop();
+    assert!(st.success(), "{}", tail(&seeder.stderr(), 30));
+    assert!(seeder.done_event()["uploaded"].as_u64().unwrap() >= TOTAL);
+
+    assert_seeder_events(&tracker, port, &seeder, "shoal seeder");
+    // aria2's `completed` counted; aria2 (exited) and shoal (stopped) gone.
+    let (gs, gl, gd) = tracker_view(&tracker, &[port]);
+    tracker.wait_scrape(
+        &hash,
+        "aria2's completed, both gone",
+        Duration::from_secs(10),
+        |s| s.downloaded == 1 + gd && s.complete == gs && s.incomplete == gl,
+    );
+}
+
+/// shoal leecher ← Transmission seeder, UDP tracker. Also: shoal copes with
+/// Transmission's BEP 6 (have-all) and BEP 10 handshake.
+#[test]
+fn shoal_leeches_from_transmission_udp_tracker() {
+    if !should_run(
+        "shoal_leeches_from_transmission",
+        &[OPENTRACKER, TR_DAEMON, TR_REMOTE],
+    ) {
+        return;
+    }
+    let cell = Cell::new("shoal_leeches_from_transmission");
+    let d = cell.path();
+    let src = make_data(d);
+    let mut tracker = Tracker::new(d);
+    let t = shoal_torrent(d, &src, &tracker.udp_url(), Some(PIECE));
+    let hash = info_hash(&t);
+    tracker.start(std::slice::from_ref(&hash));
+
+    let tr = Transmission::start(d, "transmission");
+    tr.add(&t, &src);
+    tr.wait_complete("Transmission to check the data", SEEDER_UP);
+    tracker.wait_scrape(
+        &hash,
+        "Transmission to announce (UDP) as a seed",
+        SEEDER_UP,
+        |s| s.complete == 1,
+    );
+    let (mut leech, port, out) = shoal_leecher(d, &t, "shoal-leecher");
+    finish_download(&mut leech, "shoal leecher", TRANSFER);
+    assert_tree_matches(&src, &out, false);
+    assert_handshake_from(&leech, "shoal leecher", "Transmission ");
+
+    assert_leecher_events(&tracker, port, &leech, "shoal leecher");
+    let ann = tracker.announces();
+    assert!(
+        ann.iter().filter(|a| a.port == port).all(|a| a.udp),
+        "shoal should announce over UDP: {ann:?}"
+    );
+    let (gs, gl, gd) = tracker_view(&tracker, &[port]);
+    tracker.wait_scrape(
+        &hash,
+        "shoal's completed/stopped",
+        Duration::from_secs(5),
+        |s| s.downloaded == gd && s.complete == 1 + gs && s.incomplete == gl,
+    );
+}
+
+/// shoal seeder → Transmission leecher, HTTP tracker, torrent made by `shoal
+/// create` with the piece length it picks. Transmission 3.00 drops loopback
+/// peers it hears of from a tracker, so the data only flows because shoal
+/// connects out to the leecher the tracker names.
+#[test]
+fn transmission_leeches_from_shoal_http_tracker() {
+    if !should_run(
+        "transmission_leeches_from_shoal",
+        &[OPENTRACKER, TR_DAEMON, TR_REMOTE],
+    ) {
+        return;
+    }
+    let cell = Cell::new("transmission_leeches_from_shoal");
+    let d = cell.path();
+    let src = make_data(d);
+    let mut tracker = Tracker::new(d);
+    let t = shoal_torrent(d, &src, &tracker.http_url(), None);
+    let hash = info_hash(&t);
+    tracker.start(std::slice::from_ref(&hash));
+
+    let tr = Transmission::start(d, "transmission");
+    let dl = d.join("transmission-dl");
+    std::fs::create_dir_all(&dl).unwrap();
+    tr.add(&t, &dl);
+    // Transmission first: shoal learns of it from its one `started`
+    // announce (the next is ~30 min away at opentracker's interval).
+    tracker.wait_scrape(
+        &hash,
+        "Transmission to announce as a leecher",
+        SEEDER_UP,
+        |s| s.incomplete == 1,
+    );
+    let (mut seeder, port) = shoal_seeder(d, &t, &src, "shoal-seeder");
+    tr.wait_complete("Transmission to download from shoal", TRANSFER);
+    // Transmission 3.00 never creates zero-length files.
+    assert_tree_matches(&src, &dl, true);
+    assert_handshake_from(&seeder, "shoal seeder", "Transmission ");
+    tracker.wait_scrape(
+        &hash,
+        "Transmission's completed",
+        Duration::from_secs(30),
+        |s| s.downloaded == 1,
+    );
+    assert_running(&mut seeder, "shoal seeder");
+    let st = seeder.stop();
+    assert!(st.success(), "{}", tail(&seeder.stderr(), 30));
+    assert!(seeder.done_event()["uploaded"].as_u64().unwrap() >= TOTAL);
+
+    assert_seeder_events(&tracker, port, &seeder, "shoal seeder");
+    let (gs, gl, gd) = tracker_view(&tracker, &[port]);
+    tracker.wait_scrape(
+        &hash,
+        "shoal gone, Transmission seeding",
+        Duration::from_secs(5),
+        |s| s.complete == 1 + gs && s.incomplete == gl && s.downloaded == 1 + gd,
+    );
+}
+
+/// Two shoal leechers ← aria2 and Transmission seeding together, HTTP
+/// tracker. aria2 is held to 512 KiB/s so that Transmission (which unchokes
+/// at its 10 s rechoke) has to contribute too.
+#[test]
+fn shoal_leeches_from_aria2_and_transmission_with_second_shoal() {
+    if !should_run(
+        "shoal_leeches_from_aria2_and_transmission",
+        &[OPENTRACKER, ARIA2, TR_DAEMON, TR_REMOTE],
+    ) {
+        return;
+    }
+    let cell = Cell::new("shoal_leeches_from_aria2_and_transmission");
+    let d = cell.path();
+    let src = make_data(d);
+    let mut tracker = Tracker::new(d);
+    let t = shoal_torrent(d, &src, &tracker.http_url(), Some(PIECE));
+    let hash = info_hash(&t);
+    tracker.start(std::slice::from_ref(&hash));
+
+    let tr = Transmission::start(d, "transmission");
+    tr.add(&t, &src);
+    tr.wait_complete("Transmission to check the data", SEEDER_UP);
+    let rpc = common::free_port();
+    let (mut aria, _) = aria2_seeder(
+        d,
+        "aria2-seeder",
+        &t,
+        &src,
+        &[
+            "--max-upload-limit=512K".into(),
+            "--enable-rpc=true".into(),
+            format!("--rpc-listen-port={rpc}"),
+        ],
+    );
+    tracker.wait_scrape(
+        &hash,
+        "aria2 and Transmission to announce",
+        SEEDER_UP,
+        |s| s.complete == 2,
+    );
+
+    let (mut l1, p1, o1) = shoal_leecher(d, &t, "shoal-leecher-1");
+    // A second apart, so they don't dial Transmission at the same instant
+    // (see below); the second still hears of the first from the tracker.
+    std::thread::sleep(Duration::from_secs(1));
+    let (mut l2, p2, o2) = shoal_leecher(d, &t, "shoal-leecher-2");
+    finish_download(&mut l1, "shoal leecher 1", Duration::from_secs(90));
+    finish_download(&mut l2, "shoal leecher 2", Duration::from_secs(90));
+    assert_tree_matches(&src, &o1, false);
+    assert_tree_matches(&src, &o2, false);
+    // aria2 dials every leecher it hears of (and they dial it).
+    assert_handshake_from(&l1, "shoal leecher 1", "aria2/");
+    assert_handshake_from(&l2, "shoal leecher 2", "aria2/");
+    // Transmission 3.00 closes an incoming connection at once while another
+    // handshake from the same IP is in progress (on loopback: everyone), so
+    // a leecher may miss it; between them they must have reached it.
+    let (log1, log2) = (l1.stderr(), l2.stderr());
+    assert!(
+        log1.contains(": client Transmission ") || log2.contains(": client Transmission "),
+        "neither shoal leecher got Transmission's extended handshake"
+    );
+    // The later of the two hears of the earlier from the tracker.
+    assert!(
+        log1.contains(": client shoal") || log2.contains(": client shoal"),
+        "the two shoal leechers never met"
+    );
+    // Both independent seeders really sent data.
+    let info = tr.info();
+    let tr_up = Transmission::field(&info, "Uploaded").unwrap_or_default();
+    assert!(
+        !tr_up.is_empty() && tr_up != "None",
+        "Transmission uploaded nothing:\n{info}"
+    );
+    assert_running(&mut aria, "aria2 seeder");
+    let active = aria2_rpc(
+        rpc,
+        "aria2.tellActive",
+        serde_json::json!([["uploadLength"]]),
+    );
+    let aria_up: u64 = active["result"][0]["uploadLength"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(aria_up > 0, "aria2 uploaded nothing: {active}");
+    let (u1, u2) = (
+        l1.done_event()["uploaded"].as_u64().unwrap(),
+        l2.done_event()["uploaded"].as_u64().unwrap(),
+    );
+    eprintln!(
+        "sources: Transmission uploaded {tr_up}, aria2 {aria_up} B, shoal leechers {u1} B and {u2} B"
+    );
+
+    assert_leecher_events(&tracker, p1, &l1, "shoal leecher 1");
+    assert_leecher_events(&tracker, p2, &l2, "shoal leecher 2");
+    let (gs, gl, gd) = tracker_view(&tracker, &[p1, p2]);
+    tracker.wait_scrape(
+        &hash,
+        "both shoals' completed/stopped",
+        Duration::from_secs(5),
+        |s| s.downloaded == gd && s.complete == 2 + gs && s.incomplete == gl,
+    );
+}
+
+/// A torrent made by `transmission-create`: `shoal info` reads it as
+/// Transmission does, and shoal downloads it (from aria2, HTTP tracker).
+#[test]
+fn shoal_downloads_transmission_created_torrent() {
+    if !should_run(
+        "shoal_downloads_transmission_created_torrent",
+        &[OPENTRACKER, ARIA2, TR_CREATE, TR_SHOW],
+    ) {
+        return;
+    }
+    let cell = Cell::new("shoal_downloads_transmission_created_torrent");
+    let d = cell.path();
+    let src = make_data(d);
+    let mut tracker = Tracker::new(d);
+    let t = d.join("tc.torrent");
+    run(
+        "transmission-create",
+        &[
+            "-o",
+            t.to_str().unwrap(),
+            "-t",
+            &tracker.http_url(),
+            "-s",
+            "64",
+            src.join("pack").to_str().unwrap(),
+        ],
+    );
+    let info = shoal_info(&t);
+    let hash = info["info_hash"].as_str().unwrap().to_string();
+    let shown = run("transmission-show", &[t.to_str().unwrap()]);
+    assert!(
+        shown.contains(&format!("Hash: {hash}")),
+        "shoal and transmission-show disagree on the info-hash ({hash}):\n{shown}"
+    );
+    assert!(
+        info["created_by"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Transmission/"),
+        "{info}"
+    );
+    assert_eq!(info["piece_length"], 65536, "{info}");
+    assert_eq!(info["total_size"].as_u64(), Some(TOTAL), "{info}");
+    // transmission-create 3.00 leaves zero-length files out of the torrent.
+    let listed: Vec<String> = info["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    let non_empty: Vec<String> = FILES
+        .iter()
+        .filter(|f| f.1 > 0)
+        .map(|f| f.0.to_string())
+        .collect();
+    assert!(non_empty.iter().all(|f| listed.contains(f)), "{listed:?}");
+    check_shape(&info, false);
+    tracker.start(std::slice::from_ref(&hash));
+
+    let (mut aria, _) = aria2_seeder(d, "aria2-seeder", &t, &src, &[]);
+    tracker.wait_scrape(&hash, "aria2 to announce as a seed", SEEDER_UP, |s| {
+        s.complete == 1
+    });
+    let (mut leech, port, out) = shoal_leecher(d, &t, "shoal-leecher");
+    finish_download(&mut leech, "shoal leecher", TRANSFER);
+    assert_tree_matches(&src, &out, true);
+    for f in &listed {
+        assert!(out.join(f).exists(), "{f} not downloaded");
+    }
+    assert_running(&mut aria, "aria2 seeder");
+    assert_leecher_events(&tracker, port, &leech, "shoal leecher");
+    let (gs, gl, gd) = tracker_view(&tracker, &[port]);
+    tracker.wait_scrape(
+        &hash,
+        "shoal's completed/stopped",
+        Duration::from_secs(5),
+        |s| s.downloaded == gd && s.complete == 1 + gs && s.incomplete == gl,
+    );
+}
+
+/// A torrent made by `shoal create` reads the same in aria2 and Transmission:
+/// same info-hash and piece count (offline; the cells above then trade it).
+#[test]
+fn shoal_created_torrent_reads_the_same_in_aria2_and_transmission() {
+    if !should_run("shoal_created_torrent_reads_the_same", &[ARIA2, TR_SHOW]) {
+        return;
+    }
+    let cell = Cell::new("shoal_created_torrent_reads_the_same");
+    let d = cell.path();
+    let src = make_data(d);
+    for piece in [None, Some(PIECE)] {
+        let t = shoal_torrent(d, &src, "http://127.0.0.1:1/announce", piece);
+        let info = shoal_info(&t);
+        let hash = info["info_hash"].as_str().unwrap();
+        let pieces = info["piece_count"].as_u64().unwrap();
+        let aria = run("aria2c", &["--no-conf=true", "-S", t.to_str().unwrap()]);
+        assert!(aria.contains(&format!("Info Hash: {hash}")), "{aria}");
+        assert!(
+            aria.contains(&format!("The Number of Pieces: {pieces}")),
+            "{aria}"
+        );
+        let shown = run("transmission-show", &[t.to_str().unwrap()]);
+        assert!(shown.contains(&format!("Hash: {hash}")), "{shown}");
+        assert!(shown.contains(&format!("Piece Count: {pieces}")), "{shown}");
+        for (path, _) in FILES {
+            assert!(aria.contains(&format!("./{path}")), "{path}:\n{aria}");
+            assert!(shown.contains(&format!("  {path} (")), "{path}:\n{shown}");
+        }
+    }
+}
+
+/// Strict form of known shoal bugs 2 and 3 (see `TOLERATE_LOST_STOPPED`
+/// and `TOLERATE_STALE_LEFT`): eight short downloads in a row from aria2
+/// through opentracker; every `completed` must say left=0 and every
+/// `stopped` must arrive.
+#[test]
+#[ignore = "shoal bugs: `stopped` right after `completed` often lost (HTTP \
+            client reuses a connection opentracker closed), and `completed` sent with \
+            a stale `left`. See docs/interop.md, Known shoal bugs"]
+fn announces_are_exact_every_time() {
+    if !should_run("announces_are_exact_every_time", &[OPENTRACKER, ARIA2]) {
+        return;
+    }
+    let cell = Cell::new("announces_are_exact_every_time");
+    let d = cell.path();
+    let src = make_data(d);
+    let mut tracker = Tracker::new(d);
+    let t = shoal_torrent(d, &src, &tracker.http_url(), Some(PIECE));
+    let hash = info_hash(&t);
+    tracker.start(std::slice::from_ref(&hash));
+    let (_aria, _) = aria2_seeder(d, "aria2-seeder", &t, &src, &[]);
+    tracker.wait_scrape(&hash, "aria2 to announce as a seed", SEEDER_UP, |s| {
+        s.complete == 1
+    });
+    let mut wrong = Vec::new();
+    for i in 0..8 {
+        let (mut leech, port, _) = shoal_leecher(d, &t, &format!("shoal-leecher-{i}"));
+        finish_download(&mut leech, "shoal leecher", TRANSFER);
+        let ann: Vec<(String, u64)> = tracker
+            .announces()
+            .into_iter()
+            .filter(|a| a.port == port)
+            .map(|a| (a.event, a.left))
+            .collect();
+        let want = vec![
+            ("started".to_string(), TOTAL),
+            ("completed".to_string(), 0),
+            ("stopped".to_string(), 0),
+        ];
+        if ann != want {
+            wrong.push((i, ann, tail(&leech.stderr(), 3)));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong announces: {wrong:#?}");
+    let s = tracker.scrape(&hash);
+    assert_eq!((s.complete, s.incomplete, s.downloaded), (1, 0, 8), "{s:?}");
+}
