@@ -56,6 +56,8 @@ pub struct Shared {
     /// Payload bytes, for trackers and progress.
     pub uploaded: AtomicU64,
     pub downloaded: AtomicU64,
+    /// Verified bytes on disk; trackers get `left` from it.
+    pub have_bytes: AtomicU64,
 }
 
 impl Shared {
@@ -311,7 +313,6 @@ struct Conn<'a> {
     /// The peer's requests waiting to be served.
     uploads: VecDeque<BlockRef>,
     stats: Arc<PeerStats>,
-    seen_bitfield: bool,
 }
 
 type UploadBatch = tokio::task::JoinHandle<Result<(Bytes, u64), crate::store::StoreError>>;
@@ -354,7 +355,6 @@ async fn run(
         unrequested_bytes: 0,
         uploads: VecDeque::new(),
         stats,
-        seen_bitfield: false,
     };
 
     if theirs.supports_extensions() {
@@ -502,22 +502,18 @@ impl Conn<'_> {
                 Some(PeerEvent::Have(i))
             }
             Message::Bitfield(bytes) => {
-                if self.seen_bitfield {
-                    return Err(protocol("second bitfield"));
-                }
-                self.seen_bitfield = true;
+                // BEP 3 sends it once, first; aria2 sends a fresh one later
+                // instead of many `have`s, so a later one is an update.
                 let b =
                     Bitfield::from_wire(&bytes, n as usize).map_err(|e| protocol(e.to_string()))?;
                 Some(PeerEvent::Bitfield(b))
             }
             Message::HaveAll => {
                 self.need_fast("have-all")?;
-                self.seen_bitfield = true;
                 Some(PeerEvent::HaveAll)
             }
             Message::HaveNone => {
                 self.need_fast("have-none")?;
-                self.seen_bitfield = true;
                 Some(PeerEvent::HaveNone)
             }
             Message::Request(b) => {
@@ -685,5 +681,160 @@ impl Conn<'_> {
                 })
             })
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::{Metainfo, NewTorrent};
+    use crate::store::Layout;
+
+    /// A connection's message handling over a real loopback socket.
+    async fn with_conn<T>(pieces: u32, f: impl FnOnce(&mut Conn<'_>) -> T) -> T {
+        let t = NewTorrent {
+            name: "t".into(),
+            length: pieces as u64 * 16384,
+            piece_length: 16384,
+            pieces: vec![0; 20 * pieces as usize],
+            ..Default::default()
+        };
+        let meta = Metainfo::from_bytes(&t.to_bytes()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared {
+            info_hash: meta.info_hash.0,
+            peer_id: [1; 20],
+            piece_count: pieces,
+            piece_length: 16384,
+            total_length: meta.total_length,
+            store: Arc::new(Store::open_read(Layout::from_metainfo(&meta), dir.path())),
+            have: Arc::new(AtomicBitfield::from_bitfield(&Bitfield::new(
+                pieces as usize,
+            ))),
+            listen_port: 1,
+            upload_limit: None,
+            uploaded: AtomicU64::new(0),
+            downloaded: AtomicU64::new(0),
+            have_bytes: AtomicU64::new(0),
+        };
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let _b = l.accept().await.unwrap();
+        let (_r, w) = a.into_split();
+        let mut c = Conn {
+            shared: &shared,
+            fast: true,
+            writer: Writer::spawn(w),
+            am_choking: true,
+            peer_choking: true,
+            requested: HashSet::new(),
+            unrequested_bytes: 0,
+            uploads: VecDeque::new(),
+            stats: Arc::default(),
+        };
+        f(&mut c)
+    }
+
+    /// Regression (interop with aria2): aria2 sends a fresh bitfield
+    /// mid-connection instead of `have`s; it is an update, not an error.
+    #[tokio::test]
+    async fn a_later_bitfield_is_an_update() {
+        with_conn(10, |c| {
+            let first = c.on_message(Message::Bitfield(Bytes::from_static(&[0x80, 0x00])));
+            assert!(matches!(first, Ok(Some(PeerEvent::Bitfield(ref b))) if b.count_ones() == 1));
+            let later = c.on_message(Message::Bitfield(Bytes::from_static(&[0xc0, 0x40])));
+            assert!(matches!(later, Ok(Some(PeerEvent::Bitfield(ref b))) if b.count_ones() == 3));
+            // Still refused when malformed.
+            assert!(c
+                .on_message(Message::Bitfield(Bytes::from_static(&[0xff, 0xff])))
+                .is_err());
+            assert!(c
+                .on_message(Message::Bitfield(Bytes::from_static(&[0xff])))
+                .is_err());
+            // have-all after a bitfield, as aria2 sends once finished.
+            assert!(matches!(
+                c.on_message(Message::HaveAll),
+                Ok(Some(PeerEvent::HaveAll))
+            ));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn requests_are_checked_before_queueing() {
+        with_conn(4, |c| {
+            c.am_choking = false;
+            let ok = BlockRef {
+                index: 3,
+                begin: 0,
+                length: 16384,
+            };
+            assert!(c.on_message(Message::Request(ok)).is_ok());
+            // We do not have piece 3: with the fast extension, a reject.
+            assert!(c.uploads.is_empty());
+            for bad in [
+                BlockRef {
+                    index: 4,
+                    begin: 0,
+                    length: 16384,
+                },
+                BlockRef {
+                    index: 0,
+                    begin: 16000,
+                    length: 1000,
+                },
+                BlockRef {
+                    index: 0,
+                    begin: 0,
+                    length: 0,
+                },
+                BlockRef {
+                    index: 0,
+                    begin: 0,
+                    length: 256 << 10,
+                },
+            ] {
+                assert!(c.on_message(Message::Request(bad)).is_err(), "{bad:?}");
+            }
+            assert!(c.on_message(Message::Have(4)).is_err());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn unrequested_data_is_ignored_then_refused() {
+        with_conn(4, |c| {
+            let data = Bytes::from(vec![0u8; 16384]);
+            let mut dropped = false;
+            for _ in 0..600 {
+                match c.on_message(Message::Piece {
+                    index: 0,
+                    begin: 0,
+                    data: data.clone(),
+                }) {
+                    Ok(None) => {}
+                    Ok(Some(_)) => panic!("unrequested block forwarded"),
+                    Err(_) => {
+                        dropped = true;
+                        break;
+                    }
+                }
+            }
+            assert!(dropped);
+            // A requested block is forwarded once.
+            let b = BlockRef {
+                index: 1,
+                begin: 0,
+                length: 16384,
+            };
+            c.requested.insert(b);
+            let got = c.on_message(Message::Piece {
+                index: 1,
+                begin: 0,
+                data: data.clone(),
+            });
+            assert!(matches!(got, Ok(Some(PeerEvent::Block { .. }))));
+        })
+        .await;
     }
 }

@@ -132,6 +132,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         upload_limit: opts.upload_limit.map(crate::limit::RateLimit::new),
         uploaded: AtomicU64::new(0),
         downloaded: AtomicU64::new(0),
+        have_bytes: AtomicU64::new(0),
     });
     tracing::info!("listening on port {listen_port}");
 
@@ -166,7 +167,6 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         Some(tokio::spawn(announce_loop(
             trackers,
             shared.clone(),
-            progress_rx.clone(),
             events_tx.clone(),
             tracker_ctl_rx,
             complete_rx,
@@ -260,7 +260,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, events: mpsc::S
 async fn announce_loop(
     mut trackers: TrackerList,
     shared: Arc<Shared>,
-    progress: watch::Receiver<Progress>,
     events: mpsc::Sender<Event>,
     mut stop: mpsc::Receiver<oneshot::Sender<()>>,
     mut complete: oneshot::Receiver<()>,
@@ -272,14 +271,14 @@ async fn announce_loop(
     // A seed from the start never sends `completed`: it downloaded nothing.
     let mut was_complete = complete_at_start;
     let request = |event| {
-        let p = progress.borrow();
+        let have = shared.have_bytes.load(Ordering::Acquire);
         AnnounceRequest {
             info_hash: shared.info_hash,
             peer_id: shared.peer_id,
             port: shared.listen_port,
             uploaded: shared.uploaded.load(Ordering::Relaxed),
             downloaded: shared.downloaded.load(Ordering::Relaxed),
-            left: shared.total_length.saturating_sub(p.have_bytes),
+            left: shared.total_length.saturating_sub(have),
             event,
             numwant: 80,
             key,
@@ -339,5 +338,88 @@ async fn announce_loop(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::NewTorrent;
+    use crate::tracker::fake::FakeHttp;
+
+    /// Regression (interop with opentracker): `left` must be what is on
+    /// disk at the moment of each announce: the whole size for `started`
+    /// of an empty download, 0 for `completed` sent right at completion.
+    #[tokio::test]
+    async fn announces_carry_the_current_left() {
+        let server = FakeHttp::start(|_| (200, b"d8:intervali900e5:peers0:e".to_vec())).await;
+        let total = 100_000u64;
+        let t = NewTorrent {
+            name: "t".into(),
+            length: total,
+            piece_length: 16384,
+            pieces: vec![0; 20 * 7],
+            trackers: vec![vec![server.url()]],
+            ..Default::default()
+        };
+        let meta = Metainfo::from_bytes(&t.to_bytes()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_read(Layout::from_metainfo(&meta), dir.path());
+        let shared = Arc::new(Shared {
+            info_hash: meta.info_hash.0,
+            peer_id: new_peer_id(),
+            piece_count: meta.piece_count(),
+            piece_length: meta.piece_length,
+            total_length: total,
+            store: Arc::new(store),
+            have: Arc::new(AtomicBitfield::from_bitfield(&Bitfield::new(7))),
+            listen_port: 6881,
+            upload_limit: None,
+            uploaded: AtomicU64::new(0),
+            downloaded: AtomicU64::new(0),
+            have_bytes: AtomicU64::new(0),
+        });
+        let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
+        let (ev_tx, mut ev_rx) = mpsc::channel(16);
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let (complete_tx, complete_rx) = oneshot::channel();
+        let task = tokio::spawn(announce_loop(
+            trackers,
+            shared.clone(),
+            ev_tx,
+            stop_rx,
+            complete_rx,
+            false,
+        ));
+        // `started` answered: the tracker's peers arrive as an event.
+        while !matches!(ev_rx.recv().await, Some(Event::Peers(_))) {}
+        // The download completes and the process stops at once.
+        shared.have_bytes.store(total, Ordering::Release);
+        complete_tx.send(()).unwrap();
+        let (ack_tx, ack_rx) = oneshot::channel();
+        stop_tx.send(ack_tx).await.unwrap();
+        ack_rx.await.unwrap();
+        task.await.unwrap();
+        let reqs = server.requests();
+        let lines: Vec<&str> = reqs
+            .iter()
+            .map(|r| r.lines().next().unwrap_or(""))
+            .collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].contains("event=started") && lines[0].contains("left=100000"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("event=completed") && lines[1].contains("left=0&"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("event=stopped") && lines[2].contains("left=0&"),
+            "{}",
+            lines[2]
+        );
     }
 }

@@ -328,6 +328,11 @@ impl Torrent {
         } else {
             full
         };
+        // Trackers read this for `left`; it must be current the moment
+        // completion is signalled, not at the next progress snapshot.
+        self.shared
+            .have_bytes
+            .store(self.progress.have_bytes, Ordering::Release);
     }
 
     /// Runs until complete (unless seeding) or until `stop` fires.
@@ -535,9 +540,18 @@ impl Torrent {
                 let Some(p) = self.peers.get_mut(&key) else {
                     return;
                 };
+                // A later bitfield replaces what we knew (aria2 sends them
+                // as updates): take back the old counts first.
+                if p.seed {
+                    self.picker.remove_seed();
+                    p.seed = false;
+                } else {
+                    self.picker.remove_bitfield(&p.bits);
+                }
                 if bits.is_full() {
                     p.seed = true;
                     self.picker.add_seed();
+                    p.bits = Bitfield::new(bits.len());
                 } else {
                     self.picker.add_bitfield(&bits);
                     p.bits = bits;
@@ -550,6 +564,7 @@ impl Torrent {
                 };
                 if !p.seed {
                     self.picker.remove_bitfield(&p.bits);
+                    p.bits = Bitfield::new(p.bits.len());
                     p.seed = true;
                     self.picker.add_seed();
                 }
@@ -566,6 +581,7 @@ impl Torrent {
                 self.picker.add_have(i);
                 if p.bits.is_full() {
                     self.picker.remove_bitfield(&p.bits);
+                    p.bits = Bitfield::new(p.bits.len());
                     p.seed = true;
                     self.picker.add_seed();
                 }

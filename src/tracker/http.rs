@@ -204,6 +204,11 @@ pub fn http_client(
         .connect_timeout(connect_timeout)
         .timeout(total_timeout)
         .redirect(reqwest::redirect::Policy::limited(5))
+        // A fresh connection per announce: trackers such as opentracker
+        // close the connection after each answer without saying so, and a
+        // pooled connection reused a moment later (`stopped` right after
+        // `completed`) fails.
+        .pool_max_idle_per_host(0)
         .build()
         .map_err(map_reqwest)
 }
@@ -614,6 +619,47 @@ mod tests {
                 .collect();
             let _ = parse_http_response(&body);
         }
+    }
+
+    /// Regression (interop with opentracker): it answers without
+    /// `Connection: close`, then closes. Two announces in quick succession
+    /// must both reach it.
+    #[tokio::test]
+    async fn back_to_back_announces_to_a_tracker_that_closes_silently() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut served = 0;
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let body = b"d8:intervali900e5:peers0:e";
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(body).await;
+                // Like opentracker, never answer a second request on the
+                // connection: read it (if the client reuses the connection)
+                // and close.
+                let _ = sock.read(&mut buf).await;
+                drop(sock);
+                served += 1;
+                if served == 2 {
+                    break;
+                }
+            }
+            served
+        });
+        let mut t =
+            HttpTracker::new(&Url::parse(&format!("http://127.0.0.1:{port}/announce")).unwrap())
+                .unwrap();
+        let c = client();
+        let mut req = sample_request();
+        req.event = Event::Completed;
+        t.announce(&c, &req).await.unwrap();
+        req.event = Event::Stopped;
+        t.announce(&c, &req).await.unwrap();
+        assert_eq!(server.await.unwrap(), 2);
     }
 
     #[tokio::test]

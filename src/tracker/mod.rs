@@ -7,6 +7,8 @@
 //! after a success and [`retry_delay`] after failures.
 
 mod http;
+#[cfg(test)]
+pub(crate) use http::fake;
 mod udp;
 
 pub use http::{build_announce_url, http_client, parse_http_response, HttpTracker};
