@@ -112,7 +112,7 @@ pub enum PeerEvent {
 pub enum PeerCmd {
     Request(Vec<BlockRef>),
     Cancel(BlockRef),
-    Have(u32),
+    Haves(Vec<u32>),
     Choke,
     Unchoke,
     Interested(bool),
@@ -601,7 +601,11 @@ impl Conn<'_> {
                     self.writer.msg(&Message::Cancel(b));
                 }
             }
-            PeerCmd::Have(i) => self.writer.msg(&Message::Have(i)),
+            PeerCmd::Haves(pieces) => {
+                for i in pieces {
+                    self.writer.msg(&Message::Have(i));
+                }
+            }
             PeerCmd::Choke => {
                 if !self.am_choking {
                     self.am_choking = true;

@@ -2,7 +2,7 @@
 //! announces to trackers, drives the coordinator and the display, and shuts
 //! down cleanly (stopped announce, data left resumable) on Ctrl-C.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -76,18 +76,27 @@ fn initial_check(store: &Store, display: Display, count: u32) -> Result<Bitfield
     Ok(have)
 }
 
+/// Listens on IPv6 and IPv4 at once where the system allows (a `[::]`
+/// socket also takes IPv4 connections on Linux), else on IPv4 only.
+async fn bind_port(port: u16) -> std::io::Result<TcpListener> {
+    match TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).await {
+        Ok(l) => Ok(l),
+        Err(_) => TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).await,
+    }
+}
+
 async fn bind(port: Option<u16>) -> Result<TcpListener> {
     match port {
-        Some(p) => TcpListener::bind((Ipv4Addr::UNSPECIFIED, p))
+        Some(p) => bind_port(p)
             .await
             .with_context(|| format!("cannot listen on port {p}")),
         None => {
             for p in 6881..=6889 {
-                if let Ok(l) = TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)).await {
+                if let Ok(l) = bind_port(p).await {
                     return Ok(l);
                 }
             }
-            Ok(TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).await?)
+            Ok(bind_port(0).await?)
         }
     }
 }
@@ -226,7 +235,8 @@ async fn wait_for_signal() {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, events: mpsc::Sender<Event>) {
     loop {
         let (mut stream, addr) = match listener.accept().await {
-            Ok(x) => x,
+            // IPv4 peers on a dual-stack socket show up as ::ffff:a.b.c.d.
+            Ok((s, a)) => (s, SocketAddr::new(a.ip().to_canonical(), a.port())),
             Err(e) => {
                 tracing::warn!("accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -221,6 +221,8 @@ pub struct Torrent {
     banned_addrs: HashSet<SocketAddr>,
     banned_ids: HashSet<[u8; 20]>,
     partial: HashMap<u32, PieceBuf>,
+    /// Pieces verified since peers were last told.
+    pending_haves: Vec<u32>,
     /// Complete pieces waiting for, or under, their hash check.
     verifying: usize,
     hash_queue: VecDeque<(u32, PieceBuf)>,
@@ -287,6 +289,7 @@ impl Torrent {
             banned_addrs: HashSet::new(),
             banned_ids: HashSet::new(),
             partial: HashMap::new(),
+            pending_haves: Vec::new(),
             verifying: 0,
             hash_queue: VecDeque::new(),
             hashing: 0,
@@ -367,7 +370,8 @@ impl Torrent {
     /// Adds peers from a tracker or the command line.
     pub fn add_peers(&mut self, addrs: Vec<SocketAddr>) {
         for a in addrs {
-            if self.is_self(a) || self.banned_addrs.contains(&a) {
+            let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+            if self.is_self(a) || self.banned_addrs.contains(&a) || a.port() == 0 {
                 continue;
             }
             if let std::collections::hash_map::Entry::Vacant(e) = self.known.entry(a) {
@@ -839,11 +843,7 @@ impl Torrent {
                 self.progress.file_done[s.file] += s.len;
             }
             self.recount_have();
-            for p in self.peers.values() {
-                if !p.seed && !p.bits.get(v.piece as usize) {
-                    p.send(PeerCmd::Have(v.piece));
-                }
-            }
+            self.pending_haves.push(v.piece);
             // Blocks that differ from the good copy name who sent bad data.
             if let Some(list) = self.suspects.remove(&v.piece) {
                 for s in list {
@@ -913,6 +913,7 @@ impl Torrent {
     }
 
     fn on_complete(&mut self) {
+        self.flush_haves();
         self.state = if self.cfg.keep_seeding {
             State::Seeding
         } else {
@@ -948,7 +949,30 @@ impl Torrent {
         }
     }
 
+    /// Tells peers about new pieces, batched per tick: one command (and one
+    /// write) per peer instead of one per piece per peer.
+    fn flush_haves(&mut self) {
+        if self.pending_haves.is_empty() {
+            return;
+        }
+        let haves = std::mem::take(&mut self.pending_haves);
+        for p in self.peers.values() {
+            if p.seed {
+                continue;
+            }
+            let theirs: Vec<u32> = haves
+                .iter()
+                .copied()
+                .filter(|i| !p.bits.get(*i as usize))
+                .collect();
+            if !theirs.is_empty() {
+                p.send(PeerCmd::Haves(theirs));
+            }
+        }
+    }
+
     fn on_tick(&mut self) {
+        self.flush_haves();
         let now = Instant::now();
         let secs = now.duration_since(self.last_tick).as_secs_f64();
         if secs >= 1.0 {

@@ -286,3 +286,48 @@ fn killed_download_resumes_to_correct_result() {
     );
     assert_same_tree(&d.join("src"), &out);
 }
+
+#[test]
+fn download_over_ipv6_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = setup(d, &[]);
+    let t = t.to_str().unwrap();
+    let sport = free_port();
+    let _seeder = Proc::spawn(
+        &[
+            "seed",
+            t,
+            "--from",
+            d.join("src").to_str().unwrap(),
+            "--port",
+            &sport.to_string(),
+            "--quiet",
+        ],
+        d,
+        "seeder",
+    );
+    wait_listening(sport);
+    let out = d.join("out");
+    let mut l = Proc::spawn(
+        &[
+            "download",
+            t,
+            "-o",
+            out.to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
+            "--quiet",
+            "--peer",
+            &format!("[::1]:{sport}"),
+        ],
+        d,
+        "leecher",
+    );
+    assert!(
+        l.wait(Duration::from_secs(60)).success(),
+        "{}",
+        tail(&l.stderr(), 30)
+    );
+    assert_same_tree(&d.join("src"), &out);
+}
