@@ -455,3 +455,56 @@ fn leecher_survives_hostile_seeders_and_completes() {
         "{o:?}"
     );
 }
+
+/// An idle connection is kept alive: with nothing to say for 90 s, shoal
+/// sends a keep-alive, and it does not drop a peer that sends keep-alives.
+#[test]
+fn keepalives_over_an_idle_minute_and_a_half() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = setup(d);
+    let ih = info_hash(&t);
+    let port = free_port();
+    let _seeder = Proc::spawn(
+        &[
+            "seed",
+            t.to_str().unwrap(),
+            "--from",
+            d.join("src").to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--quiet",
+        ],
+        d,
+        "seeder",
+    );
+    wait_listening(port);
+    let (mut f, _) = Fake::connect(port, ih, *b"-XX0001-idlepeer0000");
+    let start = std::time::Instant::now();
+    let mut got_keepalive = false;
+    while start.elapsed() < Duration::from_secs(110) {
+        match f.recv(Duration::from_secs(30)) {
+            Ok(Some(Message::KeepAlive)) => {
+                got_keepalive = true;
+                break;
+            }
+            Ok(_) => {
+                // Our side of the idle link: a keep-alive every 30 s.
+                assert!(
+                    f.send(&Message::KeepAlive),
+                    "shoal dropped an idle peer that keeps alive"
+                );
+            }
+            Err(e) => panic!("connection lost after {:?}: {e}", start.elapsed()),
+        }
+    }
+    assert!(
+        got_keepalive,
+        "no keep-alive from shoal within 110 s of silence"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(85),
+        "keep-alive too early: {:?}",
+        start.elapsed()
+    );
+}
