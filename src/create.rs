@@ -147,6 +147,7 @@ pub fn create(
         total_length: total,
         files: entries,
         hashes: Vec::new().into(),
+        hashes_at: 0,
     };
     let store = Store::open_read(layout, &parent);
     let hashes = store.hash_all(opts.threads, done)?;

@@ -105,8 +105,10 @@ pub struct Metainfo {
     /// Sanitised; the folder (multi-file) or file (single-file) under the output folder.
     pub name: String,
     pub piece_length: u64,
-    /// Shared with the store's layout: a million pieces is 20 MB of hashes.
-    pieces: std::sync::Arc<[u8]>,
+    /// Where the piece hashes start in `info_bytes` (20 bytes each): they
+    /// are read from there, not copied (a million pieces is 20 MB).
+    pieces_at: usize,
+    piece_count: u32,
     pub files: Vec<FileEntry>,
     pub total_length: u64,
     pub multi_file: bool,
@@ -122,8 +124,9 @@ pub struct Metainfo {
     pub hybrid: bool,
     /// Things that are odd but not fatal (non-power-of-two piece length, say).
     pub warnings: Vec<String>,
-    /// The exact bytes of the info dictionary, for the hash and for serving metadata.
-    pub info_bytes: Vec<u8>,
+    /// The exact bytes of the info dictionary, for the hash and for serving
+    /// metadata; shared with the store, which reads piece hashes from it.
+    pub info_bytes: std::sync::Arc<[u8]>,
     /// Top-level keys we do not interpret, kept so nothing is lost.
     pub extra: BTreeMap<Vec<u8>, Value>,
 }
@@ -157,7 +160,7 @@ impl Metainfo {
             return Err(MetainfoError::NotADict);
         };
         let span = bencode::top_level_span(buf, b"info")?.ok_or(MetainfoError::Missing("info"))?;
-        let info_bytes = buf[span].to_vec();
+        let info_bytes: std::sync::Arc<[u8]> = buf[span].into();
         let info_hash = InfoHash(Sha1::digest(&info_bytes).into());
         let Some(Value::Dict(info)) = top.remove(&b"info"[..]) else {
             return Err(MetainfoError::WrongType {
@@ -203,7 +206,8 @@ impl Metainfo {
             info_hash,
             name: parsed.name,
             piece_length: parsed.piece_length,
-            pieces: parsed.pieces.into(),
+            pieces_at: pieces_offset(&info_bytes)?,
+            piece_count: parsed.piece_count,
             files: parsed.files,
             total_length: parsed.total_length,
             multi_file: parsed.multi_file,
@@ -223,17 +227,21 @@ impl Metainfo {
     }
 
     pub fn piece_count(&self) -> u32 {
-        (self.pieces.len() / 20) as u32
+        self.piece_count
     }
 
-    /// All piece hashes, 20 bytes each, shared rather than copied.
-    pub fn hashes(&self) -> std::sync::Arc<[u8]> {
-        self.pieces.clone()
+    /// The info dictionary and where its piece hashes start, shared rather
+    /// than copied.
+    pub fn hashes(&self) -> (std::sync::Arc<[u8]>, usize) {
+        (self.info_bytes.clone(), self.pieces_at)
     }
 
     pub fn piece_hash(&self, piece: u32) -> Option<[u8; 20]> {
-        let start = piece as usize * 20;
-        self.pieces
+        if piece >= self.piece_count {
+            return None;
+        }
+        let start = self.pieces_at + piece as usize * 20;
+        self.info_bytes
             .get(start..start + 20)
             .and_then(|s| s.try_into().ok())
     }
@@ -310,7 +318,7 @@ impl Metainfo {
         if let Some(e) = &self.encoding {
             top.push((b"encoding".to_vec(), enc(&s(e))));
         }
-        top.push((b"info".to_vec(), self.info_bytes.clone()));
+        top.push((b"info".to_vec(), self.info_bytes.to_vec()));
         if !self.url_list.is_empty() {
             let v = Value::List(self.url_list.iter().map(|u| s(u)).collect());
             top.push((b"url-list".to_vec(), enc(&v)));
@@ -355,10 +363,20 @@ pub fn slices(files: &[FileEntry], total: u64, start: u64, len: u64) -> Vec<File
     out
 }
 
+/// Offset of the `pieces` string's data inside the info dictionary.
+fn pieces_offset(info: &[u8]) -> Result<usize, MetainfoError> {
+    let span = bencode::top_level_span(info, b"pieces")?.ok_or(MetainfoError::Missing("pieces"))?;
+    let colon = info[span.clone()]
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(MetainfoError::Missing("pieces"))?;
+    Ok(span.start + colon + 1)
+}
+
 struct ParsedInfo {
     name: String,
     piece_length: u64,
-    pieces: Vec<u8>,
+    piece_count: u32,
     files: Vec<FileEntry>,
     total_length: u64,
     multi_file: bool,
@@ -459,8 +477,8 @@ fn parse_info(
     }
     let name = sanitize_element(&raw_name).unwrap_or_else(|| info_hash.hex());
 
-    let pieces = match get(info, "pieces") {
-        Some(Value::Bytes(b)) => b.clone(),
+    let pieces_len = match get(info, "pieces") {
+        Some(Value::Bytes(b)) => b.len(),
         Some(_) => {
             return Err(MetainfoError::WrongType {
                 key: "info.pieces".into(),
@@ -469,10 +487,9 @@ fn parse_info(
         }
         None => return Err(MetainfoError::Missing("pieces")),
     };
-    if pieces.len() % 20 != 0 {
+    if pieces_len % 20 != 0 {
         return Err(invalid(format!(
-            "`pieces` is {} bytes, not a multiple of 20",
-            pieces.len()
+            "`pieces` is {pieces_len} bytes, not a multiple of 20"
         )));
     }
 
@@ -520,10 +537,10 @@ fn parse_info(
         return Err(invalid("total size is zero"));
     }
     let expected = total.div_ceil(piece_length);
-    if expected != (pieces.len() / 20) as u64 {
+    if expected != (pieces_len / 20) as u64 {
         return Err(invalid(format!(
             "`pieces` holds {} hashes but {total} bytes in pieces of {piece_length} need {expected}",
-            pieces.len() / 20
+            pieces_len / 20
         )));
     }
     if expected > u32::MAX as u64 {
@@ -538,7 +555,7 @@ fn parse_info(
     Ok(ParsedInfo {
         name,
         piece_length,
-        pieces,
+        piece_count: expected as u32,
         files,
         total_length: total,
         multi_file,
@@ -1023,7 +1040,7 @@ mod tests {
         let m = Metainfo::from_bytes(&file).unwrap();
         let expected: [u8; 20] = Sha1::digest(info).into();
         assert_eq!(m.info_hash.0, expected);
-        assert_eq!(m.info_bytes, info);
+        assert_eq!(&m.info_bytes[..], info);
         // Round-trips through to_bytes without changing the hash.
         let again = Metainfo::from_bytes(&m.to_bytes()).unwrap();
         assert_eq!(again.info_hash, m.info_hash);

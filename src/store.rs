@@ -42,17 +42,21 @@ pub struct Layout {
     pub piece_length: u64,
     pub total_length: u64,
     pub files: Vec<FileEntry>,
+    /// Piece hashes, 20 bytes each, starting at `hashes_at` (the torrent's
+    /// info dictionary, shared, or a plain list for `create`).
     pub hashes: Arc<[u8]>,
+    pub hashes_at: usize,
 }
 
 impl Layout {
     pub fn from_metainfo(m: &Metainfo) -> Layout {
-        let hashes = m.hashes();
+        let (hashes, hashes_at) = m.hashes();
         Layout {
             piece_length: m.piece_length,
             total_length: m.total_length,
             files: m.files.clone(),
             hashes,
+            hashes_at,
         }
     }
 
@@ -68,7 +72,10 @@ impl Layout {
     }
 
     pub fn piece_hash(&self, piece: u32) -> Option<&[u8]> {
-        let s = piece as usize * 20;
+        if piece >= self.piece_count() {
+            return None;
+        }
+        let s = self.hashes_at + piece as usize * 20;
         self.hashes.get(s..s + 20)
     }
 }
