@@ -1079,3 +1079,199 @@ impl Torrent {
         self.progress_tx.send_replace(self.progress.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::bitfield::AtomicBitfield;
+    use crate::metainfo::NewTorrent;
+    use crate::store::{Layout, Store};
+
+    const PIECE: usize = 2 * BLOCK_LEN as usize;
+
+    struct Harness {
+        t: Torrent,
+        events: mpsc::Receiver<Event>,
+        data: Vec<u8>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A coordinator over `pieces` pieces of two blocks, with no sockets:
+    /// the test plays the peers by sending their events and reading the
+    /// commands they would get.
+    fn harness(pieces: usize) -> Harness {
+        let data: Vec<u8> = (0..pieces * PIECE).map(|i| (i * 7 % 251) as u8).collect();
+        let hashes = data
+            .chunks(PIECE)
+            .flat_map(|c| <[u8; 20]>::from(Sha1::digest(c)))
+            .collect();
+        let nt = NewTorrent {
+            name: "t".into(),
+            length: data.len() as u64,
+            piece_length: PIECE as u64,
+            pieces: hashes,
+            ..Default::default()
+        };
+        let meta = Arc::new(Metainfo::from_bytes(&nt.to_bytes()).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_write(Layout::from_metainfo(&meta), dir.path()).unwrap();
+        let empty = Bitfield::new(pieces);
+        let shared = Arc::new(Shared {
+            info_hash: meta.info_hash.0,
+            peer_id: [0; 20],
+            piece_count: pieces as u32,
+            piece_length: PIECE as u64,
+            total_length: data.len() as u64,
+            store: Arc::new(store),
+            have: Arc::new(AtomicBitfield::from_bitfield(&empty)),
+            listen_port: 1,
+            upload_limit: None,
+            uploaded: AtomicU64::new(0),
+            downloaded: AtomicU64::new(0),
+            have_bytes: AtomicU64::new(0),
+        });
+        let (tx, events) = mpsc::channel(1024);
+        let (progress_tx, _) = watch::channel(Progress::default());
+        let (complete_tx, _) = tokio::sync::oneshot::channel();
+        let cfg = Config {
+            max_peers: 10,
+            upload_slots: 4,
+            keep_seeding: false,
+        };
+        let t = Torrent::new(meta, shared, &empty, cfg, tx, progress_tx, complete_tx);
+        Harness {
+            t,
+            events,
+            data,
+            _dir: dir,
+        }
+    }
+
+    impl Harness {
+        /// A seed connects; returns its command queue.
+        fn seed(&mut self, key: PeerKey) -> mpsc::UnboundedReceiver<PeerCmd> {
+            let (cmd, rx) = mpsc::unbounded_channel();
+            let addr: SocketAddr = format!("127.0.0.{key}:6881").parse().unwrap();
+            self.peer(
+                key,
+                PeerEvent::Connected {
+                    addr,
+                    peer_id: [key as u8; 20],
+                    fast: true,
+                    incoming: false,
+                    cmd,
+                    stats: Arc::default(),
+                },
+            );
+            self.peer(key, PeerEvent::HaveAll);
+            rx
+        }
+
+        fn peer(&mut self, key: PeerKey, ev: PeerEvent) {
+            self.t.on_event(Event::Peer(key, ev)).unwrap();
+        }
+
+        fn block(&self, b: BlockRef, corrupt: bool) -> PeerEvent {
+            let start = b.index as usize * PIECE + b.begin as usize;
+            let mut data = self.data[start..start + b.length as usize].to_vec();
+            if corrupt {
+                data[0] ^= 0xff;
+            }
+            PeerEvent::Block {
+                block: b,
+                data: Bytes::from(data),
+            }
+        }
+
+        /// Feeds back hash results until none are pending.
+        async fn settle(&mut self) {
+            while self.t.verifying > 0 {
+                let ev = tokio::time::timeout(Duration::from_secs(10), self.events.recv())
+                    .await
+                    .expect("hash result")
+                    .expect("channel open");
+                self.t.on_event(ev).unwrap();
+            }
+        }
+    }
+
+    /// Blocks requested so far, and whether the peer was banned.
+    fn requests(rx: &mut mpsc::UnboundedReceiver<PeerCmd>) -> (Vec<BlockRef>, bool) {
+        let mut blocks = Vec::new();
+        let mut banned = false;
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                PeerCmd::Request(b) => blocks.extend(b),
+                PeerCmd::Close(why) => banned |= why.starts_with("banned"),
+                _ => {}
+            }
+        }
+        (blocks, banned)
+    }
+
+    /// Pieces made of blocks from two peers fail their check; once fetched
+    /// again from the honest one, the block that differs names the liar.
+    #[tokio::test]
+    async fn smart_ban_names_the_sender_of_the_bad_block() {
+        let mut h = harness(4);
+        let mut liar = h.seed(1);
+        let mut honest = h.seed(2);
+        // The liar is unchoked first and gets asked for everything; it
+        // answers the first block of each piece (corrupt), then chokes.
+        h.peer(1, PeerEvent::Unchoked);
+        let (asked, _) = requests(&mut liar);
+        assert!(!asked.is_empty());
+        for b in asked.iter().filter(|b| b.begin == 0) {
+            let ev = h.block(*b, true);
+            h.peer(1, ev);
+        }
+        h.peer(1, PeerEvent::Choked);
+        // The honest seed fills in the rest, and whatever is asked again.
+        h.peer(2, PeerEvent::Unchoked);
+        for _ in 0..20 {
+            let (asked, closed) = requests(&mut honest);
+            assert!(!closed, "the honest peer was banned");
+            for b in asked {
+                let ev = h.block(b, false);
+                h.peer(2, ev);
+            }
+            h.settle().await;
+            if h.t.is_complete() {
+                break;
+            }
+        }
+        assert!(h.t.is_complete());
+        assert!(h.t.progress.hash_failures >= 1);
+        let (_, liar_closed) = requests(&mut liar);
+        assert!(liar_closed, "the liar was not banned");
+        assert_eq!(h.t.progress.banned, 1);
+        let (_, honest_closed) = requests(&mut honest);
+        assert!(!honest_closed);
+    }
+
+    /// Endgame: the last blocks go to a second peer too, and whichever copy
+    /// arrives first cancels the other.
+    #[tokio::test]
+    async fn endgame_requests_twice_and_cancels_the_loser() {
+        let mut h = harness(1);
+        let mut a = h.seed(1);
+        let mut b = h.seed(2);
+        h.peer(1, PeerEvent::Unchoked);
+        let (to_a, _) = requests(&mut a);
+        assert_eq!(to_a.len(), 2);
+        h.peer(2, PeerEvent::Unchoked);
+        let (to_b, _) = requests(&mut b);
+        assert_eq!(to_b.len(), 2, "endgame should ask the second peer too");
+        let ev = h.block(to_a[0], false);
+        h.peer(1, ev);
+        let cancelled: Vec<BlockRef> = std::iter::from_fn(|| b.try_recv().ok())
+            .filter_map(|c| match c {
+                PeerCmd::Cancel(x) => Some(x),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cancelled, vec![to_a[0]]);
+    }
+}
