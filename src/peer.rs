@@ -805,6 +805,26 @@ mod tests {
         .await;
     }
 
+    /// We advertise `reqq` = MAX_PEER_REQUESTS and hold to it: requests past
+    /// it are rejected (fast extension), not queued.
+    #[tokio::test]
+    async fn our_reqq_bounds_the_upload_queue() {
+        with_conn(4, |c| {
+            c.am_choking = false;
+            c.shared.have.set(0);
+            let b = BlockRef {
+                index: 0,
+                begin: 0,
+                length: 16384,
+            };
+            for _ in 0..MAX_PEER_REQUESTS + 100 {
+                assert!(c.on_message(Message::Request(b)).is_ok());
+            }
+            assert_eq!(c.uploads.len(), MAX_PEER_REQUESTS);
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn unrequested_data_is_ignored_then_refused() {
         with_conn(4, |c| {

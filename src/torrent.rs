@@ -1251,6 +1251,32 @@ mod tests {
         assert!(!honest_closed);
     }
 
+    /// A peer's advertised `reqq` caps the requests we keep in flight to it.
+    #[tokio::test]
+    async fn requests_in_flight_respect_the_peers_reqq() {
+        let mut h = harness(64);
+        let mut a = h.seed(1);
+        h.peer(
+            1,
+            PeerEvent::Extended {
+                reqq: Some(5),
+                listen_port: None,
+                client: None,
+            },
+        );
+        h.peer(1, PeerEvent::Unchoked);
+        let (asked, _) = requests(&mut a);
+        assert_eq!(asked.len(), 5);
+        // Each answer makes room for exactly one more, never more than 5 out.
+        for b in asked {
+            let ev = h.block(b, false);
+            h.peer(1, ev);
+            let (more, _) = requests(&mut a);
+            assert_eq!(more.len(), 1);
+            assert!(h.t.picker.outstanding(1) <= 5);
+        }
+    }
+
     /// Endgame: the last blocks go to a second peer too, and whichever copy
     /// arrives first cancels the other.
     #[tokio::test]
