@@ -155,21 +155,38 @@ impl Metainfo {
                 buf.len()
             )));
         }
-        let root = bencode::decode(buf)?;
-        let Value::Dict(mut top) = root else {
+        bencode::validate(buf)?;
+        if buf.first() != Some(&b'd') {
+            return Err(MetainfoError::NotADict);
+        }
+        let span = bencode::top_level_span(buf, b"info")?.ok_or(MetainfoError::Missing("info"))?;
+        let info_bytes: std::sync::Arc<[u8]> = buf[span.clone()].into();
+        let info_hash = InfoHash(Sha1::digest(&info_bytes).into());
+        if info_bytes.first() != Some(&b'd') {
+            return Err(MetainfoError::WrongType {
+                key: "info".into(),
+                expected: "a dictionary",
+            });
+        }
+        // The piece hashes are most of a big torrent: decode everything but
+        // them (the bytes stay in `info_bytes`), so loading a torrent of a
+        // million pieces holds 20 MB once, not three times.
+        let mut top_rest = buf[..span.start].to_vec();
+        top_rest.extend_from_slice(b"de");
+        top_rest.extend_from_slice(&buf[span.end..]);
+        let Value::Dict(mut top) = bencode::decode(&top_rest)? else {
             return Err(MetainfoError::NotADict);
         };
-        let span = bencode::top_level_span(buf, b"info")?.ok_or(MetainfoError::Missing("info"))?;
-        let info_bytes: std::sync::Arc<[u8]> = buf[span].into();
-        let info_hash = InfoHash(Sha1::digest(&info_bytes).into());
-        let Some(Value::Dict(info)) = top.remove(&b"info"[..]) else {
+        top.remove(&b"info"[..]);
+        let (info_rest, pieces_len) = without_pieces(&info_bytes)?;
+        let Value::Dict(info) = bencode::decode(&info_rest)? else {
             return Err(MetainfoError::WrongType {
                 key: "info".into(),
                 expected: "a dictionary",
             });
         };
         let mut warnings = Vec::new();
-        let parsed = parse_info(&info, info_hash, &mut warnings)?;
+        let parsed = parse_info(&info, pieces_len, info_hash, &mut warnings)?;
 
         let announce = opt_str(&top, "announce")?
             .map(|s| s.trim().to_string())
@@ -363,6 +380,25 @@ pub fn slices(files: &[FileEntry], total: u64, start: u64, len: u64) -> Vec<File
     out
 }
 
+/// The info dictionary with its `pieces` string emptied, and that string's
+/// length (None when `pieces` is absent or not a string).
+fn without_pieces(info: &[u8]) -> Result<(Vec<u8>, Option<usize>), MetainfoError> {
+    let Some(ps) = bencode::top_level_span(info, b"pieces")? else {
+        return Ok((info.to_vec(), None));
+    };
+    let value = &info[ps.clone()];
+    let Some(colon) = value.iter().position(|&b| b == b':') else {
+        return Ok((info.to_vec(), None));
+    };
+    if !value[0].is_ascii_digit() {
+        return Ok((info.to_vec(), None));
+    }
+    let mut rest = info[..ps.start].to_vec();
+    rest.extend_from_slice(b"0:");
+    rest.extend_from_slice(&info[ps.end..]);
+    Ok((rest, Some(value.len() - colon - 1)))
+}
+
 /// Offset of the `pieces` string's data inside the info dictionary.
 fn pieces_offset(info: &[u8]) -> Result<usize, MetainfoError> {
     let span = bencode::top_level_span(info, b"pieces")?.ok_or(MetainfoError::Missing("pieces"))?;
@@ -428,6 +464,7 @@ fn int(d: &Dict, key: &'static str, ctx: &str) -> Result<i64, MetainfoError> {
 
 fn parse_info(
     info: &Dict,
+    pieces_len: Option<usize>,
     info_hash: InfoHash,
     warnings: &mut Vec<String>,
 ) -> Result<ParsedInfo, MetainfoError> {
@@ -477,15 +514,16 @@ fn parse_info(
     }
     let name = sanitize_element(&raw_name).unwrap_or_else(|| info_hash.hex());
 
-    let pieces_len = match get(info, "pieces") {
-        Some(Value::Bytes(b)) => b.len(),
-        Some(_) => {
+    let pieces_len = match (get(info, "pieces"), pieces_len) {
+        (Some(Value::Bytes(_)), Some(len)) => len,
+        (Some(Value::Bytes(b)), None) => b.len(),
+        (Some(_), _) => {
             return Err(MetainfoError::WrongType {
                 key: "info.pieces".into(),
                 expected: "a string",
             })
         }
-        None => return Err(MetainfoError::Missing("pieces")),
+        (None, _) => return Err(MetainfoError::Missing("pieces")),
     };
     if pieces_len % 20 != 0 {
         return Err(invalid(format!(
@@ -1073,6 +1111,31 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    #[test]
+    fn piece_hashes_are_read_in_place() {
+        let pieces: Vec<u8> = (0..60u8).collect();
+        // Keys after `pieces`, and an unknown one, must not disturb it.
+        let mut t = b"d4:infod6:lengthi40e4:name1:a12:piece lengthi16e6:pieces60:".to_vec();
+        t.extend_from_slice(&pieces);
+        t.extend_from_slice(b"7:privatei1e1:zi3eee");
+        let m = Metainfo::from_bytes(&t).unwrap();
+        assert_eq!(m.piece_count(), 3);
+        for i in 0..3u32 {
+            let want: [u8; 20] = pieces[i as usize * 20..][..20].try_into().unwrap();
+            assert_eq!(m.piece_hash(i), Some(want));
+        }
+        assert_eq!(m.piece_hash(3), None);
+        assert!(m.private);
+        let (bytes, at) = m.hashes();
+        assert_eq!(&bytes[at..at + 60], &pieces[..]);
+        // `pieces` of the wrong type is still refused.
+        let bad = b"d4:infod6:lengthi40e4:name1:a12:piece lengthi16e6:piecesi5eee";
+        assert!(Metainfo::from_bytes(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("pieces"));
     }
 
     #[test]
