@@ -41,8 +41,8 @@ const MAX_HALF_OPEN: usize = 16;
 /// the smart check could not single it out.
 const MAX_STRIKES: u32 = 5;
 /// Bytes of complete pieces allowed to wait for their hash check.
-const MAX_VERIFY_BYTES: usize = 8 << 20;
-const SPARE_BUFFERS: usize = 4;
+const MAX_VERIFY_BYTES: usize = 4 << 20;
+const SPARE_BUFFERS: usize = 2;
 /// Pieces hashed by one blocking job, at most (at least one piece).
 const HASH_BATCH_BYTES: usize = 1 << 20;
 
