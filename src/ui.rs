@@ -78,14 +78,17 @@ pub fn with_counter_bar<T>(total: u64, message: &str, work: impl FnOnce(&AtomicU
     let stop = AtomicBool::new(false);
     let pb = bytes_bar(total, message);
     let out = std::thread::scope(|s| {
-        s.spawn(|| {
+        let ticker = s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
                 pb.set_position(done.load(Ordering::Relaxed));
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::park_timeout(Duration::from_millis(100));
             }
         });
         let out = work(&done);
         stop.store(true, Ordering::Relaxed);
+        // Wake the ticker now rather than at its next tick: a quick job
+        // must not pay up to 100 ms for the bar.
+        ticker.thread().unpark();
         out
     });
     pb.finish_and_clear();
