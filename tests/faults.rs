@@ -51,21 +51,7 @@ impl Drop for Mount {
 fn seeded(d: &Path, files: &[(&str, usize)]) -> (PathBuf, u16, Proc) {
     make_tree(&d.join("src"), files);
     let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], PIECE);
-    let port = free_port();
-    let p = Proc::spawn(
-        &[
-            "seed",
-            t.to_str().unwrap(),
-            "--from",
-            d.join("src").to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--quiet",
-        ],
-        d,
-        "seeder",
-    );
-    wait_listening(port);
+    let (p, port) = seeder(d, &t, &d.join("src"), &["--quiet"]);
     (t, port, p)
 }
 

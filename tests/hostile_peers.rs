@@ -31,21 +31,7 @@ fn seeder_drops_each_protocol_violation_and_keeps_serving() {
     let d = dir.path();
     let t = setup(d);
     let ih = info_hash(&t);
-    let port = free_port();
-    let seeder = Proc::spawn(
-        &[
-            "seed",
-            t.to_str().unwrap(),
-            "--from",
-            d.join("src").to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--quiet",
-        ],
-        d,
-        "seeder",
-    );
-    wait_listening(port);
+    let (seeder, port) = seeder(d, &t, &d.join("src"), &["--quiet"]);
     let id = *b"-XX0001-hostilepeer0";
 
     // Each case: what the peer sends after the handshake, and whether the
@@ -464,21 +450,7 @@ fn keepalives_over_an_idle_minute_and_a_half() {
     let d = dir.path();
     let t = setup(d);
     let ih = info_hash(&t);
-    let port = free_port();
-    let _seeder = Proc::spawn(
-        &[
-            "seed",
-            t.to_str().unwrap(),
-            "--from",
-            d.join("src").to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--quiet",
-        ],
-        d,
-        "seeder",
-    );
-    wait_listening(port);
+    let (_seeder, port) = seeder(d, &t, &d.join("src"), &["--quiet"]);
     let (mut f, _) = Fake::connect(port, ih, *b"-XX0001-idlepeer0000");
     let start = std::time::Instant::now();
     let mut got_keepalive = false;

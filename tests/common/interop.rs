@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, shoal_bin, tail, Proc};
+use crate::common::{free_port, list_files, shoal_bin, tail, Proc};
 
 /// (program, Debian package that provides it)
 pub type Program = (&'static str, &'static str);
@@ -227,21 +227,7 @@ pub fn run(prog: &str, args: &[&str]) -> String {
 /// a zero-length file that was never created passes (Transmission 3.00
 /// does not create zero-length files).
 pub fn assert_tree_matches(want: &Path, got: &Path, empty_may_be_missing: bool) {
-    fn list(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                list(root, &e.path(), out);
-            } else {
-                out.push(e.path().strip_prefix(root).unwrap().to_path_buf());
-            }
-        }
-    }
-    let (mut lw, mut lg) = (Vec::new(), Vec::new());
-    list(want, want, &mut lw);
-    list(got, got, &mut lg);
-    lw.sort();
-    lg.sort();
+    let (lw, lg) = (list_files(want), list_files(got));
     for f in &lg {
         assert!(
             lw.contains(f),

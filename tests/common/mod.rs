@@ -39,23 +39,27 @@ pub fn make_tree(root: &Path, files: &[(&str, usize)]) {
     }
 }
 
-/// Byte-for-byte comparison of two trees (names and contents).
-pub fn assert_same_tree(a: &Path, b: &Path) {
-    fn list(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every file under `root`, as sorted paths relative to it.
+pub fn list_files(root: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
             if e.file_type().unwrap().is_dir() {
-                list(root, &e.path(), out);
+                walk(root, &e.path(), out);
             } else {
                 out.push(e.path().strip_prefix(root).unwrap().to_path_buf());
             }
         }
     }
-    let (mut la, mut lb) = (Vec::new(), Vec::new());
-    list(a, a, &mut la);
-    list(b, b, &mut lb);
-    la.sort();
-    lb.sort();
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// Byte-for-byte comparison of two trees (names and contents).
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let (la, lb) = (list_files(a), list_files(b));
     assert_eq!(
         la,
         lb,
@@ -352,4 +356,23 @@ pub fn wait_listening(port: u16) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Starts `shoal seed` for `torrent` with its data under `from`, on a free
+/// port, and waits until it listens. `extra` adds flags (`--quiet`, say).
+pub fn seeder(dir: &Path, torrent: &Path, from: &Path, extra: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut args = vec![
+        "seed",
+        torrent.to_str().unwrap(),
+        "--from",
+        from.to_str().unwrap(),
+        "--port",
+        &port_s,
+    ];
+    args.extend_from_slice(extra);
+    let p = Proc::spawn(&args, dir, "seeder");
+    wait_listening(port);
+    (p, port)
 }
