@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,21 +99,11 @@ fn corrupt_blocks_are_caught_and_the_sender_banned() {
         std::thread::spawn(move || liar(listener, content, sent));
     }
     // The honest seeder is slow, so the liar gets to send plenty.
-    let sport = free_port();
-    let _seeder = Proc::spawn(
-        &[
-            "seed",
-            t,
-            "--from",
-            d.join("src").to_str().unwrap(),
-            "--port",
-            &sport.to_string(),
-            "--quiet",
-            "--upload-limit",
-            "1000000",
-        ],
+    let (_seeder, sport) = seeder(
         d,
-        "seeder",
+        Path::new(t),
+        &d.join("src"),
+        &["--quiet", "--upload-limit", "1000000"],
     );
     let out = d.join("out");
     let mut l = Proc::spawn(

@@ -40,20 +40,7 @@ fn seeder_and_three_leechers_through_tracker() {
     let tracker = Tracker::start();
     let t = setup(d, &[tracker.url()]);
     let t = t.to_str().unwrap();
-    let sport = free_port();
-    let mut seeder = Proc::spawn(
-        &[
-            "seed",
-            t,
-            "--from",
-            d.join("src").to_str().unwrap(),
-            "--port",
-            &sport.to_string(),
-            "--json",
-        ],
-        d,
-        "seeder",
-    );
+    let (mut seeder, sport) = seeder(d, Path::new(t), &d.join("src"), &["--json"]);
     let mut leechers = Vec::new();
     let mut ports = Vec::new();
     for i in 0..3 {
@@ -101,20 +88,7 @@ fn leechers_through_peer_flag_without_tracker() {
     let d = dir.path();
     let t = setup(d, &[]);
     let t = t.to_str().unwrap();
-    let sport = free_port();
-    let _seeder = Proc::spawn(
-        &[
-            "seed",
-            t,
-            "--from",
-            d.join("src").to_str().unwrap(),
-            "--port",
-            &sport.to_string(),
-            "--quiet",
-        ],
-        d,
-        "seeder",
-    );
+    let (_seeder, sport) = seeder(d, Path::new(t), &d.join("src"), &["--quiet"]);
     let seed_addr = format!("127.0.0.1:{sport}");
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut leechers = Vec::new();
@@ -164,20 +138,7 @@ fn resume_fetches_only_missing_pieces() {
     // Pieces lying wholly inside a.bin are had; the one straddling into b.bin is not.
     let had_pieces = 700_000 / PIECE as u64;
     let missing = total() - had_pieces * PIECE as u64;
-    let sport = free_port();
-    let _seeder = Proc::spawn(
-        &[
-            "seed",
-            t,
-            "--from",
-            d.join("src").to_str().unwrap(),
-            "--port",
-            &sport.to_string(),
-            "--quiet",
-        ],
-        d,
-        "seeder",
-    );
+    let (_seeder, sport) = seeder(d, Path::new(t), &d.join("src"), &["--quiet"]);
     let mut l = Proc::spawn(
         &[
             "download",
@@ -209,22 +170,12 @@ fn killed_download_resumes_to_correct_result() {
     let d = dir.path();
     let t = setup(d, &[]);
     let t = t.to_str().unwrap();
-    let sport = free_port();
     // A slow seeder (500 KB/s) so the kill lands mid-download.
-    let _seeder = Proc::spawn(
-        &[
-            "seed",
-            t,
-            "--from",
-            d.join("src").to_str().unwrap(),
-            "--port",
-            &sport.to_string(),
-            "--quiet",
-            "--upload-limit",
-            "500000",
-        ],
+    let (_seeder, sport) = seeder(
         d,
-        "seeder",
+        Path::new(t),
+        &d.join("src"),
+        &["--quiet", "--upload-limit", "500000"],
     );
     let out = d.join("out");
     let peer = format!("127.0.0.1:{sport}");
@@ -293,21 +244,7 @@ fn download_over_ipv6_loopback() {
     let d = dir.path();
     let t = setup(d, &[]);
     let t = t.to_str().unwrap();
-    let sport = free_port();
-    let _seeder = Proc::spawn(
-        &[
-            "seed",
-            t,
-            "--from",
-            d.join("src").to_str().unwrap(),
-            "--port",
-            &sport.to_string(),
-            "--quiet",
-        ],
-        d,
-        "seeder",
-    );
-    wait_listening(sport);
+    let (_seeder, sport) = seeder(d, Path::new(t), &d.join("src"), &["--quiet"]);
     let out = d.join("out");
     let mut l = Proc::spawn(
         &[
