@@ -16,6 +16,29 @@ struct Cli {
     command: Command,
 }
 
+/// Flags `download` and `seed` share.
+#[derive(clap::Args)]
+struct SwarmFlags {
+    /// TCP port to listen on for peers (default: first free of 6881-6889).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Connect to this peer directly (HOST:PORT); repeatable.
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// Most peers to be connected to at once.
+    #[arg(long, default_value_t = 50)]
+    max_peers: usize,
+    /// Print only errors.
+    #[arg(long)]
+    quiet: bool,
+    /// Print newline-delimited JSON progress events instead of bars.
+    #[arg(long)]
+    json: bool,
+    /// Limit uploads to this many bytes per second.
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    upload_limit: Option<u64>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Show what a .torrent file or magnet link holds.
@@ -58,27 +81,11 @@ enum Command {
         /// Folder to download into: files go to DIR/<name>.
         #[arg(short, long = "output", default_value = ".")]
         output: PathBuf,
-        /// TCP port to listen on for peers (default: first free of 6881-6889).
-        #[arg(long)]
-        port: Option<u16>,
-        /// Connect to this peer directly (HOST:PORT); repeatable.
-        #[arg(long = "peer")]
-        peers: Vec<String>,
         /// Keep seeding after the download completes, until Ctrl-C.
         #[arg(long)]
         seed: bool,
-        /// Most peers to be connected to at once.
-        #[arg(long, default_value_t = 50)]
-        max_peers: usize,
-        /// Print only errors.
-        #[arg(long)]
-        quiet: bool,
-        /// Print newline-delimited JSON progress events instead of bars.
-        #[arg(long)]
-        json: bool,
-        /// Limit uploads to this many bytes per second.
-        #[arg(long, value_name = "BYTES_PER_SEC")]
-        upload_limit: Option<u64>,
+        #[command(flatten)]
+        swarm: SwarmFlags,
     },
     /// Serve complete, verified data to the swarm until Ctrl-C.
     Seed {
@@ -86,24 +93,8 @@ enum Command {
         /// Folder holding the data (as with `download -o DIR`).
         #[arg(long = "from", default_value = ".")]
         from: PathBuf,
-        /// TCP port to listen on for peers (default: first free of 6881-6889).
-        #[arg(long)]
-        port: Option<u16>,
-        /// Connect to this peer directly (HOST:PORT); repeatable.
-        #[arg(long = "peer")]
-        peers: Vec<String>,
-        /// Most peers to be connected to at once.
-        #[arg(long, default_value_t = 50)]
-        max_peers: usize,
-        /// Print only errors.
-        #[arg(long)]
-        quiet: bool,
-        /// Print newline-delimited JSON progress events instead of bars.
-        #[arg(long)]
-        json: bool,
-        /// Limit uploads to this many bytes per second.
-        #[arg(long, value_name = "BYTES_PER_SEC")]
-        upload_limit: Option<u64>,
+        #[command(flatten)]
+        swarm: SwarmFlags,
     },
     /// Check data on disk against a torrent's piece hashes.
     Verify {
@@ -114,6 +105,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+impl SwarmFlags {
+    fn into_args(self, torrent: PathBuf, dir: PathBuf, keep_seeding: bool) -> cli::RunArgs {
+        cli::RunArgs {
+            torrent,
+            dir,
+            port: self.port,
+            peers: self.peers,
+            keep_seeding,
+            max_peers: self.max_peers,
+            quiet: self.quiet,
+            json: self.json,
+            upload_limit: self.upload_limit,
+        }
+    }
 }
 
 fn init_logging(quiet: bool) {
@@ -143,10 +150,10 @@ fn tune_allocator() {
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
-    let quiet = matches!(
-        cli.command,
-        Command::Download { quiet: true, .. } | Command::Seed { quiet: true, .. }
-    );
+    let quiet = match &cli.command {
+        Command::Download { swarm, .. } | Command::Seed { swarm, .. } => swarm.quiet,
+        _ => false,
+    };
     init_logging(quiet);
     let result = match cli.command {
         Command::Info { torrent, json } => cli::info(&torrent, json),
@@ -173,50 +180,14 @@ fn main() -> ExitCode {
         Command::Download {
             torrent,
             output,
-            port,
-            peers,
             seed,
-            max_peers,
-            quiet,
-            json,
-            upload_limit,
-        } => cli::run_torrent(
-            cli::RunArgs {
-                torrent,
-                dir: output,
-                port,
-                peers,
-                keep_seeding: seed,
-                max_peers,
-                quiet,
-                json,
-                upload_limit,
-            },
-            false,
-        ),
+            swarm,
+        } => cli::run_torrent(swarm.into_args(torrent, output, seed), false),
         Command::Seed {
             torrent,
             from,
-            port,
-            peers,
-            max_peers,
-            quiet,
-            json,
-            upload_limit,
-        } => cli::run_torrent(
-            cli::RunArgs {
-                torrent,
-                dir: from,
-                port,
-                peers,
-                keep_seeding: true,
-                max_peers,
-                quiet,
-                json,
-                upload_limit,
-            },
-            true,
-        ),
+            swarm,
+        } => cli::run_torrent(swarm.into_args(torrent, from, true), true),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
