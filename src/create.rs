@@ -146,8 +146,7 @@ pub fn create(
         piece_length,
         total_length: total,
         files: entries,
-        hashes: Vec::new().into(),
-        hashes_at: 0,
+        hashes: crate::metainfo::PieceHashes::from_list(Vec::new()),
     };
     let store = Store::open_read(layout, &parent);
     let hashes = store.hash_all(opts.threads, done)?;

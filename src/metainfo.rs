@@ -2,9 +2,15 @@
 //! info-hash over the exact bytes of the `info` value, sanitised file paths,
 //! and the piece ↔ file mapping the store uses.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde_bencode::value::Value;
 use sha1::{Digest, Sha1};
@@ -24,6 +30,10 @@ const MAX_ELEMENT_BYTES: usize = 240;
 pub const MAX_PIECE_LENGTH: u64 = 1 << 30;
 /// Total size above this (1 PiB) is an overflow attempt, not data.
 pub const MAX_TOTAL_LENGTH: u64 = 1 << 50;
+/// Piece hashes beyond this many bytes (52k pieces) are not held in memory
+/// but read from the .torrent file when needed: a million pieces would
+/// otherwise cost 20 MB for the whole download.
+pub const HASHES_IN_MEMORY: usize = 1 << 20;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InfoHash(pub [u8; 20]);
@@ -64,6 +74,10 @@ pub enum MetainfoError {
     V2Only,
     #[error("{0}")]
     Invalid(String),
+    #[error("{0} changed on disk while in use; start again with the new file")]
+    Changed(PathBuf),
+    #[error("piece {0} is out of range")]
+    BadPiece(u32),
 }
 
 fn invalid(msg: impl Into<String>) -> MetainfoError {
@@ -105,10 +119,12 @@ pub struct Metainfo {
     /// Sanitised; the folder (multi-file) or file (single-file) under the output folder.
     pub name: String,
     pub piece_length: u64,
-    /// Where the piece hashes start in `info_bytes` (20 bytes each): they
-    /// are read from there, not copied (a million pieces is 20 MB).
-    pieces_at: usize,
+    /// Where the info dictionary's bytes are, and its piece hashes in them.
+    info: Backing,
+    info_at: u64,
+    info_len: usize,
     piece_count: u32,
+    hashes: PieceHashes,
     pub files: Vec<FileEntry>,
     pub total_length: u64,
     pub multi_file: bool,
@@ -124,31 +140,61 @@ pub struct Metainfo {
     pub hybrid: bool,
     /// Things that are odd but not fatal (non-power-of-two piece length, say).
     pub warnings: Vec<String>,
-    /// The exact bytes of the info dictionary, for the hash and for serving
-    /// metadata; shared with the store, which reads piece hashes from it.
-    pub info_bytes: std::sync::Arc<[u8]>,
     /// Top-level keys we do not interpret, kept so nothing is lost.
     pub extra: BTreeMap<Vec<u8>, Value>,
 }
 
 impl Metainfo {
+    /// Loads a .torrent file. A torrent with more than [`HASHES_IN_MEMORY`]
+    /// bytes of piece hashes keeps the file open and reads them from it.
     pub fn from_file(path: &Path) -> Result<Metainfo, MetainfoError> {
+        Metainfo::from_file_with(path, HASHES_IN_MEMORY)
+    }
+
+    pub(crate) fn from_file_with(path: &Path, in_memory: usize) -> Result<Metainfo, MetainfoError> {
         let io = |err| MetainfoError::Io {
             path: path.to_path_buf(),
             err,
         };
-        let size = std::fs::metadata(path).map_err(io)?.len();
+        let mut file = File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        let size = meta.len();
         if size > MAX_TORRENT_FILE {
             return Err(MetainfoError::FileTooLarge {
                 path: path.to_path_buf(),
                 size,
             });
         }
-        let bytes = std::fs::read(path).map_err(io)?;
-        Metainfo::from_bytes(&bytes)
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut file)
+            .take(MAX_TORRENT_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        let torrent = Arc::new(TorrentFile {
+            path: path.to_path_buf(),
+            stamp: stamp(&meta),
+            file,
+        });
+        Metainfo::parse(&bytes, |span, pieces_len| {
+            if pieces_len.unwrap_or(0) > in_memory && torrent.stamp.0 == bytes.len() as u64 {
+                (Backing::File(torrent), span.start as u64)
+            } else {
+                (Backing::Memory(bytes[span].into()), 0)
+            }
+        })
     }
 
     pub fn from_bytes(buf: &[u8]) -> Result<Metainfo, MetainfoError> {
+        Metainfo::parse(buf, |span, _| (Backing::Memory(buf[span].into()), 0))
+    }
+
+    /// `keep` decides where the info dictionary (at `span` of `buf`, with
+    /// this many bytes of piece hashes) is read from later, and at what
+    /// offset of that backing it starts.
+    fn parse(
+        buf: &[u8],
+        keep: impl FnOnce(std::ops::Range<usize>, Option<usize>) -> (Backing, u64),
+    ) -> Result<Metainfo, MetainfoError> {
         if buf.len() as u64 > MAX_TORRENT_FILE {
             return Err(invalid(format!(
                 "torrent data is {} bytes; over {MAX_TORRENT_FILE} is refused",
@@ -160,8 +206,8 @@ impl Metainfo {
             return Err(MetainfoError::NotADict);
         }
         let span = bencode::top_level_span(buf, b"info")?.ok_or(MetainfoError::Missing("info"))?;
-        let info_bytes: std::sync::Arc<[u8]> = buf[span.clone()].into();
-        let info_hash = InfoHash(Sha1::digest(&info_bytes).into());
+        let info_bytes = &buf[span.clone()];
+        let info_hash = InfoHash(Sha1::digest(info_bytes).into());
         if info_bytes.first() != Some(&b'd') {
             return Err(MetainfoError::WrongType {
                 key: "info".into(),
@@ -169,24 +215,27 @@ impl Metainfo {
             });
         }
         // The piece hashes are most of a big torrent: decode everything but
-        // them (the bytes stay in `info_bytes`), so loading a torrent of a
-        // million pieces holds 20 MB once, not three times.
+        // them, which stay where they are.
         let mut top_rest = buf[..span.start].to_vec();
         top_rest.extend_from_slice(b"de");
         top_rest.extend_from_slice(&buf[span.end..]);
         let Value::Dict(mut top) = bencode::decode(&top_rest)? else {
             return Err(MetainfoError::NotADict);
         };
+        drop(top_rest);
         top.remove(&b"info"[..]);
-        let (info_rest, pieces_len) = without_pieces(&info_bytes)?;
+        let (info_rest, pieces_len) = without_pieces(info_bytes)?;
         let Value::Dict(info) = bencode::decode(&info_rest)? else {
             return Err(MetainfoError::WrongType {
                 key: "info".into(),
                 expected: "a dictionary",
             });
         };
+        drop(info_rest);
         let mut warnings = Vec::new();
         let parsed = parse_info(&info, pieces_len, info_hash, &mut warnings)?;
+        let pieces_at = pieces_offset(info_bytes)?;
+        let info_len = info_bytes.len();
 
         let announce = opt_str(&top, "announce")?
             .map(|s| s.trim().to_string())
@@ -219,12 +268,21 @@ impl Metainfo {
         ] {
             top.remove(k.as_bytes());
         }
+        let (backing, info_at) = keep(span, pieces_len);
+        let hashes = PieceHashes {
+            backing: backing.clone(),
+            at: info_at + pieces_at as u64,
+            count: parsed.piece_count,
+        };
         Ok(Metainfo {
             info_hash,
             name: parsed.name,
             piece_length: parsed.piece_length,
-            pieces_at: pieces_offset(&info_bytes)?,
+            info: backing,
+            info_at,
+            info_len,
             piece_count: parsed.piece_count,
+            hashes,
             files: parsed.files,
             total_length: parsed.total_length,
             multi_file: parsed.multi_file,
@@ -238,7 +296,6 @@ impl Metainfo {
             encoding,
             hybrid: parsed.hybrid,
             warnings,
-            info_bytes,
             extra: top.into_iter().collect(),
         })
     }
@@ -247,20 +304,34 @@ impl Metainfo {
         self.piece_count
     }
 
-    /// The info dictionary and where its piece hashes start, shared rather
-    /// than copied.
-    pub fn hashes(&self) -> (std::sync::Arc<[u8]>, usize) {
-        (self.info_bytes.clone(), self.pieces_at)
+    /// The piece hashes, shared rather than copied.
+    pub fn hashes(&self) -> PieceHashes {
+        self.hashes.clone()
     }
 
-    pub fn piece_hash(&self, piece: u32) -> Option<[u8; 20]> {
-        if piece >= self.piece_count {
-            return None;
+    pub fn piece_hash(&self, piece: u32) -> Result<[u8; 20], MetainfoError> {
+        self.hashes.get(piece)
+    }
+
+    /// Whether the piece hashes are read from the .torrent file on demand.
+    pub fn hashes_on_disk(&self) -> bool {
+        matches!(self.info, Backing::File(_))
+    }
+
+    /// The exact bytes of the info dictionary (for the info-hash, and for
+    /// serving metadata to peers).
+    pub fn info_bytes(&self) -> Result<Cow<'_, [u8]>, MetainfoError> {
+        match &self.info {
+            Backing::Memory(b) => Ok(Cow::Borrowed(b)),
+            Backing::File(f) => {
+                let mut out = vec![0; self.info_len];
+                f.read_at(self.info_at, &mut out)?;
+                if Sha1::digest(&out)[..] != self.info_hash.0 {
+                    return Err(MetainfoError::Changed(f.path.clone()));
+                }
+                Ok(Cow::Owned(out))
+            }
         }
-        let start = self.pieces_at + piece as usize * 20;
-        self.info_bytes
-            .get(start..start + 20)
-            .and_then(|s| s.try_into().ok())
     }
 
     /// Length of piece `piece`; the last one is usually short.
@@ -307,7 +378,7 @@ impl Metainfo {
 
     /// Bencodes the whole torrent; the info dictionary is written back as
     /// its original bytes so the info-hash never changes.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, MetainfoError> {
         let mut top: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let enc = |v: &Value| serde_bencode::to_bytes(v).unwrap_or_default();
         let s = |x: &str| Value::Bytes(x.as_bytes().to_vec());
@@ -335,7 +406,7 @@ impl Metainfo {
         if let Some(e) = &self.encoding {
             top.push((b"encoding".to_vec(), enc(&s(e))));
         }
-        top.push((b"info".to_vec(), self.info_bytes.to_vec()));
+        top.push((b"info".to_vec(), self.info_bytes()?.into_owned()));
         if !self.url_list.is_empty() {
             let v = Value::List(self.url_list.iter().map(|u| s(u)).collect());
             top.push((b"url-list".to_vec(), enc(&v)));
@@ -351,7 +422,110 @@ impl Metainfo {
             out.extend_from_slice(&v);
         }
         out.push(b'e');
-        out
+        Ok(out)
+    }
+}
+
+/// Where a torrent's info dictionary is kept after parsing.
+#[derive(Clone, Debug)]
+enum Backing {
+    /// Its bytes, in memory.
+    Memory(Arc<[u8]>),
+    /// The .torrent file it was read from, kept open.
+    File(Arc<TorrentFile>),
+}
+
+#[derive(Debug)]
+struct TorrentFile {
+    file: File,
+    path: PathBuf,
+    /// Length and modification time when parsed: a file rewritten since
+    /// would give wrong hashes, and wrong hashes would blame honest peers.
+    stamp: (u64, Option<SystemTime>),
+}
+
+fn stamp(m: &std::fs::Metadata) -> (u64, Option<SystemTime>) {
+    (m.len(), m.modified().ok())
+}
+
+impl TorrentFile {
+    fn read_at(&self, at: u64, out: &mut [u8]) -> Result<(), MetainfoError> {
+        let io = |err| MetainfoError::Io {
+            path: self.path.clone(),
+            err,
+        };
+        let changed = || MetainfoError::Changed(self.path.clone());
+        if stamp(&self.file.metadata().map_err(io)?) != self.stamp {
+            return Err(changed());
+        }
+        self.file.read_exact_at(out, at).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                changed()
+            } else {
+                io(e)
+            }
+        })
+    }
+}
+
+impl Backing {
+    fn read_at(&self, at: u64, out: &mut [u8]) -> Result<(), MetainfoError> {
+        match self {
+            Backing::Memory(b) => {
+                let src = usize::try_from(at)
+                    .ok()
+                    .and_then(|at| b.get(at..at.checked_add(out.len())?))
+                    .ok_or_else(|| invalid("piece hash outside the info dictionary"))?;
+                out.copy_from_slice(src);
+                Ok(())
+            }
+            Backing::File(f) => f.read_at(at, out),
+        }
+    }
+}
+
+/// A torrent's piece hashes, 20 bytes each: a slice of the info dictionary
+/// in memory, or of the open .torrent file for torrents of many pieces.
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PieceHashes {
+    backing: Backing,
+    at: u64,
+    count: u32,
+}
+
+impl PieceHashes {
+    /// A plain list of hashes (for `create`, which has no torrent yet).
+    pub fn from_list(list: Vec<u8>) -> PieceHashes {
+        let count = (list.len() / 20) as u32;
+        PieceHashes {
+            backing: Backing::Memory(list.into()),
+            at: 0,
+            count,
+        }
+    }
+
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn get(&self, piece: u32) -> Result<[u8; 20], MetainfoError> {
+        let mut h = [0; 20];
+        self.read(piece, &mut h)?;
+        Ok(h)
+    }
+
+    /// Reads the hashes of `out.len() / 20` pieces from `first` on.
+    pub fn read(&self, first: u32, out: &mut [u8]) -> Result<(), MetainfoError> {
+        let n = (out.len() / 20) as u64;
+        if !out.len().is_multiple_of(20) || u64::from(first) + n > u64::from(self.count) {
+            return Err(MetainfoError::BadPiece(first));
+        }
+        self.backing.read_at(self.at + u64::from(first) * 20, out)
     }
 }
 
@@ -1078,9 +1252,9 @@ mod tests {
         let m = Metainfo::from_bytes(&file).unwrap();
         let expected: [u8; 20] = Sha1::digest(info).into();
         assert_eq!(m.info_hash.0, expected);
-        assert_eq!(&m.info_bytes[..], info);
+        assert_eq!(&m.info_bytes().unwrap()[..], info);
         // Round-trips through to_bytes without changing the hash.
-        let again = Metainfo::from_bytes(&m.to_bytes()).unwrap();
+        let again = Metainfo::from_bytes(&m.to_bytes().unwrap()).unwrap();
         assert_eq!(again.info_hash, m.info_hash);
     }
 
@@ -1113,6 +1287,49 @@ mod tests {
         }
     }
 
+    /// Torrents with many pieces read their hashes from the open .torrent
+    /// file. Replacing the file (a rename) does not disturb that; rewriting
+    /// it in place is noticed.
+    #[test]
+    fn piece_hashes_read_from_the_torrent_file() {
+        let pieces: Vec<u8> = (0..100u8).collect();
+        let mut t =
+            b"d7:comment2:hi4:infod6:lengthi80e4:name1:a12:piece lengthi16e6:pieces100:".to_vec();
+        t.extend_from_slice(&pieces);
+        t.extend_from_slice(b"ee");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.torrent");
+        std::fs::write(&path, &t).unwrap();
+        let in_memory = Metainfo::from_file(&path).unwrap();
+        assert!(!in_memory.hashes_on_disk());
+        let m = Metainfo::from_file_with(&path, 99).unwrap();
+        assert!(m.hashes_on_disk());
+        assert_eq!(m.info_hash, in_memory.info_hash);
+        assert_eq!(m.info_bytes().unwrap(), in_memory.info_bytes().unwrap());
+        assert_eq!(m.to_bytes().unwrap(), in_memory.to_bytes().unwrap());
+        for i in 0..5u32 {
+            let want: [u8; 20] = pieces[i as usize * 20..][..20].try_into().unwrap();
+            assert_eq!(m.piece_hash(i).unwrap(), want);
+        }
+        assert!(matches!(m.piece_hash(5), Err(MetainfoError::BadPiece(5))));
+
+        let tmp = dir.path().join("new");
+        std::fs::write(&tmp, b"d4:spami1ee").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_eq!(m.piece_hash(4).unwrap()[..], pieces[80..]);
+
+        let m = Metainfo::from_file_with(&path, 0);
+        assert!(m.is_err(), "the replacement is not a torrent");
+        std::fs::write(&path, &t).unwrap();
+        let m = Metainfo::from_file_with(&path, 0).unwrap();
+        let mut other = t.clone();
+        other.extend_from_slice(b"\n");
+        std::fs::write(&path, &other).unwrap();
+        let err = m.piece_hash(0).unwrap_err();
+        assert!(matches!(err, MetainfoError::Changed(_)), "{err}");
+        assert!(m.info_bytes().is_err());
+    }
+
     #[test]
     fn piece_hashes_are_read_in_place() {
         let pieces: Vec<u8> = (0..60u8).collect();
@@ -1124,12 +1341,14 @@ mod tests {
         assert_eq!(m.piece_count(), 3);
         for i in 0..3u32 {
             let want: [u8; 20] = pieces[i as usize * 20..][..20].try_into().unwrap();
-            assert_eq!(m.piece_hash(i), Some(want));
+            assert_eq!(m.piece_hash(i).unwrap(), want);
         }
-        assert_eq!(m.piece_hash(3), None);
+        assert!(m.piece_hash(3).is_err());
         assert!(m.private);
-        let (bytes, at) = m.hashes();
-        assert_eq!(&bytes[at..at + 60], &pieces[..]);
+        let mut all = [0u8; 60];
+        m.hashes().read(0, &mut all).unwrap();
+        assert_eq!(&all[..], &pieces[..]);
+        assert!(m.hashes().read(1, &mut all).is_err());
         // `pieces` of the wrong type is still refused.
         let bad = b"d4:infod6:lengthi40e4:name1:a12:piece lengthi16e6:piecesi5eee";
         assert!(Metainfo::from_bytes(bad)

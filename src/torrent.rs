@@ -767,9 +767,8 @@ impl Torrent {
                     break;
                 };
                 bytes += buf.data.len();
-                let expected = self.meta.piece_hash(piece).unwrap_or([0; 20]);
                 let with_blocks = self.suspects.contains_key(&piece);
-                jobs.push((piece, buf, expected, with_blocks));
+                jobs.push((piece, buf, with_blocks));
             }
             self.hashing += 1;
             let store = self.shared.store.clone();
@@ -781,10 +780,18 @@ impl Torrent {
                 let mut failed = false;
                 let done: Vec<Verified> = jobs
                     .into_iter()
-                    .map(|(piece, buf, expected, with_blocks)| {
+                    .map(|(piece, buf, with_blocks)| {
                         let PieceBuf { data, senders } = buf;
-                        let ok = <[u8; 20]>::from(Sha1::digest(&data)) == expected;
-                        let write = if !ok {
+                        // Read here, off the runtime: large torrents keep
+                        // their hashes in the .torrent file. If that fails,
+                        // the download stops; no peer is blamed.
+                        let (ok, expected_err) = match store.layout().piece_hash(piece) {
+                            Ok(h) => (<[u8; 20]>::from(Sha1::digest(&data)) == h, None),
+                            Err(e) => (false, Some(e)),
+                        };
+                        let write = if let Some(e) = expected_err {
+                            Err(e)
+                        } else if !ok {
                             Ok(())
                         } else if failed {
                             Err(StoreError::NotWritten(piece))
@@ -1102,6 +1109,13 @@ mod tests {
     /// the test plays the peers by sending their events and reading the
     /// commands they would get.
     fn harness(pieces: usize) -> Harness {
+        harness_with(pieces, false)
+    }
+
+    /// `hashes_on_disk`: the torrent is loaded from a file in the test's
+    /// folder and reads its piece hashes from there, as a torrent of more
+    /// than 52k pieces does.
+    fn harness_with(pieces: usize, hashes_on_disk: bool) -> Harness {
         let data: Vec<u8> = (0..pieces * PIECE).map(|i| (i * 7 % 251) as u8).collect();
         let hashes = data
             .chunks(PIECE)
@@ -1114,8 +1128,17 @@ mod tests {
             pieces: hashes,
             ..Default::default()
         };
-        let meta = Arc::new(Metainfo::from_bytes(&nt.to_bytes()).unwrap());
         let dir = tempfile::tempdir().unwrap();
+        let meta = if hashes_on_disk {
+            let path = dir.path().join("t.torrent");
+            std::fs::write(&path, nt.to_bytes()).unwrap();
+            let m = Metainfo::from_file_with(&path, 0).unwrap();
+            assert!(m.hashes_on_disk());
+            m
+        } else {
+            Metainfo::from_bytes(&nt.to_bytes()).unwrap()
+        };
+        let meta = Arc::new(meta);
         let store = Store::open_write(Layout::from_metainfo(&meta), dir.path()).unwrap();
         let empty = Bitfield::new(pieces);
         let shared = Arc::new(Shared {
@@ -1249,6 +1272,49 @@ mod tests {
         assert_eq!(h.t.progress.banned, 1);
         let (_, honest_closed) = requests(&mut honest);
         assert!(!honest_closed);
+    }
+
+    /// Pieces are checked against hashes read from the .torrent file; if
+    /// that file is rewritten meanwhile, the download stops with an error
+    /// instead of failing pieces and banning the peers who sent them.
+    #[tokio::test]
+    async fn hashes_read_from_the_torrent_file() {
+        let mut h = harness_with(8, true);
+        let mut a = h.seed(1);
+        h.peer(1, PeerEvent::Unchoked);
+        for _ in 0..20 {
+            let (asked, banned) = requests(&mut a);
+            assert!(!banned);
+            for b in asked {
+                let ev = h.block(b, false);
+                h.peer(1, ev);
+            }
+            h.settle().await;
+            if h.t.is_complete() {
+                break;
+            }
+        }
+        assert!(h.t.is_complete());
+        assert_eq!(h.t.progress.hash_failures, 0);
+
+        let mut h = harness_with(8, true);
+        let mut a = h.seed(1);
+        h.peer(1, PeerEvent::Unchoked);
+        std::fs::write(h._dir.path().join("t.torrent"), b"d4:spami1ee").unwrap();
+        let (asked, _) = requests(&mut a);
+        for b in asked {
+            let ev = h.block(b, false);
+            h.peer(1, ev);
+        }
+        let ev = tokio::time::timeout(Duration::from_secs(10), h.events.recv())
+            .await
+            .expect("hash result")
+            .expect("channel open");
+        let err = h.t.on_event(ev).unwrap_err().to_string();
+        assert!(err.contains("changed on disk"), "{err}");
+        let (_, banned) = requests(&mut a);
+        assert!(!banned);
+        assert_eq!(h.t.progress.hash_failures, 0);
     }
 
     /// A peer's advertised `reqq` caps the requests we keep in flight to it.

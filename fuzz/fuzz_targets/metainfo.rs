@@ -10,7 +10,8 @@ fuzz_target!(|data: &[u8]| {
             let covered: u64 = m.piece_slices(p).iter().map(|s| s.len).sum();
             assert_eq!(covered, m.piece_size(p));
         }
-        let again = Metainfo::from_bytes(&m.to_bytes()).expect("re-serialised torrent loads");
+        let bytes = m.to_bytes().expect("re-serialised");
+        let again = Metainfo::from_bytes(&bytes).expect("re-serialised torrent loads");
         assert_eq!(again.info_hash, m.info_hash);
     }
 });
