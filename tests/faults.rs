@@ -49,8 +49,12 @@ impl Drop for Mount {
 }
 
 fn seeded(d: &Path, files: &[(&str, usize)]) -> (PathBuf, u16, Proc) {
+    seeded_with(d, files, PIECE)
+}
+
+fn seeded_with(d: &Path, files: &[(&str, usize)], piece: u32) -> (PathBuf, u16, Proc) {
     make_tree(&d.join("src"), files);
-    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], PIECE);
+    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], piece);
     let (p, port) = seeder(d, &t, &d.join("src"), &["--quiet"]);
     (t, port, p)
 }
@@ -83,11 +87,19 @@ fn one_line_error(p: &Proc) -> String {
     line.to_string()
 }
 
+/// With small pieces every write goes through the page cache; with 512 KiB
+/// pieces most go straight to the disk (O_DIRECT). Both must fail cleanly.
 #[test]
 fn disk_full_then_resume_after_space_is_freed() {
+    disk_full_then_resume(PIECE);
+    disk_full_then_resume(512 * 1024);
+}
+
+fn disk_full_then_resume(piece: u32) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (t, port, _seeder) = seeded(d, &[("pack/a.bin", 1_500_000), ("pack/b.bin", 1_000_000)]);
+    let files = [("pack/a.bin", 1_500_000), ("pack/b.bin", 1_000_000)];
+    let (t, port, _seeder) = seeded_with(d, &files, piece);
     let mnt = Mount::tmpfs(&d.join("small"), "size=1m");
     let out = d.join("small/out");
     let mut l = download(d, &t, &out, port, "full");
