@@ -138,10 +138,14 @@ fn init_logging(quiet: bool) {
 /// Blocks and pieces are buffers of 16 KiB to a few MiB, allocated and
 /// freed all day. glibc serves those from fresh mmaps by default, so each
 /// one costs page faults and zeroing before we even copy into it; keeping
-/// them on the heap lets freed buffers be reused warm.
+/// them on the heap lets freed buffers be reused warm. One arena: a piece
+/// buffer is filled on a runtime thread and freed on a hashing thread, and
+/// with an arena per thread the memory freed in one was not reused by the
+/// other (1 GiB download: 26 MiB peak instead of 41-43, same speed).
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
     }
