@@ -832,7 +832,11 @@ impl Torrent {
                 self.verifying = self.verifying.saturating_sub(1);
             }
         }
-        self.pump_hashing();
+        // After a failed write the download stops: starting another job
+        // would only leave one more half-written piece behind.
+        if result.is_ok() {
+            self.pump_hashing();
+        }
         result
     }
 
