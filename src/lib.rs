@@ -11,6 +11,7 @@ pub mod create;
 pub mod limit;
 pub mod magnet;
 pub mod metainfo;
+pub mod mse;
 pub mod peer;
 pub mod picker;
 pub mod session;

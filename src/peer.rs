@@ -147,6 +147,8 @@ pub enum PeerError {
     Closed(String),
     #[error("peer closed the connection")]
     Eof,
+    #[error(transparent)]
+    Mse(#[from] crate::mse::MseError),
 }
 
 fn protocol(msg: impl Into<String>) -> PeerError {
@@ -213,6 +215,40 @@ pub async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, PeerErr
         Err(_) => Err(PeerError::HandshakeTimeout),
         Ok(Err(e)) => Err(PeerError::Io(e)),
         Ok(Ok(_)) => Ok(Handshake::decode(&buf)?),
+    }
+}
+
+/// Reads the handshake of an incoming connection, plain or behind an
+/// encrypted (MSE) key exchange, which settles on plain text for the rest
+/// of the connection. Both are under one deadline.
+pub async fn read_incoming_handshake(
+    stream: &mut TcpStream,
+    info_hash: &[u8; 20],
+) -> Result<Handshake, PeerError> {
+    let work = async {
+        let mut buf = [0u8; Handshake::LEN];
+        stream.read_exact(&mut buf[..20]).await?;
+        let got = if buf[0] == 19 && buf[1..20] == wire::PROTOCOL[..] {
+            20
+        } else {
+            let first = buf;
+            let ia = crate::mse::accept(stream, &first[..20], info_hash).await?;
+            // The initial payload carries the start of the handshake (all
+            // of it, from every client we know); the rest follows plain.
+            if ia.len() > Handshake::LEN {
+                return Err(protocol(
+                    "encrypted handshake: payload beyond the handshake",
+                ));
+            }
+            buf[..ia.len()].copy_from_slice(&ia);
+            ia.len()
+        };
+        stream.read_exact(&mut buf[got..]).await?;
+        Ok(Handshake::decode(&buf)?)
+    };
+    match timeout(HANDSHAKE_TIMEOUT, work).await {
+        Err(_) => Err(PeerError::HandshakeTimeout),
+        Ok(r) => r,
     }
 }
 

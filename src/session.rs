@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::bitfield::{AtomicBitfield, Bitfield};
 use crate::metainfo::Metainfo;
-use crate::peer::{read_handshake, Shared};
+use crate::peer::{read_incoming_handshake, Shared};
 use crate::store::{hash_threads, Layout, PieceCheck, Store};
 use crate::torrent::{Config, Event, Outcome, Progress, Torrent};
 use crate::tracker::{self, AnnounceRequest, TrackerList};
@@ -229,9 +229,10 @@ async fn wait_for_signal() {
 }
 
 /// Accepts connections, reads their handshake with a deadline, and hands
-/// the ones for our torrent to the coordinator. Anything else (another
-/// torrent, an encrypted handshake we do not speak) is dropped at once, so
-/// the other side can retry in plain text.
+/// the ones for our torrent to the coordinator. Encrypted (MSE) handshakes
+/// are answered with plain text selected; anything else (another torrent, a
+/// peer that insists on RC4) is dropped at once, so the other side can
+/// retry in plain text.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, events: mpsc::Sender<Event>) {
     loop {
         let (mut stream, addr) = match listener.accept().await {
@@ -246,7 +247,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, events: mpsc::S
         let shared = shared.clone();
         let events = events.clone();
         tokio::spawn(async move {
-            match read_handshake(&mut stream).await {
+            match read_incoming_handshake(&mut stream, &shared.info_hash).await {
                 Ok(hs) if hs.info_hash == shared.info_hash => {
                     let _ = events
                         .send(Event::Incoming {

@@ -292,6 +292,15 @@ fn aria2_leeches_from_shoal_http_tracker() {
     );
     assert_tree_matches(&src, &out, false);
     assert_handshake_from(&seeder, "shoal seeder", "aria2/");
+    // aria2 opens with an encrypted (MSE) handshake; refused, it waits a
+    // second and retries in plain text. shoal answers it instead.
+    let log = std::fs::read_to_string(d.join("aria2-leecher.log")).unwrap_or_default();
+    assert!(
+        log.contains("Connecting to 127.0.0.1")
+            && !log.contains("Retry using legacy BitTorrent handshake"),
+        "aria2's encrypted handshake was not accepted:\n{}",
+        tail(&log, 30)
+    );
     assert_running(&mut seeder, "shoal seeder");
     let st = seeder.stop();
     assert!(st.success(), "{}", tail(&seeder.stderr(), 30));
