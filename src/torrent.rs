@@ -40,8 +40,8 @@ const MAX_HALF_OPEN: usize = 16;
 /// Hash failures a peer may be involved in before we stop trusting it, when
 /// the smart check could not single it out.
 const MAX_STRIKES: u32 = 5;
-/// Bytes of complete pieces allowed to wait for their hash check.
-const MAX_VERIFY_BYTES: usize = 4 << 20;
+/// Bytes of complete pieces allowed to wait for their hash check and write.
+const MAX_VERIFY_BYTES: usize = 8 << 20;
 const SPARE_BUFFERS: usize = 2;
 /// Pieces hashed by one blocking job, at most (at least one piece).
 const HASH_BATCH_BYTES: usize = 1 << 20;
@@ -293,7 +293,9 @@ impl Torrent {
             verifying: 0,
             hash_queue: VecDeque::new(),
             hashing: 0,
-            max_hashing: crate::store::hash_threads(),
+            // One more job than cores: a job waiting on its (direct) write
+            // leaves a core free to hash the next.
+            max_hashing: crate::store::hash_threads() + 1,
             spare: Vec::new(),
             suspects: HashMap::new(),
             next_key: 1,
