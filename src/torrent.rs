@@ -27,8 +27,10 @@ use crate::wire::{BlockRef, Handshake};
 /// Requests kept in flight to one peer at first; grows with its rate.
 const MIN_QUEUE: usize = 32;
 const MAX_QUEUE: usize = 500;
-/// Assumed `reqq` of peers that do not advertise one (libtorrent's default).
-const DEFAULT_REQQ: usize = 250;
+/// Assumed `reqq` of peers that do not advertise one. aria2 (which does not)
+/// serves a 1 GiB torrent ~10 % faster with 500 in flight than with 250,
+/// and queues them all.
+const DEFAULT_REQQ: usize = 500;
 /// Seconds of data we keep requested from a peer: its bandwidth-delay product
 /// with room for jitter.
 const QUEUE_SECONDS: u64 = 1;
