@@ -29,8 +29,54 @@ const MAX_OPEN_FILES: usize = 256;
 /// Shorter direct writes are slower than the copy they save.
 const DIRECT_MIN: u64 = 256 << 10;
 const DIRECT_ALIGN: u64 = 4096;
-/// Direct writes go out in chunks of this size through an aligned buffer.
+/// Direct writes from memory not aligned like the file go out in chunks of
+/// this size through an aligned buffer.
 const DIRECT_CHUNK: usize = 1 << 20;
+
+/// A piece being assembled, kept at a page boundary inside its allocation:
+/// a piece whose place in its file is page-aligned too (any single-file
+/// torrent) then goes to disk with O_DIRECT straight from it, without the
+/// copy into an aligned buffer. An ordinary heap allocation with room to
+/// spare, not an aligned one: glibc's aligned allocations fragment the heap
+/// (a 1 GiB download peaked at 56-74 MiB with them, 31 MiB without).
+#[derive(Default)]
+pub struct PieceData {
+    mem: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl PieceData {
+    /// Makes it `len` bytes long, reusing the allocation when it is big
+    /// enough (the bytes are then whatever the last piece left).
+    pub fn set_len(&mut self, len: usize) {
+        let need = len + DIRECT_ALIGN as usize;
+        if self.mem.len() < need {
+            self.mem = vec![0; need];
+        }
+        self.start = self.mem.as_ptr().align_offset(DIRECT_ALIGN as usize);
+        self.len = len;
+    }
+}
+
+impl std::fmt::Debug for PieceData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PieceData({} bytes)", self.len)
+    }
+}
+
+impl std::ops::Deref for PieceData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.mem[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for PieceData {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + self.len]
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -154,9 +200,6 @@ impl Writer {
             return file.write_all_at(data, offset);
         }
         let mut bounce = std::mem::take(&mut self.bounce);
-        if bounce.is_empty() {
-            bounce = vec![0; DIRECT_CHUNK + DIRECT_ALIGN as usize];
-        }
         let result = self.write_direct(i, file, data, offset, a..b, &mut bounce);
         self.bounce = bounce;
         result
@@ -169,20 +212,35 @@ impl Writer {
         data: &[u8],
         offset: u64,
         middle: std::ops::Range<u64>,
-        bounce: &mut [u8],
+        bounce: &mut Vec<u8>,
     ) -> io::Result<()> {
         let at = |pos: u64| (pos - offset) as usize;
         let Some(direct) = self.direct(i, file) else {
             return file.write_all_at(data, offset);
         };
+        // Straight from `data` when it is aligned like the file; otherwise
+        // a chunk at a time through the aligned buffer.
+        let straight = data[at(middle.start)..]
+            .as_ptr()
+            .align_offset(DIRECT_ALIGN as usize)
+            == 0;
+        if !straight && bounce.is_empty() {
+            *bounce = vec![0; DIRECT_CHUNK + DIRECT_ALIGN as usize];
+        }
         let skip = bounce.as_ptr().align_offset(DIRECT_ALIGN as usize);
-        let aligned = &mut bounce[skip..skip + DIRECT_CHUNK];
         let mut pos = middle.start;
         let mut refused = false;
         while pos < middle.end {
-            let n = (middle.end - pos).min(DIRECT_CHUNK as u64) as usize;
-            aligned[..n].copy_from_slice(&data[at(pos)..at(pos) + n]);
-            match direct.write_at(&aligned[..n], pos) {
+            let src = &data[at(pos)..at(middle.end)];
+            let out = if straight {
+                src
+            } else {
+                let n = src.len().min(DIRECT_CHUNK);
+                let aligned = &mut bounce[skip..skip + n];
+                aligned.copy_from_slice(&src[..n]);
+                &*aligned
+            };
+            match direct.write_at(out, pos) {
                 Ok(w) if w > 0 && (w as u64).is_multiple_of(DIRECT_ALIGN) => pos += w as u64,
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -530,9 +588,29 @@ mod tests {
         (0..n).map(|i| (i * 7 + i / 13) as u8).collect()
     }
 
+    #[test]
+    fn piece_data_is_page_aligned_and_reused() {
+        let mut d = PieceData::default();
+        assert!(d.is_empty());
+        d.set_len(100_000);
+        assert_eq!(d.len(), 100_000);
+        assert_eq!(d.as_ptr().align_offset(4096), 0);
+        d[99_999] = 7;
+        let at = d.as_ptr();
+        d.set_len(5000);
+        assert_eq!(
+            (d.len(), d.as_ptr()),
+            (5000, at),
+            "a smaller piece reuses it"
+        );
+        d.set_len(300_000);
+        assert_eq!(d.as_ptr().align_offset(4096), 0);
+        assert_eq!(d.len(), 300_000);
+    }
+
     /// Big pieces go to disk with O_DIRECT where they are 4 KiB-aligned in
-    /// the file, through the page cache elsewhere; either way every byte
-    /// lands where it belongs. Files of odd sizes put piece boundaries at
+    /// the file, through the page cache elsewhere; either way, from an
+    /// aligned buffer or not, every byte lands where it belongs. Files of odd sizes put piece boundaries at
     /// every alignment, and pieces are written out of order.
     #[test]
     fn direct_and_buffered_writes_put_every_byte_in_place() {
@@ -550,10 +628,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_write(Layout::from_metainfo(&m), dir.path()).unwrap();
         let n = m.piece_count();
+        // Even pieces from a page-aligned PieceData (written straight from
+        // it where the file allows), odd ones from wherever the slice
+        // happens to be (through the aligned bounce buffer).
         for p in (0..n).rev().chain(0..1) {
             let start = p as usize * piece;
             let end = (start + piece).min(total);
-            store.write_piece(p, &bytes[start..end]).unwrap();
+            if p % 2 == 0 {
+                let mut buf = PieceData::default();
+                buf.set_len(end - start);
+                assert_eq!(buf.as_ptr().align_offset(DIRECT_ALIGN as usize), 0);
+                buf.copy_from_slice(&bytes[start..end]);
+                store.write_piece(p, &buf).unwrap();
+            } else {
+                store.write_piece(p, &bytes[start..end]).unwrap();
+            }
         }
         let mut off = 0;
         for (name, len) in sizes {

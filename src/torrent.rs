@@ -21,7 +21,7 @@ use crate::choker::{Choker, PeerSnapshot};
 use crate::metainfo::Metainfo;
 use crate::peer::{self, PeerCmd, PeerEvent, PeerKey, PeerStats, Shared};
 use crate::picker::{BlockOutcome, PeerHas, Picker, BLOCK_LEN};
-use crate::store::StoreError;
+use crate::store::{PieceData, StoreError};
 use crate::wire::{BlockRef, Handshake};
 
 /// Requests kept in flight to one peer at first; grows with its rate.
@@ -70,7 +70,7 @@ pub struct Verified {
     block_hashes: Vec<[u8; 20]>,
     senders: Vec<PeerKey>,
     /// The buffer, handed back for reuse.
-    data: Vec<u8>,
+    data: PieceData,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -191,7 +191,7 @@ impl PeerInfo {
 }
 
 struct PieceBuf {
-    data: Vec<u8>,
+    data: PieceData,
     /// Who sent each block, so a hash failure can be traced.
     senders: Vec<PeerKey>,
 }
@@ -231,7 +231,7 @@ pub struct Torrent {
     hashing: usize,
     max_hashing: usize,
     /// Piece buffers kept for reuse: fresh ones cost page faults and zeroing.
-    spare: Vec<Vec<u8>>,
+    spare: Vec<PieceData>,
     suspects: HashMap<u32, Vec<Suspect>>,
     next_key: PeerKey,
     started: Instant,
@@ -727,7 +727,7 @@ impl Torrent {
                 let spare = &mut self.spare;
                 let buf = self.partial.entry(block.index).or_insert_with(|| {
                     let mut data = spare.pop().unwrap_or_default();
-                    data.resize(size, 0);
+                    data.set_len(size);
                     PieceBuf {
                         data,
                         senders: vec![0; blocks],
@@ -790,7 +790,7 @@ impl Torrent {
                         // their hashes in the .torrent file. If that fails,
                         // the download stops; no peer is blamed.
                         let (ok, expected_err) = match store.layout().piece_hash(piece) {
-                            Ok(h) => (<[u8; 20]>::from(Sha1::digest(&data)) == h, None),
+                            Ok(h) => (<[u8; 20]>::from(Sha1::digest(&data[..])) == h, None),
                             Err(e) => (false, Some(e)),
                         };
                         let write = if let Some(e) = expected_err {
