@@ -47,14 +47,16 @@ pub struct PieceData {
 }
 
 impl PieceData {
-    /// Makes it `len` bytes long, reusing the allocation when it is big
-    /// enough (the bytes are then whatever the last piece left).
-    pub fn set_len(&mut self, len: usize) {
-        let need = len + DIRECT_ALIGN as usize;
+    /// Makes it `len` bytes long, starting `phase` bytes past a page
+    /// boundary (see [`Layout::piece_phase`]), reusing the allocation when
+    /// it is big enough (the bytes are then whatever the last piece left).
+    pub fn set_len(&mut self, len: usize, phase: usize) {
+        let page = DIRECT_ALIGN as usize;
+        let need = len + 2 * page;
         if self.mem.len() < need {
             self.mem = vec![0; need];
         }
-        self.start = self.mem.as_ptr().align_offset(DIRECT_ALIGN as usize);
+        self.start = self.mem.as_ptr().align_offset(page) + phase % page;
         self.len = len;
     }
 }
@@ -125,6 +127,30 @@ impl Layout {
         self.total_length
             .saturating_sub(start)
             .min(self.piece_length)
+    }
+
+    /// Where in a page a buffer for `piece` should start: so that the
+    /// piece's longest run inside one file lies page-aligned the way that
+    /// file is, and goes to disk with O_DIRECT without a copy. 0 for every
+    /// piece of a single-file torrent.
+    pub fn piece_phase(&self, piece: u32) -> usize {
+        let start = piece as u64 * self.piece_length;
+        let mut pos = 0u64;
+        let mut best = (0u64, 0u64);
+        for s in slices(
+            &self.files,
+            self.total_length,
+            start,
+            self.piece_size(piece),
+        ) {
+            if self.files[s.file].is_data() && s.len > best.0 {
+                let phase =
+                    (s.offset % DIRECT_ALIGN + DIRECT_ALIGN - pos % DIRECT_ALIGN) % DIRECT_ALIGN;
+                best = (s.len, phase);
+            }
+            pos += s.len;
+        }
+        best.1 as usize
     }
 
     pub fn piece_hash(&self, piece: u32) -> Result<[u8; 20], StoreError> {
@@ -589,23 +615,51 @@ mod tests {
     }
 
     #[test]
-    fn piece_data_is_page_aligned_and_reused() {
+    fn piece_data_is_placed_at_its_phase_and_reused() {
         let mut d = PieceData::default();
         assert!(d.is_empty());
-        d.set_len(100_000);
+        d.set_len(100_000, 0);
         assert_eq!(d.len(), 100_000);
         assert_eq!(d.as_ptr().align_offset(4096), 0);
         d[99_999] = 7;
         let at = d.as_ptr();
-        d.set_len(5000);
+        d.set_len(5000, 0);
         assert_eq!(
             (d.len(), d.as_ptr()),
             (5000, at),
             "a smaller piece reuses it"
         );
-        d.set_len(300_000);
-        assert_eq!(d.as_ptr().align_offset(4096), 0);
+        d.set_len(300_000, 4095);
+        assert_eq!(d.as_ptr() as usize % 4096, 4095);
         assert_eq!(d.len(), 300_000);
+        d[299_999] = 1;
+    }
+
+    /// With files of odd sizes, a piece's buffer is placed so that its
+    /// longest run inside one file is aligned like that file.
+    #[test]
+    fn piece_phase_aligns_the_longest_run() {
+        let piece = 1 << 20;
+        let sizes = [("a", 10_737_418), ("b", 3), ("c", 2 * piece + 12_345)];
+        let total: usize = sizes.iter().map(|s| s.1).sum();
+        let m = torrent(&sizes, piece as u64, &data(total));
+        let layout = Layout::from_metainfo(&m);
+        let mut buf = PieceData::default();
+        for p in 0..m.piece_count() {
+            let mut at = 0u64;
+            let mut run = (0u64, 0u64, 0u64);
+            for s in m.piece_slices(p) {
+                if s.len > run.0 {
+                    run = (s.len, at, s.offset);
+                }
+                at += s.len;
+            }
+            buf.set_len(m.piece_size(p) as usize, layout.piece_phase(p));
+            let addr = buf.as_ptr() as u64 + run.1;
+            assert_eq!(addr % 4096, run.2 % 4096, "piece {p}");
+        }
+        let single = torrent(&[("x", 3 * piece)], piece as u64, &data(3 * piece));
+        assert_eq!(Layout::from_metainfo(&single).piece_phase(1), 0);
     }
 
     /// Big pieces go to disk with O_DIRECT where they are 4 KiB-aligned in
@@ -636,8 +690,7 @@ mod tests {
             let end = (start + piece).min(total);
             if p % 2 == 0 {
                 let mut buf = PieceData::default();
-                buf.set_len(end - start);
-                assert_eq!(buf.as_ptr().align_offset(DIRECT_ALIGN as usize), 0);
+                buf.set_len(end - start, store.layout().piece_phase(p));
                 buf.copy_from_slice(&bytes[start..end]);
                 store.write_piece(p, &buf).unwrap();
             } else {

@@ -728,9 +728,10 @@ impl Torrent {
                 let size = self.meta.piece_size(block.index) as usize;
                 let blocks = self.picker.blocks_in_piece(block.index) as usize;
                 let spare = &mut self.spare;
+                let store = &self.shared.store;
                 let buf = self.partial.entry(block.index).or_insert_with(|| {
                     let mut data = spare.pop().unwrap_or_default();
-                    data.set_len(size);
+                    data.set_len(size, store.layout().piece_phase(block.index));
                     PieceBuf {
                         data,
                         senders: vec![0; blocks],
