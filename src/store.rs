@@ -182,18 +182,24 @@ pub struct Store {
 struct Writer {
     /// Cleared when the filesystem refuses O_DIRECT; plain writes from then on.
     direct_off: bool,
-    direct: HashMap<usize, File>,
+    /// Per file: the handle it was reopened from, and the O_DIRECT one.
+    direct: HashMap<usize, (Arc<File>, File)>,
     bounce: Vec<u8>,
 }
 
 impl Writer {
     /// An O_DIRECT handle on the same file as `file` (reopened through
-    /// /proc/self/fd, so no path is looked up again).
-    fn direct(&mut self, i: usize, file: &File) -> Option<&File> {
+    /// /proc/self/fd, so no path is looked up again). Made again when the
+    /// plain handle was, so both always write to the same file.
+    fn direct(&mut self, i: usize, file: &Arc<File>) -> Option<&File> {
         if self.direct_off {
             return None;
         }
-        if !self.direct.contains_key(&i) {
+        if !self
+            .direct
+            .get(&i)
+            .is_some_and(|(from, _)| Arc::ptr_eq(from, file))
+        {
             use std::os::fd::AsRawFd;
             let opened = OpenOptions::new()
                 .write(true)
@@ -204,7 +210,7 @@ impl Writer {
                     if self.direct.len() >= MAX_OPEN_FILES {
                         self.direct.clear();
                     }
-                    self.direct.insert(i, f);
+                    self.direct.insert(i, (file.clone(), f));
                 }
                 Err(e) => {
                     tracing::debug!("no direct writes: {e}");
@@ -213,12 +219,12 @@ impl Writer {
                 }
             }
         }
-        self.direct.get(&i)
+        self.direct.get(&i).map(|(_, f)| f)
     }
 
     /// Writes `data` at `offset` of file `i`: the 4 KiB-aligned middle with
     /// O_DIRECT when it is long enough, the rest through the page cache.
-    fn write(&mut self, i: usize, file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    fn write(&mut self, i: usize, file: &Arc<File>, data: &[u8], offset: u64) -> io::Result<()> {
         let end = offset + data.len() as u64;
         let a = offset.next_multiple_of(DIRECT_ALIGN);
         let b = end / DIRECT_ALIGN * DIRECT_ALIGN;
@@ -234,7 +240,7 @@ impl Writer {
     fn write_direct(
         &mut self,
         i: usize,
-        file: &File,
+        file: &Arc<File>,
         data: &[u8],
         offset: u64,
         middle: std::ops::Range<u64>,
@@ -612,6 +618,35 @@ mod tests {
 
     fn data(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 + i / 13) as u8).collect()
+    }
+
+    /// A file reopened (its handle evicted, the file deleted meanwhile)
+    /// gets a new O_DIRECT handle too: direct writes must not go on into
+    /// the old, deleted file while plain writes go to the new one.
+    #[test]
+    fn direct_handle_follows_a_reopened_file() {
+        let piece = 1 << 20;
+        let bytes = data(2 * piece);
+        let m = torrent(&[("f", 2 * piece)], piece as u64, &bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_write(Layout::from_metainfo(&m), dir.path()).unwrap();
+        let write = |p: usize| {
+            let mut buf = PieceData::default();
+            buf.set_len(piece, 0);
+            buf.copy_from_slice(&bytes[p * piece..(p + 1) * piece]);
+            store.write_piece(p as u32, &buf).unwrap();
+        };
+        write(0);
+        let path = dir.path().join("t/f");
+        std::fs::remove_file(&path).unwrap();
+        store.lock().clear();
+        write(1);
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(on_disk.len(), 2 * piece);
+        assert!(
+            on_disk[piece..] == bytes[piece..],
+            "piece 1 is not in the new file"
+        );
     }
 
     #[test]
