@@ -1220,6 +1220,28 @@ mod tests {
             }
         }
 
+        /// Peer `key` answers every request honestly until the download is
+        /// complete; it must never be banned.
+        async fn serve_until_complete(
+            &mut self,
+            key: PeerKey,
+            rx: &mut mpsc::UnboundedReceiver<PeerCmd>,
+        ) {
+            for _ in 0..20 {
+                let (asked, banned) = requests(rx);
+                assert!(!banned, "peer {key} was banned");
+                for b in asked {
+                    let ev = self.block(b, false);
+                    self.peer(key, ev);
+                }
+                self.settle().await;
+                if self.t.is_complete() {
+                    break;
+                }
+            }
+            assert!(self.t.is_complete());
+        }
+
         /// Feeds back hash results until none are pending.
         async fn settle(&mut self) {
             while self.t.verifying > 0 {
@@ -1265,19 +1287,7 @@ mod tests {
         h.peer(1, PeerEvent::Choked);
         // The honest seed fills in the rest, and whatever is asked again.
         h.peer(2, PeerEvent::Unchoked);
-        for _ in 0..20 {
-            let (asked, closed) = requests(&mut honest);
-            assert!(!closed, "the honest peer was banned");
-            for b in asked {
-                let ev = h.block(b, false);
-                h.peer(2, ev);
-            }
-            h.settle().await;
-            if h.t.is_complete() {
-                break;
-            }
-        }
-        assert!(h.t.is_complete());
+        h.serve_until_complete(2, &mut honest).await;
         assert!(h.t.progress.hash_failures >= 1);
         let (_, liar_closed) = requests(&mut liar);
         assert!(liar_closed, "the liar was not banned");
@@ -1294,19 +1304,7 @@ mod tests {
         let mut h = harness_with(8, true);
         let mut a = h.seed(1);
         h.peer(1, PeerEvent::Unchoked);
-        for _ in 0..20 {
-            let (asked, banned) = requests(&mut a);
-            assert!(!banned);
-            for b in asked {
-                let ev = h.block(b, false);
-                h.peer(1, ev);
-            }
-            h.settle().await;
-            if h.t.is_complete() {
-                break;
-            }
-        }
-        assert!(h.t.is_complete());
+        h.serve_until_complete(1, &mut a).await;
         assert_eq!(h.t.progress.hash_failures, 0);
 
         let mut h = harness_with(8, true);
