@@ -119,12 +119,11 @@ pub struct Metainfo {
     /// Sanitised; the folder (multi-file) or file (single-file) under the output folder.
     pub name: String,
     pub piece_length: u64,
-    /// Where the info dictionary's bytes are, and its piece hashes in them.
-    info: Backing,
+    /// The piece hashes, and where the info dictionary lies in the same
+    /// backing (its bytes in memory, or the open .torrent file).
+    hashes: PieceHashes,
     info_at: u64,
     info_len: usize,
-    piece_count: u32,
-    hashes: PieceHashes,
     pub files: Vec<FileEntry>,
     pub total_length: u64,
     pub multi_file: bool,
@@ -224,7 +223,8 @@ impl Metainfo {
         };
         drop(top_rest);
         top.remove(&b"info"[..]);
-        let (info_rest, pieces_len) = without_pieces(info_bytes)?;
+        let (info_rest, pieces) = without_pieces(info_bytes)?;
+        let pieces_len = pieces.map(|(_, len)| len);
         let Value::Dict(info) = bencode::decode(&info_rest)? else {
             return Err(MetainfoError::WrongType {
                 key: "info".into(),
@@ -234,7 +234,7 @@ impl Metainfo {
         drop(info_rest);
         let mut warnings = Vec::new();
         let parsed = parse_info(&info, pieces_len, info_hash, &mut warnings)?;
-        let pieces_at = pieces_offset(info_bytes)?;
+        let (pieces_at, _) = pieces.ok_or(MetainfoError::Missing("pieces"))?;
         let info_len = info_bytes.len();
 
         let announce = opt_str(&top, "announce")?
@@ -270,7 +270,7 @@ impl Metainfo {
         }
         let (backing, info_at) = keep(span, pieces_len);
         let hashes = PieceHashes {
-            backing: backing.clone(),
+            backing,
             at: info_at + pieces_at as u64,
             count: parsed.piece_count,
         };
@@ -278,11 +278,9 @@ impl Metainfo {
             info_hash,
             name: parsed.name,
             piece_length: parsed.piece_length,
-            info: backing,
+            hashes,
             info_at,
             info_len,
-            piece_count: parsed.piece_count,
-            hashes,
             files: parsed.files,
             total_length: parsed.total_length,
             multi_file: parsed.multi_file,
@@ -301,7 +299,7 @@ impl Metainfo {
     }
 
     pub fn piece_count(&self) -> u32 {
-        self.piece_count
+        self.hashes.count
     }
 
     /// The piece hashes, shared rather than copied.
@@ -315,13 +313,13 @@ impl Metainfo {
 
     /// Whether the piece hashes are read from the .torrent file on demand.
     pub fn hashes_on_disk(&self) -> bool {
-        matches!(self.info, Backing::File(_))
+        matches!(self.hashes.backing, Backing::File(_))
     }
 
     /// The exact bytes of the info dictionary (for the info-hash, and for
     /// serving metadata to peers).
     pub fn info_bytes(&self) -> Result<Cow<'_, [u8]>, MetainfoError> {
-        match &self.info {
+        match &self.hashes.backing {
             Backing::Memory(b) => Ok(Cow::Borrowed(b)),
             Backing::File(f) => {
                 let mut out = vec![0; self.info_len];
@@ -505,14 +503,6 @@ impl PieceHashes {
         }
     }
 
-    pub fn len(&self) -> u32 {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     pub fn get(&self, piece: u32) -> Result<[u8; 20], MetainfoError> {
         let mut h = [0; 20];
         self.read(piece, &mut h)?;
@@ -554,9 +544,13 @@ pub fn slices(files: &[FileEntry], total: u64, start: u64, len: u64) -> Vec<File
     out
 }
 
-/// The info dictionary with its `pieces` string emptied, and that string's
-/// length (None when `pieces` is absent or not a string).
-fn without_pieces(info: &[u8]) -> Result<(Vec<u8>, Option<usize>), MetainfoError> {
+/// Offset of the `pieces` string's bytes in the info dictionary, and their length.
+type PiecesAt = (usize, usize);
+
+/// The info dictionary with its `pieces` string emptied, and where that
+/// string's bytes start in `info` and how many there are (None when
+/// `pieces` is absent or not a string).
+fn without_pieces(info: &[u8]) -> Result<(Vec<u8>, Option<PiecesAt>), MetainfoError> {
     let Some(ps) = bencode::top_level_span(info, b"pieces")? else {
         return Ok((info.to_vec(), None));
     };
@@ -570,17 +564,7 @@ fn without_pieces(info: &[u8]) -> Result<(Vec<u8>, Option<usize>), MetainfoError
     let mut rest = info[..ps.start].to_vec();
     rest.extend_from_slice(b"0:");
     rest.extend_from_slice(&info[ps.end..]);
-    Ok((rest, Some(value.len() - colon - 1)))
-}
-
-/// Offset of the `pieces` string's data inside the info dictionary.
-fn pieces_offset(info: &[u8]) -> Result<usize, MetainfoError> {
-    let span = bencode::top_level_span(info, b"pieces")?.ok_or(MetainfoError::Missing("pieces"))?;
-    let colon = info[span.clone()]
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(MetainfoError::Missing("pieces"))?;
-    Ok(span.start + colon + 1)
+    Ok((rest, Some((ps.start + colon + 1, value.len() - colon - 1))))
 }
 
 struct ParsedInfo {

@@ -231,8 +231,7 @@ pub async fn read_incoming_handshake(
         let got = if buf[0] == 19 && buf[1..20] == wire::PROTOCOL[..] {
             20
         } else {
-            let first = buf;
-            let ia = crate::mse::accept(stream, &first[..20], info_hash).await?;
+            let ia = crate::mse::accept(stream, &buf[..20], info_hash).await?;
             // The initial payload carries the start of the handshake (all
             // of it, from every client we know); the rest follows plain.
             if ia.len() > Handshake::LEN {
