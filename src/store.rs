@@ -92,8 +92,10 @@ pub enum StoreError {
     NotAFile(PathBuf),
     #[error("piece {0} is out of range")]
     BadPiece(u32),
-    #[error("piece {0} not written: an earlier write failed")]
-    NotWritten(u32),
+    /// Refused after an earlier write failed; carries that failure, which
+    /// is the one to report (it may reach the user first).
+    #[error("piece {0} not written after an earlier failure: {1}")]
+    NotWritten(u32, String),
     #[error("reading piece hashes: {0}")]
     Hashes(#[from] MetainfoError),
 }
@@ -180,6 +182,10 @@ pub struct Store {
 /// O_DIRECT handles and the aligned buffer direct writes are copied into.
 #[derive(Default)]
 struct Writer {
+    /// The first failed write (disk full, say): nothing is written after
+    /// it, so at most one half-written piece is left for the next start-up
+    /// check to reject, however many hashing jobs were in flight.
+    failed: Option<String>,
     /// Cleared when the filesystem refuses O_DIRECT; plain writes from then on.
     direct_off: bool,
     /// Per file: the handle it was reopened from, and the O_DIRECT one.
@@ -471,21 +477,28 @@ impl Store {
         let start = piece as u64 * self.layout.piece_length;
         let mut pos = 0usize;
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = &writer.failed {
+            return Err(StoreError::NotWritten(piece, why.clone()));
+        }
         for s in self.slices(start, data.len() as u64) {
             let chunk = &data[pos..pos + s.len as usize];
             pos += s.len as usize;
             if !self.layout.files[s.file].is_data() {
                 continue;
             }
-            let Some(h) = self.handle(s.file)? else {
-                continue;
-            };
-            writer.write(s.file, &h, chunk, s.offset).map_err(|e| {
-                match self.file_path(s.file) {
-                    Ok(p) => Store::io_err(&p)(e),
-                    Err(err) => err,
-                }
-            })?;
+            let written = self.handle(s.file).and_then(|h| {
+                let Some(h) = h else { return Ok(()) };
+                writer.write(s.file, &h, chunk, s.offset).map_err(|e| {
+                    match self.file_path(s.file) {
+                        Ok(p) => Store::io_err(&p)(e),
+                        Err(err) => err,
+                    }
+                })
+            });
+            if let Err(e) = &written {
+                writer.failed = Some(e.to_string());
+                return written;
+            }
         }
         Ok(())
     }
@@ -853,5 +866,28 @@ mod tests {
         let store = Store::open_write(Layout::from_metainfo(&m), dir.path()).unwrap();
         let err = store.write_piece(0, &d).unwrap_err();
         assert!(err.to_string().contains("t/a"), "{err}");
+    }
+
+    /// After one failed write nothing more is written, even to a file that
+    /// would take it: the download is stopping, and every extra write could
+    /// leave another half-written piece.
+    #[test]
+    fn no_writes_after_a_failed_one() {
+        let d = data(64);
+        let m = torrent(&[("a", 32), ("b", 32)], 32, &d);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("t/a")).unwrap();
+        let store = Store::open_write(Layout::from_metainfo(&m), dir.path()).unwrap();
+        assert!(store.write_piece(0, &d[..32]).is_err());
+        let err = store.write_piece(1, &d[32..]).unwrap_err();
+        assert!(matches!(err, StoreError::NotWritten(1, _)), "{err}");
+        assert!(
+            err.to_string().contains("t/a"),
+            "names the first failure: {err}"
+        );
+        assert!(
+            !dir.path().join("t/b").exists()
+                || std::fs::read(dir.path().join("t/b")).unwrap() != d[32..]
+        );
     }
 }

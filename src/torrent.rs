@@ -782,10 +782,8 @@ impl Torrent {
             let store = self.shared.store.clone();
             let tx = self.events_tx.clone();
             tokio::task::spawn_blocking(move || {
-                // After a failed write (disk full, say) nothing more is
-                // written: a half-written piece per batch is the most that
-                // can be left for the next start-up check to reject.
-                let mut failed = false;
+                // After a failed write (disk full, say) the store refuses
+                // every later one, so at most one half-written piece is left.
                 let done: Vec<Verified> = jobs
                     .into_iter()
                     .map(|(piece, buf, with_blocks)| {
@@ -801,12 +799,8 @@ impl Torrent {
                             Err(e)
                         } else if !ok {
                             Ok(())
-                        } else if failed {
-                            Err(StoreError::NotWritten(piece))
                         } else {
-                            let w = store.write_piece(piece, &data);
-                            failed = w.is_err();
-                            w
+                            store.write_piece(piece, &data)
                         };
                         let block_hashes = if !ok || with_blocks {
                             data.chunks(BLOCK_LEN as usize)
