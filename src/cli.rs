@@ -158,42 +158,120 @@ pub struct CreateArgs {
     pub force: bool,
 }
 
+/// A tracker (http, https, udp) or web seed (http, https) URL, checked
+/// before any hashing so a typo does not cost a long wait.
+fn check_url(flag: &str, u: &str, schemes: &[&str]) -> Result<()> {
+    let parsed =
+        url::Url::parse(u).map_err(|e| anyhow::anyhow!("{flag} {u:?}: not a URL ({e})"))?;
+    if !schemes.contains(&parsed.scheme()) || parsed.host_str().is_none_or(str::is_empty) {
+        bail!(
+            "{flag} {u:?}: expected a {} URL with a host",
+            schemes.join("/")
+        );
+    }
+    Ok(())
+}
+
+/// "1 piece", "2 pieces".
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 pub fn create_cmd(a: CreateArgs) -> Result<()> {
-    let opts = CreateOptions {
-        piece_length: a.piece_length,
-        // Each -t is its own tier, in the order given: clients try them in turn.
-        trackers: a
-            .trackers
-            .iter()
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .map(|t| vec![t])
-            .collect(),
-        web_seeds: a.web_seeds.clone(),
-        private: a.private,
-        comment: a.comment.clone(),
-        threads: hash_threads(),
+    let trackers: Vec<String> = a
+        .trackers
+        .iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for t in &trackers {
+        check_url("--tracker", t, &["http", "https", "udp"])?;
+    }
+    for w in &a.web_seeds {
+        check_url("--web-seed", w.trim(), &["http", "https"])?;
+    }
+    if let Some(p) = a.piece_length {
+        if !p.is_power_of_two() || !(16 << 10..=256 << 20).contains(&p) {
+            bail!("--piece-length {p}: must be a power of two between 16 KiB and 256 MiB");
+        }
+    }
+    if !a.path.exists() {
+        bail!("{}: no such file or folder", a.path.display());
+    }
+    // Where the torrent goes is known before hashing when -o is given;
+    // otherwise it is <name>.torrent here, from the path's own name.
+    let default_name = std::fs::canonicalize(&a.path).ok().and_then(|p| {
+        p.file_name()
+            .map(|n| format!("{}.torrent", n.to_string_lossy()))
+    });
+    let out = match (&a.output, default_name) {
+        (Some(o), _) => o.clone(),
+        (None, Some(n)) => PathBuf::from(n),
+        (None, None) => bail!("{}: has no usable file name", a.path.display()),
     };
-    let total = dir_size(&a.path);
-    let t = with_counter_bar(total, "hashing", |done| create(&a.path, &opts, done))?;
-    let out = a
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", t.name)));
     if out.exists() && !a.force {
         bail!(
             "{} already exists (use --force to overwrite)",
             out.display()
         );
     }
-    let bytes = t.to_bytes();
+    if out.is_dir() {
+        bail!("{}: is a folder; give a file name with -o", out.display());
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!(
+            "{}: folder {} does not exist",
+            out.display(),
+            parent.display()
+        );
+    }
+    let opts = CreateOptions {
+        piece_length: a.piece_length,
+        // Each -t is its own tier, in the order given: clients try them in turn.
+        trackers: trackers.into_iter().map(|t| vec![t]).collect(),
+        web_seeds: a.web_seeds.iter().map(|w| w.trim().to_string()).collect(),
+        private: a.private,
+        comment: a.comment.clone(),
+        threads: hash_threads(),
+    };
+    let total = dir_size(&a.path);
+    let created = with_counter_bar(total, "hashing", |done| create(&a.path, &opts, done))?;
+    if !created.skipped.is_empty() {
+        let names: Vec<String> = created
+            .skipped
+            .iter()
+            .take(5)
+            .map(|p| p.display().to_string())
+            .collect();
+        let more = created.skipped.len().saturating_sub(names.len());
+        eprintln!(
+            "skipped {} hidden or system {}: {}{}",
+            created.skipped.len(),
+            if created.skipped.len() == 1 {
+                "file"
+            } else {
+                "files"
+            },
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+    let bytes = created.torrent.to_bytes();
     let m = Metainfo::from_bytes(&bytes).context("created torrent does not load")?;
     std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
     println!(
-        "created {} ({}, {} pieces of {}, info-hash {})",
+        "created {} ({}, {} of {}, info-hash {})",
         out.display(),
         human_bytes(m.total_length),
-        m.piece_count(),
+        plural(m.piece_count() as u64, "piece", "pieces"),
         human_bytes(m.piece_length),
         m.info_hash
     );
@@ -224,6 +302,20 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
         bail!("{}: not a folder", dir.display());
     }
     let store = Store::open_read(Layout::from_metainfo(&m), dir);
+    let lengths = crate::ownership::lengths_on_disk(&m, dir);
+    if lengths.iter().all(Option::is_none) {
+        if let Some(hint) = content_folder_hint(&m, dir) {
+            bail!("{hint}");
+        }
+    }
+    // Bytes past a file's end are not in any piece, so the hashes cannot
+    // see them: a file longer than the torrent says is bad all the same.
+    let too_long: Vec<Option<u64>> = m
+        .files
+        .iter()
+        .zip(&lengths)
+        .map(|(f, len)| len.filter(|l| f.is_data() && *l > f.length))
+        .collect();
     let checks = with_counter_bar(m.total_length, "verifying", |done| {
         store.check_all(hash_threads(), done)
     })?;
@@ -272,6 +364,8 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
             "files": files.iter().map(|(i, t)| json!({
                 "path": m.files[*i].path.to_string_lossy(),
                 "size": m.files[*i].length,
+                "size_on_disk": lengths[*i],
+                "too_long": too_long[*i].is_some(),
                 "good": t.good, "missing": t.missing, "bad": t.bad,
             })).collect::<Vec<_>>(),
         });
@@ -279,15 +373,20 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
     } else {
         for (i, t) in &files {
             let f = &m.files[*i];
-            let state = if t.missing == 0 && t.bad == 0 {
+            let state = if too_long[*i].is_some() {
+                "bad"
+            } else if t.missing == 0 && t.bad == 0 {
                 "ok"
             } else if t.good == 0 && t.bad == 0 {
                 "missing"
             } else {
                 "incomplete"
             };
+            let extra = too_long[*i].map_or(String::new(), |l| {
+                format!("  (too long: {l} bytes on disk, torrent says {})", f.length)
+            });
             println!(
-                "{:<10} {:>12}  good {:>6}  missing {:>6}  bad {:>6}  {}",
+                "{:<10} {:>12}  good {:>6}  missing {:>6}  bad {:>6}  {}{extra}",
                 state,
                 human_bytes(f.length),
                 t.good,
@@ -312,7 +411,41 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
             total.bad
         );
     }
+    let long = too_long.iter().filter(|l| l.is_some()).count();
+    if long > 0 {
+        bail!(
+            "{} longer than the torrent says",
+            plural(long as u64, "file is", "files are")
+        );
+    }
     Ok(())
+}
+
+/// When `dir` holds none of the torrent's files but looks like its content
+/// folder itself (a common slip: `verify T out/name` for `verify T out`),
+/// says so and names the folder to give instead.
+fn content_folder_hint(m: &Metainfo, dir: &Path) -> Option<String> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let looks_like = if m.multi_file {
+        m.files.iter().filter(|f| f.is_data()).any(|f| {
+            f.path
+                .strip_prefix(&m.name)
+                .is_ok_and(|rel| dir.join(rel).is_file())
+        })
+    } else {
+        dir.file_name().is_some_and(|n| n == m.name.as_str()) && dir.is_file()
+    };
+    looks_like.then(|| {
+        format!(
+            "none of the torrent's files are under {}, which looks like its content folder itself; give the folder that holds {:?}: shoal verify TORRENT {}",
+            dir.display(),
+            m.name,
+            parent.display()
+        )
+    })
 }
 
 pub struct RunArgs {
@@ -325,6 +458,63 @@ pub struct RunArgs {
     pub quiet: bool,
     pub json: bool,
     pub upload_limit: Option<u64>,
+    pub download_limit: Option<u64>,
+    pub overwrite: bool,
+}
+
+/// A run stopped by a signal: not a failure, but scripts must tell it from
+/// success, so it exits 128 + the signal's number (130 for Ctrl-C, 143
+/// for SIGTERM), the shell's convention.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Interrupted {
+    pub signal: i32,
+    pub message: String,
+}
+
+impl Interrupted {
+    pub fn exit_code(&self) -> u8 {
+        (128 + self.signal).clamp(0, 255) as u8
+    }
+}
+
+/// A byte count with an optional unit: `512k`, `1M`, `10MiB`, `2G`, or plain
+/// bytes. A bare letter or one followed by `iB` is a power of 1024, as in
+/// curl and aria2; `kB`, `MB`, `GB` are powers of 1000.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as 4096, 512k, 1M or 10MiB"))?;
+    let scale: u64 = match unit {
+        "" | "b" | "B" => 1,
+        "k" | "K" | "KiB" | "kiB" => 1 << 10,
+        "m" | "M" | "MiB" => 1 << 20,
+        "g" | "G" | "GiB" => 1 << 30,
+        "t" | "T" | "TiB" => 1 << 40,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use k, M, G, KiB, MiB, GiB, kB, MB, GB)"
+            ))
+        }
+    };
+    let bytes = value * scale as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("{s:?}: too large"));
+    }
+    if bytes.fract() != 0.0 && scale == 1 {
+        return Err(format!("{s:?}: not a whole number of bytes"));
+    }
+    Ok(bytes.round() as u64)
 }
 
 fn resolve_peers(peers: &[String]) -> Result<Vec<std::net::SocketAddr>> {
@@ -359,6 +549,8 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
         max_peers: a.max_peers,
         display,
         upload_limit: a.upload_limit,
+        download_limit: a.download_limit,
+        overwrite: a.overwrite,
     };
     let summary = runtime()?.block_on(crate::session::run(m, opts))?;
     let p = &summary.progress;
@@ -389,12 +581,51 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
             secs
         );
     }
+    // Seeding ends with Ctrl-C by design: that is success, not an interruption.
+    if let Some(signal) = summary.signal.filter(|_| !summary.complete) {
+        return Err(Interrupted {
+            signal,
+            message: format!(
+                "interrupted with {} of {} pieces verified; run the same command again to resume",
+                p.pieces_have, p.piece_count
+            ),
+        }
+        .into());
+    }
     if !summary.complete {
         bail!(
-            "interrupted with {} of {} pieces verified; run the same command again to resume",
+            "stopped with {} of {} pieces verified; run the same command again to resume",
             p.pieces_have,
             p.piece_count
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_with_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("1.5 MiB"), Ok(3 << 19));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("1.5").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn plurals() {
+        assert_eq!(plural(1, "piece", "pieces"), "1 piece");
+        assert_eq!(plural(0, "piece", "pieces"), "0 pieces");
+        assert_eq!(plural(3, "piece", "pieces"), "3 pieces");
+    }
 }

@@ -48,6 +48,7 @@ fn walk(
     dir: &Path,
     rel: &mut Vec<String>,
     out: &mut Vec<(Vec<String>, u64)>,
+    skipped: &mut Vec<PathBuf>,
 ) -> Result<(), CreateError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -64,12 +65,13 @@ fn walk(
             continue;
         };
         if is_junk(&name) {
+            skipped.push(e.path());
             continue;
         }
         let ft = e.file_type().map_err(io(&e.path()))?;
         rel.push(name);
         if ft.is_dir() {
-            walk(&e.path(), rel, out)?;
+            walk(&e.path(), rel, out, skipped)?;
         } else if ft.is_file() {
             let len = e.metadata().map_err(io(&e.path()))?.len();
             out.push((rel.clone(), len));
@@ -90,12 +92,15 @@ pub fn auto_piece_length(total: u64) -> u64 {
         .clamp(16 << 10, 16 << 20)
 }
 
+/// What `create` made, and the hidden or system files it left out (the
+/// user should hear which).
+pub struct Created {
+    pub torrent: NewTorrent,
+    pub skipped: Vec<PathBuf>,
+}
+
 /// Hashes `path` and returns the torrent. `done` counts bytes hashed.
-pub fn create(
-    path: &Path,
-    opts: &CreateOptions,
-    done: &AtomicU64,
-) -> Result<NewTorrent, CreateError> {
+pub fn create(path: &Path, opts: &CreateOptions, done: &AtomicU64) -> Result<Created, CreateError> {
     let io = |err| CreateError::Io {
         path: path.to_path_buf(),
         err,
@@ -108,9 +113,10 @@ pub fn create(
         .ok_or_else(|| CreateError::NoName(path.to_path_buf()))?
         .to_string();
     let parent = abs.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut skipped = Vec::new();
     let files = if md.is_dir() {
         let mut out = Vec::new();
-        walk(&abs, &mut Vec::new(), &mut out)?;
+        walk(&abs, &mut Vec::new(), &mut out, &mut skipped)?;
         Some(out)
     } else {
         None
@@ -157,7 +163,7 @@ pub fn create(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    Ok(NewTorrent {
+    let torrent = NewTorrent {
         name,
         files,
         length: total,
@@ -169,7 +175,8 @@ pub fn create(
         comment: opts.comment.clone(),
         created_by: Some(format!("shoal {}", env!("CARGO_PKG_VERSION"))),
         creation_date: Some(now),
-    })
+    };
+    Ok(Created { torrent, skipped })
 }
 
 #[cfg(test)]
@@ -204,7 +211,9 @@ mod tests {
             comment: None,
             threads: 2,
         };
-        let t = create(&root, &opts, &AtomicU64::new(0)).unwrap();
+        let c = create(&root, &opts, &AtomicU64::new(0)).unwrap();
+        assert_eq!(c.skipped.len(), 2, "{:?}", c.skipped);
+        let t = c.torrent;
         let m = Metainfo::from_bytes(&t.to_bytes()).unwrap();
         let paths: Vec<_> = m.files.iter().map(|f| f.path.clone()).collect();
         assert_eq!(

@@ -12,6 +12,7 @@ pub mod limit;
 pub mod magnet;
 pub mod metainfo;
 pub mod mse;
+pub mod ownership;
 pub mod peer;
 pub mod picker;
 pub mod session;

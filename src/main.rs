@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use shoal::cli;
 
@@ -20,23 +20,65 @@ struct Cli {
 #[derive(clap::Args)]
 struct SwarmFlags {
     /// TCP port to listen on for peers (default: first free of 6881-6889).
-    #[arg(long)]
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
-    /// Connect to this peer directly (HOST:PORT); repeatable.
-    #[arg(long = "peer")]
+    /// Connect to this peer directly (HOST:PORT, [IPv6]:PORT); repeatable.
+    #[arg(long = "peer", value_name = "HOST:PORT", value_parser = parse_peer)]
     peers: Vec<String>,
-    /// Most peers to be connected to at once.
-    #[arg(long, default_value_t = 50)]
-    max_peers: usize,
+    /// Most peers to be connected to at once (at least 1).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_peers: u64,
     /// Print only errors.
-    #[arg(long)]
+    #[arg(short, long)]
     quiet: bool,
-    /// Print newline-delimited JSON progress events instead of bars.
+    /// Print newline-delimited JSON events instead of bars (docs/json.md).
     #[arg(long)]
     json: bool,
-    /// Limit uploads to this many bytes per second.
-    #[arg(long, value_name = "BYTES_PER_SEC")]
+    /// Limit uploads to this rate: bytes per second, or with a unit (512k, 1M, 10MiB).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     upload_limit: Option<u64>,
+    /// Limit downloads to this rate: bytes per second, or with a unit (512k, 1M, 10MiB).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    download_limit: Option<u64>,
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    match cli::parse_size(s)? {
+        0 => Err("must be at least 1 byte per second (leave the flag out for no limit)".into()),
+        n => Ok(n),
+    }
+}
+
+fn parse_piece_length(s: &str) -> Result<u64, String> {
+    cli::parse_size(s)
+}
+
+/// HOST:PORT with a port of 1-65535; the name is resolved when the run
+/// starts (a name that does not resolve is an error then).
+fn parse_peer(s: &str) -> Result<String, String> {
+    if s.parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.port() != 0)
+    {
+        return Ok(s.to_string());
+    }
+    let bad = || format!("{s:?}: expected HOST:PORT, e.g. 127.0.0.1:6881 or [::1]:6881");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 || host.contains(':') {
+        return Err(bad());
+    }
+    Ok(s.to_string())
+}
+
+/// A .torrent path; a magnet link gets a clear answer instead of "no such
+/// file" until magnet downloads exist.
+fn parse_torrent_path(s: &str) -> Result<PathBuf, String> {
+    if s.get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
+    {
+        return Err("magnet links are not supported by download yet; use a .torrent file".into());
+    }
+    Ok(PathBuf::from(s))
 }
 
 #[derive(Subcommand)]
@@ -51,16 +93,16 @@ enum Command {
     },
     /// Make a .torrent from a file or folder.
     Create {
-        /// The file or folder to share.
+        /// The file or folder to share (hidden and system files are left out).
         path: PathBuf,
         /// Where to write the torrent (default: <name>.torrent here).
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Tracker announce URL; repeat for backup trackers (one tier each).
-        #[arg(short = 't', long = "tracker")]
+        #[arg(short = 't', long = "tracker", value_name = "URL")]
         trackers: Vec<String>,
-        /// Piece length in bytes (power of two); chosen automatically if absent.
-        #[arg(long)]
+        /// Piece length: a power of two from 16 KiB to 256 MiB, in bytes or with a unit (256k, 1M); chosen automatically if absent.
+        #[arg(long, value_name = "SIZE", value_parser = parse_piece_length)]
         piece_length: Option<u64>,
         /// Mark the torrent private (BEP 27: trackers only, no DHT/PEX).
         #[arg(long)]
@@ -69,7 +111,7 @@ enum Command {
         #[arg(long)]
         comment: Option<String>,
         /// Web seed URL (BEP 19); repeatable.
-        #[arg(long = "web-seed")]
+        #[arg(long = "web-seed", value_name = "URL")]
         web_seeds: Vec<String>,
         /// Overwrite the output file if it exists.
         #[arg(long)]
@@ -77,27 +119,35 @@ enum Command {
     },
     /// Download a torrent into DIR, verifying every piece; exit 0 when done.
     Download {
+        /// The .torrent file to download.
+        #[arg(value_parser = parse_torrent_path)]
         torrent: PathBuf,
         /// Folder to download into: files go to DIR/<name>.
-        #[arg(short, long = "output", default_value = ".")]
+        #[arg(short, long = "output", value_name = "DIR", default_value = ".")]
         output: PathBuf,
         /// Keep seeding after the download completes, until Ctrl-C.
         #[arg(long)]
         seed: bool,
+        /// Replace files in the way that shoal did not create and that do not match the torrent (they are refused otherwise).
+        #[arg(long)]
+        overwrite: bool,
         #[command(flatten)]
         swarm: SwarmFlags,
     },
     /// Serve complete, verified data to the swarm until Ctrl-C.
     Seed {
+        /// The .torrent file whose data is served.
+        #[arg(value_parser = parse_torrent_path)]
         torrent: PathBuf,
         /// Folder holding the data (as with `download -o DIR`).
-        #[arg(long = "from", default_value = ".")]
+        #[arg(long = "from", value_name = "DIR", default_value = ".")]
         from: PathBuf,
         #[command(flatten)]
         swarm: SwarmFlags,
     },
     /// Check data on disk against a torrent's piece hashes.
     Verify {
+        /// The .torrent file to check against.
         torrent: PathBuf,
         /// The folder the data was downloaded into (as with `download -o DIR`).
         dir: PathBuf,
@@ -105,20 +155,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (e.g. `shoal completions bash > /etc/bash_completion.d/shoal`).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page in roff (e.g. `shoal man | man -l -`).
+    Man,
 }
 
 impl SwarmFlags {
-    fn into_args(self, torrent: PathBuf, dir: PathBuf, keep_seeding: bool) -> cli::RunArgs {
+    fn into_args(
+        self,
+        torrent: PathBuf,
+        dir: PathBuf,
+        keep_seeding: bool,
+        overwrite: bool,
+    ) -> cli::RunArgs {
         cli::RunArgs {
             torrent,
             dir,
             port: self.port,
             peers: self.peers,
             keep_seeding,
-            max_peers: self.max_peers,
+            max_peers: self.max_peers as usize,
             quiet: self.quiet,
             json: self.json,
             upload_limit: self.upload_limit,
+            download_limit: self.download_limit,
+            overwrite,
         }
     }
 }
@@ -185,20 +250,50 @@ fn main() -> ExitCode {
             torrent,
             output,
             seed,
+            overwrite,
             swarm,
-        } => cli::run_torrent(swarm.into_args(torrent, output, seed), false),
+        } => cli::run_torrent(swarm.into_args(torrent, output, seed, overwrite), false),
         Command::Seed {
             torrent,
             from,
             swarm,
-        } => cli::run_torrent(swarm.into_args(torrent, from, true), true),
+        } => cli::run_torrent(swarm.into_args(torrent, from, true, false), true),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "shoal", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            if let Some(i) = e.downcast_ref::<cli::Interrupted>() {
+                eprintln!("{i}");
+                return ExitCode::from(i.exit_code());
+            }
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, each fact once: a cause whose
+/// text its parent already shows (thiserror's `{0}` with `#[from]`) is
+/// not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg.replace(['\n', '\r'], " ")
 }

@@ -57,6 +57,9 @@ pub struct Shared {
     pub have: Arc<AtomicBitfield>,
     pub listen_port: u16,
     pub upload_limit: Option<crate::limit::RateLimit>,
+    /// Shared by all peers: a peer whose bytes overdraw it stops reading
+    /// its socket for a while, so TCP slows the sender down.
+    pub download_limit: Option<crate::limit::RateLimit>,
     /// Payload bytes, for trackers and progress.
     pub uploaded: AtomicU64,
     pub downloaded: AtomicU64,
@@ -441,6 +444,12 @@ async fn run(
                     return Err(PeerError::Eof);
                 }
                 last_read = Instant::now();
+                if let Some(limit) = &shared.download_limit {
+                    let wait = limit.reserve(n as u64);
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 while let Some(msg) = wire::decode(&mut rbuf, max_len)? {
                     if let Some(ev) = c.on_message(msg)? {
                         send(ev).await.map_err(|_| PeerError::Closed("torrent stopped".into()))?;
@@ -756,6 +765,7 @@ mod tests {
             ))),
             listen_port: 1,
             upload_limit: None,
+            download_limit: None,
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),

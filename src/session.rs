@@ -4,7 +4,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::bitfield::{AtomicBitfield, Bitfield};
 use crate::metainfo::Metainfo;
+use crate::ownership;
 use crate::peer::{read_incoming_handshake, Shared};
 use crate::store::{hash_threads, Layout, PieceCheck, Store};
 use crate::torrent::{Config, Event, Outcome, Progress, Torrent};
@@ -31,6 +32,10 @@ pub struct Options {
     pub display: Display,
     /// Upload limit in bytes per second.
     pub upload_limit: Option<u64>,
+    /// Download limit in bytes per second.
+    pub download_limit: Option<u64>,
+    /// Replace files in the way that shoal did not create (`--overwrite`).
+    pub overwrite: bool,
 }
 
 /// What a finished run reports.
@@ -39,6 +44,8 @@ pub struct Summary {
     pub complete: bool,
     pub progress: Progress,
     pub elapsed: Duration,
+    /// The signal that stopped the run (SIGINT, SIGTERM), if one did.
+    pub signal: Option<i32>,
 }
 
 pub fn new_peer_id() -> [u8; 20] {
@@ -50,30 +57,35 @@ pub fn new_peer_id() -> [u8; 20] {
 }
 
 /// Hashes what is already on disk, on all cores, so a restart fetches only
-/// what is missing.
-fn initial_check(store: &Store, display: Display, count: u32) -> Result<Bitfield> {
-    let mut have = Bitfield::new(count as usize);
+/// what is missing. Stops early (StoreError::Interrupted) once `cancel` is set.
+fn initial_check(store: &Store, display: Display, cancel: &AtomicBool) -> Result<Vec<PieceCheck>> {
+    let count = store.layout().piece_count() as usize;
     let any_file = (0..store.layout().files.len()).any(|i| {
         store.layout().files[i].length > 0
             && store.file_path(i).map(|p| p.exists()).unwrap_or(false)
     });
     if !any_file {
-        return Ok(have);
+        return Ok(vec![PieceCheck::Missing; count]);
     }
     let total = store.layout().total_length;
     let checks = if display == Display::Bars {
         ui::with_counter_bar(total, "checking", |done| {
-            store.check_all(hash_threads(), done)
+            store.check_all_until(hash_threads(), done, cancel)
         })?
     } else {
-        store.check_all(hash_threads(), &AtomicU64::new(0))?
+        store.check_all_until(hash_threads(), &AtomicU64::new(0), cancel)?
     };
+    Ok(checks)
+}
+
+fn have_of(checks: &[PieceCheck]) -> Bitfield {
+    let mut have = Bitfield::new(checks.len());
     for (i, c) in checks.iter().enumerate() {
         if *c == PieceCheck::Good {
             have.set(i);
         }
     }
-    Ok(have)
+    have
 }
 
 /// Listens on IPv6 and IPv4 at once where the system allows (a `[::]`
@@ -105,20 +117,62 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     let started = std::time::Instant::now();
     let meta = Arc::new(meta);
     let layout = Layout::from_metainfo(&meta);
-    let store = if opts.require_complete {
-        Store::open_read(layout, &opts.dir)
-    } else {
+    let display = opts.display;
+    let count = meta.piece_count();
+
+    // Signals are watched from the start: the check of a big folder can
+    // take minutes and must stop on Ctrl-C like everything else.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let signal = Arc::new(AtomicI32::new(0));
+    let signals = {
+        let (cancel, signal) = (cancel.clone(), signal.clone());
+        tokio::spawn(async move {
+            signal.store(wait_for_signal().await, Ordering::SeqCst);
+            cancel.store(true, Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+        })
+    };
+    let interrupted = |progress: Progress| Summary {
+        outcome: Outcome::Interrupted,
+        complete: false,
+        progress,
+        elapsed: started.elapsed(),
+        signal: Some(signal.load(Ordering::SeqCst)).filter(|s| *s != 0),
+    };
+
+    // Everything on disk is checked through a read-only store first: a
+    // download decides whether it may write into the folder (ownership)
+    // before it creates or changes a single file.
+    if !opts.require_complete {
         std::fs::create_dir_all(&opts.dir)
             .with_context(|| format!("cannot create {}", opts.dir.display()))?;
-        Store::open_write(layout, &opts.dir)?
+    }
+    let reader = Arc::new(Store::open_read(layout.clone(), &opts.dir));
+    let checks = {
+        let (reader, cancel) = (reader.clone(), cancel.clone());
+        tokio::task::spawn_blocking(move || initial_check(&reader, display, &cancel))
+            .await
+            .context("check task failed")?
     };
-    let store = Arc::new(store);
-    let display = opts.display;
-    let check_store = store.clone();
-    let count = meta.piece_count();
-    let have = tokio::task::spawn_blocking(move || initial_check(&check_store, display, count))
-        .await
-        .context("check task failed")??;
+    let checks = match checks {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.downcast_ref::<crate::store::StoreError>(),
+                Some(crate::store::StoreError::Interrupted)
+            ) =>
+        {
+            signals.abort();
+            return Ok(interrupted(Progress {
+                total: meta.total_length,
+                piece_count: count,
+                ..Progress::default()
+            }));
+        }
+        Err(e) => return Err(e),
+    };
+    let have = have_of(&checks);
     if opts.require_complete && !have.is_full() {
         let missing = count as usize - have.count_ones();
         bail!(
@@ -126,6 +180,16 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
             opts.dir.display()
         );
     }
+    let (store, _claim) = if opts.require_complete {
+        (reader, None)
+    } else {
+        drop(reader);
+        let claim = ownership::prepare(&meta, &opts.dir, &checks, opts.overwrite)?;
+        for p in &claim.truncated {
+            tracing::warn!("{}: cut to the torrent's length", p.display());
+        }
+        (Arc::new(Store::open_write(layout, &opts.dir)?), Some(claim))
+    };
 
     let listener = bind(opts.port).await?;
     let listen_port = listener.local_addr()?.port();
@@ -139,6 +203,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         have: Arc::new(AtomicBitfield::from_bitfield(&have)),
         listen_port,
         upload_limit: opts.upload_limit.map(crate::limit::RateLimit::new),
+        download_limit: opts.download_limit.map(crate::limit::RateLimit::new),
         uploaded: AtomicU64::new(0),
         downloaded: AtomicU64::new(0),
         have_bytes: AtomicU64::new(0),
@@ -148,7 +213,6 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     let (events_tx, events_rx) = mpsc::channel(1024);
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let (complete_tx, complete_rx) = oneshot::channel();
-    let (stop_tx, stop_rx) = watch::channel(false);
 
     let listen_task = tokio::spawn(accept_loop(listener, shared.clone(), events_tx.clone()));
     let display_task = tokio::spawn(ui::show(meta.clone(), progress_rx.clone(), display));
@@ -184,11 +248,6 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     };
     drop(events_tx);
 
-    let signals = tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = stop_tx.send(true);
-    });
-
     let result = torrent.run(events_rx, stop_rx).await;
     signals.abort();
     listen_task.abort();
@@ -204,28 +263,30 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     display_task.abort();
     let _ = display_task.await;
     let outcome = result?;
+    if matches!(outcome, Outcome::Interrupted) {
+        return Ok(interrupted(progress));
+    }
     let complete = progress.pieces_have == count;
     Ok(Summary {
         outcome,
         complete,
         progress,
         elapsed: started.elapsed(),
+        signal: None,
     })
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+/// Waits for Ctrl-C or SIGTERM and says which (its number).
+async fn wait_for_signal() -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    if let Ok(mut term) = signal(SignalKind::terminate()) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return libc::SIGINT,
+            _ = term.recv() => return libc::SIGTERM,
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+    libc::SIGINT
 }
 
 /// Accepts connections, reads their handshake with a deadline, and hands
@@ -386,6 +447,7 @@ mod tests {
             have: Arc::new(AtomicBitfield::from_bitfield(&Bitfield::new(7))),
             listen_port: 6881,
             upload_limit: None,
+            download_limit: None,
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),

@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha1::{Digest, Sha1};
@@ -98,6 +98,10 @@ pub enum StoreError {
     NotWritten(u32, String),
     #[error("reading piece hashes: {0}")]
     Hashes(#[from] MetainfoError),
+    #[error("{0} is being written by another process")]
+    Locked(PathBuf),
+    #[error("interrupted")]
+    Interrupted,
 }
 
 /// Where pieces live: the files of a torrent under an output folder.
@@ -173,6 +177,13 @@ pub struct Store {
     layout: Layout,
     writable: bool,
     handles: Mutex<HashMap<usize, Arc<File>>>,
+    /// One descriptor per file opened for writing, holding an exclusive
+    /// flock for the store's lifetime. Kept apart from `handles` (which
+    /// are closed and reopened as the LRU turns): a lock must not lapse
+    /// while we still write, nor conflict with our own newer handle.
+    locks: Mutex<HashMap<usize, File>>,
+    /// SHA-1 of a full piece of zeros, for pieces that lie in holes.
+    zero_hash: std::sync::OnceLock<[u8; 20]>,
     /// Serialises writes (two threads writing one file fight over its inode
     /// lock in the kernel, which spins and burns the other core), and holds
     /// what direct writes need.
@@ -308,6 +319,8 @@ impl Store {
             layout,
             writable: false,
             handles: Mutex::new(HashMap::new()),
+            locks: Mutex::default(),
+            zero_hash: Default::default(),
             writer: Mutex::default(),
         }
     }
@@ -320,6 +333,8 @@ impl Store {
             layout,
             writable: true,
             handles: Mutex::new(HashMap::new()),
+            locks: Mutex::default(),
+            zero_hash: Default::default(),
             writer: Mutex::default(),
         };
         for (i, f) in store.layout.files.iter().enumerate() {
@@ -392,6 +407,7 @@ impl Store {
             if !md.is_file() {
                 return Err(StoreError::NotAFile(path));
             }
+            self.lock_file(i, &path)?;
             // Sparse pre-allocation: the file gets its final size at once,
             // without writing zeros. Never shrink what is there.
             if md.len() < f.length {
@@ -418,6 +434,39 @@ impl Store {
         }
         handles.insert(i, file.clone());
         Ok(Some(file))
+    }
+
+    /// Takes the advisory lock on file `i` once: two processes filling the
+    /// same file would mix their data, so the second is refused.
+    fn lock_file(&self, i: usize, path: &Path) -> Result<(), StoreError> {
+        use std::os::fd::AsRawFd;
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.contains_key(&i) {
+            return Ok(());
+        }
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(f) => f,
+            // Out of descriptors: writing on unlocked beats stopping.
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
+                tracing::debug!("{}: not locked: {e}", path.display());
+                return Ok(());
+            }
+            Err(e) => return Err(self.open_error(path, e)),
+        };
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(StoreError::Locked(path.to_path_buf()));
+            }
+            return Err(Store::io_err(path)(e));
+        }
+        locks.insert(i, file);
+        Ok(())
     }
 
     fn open_error(&self, path: &Path, e: io::Error) -> StoreError {
@@ -520,12 +569,57 @@ impl Store {
     /// A piece that fails its hash but reads as all zeros is a hole never
     /// written (files are pre-allocated sparse), so it counts as missing.
     pub fn check_piece(&self, piece: u32, buf: &mut Vec<u8>) -> Result<PieceCheck, StoreError> {
+        if self.piece_is_hole(piece)? {
+            // A hole reads as zeros: good only for a piece that is zeros.
+            let len = self.layout.piece_size(piece);
+            let zeros = if len == self.layout.piece_length {
+                *self.zero_hash.get_or_init(|| zero_hash(len))
+            } else {
+                zero_hash(len)
+            };
+            return Ok(if zeros == self.layout.piece_hash(piece)? {
+                PieceCheck::Good
+            } else {
+                PieceCheck::Missing
+            });
+        }
         Ok(match self.hash_piece(piece, buf)? {
             None => PieceCheck::Missing,
             Some(h) if h == self.layout.piece_hash(piece)? => PieceCheck::Good,
             Some(_) if buf.iter().all(|b| *b == 0) => PieceCheck::Missing,
             Some(_) => PieceCheck::Bad,
         })
+    }
+
+    /// Whether every byte of `piece` lies in holes of sparse files (or past
+    /// their end): such a piece was never written, and is known missing
+    /// without reading it. A restart over a 2 TB sparse file then costs a
+    /// seek per piece, not 2 TB of hashing zeros.
+    fn piece_is_hole(&self, piece: u32) -> Result<bool, StoreError> {
+        use std::os::fd::AsRawFd;
+        let start = piece as u64 * self.layout.piece_length;
+        for s in self.slices(start, self.layout.piece_size(piece)) {
+            if !self.layout.files[s.file].is_data() {
+                continue;
+            }
+            let Some(h) = self.handle(s.file)? else {
+                return Ok(true);
+            };
+            // SAFETY: lseek on a descriptor we own; no memory is involved.
+            let next = unsafe { libc::lseek(h.as_raw_fd(), s.offset as i64, libc::SEEK_DATA) };
+            if next < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENXIO) {
+                    continue; // no data from here to the end of the file
+                }
+                // A filesystem without SEEK_DATA: read it.
+                return Ok(false);
+            }
+            if (next as u64) < s.offset + s.len {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Runs `f` over every piece on `threads` threads, each with its own
@@ -536,6 +630,7 @@ impl Store {
         done: &AtomicU64,
         f: impl Fn(u32, &mut Vec<u8>) -> Result<T, StoreError> + Sync,
         init: T,
+        cancel: &AtomicBool,
     ) -> Result<Vec<T>, StoreError> {
         let n = self.layout.piece_count();
         let next = AtomicU32::new(0);
@@ -549,6 +644,11 @@ impl Store {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= n {
+                            break;
+                        }
+                        if cancel.load(Ordering::Relaxed) {
+                            let mut fe = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                            fe.get_or_insert(StoreError::Interrupted);
                             break;
                         }
                         match f(i, &mut buf) {
@@ -581,7 +681,14 @@ impl Store {
         threads: usize,
         done: &AtomicU64,
     ) -> Result<Vec<Option<[u8; 20]>>, StoreError> {
-        self.par_pieces(threads, done, |i, buf| self.hash_piece(i, buf), None)
+        let never = AtomicBool::new(false);
+        self.par_pieces(
+            threads,
+            done,
+            |i, buf| self.hash_piece(i, buf),
+            None,
+            &never,
+        )
     }
 
     /// Checks every piece against the torrent's hashes.
@@ -590,13 +697,37 @@ impl Store {
         threads: usize,
         done: &AtomicU64,
     ) -> Result<Vec<PieceCheck>, StoreError> {
+        self.check_all_until(threads, done, &AtomicBool::new(false))
+    }
+
+    /// `check_all` that gives up with `StoreError::Interrupted` once
+    /// `cancel` is set (Ctrl-C during the check of a big folder).
+    pub fn check_all_until(
+        &self,
+        threads: usize,
+        done: &AtomicU64,
+        cancel: &AtomicBool,
+    ) -> Result<Vec<PieceCheck>, StoreError> {
         self.par_pieces(
             threads,
             done,
             |i, buf| self.check_piece(i, buf),
             PieceCheck::Missing,
+            cancel,
         )
     }
+}
+
+fn zero_hash(len: u64) -> [u8; 20] {
+    let block = [0u8; 64 << 10];
+    let mut h = Sha1::new();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        h.update(&block[..n]);
+        left -= n as u64;
+    }
+    h.finalize().into()
 }
 
 /// Threads to hash with: all cores.

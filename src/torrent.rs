@@ -1157,6 +1157,7 @@ mod tests {
             have: Arc::new(AtomicBitfield::from_bitfield(&empty)),
             listen_port: 1,
             upload_limit: None,
+            download_limit: None,
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
