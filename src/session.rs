@@ -135,7 +135,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     };
     let interrupted = |progress: Progress| Summary {
         outcome: Outcome::Interrupted,
-        complete: false,
+        complete: progress.piece_count > 0 && progress.pieces_have == progress.piece_count,
         progress,
         elapsed: started.elapsed(),
         signal: Some(signal.load(Ordering::SeqCst)).filter(|s| *s != 0),

@@ -420,7 +420,14 @@ impl Store {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
             {
-                Ok(file) => file,
+                Ok(file) => {
+                    // A folder opens read-only too; it is not the file.
+                    let md = file.metadata().map_err(Store::io_err(&path))?;
+                    if !md.is_file() {
+                        return Err(StoreError::NotAFile(path));
+                    }
+                    file
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(self.open_error(&path, e)),
             }

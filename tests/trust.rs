@@ -87,7 +87,8 @@ fn files_in_the_way_are_refused_then_replaced_with_overwrite() {
         std::fs::read(out.join("movie/video.mkv")).unwrap(),
         b"my thesis draft\n"
     );
-    // Nothing else was created either.
+    // Nothing else was created either, not even shoal's record.
+    assert!(!out.join(".shoal").exists());
     assert_eq!(
         list_files(&out),
         vec![
