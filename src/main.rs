@@ -216,8 +216,26 @@ fn tune_allocator() {
     }
 }
 
+/// Each file being written holds a descriptor for its lock (see
+/// `store`), so a torrent of thousands of files needs more than the usual
+/// soft limit of 1024; the hard limit is the system's real bound.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tune_allocator();
+    raise_open_file_limit();
     let cli = Cli::parse();
     let quiet = match &cli.command {
         Command::Download { swarm, .. } | Command::Seed { swarm, .. } => swarm.quiet,

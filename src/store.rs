@@ -338,8 +338,18 @@ impl Store {
             writer: Mutex::default(),
         };
         for (i, f) in store.layout.files.iter().enumerate() {
-            if f.length == 0 && f.is_data() {
+            if !f.is_data() {
+                continue;
+            }
+            if f.length == 0 {
                 store.handle(i)?;
+            } else {
+                // Files already there are locked now, not at their first
+                // write: a second process must be refused at its start.
+                let path = store.file_path(i)?;
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                    store.lock_file(i, &path)?;
+                }
             }
         }
         Ok(store)

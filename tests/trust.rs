@@ -249,6 +249,28 @@ fn a_second_process_on_the_same_files_is_refused() {
         "{}",
         stderr(&third)
     );
+    // The same file reached through another folder (a single-file torrent
+    // of the video, downloaded into out/movie): its own records know
+    // nothing of the first download, but the file's lock does.
+    let lone = d.join("lone.torrent");
+    let video = d.join("src/movie/video.mkv");
+    create_torrent(&video, &lone, &[], 16384);
+    let fourth = shoal(&[
+        "download",
+        lone.to_str().unwrap(),
+        "-o",
+        out.join("movie").to_str().unwrap(),
+        "--peer",
+        &dead,
+        "--overwrite",
+        "--quiet",
+    ]);
+    assert_eq!(fourth.status.code(), Some(1));
+    assert!(
+        stderr(&fourth).contains("is being written by another process"),
+        "{}",
+        stderr(&fourth)
+    );
     assert_eq!(
         std::fs::metadata(out.join("movie/video.mkv"))
             .unwrap()
@@ -256,6 +278,33 @@ fn a_second_process_on_the_same_files_is_refused() {
         1 << 20
     );
     drop(first);
+}
+
+/// `--download-limit` holds a download to its rate: 1 MiB at 200 KiB/s
+/// cannot finish in under 3 s however fast the machine (a lower bound,
+/// so a slow machine cannot make it fail).
+#[test]
+fn download_limit_holds_the_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = movie(d);
+    let (_seed, port) = seeder(d, &t, &d.join("src"), &["--quiet"]);
+    let start = std::time::Instant::now();
+    let mut p = run_download(
+        d,
+        &t,
+        &d.join("out"),
+        port,
+        &["--download-limit", "200k"],
+        "lim",
+    );
+    assert!(p.wait(Duration::from_secs(60)).success(), "{}", p.stderr());
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "1 MiB at 200 KiB/s took {took:?}"
+    );
+    assert_same_tree(&d.join("src/movie"), &d.join("out/movie"));
 }
 
 /// A restart over a big sparse file (shoal's own, never written) finds
