@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-600}
 export RUSTC_BOOTSTRAP=1
-targets=(metainfo wire tracker_http tracker_udp magnet mse)
+targets=(metainfo wire tracker_http tracker_udp magnet mse ut_metadata)
 
-mkdir -p corpus/{metainfo,wire,tracker_http,tracker_udp,magnet,mse}
+mkdir -p corpus/{metainfo,wire,tracker_http,tracker_udp,magnet,mse,ut_metadata}
 cp ../fixtures/*.torrent ../fixtures/libtorrent-test-torrents/*.torrent corpus/metainfo/ 2>/dev/null || true
 if [ -d ../../shared/corpus ]; then
   find ../../shared/corpus -name '*.torrent' -exec cp {} corpus/metainfo/ \; 2>/dev/null || true
@@ -26,6 +26,8 @@ printf '\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01' > corp
 printf 'magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=x&tr=udp://t:1&x.pe=127.0.0.1:1' > corpus/magnet/hex
 printf 'magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&ws=http://w/' > corpus/magnet/b32
 printf 'Z%.0s' $(seq 700) > corpus/mse/junk
+printf 'd8:msg_typei1e5:piecei0e10:total_sizei5eehello' > corpus/ut_metadata/data
+printf 'd8:msg_typei0e5:piecei0ee' > corpus/ut_metadata/request
 
 for t in "${targets[@]}"; do
   cargo fuzz build -O "$t" >/dev/null 2>&1

@@ -42,6 +42,12 @@ pub fn validate(buf: &[u8]) -> Result<(), BencodeError> {
     Ok(())
 }
 
+/// Where the first value in `buf` ends (messages such as BEP 9's carry
+/// raw bytes after a bencoded dictionary).
+pub fn value_end(buf: &[u8]) -> Result<usize, BencodeError> {
+    skip(buf, 0, 0)
+}
+
 /// Decodes `buf` after validating it, so malformed or hostile input gets a
 /// precise error instead of whatever the serde layer makes of it.
 pub fn decode(buf: &[u8]) -> Result<Value, BencodeError> {

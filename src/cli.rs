@@ -460,6 +460,8 @@ pub struct RunArgs {
     pub upload_limit: Option<u64>,
     pub download_limit: Option<u64>,
     pub overwrite: bool,
+    /// For a magnet: where to write the .torrent made of the fetched metadata.
+    pub save_torrent: Option<PathBuf>,
 }
 
 /// A run stopped by a signal: not a failure, but scripts must tell it from
@@ -536,14 +538,123 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// `download` (seed = false) and `seed` (seed = true).
+/// The magnet phase of `download MAGNET`: fetches the info dictionary from
+/// peers (BEP 9), shows how it goes, and returns the torrent it makes, with
+/// the peers learned on the way.
+fn resolve_magnet(
+    rt: &tokio::runtime::Runtime,
+    magnet: &Magnet,
+    a: &RunArgs,
+    peers: &[std::net::SocketAddr],
+    display: Display,
+) -> Result<(Metainfo, Vec<std::net::SocketAddr>)> {
+    let (status_tx, mut status_rx) = tokio::sync::watch::channel(crate::fetch::Status::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signal = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let label = magnet
+        .name
+        .clone()
+        .unwrap_or_else(|| magnet.info_hash.hex()[..8].to_string());
+    if display == Display::Json {
+        println!(
+            "{}",
+            json!({"event": "state", "state": "fetching metadata"})
+        );
+    }
+    let fetched = rt.block_on(async {
+        let sig = signal.clone();
+        let watcher = tokio::spawn(async move {
+            sig.store(crate::session::wait_for_signal().await, std::sync::atomic::Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+        });
+        let bar = (display == Display::Bars).then(|| {
+            let pb = indicatif::ProgressBar::new_spinner();
+            pb.set_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(10));
+            pb.enable_steady_tick(std::time::Duration::from_millis(120));
+            pb.set_message(format!("{label}: fetching metadata"));
+            pb
+        });
+        let show = async {
+            while status_rx.changed().await.is_ok() {
+                let s = status_rx.borrow_and_update().clone();
+                if let Some(pb) = &bar {
+                    let mut msg = format!(
+                        "{label}: fetching metadata ({} peers, {} known)",
+                        s.connected, s.known
+                    );
+                    if let Some(e) = &s.last_error {
+                        msg.push_str(&format!(" - {e}"));
+                    }
+                    pb.set_message(msg);
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        let r = tokio::select! {
+            r = crate::fetch::fetch(magnet, peers, crate::session::new_peer_id(), status_tx, stop_rx) => r,
+            _ = show => unreachable!("show never ends"),
+        };
+        if let Some(pb) = bar {
+            pb.finish_and_clear();
+        }
+        watcher.abort();
+        r
+    });
+    let (info, learned) = match fetched {
+        Ok(x) => x,
+        Err(crate::fetch::FetchError::Interrupted) => {
+            let signal = signal.load(std::sync::atomic::Ordering::SeqCst);
+            return Err(Interrupted {
+                signal: if signal == 0 { libc::SIGINT } else { signal },
+                message: "interrupted while fetching metadata".into(),
+            }
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let bytes = crate::metadata::torrent_file(&info, &magnet.trackers, &magnet.web_seeds);
+    let m = Metainfo::from_bytes(&bytes).context("the fetched metadata is not a valid torrent")?;
+    if let Some(path) = &a.save_torrent {
+        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    match display {
+        Display::Json => println!(
+            "{}",
+            json!({"event": "metadata", "name": m.name, "info_hash": m.info_hash.hex(), "size": info.len(), "saved_to": a.save_torrent}),
+        ),
+        Display::Bars => eprintln!(
+            "metadata: {} ({}, {} files) from the swarm",
+            m.name,
+            human_bytes(m.total_length),
+            m.files.iter().filter(|f| f.is_data()).count()
+        ),
+        Display::Silent => {}
+    }
+    Ok((m, learned))
+}
+
 pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
-    let m = load_torrent(&a.torrent)?;
     let display = Display::choose(a.json, a.quiet);
+    let mut peers = resolve_peers(&a.peers)?;
+    let rt = runtime()?;
+    let source = a.torrent.to_string_lossy().into_owned();
+    let m = match load_source(&source)? {
+        Source::Torrent(m) => *m,
+        Source::Magnet(mg) => {
+            let (m, learned) = resolve_magnet(&rt, &mg, &a, &peers, display)?;
+            for p in learned {
+                if !peers.contains(&p) {
+                    peers.push(p);
+                }
+            }
+            m
+        }
+    };
     let name = m.name.clone();
     let opts = crate::session::Options {
         dir: a.dir.clone(),
         port: a.port,
-        peers: resolve_peers(&a.peers)?,
+        peers,
         keep_seeding: seed || a.keep_seeding,
         require_complete: seed,
         max_peers: a.max_peers,
@@ -552,7 +663,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
         download_limit: a.download_limit,
         overwrite: a.overwrite,
     };
-    let summary = runtime()?.block_on(crate::session::run(m, opts))?;
+    let summary = rt.block_on(crate::session::run(m, opts))?;
     let p = &summary.progress;
     let secs = summary.elapsed.as_secs_f64();
     if a.json {

@@ -70,13 +70,28 @@ fn parse_peer(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-/// A .torrent path; a magnet link gets a clear answer instead of "no such
-/// file" until magnet downloads exist.
-fn parse_torrent_path(s: &str) -> Result<PathBuf, String> {
-    if s.get(..7)
+fn is_magnet(s: &str) -> bool {
+    s.get(..7)
         .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
-    {
-        return Err("magnet links are not supported by download yet; use a .torrent file".into());
+}
+
+/// A .torrent path or a magnet link, the latter checked here so a typo is
+/// a usage error.
+fn parse_download_source(s: &str) -> Result<PathBuf, String> {
+    if is_magnet(s) {
+        shoal::magnet::Magnet::parse(s).map_err(|e| e.to_string())?;
+    }
+    Ok(PathBuf::from(s))
+}
+
+/// Seeding needs the data's hashes before anything is served; a magnet
+/// link has none until its metadata is fetched.
+fn parse_seed_source(s: &str) -> Result<PathBuf, String> {
+    if is_magnet(s) {
+        return Err(
+            "seed needs a .torrent file; for a magnet link use `shoal download MAGNET --seed`"
+                .into(),
+        );
     }
     Ok(PathBuf::from(s))
 }
@@ -119,8 +134,8 @@ enum Command {
     },
     /// Download a torrent into DIR, verifying every piece; exit 0 when done.
     Download {
-        /// The .torrent file to download.
-        #[arg(value_parser = parse_torrent_path)]
+        /// The .torrent file or magnet link to download.
+        #[arg(value_parser = parse_download_source)]
         torrent: PathBuf,
         /// Folder to download into: files go to DIR/<name>.
         #[arg(short, long = "output", value_name = "DIR", default_value = ".")]
@@ -131,13 +146,16 @@ enum Command {
         /// Replace files in the way that shoal did not create and that do not match the torrent (they are refused otherwise).
         #[arg(long)]
         overwrite: bool,
+        /// For a magnet link: also write the torrent made of the fetched metadata here.
+        #[arg(long, value_name = "PATH")]
+        save_torrent: Option<PathBuf>,
         #[command(flatten)]
         swarm: SwarmFlags,
     },
     /// Serve complete, verified data to the swarm until Ctrl-C.
     Seed {
         /// The .torrent file whose data is served.
-        #[arg(value_parser = parse_torrent_path)]
+        #[arg(value_parser = parse_seed_source)]
         torrent: PathBuf,
         /// Folder holding the data (as with `download -o DIR`).
         #[arg(long = "from", value_name = "DIR", default_value = ".")]
@@ -184,6 +202,7 @@ impl SwarmFlags {
             upload_limit: self.upload_limit,
             download_limit: self.download_limit,
             overwrite,
+            save_torrent: None,
         }
     }
 }
@@ -269,8 +288,13 @@ fn main() -> ExitCode {
             output,
             seed,
             overwrite,
+            save_torrent,
             swarm,
-        } => cli::run_torrent(swarm.into_args(torrent, output, seed, overwrite), false),
+        } => {
+            let mut args = swarm.into_args(torrent, output, seed, overwrite);
+            args.save_torrent = save_torrent;
+            cli::run_torrent(args, false)
+        }
         Command::Seed {
             torrent,
             from,

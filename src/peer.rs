@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 use crate::bitfield::{AtomicBitfield, Bitfield};
+use crate::metadata;
 use crate::store::Store;
 use crate::torrent::Event;
 use crate::wire::{self, BlockRef, ExtendedHandshake, Handshake, Message};
@@ -60,6 +61,9 @@ pub struct Shared {
     /// Shared by all peers: a peer whose bytes overdraw it stops reading
     /// its socket for a while, so TCP slows the sender down.
     pub download_limit: Option<crate::limit::RateLimit>,
+    /// The info dictionary, served to magnet users (BEP 9); empty when it
+    /// is over the metadata size cap and so not offered.
+    pub metadata: Arc<[u8]>,
     /// Payload bytes, for trackers and progress.
     pub uploaded: AtomicU64,
     pub downloaded: AtomicU64,
@@ -355,6 +359,8 @@ struct Conn<'a> {
     /// The peer's requests waiting to be served.
     uploads: VecDeque<BlockRef>,
     stats: Arc<PeerStats>,
+    /// The id the peer wants `ut_metadata` messages under (its handshake).
+    their_ut_metadata: Option<u8>,
 }
 
 type UploadBatch = tokio::task::JoinHandle<Result<(Bytes, u64), crate::store::StoreError>>;
@@ -397,6 +403,7 @@ async fn run(
         unrequested_bytes: 0,
         uploads: VecDeque::new(),
         stats,
+        their_ut_metadata: None,
     };
 
     if theirs.supports_extensions() {
@@ -404,11 +411,16 @@ async fn run(
             v: Some(format!("shoal {}", env!("CARGO_PKG_VERSION"))),
             p: Some(shared.listen_port),
             reqq: Some(MAX_PEER_REQUESTS as u32),
+            m: if shared.metadata.is_empty() {
+                Default::default()
+            } else {
+                [("ut_metadata".to_string(), metadata::UT_METADATA_ID)].into()
+            },
+            metadata_size: (!shared.metadata.is_empty()).then_some(shared.metadata.len() as u64),
             yourip: Some(match addr.ip() {
                 std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
                 std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
             }),
-            ..Default::default()
         };
         c.writer.msg(&Message::Extended {
             id: 0,
@@ -620,10 +632,14 @@ impl Conn<'_> {
             Message::Extended { id: 0, payload } => {
                 // A broken extended handshake is not worth a disconnect.
                 match ExtendedHandshake::decode(&payload) {
-                    Ok(h) => Some(PeerEvent::Extended {
-                        reqq: h.reqq,
-                        listen_port: h.p,
-                        client: h.v,
+                    Ok(h) => Some({
+                        self.their_ut_metadata =
+                            h.m.get("ut_metadata").copied().filter(|id| *id != 0);
+                        PeerEvent::Extended {
+                            reqq: h.reqq,
+                            listen_port: h.p,
+                            client: h.v,
+                        }
                     }),
                     Err(e) => {
                         tracing::debug!("ignoring extended handshake: {e}");
@@ -631,8 +647,36 @@ impl Conn<'_> {
                     }
                 }
             }
+            Message::Extended { id, payload } if id == metadata::UT_METADATA_ID => {
+                self.on_metadata(&payload);
+                None
+            }
             Message::Extended { .. } => None,
         })
+    }
+
+    /// Serves pieces of our info dictionary (BEP 9) so magnet users can get
+    /// the torrent from us; anything else on this id is ignored. A peer
+    /// that floods requests gets rejects once its send queue is full.
+    fn on_metadata(&mut self, payload: &[u8]) {
+        let Some(their_id) = self.their_ut_metadata else {
+            return;
+        };
+        match metadata::Msg::decode(payload) {
+            Ok(metadata::Msg::Request(piece)) => {
+                let answer = if self.writer.queued() > UPLOAD_HIGH_WATER {
+                    metadata::Msg::Reject(piece)
+                } else {
+                    metadata::serve(&self.shared.metadata, piece)
+                };
+                self.writer.msg(&Message::Extended {
+                    id: their_id,
+                    payload: Bytes::from(answer.encode()),
+                });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("ignoring ut_metadata message: {e}"),
+        }
     }
 
     fn on_cmd(&mut self, cmd: PeerCmd) {
@@ -766,6 +810,7 @@ mod tests {
             listen_port: 1,
             upload_limit: None,
             download_limit: None,
+            metadata: Arc::from(&[][..]),
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
@@ -784,6 +829,7 @@ mod tests {
             unrequested_bytes: 0,
             uploads: VecDeque::new(),
             stats: Arc::default(),
+            their_ut_metadata: None,
         };
         f(&mut c)
     }

@@ -204,6 +204,10 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         listen_port,
         upload_limit: opts.upload_limit.map(crate::limit::RateLimit::new),
         download_limit: opts.download_limit.map(crate::limit::RateLimit::new),
+        metadata: match meta.info_bytes() {
+            Ok(b) if b.len() as u64 <= crate::metadata::MAX_SIZE => Arc::from(&b[..]),
+            _ => Arc::from(&[][..]),
+        },
         uploaded: AtomicU64::new(0),
         downloaded: AtomicU64::new(0),
         have_bytes: AtomicU64::new(0),
@@ -277,7 +281,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
 }
 
 /// Waits for Ctrl-C or SIGTERM and says which (its number).
-async fn wait_for_signal() -> i32 {
+pub async fn wait_for_signal() -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
     if let Ok(mut term) = signal(SignalKind::terminate()) {
         tokio::select! {
@@ -448,6 +452,7 @@ mod tests {
             listen_port: 6881,
             upload_limit: None,
             download_limit: None,
+            metadata: Arc::from(&[][..]),
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),

@@ -1158,6 +1158,7 @@ mod tests {
             listen_port: 1,
             upload_limit: None,
             download_limit: None,
+            metadata: Arc::from(&[][..]),
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),

@@ -678,3 +678,126 @@ fn announces_are_exact_every_time() {
     let s = tracker.scrape(&hash);
     assert_eq!((s.complete, s.incomplete, s.downloaded), (1, 0, 8), "{s:?}");
 }
+
+/// A magnet link for `torrent` naming `peer` (x.pe) and, if given, a tracker.
+fn magnet_of(torrent: &Path, peer: Option<u16>, tracker: Option<&str>) -> String {
+    let mut m = format!("magnet:?xt=urn:btih:{}&dn=pack", info_hash(torrent));
+    if let Some(p) = peer {
+        m.push_str(&format!("&x.pe=127.0.0.1:{p}"));
+    }
+    if let Some(t) = tracker {
+        m.push_str("&tr=");
+        m.push_str(
+            &percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        );
+    }
+    m
+}
+
+/// shoal downloads a magnet link whose only peer is `seed_port`: the
+/// metadata, then the data, both from that peer (issue 11).
+fn shoal_magnet_download(cell: &Path, torrent: &Path, seed_port: u16, src: &Path, what: &str) {
+    let out = cell.join("shoal-magnet");
+    let saved = cell.join("fetched.torrent");
+    let mut p = Proc::spawn(
+        &[
+            "download",
+            &magnet_of(torrent, Some(seed_port), None),
+            "-o",
+            out.to_str().unwrap(),
+            "--port",
+            &common::free_port().to_string(),
+            "--save-torrent",
+            saved.to_str().unwrap(),
+            "--json",
+        ],
+        cell,
+        "shoal-magnet",
+    );
+    finish_download(&mut p, what, TRANSFER);
+    assert_tree_matches(src, &out, false);
+    assert_eq!(info_hash(&saved), info_hash(torrent), "{what}");
+    assert!(
+        common::last_event(&p.stdout(), "metadata").is_some(),
+        "{what}: no metadata event"
+    );
+}
+
+/// aria2 seeder → shoal, by magnet link with no tracker: metadata (BEP 9)
+/// and data come from aria2.
+#[test]
+fn shoal_fetches_a_magnet_from_aria2() {
+    if !should_run("shoal_magnet_from_aria2", &[OPENTRACKER, ARIA2]) {
+        return;
+    }
+    let cell = Cell::new("shoal_magnet_from_aria2");
+    let d = cell.path();
+    let src = make_data(d);
+    let mut tracker = Tracker::new(d);
+    let t = shoal_torrent(d, &src, &tracker.http_url(), Some(PIECE));
+    let hash = info_hash(&t);
+    tracker.start(std::slice::from_ref(&hash));
+    let (mut aria, aria_port) = aria2_seeder(d, "aria2-seeder", &t, &src, &[]);
+    tracker.wait_scrape(&hash, "aria2 to announce as a seed", SEEDER_UP, |s| {
+        s.complete == 1
+    });
+    shoal_magnet_download(d, &t, aria_port, &src, "shoal magnet from aria2");
+    assert_running(&mut aria, "aria2 seeder");
+}
+
+/// Transmission seeder → shoal, by magnet link naming only Transmission.
+#[test]
+fn shoal_fetches_a_magnet_from_transmission() {
+    if !should_run(
+        "shoal_magnet_from_transmission",
+        &[OPENTRACKER, TR_DAEMON, TR_REMOTE],
+    ) {
+        return;
+    }
+    let cell = Cell::new("shoal_magnet_from_transmission");
+    let d = cell.path();
+    let src = make_data(d);
+    let mut tracker = Tracker::new(d);
+    let t = shoal_torrent(d, &src, &tracker.udp_url(), Some(PIECE));
+    let hash = info_hash(&t);
+    tracker.start(std::slice::from_ref(&hash));
+    let tr = Transmission::start(d, "transmission");
+    tr.add(&t, &src);
+    tr.wait_complete("Transmission to check the data", SEEDER_UP);
+    shoal_magnet_download(d, &t, tr.peer_port, &src, "shoal magnet from Transmission");
+}
+
+/// shoal seeder → aria2, by magnet link with a tracker: aria2 gets the
+/// metadata from shoal (shoal serves ut_metadata), then the data.
+#[test]
+fn aria2_fetches_a_magnet_from_shoal() {
+    if !should_run("aria2_magnet_from_shoal", &[OPENTRACKER, ARIA2]) {
+        return;
+    }
+    let cell = Cell::new("aria2_magnet_from_shoal");
+    let d = cell.path();
+    let src = make_data(d);
+    let mut tracker = Tracker::new(d);
+    let t = shoal_torrent(d, &src, &tracker.http_url(), None);
+    let hash = info_hash(&t);
+    tracker.start(std::slice::from_ref(&hash));
+    let (mut seeder, port) = shoal_seeder(d, &t, &src, "shoal-seeder");
+    wait_for(
+        "shoal's `started`",
+        SEEDER_UP,
+        || (!tracker.events_of(port).is_empty()).then_some(()),
+        || tail(&seeder.stderr(), 20),
+    );
+    let out = d.join("aria2-dl");
+    let uri = magnet_of(&t, None, Some(&tracker.http_url()));
+    let (mut aria, _) = aria2_leecher(d, "aria2-leecher", Path::new(&uri), &out);
+    let status = wait_exit(&mut aria, "aria2 leecher", TRANSFER);
+    assert!(
+        status.success(),
+        "aria2 leecher exited with {status}:\n{}",
+        tail(&aria.stdout(), 30)
+    );
+    assert_tree_matches(&src, &out, false);
+    assert_running(&mut seeder, "shoal seeder");
+}

@@ -1,0 +1,210 @@
+//! Magnet downloads: the metadata comes from peers (BEP 9), is checked
+//! against the info-hash, and the download goes on as with a .torrent.
+//! A peer that lies about the metadata is dropped and the others serve.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+fn magnet(t: &Path, peers: &[u16]) -> String {
+    let hash = hex::encode(info_hash(t));
+    let mut m = format!("magnet:?xt=urn:btih:{hash}&dn=pack");
+    for p in peers {
+        m.push_str(&format!("&x.pe=127.0.0.1:{p}"));
+    }
+    m
+}
+
+fn seeded(d: &Path) -> (std::path::PathBuf, Proc, u16) {
+    make_tree(
+        &d.join("src"),
+        &[("pack/a.bin", 300_000), ("pack/sub/b.bin", 123_457)],
+    );
+    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], 16384);
+    let (p, port) = seeder(d, &t, &d.join("src"), &["--quiet"]);
+    (t, p, port)
+}
+
+#[test]
+fn magnet_download_from_a_shoal_seeder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (t, _seed, port) = seeded(d);
+    let saved = d.join("saved.torrent");
+    let mut p = Proc::spawn(
+        &[
+            "download",
+            &magnet(&t, &[port]),
+            "-o",
+            d.join("out").to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
+            "--save-torrent",
+            saved.to_str().unwrap(),
+            "--json",
+        ],
+        d,
+        "magnet",
+    );
+    assert!(p.wait(Duration::from_secs(60)).success(), "{}", p.stderr());
+    assert_same_tree(&d.join("src"), &d.join("out"));
+    let ev = last_event(&p.stdout(), "metadata").expect("a metadata event");
+    assert_eq!(ev["name"], "pack");
+    assert_eq!(info_hash(&saved), info_hash(&t));
+}
+
+/// A fake peer that speaks BEP 10/9 and answers every metadata request
+/// with `body` (sized as the real metadata, or claiming `size`).
+fn lying_peer(info_hash: [u8; 20], size: u64, body: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        l.set_nonblocking(false).unwrap();
+        let Ok((mut s, _)) = l.accept() else { return };
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        let _ = serve_lies(&mut s, info_hash, size, &body);
+    });
+    (port, h)
+}
+
+fn serve_lies(
+    s: &mut TcpStream,
+    info_hash: [u8; 20],
+    size: u64,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut hs = [0u8; 68];
+    s.read_exact(&mut hs)?;
+    let mut out = vec![19];
+    out.extend_from_slice(b"BitTorrent protocol");
+    out.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0]);
+    out.extend_from_slice(&info_hash);
+    out.extend_from_slice(b"-XX0001-liarliarliar");
+    let ext = format!("d1:md11:ut_metadatai7ee13:metadata_sizei{size}ee");
+    let mut msg = vec![20, 0];
+    msg.extend_from_slice(ext.as_bytes());
+    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    out.extend_from_slice(&msg);
+    s.write_all(&out)?;
+    loop {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len)?;
+        let mut m = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut m)?;
+        // Requests come under the id we gave (7); answers go under the
+        // one shoal gave in its handshake (3).
+        if m.len() < 2 || m[0] != 20 || m[1] != 7 {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&m[2..]).into_owned();
+        let piece: usize = text
+            .split("5:piecei")
+            .nth(1)
+            .and_then(|r| r.split('e').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let chunk = &body[(piece * 16384).min(body.len())..((piece + 1) * 16384).min(body.len())];
+        let head = format!("d8:msg_typei1e5:piecei{piece}e10:total_sizei{size}ee");
+        let mut msg = vec![20, 3];
+        msg.extend_from_slice(head.as_bytes());
+        msg.extend_from_slice(chunk);
+        let mut frame = (msg.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&msg);
+        s.write_all(&frame)?;
+    }
+}
+
+/// Wrong metadata of the right size: its hash does not match, the liar is
+/// dropped with a log line, and the honest seeder's copy wins.
+#[test]
+fn a_peer_sending_bad_metadata_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(
+        &d.join("src"),
+        &[("pack/a.bin", 300_000), ("pack/sub/b.bin", 123_457)],
+    );
+    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], 16384);
+    let real = std::fs::read(&t).unwrap();
+    let size = {
+        // The info dictionary's length, from `shoal info` of the file.
+        let m = shoal::metainfo::Metainfo::from_bytes(&real).unwrap();
+        m.info_bytes().unwrap().len() as u64
+    };
+    let (liar, h) = lying_peer(info_hash(&t), size, vec![b'x'; size as usize]);
+    // Only the liar answers at first; the honest seeder comes up a moment
+    // later (its address refused until then, and tried again).
+    let port = free_port();
+    let mut p = Proc::spawn(
+        &[
+            "download",
+            &magnet(&t, &[liar, port]),
+            "-o",
+            d.join("out").to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
+            "--json",
+        ],
+        d,
+        "magnet",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _seed = Proc::spawn(
+        &[
+            "seed",
+            t.to_str().unwrap(),
+            "--from",
+            d.join("src").to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--quiet",
+        ],
+        d,
+        "seeder",
+    );
+    assert!(p.wait(Duration::from_secs(60)).success(), "{}", p.stderr());
+    assert_same_tree(&d.join("src"), &d.join("out"));
+    let err = p.stderr();
+    assert!(
+        err.contains(&format!(
+            "127.0.0.1:{liar}: assembled metadata does not match the info-hash"
+        )),
+        "{err}"
+    );
+    drop(p);
+    let _ = h.join();
+}
+
+/// A peer claiming metadata over the 16 MiB cap is dropped before any is
+/// buffered; with no other peer the download fails with the reason.
+#[test]
+fn oversized_metadata_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hash = [7u8; 20];
+    let (liar, h) = lying_peer(hash, 1 << 30, Vec::new());
+    let o = std::process::Command::new(shoal_bin())
+        .args([
+            "download",
+            &format!(
+                "magnet:?xt=urn:btih:{}&x.pe=127.0.0.1:{liar}",
+                hex::encode(hash)
+            ),
+            "-o",
+            d.join("out").to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("over the 16777216-byte cap"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!d.join("out").exists() || list_files(&d.join("out")).is_empty());
+    let _ = h.join();
+}
