@@ -417,7 +417,8 @@ fn sigterm_exits_143() {
     );
 }
 
-/// Usage errors exit 2 with clap's message; a magnet link says what to do.
+/// Usage errors exit 2 with clap's message; a broken magnet link is one,
+/// and `seed` of a magnet says what to do instead.
 #[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -425,18 +426,15 @@ fn usage_errors_exit_2() {
     let t = t.to_str().unwrap();
     for (args, expect) in [
         (
-            vec![
-                "download",
-                "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567",
-            ],
-            "magnet links are not supported by download yet; use a .torrent file",
+            vec!["download", "magnet:?xt=urn:btih:0123456789abcdef"],
+            "neither 40 hex nor 32 base32",
         ),
         (
             vec![
                 "seed",
                 "MAGNET:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567",
             ],
-            "magnet links are not supported",
+            "seed needs a .torrent file",
         ),
         (vec!["download", t, "--peer", "nonsense"], "HOST:PORT"),
         (vec!["download", t, "--peer", "127.0.0.1:0"], "HOST:PORT"),
