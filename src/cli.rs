@@ -462,6 +462,7 @@ pub struct RunArgs {
     pub overwrite: bool,
     /// For a magnet: where to write the .torrent made of the fetched metadata.
     pub save_torrent: Option<PathBuf>,
+    pub dht: DhtArgs,
 }
 
 /// A run stopped by a signal: not a failure, but scripts must tell it from
@@ -546,6 +547,7 @@ fn resolve_magnet(
     magnet: &Magnet,
     a: &RunArgs,
     peers: &[std::net::SocketAddr],
+    dht: Option<&crate::dht::Dht>,
     display: Display,
 ) -> Result<(Metainfo, Vec<std::net::SocketAddr>)> {
     let (status_tx, mut status_rx) = tokio::sync::watch::channel(crate::fetch::Status::default());
@@ -591,7 +593,7 @@ fn resolve_magnet(
             std::future::pending::<()>().await;
         };
         let r = tokio::select! {
-            r = crate::fetch::fetch(magnet, peers, crate::session::new_peer_id(), status_tx, stop_rx) => r,
+            r = crate::fetch::fetch(magnet, peers, dht, crate::session::new_peer_id(), status_tx, stop_rx) => r,
             _ = show => unreachable!("show never ends"),
         };
         if let Some(pb) = bar {
@@ -633,15 +635,50 @@ fn resolve_magnet(
     Ok((m, learned))
 }
 
+/// DHT settings of `download` and `seed`.
+pub struct DhtArgs {
+    pub off: bool,
+    pub port: Option<u16>,
+    pub bootstrap: Vec<String>,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Starts the process's DHT node: on `--dht-port`, else the UDP side of
+/// `--port` (another free port if that one is taken), else a free port.
+fn start_dht(d: &DhtArgs, listen_port: Option<u16>) -> Result<Option<crate::dht::Dht>> {
+    if d.off {
+        return Ok(None);
+    }
+    let cfg = |port| crate::dht::Config {
+        port,
+        bootstrap: (!d.bootstrap.is_empty()).then(|| d.bootstrap.clone()),
+        state_dir: d.state_dir.clone().or_else(crate::dht::default_state_dir),
+    };
+    let dht = match (d.port, listen_port) {
+        (Some(p), _) => crate::dht::Dht::start(cfg(Some(p)))?,
+        (None, Some(p)) => match crate::dht::Dht::start(cfg(Some(p))) {
+            Ok(dht) => dht,
+            Err(crate::dht::DhtError::Bind { .. }) => crate::dht::Dht::start(cfg(None))?,
+            Err(e) => return Err(e.into()),
+        },
+        (None, None) => crate::dht::Dht::start(cfg(None))?,
+    };
+    Ok(Some(dht))
+}
+
 pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
     let display = Display::choose(a.json, a.quiet);
     let mut peers = resolve_peers(&a.peers)?;
     let rt = runtime()?;
+    let dht = {
+        let _guard = rt.enter();
+        start_dht(&a.dht, a.port)?
+    };
     let source = a.torrent.to_string_lossy().into_owned();
     let m = match load_source(&source)? {
         Source::Torrent(m) => *m,
         Source::Magnet(mg) => {
-            let (m, learned) = resolve_magnet(&rt, &mg, &a, &peers, display)?;
+            let (m, learned) = resolve_magnet(&rt, &mg, &a, &peers, dht.as_ref(), display)?;
             for p in learned {
                 if !peers.contains(&p) {
                     peers.push(p);
@@ -662,8 +699,13 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
         upload_limit: a.upload_limit,
         download_limit: a.download_limit,
         overwrite: a.overwrite,
+        dht: dht.clone(),
     };
-    let summary = rt.block_on(crate::session::run(m, opts))?;
+    let summary = rt.block_on(crate::session::run(m, opts));
+    if let Some(dht) = &dht {
+        rt.block_on(dht.save());
+    }
+    let summary = summary?;
     let p = &summary.progress;
     let secs = summary.elapsed.as_secs_f64();
     if a.json {

@@ -1,5 +1,5 @@
 //! The magnet phase: finds peers (the magnet's `x.pe`, `--peer`, its
-//! trackers), fetches the info dictionary from them with BEP 9, and checks
+//! trackers, the DHT), fetches the info dictionary from them with BEP 9, and checks
 //! it against the info-hash. What comes out is an ordinary torrent, which
 //! then downloads like any other.
 //!
@@ -99,6 +99,7 @@ pub struct Status {
 pub async fn fetch(
     magnet: &Magnet,
     extra: &[SocketAddr],
+    dht: Option<&crate::dht::Dht>,
     peer_id: [u8; 20],
     status: watch::Sender<Status>,
     mut stop: watch::Receiver<bool>,
@@ -111,6 +112,18 @@ pub async fn fetch(
             magnet.trackers.iter().map(|t| vec![t.clone()]).collect(),
         );
         tokio::spawn(announce(trackers, info_hash, peer_id, found_tx.clone()))
+    });
+    let dht_task = dht.map(|dht| {
+        let (dht, found) = (dht.clone(), found_tx.clone());
+        tokio::spawn(async move {
+            loop {
+                let peers = dht.get_peers(info_hash).await;
+                if found.send(peers).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(15)).await;
+            }
+        })
     });
     let mut initial: Vec<SocketAddr> = magnet.peers.clone();
     initial.extend_from_slice(extra);
@@ -202,7 +215,7 @@ pub async fn fetch(
         }
     };
     running.abort_all();
-    if let Some(t) = tracker_task {
+    for t in [tracker_task, dht_task].into_iter().flatten() {
         t.abort();
     }
     let info = result?;

@@ -40,6 +40,18 @@ struct SwarmFlags {
     /// Limit downloads to this rate: bytes per second, or with a unit (512k, 1M, 10MiB).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     download_limit: Option<u64>,
+    /// Do not use the DHT to find peers (also: SHOAL_NO_DHT=1).
+    #[arg(long, env = "SHOAL_NO_DHT", value_parser = clap::builder::FalseyValueParser::new())]
+    no_dht: bool,
+    /// DHT node to join the network through, instead of the well-known routers; repeatable.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", value_parser = parse_peer)]
+    dht_bootstrap: Vec<String>,
+    /// UDP port of the DHT node (default: the same number as --port, else a free one).
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    dht_port: Option<u16>,
+    /// Folder for state kept between runs, such as DHT nodes (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -203,6 +215,12 @@ impl SwarmFlags {
             download_limit: self.download_limit,
             overwrite,
             save_torrent: None,
+            dht: cli::DhtArgs {
+                off: self.no_dht,
+                port: self.dht_port,
+                bootstrap: self.dht_bootstrap,
+                state_dir: self.state_dir,
+            },
         }
     }
 }

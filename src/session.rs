@@ -36,6 +36,8 @@ pub struct Options {
     pub download_limit: Option<u64>,
     /// Replace files in the way that shoal did not create (`--overwrite`).
     pub overwrite: bool,
+    /// The process's DHT node, unless turned off.
+    pub dht: Option<crate::dht::Dht>,
 }
 
 /// What a finished run reports.
@@ -250,6 +252,18 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
             have.is_full(),
         )))
     };
+    // BEP 27: a private torrent's peers come from its trackers only.
+    let dht_task = match (&opts.dht, meta.private) {
+        (Some(dht), false) => Some(tokio::spawn(dht_loop(
+            dht.clone(),
+            meta.info_hash.0,
+            listen_port,
+            events_tx.clone(),
+            progress_rx.clone(),
+            opts.max_peers,
+        ))),
+        _ => None,
+    };
     drop(events_tx);
 
     let result = torrent.run(events_rx, stop_rx).await;
@@ -261,6 +275,9 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
             // A dead tracker must not hold up the exit.
             let _ = tokio::time::timeout(Duration::from_secs(6), ack_rx).await;
         }
+        task.abort();
+    }
+    if let Some(task) = dht_task {
         task.abort();
     }
     let progress = progress_rx.borrow().clone();
@@ -326,6 +343,34 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, events: mpsc::S
                 Err(e) => tracing::debug!("{addr}: bad handshake: {e}"),
             }
         });
+    }
+}
+
+/// Announces the torrent on the DHT and asks it for peers: at once, then
+/// every 30 s while there are few peers and every 15 minutes after.
+async fn dht_loop(
+    dht: crate::dht::Dht,
+    info_hash: [u8; 20],
+    port: u16,
+    events: mpsc::Sender<Event>,
+    progress: watch::Receiver<Progress>,
+    max_peers: usize,
+) {
+    let mut announced: Option<std::time::Instant> = None;
+    loop {
+        if announced.is_none_or(|t| t.elapsed() >= Duration::from_secs(15 * 60)) {
+            match dht.announce(info_hash, port).await {
+                Ok(()) => announced = Some(std::time::Instant::now()),
+                Err(e) => tracing::debug!("DHT announce: {e}"),
+            }
+        }
+        let peers = dht.get_peers(info_hash).await;
+        tracing::debug!("DHT: {} peers", peers.len());
+        if !peers.is_empty() && events.send(Event::Peers(peers)).await.is_err() {
+            return;
+        }
+        let connected = progress.borrow().peers;
+        tokio::time::sleep(crate::dht::next_lookup(connected, max_peers)).await;
     }
 }
 

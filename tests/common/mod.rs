@@ -98,9 +98,29 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str], log_dir: &Path, name: &str) -> Proc {
+        Proc::spawn_with(args, log_dir, name, false)
+    }
+
+    /// Like `spawn`, with the DHT on (`.cargo/config.toml` turns it off for
+    /// tests); the caller must give `--dht-bootstrap` on loopback.
+    pub fn spawn_dht(args: &[&str], log_dir: &Path, name: &str) -> Proc {
+        Proc::spawn_with(args, log_dir, name, true)
+    }
+
+    fn spawn_with(args: &[&str], log_dir: &Path, name: &str, dht: bool) -> Proc {
         let out = log_dir.join(format!("{name}.out"));
         let err = log_dir.join(format!("{name}.err"));
-        let child = Command::new(shoal_bin())
+        let mut cmd = Command::new(shoal_bin());
+        if dht {
+            assert!(
+                args.contains(&"--dht-bootstrap"),
+                "DHT tests stay on loopback"
+            );
+            cmd.env_remove("SHOAL_NO_DHT");
+        } else {
+            cmd.env("SHOAL_NO_DHT", "1");
+        }
+        let child = cmd
             .args(args)
             .env("SHOAL_LOG", "shoal=debug")
             .stdin(Stdio::null())
