@@ -801,3 +801,73 @@ fn aria2_fetches_a_magnet_from_shoal() {
     assert_tree_matches(&src, &out, false);
     assert_running(&mut seeder, "shoal seeder");
 }
+
+/// aria2 seeder → shoal through the DHT alone: a bootstrap node of the
+/// `mainline` crate on loopback, aria2's DHT pointed at it, and a magnet
+/// link with neither tracker nor peer address. shoal finds aria2 by
+/// `get_peers`, gets the metadata and the data from it.
+#[test]
+fn shoal_finds_an_aria2_seeder_through_the_dht() {
+    if !should_run("shoal_dht_aria2", &[ARIA2]) {
+        return;
+    }
+    let cell = Cell::new("shoal_dht_aria2");
+    let d = cell.path();
+    let src = make_data(d);
+    // The torrent names a tracker that is never started: aria2 must find
+    // no one through it.
+    let t = shoal_torrent(d, &src, "http://127.0.0.1:9/announce", Some(PIECE));
+    let boot_port = common::free_port();
+    let _boot = mainline::Dht::builder()
+        .server_mode()
+        .no_bootstrap()
+        .bind_address(std::net::Ipv4Addr::LOCALHOST)
+        .port(boot_port)
+        .build()
+        .unwrap();
+    let dht_port = common::free_port();
+    let (mut aria, _) = aria2_seeder(
+        d,
+        "aria2-seeder",
+        &t,
+        &src,
+        &[
+            "--enable-dht=true".into(),
+            format!("--dht-listen-port={dht_port}"),
+            format!("--dht-entry-point=127.0.0.1:{boot_port}"),
+            format!("--dht-file-path={}", d.join("aria2-dht.dat").display()),
+        ],
+    );
+    // aria2 announces once it has checked its data and joined the DHT.
+    wait_for(
+        "aria2 to announce on the DHT",
+        SEEDER_UP,
+        || {
+            let log = std::fs::read_to_string(d.join("aria2-seeder.log")).unwrap_or_default();
+            log.contains("dht query announce_peer").then_some(())
+        },
+        || tail(&aria.stdout(), 20),
+    );
+    let out = d.join("shoal-dht");
+    let mut p = Proc::spawn_dht(
+        &[
+            "download",
+            &magnet_of(&t, None, None),
+            "-o",
+            out.to_str().unwrap(),
+            "--port",
+            &common::free_port().to_string(),
+            "--dht-bootstrap",
+            &format!("127.0.0.1:{boot_port}"),
+            "--state-dir",
+            d.join("shoal-state").to_str().unwrap(),
+            "--json",
+        ],
+        d,
+        "shoal-dht",
+    );
+    finish_download(&mut p, "shoal via the DHT", TRANSFER);
+    assert_tree_matches(&src, &out, false);
+    assert_handshake_from(&p, "shoal via the DHT", "aria2/");
+    assert_running(&mut aria, "aria2 seeder");
+}
