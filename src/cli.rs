@@ -463,6 +463,7 @@ pub struct RunArgs {
     /// For a magnet: where to write the .torrent made of the fetched metadata.
     pub save_torrent: Option<PathBuf>,
     pub dht: DhtArgs,
+    pub no_pex: bool,
 }
 
 /// A run stopped by a signal: not a failure, but scripts must tell it from
@@ -700,6 +701,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
         download_limit: a.download_limit,
         overwrite: a.overwrite,
         dht: dht.clone(),
+        pex: !a.no_pex,
     };
     let summary = rt.block_on(crate::session::run(m, opts));
     if let Some(dht) = &dht {

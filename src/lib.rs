@@ -17,6 +17,7 @@ pub mod metainfo;
 pub mod mse;
 pub mod ownership;
 pub mod peer;
+pub mod pex;
 pub mod picker;
 pub mod session;
 pub mod store;

@@ -49,6 +49,9 @@ struct SwarmFlags {
     /// UDP port of the DHT node (default: the same number as --port, else a free one).
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     dht_port: Option<u16>,
+    /// Do not exchange peer lists with peers (PEX, BEP 11).
+    #[arg(long)]
+    no_pex: bool,
     /// Folder for state kept between runs, such as DHT nodes (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -221,6 +224,7 @@ impl SwarmFlags {
                 bootstrap: self.dht_bootstrap,
                 state_dir: self.state_dir,
             },
+            no_pex: self.no_pex,
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct Shared {
     /// The info dictionary, served to magnet users (BEP 9); empty when it
     /// is over the metadata size cap and so not offered.
     pub metadata: Arc<[u8]>,
+    /// Peer exchange allowed (not for private torrents, BEP 27).
+    pub pex: bool,
     /// Payload bytes, for trackers and progress.
     pub uploaded: AtomicU64,
     pub downloaded: AtomicU64,
@@ -106,7 +108,11 @@ pub enum PeerEvent {
         reqq: Option<u32>,
         listen_port: Option<u16>,
         client: Option<String>,
+        /// It takes part in peer exchange (BEP 11).
+        pex: bool,
     },
+    /// Peers it named in a `ut_pex` message, with their flags.
+    Pex(Vec<(SocketAddr, u8)>),
     Choked,
     Unchoked,
     Interested(bool),
@@ -127,6 +133,8 @@ pub enum PeerCmd {
     Choke,
     Unchoke,
     Interested(bool),
+    /// A `ut_pex` message to send (an encoded [`crate::pex::Message`]).
+    Pex(Vec<u8>),
     Close(String),
 }
 
@@ -361,6 +369,10 @@ struct Conn<'a> {
     stats: Arc<PeerStats>,
     /// The id the peer wants `ut_metadata` messages under (its handshake).
     their_ut_metadata: Option<u8>,
+    their_ut_pex: Option<u8>,
+    /// When its last `ut_pex` arrived: one a minute is the rule, and a
+    /// peer sending them faster is ignored until the minute is up.
+    last_pex_in: Option<Instant>,
 }
 
 type UploadBatch = tokio::task::JoinHandle<Result<(Bytes, u64), crate::store::StoreError>>;
@@ -404,6 +416,8 @@ async fn run(
         uploads: VecDeque::new(),
         stats,
         their_ut_metadata: None,
+        their_ut_pex: None,
+        last_pex_in: None,
     };
 
     if theirs.supports_extensions() {
@@ -411,10 +425,15 @@ async fn run(
             v: Some(format!("shoal {}", env!("CARGO_PKG_VERSION"))),
             p: Some(shared.listen_port),
             reqq: Some(MAX_PEER_REQUESTS as u32),
-            m: if shared.metadata.is_empty() {
-                Default::default()
-            } else {
-                [("ut_metadata".to_string(), metadata::UT_METADATA_ID)].into()
+            m: {
+                let mut m = std::collections::BTreeMap::new();
+                if !shared.metadata.is_empty() {
+                    m.insert("ut_metadata".to_string(), metadata::UT_METADATA_ID);
+                }
+                if shared.pex {
+                    m.insert("ut_pex".to_string(), crate::pex::UT_PEX_ID);
+                }
+                m
             },
             metadata_size: (!shared.metadata.is_empty()).then_some(shared.metadata.len() as u64),
             yourip: Some(match addr.ip() {
@@ -635,7 +654,9 @@ impl Conn<'_> {
                     Ok(h) => Some({
                         self.their_ut_metadata =
                             h.m.get("ut_metadata").copied().filter(|id| *id != 0);
+                        self.their_ut_pex = h.m.get("ut_pex").copied().filter(|id| *id != 0);
                         PeerEvent::Extended {
+                            pex: self.shared.pex && self.their_ut_pex.is_some(),
                             reqq: h.reqq,
                             listen_port: h.p,
                             client: h.v,
@@ -650,6 +671,25 @@ impl Conn<'_> {
             Message::Extended { id, payload } if id == metadata::UT_METADATA_ID => {
                 self.on_metadata(&payload);
                 None
+            }
+            Message::Extended { id, payload } if id == crate::pex::UT_PEX_ID && self.shared.pex => {
+                let now = Instant::now();
+                let early = self
+                    .last_pex_in
+                    .is_some_and(|t| now.duration_since(t) < crate::pex::INTERVAL / 2);
+                if early {
+                    tracing::debug!("ut_pex again within the minute; ignored");
+                    return Ok(None);
+                }
+                self.last_pex_in = Some(now);
+                match crate::pex::Message::decode(&payload) {
+                    Some(m) if !m.added.is_empty() => Some(PeerEvent::Pex(m.added)),
+                    Some(_) => None,
+                    None => {
+                        tracing::debug!("ignoring a malformed ut_pex message");
+                        None
+                    }
+                }
             }
             Message::Extended { .. } => None,
         })
@@ -719,6 +759,14 @@ impl Conn<'_> {
             }
             PeerCmd::Interested(true) => self.writer.msg(&Message::Interested),
             PeerCmd::Interested(false) => self.writer.msg(&Message::NotInterested),
+            PeerCmd::Pex(payload) => {
+                if let Some(id) = self.their_ut_pex {
+                    self.writer.msg(&Message::Extended {
+                        id,
+                        payload: Bytes::from(payload),
+                    });
+                }
+            }
             PeerCmd::Close(_) => {}
         }
     }
@@ -811,6 +859,7 @@ mod tests {
             upload_limit: None,
             download_limit: None,
             metadata: Arc::from(&[][..]),
+            pex: false,
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
@@ -830,6 +879,8 @@ mod tests {
             uploads: VecDeque::new(),
             stats: Arc::default(),
             their_ut_metadata: None,
+            their_ut_pex: None,
+            last_pex_in: None,
         };
         f(&mut c)
     }

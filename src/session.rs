@@ -38,6 +38,8 @@ pub struct Options {
     pub overwrite: bool,
     /// The process's DHT node, unless turned off.
     pub dht: Option<crate::dht::Dht>,
+    /// Peer exchange (BEP 11), unless turned off; never for private torrents.
+    pub pex: bool,
 }
 
 /// What a finished run reports.
@@ -206,6 +208,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         listen_port,
         upload_limit: opts.upload_limit.map(crate::limit::RateLimit::new),
         download_limit: opts.download_limit.map(crate::limit::RateLimit::new),
+        pex: opts.pex && !meta.private,
         metadata: match meta.info_bytes() {
             Ok(b) if b.len() as u64 <= crate::metadata::MAX_SIZE => Arc::from(&b[..]),
             _ => Arc::from(&[][..]),
@@ -498,6 +501,7 @@ mod tests {
             upload_limit: None,
             download_limit: None,
             metadata: Arc::from(&[][..]),
+            pex: false,
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),

@@ -48,6 +48,8 @@ const MAX_VERIFY_BYTES: usize = 8 << 20;
 /// cover a burst of hash results: a buffer freed and allocated again costs
 /// a zero-fill (the memset was 2-3 % of a download with 2 kept).
 const SPARE_BUFFERS: usize = 8;
+/// Peer addresses remembered at most, from all sources together.
+const MAX_KNOWN: usize = 2000;
 /// Pieces hashed by one blocking job, at most (at least one piece).
 const HASH_BATCH_BYTES: usize = 1 << 20;
 
@@ -178,6 +180,13 @@ struct PeerInfo {
     down: Rate,
     up: Rate,
     strikes: u32,
+    /// Where others can reach it: the address we dialled, or for incoming
+    /// peers their address with the listen port their handshake gave.
+    listen: Option<SocketAddr>,
+    /// Peer exchange: it takes part, what it was told, and when.
+    pex: bool,
+    pex_sent: HashSet<SocketAddr>,
+    pex_at: Option<Instant>,
 }
 
 impl PeerInfo {
@@ -381,6 +390,11 @@ impl Torrent {
             if self.is_self(a) || self.banned_addrs.contains(&a) || a.port() == 0 {
                 continue;
             }
+            // Every source together (trackers, DHT, PEX) is held to a cap,
+            // so a flood of addresses cannot grow memory without bound.
+            if self.known.len() >= MAX_KNOWN && !self.known.contains_key(&a) {
+                continue;
+            }
             if let std::collections::hash_map::Entry::Vacant(e) = self.known.entry(a) {
                 e.insert(Candidate {
                     failures: 0,
@@ -476,7 +490,7 @@ impl Torrent {
                 addr,
                 peer_id,
                 fast: _,
-                incoming: _,
+                incoming,
                 cmd,
                 stats,
             } => {
@@ -518,6 +532,10 @@ impl Torrent {
                         down: Rate::new(),
                         up: Rate::new(),
                         strikes: 0,
+                        listen: (!incoming).then_some(addr),
+                        pex: false,
+                        pex_sent: HashSet::new(),
+                        pex_at: None,
                     },
                 );
                 if self.state == State::Connecting {
@@ -598,10 +616,19 @@ impl Torrent {
                 }
                 self.after_availability(key);
             }
-            PeerEvent::Extended { reqq, client, .. } => {
+            PeerEvent::Extended {
+                reqq,
+                client,
+                listen_port,
+                pex,
+            } => {
                 let Some(p) = self.peers.get_mut(&key) else {
                     return;
                 };
+                p.pex = pex;
+                if let (None, Some(port)) = (p.listen, listen_port.filter(|p| *p != 0)) {
+                    p.listen = Some(SocketAddr::new(p.addr.ip(), port));
+                }
                 if let Some(q) = reqq {
                     p.reqq = (q as usize).clamp(1, MAX_QUEUE);
                     p.depth = p.depth.min(p.reqq);
@@ -609,6 +636,23 @@ impl Torrent {
                 if let Some(c) = client {
                     tracing::debug!("{}: client {c}", p.addr);
                 }
+            }
+            PeerEvent::Pex(added) => {
+                let Some(p) = self.peers.get(&key) else {
+                    return;
+                };
+                let ours = [SocketAddr::new(
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                    self.shared.listen_port,
+                )];
+                let found = crate::pex::accept(p.addr, &ours, &added);
+                tracing::debug!(
+                    "{}: pex named {} peers, {} usable",
+                    p.addr,
+                    added.len(),
+                    found.len()
+                );
+                self.add_peers(found);
             }
             PeerEvent::Choked => {
                 let Some(p) = self.peers.get_mut(&key) else {
@@ -998,8 +1042,40 @@ impl Torrent {
         self.publish();
     }
 
+    /// BEP 11: each peer that takes part hears, at most once a minute, which
+    /// peers we gained and lost since it last heard.
+    fn exchange_peers(&mut self, now: Instant) {
+        let everyone: Vec<(PeerKey, SocketAddr, u8)> = self
+            .peers
+            .iter()
+            .filter_map(|(k, p)| {
+                let flags = if p.seed { crate::pex::flags::SEED } else { 0 };
+                p.listen
+                    .map(|l| (*k, l, flags | crate::pex::flags::OUTGOING_OK))
+            })
+            .collect();
+        for (key, p) in self.peers.iter_mut() {
+            if !p.pex
+                || p.pex_at
+                    .is_some_and(|t| now.duration_since(t) < crate::pex::INTERVAL)
+            {
+                continue;
+            }
+            let others: Vec<(SocketAddr, u8)> = everyone
+                .iter()
+                .filter(|(k, _, _)| k != key)
+                .map(|(_, a, f)| (*a, *f))
+                .collect();
+            if let Some(m) = crate::pex::next_message(&mut p.pex_sent, &others) {
+                p.pex_at = Some(now);
+                p.send(PeerCmd::Pex(m.encode()));
+            }
+        }
+    }
+
     /// Once a second: rates, queue depths, snubs, interest, connections.
     fn second(&mut self, secs: f64, now: Instant) {
+        self.exchange_peers(now);
         self.down_rate
             .update(self.shared.downloaded.load(Ordering::Relaxed), secs);
         self.up_rate
@@ -1159,6 +1235,7 @@ mod tests {
             upload_limit: None,
             download_limit: None,
             metadata: Arc::from(&[][..]),
+            pex: false,
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
@@ -1334,6 +1411,7 @@ mod tests {
                 reqq: Some(5),
                 listen_port: None,
                 client: None,
+                pex: false,
             },
         );
         h.peer(1, PeerEvent::Unchoked);
