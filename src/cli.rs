@@ -464,6 +464,7 @@ pub struct RunArgs {
     pub save_torrent: Option<PathBuf>,
     pub dht: DhtArgs,
     pub no_pex: bool,
+    pub no_lsd: bool,
 }
 
 /// A run stopped by a signal: not a failure, but scripts must tell it from
@@ -671,9 +672,16 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
     let display = Display::choose(a.json, a.quiet);
     let mut peers = resolve_peers(&a.peers)?;
     let rt = runtime()?;
-    let dht = {
+    let (dht, lsd) = {
         let _guard = rt.enter();
-        start_dht(&a.dht, a.port)?
+        let lsd = if a.no_lsd {
+            None
+        } else {
+            crate::lsd::Lsd::start()
+                .inspect_err(|e| tracing::info!("no local discovery: {e}"))
+                .ok()
+        };
+        (start_dht(&a.dht, a.port)?, lsd)
     };
     let source = a.torrent.to_string_lossy().into_owned();
     let m = match load_source(&source)? {
@@ -702,6 +710,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
         overwrite: a.overwrite,
         dht: dht.clone(),
         pex: !a.no_pex,
+        lsd,
     };
     let summary = rt.block_on(crate::session::run(m, opts));
     if let Some(dht) = &dht {

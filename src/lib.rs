@@ -11,6 +11,7 @@ pub mod create;
 pub mod dht;
 pub mod fetch;
 pub mod limit;
+pub mod lsd;
 pub mod magnet;
 pub mod metadata;
 pub mod metainfo;

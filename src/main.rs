@@ -52,6 +52,9 @@ struct SwarmFlags {
     /// Do not exchange peer lists with peers (PEX, BEP 11).
     #[arg(long)]
     no_pex: bool,
+    /// Do not announce or look for peers on the local network (BEP 14; also: SHOAL_NO_LSD=1).
+    #[arg(long, env = "SHOAL_NO_LSD", value_parser = clap::builder::FalseyValueParser::new())]
+    no_lsd: bool,
     /// Folder for state kept between runs, such as DHT nodes (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -225,6 +228,7 @@ impl SwarmFlags {
                 state_dir: self.state_dir,
             },
             no_pex: self.no_pex,
+            no_lsd: self.no_lsd,
         }
     }
 }

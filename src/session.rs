@@ -40,6 +40,8 @@ pub struct Options {
     pub dht: Option<crate::dht::Dht>,
     /// Peer exchange (BEP 11), unless turned off; never for private torrents.
     pub pex: bool,
+    /// The process's local discovery socket (BEP 14), unless turned off.
+    pub lsd: Option<crate::lsd::Lsd>,
 }
 
 /// What a finished run reports.
@@ -267,6 +269,15 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         ))),
         _ => None,
     };
+    let lsd_task = match (&opts.lsd, meta.private) {
+        (Some(lsd), false) => Some(tokio::spawn(lsd_loop(
+            lsd.clone(),
+            meta.info_hash.0,
+            listen_port,
+            events_tx.clone(),
+        ))),
+        _ => None,
+    };
     drop(events_tx);
 
     let result = torrent.run(events_rx, stop_rx).await;
@@ -280,7 +291,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         }
         task.abort();
     }
-    if let Some(task) = dht_task {
+    for task in [dht_task, lsd_task].into_iter().flatten() {
         task.abort();
     }
     let progress = progress_rx.borrow().clone();
@@ -346,6 +357,38 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, events: mpsc::S
                 Err(e) => tracing::debug!("{addr}: bad handshake: {e}"),
             }
         });
+    }
+}
+
+/// Announces the torrent on the LAN (BEP 14) at once and every five
+/// minutes, and passes on the peers that announce it.
+async fn lsd_loop(
+    lsd: crate::lsd::Lsd,
+    info_hash: [u8; 20],
+    port: u16,
+    events: mpsc::Sender<Event>,
+) {
+    let mut heard = lsd.subscribe();
+    let mut tick = tokio::time::interval(crate::lsd::INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = lsd.announce(info_hash, port).await {
+                    tracing::debug!("LSD announce: {e}");
+                }
+            }
+            got = heard.recv() => match got {
+                Ok((a, ip)) if a.info_hashes.contains(&info_hash) && !ip.is_unspecified() => {
+                    let peer = SocketAddr::new(ip.to_canonical(), a.port);
+                    tracing::debug!("LSD: {peer}");
+                    if events.send(Event::Peers(vec![peer])).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
     }
 }
 

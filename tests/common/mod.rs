@@ -120,6 +120,7 @@ impl Proc {
         } else {
             cmd.env("SHOAL_NO_DHT", "1");
         }
+        cmd.env("SHOAL_NO_LSD", "1");
         let child = cmd
             .args(args)
             .env("SHOAL_LOG", "shoal=debug")
