@@ -116,6 +116,23 @@ fn shoal_seeder(cell: &Path, torrent: &Path, src: &Path, name: &str) -> (Proc, u
     (p, port)
 }
 
+/// An HTTP tracker, a `shoal create` torrent of `src` with the piece length
+/// shoal picks, and a shoal seeder of it that the tracker has heard from.
+fn shoal_seeder_on_tracker(d: &Path, src: &Path) -> (Tracker, PathBuf, String, Proc, u16) {
+    let mut tracker = Tracker::new(d);
+    let t = shoal_torrent(d, src, &tracker.http_url(), None);
+    let hash = info_hash(&t);
+    tracker.start(std::slice::from_ref(&hash));
+    let (seeder, port) = shoal_seeder(d, &t, src, "shoal-seeder");
+    wait_for(
+        "shoal's `started`",
+        SEEDER_UP,
+        || (!tracker.events_of(port).is_empty()).then_some(()),
+        || tail(&seeder.stderr(), 20),
+    );
+    (tracker, t, hash, seeder, port)
+}
+
 /// Waits for a shoal download to finish and checks its report.
 fn finish_download(p: &mut Proc, what: &str, limit: Duration) {
     let status = p.wait(limit);
@@ -270,18 +287,7 @@ fn aria2_leeches_from_shoal_http_tracker() {
     let cell = Cell::new("aria2_leeches_from_shoal");
     let d = cell.path();
     let src = make_data(d);
-    let mut tracker = Tracker::new(d);
-    let t = shoal_torrent(d, &src, &tracker.http_url(), None);
-    let hash = info_hash(&t);
-    tracker.start(std::slice::from_ref(&hash));
-
-    let (mut seeder, port) = shoal_seeder(d, &t, &src, "shoal-seeder");
-    wait_for(
-        "shoal's `started`",
-        SEEDER_UP,
-        || (!tracker.events_of(port).is_empty()).then_some(()),
-        || tail(&seeder.stderr(), 20),
-    );
+    let (tracker, t, hash, mut seeder, port) = shoal_seeder_on_tracker(d, &src);
     let out = d.join("aria2-dl");
     let (mut aria, _) = aria2_leecher(d, "aria2-leecher", &t, &out);
     let status = wait_exit(&mut aria, "aria2 leecher", TRANSFER);
@@ -778,17 +784,7 @@ fn aria2_fetches_a_magnet_from_shoal() {
     let cell = Cell::new("aria2_magnet_from_shoal");
     let d = cell.path();
     let src = make_data(d);
-    let mut tracker = Tracker::new(d);
-    let t = shoal_torrent(d, &src, &tracker.http_url(), None);
-    let hash = info_hash(&t);
-    tracker.start(std::slice::from_ref(&hash));
-    let (mut seeder, port) = shoal_seeder(d, &t, &src, "shoal-seeder");
-    wait_for(
-        "shoal's `started`",
-        SEEDER_UP,
-        || (!tracker.events_of(port).is_empty()).then_some(()),
-        || tail(&seeder.stderr(), 20),
-    );
+    let (tracker, t, _, mut seeder, _) = shoal_seeder_on_tracker(d, &src);
     let out = d.join("aria2-dl");
     let uri = magnet_of(&t, None, Some(&tracker.http_url()));
     let (mut aria, _) = aria2_leecher(d, "aria2-leecher", Path::new(&uri), &out);

@@ -189,6 +189,24 @@ fn own_files_resume_and_over_long_files_are_bad() {
     assert!(v.status.success(), "{}", stderr(&v));
 }
 
+/// A download of `t` into `out` that must be refused at once (exit 1)
+/// with `expect` in its one-line error.
+fn refused_while_running(t: &Path, out: &Path, peer: &str, extra: &[&str], expect: &str) {
+    let mut args = vec![
+        "download",
+        t.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--peer",
+        peer,
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let o = shoal(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(expect), "{}", stderr(&o));
+}
+
 /// Two processes on the same torrent and folder: the second is refused at
 /// once with a clear error and exit 1; and a different torrent naming the
 /// same file is refused even with --overwrite while the first runs.
@@ -212,20 +230,12 @@ fn a_second_process_on_the_same_files_is_refused() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let second = shoal(&[
-        "download",
-        t.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--peer",
+    refused_while_running(
+        &t,
+        &out,
         &dead,
-        "--quiet",
-    ]);
-    assert_eq!(second.status.code(), Some(1));
-    assert!(
-        stderr(&second).contains("another shoal process is already downloading"),
-        "{}",
-        stderr(&second)
+        &[],
+        "another shoal process is already downloading",
     );
 
     // Another torrent with a file at the same path.
@@ -233,21 +243,12 @@ fn a_second_process_on_the_same_files_is_refused() {
     std::fs::create_dir_all(&other_src).unwrap();
     std::fs::write(other_src.join("video.mkv"), data(300_000, 9)).unwrap();
     let t2 = create_torrent(&other_src, &d.join("other.torrent"), &[], 16384);
-    let third = shoal(&[
-        "download",
-        t2.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--peer",
+    refused_while_running(
+        &t2,
+        &out,
         &dead,
-        "--overwrite",
-        "--quiet",
-    ]);
-    assert_eq!(third.status.code(), Some(1));
-    assert!(
-        stderr(&third).contains("being downloaded by another shoal process"),
-        "{}",
-        stderr(&third)
+        &["--overwrite"],
+        "being downloaded by another shoal process",
     );
     // The same file reached through another folder (a single-file torrent
     // of the video, downloaded into out/movie): its own records know
@@ -255,21 +256,12 @@ fn a_second_process_on_the_same_files_is_refused() {
     let lone = d.join("lone.torrent");
     let video = d.join("src/movie/video.mkv");
     create_torrent(&video, &lone, &[], 16384);
-    let fourth = shoal(&[
-        "download",
-        lone.to_str().unwrap(),
-        "-o",
-        out.join("movie").to_str().unwrap(),
-        "--peer",
+    refused_while_running(
+        &lone,
+        &out.join("movie"),
         &dead,
-        "--overwrite",
-        "--quiet",
-    ]);
-    assert_eq!(fourth.status.code(), Some(1));
-    assert!(
-        stderr(&fourth).contains("is being written by another process"),
-        "{}",
-        stderr(&fourth)
+        &["--overwrite"],
+        "is being written by another process",
     );
     assert_eq!(
         std::fs::metadata(out.join("movie/video.mkv"))
