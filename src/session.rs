@@ -17,7 +17,7 @@ use crate::metainfo::Metainfo;
 use crate::ownership;
 use crate::peer::{read_incoming_handshake, Shared};
 use crate::store::{hash_threads, Layout, PieceCheck, Store};
-use crate::torrent::{Config, Event, Outcome, Progress, Torrent};
+use crate::torrent::{Config, Event, Outcome, PeerSource, Progress, Torrent};
 use crate::tracker::{self, AnnounceRequest, TrackerList};
 use crate::ui::{self, Display};
 
@@ -241,7 +241,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         progress_tx,
         complete_tx,
     );
-    torrent.add_peers(opts.peers.clone());
+    torrent.add_peers(PeerSource::Manual, opts.peers.clone());
 
     let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
     let (tracker_ctl, tracker_ctl_rx) = mpsc::channel(4);
@@ -381,7 +381,7 @@ async fn lsd_loop(
                 Ok((a, ip)) if a.info_hashes.contains(&info_hash) && !ip.is_unspecified() => {
                     let peer = SocketAddr::new(ip.to_canonical(), a.port);
                     tracing::debug!("LSD: {peer}");
-                    if events.send(Event::Peers(vec![peer])).await.is_err() {
+                    if events.send(Event::Peers(PeerSource::Lsd, vec![peer])).await.is_err() {
                         return;
                     }
                 }
@@ -412,7 +412,12 @@ async fn dht_loop(
         }
         let peers = dht.get_peers(info_hash).await;
         tracing::debug!("DHT: {} peers", peers.len());
-        if !peers.is_empty() && events.send(Event::Peers(peers)).await.is_err() {
+        if !peers.is_empty()
+            && events
+                .send(Event::Peers(PeerSource::Dht, peers))
+                .await
+                .is_err()
+        {
             return;
         }
         let connected = progress.borrow().peers;
@@ -464,7 +469,9 @@ async fn announce_loop(
                 if let Some(w) = resp.warning {
                     let _ = events.send(Event::TrackerWarning(w)).await;
                 }
-                let _ = events.send(Event::Peers(resp.peers)).await;
+                let _ = events
+                    .send(Event::Peers(PeerSource::Tracker, resp.peers))
+                    .await;
                 event = tracker::Event::None;
                 resp.interval
             }
@@ -562,7 +569,7 @@ mod tests {
             false,
         ));
         // `started` answered: the tracker's peers arrive as an event.
-        while !matches!(ev_rx.recv().await, Some(Event::Peers(_))) {}
+        while !matches!(ev_rx.recv().await, Some(Event::Peers(..))) {}
         // The download completes and the process stops at once.
         shared.have_bytes.store(total, Ordering::Release);
         complete_tx.send(()).unwrap();

@@ -61,7 +61,7 @@ pub enum Event {
         addr: SocketAddr,
         handshake: Handshake,
     },
-    Peers(Vec<SocketAddr>),
+    Peers(PeerSource, Vec<SocketAddr>),
     TrackerWarning(String),
     Verified(Vec<Verified>),
 }
@@ -123,6 +123,8 @@ pub struct Progress {
     pub banned: u32,
     /// Bytes verified per file (same order as the torrent's files).
     pub file_done: Vec<u64>,
+    /// Connected peers by where their address came from.
+    pub peer_sources: std::collections::BTreeMap<&'static str, usize>,
 }
 
 pub struct Config {
@@ -130,6 +132,32 @@ pub struct Config {
     pub upload_slots: usize,
     /// Keep running (seeding) once complete.
     pub keep_seeding: bool,
+}
+
+/// Where a peer's address came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PeerSource {
+    Tracker,
+    Dht,
+    Pex,
+    Lsd,
+    /// `--peer`, or a magnet's `x.pe`.
+    Manual,
+    /// It connected to us.
+    Incoming,
+}
+
+impl PeerSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerSource::Tracker => "tracker",
+            PeerSource::Dht => "dht",
+            PeerSource::Pex => "pex",
+            PeerSource::Lsd => "lsd",
+            PeerSource::Manual => "manual",
+            PeerSource::Incoming => "incoming",
+        }
+    }
 }
 
 /// Why the torrent stopped.
@@ -187,6 +215,7 @@ struct PeerInfo {
     pex: bool,
     pex_sent: HashSet<SocketAddr>,
     pex_at: Option<Instant>,
+    source: PeerSource,
 }
 
 impl PeerInfo {
@@ -219,6 +248,7 @@ struct Suspect {
 struct Candidate {
     failures: u32,
     next_try: Instant,
+    source: PeerSource,
 }
 
 pub struct Torrent {
@@ -383,8 +413,9 @@ impl Torrent {
         Ok(outcome)
     }
 
-    /// Adds peers from a tracker or the command line.
-    pub fn add_peers(&mut self, addrs: Vec<SocketAddr>) {
+    /// Adds peers from any source; an address keeps the source that named
+    /// it first.
+    pub fn add_peers(&mut self, source: PeerSource, addrs: Vec<SocketAddr>) {
         for a in addrs {
             let a = SocketAddr::new(a.ip().to_canonical(), a.port());
             if self.is_self(a) || self.banned_addrs.contains(&a) || a.port() == 0 {
@@ -399,6 +430,7 @@ impl Torrent {
                 e.insert(Candidate {
                     failures: 0,
                     next_try: Instant::now(),
+                    source,
                 });
                 self.queue.push_back(a);
             }
@@ -420,7 +452,7 @@ impl Torrent {
                 addr,
                 handshake,
             } => self.on_incoming(stream, addr, handshake),
-            Event::Peers(addrs) => self.add_peers(addrs),
+            Event::Peers(source, addrs) => self.add_peers(source, addrs),
             Event::TrackerWarning(w) => tracing::warn!("tracker: {w}"),
             Event::Verified(batch) => return self.on_verified_batch(batch),
         }
@@ -536,6 +568,13 @@ impl Torrent {
                         pex: false,
                         pex_sent: HashSet::new(),
                         pex_at: None,
+                        source: if incoming {
+                            PeerSource::Incoming
+                        } else {
+                            self.known
+                                .get(&addr)
+                                .map_or(PeerSource::Manual, |c| c.source)
+                        },
                     },
                 );
                 if self.state == State::Connecting {
@@ -652,7 +691,7 @@ impl Torrent {
                     added.len(),
                     found.len()
                 );
-                self.add_peers(found);
+                self.add_peers(PeerSource::Pex, found);
             }
             PeerEvent::Choked => {
                 let Some(p) = self.peers.get_mut(&key) else {
@@ -1165,6 +1204,14 @@ impl Torrent {
         self.progress.uploaded = self.shared.uploaded.load(Ordering::Relaxed);
         self.progress.peers = self.peers.len();
         self.progress.known_peers = self.known.len().max(self.peers.len());
+        self.progress.peer_sources.clear();
+        for p in self.peers.values() {
+            *self
+                .progress
+                .peer_sources
+                .entry(p.source.label())
+                .or_default() += 1;
+        }
         self.progress_tx.send_replace(self.progress.clone());
     }
 }

@@ -136,6 +136,19 @@ fn eta(p: &Progress) -> String {
     }
 }
 
+/// " (tracker 5, dht 30, pex 5)": where the connected peers came from.
+pub fn peer_sources(p: &Progress) -> String {
+    if p.peer_sources.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = p
+        .peer_sources
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    format!(" ({})", parts.join(", "))
+}
+
 pub fn progress_json(p: &Progress) -> serde_json::Value {
     serde_json::json!({
         "event": "progress",
@@ -150,6 +163,7 @@ pub fn progress_json(p: &Progress) -> serde_json::Value {
         "uploaded": p.uploaded,
         "peers": p.peers,
         "known_peers": p.known_peers,
+        "peer_sources": p.peer_sources,
         "hash_failures": p.hash_failures,
         "banned": p.banned,
     })
@@ -200,12 +214,13 @@ pub async fn show(meta: Arc<Metainfo>, mut rx: watch::Receiver<Progress>, displa
                 let p = rx.borrow_and_update().clone();
                 main.set_position(p.have_bytes);
                 main.set_message(format!(
-                    "{} ↓ {}/s ↑ {}/s peers {}/{} eta {}",
+                    "{} ↓ {}/s ↑ {}/s peers {}/{}{} eta {}",
                     p.state.label(),
                     human_bytes(p.down_rate),
                     human_bytes(p.up_rate),
                     p.peers,
                     p.known_peers,
+                    peer_sources(&p),
                     eta(&p)
                 ));
                 if meta.multi_file {
