@@ -28,6 +28,7 @@ printf 'magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&ws=http://w/' > cor
 printf 'Z%.0s' $(seq 700) > corpus/mse/junk
 printf 'd8:msg_typei1e5:piecei0e10:total_sizei5eehello' > corpus/ut_metadata/data
 printf 'd8:msg_typei0e5:piecei0ee' > corpus/ut_metadata/request
+printf 'd5:added6:\x7f\x00\x00\x01\x1a\xe17:added.f1:\x02e' > corpus/ut_metadata/pex
 
 for t in "${targets[@]}"; do
   cargo fuzz build -O "$t" >/dev/null 2>&1

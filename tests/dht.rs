@@ -1,7 +1,8 @@
 //! A swarm without trackers: a seeder and five leechers of shoal, given
 //! only a magnet link (no tracker, no peer address) and a DHT bootstrap
-//! node on loopback, all finish; then the bootstrap node is gone and
-//! newcomers still join through the swarm's own DHT nodes and finish.
+//! node on loopback, all finish; then the bootstrap node is gone, the
+//! seeder's node gets a burst of junk datagrams, and newcomers still join
+//! through the swarm's own DHT nodes and finish.
 
 mod common;
 
@@ -106,6 +107,17 @@ fn trackerless_swarm_finishes_and_outlives_its_bootstrap_node() {
     // The bootstrap node goes away. Newcomers know only the seeder's DHT
     // node, and find the seeder and each other through the DHT.
     drop(boot);
+    // Junk at the seeder's DHT node first: it must shrug it off.
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..2000u32 {
+        let mut d = vec![b'd'; (i as usize * 7) % 1400];
+        d.extend_from_slice(&i.to_be_bytes());
+        let _ = junk.send_to(&d, ("127.0.0.1", seed_port));
+    }
+    let _ = junk.send_to(
+        b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe",
+        ("127.0.0.1", seed_port),
+    );
     let start = Instant::now();
     let via = format!("127.0.0.1:{seed_port}");
     let mut late: Vec<(usize, Proc)> = (5..8).map(|i| (i, leecher(d, &magnet, &via, i))).collect();

@@ -1,6 +1,7 @@
 #![no_main]
-//! BEP 9 messages from a peer, fed to the codec and then to an assembler
-//! as if each were the answer to a request.
+//! Extension messages from a peer: BEP 9 metadata messages fed to the
+//! codec and to an assembler as if each answered a request, and BEP 11
+//! peer exchange messages fed to the codec and the address filter.
 use libfuzzer_sys::fuzz_target;
 use shoal::metadata::{Assembler, Msg};
 
@@ -17,6 +18,10 @@ fuzz_target!(|data: &[u8]| {
                 while a.next_request().is_some() {}
                 let _ = a.on_data(piece, total_size, data);
             }
+        }
+        if let Some(m) = shoal::pex::Message::decode(chunk) {
+            let from = "10.0.0.1:6881".parse().unwrap();
+            let _ = shoal::pex::accept(from, &[], &m.added);
         }
     }
 });
