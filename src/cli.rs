@@ -465,6 +465,25 @@ pub struct RunArgs {
     pub dht: DhtArgs,
     pub no_pex: bool,
     pub no_lsd: bool,
+    /// File selection: globs, numbers as `--list` shows them; list and exit.
+    pub only: Vec<String>,
+    pub select: Option<String>,
+    pub list: bool,
+}
+
+/// `download --list`: the files with the numbers `--select` takes.
+fn list_files(m: &Metainfo) {
+    let data = crate::selection::data_files(m);
+    let width = data.len().to_string().len();
+    for (n, &i) in data.iter().enumerate() {
+        let f = &m.files[i];
+        println!(
+            "{:>width$}  {:>10}  {}",
+            n + 1,
+            human_bytes(f.length),
+            f.path.display()
+        );
+    }
 }
 
 /// A run stopped by a signal: not a failure, but scripts must tell it from
@@ -671,6 +690,12 @@ fn start_dht(d: &DhtArgs, listen_port: Option<u16>) -> Result<Option<crate::dht:
 pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
     let display = Display::choose(a.json, a.quiet);
     let mut peers = resolve_peers(&a.peers)?;
+    let source = load_source(&a.torrent.to_string_lossy())?;
+    // Listing a .torrent's files needs no network at all.
+    if let (true, Source::Torrent(m)) = (a.list, &source) {
+        list_files(m);
+        return Ok(());
+    }
     let rt = runtime()?;
     let (dht, lsd) = {
         let _guard = rt.enter();
@@ -683,8 +708,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
         };
         (start_dht(&a.dht, a.port)?, lsd)
     };
-    let source = a.torrent.to_string_lossy().into_owned();
-    let m = match load_source(&source)? {
+    let m = match source {
         Source::Torrent(m) => *m,
         Source::Magnet(mg) => {
             let (m, learned) = resolve_magnet(&rt, &mg, &a, &peers, dht.as_ref(), display)?;
@@ -696,6 +720,30 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
             m
         }
     };
+    if a.list {
+        list_files(&m);
+        return Ok(());
+    }
+    let selection = crate::selection::choose(&m, &a.only, a.select.as_deref())?;
+    if let Some(sel) = &selection {
+        let (n, bytes) = sel
+            .iter()
+            .zip(&m.files)
+            .filter(|(s, _)| **s)
+            .fold((0, 0), |(n, b), (_, f)| (n + 1, b + f.length));
+        if display != Display::Silent && display != Display::Json {
+            eprintln!(
+                "selected {} ({}) of {}",
+                plural(n, "file", "files"),
+                human_bytes(bytes),
+                plural(
+                    crate::selection::data_files(&m).len() as u64,
+                    "file",
+                    "files"
+                )
+            );
+        }
+    }
     let name = m.name.clone();
     let opts = crate::session::Options {
         dir: a.dir.clone(),
@@ -711,6 +759,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
         dht: dht.clone(),
         pex: !a.no_pex,
         lsd,
+        selection,
     };
     let summary = rt.block_on(crate::session::run(m, opts));
     if let Some(dht) = &dht {

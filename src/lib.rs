@@ -20,6 +20,7 @@ pub mod ownership;
 pub mod peer;
 pub mod pex;
 pub mod picker;
+pub mod selection;
 pub mod session;
 pub mod store;
 pub mod torrent;

@@ -67,6 +67,11 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     }
 }
 
+fn parse_selection(s: &str) -> Result<String, String> {
+    shoal::selection::parse_numbers(s, usize::MAX).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
 fn parse_piece_length(s: &str) -> Result<u64, String> {
     cli::parse_size(s)
 }
@@ -167,6 +172,15 @@ enum Command {
         /// For a magnet link: also write the torrent made of the fetched metadata here.
         #[arg(long, value_name = "PATH")]
         save_torrent: Option<PathBuf>,
+        /// Download only the files whose path matches this glob (e.g. '*.mkv'); repeatable.
+        #[arg(long, value_name = "GLOB")]
+        only: Vec<String>,
+        /// Download only these files, by the numbers --list shows (e.g. 1,3-5).
+        #[arg(long, value_name = "LIST", value_parser = parse_selection)]
+        select: Option<String>,
+        /// List the torrent's files with their numbers and sizes, then exit.
+        #[arg(long)]
+        list: bool,
         #[command(flatten)]
         swarm: SwarmFlags,
     },
@@ -229,6 +243,9 @@ impl SwarmFlags {
             },
             no_pex: self.no_pex,
             no_lsd: self.no_lsd,
+            only: Vec::new(),
+            select: None,
+            list: false,
         }
     }
 }
@@ -315,10 +332,16 @@ fn main() -> ExitCode {
             seed,
             overwrite,
             save_torrent,
+            only,
+            select,
+            list,
             swarm,
         } => {
             let mut args = swarm.into_args(torrent, output, seed, overwrite);
             args.save_torrent = save_torrent;
+            args.only = only;
+            args.select = select;
+            args.list = list;
             cli::run_torrent(args, false)
         }
         Command::Seed {

@@ -268,10 +268,19 @@ pub fn prepare(
     dir: &Path,
     checks: &[PieceCheck],
     overwrite: bool,
+    selected: Option<&[bool]>,
 ) -> Result<Claim, OwnershipError> {
     let hex = meta.info_hash.hex();
     let record = Record::load(dir, &hex);
-    let on_disk = lengths_on_disk(meta, dir);
+    // Files left out of a selection are never touched: not checked, not
+    // claimed, not cut.
+    let wanted = |i: usize| selected.is_none_or(|s| s.get(i).copied().unwrap_or(false));
+    let mut on_disk = lengths_on_disk(meta, dir);
+    for (i, len) in on_disk.iter_mut().enumerate() {
+        if !wanted(i) {
+            *len = None;
+        }
+    }
     let found = classify(meta, &record, &on_disk, checks);
     let foreign: Vec<&Found> = found.iter().filter(|f| !f.owned && !f.verifies).collect();
     if !foreign.is_empty() {
@@ -294,7 +303,12 @@ pub fn prepare(
     }
     let lock = Lock::acquire(dir, &hex)?;
     let mut record = Record::load(dir, &hex);
-    for f in meta.files.iter().filter(|f| f.is_data()) {
+    for (_, f) in meta
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| f.is_data() && wanted(*i))
+    {
         record.files.insert(key(&f.path));
     }
     record.save(dir, meta)?;
@@ -473,7 +487,7 @@ mod tests {
         std::fs::write(dir.path().join("t/a"), b"mine, 7").unwrap();
         std::fs::write(dir.path().join("t/b"), [1u8; 20]).unwrap();
         let checks = [PieceCheck::Bad; 3];
-        let err = prepare(&m, dir.path(), &checks, false).unwrap_err();
+        let err = prepare(&m, dir.path(), &checks, false, None).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("2 files"), "{msg}");
         assert!(
@@ -487,15 +501,15 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("t/a")).unwrap(), b"mine, 7");
         // With --overwrite the files are claimed and the long one is cut.
         std::fs::write(dir.path().join("t/b"), [1u8; 30]).unwrap();
-        let claim = prepare(&m, dir.path(), &checks, true).unwrap();
+        let claim = prepare(&m, dir.path(), &checks, true, None).unwrap();
         assert_eq!(claim.record.files.len(), 2);
         assert_eq!(std::fs::metadata(dir.path().join("t/b")).unwrap().len(), 20);
         // While it is held, a second download of the torrent is refused.
-        let again = prepare(&m, dir.path(), &checks, false).unwrap_err();
+        let again = prepare(&m, dir.path(), &checks, false, None).unwrap_err();
         assert!(matches!(again, OwnershipError::Busy(_)), "{again}");
         drop(claim);
         // Once released, the files are shoal's and resume without --overwrite.
-        prepare(&m, dir.path(), &checks, false).unwrap();
+        prepare(&m, dir.path(), &checks, false, None).unwrap();
     }
 
     #[test]
@@ -505,8 +519,8 @@ mod tests {
         let b = meta(&[("x", 20), ("y", 4)], 16);
         std::fs::create_dir_all(dir.path().join("t")).unwrap();
         std::fs::write(dir.path().join("t/x"), [7u8; 20]).unwrap();
-        let _running = prepare(&a, dir.path(), &[PieceCheck::Bad; 2], true).unwrap();
-        let err = prepare(&b, dir.path(), &[PieceCheck::Bad; 2], true).unwrap_err();
+        let _running = prepare(&a, dir.path(), &[PieceCheck::Bad; 2], true, None).unwrap();
+        let err = prepare(&b, dir.path(), &[PieceCheck::Bad; 2], true, None).unwrap_err();
         assert!(matches!(err, OwnershipError::OwnedByRunning(..)), "{err}");
         assert_eq!(std::fs::read(dir.path().join("t/x")).unwrap(), [7u8; 20]);
     }

@@ -155,6 +155,11 @@ pub struct Picker {
     with_free: BTreeSet<u32>,
     requests: HashMap<PeerKey, BTreeSet<BlockRef>>,
     rng: StdRng,
+    /// Pieces not wanted (they touch only files the user left out); never
+    /// free, never picked, and not needed for completion. None: all wanted.
+    unwanted: Option<Bitfield>,
+    /// Wanted pieces not verified yet: the download is complete at 0.
+    wanted_left: u32,
 }
 
 impl std::fmt::Debug for Picker {
@@ -236,7 +241,30 @@ impl Picker {
             with_free: BTreeSet::new(),
             requests: HashMap::new(),
             rng,
+            unwanted: None,
+            wanted_left: free_len,
         }
+    }
+
+    fn wants(&self, p: u32) -> bool {
+        self.unwanted.as_ref().is_none_or(|u| !u.get(p as usize))
+    }
+
+    /// Leaves out the pieces set in `unwanted` (file selection): they are
+    /// never asked for, and the download is complete without them.
+    pub fn set_unwanted(&mut self, unwanted: &Bitfield) {
+        let mut u = Bitfield::new(self.piece_count as usize);
+        let n = self.piece_count as usize;
+        for p in unwanted.iter_ones().take_while(|&p| p < n) {
+            u.set(p);
+            if self.is_free(p as u32) {
+                self.remove_free(p as u32);
+            }
+        }
+        self.unwanted = Some(u);
+        self.wanted_left = (0..self.piece_count)
+            .filter(|&p| !self.have.get(p as usize) && self.wants(p))
+            .count() as u32;
     }
 
     pub fn piece_count(&self) -> u32 {
@@ -637,6 +665,9 @@ impl Picker {
             self.remove_free(piece);
         }
         self.have.set(piece as usize);
+        if self.wants(piece) {
+            self.wanted_left = self.wanted_left.saturating_sub(1);
+        }
     }
 
     /// Hash failed: every block of the piece is free again, piece re-enters the pool.
@@ -646,6 +677,13 @@ impl Picker {
             return;
         }
         self.drop_partial(piece);
+        if !self.wants(piece) {
+            self.have.clear(piece as usize);
+            return;
+        }
+        if self.have.get(piece as usize) {
+            self.wanted_left += 1;
+        }
         self.have.clear(piece as usize);
         if !self.is_free(piece) {
             self.insert_free(piece);
@@ -671,8 +709,9 @@ impl Picker {
         &self.have
     }
 
+    /// Every wanted piece is verified.
     pub fn is_complete(&self) -> bool {
-        self.have.is_full()
+        self.wanted_left == 0
     }
 
     /// No unrequested block is left that any connected peer could serve, but
@@ -695,6 +734,15 @@ impl Picker {
 
     /// Whether the peer has a piece we don't have.
     pub fn interesting(&self, has: PeerHas<'_>) -> bool {
+        if self.unwanted.is_some() {
+            return match has {
+                PeerHas::All => !self.is_complete(),
+                PeerHas::Some(b) => b
+                    .iter_ones()
+                    .take_while(|&p| p < self.piece_count as usize)
+                    .any(|p| !self.have.get(p) && self.wants(p as u32)),
+            };
+        }
         match has {
             PeerHas::All => !self.is_complete(),
             PeerHas::Some(b) if b.len() == self.have.len() => self.have.lacks_any_of(b),

@@ -42,6 +42,8 @@ pub struct Options {
     pub pex: bool,
     /// The process's local discovery socket (BEP 14), unless turned off.
     pub lsd: Option<crate::lsd::Lsd>,
+    /// The files to download (`--only`, `--select`); None: all.
+    pub selection: Option<Vec<bool>>,
 }
 
 /// What a finished run reports.
@@ -141,7 +143,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     };
     let interrupted = |progress: Progress| Summary {
         outcome: Outcome::Interrupted,
-        complete: progress.piece_count > 0 && progress.pieces_have == progress.piece_count,
+        complete: progress.complete,
         progress,
         elapsed: started.elapsed(),
         signal: Some(signal.load(Ordering::SeqCst)).filter(|s| *s != 0),
@@ -154,7 +156,21 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         std::fs::create_dir_all(&opts.dir)
             .with_context(|| format!("cannot create {}", opts.dir.display()))?;
     }
-    let reader = Arc::new(Store::open_read(layout.clone(), &opts.dir));
+    // Files left out are never created; the bytes they share with wanted
+    // pieces live in a sparse part file beside the ownership record.
+    let skip = opts.selection.as_ref().map(|sel| {
+        let skipped: Vec<bool> = sel.iter().map(|s| !s).collect();
+        let part = opts
+            .dir
+            .join(ownership::DIR_NAME)
+            .join(format!("{}.part", meta.info_hash.hex()));
+        (skipped, part)
+    });
+    let mut reader = Store::open_read(layout.clone(), &opts.dir);
+    if let Some((skipped, part)) = &skip {
+        reader.set_skipped(skipped.clone(), part.clone());
+    }
+    let reader = Arc::new(reader);
     let checks = {
         let (reader, cancel) = (reader.clone(), cancel.clone());
         tokio::task::spawn_blocking(move || initial_check(&reader, display, &cancel))
@@ -190,11 +206,20 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         (reader, None)
     } else {
         drop(reader);
-        let claim = ownership::prepare(&meta, &opts.dir, &checks, opts.overwrite)?;
+        let claim = ownership::prepare(
+            &meta,
+            &opts.dir,
+            &checks,
+            opts.overwrite,
+            opts.selection.as_deref(),
+        )?;
         for p in &claim.truncated {
             tracing::warn!("{}: cut to the torrent's length", p.display());
         }
-        (Arc::new(Store::open_write(layout, &opts.dir)?), Some(claim))
+        (
+            Arc::new(Store::open_write_selected(layout, &opts.dir, skip)?),
+            Some(claim),
+        )
     };
 
     let listener = bind(opts.port).await?;
@@ -241,6 +266,9 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         progress_tx,
         complete_tx,
     );
+    if let Some(sel) = &opts.selection {
+        torrent.set_unwanted(&crate::selection::unwanted_pieces(&meta, sel));
+    }
     torrent.add_peers(PeerSource::Manual, opts.peers.clone());
 
     let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
@@ -301,7 +329,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     if matches!(outcome, Outcome::Interrupted) {
         return Ok(interrupted(progress));
     }
-    let complete = progress.pieces_have == count;
+    let complete = progress.complete;
     Ok(Summary {
         outcome,
         complete,

@@ -21,6 +21,8 @@ use crate::metainfo::{
 /// Open handles kept at once; torrents with thousands of files must not run
 /// into "too many open files".
 const MAX_OPEN_FILES: usize = 256;
+/// Handle key of the part file (see [`Store::set_skipped`]).
+const PART: usize = usize::MAX;
 
 /// Runs of a piece at least this long, on 4 KiB boundaries of the file, are
 /// written with O_DIRECT: copying received data into the page cache was half
@@ -184,6 +186,11 @@ pub struct Store {
     locks: Mutex<HashMap<usize, File>>,
     /// SHA-1 of a full piece of zeros, for pieces that lie in holes.
     zero_hash: std::sync::OnceLock<[u8; 20]>,
+    /// Files left out of the download: never created. Their share of the
+    /// pieces they have in common with wanted files goes to one sparse part
+    /// file, at the bytes' offsets in the torrent.
+    skipped: Vec<bool>,
+    part_path: Option<PathBuf>,
     /// Serialises writes (two threads writing one file fight over its inode
     /// lock in the kernel, which spins and burns the other core), and holds
     /// what direct writes need.
@@ -321,6 +328,8 @@ impl Store {
             handles: Mutex::new(HashMap::new()),
             locks: Mutex::default(),
             zero_hash: Default::default(),
+            skipped: Vec::new(),
+            part_path: None,
             writer: Mutex::default(),
         }
     }
@@ -328,17 +337,32 @@ impl Store {
     /// A store for downloading: creates folders and files on first write,
     /// and zero-length files right away.
     pub fn open_write(layout: Layout, root: &Path) -> Result<Store, StoreError> {
-        let store = Store {
+        Store::open_write_selected(layout, root, None)
+    }
+
+    /// `open_write` leaving out the files marked in `skip` (see
+    /// [`Store::set_skipped`]), which are not created.
+    pub fn open_write_selected(
+        layout: Layout,
+        root: &Path,
+        skip: Option<(Vec<bool>, PathBuf)>,
+    ) -> Result<Store, StoreError> {
+        let mut store = Store {
             root: root.to_path_buf(),
             layout,
             writable: true,
             handles: Mutex::new(HashMap::new()),
             locks: Mutex::default(),
             zero_hash: Default::default(),
+            skipped: Vec::new(),
+            part_path: None,
             writer: Mutex::default(),
         };
+        if let Some((skipped, part)) = skip {
+            store.set_skipped(skipped, part);
+        }
         for (i, f) in store.layout.files.iter().enumerate() {
-            if !f.is_data() {
+            if !f.is_data() || store.is_skipped(i) {
                 continue;
             }
             if f.length == 0 {
@@ -353,6 +377,26 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Leaves out the files marked in `skipped` (file selection): their
+    /// bytes, where a wanted piece has some, live in `part` instead.
+    pub fn set_skipped(&mut self, skipped: Vec<bool>, part: PathBuf) {
+        self.skipped = skipped;
+        self.part_path = Some(part);
+    }
+
+    fn is_skipped(&self, file: usize) -> bool {
+        self.skipped.get(file).copied().unwrap_or(false)
+    }
+
+    /// Which handle holds a slice's bytes, and where in it.
+    fn place(&self, s: &FileSlice) -> (usize, u64) {
+        if self.is_skipped(s.file) {
+            (PART, self.layout.files[s.file].offset + s.offset)
+        } else {
+            (s.file, s.offset)
+        }
     }
 
     pub fn layout(&self) -> &Layout {
@@ -397,8 +441,11 @@ impl Store {
         if let Some(h) = self.lock().get(&i) {
             return Ok(Some(h.clone()));
         }
-        let path = self.file_path(i)?;
-        let f = &self.layout.files[i];
+        let (path, length) = match (i, &self.part_path) {
+            (PART, Some(part)) => (part.clone(), self.layout.total_length),
+            (PART, None) => return Err(StoreError::BadPiece(u32::MAX)),
+            _ => (self.file_path(i)?, self.layout.files[i].length),
+        };
         let file = if self.writable {
             self.check_no_symlinks(&path)?;
             if let Some(dir) = path.parent() {
@@ -420,8 +467,8 @@ impl Store {
             self.lock_file(i, &path)?;
             // Sparse pre-allocation: the file gets its final size at once,
             // without writing zeros. Never shrink what is there.
-            if md.len() < f.length {
-                file.set_len(f.length).map_err(Store::io_err(&path))?;
+            if md.len() < length {
+                file.set_len(length).map_err(Store::io_err(&path))?;
             }
             file
         } else {
@@ -516,10 +563,11 @@ impl Store {
                 out.fill(0);
                 continue;
             }
-            let Some(h) = self.handle(s.file)? else {
+            let (key, offset) = self.place(&s);
+            let Some(h) = self.handle(key)? else {
                 return Ok(false);
             };
-            if let Err(e) = h.read_exact_at(out, s.offset) {
+            if let Err(e) = h.read_exact_at(out, offset) {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
                     return Ok(false);
                 }
@@ -552,14 +600,15 @@ impl Store {
             if !self.layout.files[s.file].is_data() {
                 continue;
             }
-            let written = self.handle(s.file).and_then(|h| {
+            let (key, offset) = self.place(&s);
+            let written = self.handle(key).and_then(|h| {
                 let Some(h) = h else { return Ok(()) };
-                writer.write(s.file, &h, chunk, s.offset).map_err(|e| {
-                    match self.file_path(s.file) {
+                writer
+                    .write(key, &h, chunk, offset)
+                    .map_err(|e| match self.file_path(s.file) {
                         Ok(p) => Store::io_err(&p)(e),
                         Err(err) => err,
-                    }
-                })
+                    })
             });
             if let Err(e) = &written {
                 writer.failed = Some(e.to_string());
@@ -619,11 +668,12 @@ impl Store {
             if !self.layout.files[s.file].is_data() {
                 continue;
             }
-            let Some(h) = self.handle(s.file)? else {
+            let (key, offset) = self.place(&s);
+            let Some(h) = self.handle(key)? else {
                 return Ok(true);
             };
             // SAFETY: lseek on a descriptor we own; no memory is involved.
-            let next = unsafe { libc::lseek(h.as_raw_fd(), s.offset as i64, libc::SEEK_DATA) };
+            let next = unsafe { libc::lseek(h.as_raw_fd(), offset as i64, libc::SEEK_DATA) };
             if next < 0 {
                 let e = io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::ENXIO) {
@@ -632,7 +682,7 @@ impl Store {
                 // A filesystem without SEEK_DATA: read it.
                 return Ok(false);
             }
-            if (next as u64) < s.offset + s.len {
+            if (next as u64) < offset + s.len {
                 return Ok(false);
             }
         }

@@ -125,6 +125,9 @@ pub struct Progress {
     pub file_done: Vec<u64>,
     /// Connected peers by where their address came from.
     pub peer_sources: std::collections::BTreeMap<&'static str, usize>,
+    /// Every wanted piece is verified (all of them, or those of the
+    /// selected files).
+    pub complete: bool,
 }
 
 pub struct Config {
@@ -286,6 +289,8 @@ pub struct Torrent {
     up_rate: Rate,
     state: State,
     complete_tx: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Verified bytes of pieces left out by a file selection.
+    have_unwanted_bytes: u64,
 }
 
 impl Torrent {
@@ -353,6 +358,7 @@ impl Torrent {
             up_rate: Rate::new(),
             state: State::Connecting,
             complete_tx: Some(complete_tx),
+            have_unwanted_bytes: 0,
         };
         t.recount_have();
         if t.picker.is_complete() {
@@ -366,17 +372,40 @@ impl Torrent {
         self.picker.is_complete()
     }
 
+    /// Leaves out the pieces in `unwanted` (they touch only files the user
+    /// did not select): never asked for, not needed for completion, and
+    /// not counted in the progress totals.
+    pub fn set_unwanted(&mut self, unwanted: &Bitfield) {
+        self.picker.set_unwanted(unwanted);
+        let size = |p: usize| self.meta.piece_size(p as u32);
+        let out: u64 = unwanted.iter_ones().map(size).sum();
+        self.have_unwanted_bytes = unwanted
+            .iter_ones()
+            .filter(|&p| self.picker.have().get(p))
+            .map(size)
+            .sum();
+        self.progress.total = self.meta.total_length - out;
+        self.recount_have();
+        if self.picker.is_complete() && self.state != State::Seeding {
+            self.state = State::Seeding;
+            self.signal_complete();
+        }
+    }
+
     fn recount_have(&mut self) {
         let have = self.picker.have();
         self.progress.pieces_have = have.count_ones() as u32;
         let full = have.count_ones() as u64 * self.meta.piece_length;
         // The last piece is usually short.
         let last = self.meta.piece_count().saturating_sub(1);
-        self.progress.have_bytes = if have.get(last as usize) {
+        let all = if have.get(last as usize) {
             full - self.meta.piece_length + self.meta.piece_size(last)
         } else {
             full
         };
+        // With a file selection, bytes of pieces left out do not count.
+        self.progress.have_bytes = all.saturating_sub(self.have_unwanted_bytes);
+        self.progress.complete = self.picker.is_complete();
         // Trackers read this for `left`; it must be current the moment
         // completion is signalled, not at the next progress snapshot.
         self.shared
