@@ -629,6 +629,12 @@ impl Torrent {
                     if self.known.contains_key(&p.addr) && !self.banned_addrs.contains(&p.addr) {
                         self.queue.push_back(p.addr);
                     }
+                    // Its upload slot goes to a waiting peer now, not at the
+                    // next 10 s round: a leecher that finished and left must
+                    // not leave the last ones choked for seconds.
+                    if !p.am_choking {
+                        self.rechoke(Instant::now());
+                    }
                     self.fill_all();
                 }
                 self.connect_more();
@@ -744,7 +750,10 @@ impl Torrent {
                     return;
                 };
                 p.peer_interested = yes;
-                if yes && p.am_choking {
+                if !yes && !p.am_choking {
+                    // Done with us: its slot is free for someone who wants it.
+                    self.rechoke(Instant::now());
+                } else if yes && p.am_choking {
                     // A free upload slot is given at once rather than at
                     // the next 10 s round; a full house waits its turn.
                     let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
