@@ -469,6 +469,43 @@ pub struct RunArgs {
     pub only: Vec<String>,
     pub select: Option<String>,
     pub list: bool,
+    /// Stop seeding at this upload ratio or after this long.
+    pub seed_ratio: Option<f64>,
+    pub seed_time: Option<std::time::Duration>,
+}
+
+/// `90`, `90s`, `30m`, `2h`, `1d`, `1h30m`: a duration for --seed-time.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?}: expected a duration such as 90s, 30m, 2h or 1h30m");
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !num.is_empty() || t.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 /// `download --list`: the files with the numbers `--select` takes.
@@ -749,7 +786,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
         dir: a.dir.clone(),
         port: a.port,
         peers,
-        keep_seeding: seed || a.keep_seeding,
+        keep_seeding: seed || a.keep_seeding || a.seed_ratio.is_some() || a.seed_time.is_some(),
         require_complete: seed,
         max_peers: a.max_peers,
         display,
@@ -760,6 +797,8 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
         pex: !a.no_pex,
         lsd,
         selection,
+        seed_ratio: a.seed_ratio,
+        seed_time: a.seed_time,
     };
     let summary = rt.block_on(crate::session::run(m, opts));
     if let Some(dht) = &dht {
@@ -833,6 +872,19 @@ mod tests {
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("1.5").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration as D;
+        assert_eq!(parse_duration("90"), Ok(D::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(D::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(D::from_secs(1800)));
+        assert_eq!(parse_duration("1h30m"), Ok(D::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Ok(D::from_secs(172_800)));
+        for bad in ["", "m", "1x", "1h30", "-5", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

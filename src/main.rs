@@ -55,6 +55,12 @@ struct SwarmFlags {
     /// Do not announce or look for peers on the local network (BEP 14; also: SHOAL_NO_LSD=1).
     #[arg(long, env = "SHOAL_NO_LSD", value_parser = clap::builder::FalseyValueParser::new())]
     no_lsd: bool,
+    /// Stop seeding once uploads reach this many times the torrent's size (e.g. 2.0).
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    seed_ratio: Option<f64>,
+    /// Stop seeding after this long (90s, 30m, 2h, 1h30m).
+    #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
+    seed_time: Option<std::time::Duration>,
     /// Folder for state kept between runs, such as DHT nodes (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -64,6 +70,13 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     match cli::parse_size(s)? {
         0 => Err("must be at least 1 byte per second (leave the flag out for no limit)".into()),
         n => Ok(n),
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?}: expected a ratio above 0, such as 1.5")),
     }
 }
 
@@ -246,6 +259,8 @@ impl SwarmFlags {
             only: Vec::new(),
             select: None,
             list: false,
+            seed_ratio: self.seed_ratio,
+            seed_time: self.seed_time,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct Options {
     pub lsd: Option<crate::lsd::Lsd>,
     /// The files to download (`--only`, `--select`); None: all.
     pub selection: Option<Vec<bool>>,
+    /// When to stop seeding (`--seed-ratio`, `--seed-time`); never without.
+    pub seed_ratio: Option<f64>,
+    pub seed_time: Option<Duration>,
 }
 
 /// What a finished run reports.
@@ -261,6 +264,8 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
             max_peers: opts.max_peers,
             upload_slots: 4,
             keep_seeding: opts.keep_seeding,
+            seed_ratio: opts.seed_ratio,
+            seed_time: opts.seed_time,
         },
         events_tx.clone(),
         progress_tx,

@@ -135,6 +135,10 @@ pub struct Config {
     pub upload_slots: usize,
     /// Keep running (seeding) once complete.
     pub keep_seeding: bool,
+    /// Stop seeding once this many times the torrent's size went up.
+    pub seed_ratio: Option<f64>,
+    /// Stop seeding after this long.
+    pub seed_time: Option<Duration>,
 }
 
 /// Where a peer's address came from.
@@ -421,9 +425,13 @@ impl Torrent {
     ) -> Result<Outcome, StoreError> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seeding_since: Option<Instant> = None;
         let outcome = loop {
-            if self.picker.is_complete() && self.verifying == 0 && !self.cfg.keep_seeding {
-                break Outcome::Complete;
+            if self.picker.is_complete() && self.verifying == 0 {
+                let since = *seeding_since.get_or_insert_with(Instant::now);
+                if !self.cfg.keep_seeding || self.seed_goal_reached(since) {
+                    break Outcome::Complete;
+                }
             }
             tokio::select! {
                 ev = events.recv() => match ev {
@@ -1067,6 +1075,17 @@ impl Torrent {
         self.publish();
     }
 
+    /// `--seed-ratio` or `--seed-time` reached (seeding forever without them).
+    fn seed_goal_reached(&self, since: Instant) -> bool {
+        let up = self.shared.uploaded.load(Ordering::Relaxed) as f64;
+        let ratio = self
+            .cfg
+            .seed_ratio
+            .is_some_and(|r| up >= r * self.meta.total_length as f64);
+        let time = self.cfg.seed_time.is_some_and(|t| since.elapsed() >= t);
+        ratio || time
+    }
+
     fn signal_complete(&mut self) {
         if let Some(tx) = self.complete_tx.take() {
             let _ = tx.send(());
@@ -1332,6 +1351,8 @@ mod tests {
             max_peers: 10,
             upload_slots: 4,
             keep_seeding: false,
+            seed_ratio: None,
+            seed_time: None,
         };
         let t = Torrent::new(meta, shared, &empty, cfg, tx, progress_tx, complete_tx);
         Harness {

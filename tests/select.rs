@@ -115,3 +115,40 @@ fn bad_selections_are_refused() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("matches no file"));
     assert!(!d.join("out").join("pack").exists());
 }
+
+/// Seeding policy: `--seed-ratio 1` stops a seeder (exit 0) once it has
+/// sent the torrent's size; `--seed-time 1s` stops one with no peers.
+#[test]
+fn seeding_stops_at_its_ratio_or_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"), &[("pack/a", 300_000)]);
+    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], 16384);
+    let (mut seed, port) = seeder(d, &t, &d.join("src"), &["--seed-ratio", "1", "--json"]);
+    let mut l = download(d, &t, port, &[], "leech");
+    assert!(l.wait(Duration::from_secs(60)).success(), "{}", l.stderr());
+    let st = seed.wait(Duration::from_secs(30));
+    assert!(st.success(), "{}", seed.stderr());
+    assert!(seed.done_event()["uploaded"].as_u64().unwrap() >= 300_000);
+
+    let mut idle = Proc::spawn(
+        &[
+            "seed",
+            t.to_str().unwrap(),
+            "--from",
+            d.join("src").to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
+            "--seed-time",
+            "1s",
+            "--quiet",
+        ],
+        d,
+        "idle",
+    );
+    assert!(
+        idle.wait(Duration::from_secs(30)).success(),
+        "{}",
+        idle.stderr()
+    );
+}
