@@ -214,7 +214,10 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
             opts.selection.as_deref(),
         )?;
         for p in &claim.truncated {
-            tracing::warn!("{}: cut to the torrent's length", p.display());
+            tracing::warn!(
+                "{}: cut to the torrent's length",
+                crate::out::escape(&p.display().to_string())
+            );
         }
         (
             Arc::new(Store::open_write_selected(layout, &opts.dir, skip)?),

@@ -482,7 +482,7 @@ impl Torrent {
                 handshake,
             } => self.on_incoming(stream, addr, handshake),
             Event::Peers(source, addrs) => self.add_peers(source, addrs),
-            Event::TrackerWarning(w) => tracing::warn!("tracker: {w}"),
+            Event::TrackerWarning(w) => tracing::warn!("tracker: {}", crate::out::escape(&w)),
             Event::Verified(batch) => return self.on_verified_batch(batch),
         }
         Ok(())

@@ -117,19 +117,19 @@ pub enum TrackerError {
     #[error("tracker timed out")]
     Timeout,
     /// The tracker refused the announce and said why (`failure reason` or UDP error action).
-    #[error("tracker failure: {0}")]
+    #[error("tracker failure: {}", crate::out::escape(.0))]
     Failure(String),
     /// The answer could not be understood.
-    #[error("invalid tracker response: {0}")]
+    #[error("invalid tracker response: {}", crate::out::escape(.0))]
     InvalidResponse(String),
     /// Scheme other than http, https or udp.
-    #[error("unsupported tracker URL scheme: {0}")]
+    #[error("unsupported tracker URL scheme: {}", crate::out::escape(.0))]
     UnsupportedScheme(String),
     /// URL without host, UDP URL without port, and similar.
-    #[error("invalid tracker URL: {0}")]
+    #[error("invalid tracker URL: {}", crate::out::escape(.0))]
     InvalidUrl(String),
     /// The tracker host name did not resolve.
-    #[error("could not resolve tracker host {0}")]
+    #[error("could not resolve tracker host {}", crate::out::escape(.0))]
     Resolve(String),
     /// Socket error.
     #[error("I/O error: {0}")]
@@ -280,7 +280,7 @@ impl TrackerList {
                 let url = match Url::parse(trimmed) {
                     Ok(u) => u,
                     Err(e) => {
-                        tracing::warn!(tracker = trimmed, error = %e, "ignoring unparseable tracker URL");
+                        tracing::warn!(tracker = %crate::out::escape(trimmed), error = %e, "ignoring unparseable tracker URL");
                         continue;
                     }
                 };
@@ -292,7 +292,7 @@ impl TrackerList {
                 let backend = match backend {
                     Ok(b) => b,
                     Err(e) => {
-                        tracing::warn!(tracker = trimmed, error = %e, "ignoring tracker");
+                        tracing::warn!(tracker = %crate::out::escape(trimmed), error = %e, "ignoring tracker");
                         continue;
                     }
                 };
@@ -360,7 +360,7 @@ impl TrackerList {
                         let url = entry.url.clone();
                         self.tiers[t].insert(0, entry);
                         if let Some(w) = &resp.warning {
-                            tracing::debug!(tracker = %url, warning = %w, "tracker warning");
+                            tracing::debug!(tracker = %url, warning = %crate::out::escape(w), "tracker warning");
                         }
                         return Ok((url, resp));
                     }
