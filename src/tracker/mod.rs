@@ -208,6 +208,9 @@ enum Backend {
 struct Entry {
     url: String,
     backend: Backend,
+    /// Set once its failure was shown: a torrent with thousands of dead
+    /// trackers would otherwise print a warning for each at every retry.
+    warned: bool,
 }
 
 /// The trackers of one torrent, in BEP 12 tiers.
@@ -298,7 +301,11 @@ impl TrackerList {
                 };
                 let key = url.as_str().to_string();
                 if seen.insert(key.clone()) {
-                    tier.push(Entry { url: key, backend });
+                    tier.push(Entry {
+                        url: key,
+                        backend,
+                        warned: false,
+                    });
                 }
             }
             if shuffle {
@@ -356,7 +363,8 @@ impl TrackerList {
                 };
                 match result {
                     Ok(resp) => {
-                        let entry = self.tiers[t].remove(i);
+                        let mut entry = self.tiers[t].remove(i);
+                        entry.warned = false;
                         let url = entry.url.clone();
                         self.tiers[t].insert(0, entry);
                         if let Some(w) = &resp.warning {
@@ -365,7 +373,13 @@ impl TrackerList {
                         return Ok((url, resp));
                     }
                     Err(e) => {
-                        tracing::warn!(tracker = %self.tiers[t][i].url, error = %e, "announce failed");
+                        let entry = &mut self.tiers[t][i];
+                        if entry.warned {
+                            tracing::debug!(tracker = %entry.url, error = %e, "announce failed");
+                        } else {
+                            entry.warned = true;
+                            tracing::warn!(tracker = %entry.url, error = %e, "announce failed");
+                        }
                         last_err = e;
                     }
                 }
@@ -405,6 +419,7 @@ mod tests {
     use super::http::fake::{dead_port, FakeHttp};
     use super::udp::fake::SilentUdp;
     use super::*;
+    use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
     fn s(v: &str) -> String {
@@ -566,6 +581,74 @@ mod tests {
         // Tiers themselves are not reordered (BEP 12 moves trackers only within a tier).
         assert_eq!(list.tiers(), vec![vec![udp.url()], vec![good.url()]]);
         assert_eq!(udp.received(), 2);
+    }
+
+    /// Log lines written while the returned guard lives (this thread only).
+    fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink(buf.clone());
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        (buf, tracing::subscriber::set_default(sub))
+    }
+
+    /// Regression (issue 15): a torrent with 5 000 dead trackers printed
+    /// a warning per tracker at every retry (20 000 lines); now each bad
+    /// tracker is reported once (until it answers again).
+    #[tokio::test]
+    async fn a_failing_tracker_is_reported_once() {
+        let (logs, _guard) = capture_logs();
+        let mut tiers = Vec::new();
+        for _ in 0..10 {
+            tiers.push(vec![format!(
+                "http://127.0.0.1:{}/announce",
+                dead_port().await
+            )]);
+        }
+        let mut list = TrackerList::build(None, tiers, TrackerConfig::default(), false);
+        for _ in 0..3 {
+            let r = tokio::time::timeout(Duration::from_secs(15), list.announce(&sample_request()))
+                .await
+                .unwrap();
+            assert!(r.is_err());
+        }
+        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("announce failed").count(), 10, "{text}");
+    }
+
+    /// Trackers may gzip their answers (large peer lists, or a proxy in
+    /// front); reqwest decodes them only with its `gzip` feature.
+    #[tokio::test]
+    async fn gzipped_answer_is_decoded() {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"d8:intervali900e5:peers6:\x7f\x00\x00\x01\x1a\xe1e")
+            .unwrap();
+        let body = gz.finish().unwrap();
+        let server = FakeHttp::start(move |_| (200, body.clone())).await;
+        let mut list = TrackerList::new(Some(server.url()), vec![]);
+        let (_, resp) =
+            tokio::time::timeout(Duration::from_secs(15), list.announce(&sample_request()))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(resp.peers, vec!["127.0.0.1:6881".parse().unwrap()]);
+        let head = server.requests()[0].to_ascii_lowercase();
+        assert!(head.contains("accept-encoding: gzip"), "{head}");
     }
 
     #[tokio::test]
