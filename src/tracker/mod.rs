@@ -35,6 +35,13 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const MAX_RESPONSE_SIZE: usize = 4 * 1024 * 1024;
 /// Longest wait [`retry_delay`] returns.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 60);
+/// Shortest regular re-announce: a tracker saying `interval` 0, 1 or -1
+/// (broken, or hostile) made us announce every second. libtorrent's
+/// `min_announce_interval` is the same 5 minutes.
+pub const MIN_REANNOUNCE: Duration = Duration::from_secs(5 * 60);
+/// No re-announce, regular or early, comes sooner than this after an
+/// answer (`completed` and `stopped` are events, sent when they happen).
+pub const HARD_MIN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// One announce, as the torrent layer fills it in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +173,24 @@ fn parse_compact_v6(buf: &[u8]) -> impl Iterator<Item = SocketAddr> + '_ {
         let port = u16::from_be_bytes([c[16], c[17]]);
         (port != 0).then(|| SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), port, 0, 0)))
     })
+}
+
+/// The earliest moment, after an answer, that any announce may follow: the
+/// tracker's `min interval`, but never under [`HARD_MIN_INTERVAL`]. Kept
+/// apart so that an early re-announce (a leecher short of peers) can use
+/// it as its floor.
+pub fn earliest_reannounce(min_interval: Option<Duration>) -> Duration {
+    min_interval
+        .unwrap_or(Duration::ZERO)
+        .clamp(HARD_MIN_INTERVAL, MAX_INTERVAL)
+}
+
+/// When to re-announce after a successful answer: the tracker's
+/// `interval`, floored at [`MIN_REANNOUNCE`] (or its `min interval` if that
+/// says more), and at most [`MAX_INTERVAL`].
+pub fn reannounce_after(interval: Duration, min_interval: Option<Duration>) -> Duration {
+    let floor = earliest_reannounce(min_interval).max(MIN_REANNOUNCE);
+    interval.clamp(floor, MAX_INTERVAL.max(floor))
 }
 
 /// Back-off before retrying after `failures` consecutive failed announces (0 is treated as 1).
@@ -489,6 +514,19 @@ mod tests {
             let big = retry_delay(u32::MAX);
             assert!(big <= MAX_RETRY_DELAY && big >= Duration::from_secs(1620));
         }
+    }
+
+    #[test]
+    fn reannounce_floor() {
+        let s = Duration::from_secs;
+        assert_eq!(reannounce_after(s(1), None), s(300));
+        assert_eq!(reannounce_after(s(1800), None), s(1800));
+        assert_eq!(reannounce_after(s(60), Some(s(900))), s(900));
+        assert_eq!(reannounce_after(s(60), Some(s(0))), s(300));
+        assert_eq!(reannounce_after(MAX_INTERVAL * 2, None), MAX_INTERVAL);
+        assert_eq!(earliest_reannounce(None), s(30));
+        assert_eq!(earliest_reannounce(Some(s(1))), s(30));
+        assert_eq!(earliest_reannounce(Some(s(120))), s(120));
     }
 
     #[test]
