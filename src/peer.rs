@@ -121,6 +121,9 @@ pub enum PeerEvent {
         data: Bytes,
     },
     Rejected(BlockRef),
+    /// A piece we had no longer matches its hash on disk (found when a
+    /// block of it was read for upload).
+    PieceLost(u32),
     Gone(String),
 }
 
@@ -525,6 +528,9 @@ async fn run(
                             tracing::warn!(
                                 "piece {piece} no longer matches its hash on disk; no longer served"
                             );
+                            send(PeerEvent::PieceLost(piece))
+                                .await
+                                .map_err(|_| PeerError::Closed("torrent stopped".into()))?;
                         }
                         if !c.am_choking {
                             c.stats.uploaded.fetch_add(payload, Ordering::Relaxed);

@@ -760,6 +760,7 @@ impl Torrent {
                 }
             }
             PeerEvent::Block { block, data } => self.on_block(key, block, data),
+            PeerEvent::PieceLost(piece) => self.on_piece_lost(piece),
             PeerEvent::Rejected(b) => {
                 self.picker.release(key, b);
                 self.fill_all();
@@ -956,6 +957,22 @@ impl Torrent {
             self.pump_hashing();
         }
         result
+    }
+
+    /// A piece we had changed on disk. While downloading it is fetched
+    /// again; a complete torrent (seeding, perhaps from a read-only store)
+    /// just stops serving it, which the peer tasks already do.
+    fn on_piece_lost(&mut self, piece: u32) {
+        if self.picker.is_complete() || !self.picker.have().get(piece as usize) {
+            return;
+        }
+        self.picker.piece_failed(piece);
+        for s in self.meta.piece_slices(piece) {
+            self.progress.file_done[s.file] = self.progress.file_done[s.file].saturating_sub(s.len);
+        }
+        self.recount_have();
+        self.fill_all();
+        self.publish();
     }
 
     fn on_verified(&mut self, mut v: Verified) -> Result<(), StoreError> {
@@ -1487,6 +1504,30 @@ mod tests {
 
     /// Pieces made of blocks from two peers fail their check; once fetched
     /// again from the honest one, the block that differs names the liar.
+    /// A piece found changed on disk while downloading is fetched again.
+    #[tokio::test]
+    async fn a_lost_piece_is_fetched_again() {
+        let mut h = harness(4);
+        let mut seed = h.seed(1);
+        h.peer(1, PeerEvent::Unchoked);
+        let (asked, _) = requests(&mut seed);
+        let p = asked[0].index;
+        for b in asked.into_iter().filter(|b| b.index == p) {
+            let ev = h.block(b, false);
+            h.peer(1, ev);
+        }
+        h.settle().await;
+        assert!(h.t.picker.have().get(p as usize));
+        assert!(!h.t.is_complete());
+        h.peer(1, PeerEvent::PieceLost(p));
+        assert!(!h.t.picker.have().get(p as usize));
+        assert_eq!(h.t.progress.pieces_have, 0);
+        assert_eq!(h.t.shared.have_bytes.load(Ordering::Acquire), 0);
+        // Whatever else is outstanding, the lost piece is asked for again.
+        let (again, _) = requests(&mut seed);
+        assert!(again.iter().any(|b| b.index == p), "{again:?}");
+    }
+
     impl Harness {
         /// A peer with no pieces connects and says nothing more.
         fn idle(&mut self, key: PeerKey) -> mpsc::UnboundedReceiver<PeerCmd> {
