@@ -253,7 +253,7 @@ pub fn create_cmd(a: CreateArgs) -> Result<()> {
             .skipped
             .iter()
             .take(5)
-            .map(|p| p.display().to_string())
+            .map(|p| esc(&p.display().to_string()).into_owned())
             .collect();
         let more = created.skipped.len().saturating_sub(names.len());
         eprintln!(

@@ -235,3 +235,27 @@ fn full_stdout_is_one_error_line_and_exit_1() {
         );
     }
 }
+
+/// File names on the user's own disk can carry controls too (a hidden
+/// file named by a downloaded archive, say): `shoal create` lists the
+/// files it skips.
+#[test]
+fn create_escapes_skipped_file_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a.bin"), b"data").unwrap();
+    std::fs::write(src.join(".x\x1b]0;owned\x07\r"), b"hidden").unwrap();
+    let o = Command::new(shoal_bin())
+        .arg("create")
+        .arg(&src)
+        .arg("-o")
+        .arg(dir.path().join("t.torrent"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_no_controls("stderr", &o.stderr);
+    assert_no_controls("stdout", &o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(".x\\x1b]0;owned\\x07\\r"), "{err}");
+}
