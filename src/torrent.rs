@@ -960,10 +960,14 @@ impl Torrent {
     }
 
     /// A piece we had changed on disk. While downloading it is fetched
-    /// again; a complete torrent (seeding, perhaps from a read-only store)
-    /// just stops serving it, which the peer tasks already do.
+    /// again; a complete torrent (seeding, perhaps from a read-only store),
+    /// or a piece a file selection left out, just stops being served,
+    /// which the peer tasks already do.
     fn on_piece_lost(&mut self, piece: u32) {
-        if self.picker.is_complete() || !self.picker.have().get(piece as usize) {
+        if self.picker.is_complete()
+            || !self.picker.wants(piece)
+            || !self.picker.have().get(piece as usize)
+        {
             return;
         }
         self.picker.piece_failed(piece);
