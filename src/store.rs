@@ -648,14 +648,18 @@ impl Store {
         self.upload.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The data files piece `piece` lies in.
+    /// The handles piece `piece`'s bytes live in: its data files, or the
+    /// part file for files a selection left out (never create those).
     fn piece_files(&self, piece: u32) -> Vec<usize> {
         let start = piece as u64 * self.layout.piece_length;
-        self.slices(start, self.layout.piece_size(piece))
-            .into_iter()
-            .map(|s| s.file)
-            .filter(|&f| self.layout.files[f].is_data())
-            .collect()
+        let mut keys: Vec<usize> = self
+            .slices(start, self.layout.piece_size(piece))
+            .iter()
+            .filter(|s| self.layout.files[s.file].is_data())
+            .map(|s| self.place(s).0)
+            .collect();
+        keys.dedup();
+        keys
     }
 
     fn stamp(&self, file: usize) -> Result<Stamp, StoreError> {
