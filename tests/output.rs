@@ -211,6 +211,44 @@ fn closed_pipe_ends_quietly() {
     }
 }
 
+/// A download whose `--json` reader went away stops too (exit 141),
+/// instead of a panicking progress task and a download nobody watches.
+#[test]
+fn closed_pipe_ends_a_json_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = sample_torrent(dir.path());
+    let out = dir.path().join("out");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(shoal_bin())
+        .args([
+            "download",
+            t.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+        .env("SHOAL_NO_DHT", "1")
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.and_then(|s| s.code()), Some(141), "{status:?}");
+}
+
 #[test]
 fn full_stdout_is_one_error_line_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
