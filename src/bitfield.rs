@@ -186,6 +186,15 @@ impl AtomicBitfield {
         }
     }
 
+    /// Clears bit `i`; true if it was set (so only one caller acts on it).
+    pub fn clear(&self, i: usize) -> bool {
+        if i >= self.len {
+            return false;
+        }
+        let bit = 1 << (i % 64);
+        self.words[i / 64].fetch_and(!bit, std::sync::atomic::Ordering::AcqRel) & bit != 0
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

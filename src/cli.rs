@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::create::{create, CreateOptions};
 use crate::magnet::Magnet;
 use crate::metainfo::{Metainfo, MetainfoError};
+use crate::out::escape as esc;
 use crate::store::{hash_threads, Layout, PieceCheck, Store};
 use crate::ui::{format_date, human_bytes, with_counter_bar, Display};
 
@@ -34,7 +35,7 @@ pub fn load_torrent(path: &Path) -> Result<Metainfo> {
         e => anyhow::Error::new(e).context(format!("{}", path.display())),
     })?;
     for w in &m.warnings {
-        tracing::warn!("{}: {w}", path.display());
+        tracing::warn!("{}: {}", esc(&path.display().to_string()), esc(w));
     }
     Ok(m)
 }
@@ -67,51 +68,55 @@ pub fn info(arg: &str, as_json: bool) -> Result<()> {
     match load_source(arg)? {
         Source::Torrent(m) => {
             if as_json {
-                println!("{}", info_json(&m));
+                crate::outln!("{}", info_json(&m));
                 return Ok(());
             }
-            println!("name:          {}", m.name);
-            println!("info-hash:     {}", m.info_hash);
-            println!(
+            crate::outln!("name:          {}", esc(&m.name));
+            crate::outln!("info-hash:     {}", m.info_hash);
+            crate::outln!(
                 "size:          {} ({} bytes)",
                 human_bytes(m.total_length),
                 m.total_length
             );
-            println!(
+            crate::outln!(
                 "piece length:  {} ({} bytes)",
                 human_bytes(m.piece_length),
                 m.piece_length
             );
-            println!("pieces:        {}", m.piece_count());
-            println!("private:       {}", if m.private { "yes" } else { "no" });
+            crate::outln!("pieces:        {}", m.piece_count());
+            crate::outln!("private:       {}", if m.private { "yes" } else { "no" });
             let tiers = m.tracker_tiers();
             if tiers.is_empty() {
-                println!("trackers:      none");
+                crate::outln!("trackers:      none");
             } else {
-                println!("trackers:");
+                crate::outln!("trackers:");
                 for (i, t) in tiers.iter().enumerate() {
-                    println!("  tier {}: {}", i + 1, t.join(" "));
+                    crate::outln!("  tier {}: {}", i + 1, esc(&t.join(" ")));
                 }
             }
             if !m.url_list.is_empty() {
-                println!("web seeds:");
+                crate::outln!("web seeds:");
                 for u in &m.url_list {
-                    println!("  {u}");
+                    crate::outln!("  {}", esc(u));
                 }
             }
             if let Some(d) = m.creation_date {
-                println!("created:       {}", format_date(d));
+                crate::outln!("created:       {}", format_date(d));
             }
             if let Some(c) = &m.created_by {
-                println!("created by:    {c}");
+                crate::outln!("created by:    {}", esc(c));
             }
             if let Some(c) = &m.comment {
-                println!("comment:       {c}");
+                crate::outln!("comment:       {}", esc(c));
             }
-            println!("files ({}):", m.files.len());
+            crate::outln!("files ({}):", m.files.len());
             for f in &m.files {
                 let tag = if f.pad { "  (pad)" } else { "" };
-                println!("  {:>12}  {}{tag}", human_bytes(f.length), f.path.display());
+                crate::outln!(
+                    "  {:>12}  {}{tag}",
+                    human_bytes(f.length),
+                    esc(&f.path.display().to_string())
+                );
             }
         }
         Source::Magnet(mg) => {
@@ -124,23 +129,26 @@ pub fn info(arg: &str, as_json: bool) -> Result<()> {
                     "web_seeds": mg.web_seeds,
                     "peers": mg.peers.iter().map(|p| p.to_string()).chain(mg.peer_hosts.iter().cloned()).collect::<Vec<_>>(),
                 });
-                println!("{v}");
+                crate::outln!("{v}");
                 return Ok(());
             }
-            println!("magnet link (metadata not fetched yet)");
-            println!("name:          {}", mg.name.as_deref().unwrap_or("(none)"));
-            println!("info-hash:     {}", mg.info_hash);
+            crate::outln!("magnet link (metadata not fetched yet)");
+            crate::outln!(
+                "name:          {}",
+                esc(mg.name.as_deref().unwrap_or("(none)"))
+            );
+            crate::outln!("info-hash:     {}", mg.info_hash);
             for t in &mg.trackers {
-                println!("tracker:       {t}");
+                crate::outln!("tracker:       {}", esc(t));
             }
             for p in &mg.peers {
-                println!("peer:          {p}");
+                crate::outln!("peer:          {p}");
             }
             for p in &mg.peer_hosts {
-                println!("peer:          {p}");
+                crate::outln!("peer:          {}", esc(p));
             }
             for w in &mg.web_seeds {
-                println!("web seed:      {w}");
+                crate::outln!("web seed:      {}", esc(w));
             }
         }
     }
@@ -245,7 +253,7 @@ pub fn create_cmd(a: CreateArgs) -> Result<()> {
             .skipped
             .iter()
             .take(5)
-            .map(|p| p.display().to_string())
+            .map(|p| esc(&p.display().to_string()).into_owned())
             .collect();
         let more = created.skipped.len().saturating_sub(names.len());
         eprintln!(
@@ -267,7 +275,7 @@ pub fn create_cmd(a: CreateArgs) -> Result<()> {
     let bytes = created.torrent.to_bytes();
     let m = Metainfo::from_bytes(&bytes).context("created torrent does not load")?;
     std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
-    println!(
+    crate::outln!(
         "created {} ({}, {} of {}, info-hash {})",
         out.display(),
         human_bytes(m.total_length),
@@ -369,7 +377,7 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
                 "good": t.good, "missing": t.missing, "bad": t.bad,
             })).collect::<Vec<_>>(),
         });
-        println!("{v}");
+        crate::outln!("{v}");
     } else {
         for (i, t) in &files {
             let f = &m.files[*i];
@@ -385,17 +393,17 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
             let extra = too_long[*i].map_or(String::new(), |l| {
                 format!("  (too long: {l} bytes on disk, torrent says {})", f.length)
             });
-            println!(
+            crate::outln!(
                 "{:<10} {:>12}  good {:>6}  missing {:>6}  bad {:>6}  {}{extra}",
                 state,
                 human_bytes(f.length),
                 t.good,
                 t.missing,
                 t.bad,
-                f.path.display()
+                esc(&f.path.display().to_string())
             );
         }
-        println!(
+        crate::outln!(
             "{} pieces: {} good, {} missing, {} bad",
             checks.len(),
             total.good,
@@ -514,11 +522,11 @@ fn list_files(m: &Metainfo) {
     let width = data.len().to_string().len();
     for (n, &i) in data.iter().enumerate() {
         let f = &m.files[i];
-        println!(
+        crate::outln!(
             "{:>width$}  {:>10}  {}",
             n + 1,
             human_bytes(f.length),
-            f.path.display()
+            esc(&f.path.display().to_string())
         );
     }
 }
@@ -616,7 +624,7 @@ fn resolve_magnet(
         .clone()
         .unwrap_or_else(|| magnet.info_hash.hex()[..8].to_string());
     if display == Display::Json {
-        println!(
+        crate::outln!(
             "{}",
             json!({"event": "state", "state": "fetching metadata"})
         );
@@ -678,13 +686,13 @@ fn resolve_magnet(
         std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     match display {
-        Display::Json => println!(
+        Display::Json => crate::outln!(
             "{}",
             json!({"event": "metadata", "name": m.name, "info_hash": m.info_hash.hex(), "size": info.len(), "saved_to": a.save_torrent}),
         ),
         Display::Bars => eprintln!(
             "metadata: {} ({}, {} files) from the swarm",
-            m.name,
+            esc(&m.name),
             human_bytes(m.total_length),
             m.files.iter().filter(|f| f.is_data()).count()
         ),
@@ -781,7 +789,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
             );
         }
     }
-    let name = m.name.clone();
+    let name = esc(&m.name).into_owned();
     let opts = crate::session::Options {
         dir: a.dir.clone(),
         port: a.port,
@@ -808,7 +816,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
     let p = &summary.progress;
     let secs = summary.elapsed.as_secs_f64();
     if a.json {
-        println!(
+        crate::outln!(
             "{}",
             json!({
                 "event": "done",
@@ -824,7 +832,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
             })
         );
     } else if !a.quiet {
-        println!(
+        crate::outln!(
             "{name}: {} of {} verified; received {}, sent {} in {:.1}s",
             human_bytes(p.have_bytes),
             human_bytes(p.total),

@@ -61,7 +61,10 @@ fn walk(
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let Some(name) = e.file_name().to_str().map(str::to_string) else {
-            tracing::warn!("skipping {}: name is not UTF-8", e.path().display());
+            tracing::warn!(
+                "skipping {}: name is not UTF-8",
+                crate::out::escape(&e.path().display().to_string())
+            );
             continue;
         };
         if is_junk(&name) {
@@ -76,7 +79,10 @@ fn walk(
             let len = e.metadata().map_err(io(&e.path()))?.len();
             out.push((rel.clone(), len));
         } else {
-            tracing::warn!("skipping {}: not a regular file", e.path().display());
+            tracing::warn!(
+                "skipping {}: not a regular file",
+                crate::out::escape(&e.path().display().to_string())
+            );
         }
         rel.pop();
     }

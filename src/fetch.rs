@@ -252,7 +252,11 @@ async fn announce(
                 if found.send(resp.peers).await.is_err() {
                     return;
                 }
-                resp.interval.min(Duration::from_secs(60))
+                // Sooner than the tracker's interval while we still lack
+                // the metadata, but never under its floor.
+                resp.interval
+                    .min(Duration::from_secs(60))
+                    .max(tracker::earliest_reannounce(resp.min_interval))
             }
             Err(e) => {
                 failures += 1;

@@ -16,6 +16,7 @@ pub mod magnet;
 pub mod metadata;
 pub mod metainfo;
 pub mod mse;
+pub mod out;
 pub mod ownership;
 pub mod peer;
 pub mod pex;

@@ -366,12 +366,19 @@ fn main() -> ExitCode {
         } => cli::run_torrent(swarm.into_args(torrent, from, true, false), true),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "shoal", &mut std::io::stdout());
+            // Into memory first: clap_complete panics on a write error.
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "shoal", &mut buf);
+            shoal::out::bytes(&buf);
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .map_err(anyhow::Error::from),
+        Command::Man => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut buf)
+                .map(|()| shoal::out::bytes(&buf))
+                .map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -401,5 +408,7 @@ fn one_line(e: &anyhow::Error) -> String {
         }
         msg.push_str(&text);
     }
-    msg.replace(['\n', '\r'], " ")
+    // Causes may quote torrent or tracker text: one line, and no control
+    // characters reach the terminal.
+    shoal::out::escape(&msg.replace(['\n', '\r'], " ")).into_owned()
 }

@@ -237,9 +237,16 @@ impl Metainfo {
         let (pieces_at, _) = pieces.ok_or(MetainfoError::Missing("pieces"))?;
         let info_len = info_bytes.len();
 
-        let announce = opt_str(&top, "announce")?
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty());
+        // libtorrent loads torrents whose `announce` is an integer or not
+        // UTF-8; refusing them would lose a torrent that DHT or
+        // `announce-list` can still serve.
+        let announce = match opt_str(&top, "announce") {
+            Ok(a) => a.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
+            Err(e) => {
+                warnings.push(format!("{e}; `announce` ignored"));
+                None
+            }
+        };
         let announce_list = parse_announce_list(top.get(&b"announce-list"[..]), &mut warnings);
         let url_list = parse_url_list(
             top.get(&b"url-list"[..]),
@@ -1240,6 +1247,28 @@ mod tests {
         // Round-trips through to_bytes without changing the hash.
         let again = Metainfo::from_bytes(&m.to_bytes().unwrap()).unwrap();
         assert_eq!(again.info_hash, m.info_hash);
+    }
+
+    /// Regression (issue 15): an integer `announce` refused the whole
+    /// torrent; libtorrent loads it and so do we, with a warning.
+    #[test]
+    fn integer_announce_is_ignored_with_a_warning() {
+        let info = b"d6:lengthi5e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae";
+        for announce in [&b"i42e"[..], b"2:\xff\xfe", b"le"] {
+            let mut file = b"d8:announce".to_vec();
+            file.extend_from_slice(announce);
+            file.extend_from_slice(b"13:announce-listll9:udp://t:1ee4:info");
+            file.extend_from_slice(info);
+            file.push(b'e');
+            let m = Metainfo::from_bytes(&file).unwrap();
+            assert_eq!(m.announce, None);
+            assert_eq!(m.tracker_tiers(), vec![vec!["udp://t:1".to_string()]]);
+            assert!(
+                m.warnings.iter().any(|w| w.contains("`announce` ignored")),
+                "{:?}",
+                m.warnings
+            );
+        }
     }
 
     #[test]

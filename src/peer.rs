@@ -121,6 +121,9 @@ pub enum PeerEvent {
         data: Bytes,
     },
     Rejected(BlockRef),
+    /// A piece we had no longer matches its hash on disk (found when a
+    /// block of it was read for upload).
+    PieceLost(u32),
     Gone(String),
 }
 
@@ -375,7 +378,17 @@ struct Conn<'a> {
     last_pex_in: Option<Instant>,
 }
 
-type UploadBatch = tokio::task::JoinHandle<Result<(Bytes, u64), crate::store::StoreError>>;
+/// What an upload batch read: the `piece` messages to send, their payload
+/// bytes, and the requests that cannot be served because their piece no
+/// longer matches its hash on disk (with the pieces this batch found lost).
+struct UploadRead {
+    data: Bytes,
+    payload: u64,
+    refused: Vec<BlockRef>,
+    lost: Vec<u32>,
+}
+
+type UploadBatch = tokio::task::JoinHandle<Result<UploadRead, crate::store::StoreError>>;
 
 async fn run(
     key: PeerKey,
@@ -509,12 +522,34 @@ async fn run(
             done = async { batch.as_mut().expect("guarded by if").await }, if batch.is_some() => {
                 batch = None;
                 match done {
-                    Ok(Ok((data, payload))) => {
+                    Ok(Ok(UploadRead { data, payload, refused, lost })) => {
+                        for piece in lost {
+                            shared.have_bytes.fetch_sub(shared.piece_size(piece), Ordering::AcqRel);
+                            tracing::warn!(
+                                "piece {piece} no longer matches its hash on disk; no longer served"
+                            );
+                            send(PeerEvent::PieceLost(piece))
+                                .await
+                                .map_err(|_| PeerError::Closed("torrent stopped".into()))?;
+                        }
                         if !c.am_choking {
                             c.stats.uploaded.fetch_add(payload, Ordering::Relaxed);
                             shared.uploaded.fetch_add(payload, Ordering::Relaxed);
                             c.writer.flush()?;
                             c.writer.send(data)?;
+                        }
+                        if !refused.is_empty() {
+                            // There is no "un-have": a peer with the fast
+                            // extension is told no; one without it would
+                            // wait for the blocks forever, so it is closed
+                            // and a new connection's bitfield leaves the
+                            // pieces out.
+                            if !c.fast {
+                                return Err(PeerError::Closed("pieces lost on disk".into()));
+                            }
+                            for b in refused {
+                                c.writer.msg(&Message::Reject(b));
+                            }
                         }
                     }
                     Ok(Err(e)) => {
@@ -788,6 +823,7 @@ impl Conn<'_> {
             self.uploads.pop_front();
         }
         let store = self.shared.store.clone();
+        let have = self.shared.have.clone();
         let wait = self
             .shared
             .upload_limit
@@ -796,22 +832,31 @@ impl Conn<'_> {
         let read = tokio::task::spawn_blocking(move || {
             let mut buf = BytesMut::with_capacity(bytes + blocks.len() * 13);
             let mut payload = 0u64;
+            let (mut refused, mut lost) = (Vec::new(), Vec::new());
             for b in blocks {
+                let header = buf.len();
                 wire::encode_piece_header(b.index, b.begin, b.length, &mut buf);
                 let start = buf.len();
                 buf.resize(start + b.length as usize, 0);
-                if !store.read_block(b.index, b.begin, &mut buf[start..])? {
-                    return Err(crate::store::StoreError::Io {
-                        path: store.root().to_path_buf(),
-                        err: std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "data of a verified piece is missing on disk",
-                        ),
-                    });
+                let good = have.get(b.index as usize)
+                    && store.read_block_for_upload(b.index, b.begin, &mut buf[start..])?;
+                if !good {
+                    buf.truncate(header);
+                    refused.push(b);
+                    // Later bitfields and requests see it gone.
+                    if have.clear(b.index as usize) {
+                        lost.push(b.index);
+                    }
+                    continue;
                 }
                 payload += b.length as u64;
             }
-            Ok((buf.freeze(), payload))
+            Ok(UploadRead {
+                data: buf.freeze(),
+                payload,
+                refused,
+                lost,
+            })
         });
         Some(tokio::spawn(async move {
             let r = read.await;

@@ -246,7 +246,8 @@ impl Picker {
         }
     }
 
-    fn wants(&self, p: u32) -> bool {
+    /// False for pieces a file selection left out.
+    pub fn wants(&self, p: u32) -> bool {
         self.unwanted.as_ref().is_none_or(|u| !u.get(p as usize))
     }
 

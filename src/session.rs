@@ -217,7 +217,10 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
             opts.selection.as_deref(),
         )?;
         for p in &claim.truncated {
-            tracing::warn!("{}: cut to the torrent's length", p.display());
+            tracing::warn!(
+                "{}: cut to the torrent's length",
+                crate::out::escape(&p.display().to_string())
+            );
         }
         (
             Arc::new(Store::open_write_selected(layout, &opts.dir, skip)?),
@@ -494,10 +497,11 @@ async fn announce_loop(
         let wait = match trackers.announce(&req).await {
             Ok((url, resp)) => {
                 failures = 0;
+                let wait = tracker::reannounce_after(resp.interval, resp.min_interval);
                 tracing::info!(
                     "{url}: {} peers, next announce in {:?}",
                     resp.peers.len(),
-                    resp.interval
+                    wait
                 );
                 if let Some(w) = resp.warning {
                     let _ = events.send(Event::TrackerWarning(w)).await;
@@ -506,7 +510,7 @@ async fn announce_loop(
                     .send(Event::Peers(PeerSource::Tracker, resp.peers))
                     .await;
                 event = tracker::Event::None;
-                resp.interval
+                wait
             }
             Err(e) => {
                 failures += 1;
@@ -554,19 +558,14 @@ mod tests {
     use crate::metainfo::NewTorrent;
     use crate::tracker::fake::FakeHttp;
 
-    /// Regression (interop with opentracker): `left` must be what is on
-    /// disk at the moment of each announce: the whole size for `started`
-    /// of an empty download, 0 for `completed` sent right at completion.
-    #[tokio::test]
-    async fn announces_carry_the_current_left() {
-        let server = FakeHttp::start(|_| (200, b"d8:intervali900e5:peers0:e".to_vec())).await;
-        let total = 100_000u64;
+    /// A torrent of `total` bytes announcing to `tracker`, nothing on disk.
+    fn shared_for(tracker: String, total: u64) -> (Metainfo, Arc<Shared>, tempfile::TempDir) {
         let t = NewTorrent {
             name: "t".into(),
             length: total,
             piece_length: 16384,
             pieces: vec![0; 20 * 7],
-            trackers: vec![vec![server.url()]],
+            trackers: vec![vec![tracker]],
             ..Default::default()
         };
         let meta = Metainfo::from_bytes(&t.to_bytes()).unwrap();
@@ -589,6 +588,57 @@ mod tests {
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
         });
+        (meta, shared, dir)
+    }
+
+    /// Regression (issue 15): a tracker answering `interval` 0, 1 or -1
+    /// (even with a small `min interval`) made us announce every second.
+    /// The floor is 5 minutes: in 3 s there is one announce, not three.
+    #[tokio::test]
+    async fn tiny_tracker_intervals_are_floored() {
+        let bodies: [&[u8]; 4] = [
+            b"d8:intervali0e5:peers0:e",
+            b"d8:intervali1e5:peers0:e",
+            b"d8:intervali-1e5:peers0:e",
+            b"d8:intervali0e12:min intervali1e5:peers0:e",
+        ];
+        let mut runs = Vec::new();
+        for body in bodies {
+            let server = FakeHttp::start(move |_| (200, body.to_vec())).await;
+            let (meta, shared, dir) = shared_for(server.url(), 100_000);
+            let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
+            let (ev_tx, ev_rx) = mpsc::channel(16);
+            let (stop_tx, stop_rx) = mpsc::channel(1);
+            let (complete_tx, complete_rx) = oneshot::channel();
+            let task = tokio::spawn(announce_loop(
+                trackers,
+                shared,
+                ev_tx,
+                stop_rx,
+                complete_rx,
+                false,
+            ));
+            runs.push((server, task, stop_tx, complete_tx, ev_rx, dir));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for (server, task, stop_tx, _complete, _ev, _dir) in runs {
+            let n = server.requests().len();
+            let (ack_tx, ack_rx) = oneshot::channel();
+            stop_tx.send(ack_tx).await.unwrap();
+            ack_rx.await.unwrap();
+            task.await.unwrap();
+            assert_eq!(n, 1, "{:?}", server.requests());
+        }
+    }
+
+    /// Regression (interop with opentracker): `left` must be what is on
+    /// disk at the moment of each announce: the whole size for `started`
+    /// of an empty download, 0 for `completed` sent right at completion.
+    #[tokio::test]
+    async fn announces_carry_the_current_left() {
+        let server = FakeHttp::start(|_| (200, b"d8:intervali900e5:peers0:e".to_vec())).await;
+        let total = 100_000u64;
+        let (meta, shared, _dir) = shared_for(server.url(), total);
         let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
         let (ev_tx, mut ev_rx) = mpsc::channel(16);
         let (stop_tx, stop_rx) = mpsc::channel(1);

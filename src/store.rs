@@ -195,6 +195,24 @@ pub struct Store {
     /// lock in the kernel, which spins and burns the other core), and holds
     /// what direct writes need.
     writer: Mutex<Writer>,
+    /// What was hashed good for upload, so changed data is never served.
+    upload: Mutex<UploadCheck>,
+}
+
+/// A file's size and modification time: what changes when someone else
+/// rewrites or truncates it.
+type Stamp = (u64, Option<std::time::SystemTime>);
+
+/// Seeded files can be edited, truncated or replaced behind our back; a
+/// piece verified at start-up may no longer be what its hash says. A piece
+/// is hashed before its first block is served, and again once one of its
+/// files' size or mtime changed for a reason other than our own writes.
+#[derive(Default)]
+struct UploadCheck {
+    /// Per file: the stamp last seen and how many outside changes were seen.
+    files: HashMap<usize, (Stamp, u64)>,
+    /// Per piece that hashed good: its files' change counts at that moment.
+    pieces: HashMap<u32, Vec<u64>>,
 }
 
 /// O_DIRECT handles and the aligned buffer direct writes are copied into.
@@ -331,6 +349,7 @@ impl Store {
             skipped: Vec::new(),
             part_path: None,
             writer: Mutex::default(),
+            upload: Mutex::default(),
         }
     }
 
@@ -357,6 +376,7 @@ impl Store {
             skipped: Vec::new(),
             part_path: None,
             writer: Mutex::default(),
+            upload: Mutex::default(),
         };
         if let Some((skipped, part)) = skip {
             store.set_skipped(skipped, part);
@@ -583,6 +603,108 @@ impl Store {
         self.read_at(start, buf)
     }
 
+    /// Reads block bytes of a piece we have, for a peer, only if the piece
+    /// still matches its hash: false when it no longer does (data changed,
+    /// truncated or deleted on disk), and then nothing is in `buf` to send.
+    /// A piece is hashed before its first block goes out and again after
+    /// an outside change to one of its files; a block that reads short or
+    /// whose files changed during the read is taken from a fresh hash
+    /// check's buffer. (Two changes within one mtime tick that keep the
+    /// size go unnoticed: the kernel's timestamps are that coarse.)
+    pub fn read_block_for_upload(
+        &self,
+        piece: u32,
+        begin: u32,
+        buf: &mut [u8],
+    ) -> Result<bool, StoreError> {
+        if piece >= self.layout.piece_count() {
+            return Err(StoreError::BadPiece(piece));
+        }
+        let files = self.piece_files(piece);
+        let gens = self.file_changes(&files)?;
+        let checked = self.upload_check().pieces.get(&piece) == Some(&gens);
+        if checked && self.read_block(piece, begin, buf)? && self.file_changes(&files)? == gens {
+            return Ok(true);
+        }
+        let gens = self.file_changes(&files)?;
+        let mut data = Vec::new();
+        let good = self.hash_piece(piece, &mut data)? == Some(self.layout.piece_hash(piece)?);
+        let range = begin as usize..begin as usize + buf.len();
+        let mut upload = self.upload_check();
+        match data.get(range) {
+            Some(block) if good => {
+                buf.copy_from_slice(block);
+                upload.pieces.insert(piece, gens);
+                Ok(true)
+            }
+            _ => {
+                upload.pieces.remove(&piece);
+                Ok(false)
+            }
+        }
+    }
+
+    fn upload_check(&self) -> std::sync::MutexGuard<'_, UploadCheck> {
+        self.upload.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The handles piece `piece`'s bytes live in: its data files, or the
+    /// part file for files a selection left out (never create those).
+    fn piece_files(&self, piece: u32) -> Vec<usize> {
+        let start = piece as u64 * self.layout.piece_length;
+        let mut keys: Vec<usize> = self
+            .slices(start, self.layout.piece_size(piece))
+            .iter()
+            .filter(|s| self.layout.files[s.file].is_data())
+            .map(|s| self.place(s).0)
+            .collect();
+        keys.dedup();
+        keys
+    }
+
+    fn stamp(&self, file: usize) -> Result<Stamp, StoreError> {
+        let Some(h) = self.handle(file)? else {
+            return Ok((0, None));
+        };
+        let md = h.metadata().map_err(|e| match self.file_path(file) {
+            Ok(p) => Store::io_err(&p)(e),
+            Err(err) => err,
+        })?;
+        Ok((md.len(), md.modified().ok()))
+    }
+
+    /// Each file's count of outside changes, counting one more for a file
+    /// whose stamp moved since last seen.
+    fn file_changes(&self, files: &[usize]) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::with_capacity(files.len());
+        for &f in files {
+            let now = self.stamp(f)?;
+            let mut upload = self.upload_check();
+            let e = upload.files.entry(f).or_insert((now, 0));
+            if e.0 != now {
+                *e = (now, e.1 + 1);
+            }
+            out.push(e.1);
+        }
+        Ok(out)
+    }
+
+    /// After our own write: the new stamps are ours, not an outside
+    /// change, and the piece just written was verified.
+    fn note_own_write(&self, piece: u32) -> Result<(), StoreError> {
+        let files = self.piece_files(piece);
+        let mut gens = Vec::with_capacity(files.len());
+        for &f in &files {
+            let now = self.stamp(f)?;
+            let mut upload = self.upload_check();
+            let e = upload.files.entry(f).or_insert((now, 0));
+            e.0 = now;
+            gens.push(e.1);
+        }
+        self.upload_check().pieces.insert(piece, gens);
+        Ok(())
+    }
+
     /// Writes a whole, already verified piece.
     pub fn write_piece(&self, piece: u32, data: &[u8]) -> Result<(), StoreError> {
         if piece >= self.layout.piece_count() {
@@ -615,6 +737,10 @@ impl Store {
                 return written;
             }
         }
+        drop(writer);
+        // Only bookkeeping for uploads: at worst the piece is hashed again
+        // before it is served.
+        let _ = self.note_own_write(piece);
         Ok(())
     }
 

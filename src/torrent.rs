@@ -39,6 +39,16 @@ const SNUB_AFTER: Duration = Duration::from_secs(30);
 const RECHOKE_EVERY: Duration = Duration::from_secs(10);
 /// Outgoing connection attempts in progress at once.
 const MAX_HALF_OPEN: usize = 16;
+/// When every slot is taken, a peer connected this long that neither wants
+/// our pieces nor has any we want is closed to make room for a newcomer
+/// (libtorrent also drops its least useful peer when full). Otherwise idle
+/// sockets sending keep-alives hold every slot forever. Long enough for a
+/// real peer's bitfield and `interested` to have arrived.
+const EVICT_AFTER: Duration = Duration::from_secs(10);
+/// A connection that ends sooner than this counts as a failure for the
+/// reconnect back-off: a peer that accepts and closes at once would
+/// otherwise be dialled every 10 s forever.
+const SHORT_LIVED: Duration = Duration::from_secs(60);
 /// Hash failures a peer may be involved in before we stop trusting it, when
 /// the smart check could not single it out.
 const MAX_STRIKES: u32 = 5;
@@ -52,6 +62,12 @@ const SPARE_BUFFERS: usize = 8;
 const MAX_KNOWN: usize = 2000;
 /// Pieces hashed by one blocking job, at most (at least one piece).
 const HASH_BATCH_BYTES: usize = 1 << 20;
+
+/// Wait before dialling a peer again after `failures` connections in a row
+/// that ended early: 10 s, 20 s, 40 s … capped at 10 min.
+fn reconnect_delay(failures: u32) -> Duration {
+    Duration::from_secs((10u64 << failures.min(6)).min(600))
+}
 
 #[derive(Debug)]
 pub enum Event {
@@ -223,6 +239,7 @@ struct PeerInfo {
     pex_sent: HashSet<SocketAddr>,
     pex_at: Option<Instant>,
     source: PeerSource,
+    connected_at: Instant,
 }
 
 impl PeerInfo {
@@ -490,7 +507,7 @@ impl Torrent {
                 handshake,
             } => self.on_incoming(stream, addr, handshake),
             Event::Peers(source, addrs) => self.add_peers(source, addrs),
-            Event::TrackerWarning(w) => tracing::warn!("tracker: {w}"),
+            Event::TrackerWarning(w) => tracing::warn!("tracker: {}", crate::out::escape(&w)),
             Event::Verified(batch) => return self.on_verified_batch(batch),
         }
         Ok(())
@@ -500,7 +517,7 @@ impl Torrent {
         if self.banned_ids.contains(&hs.peer_id) || hs.peer_id == self.shared.peer_id {
             return;
         }
-        if self.peers.len() + self.connecting.len() >= self.cfg.max_peers {
+        if self.peers.len() + self.connecting.len() >= self.cfg.max_peers && !self.evict_one() {
             tracing::debug!("refusing {addr}: peer limit reached");
             return;
         }
@@ -520,10 +537,7 @@ impl Torrent {
     fn connect_more(&mut self) {
         let now = Instant::now();
         let mut tries = self.queue.len();
-        while tries > 0
-            && self.peers.len() + self.connecting.len() < self.cfg.max_peers
-            && self.connecting.len() < MAX_HALF_OPEN
-        {
+        while tries > 0 && self.connecting.len() < MAX_HALF_OPEN {
             tries -= 1;
             let Some(addr) = self.queue.pop_front() else {
                 break;
@@ -540,6 +554,10 @@ impl Torrent {
                 || self.connecting.values().any(|a| *a == addr)
             {
                 continue;
+            }
+            if self.peers.len() + self.connecting.len() >= self.cfg.max_peers && !self.evict_one() {
+                self.queue.push_front(addr);
+                break;
             }
             let key = self.next_key;
             self.next_key += 1;
@@ -569,7 +587,7 @@ impl Torrent {
                         Some("banned")
                     } else if self.peers.values().any(|p| p.peer_id == peer_id) {
                         Some("duplicate connection")
-                    } else if self.peers.len() >= self.cfg.max_peers {
+                    } else if self.peers.len() >= self.cfg.max_peers && !self.evict_one() {
                         Some("peer limit reached")
                     } else {
                         None
@@ -577,9 +595,6 @@ impl Torrent {
                 if let Some(why) = refuse {
                     let _ = cmd.send(PeerCmd::Close(why.into()));
                     return;
-                }
-                if let Some(c) = self.known.get_mut(&addr) {
-                    c.failures = 0;
                 }
                 self.peers.insert(
                     key,
@@ -612,6 +627,7 @@ impl Torrent {
                                 .get(&addr)
                                 .map_or(PeerSource::Manual, |c| c.source)
                         },
+                        connected_at: Instant::now(),
                     },
                 );
                 if self.state == State::Connecting {
@@ -623,28 +639,7 @@ impl Torrent {
                     tracing::debug!("{addr}: {reason}");
                     self.connect_failed(addr);
                 }
-                if let Some(p) = self.peers.remove(&key) {
-                    tracing::debug!("{}: disconnected: {reason}", p.addr);
-                    if p.seed {
-                        self.picker.remove_seed();
-                    } else {
-                        self.picker.remove_bitfield(&p.bits);
-                    }
-                    self.picker.peer_gone(key);
-                    if let Some(c) = self.known.get_mut(&p.addr) {
-                        c.next_try = Instant::now() + Duration::from_secs(10);
-                    }
-                    if self.known.contains_key(&p.addr) && !self.banned_addrs.contains(&p.addr) {
-                        self.queue.push_back(p.addr);
-                    }
-                    // Its upload slot goes to a waiting peer now, not at the
-                    // next 10 s round: a leecher that finished and left must
-                    // not leave the last ones choked for seconds.
-                    if !p.am_choking {
-                        self.rechoke(Instant::now());
-                    }
-                    self.fill_all();
-                }
+                self.remove_peer(key, &reason);
                 self.connect_more();
             }
             PeerEvent::Bitfield(bits) => {
@@ -773,6 +768,7 @@ impl Torrent {
                 }
             }
             PeerEvent::Block { block, data } => self.on_block(key, block, data),
+            PeerEvent::PieceLost(piece) => self.on_piece_lost(piece),
             PeerEvent::Rejected(b) => {
                 self.picker.release(key, b);
                 self.fill_all();
@@ -971,6 +967,26 @@ impl Torrent {
         result
     }
 
+    /// A piece we had changed on disk. While downloading it is fetched
+    /// again; a complete torrent (seeding, perhaps from a read-only store),
+    /// or a piece a file selection left out, just stops being served,
+    /// which the peer tasks already do.
+    fn on_piece_lost(&mut self, piece: u32) {
+        if self.picker.is_complete()
+            || !self.picker.wants(piece)
+            || !self.picker.have().get(piece as usize)
+        {
+            return;
+        }
+        self.picker.piece_failed(piece);
+        for s in self.meta.piece_slices(piece) {
+            self.progress.file_done[s.file] = self.progress.file_done[s.file].saturating_sub(s.len);
+        }
+        self.recount_have();
+        self.fill_all();
+        self.publish();
+    }
+
     fn on_verified(&mut self, mut v: Verified) -> Result<(), StoreError> {
         self.verifying = self.verifying.saturating_sub(1);
         if self.spare.len() < SPARE_BUFFERS {
@@ -1090,6 +1106,70 @@ impl Torrent {
         if let Some(tx) = self.complete_tx.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Forgets a connected peer (its task is gone or told to close) and
+    /// schedules a reconnect to it: after 10 s if it stayed a while,
+    /// doubling per connection that ended within [`SHORT_LIVED`].
+    fn remove_peer(&mut self, key: PeerKey, reason: &str) {
+        let Some(p) = self.peers.remove(&key) else {
+            return;
+        };
+        tracing::debug!("{}: disconnected: {reason}", p.addr);
+        if p.seed {
+            self.picker.remove_seed();
+        } else {
+            self.picker.remove_bitfield(&p.bits);
+        }
+        self.picker.peer_gone(key);
+        if let Some(c) = self.known.get_mut(&p.addr) {
+            if p.connected_at.elapsed() < SHORT_LIVED {
+                c.failures += 1;
+            } else {
+                c.failures = 0;
+            }
+            c.next_try = Instant::now() + reconnect_delay(c.failures);
+        }
+        if self.known.contains_key(&p.addr) && !self.banned_addrs.contains(&p.addr) {
+            self.queue.push_back(p.addr);
+        }
+        // Its upload slot goes to a waiting peer now, not at the
+        // next 10 s round: a leecher that finished and left must
+        // not leave the last ones choked for seconds.
+        if !p.am_choking {
+            self.rechoke(Instant::now());
+        }
+        self.fill_all();
+    }
+
+    /// Makes room by closing the least useful peer that has had
+    /// [`EVICT_AFTER`] to show interest: one neither side is interested in,
+    /// fewest bytes exchanged first, then the oldest. False if every peer is
+    /// worth keeping (or too new to judge).
+    fn evict_one(&mut self) -> bool {
+        let now = Instant::now();
+        let victim = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                !p.am_interested
+                    && !p.peer_interested
+                    && now.duration_since(p.connected_at) >= EVICT_AFTER
+            })
+            .min_by_key(|(_, p)| {
+                let bytes = p.stats.downloaded.load(Ordering::Relaxed)
+                    + p.stats.uploaded.load(Ordering::Relaxed);
+                (bytes, p.connected_at)
+            })
+            .map(|(k, _)| *k);
+        let Some(key) = victim else {
+            return false;
+        };
+        if let Some(p) = self.peers.get(&key) {
+            p.send(PeerCmd::Close("making room for another peer".into()));
+        }
+        self.remove_peer(key, "idle; made room for another peer");
+        true
     }
 
     fn connect_failed(&mut self, addr: SocketAddr) {
@@ -1449,6 +1529,128 @@ mod tests {
 
     /// Pieces made of blocks from two peers fail their check; once fetched
     /// again from the honest one, the block that differs names the liar.
+    /// A piece found changed on disk while downloading is fetched again.
+    #[tokio::test]
+    async fn a_lost_piece_is_fetched_again() {
+        let mut h = harness(4);
+        let mut seed = h.seed(1);
+        h.peer(1, PeerEvent::Unchoked);
+        let (asked, _) = requests(&mut seed);
+        let p = asked[0].index;
+        for b in asked.into_iter().filter(|b| b.index == p) {
+            let ev = h.block(b, false);
+            h.peer(1, ev);
+        }
+        h.settle().await;
+        assert!(h.t.picker.have().get(p as usize));
+        assert!(!h.t.is_complete());
+        h.peer(1, PeerEvent::PieceLost(p));
+        assert!(!h.t.picker.have().get(p as usize));
+        assert_eq!(h.t.progress.pieces_have, 0);
+        assert_eq!(h.t.shared.have_bytes.load(Ordering::Acquire), 0);
+        // Whatever else is outstanding, the lost piece is asked for again.
+        let (again, _) = requests(&mut seed);
+        assert!(again.iter().any(|b| b.index == p), "{again:?}");
+    }
+
+    impl Harness {
+        /// A peer with no pieces connects and says nothing more.
+        fn idle(&mut self, key: PeerKey) -> mpsc::UnboundedReceiver<PeerCmd> {
+            let (cmd, rx) = mpsc::unbounded_channel();
+            let addr: SocketAddr = format!("127.0.1.{key}:6881").parse().unwrap();
+            self.peer(
+                key,
+                PeerEvent::Connected {
+                    addr,
+                    peer_id: [key as u8; 20],
+                    fast: true,
+                    incoming: true,
+                    cmd,
+                    stats: Arc::default(),
+                },
+            );
+            rx
+        }
+
+        /// Pretends every connected peer has been there for `ago`.
+        fn age_peers(&mut self, ago: Duration) {
+            for p in self.t.peers.values_mut() {
+                p.connected_at -= ago;
+            }
+        }
+    }
+
+    fn closed(rx: &mut mpsc::UnboundedReceiver<PeerCmd>) -> bool {
+        std::iter::from_fn(|| rx.try_recv().ok()).any(|c| matches!(c, PeerCmd::Close(_)))
+    }
+
+    /// Regression (issue 15): idle peers held every slot forever and a
+    /// real peer was refused. Now the least useful peer that had its
+    /// chance makes room; a peer too new to judge, or one we want data
+    /// from, is kept.
+    #[tokio::test]
+    async fn idle_peers_make_room_for_new_ones() {
+        let mut h = harness(4);
+        let mut idle: Vec<_> = (1..=10).map(|k| h.idle(k)).collect();
+        assert_eq!(h.t.peers.len(), 10);
+        // All too new: the 11th is refused.
+        let mut eleventh = h.idle(11);
+        assert!(!h.t.peers.contains_key(&11));
+        assert!(closed(&mut eleventh));
+        h.age_peers(EVICT_AFTER);
+        let _seed = h.seed(12);
+        assert!(h.t.peers.contains_key(&12), "a seed is refused");
+        assert_eq!(h.t.peers.len(), 10);
+        assert_eq!(idle.iter_mut().map(closed).filter(|c| *c).count(), 1);
+        // Peers we are interested in are never made room from.
+        for k in 1..=10 {
+            if let Some(p) = h.t.peers.get_mut(&k) {
+                p.am_interested = true;
+            }
+        }
+        h.age_peers(EVICT_AFTER);
+        let mut late = h.idle(13);
+        assert!(!h.t.peers.contains_key(&13));
+        assert!(closed(&mut late));
+    }
+
+    /// Regression (issue 15): a peer that accepts our connection and
+    /// closes it at once was dialled again every 10 s forever; now the
+    /// wait doubles with each such connection.
+    #[tokio::test]
+    async fn reconnect_back_off_grows_for_peers_that_close_at_once() {
+        let mut h = harness(4);
+        let addr: SocketAddr = "127.0.1.1:6881".parse().unwrap();
+        h.t.known.insert(
+            addr,
+            Candidate {
+                failures: 0,
+                next_try: Instant::now(),
+                source: PeerSource::Manual,
+            },
+        );
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            let _rx = h.idle(1);
+            h.peer(1, PeerEvent::Gone("closed".into()));
+            let c = &h.t.known[&addr];
+            waits.push(
+                c.next_try
+                    .saturating_duration_since(Instant::now())
+                    .as_secs()
+                    + 1,
+            );
+        }
+        assert_eq!(waits, vec![20, 40, 80, 160]);
+        // One that stayed a while is back to the short wait.
+        let _rx = h.idle(1);
+        h.age_peers(SHORT_LIVED);
+        h.peer(1, PeerEvent::Gone("closed".into()));
+        let c = &h.t.known[&addr];
+        assert_eq!(c.failures, 0);
+        assert!(c.next_try <= Instant::now() + Duration::from_secs(10));
+    }
+
     #[tokio::test]
     async fn smart_ban_names_the_sender_of_the_bad_block() {
         let mut h = harness(4);

@@ -190,13 +190,13 @@ pub async fn show(meta: Arc<Metainfo>, mut rx: watch::Receiver<Progress>, displa
                 let p = rx.borrow_and_update().clone();
                 if last_state != Some(p.state) {
                     last_state = Some(p.state);
-                    println!(
+                    crate::outln!(
                         "{}",
                         serde_json::json!({"event": "state", "state": p.state.label()})
                     );
                 }
                 if ticked {
-                    println!("{}", progress_json(&p));
+                    crate::outln!("{}", progress_json(&p));
                 }
             }
         }
@@ -208,7 +208,7 @@ pub async fn show(meta: Arc<Metainfo>, mut rx: watch::Receiver<Progress>, displa
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
             );
-            main.set_prefix(meta.name.clone());
+            main.set_prefix(crate::out::escape(&meta.name).into_owned());
             let mut file_bars: Vec<(usize, ProgressBar)> = Vec::new();
             loop {
                 let p = rx.borrow_and_update().clone();
@@ -269,7 +269,7 @@ fn update_file_bars(
                 .progress_chars("=> "),
         );
         bar.set_prefix("file");
-        bar.set_message(f.path.display().to_string());
+        bar.set_message(crate::out::escape(&f.path.display().to_string()).into_owned());
         bar.set_position(done);
         bars.push((i, bar));
     }

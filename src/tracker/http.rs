@@ -326,7 +326,8 @@ pub(crate) mod fake {
     }
 
     impl FakeHttp {
-        /// Serves `handler(request_target)` with a Content-Length.
+        /// Serves `handler(request_target)` with a Content-Length; a body
+        /// that starts with the gzip magic is sent as `Content-Encoding: gzip`.
         pub(crate) async fn start(
             handler: impl Fn(&str) -> (u16, Vec<u8>) + Send + Sync + 'static,
         ) -> Self {
@@ -364,6 +365,9 @@ pub(crate) mod fake {
                         let mut out = format!("HTTP/1.1 {status} X\r\nConnection: close\r\n");
                         if with_length {
                             out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+                        }
+                        if body.starts_with(&[0x1f, 0x8b]) {
+                            out.push_str("Content-Encoding: gzip\r\n");
                         }
                         out.push_str("\r\n");
                         let _ = sock.write_all(out.as_bytes()).await;

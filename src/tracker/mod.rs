@@ -35,6 +35,13 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const MAX_RESPONSE_SIZE: usize = 4 * 1024 * 1024;
 /// Longest wait [`retry_delay`] returns.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 60);
+/// Shortest regular re-announce: a tracker saying `interval` 0, 1 or -1
+/// (broken, or hostile) made us announce every second. libtorrent's
+/// `min_announce_interval` is the same 5 minutes.
+pub const MIN_REANNOUNCE: Duration = Duration::from_secs(5 * 60);
+/// No re-announce, regular or early, comes sooner than this after an
+/// answer (`completed` and `stopped` are events, sent when they happen).
+pub const HARD_MIN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// One announce, as the torrent layer fills it in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,19 +124,19 @@ pub enum TrackerError {
     #[error("tracker timed out")]
     Timeout,
     /// The tracker refused the announce and said why (`failure reason` or UDP error action).
-    #[error("tracker failure: {0}")]
+    #[error("tracker failure: {}", crate::out::escape(.0))]
     Failure(String),
     /// The answer could not be understood.
-    #[error("invalid tracker response: {0}")]
+    #[error("invalid tracker response: {}", crate::out::escape(.0))]
     InvalidResponse(String),
     /// Scheme other than http, https or udp.
-    #[error("unsupported tracker URL scheme: {0}")]
+    #[error("unsupported tracker URL scheme: {}", crate::out::escape(.0))]
     UnsupportedScheme(String),
     /// URL without host, UDP URL without port, and similar.
-    #[error("invalid tracker URL: {0}")]
+    #[error("invalid tracker URL: {}", crate::out::escape(.0))]
     InvalidUrl(String),
     /// The tracker host name did not resolve.
-    #[error("could not resolve tracker host {0}")]
+    #[error("could not resolve tracker host {}", crate::out::escape(.0))]
     Resolve(String),
     /// Socket error.
     #[error("I/O error: {0}")]
@@ -166,6 +173,24 @@ fn parse_compact_v6(buf: &[u8]) -> impl Iterator<Item = SocketAddr> + '_ {
         let port = u16::from_be_bytes([c[16], c[17]]);
         (port != 0).then(|| SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), port, 0, 0)))
     })
+}
+
+/// The earliest moment, after an answer, that any announce may follow: the
+/// tracker's `min interval`, but never under [`HARD_MIN_INTERVAL`]. Kept
+/// apart so that an early re-announce (a leecher short of peers) can use
+/// it as its floor.
+pub fn earliest_reannounce(min_interval: Option<Duration>) -> Duration {
+    min_interval
+        .unwrap_or(Duration::ZERO)
+        .clamp(HARD_MIN_INTERVAL, MAX_INTERVAL)
+}
+
+/// When to re-announce after a successful answer: the tracker's
+/// `interval`, floored at [`MIN_REANNOUNCE`] (or its `min interval` if that
+/// says more), and at most [`MAX_INTERVAL`].
+pub fn reannounce_after(interval: Duration, min_interval: Option<Duration>) -> Duration {
+    let floor = earliest_reannounce(min_interval).max(MIN_REANNOUNCE);
+    interval.clamp(floor, MAX_INTERVAL.max(floor))
 }
 
 /// Back-off before retrying after `failures` consecutive failed announces (0 is treated as 1).
@@ -208,6 +233,9 @@ enum Backend {
 struct Entry {
     url: String,
     backend: Backend,
+    /// Set once its failure was shown: a torrent with thousands of dead
+    /// trackers would otherwise print a warning for each at every retry.
+    warned: bool,
 }
 
 /// The trackers of one torrent, in BEP 12 tiers.
@@ -280,7 +308,7 @@ impl TrackerList {
                 let url = match Url::parse(trimmed) {
                     Ok(u) => u,
                     Err(e) => {
-                        tracing::warn!(tracker = trimmed, error = %e, "ignoring unparseable tracker URL");
+                        tracing::warn!(tracker = %crate::out::escape(trimmed), error = %e, "ignoring unparseable tracker URL");
                         continue;
                     }
                 };
@@ -292,13 +320,17 @@ impl TrackerList {
                 let backend = match backend {
                     Ok(b) => b,
                     Err(e) => {
-                        tracing::warn!(tracker = trimmed, error = %e, "ignoring tracker");
+                        tracing::warn!(tracker = %crate::out::escape(trimmed), error = %e, "ignoring tracker");
                         continue;
                     }
                 };
                 let key = url.as_str().to_string();
                 if seen.insert(key.clone()) {
-                    tier.push(Entry { url: key, backend });
+                    tier.push(Entry {
+                        url: key,
+                        backend,
+                        warned: false,
+                    });
                 }
             }
             if shuffle {
@@ -356,16 +388,23 @@ impl TrackerList {
                 };
                 match result {
                     Ok(resp) => {
-                        let entry = self.tiers[t].remove(i);
+                        let mut entry = self.tiers[t].remove(i);
+                        entry.warned = false;
                         let url = entry.url.clone();
                         self.tiers[t].insert(0, entry);
                         if let Some(w) = &resp.warning {
-                            tracing::debug!(tracker = %url, warning = %w, "tracker warning");
+                            tracing::debug!(tracker = %url, warning = %crate::out::escape(w), "tracker warning");
                         }
                         return Ok((url, resp));
                     }
                     Err(e) => {
-                        tracing::warn!(tracker = %self.tiers[t][i].url, error = %e, "announce failed");
+                        let entry = &mut self.tiers[t][i];
+                        if entry.warned {
+                            tracing::debug!(tracker = %entry.url, error = %e, "announce failed");
+                        } else {
+                            entry.warned = true;
+                            tracing::warn!(tracker = %entry.url, error = %e, "announce failed");
+                        }
                         last_err = e;
                     }
                 }
@@ -405,6 +444,7 @@ mod tests {
     use super::http::fake::{dead_port, FakeHttp};
     use super::udp::fake::SilentUdp;
     use super::*;
+    use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
     fn s(v: &str) -> String {
@@ -474,6 +514,19 @@ mod tests {
             let big = retry_delay(u32::MAX);
             assert!(big <= MAX_RETRY_DELAY && big >= Duration::from_secs(1620));
         }
+    }
+
+    #[test]
+    fn reannounce_floor() {
+        let s = Duration::from_secs;
+        assert_eq!(reannounce_after(s(1), None), s(300));
+        assert_eq!(reannounce_after(s(1800), None), s(1800));
+        assert_eq!(reannounce_after(s(60), Some(s(900))), s(900));
+        assert_eq!(reannounce_after(s(60), Some(s(0))), s(300));
+        assert_eq!(reannounce_after(MAX_INTERVAL * 2, None), MAX_INTERVAL);
+        assert_eq!(earliest_reannounce(None), s(30));
+        assert_eq!(earliest_reannounce(Some(s(1))), s(30));
+        assert_eq!(earliest_reannounce(Some(s(120))), s(120));
     }
 
     #[test]
@@ -566,6 +619,74 @@ mod tests {
         // Tiers themselves are not reordered (BEP 12 moves trackers only within a tier).
         assert_eq!(list.tiers(), vec![vec![udp.url()], vec![good.url()]]);
         assert_eq!(udp.received(), 2);
+    }
+
+    /// Log lines written while the returned guard lives (this thread only).
+    fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink(buf.clone());
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        (buf, tracing::subscriber::set_default(sub))
+    }
+
+    /// Regression (issue 15): a torrent with 5 000 dead trackers printed
+    /// a warning per tracker at every retry (20 000 lines); now each bad
+    /// tracker is reported once (until it answers again).
+    #[tokio::test]
+    async fn a_failing_tracker_is_reported_once() {
+        let (logs, _guard) = capture_logs();
+        let mut tiers = Vec::new();
+        for _ in 0..10 {
+            tiers.push(vec![format!(
+                "http://127.0.0.1:{}/announce",
+                dead_port().await
+            )]);
+        }
+        let mut list = TrackerList::build(None, tiers, TrackerConfig::default(), false);
+        for _ in 0..3 {
+            let r = tokio::time::timeout(Duration::from_secs(15), list.announce(&sample_request()))
+                .await
+                .unwrap();
+            assert!(r.is_err());
+        }
+        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("announce failed").count(), 10, "{text}");
+    }
+
+    /// Trackers may gzip their answers (large peer lists, or a proxy in
+    /// front); reqwest decodes them only with its `gzip` feature.
+    #[tokio::test]
+    async fn gzipped_answer_is_decoded() {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"d8:intervali900e5:peers6:\x7f\x00\x00\x01\x1a\xe1e")
+            .unwrap();
+        let body = gz.finish().unwrap();
+        let server = FakeHttp::start(move |_| (200, body.clone())).await;
+        let mut list = TrackerList::new(Some(server.url()), vec![]);
+        let (_, resp) =
+            tokio::time::timeout(Duration::from_secs(15), list.announce(&sample_request()))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(resp.peers, vec!["127.0.0.1:6881".parse().unwrap()]);
+        let head = server.requests()[0].to_ascii_lowercase();
+        assert!(head.contains("accept-encoding: gzip"), "{head}");
     }
 
     #[tokio::test]
