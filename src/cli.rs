@@ -480,6 +480,8 @@ pub struct RunArgs {
     /// Stop seeding at this upload ratio or after this long.
     pub seed_ratio: Option<f64>,
     pub seed_time: Option<std::time::Duration>,
+    /// Seconds without data after which a download gives up.
+    pub stall_timeout: Option<u64>,
 }
 
 /// `90`, `90s`, `30m`, `2h`, `1d`, `1h30m`: a duration for --seed-time.
@@ -624,9 +626,9 @@ fn resolve_magnet(
         .clone()
         .unwrap_or_else(|| magnet.info_hash.hex()[..8].to_string());
     if display == Display::Json {
-        crate::outln!(
-            "{}",
-            json!({"event": "state", "state": "fetching metadata"})
+        crate::ui::emit(
+            "state",
+            json!({"state": "fetching metadata", "status": "fetching metadata"}),
         );
     }
     let fetched = rt.block_on(async {
@@ -636,10 +638,8 @@ fn resolve_magnet(
             let _ = stop_tx.send(true);
         });
         let bar = (display == Display::Bars).then(|| {
-            let pb = indicatif::ProgressBar::new_spinner();
-            pb.set_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(10));
-            pb.enable_steady_tick(std::time::Duration::from_millis(120));
-            pb.set_message(format!("{label}: fetching metadata"));
+            let pb = crate::ui::spinner();
+            pb.set_message(crate::ui::fit_spinner(&format!("{label}: fetching metadata")));
             pb
         });
         let show = async {
@@ -653,7 +653,7 @@ fn resolve_magnet(
                     if let Some(e) = &s.last_error {
                         msg.push_str(&format!(" - {e}"));
                     }
-                    pb.set_message(msg);
+                    pb.set_message(crate::ui::fit_spinner(&msg));
                 }
             }
             std::future::pending::<()>().await;
@@ -663,7 +663,7 @@ fn resolve_magnet(
             _ = show => unreachable!("show never ends"),
         };
         if let Some(pb) = bar {
-            pb.finish_and_clear();
+            crate::ui::remove(&pb);
         }
         watcher.abort();
         r
@@ -686,16 +686,16 @@ fn resolve_magnet(
         std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     match display {
-        Display::Json => crate::outln!(
-            "{}",
-            json!({"event": "metadata", "name": m.name, "info_hash": m.info_hash.hex(), "size": info.len(), "saved_to": a.save_torrent}),
+        Display::Json => crate::ui::emit(
+            "metadata",
+            json!({"name": m.name, "info_hash": m.info_hash.hex(), "size": info.len(), "saved_to": a.save_torrent}),
         ),
-        Display::Bars => eprintln!(
+        Display::Bars => crate::ui::say(&format!(
             "metadata: {} ({}, {} files) from the swarm",
             esc(&m.name),
             human_bytes(m.total_length),
             m.files.iter().filter(|f| f.is_data()).count()
-        ),
+        )),
         Display::Silent => {}
     }
     Ok((m, learned))
@@ -732,7 +732,19 @@ fn start_dht(d: &DhtArgs, listen_port: Option<u16>) -> Result<Option<crate::dht:
     Ok(Some(dht))
 }
 
+/// `download` (seed = false) and `seed` (seed = true). With `--json` an
+/// error is also an `error` event, so a reader of stdout alone learns why.
 pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
+    let json = a.json;
+    let r = run_torrent_inner(a, seed);
+    if let (true, Err(e)) = (json, &r) {
+        let message = format!("{e:#}").replace('\n', " ");
+        crate::ui::emit("error", json!({ "message": message }));
+    }
+    r
+}
+
+fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     let display = Display::choose(a.json, a.quiet);
     let mut peers = resolve_peers(&a.peers)?;
     let source = load_source(&a.torrent.to_string_lossy())?;
@@ -790,6 +802,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
         }
     }
     let name = esc(&m.name).into_owned();
+    let dest = a.dir.join(&m.name);
     let opts = crate::session::Options {
         dir: a.dir.clone(),
         port: a.port,
@@ -807,6 +820,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
         selection,
         seed_ratio: a.seed_ratio,
         seed_time: a.seed_time,
+        stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
     };
     let summary = rt.block_on(crate::session::run(m, opts));
     if let Some(dht) = &dht {
@@ -815,13 +829,27 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
     let summary = summary?;
     let p = &summary.progress;
     let secs = summary.elapsed.as_secs_f64();
+    // Sent per byte received; a seed that received nothing counts copies
+    // of the whole torrent.
+    let ratio = p.uploaded as f64
+        / (if p.downloaded > 0 {
+            p.downloaded
+        } else {
+            p.total
+        })
+        .max(1) as f64;
+    let outcome = if summary.stalled.is_some() {
+        "stalled".to_string()
+    } else {
+        format!("{:?}", summary.outcome).to_lowercase()
+    };
     if a.json {
-        crate::outln!(
-            "{}",
+        crate::ui::emit(
+            "done",
             json!({
-                "event": "done",
                 "complete": summary.complete,
-                "outcome": format!("{:?}", summary.outcome).to_lowercase(),
+                "outcome": outcome,
+                "path": dest.to_string_lossy(),
                 "downloaded": p.downloaded,
                 "uploaded": p.uploaded,
                 "have_bytes": p.have_bytes,
@@ -829,17 +857,50 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
                 "hash_failures": p.hash_failures,
                 "banned": p.banned,
                 "seconds": secs,
-            })
+                "ratio": ratio,
+            }),
         );
     } else if !a.quiet {
+        // Bytes, and their average rate when there were any.
+        let moved = |n: u64| match n {
+            0 => "0 B".to_string(),
+            n => format!(
+                "{} ({}/s)",
+                human_bytes(n),
+                human_bytes((n as f64 / secs.max(0.001)) as u64)
+            ),
+        };
+        let ratio = if seed || a.keep_seeding {
+            format!(", ratio {ratio:.2}")
+        } else {
+            String::new()
+        };
         crate::outln!(
-            "{name}: {} of {} verified; received {}, sent {} in {:.1}s",
-            human_bytes(p.have_bytes),
-            human_bytes(p.total),
-            human_bytes(p.downloaded),
-            human_bytes(p.uploaded),
-            secs
+            "{}",
+            crate::ui::join_to_fit(&[
+                (
+                    "",
+                    format!(
+                        "{name}: {} of {} verified",
+                        human_bytes(p.have_bytes),
+                        human_bytes(p.total)
+                    )
+                ),
+                (" ", format!("in {}", esc(&dest.display().to_string()))),
+                (
+                    "; ",
+                    format!(
+                        "received {}, sent {}{ratio} in {}",
+                        moved(p.downloaded),
+                        moved(p.uploaded),
+                        crate::ui::human_duration(summary.elapsed)
+                    )
+                ),
+            ])
         );
+    }
+    if let Some(why) = summary.stalled {
+        bail!("{why}");
     }
     // Seeding ends with Ctrl-C by design: that is success, not an interruption.
     if let Some(signal) = summary.signal.filter(|_| !summary.complete) {

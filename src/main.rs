@@ -64,6 +64,10 @@ struct SwarmFlags {
     /// Folder for state kept between runs, such as DHT nodes (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Give up (exit 1, saying why) when an incomplete download received
+    /// no data for this many seconds. Off by default: a watched download waits.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    stall_timeout: Option<u64>,
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -261,6 +265,7 @@ impl SwarmFlags {
             list: false,
             seed_ratio: self.seed_ratio,
             seed_time: self.seed_time,
+            stall_timeout: self.stall_timeout,
         }
     }
 }
@@ -271,7 +276,9 @@ fn init_logging(quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Through the bars' MultiProgress: a log line lifts the bars out of
+        // the way instead of leaving a stale copy of them above it.
+        .with_writer(shoal::ui::LogWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();

@@ -47,6 +47,8 @@ pub struct Options {
     /// When to stop seeding (`--seed-ratio`, `--seed-time`); never without.
     pub seed_ratio: Option<f64>,
     pub seed_time: Option<Duration>,
+    /// Give up when an incomplete download got no data for this long.
+    pub stall_timeout: Option<Duration>,
 }
 
 /// What a finished run reports.
@@ -57,6 +59,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// The signal that stopped the run (SIGINT, SIGTERM), if one did.
     pub signal: Option<i32>,
+    /// Why the run gave up (`--stall-timeout`), as one line.
+    pub stalled: Option<String>,
 }
 
 pub fn new_peer_id() -> [u8; 20] {
@@ -136,10 +140,16 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let cancel = Arc::new(AtomicBool::new(false));
     let signal = Arc::new(AtomicI32::new(0));
+    // `--stall-timeout` stops the run the same way, saying why here.
+    let stalled: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let (stall_tx, stall_rx) = oneshot::channel::<()>();
     let signals = {
         let (cancel, signal) = (cancel.clone(), signal.clone());
         tokio::spawn(async move {
-            signal.store(wait_for_signal().await, Ordering::SeqCst);
+            tokio::select! {
+                s = wait_for_signal() => signal.store(s, Ordering::SeqCst),
+                Ok(()) = stall_rx => {}
+            }
             cancel.store(true, Ordering::SeqCst);
             let _ = stop_tx.send(true);
         })
@@ -150,6 +160,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         progress,
         elapsed: started.elapsed(),
         signal: Some(signal.load(Ordering::SeqCst)).filter(|s| *s != 0),
+        stalled: stalled.lock().ok().and_then(|s| s.clone()),
     };
 
     // Everything on disk is checked through a read-only store first: a
@@ -227,9 +238,45 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
             Some(claim),
         )
     };
+    let have_bytes: u64 = have.iter_ones().map(|i| meta.piece_size(i as u32)).sum();
+    if have.count_ones() > 0 && !opts.require_complete {
+        ui::report(
+            display,
+            "resuming",
+            serde_json::json!({
+                "have_bytes": have_bytes,
+                "total": meta.total_length,
+                "pieces_have": have.count_ones(),
+                "piece_count": count,
+            }),
+            &format!(
+                "resuming: {} of {} already verified",
+                ui::human_bytes(have_bytes),
+                ui::human_bytes(meta.total_length)
+            ),
+        );
+    }
 
     let listener = bind(opts.port).await?;
     let listen_port = listener.local_addr()?.port();
+    let dual = listen_dual_stack(&listener);
+    ui::report(
+        display,
+        "listening",
+        serde_json::json!({
+            "port": listen_port,
+            "ipv4": dual || !listener.local_addr()?.is_ipv6(),
+            "ipv6": listener.local_addr()?.is_ipv6(),
+        }),
+        &format!(
+            "listening on port {listen_port} ({})",
+            match (listener.local_addr()?.is_ipv6(), dual) {
+                (true, true) => "IPv4 and IPv6",
+                (true, false) => "IPv6 only",
+                _ => "IPv4 only",
+            }
+        ),
+    );
     let shared = Arc::new(Shared {
         info_hash: meta.info_hash.0,
         peer_id: new_peer_id(),
@@ -250,14 +297,12 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         downloaded: AtomicU64::new(0),
         have_bytes: AtomicU64::new(0),
     });
-    tracing::info!("listening on port {listen_port}");
 
     let (events_tx, events_rx) = mpsc::channel(1024);
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let (complete_tx, complete_rx) = oneshot::channel();
 
     let listen_task = tokio::spawn(accept_loop(listener, shared.clone(), events_tx.clone()));
-    let display_task = tokio::spawn(ui::show(meta.clone(), progress_rx.clone(), display));
 
     let mut torrent = Torrent::new(
         meta.clone(),
@@ -277,6 +322,9 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     if let Some(sel) = &opts.selection {
         torrent.set_unwanted(&crate::selection::unwanted_pieces(&meta, sel));
     }
+    // Started after the coordinator published its first snapshot, so the
+    // display never shows a torrent of 0 bytes.
+    let display_task = tokio::spawn(ui::show(meta.clone(), progress_rx.clone(), display));
     torrent.add_peers(PeerSource::Manual, opts.peers.clone());
 
     let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
@@ -316,8 +364,20 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     };
     drop(events_tx);
 
+    let stall_task = tokio::spawn({
+        let (rx, limit, stalled) = (progress_rx.clone(), opts.stall_timeout, stalled.clone());
+        async move {
+            let why = watch_stall(rx, limit).await;
+            if let Ok(mut s) = stalled.lock() {
+                *s = Some(why);
+            }
+            let _ = stall_tx.send(());
+        }
+    });
+
     let result = torrent.run(events_rx, stop_rx).await;
     signals.abort();
+    stall_task.abort();
     listen_task.abort();
     if let Some(task) = tracker_task {
         let (ack_tx, ack_rx) = oneshot::channel();
@@ -331,8 +391,15 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         task.abort();
     }
     let progress = progress_rx.borrow().clone();
-    display_task.abort();
-    let _ = display_task.await;
+    // The coordinator is gone, so the display sees its channel close and
+    // clears its bars; cut it short only if it hangs.
+    let abort = display_task.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), display_task)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
     let outcome = result?;
     if matches!(outcome, Outcome::Interrupted) {
         return Ok(interrupted(progress));
@@ -344,7 +411,65 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         progress,
         elapsed: started.elapsed(),
         signal: None,
+        stalled: None,
     })
+}
+
+/// Whether a `[::]` listener also takes IPv4 (IPV6_V6ONLY off, the Linux
+/// default, but a sysctl can change it).
+fn listen_dual_stack(listener: &TcpListener) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        if !listener.local_addr().is_ok_and(|a| a.is_ipv6()) {
+            return false;
+        }
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid socket, and a buffer of the option's size.
+        let r = unsafe {
+            libc::getsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        r == 0 && v == 0
+    }
+    #[cfg(not(unix))]
+    {
+        listener.local_addr().is_ok_and(|a| a.is_ipv6())
+    }
+}
+
+/// Resolves when an incomplete download got neither a verified piece nor
+/// a received byte for `limit` (never without a limit, never once
+/// complete: a seed waits for leechers as long as it is asked to), with
+/// the one line that says why.
+async fn watch_stall(mut rx: watch::Receiver<Progress>, limit: Option<Duration>) -> String {
+    let Some(limit) = limit else {
+        return std::future::pending().await;
+    };
+    let mut last = (0, 0);
+    let mut since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let p = rx.borrow_and_update().clone();
+        let now = tokio::time::Instant::now();
+        if p.complete || (p.have_bytes, p.downloaded) != last {
+            last = (p.have_bytes, p.downloaded);
+            since = now;
+        } else if now.duration_since(since) >= limit {
+            return format!(
+                "stalled: no data for {} ({} peers; {})",
+                ui::human_duration(limit),
+                p.peers,
+                crate::out::escape(&p.status)
+            );
+        }
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM and says which (its number).
@@ -497,6 +622,7 @@ async fn announce_loop(
         let wait = match trackers.announce(&req).await {
             Ok((url, resp)) => {
                 failures = 0;
+                let _ = events.send(Event::TrackerStatus(None)).await;
                 let wait = tracker::reannounce_after(resp.interval, resp.min_interval);
                 tracing::info!(
                     "{url}: {} peers, next announce in {:?}",
@@ -516,6 +642,10 @@ async fn announce_loop(
                 failures += 1;
                 let wait = tracker::retry_delay(failures);
                 tracing::info!("announce failed: {e}; retrying in {}s", wait.as_secs());
+                let who = trackers.last_failed().unwrap_or("?");
+                let why = crate::torrent::short_reason(&e.to_string());
+                let status = format!("tracker {who}: {why}, retry in {}s", wait.as_secs());
+                let _ = events.send(Event::TrackerStatus(Some(status))).await;
                 wait
             }
         };

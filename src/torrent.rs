@@ -79,6 +79,9 @@ pub enum Event {
     },
     Peers(PeerSource, Vec<SocketAddr>),
     TrackerWarning(String),
+    /// The last announce failed (`Some(why)`, naming the tracker) or
+    /// worked (`None`); shown while no peer is connected.
+    TrackerStatus(Option<String>),
     Verified(Vec<Verified>),
 }
 
@@ -125,6 +128,11 @@ impl State {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Progress {
     pub state: State,
+    /// One line on what is going on, for a person: the state, or while no
+    /// peer is connected, why not ("peer H:P: connection refused, retry
+    /// in 10s"). It changes only when the situation does (no countdown),
+    /// so each change can be an event.
+    pub status: String,
     pub total: u64,
     pub have_bytes: u64,
     pub pieces_have: u32,
@@ -188,6 +196,43 @@ impl PeerSource {
 pub enum Outcome {
     Complete,
     Interrupted,
+}
+
+/// Overall rates, for people: bytes moved in the last [`WINDOW`] seconds
+/// divided by the time they span. It falls to 0 once nothing moved for a
+/// whole window, and a burst shows at once (an average that decays by a
+/// factor each second lags both ways).
+struct WindowRate {
+    /// (seconds since start, counter), oldest first, one per tick.
+    samples: VecDeque<(f64, u64)>,
+}
+
+const WINDOW: f64 = 5.0;
+
+impl WindowRate {
+    fn new() -> WindowRate {
+        WindowRate {
+            samples: VecDeque::new(),
+        }
+    }
+    fn update(&mut self, now: f64, counter: u64) {
+        self.samples.push_back((now, counter));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now - t > WINDOW + 1e-6)
+        {
+            self.samples.pop_front();
+        }
+    }
+    fn get(&self) -> u64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, c0)), Some((t1, c1))) if t1 > t0 => {
+                (c1.saturating_sub(*c0) as f64 / (t1 - t0)) as u64
+            }
+            _ => 0,
+        }
+    }
 }
 
 struct Rate {
@@ -306,9 +351,13 @@ pub struct Torrent {
     rechoke_soon: bool,
     progress: Progress,
     progress_tx: watch::Sender<Progress>,
-    down_rate: Rate,
-    up_rate: Rate,
+    down_rate: WindowRate,
+    up_rate: WindowRate,
     state: State,
+    /// The newest failed outgoing connection: who, why, and the wait
+    /// before the next try.
+    last_failure: Option<(SocketAddr, String, u64)>,
+    tracker_status: Option<String>,
     complete_tx: Option<tokio::sync::oneshot::Sender<()>>,
     /// Verified bytes of pieces left out by a file selection.
     have_unwanted_bytes: u64,
@@ -375,17 +424,25 @@ impl Torrent {
             rechoke_soon: false,
             progress,
             progress_tx,
-            down_rate: Rate::new(),
-            up_rate: Rate::new(),
+            down_rate: WindowRate::new(),
+            up_rate: WindowRate::new(),
             state: State::Connecting,
+            last_failure: None,
+            tracker_status: None,
             complete_tx: Some(complete_tx),
             have_unwanted_bytes: 0,
         };
         t.recount_have();
+        t.down_rate
+            .update(0.0, t.shared.downloaded.load(Ordering::Relaxed));
+        t.up_rate
+            .update(0.0, t.shared.uploaded.load(Ordering::Relaxed));
         if t.picker.is_complete() {
             t.state = State::Seeding;
             t.signal_complete();
         }
+        // The display's first look must show the real totals.
+        t.publish();
         t
     }
 
@@ -508,6 +565,7 @@ impl Torrent {
             } => self.on_incoming(stream, addr, handshake),
             Event::Peers(source, addrs) => self.add_peers(source, addrs),
             Event::TrackerWarning(w) => tracing::warn!("tracker: {}", crate::out::escape(&w)),
+            Event::TrackerStatus(s) => self.tracker_status = s,
             Event::Verified(batch) => return self.on_verified_batch(batch),
         }
         Ok(())
@@ -637,7 +695,7 @@ impl Torrent {
             PeerEvent::Gone(reason) => {
                 if let Some(addr) = self.connecting.remove(&key) {
                     tracing::debug!("{addr}: {reason}");
-                    self.connect_failed(addr);
+                    self.connect_failed(addr, &reason);
                 }
                 self.remove_peer(key, &reason);
                 self.connect_more();
@@ -1172,14 +1230,52 @@ impl Torrent {
         true
     }
 
-    fn connect_failed(&mut self, addr: SocketAddr) {
+    fn connect_failed(&mut self, addr: SocketAddr, reason: &str) {
         if let Some(c) = self.known.get_mut(&addr) {
             c.failures += 1;
             // 5 s, 10 s, 20 s … capped at 10 min.
-            let wait = 5u64 << c.failures.min(7);
-            c.next_try = Instant::now() + Duration::from_secs(wait.min(600));
+            let wait = (5u64 << c.failures.min(7)).min(600);
+            c.next_try = Instant::now() + Duration::from_secs(wait);
             self.queue.push_back(addr);
+            self.last_failure = Some((addr, short_reason(reason), wait));
         }
+    }
+
+    /// The state and the line that explains it. Endgame needs peers with
+    /// blocks in flight: with nobody to ask, every piece merely looks
+    /// "requested by no one", which is not the end of anything.
+    fn status(&self) -> (State, String) {
+        let state = match self.state {
+            State::Endgame | State::Downloading | State::Connecting => {
+                let in_flight = self.peers.keys().any(|k| self.picker.outstanding(*k) > 0);
+                if self.peers.is_empty() {
+                    State::Connecting
+                } else if self.picker.in_endgame() && in_flight {
+                    State::Endgame
+                } else {
+                    State::Downloading
+                }
+            }
+            s => s,
+        };
+        if state != State::Connecting {
+            return (state, state.label().to_string());
+        }
+        let text = if !self.connecting.is_empty() {
+            match self.last_failure.as_ref() {
+                Some((addr, why, _)) if self.connecting.len() == 1 => {
+                    format!("connecting (last: peer {addr}: {why})")
+                }
+                _ => format!("connecting to {} peers", self.connecting.len()),
+            }
+        } else if let Some((addr, why, wait)) = &self.last_failure {
+            format!("peer {addr}: {why}, retry in {wait}s")
+        } else if let Some(t) = &self.tracker_status {
+            t.clone()
+        } else {
+            "waiting for peers".to_string()
+        };
+        (state, text)
     }
 
     /// Tells peers about new pieces, batched per tick: one command (and one
@@ -1207,6 +1303,13 @@ impl Torrent {
     fn on_tick(&mut self) {
         self.flush_haves();
         let now = Instant::now();
+        // Sampled every tick, so the shown rate moves within a tick of the
+        // data (the per-peer ones, for choking, stay per second).
+        let t = now.duration_since(self.started).as_secs_f64();
+        self.down_rate
+            .update(t, self.shared.downloaded.load(Ordering::Relaxed));
+        self.up_rate
+            .update(t, self.shared.uploaded.load(Ordering::Relaxed));
         let secs = now.duration_since(self.last_tick).as_secs_f64();
         if secs >= 1.0 {
             self.last_tick = now;
@@ -1252,10 +1355,6 @@ impl Torrent {
     /// Once a second: rates, queue depths, snubs, interest, connections.
     fn second(&mut self, secs: f64, now: Instant) {
         self.exchange_peers(now);
-        self.down_rate
-            .update(self.shared.downloaded.load(Ordering::Relaxed), secs);
-        self.up_rate
-            .update(self.shared.uploaded.load(Ordering::Relaxed), secs);
         let complete = self.picker.is_complete();
         let mut snubbed = Vec::new();
         for (k, p) in self.peers.iter_mut() {
@@ -1288,13 +1387,7 @@ impl Torrent {
             }
         }
         if !complete {
-            self.state = if self.picker.in_endgame() {
-                State::Endgame
-            } else if self.peers.is_empty() {
-                State::Connecting
-            } else {
-                State::Downloading
-            };
+            self.state = self.status().0;
         }
         self.fill_all();
         self.connect_more();
@@ -1334,7 +1427,9 @@ impl Torrent {
     }
 
     fn publish(&mut self) {
-        self.progress.state = self.state;
+        let (state, status) = self.status();
+        self.progress.state = state;
+        self.progress.status = status;
         self.progress.down_rate = self.down_rate.get();
         self.progress.up_rate = self.up_rate.get();
         self.progress.downloaded = self.shared.downloaded.load(Ordering::Relaxed);
@@ -1350,6 +1445,22 @@ impl Torrent {
                 .or_default() += 1;
         }
         self.progress_tx.send_replace(self.progress.clone());
+    }
+}
+
+/// The gist of an error chain for a status line: its last part, without
+/// the OS error number ("connect: Connection refused (os error 111)" →
+/// "connection refused").
+pub fn short_reason(reason: &str) -> String {
+    let last = reason.rsplit(": ").next().unwrap_or(reason);
+    let last = match last.find(" (os error") {
+        Some(i) => &last[..i],
+        None => last,
+    };
+    let mut c = last.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => reason.to_string(),
     }
 }
 
@@ -1757,5 +1868,77 @@ mod tests {
             })
             .collect();
         assert_eq!(cancelled, vec![to_a[0]]);
+    }
+
+    /// Regression (issue 10): with no peer at all the picker sees every
+    /// piece as unavailable, which used to read as "endgame" at 0 bytes.
+    #[tokio::test]
+    async fn without_peers_the_status_says_why() {
+        let mut h = harness(4);
+        h.t.second(1.0, Instant::now());
+        h.t.publish();
+        assert_eq!(h.t.progress.state, State::Connecting);
+        assert_eq!(h.t.progress.status, "waiting for peers");
+        h.t.on_event(Event::TrackerStatus(Some(
+            "tracker 127.0.0.1:1: connection refused".into(),
+        )))
+        .unwrap();
+        h.t.publish();
+        assert_eq!(
+            h.t.progress.status,
+            "tracker 127.0.0.1:1: connection refused"
+        );
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        h.t.known.insert(
+            addr,
+            Candidate {
+                failures: 0,
+                next_try: Instant::now(),
+                source: PeerSource::Manual,
+            },
+        );
+        h.t.connect_failed(addr, "connect: Connection refused (os error 111)");
+        h.t.second(1.0, Instant::now());
+        h.t.publish();
+        assert_eq!(h.t.progress.state, State::Connecting);
+        assert_eq!(
+            h.t.progress.status,
+            "peer 127.0.0.1:9: connection refused, retry in 10s"
+        );
+        // A seed arrives: downloading, with the seed's blocks in flight.
+        let _rx = h.seed(1);
+        h.t.publish();
+        assert_eq!(h.t.progress.state, State::Downloading);
+        assert_eq!(h.t.progress.status, "downloading");
+        assert_eq!(h.t.progress.total, 4 * PIECE as u64);
+        assert_eq!(h.t.progress.piece_count, 4);
+    }
+
+    #[test]
+    fn window_rate_follows_the_last_seconds() {
+        let mut r = WindowRate::new();
+        assert_eq!(r.get(), 0);
+        r.update(0.0, 0);
+        // 15 MiB in one second shows at once, not as a fraction of it.
+        r.update(1.0, 15 << 20);
+        assert_eq!(r.get(), 15 << 20);
+        for t in 2..=6 {
+            r.update(t as f64, 15 << 20);
+        }
+        // Nothing for a whole window: 0, not a decaying tail.
+        r.update(7.0, 15 << 20);
+        assert_eq!(r.get(), 0);
+        r.update(8.0, (15 << 20) + 1000);
+        assert_eq!(r.get(), 1000 / 5);
+    }
+
+    #[test]
+    fn short_reasons() {
+        assert_eq!(
+            short_reason("connect: Connection refused (os error 111)"),
+            "connection refused"
+        );
+        assert_eq!(short_reason("connect timed out"), "connect timed out");
+        assert_eq!(short_reason(""), "");
     }
 }

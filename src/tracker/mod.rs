@@ -244,6 +244,9 @@ pub struct TrackerList {
     config: TrackerConfig,
     /// Built on first HTTP use, so UDP-only torrents never set up TLS.
     http_client: Option<reqwest::Client>,
+    /// Host (and port) of the last tracker that failed: what a status line
+    /// names. Never the whole URL, which may hold a passkey.
+    last_failed: Option<String>,
 }
 
 impl TrackerList {
@@ -288,7 +291,13 @@ impl TrackerList {
             tiers,
             config,
             http_client: None,
+            last_failed: None,
         }
+    }
+
+    /// `host:port` of the tracker whose failure the last error is.
+    pub fn last_failed(&self) -> Option<&str> {
+        self.last_failed.as_deref()
     }
 
     fn parse_tiers(
@@ -405,6 +414,13 @@ impl TrackerList {
                             entry.warned = true;
                             tracing::warn!(tracker = %entry.url, error = %e, "announce failed");
                         }
+                        self.last_failed = url::Url::parse(&self.tiers[t][i].url).ok().map(|u| {
+                            let host = u.host_str().unwrap_or("?").to_string();
+                            match u.port() {
+                                Some(p) => format!("{host}:{p}"),
+                                None => host,
+                            }
+                        });
                         last_err = e;
                     }
                 }
