@@ -829,15 +829,8 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     let summary = summary?;
     let p = &summary.progress;
     let secs = summary.elapsed.as_secs_f64();
-    // Sent per byte received; a seed that received nothing counts copies
-    // of the whole torrent.
-    let ratio = p.uploaded as f64
-        / (if p.downloaded > 0 {
-            p.downloaded
-        } else {
-            p.total
-        })
-        .max(1) as f64;
+    // Copies of the torrent sent: what --seed-ratio counts, so the two agree.
+    let ratio = p.uploaded as f64 / p.total.max(1) as f64;
     let outcome = if summary.stalled.is_some() {
         "stalled".to_string()
     } else {
@@ -870,7 +863,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
                 human_bytes((n as f64 / secs.max(0.001)) as u64)
             ),
         };
-        let ratio = if seed || a.keep_seeding {
+        let ratio = if seed || a.keep_seeding || a.seed_ratio.is_some() || a.seed_time.is_some() {
             format!(", ratio {ratio:.2}")
         } else {
             String::new()
