@@ -690,7 +690,7 @@ fn resolve_magnet(
             "metadata",
             json!({"name": m.name, "info_hash": m.info_hash.hex(), "size": info.len(), "saved_to": a.save_torrent}),
         ),
-        Display::Bars => crate::ui::say(&format!(
+        Display::Bars | Display::Plain => crate::ui::say(&format!(
             "metadata: {} ({}, {} files) from the swarm",
             esc(&m.name),
             human_bytes(m.total_length),

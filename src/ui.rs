@@ -180,7 +180,7 @@ pub fn emit(event: &str, fields: serde_json::Value) {
 pub fn report(display: Display, event: &str, fields: serde_json::Value, line: &str) {
     match display {
         Display::Json => emit(event, fields),
-        Display::Bars => say(line),
+        Display::Bars | Display::Plain => say(line),
         Display::Silent => tracing::info!("{line}"),
     }
 }
@@ -273,7 +273,11 @@ pub enum Display {
     Bars,
     /// Newline-delimited JSON events on stdout.
     Json,
-    /// Nothing while running (stdout is not a terminal, or --quiet).
+    /// No bars (stdout is not a terminal), but what is said once (where
+    /// it listens, resuming, seeding) goes to stderr: a seeder started
+    /// with its output in a file still tells its port.
+    Plain,
+    /// Nothing but errors (--quiet).
     Silent,
 }
 
@@ -281,8 +285,10 @@ impl Display {
     pub fn choose(json: bool, quiet: bool) -> Display {
         if json {
             Display::Json
-        } else if quiet || !stdout_is_terminal() {
+        } else if quiet {
             Display::Silent
+        } else if !stdout_is_terminal() {
+            Display::Plain
         } else {
             Display::Bars
         }
@@ -620,6 +626,19 @@ fn line_style() -> ProgressStyle {
 pub async fn show(meta: Arc<Metainfo>, mut rx: watch::Receiver<Progress>, display: Display) {
     match display {
         Display::Silent => while rx.changed().await.is_ok() {},
+        Display::Plain => {
+            let mut last = rx.borrow_and_update().state;
+            while rx.changed().await.is_ok() {
+                let now = rx.borrow_and_update().state;
+                if now == State::Seeding && last != State::Seeding {
+                    say(&format!(
+                        "{}: download complete, seeding until Ctrl-C",
+                        crate::out::escape(&meta.name)
+                    ));
+                }
+                last = now;
+            }
+        }
         Display::Json => {
             let mut last: Option<(State, String)> = None;
             let mut tick = tokio::time::interval(Duration::from_secs(1));

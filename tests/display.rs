@@ -388,3 +388,38 @@ fn log_lines_go_above_a_single_bar() {
         show(last)
     );
 }
+
+/// Without a terminal there are no bars, but a seeder still says where it
+/// listens (on stderr), and `--quiet` keeps it silent.
+#[test]
+fn without_a_terminal_the_port_is_still_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src").join(NAME), &[("one.bin", 100_000)]);
+    let torrent = create_torrent(&d.join("src").join(NAME), &d.join("t.torrent"), &[], 16384);
+    let (t, from) = (torrent.to_str().unwrap(), d.join("src"));
+    for (quiet, name) in [(false, "plain"), (true, "quiet")] {
+        let port = free_port();
+        let port_s = port.to_string();
+        let mut args = vec![
+            "seed",
+            t,
+            "--from",
+            from.to_str().unwrap(),
+            "--port",
+            &port_s,
+        ];
+        if quiet {
+            args.push("--quiet");
+        }
+        let mut p = Proc::spawn(&args, d, name);
+        wait_listening(port);
+        std::thread::sleep(Duration::from_millis(300));
+        p.stop();
+        let said = p
+            .stderr()
+            .lines()
+            .any(|l| l.starts_with(&format!("listening on port {port} (")));
+        assert_eq!(said, !quiet, "{name}: {}", p.stderr());
+    }
+}
