@@ -1266,6 +1266,7 @@ impl Torrent {
                 Some((addr, why, _)) if self.connecting.len() == 1 => {
                     format!("connecting (last: peer {addr}: {why})")
                 }
+                _ if self.connecting.len() == 1 => "connecting to 1 peer".to_string(),
                 _ => format!("connecting to {} peers", self.connecting.len()),
             }
         } else if let Some((addr, why, wait)) = &self.last_failure {
