@@ -21,6 +21,8 @@ const NAME: &str = "pack";
 struct Tmux {
     socket: String,
     width: usize,
+    /// The server's socket file, removed with it (tmux leaves it behind).
+    socket_path: Option<std::path::PathBuf>,
 }
 
 impl Tmux {
@@ -33,7 +35,11 @@ impl Tmux {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let t = Tmux { socket, width };
+        let mut t = Tmux {
+            socket,
+            width,
+            socket_path: None,
+        };
         let script = format!("{cmd}; echo EXIT=$?; sleep 600");
         let o = t.run(&[
             "-f",
@@ -63,6 +69,9 @@ impl Tmux {
             "tmux new-session: {}",
             String::from_utf8_lossy(&o.stderr)
         );
+        let o = t.run(&["display-message", "-p", "#{socket_path}"]);
+        let path = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        t.socket_path = (!path.is_empty()).then(|| path.into());
         t
     }
 
@@ -119,6 +128,9 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.run(&["kill-server"]);
+        if let Some(p) = &self.socket_path {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
