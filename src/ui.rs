@@ -584,6 +584,18 @@ pub fn file_line(path: &str, done: u64, len: u64, width: usize) -> String {
 /// the final clear then starts a line too low and leaves a bar behind.
 struct NoEcho(Option<libc::termios>);
 
+/// Whether we own the terminal on stdin now. Only the foreground job may
+/// change its settings: a background one (`shoal download … &`) would be
+/// stopped by SIGTTOU, and must leave the shell's settings alone anyway.
+#[cfg(unix)]
+fn foreground() -> bool {
+    // SAFETY: plain queries on our own stdin and process group.
+    unsafe {
+        libc::isatty(libc::STDIN_FILENO) == 1
+            && libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp()
+    }
+}
+
 impl NoEcho {
     fn new() -> NoEcho {
         #[cfg(unix)]
@@ -591,7 +603,7 @@ impl NoEcho {
             let fd = libc::STDIN_FILENO;
             // SAFETY: termios is plain data, filled in by tcgetattr.
             let mut t: libc::termios = unsafe { std::mem::zeroed() };
-            if unsafe { libc::isatty(fd) } == 1 && unsafe { libc::tcgetattr(fd, &mut t) } == 0 {
+            if foreground() && unsafe { libc::tcgetattr(fd, &mut t) } == 0 {
                 let saved = t;
                 t.c_lflag &= !(libc::ECHO | libc::ECHOCTL);
                 if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) } == 0 {
@@ -605,8 +617,10 @@ impl NoEcho {
 
 impl Drop for NoEcho {
     fn drop(&mut self) {
+        // Sent to the background meanwhile (Ctrl-Z, bg): the shell has
+        // put its own settings back, and ours would stop us (SIGTTOU).
         #[cfg(unix)]
-        if let Some(t) = self.0.take() {
+        if let Some(t) = self.0.take().filter(|_| foreground()) {
             // SAFETY: restores the settings read in `new`.
             unsafe {
                 libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t);
