@@ -376,11 +376,16 @@ fn log_lines_go_above_a_single_bar() {
         out.display()
     );
     let t = Tmux::start(80, &cmd);
-    // The first announce fails at once, the retry some 5 s later: by then
-    // the bar is up, and the log line must go above it.
-    let screens = t.watch(Duration::from_secs(20), |s| {
-        s.iter().filter(|l| l.contains("announce failed")).count() >= 2
+    // The first announce fails at once (a warning and an info line), the
+    // retry some 5 s later (another info line): by then the bar is up,
+    // and the log line must go above it.
+    let mut screens = t.watch(Duration::from_secs(20), |s| {
+        s.iter().filter(|l| l.contains("announce failed")).count() >= 3
     });
+    screens.extend(t.watch(Duration::from_secs(5), |s| {
+        s.iter()
+            .any(|l| is_main_bar(l) && l.contains("connection refused"))
+    }));
     for s in &screens {
         let bars = s.iter().filter(|l| is_main_bar(l)).count();
         assert!(bars <= 1, "stale bar copies:\n{}", show(s));
