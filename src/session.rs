@@ -339,6 +339,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
             tracker_ctl_rx,
             complete_rx,
             have.is_full(),
+            Some(progress_rx.clone()),
         )))
     };
     // BEP 27: a private torrent's peers come from its trackers only.
@@ -597,6 +598,7 @@ async fn announce_loop(
     mut stop: mpsc::Receiver<oneshot::Sender<()>>,
     mut complete: oneshot::Receiver<()>,
     complete_at_start: bool,
+    progress: Option<watch::Receiver<Progress>>,
 ) {
     let key: u32 = rand::random();
     let mut event = tracker::Event::Started;
@@ -619,10 +621,14 @@ async fn announce_loop(
     };
     loop {
         let req = request(event);
+        // A leecher with no peer asks again once `min interval` allows
+        // (never under 30 s) instead of waiting out the whole interval.
+        let mut early = None;
         let wait = match trackers.announce(&req).await {
             Ok((url, resp)) => {
                 failures = 0;
                 let _ = events.send(Event::TrackerStatus(None)).await;
+                early = Some(tracker::earliest_reannounce(resp.min_interval));
                 let wait = tracker::reannounce_after(resp.interval, resp.min_interval);
                 tracing::info!(
                     "{url}: {} peers, next announce in {:?}",
@@ -649,34 +655,50 @@ async fn announce_loop(
                 wait
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            r = &mut complete, if !was_complete => {
-                was_complete = true;
-                if r.is_ok() {
-                    event = tracker::Event::Completed;
+        let until = tokio::time::Instant::now() + wait;
+        let mut check = early.map(|e| tokio::time::Instant::now() + e);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = tokio::time::sleep_until(check.unwrap_or(until)), if check.is_some() => {
+                    let starving = progress.as_ref().is_some_and(|p| {
+                        let p = p.borrow();
+                        p.peers == 0 && !p.complete
+                    });
+                    if starving {
+                        tracing::info!("no peers: asking the tracker again before its interval");
+                        break;
+                    }
+                    check = early.map(|e| tokio::time::Instant::now() + e);
                 }
-            }
-            ack = stop.recv() => {
-                // A download that just finished still owes `completed`
-                // (trackers count it); then `stopped`, but only if the
-                // tracker ever heard of us.
-                if !was_complete && complete.try_recv().is_ok() {
-                    event = tracker::Event::Completed;
+                r = &mut complete, if !was_complete => {
+                    was_complete = true;
+                    if r.is_ok() {
+                        event = tracker::Event::Completed;
+                    }
+                    break;
                 }
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                if event == tracker::Event::Completed {
-                    let req = request(tracker::Event::Completed);
-                    let _ = tokio::time::timeout_at(deadline, trackers.announce(&req)).await;
+                ack = stop.recv() => {
+                    // A download that just finished still owes `completed`
+                    // (trackers count it); then `stopped`, but only if the
+                    // tracker ever heard of us.
+                    if !was_complete && complete.try_recv().is_ok() {
+                        event = tracker::Event::Completed;
+                    }
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                    if event == tracker::Event::Completed {
+                        let req = request(tracker::Event::Completed);
+                        let _ = tokio::time::timeout_at(deadline, trackers.announce(&req)).await;
+                    }
+                    if event != tracker::Event::Started {
+                        let req = request(tracker::Event::Stopped);
+                        let _ = tokio::time::timeout_at(deadline, trackers.announce(&req)).await;
+                    }
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                    return;
                 }
-                if event != tracker::Event::Started {
-                    let req = request(tracker::Event::Stopped);
-                    let _ = tokio::time::timeout_at(deadline, trackers.announce(&req)).await;
-                }
-                if let Some(ack) = ack {
-                    let _ = ack.send(());
-                }
-                return;
             }
         }
     }
@@ -747,6 +769,7 @@ mod tests {
                 stop_rx,
                 complete_rx,
                 false,
+                None,
             ));
             runs.push((server, task, stop_tx, complete_tx, ev_rx, dir));
         }
@@ -758,6 +781,56 @@ mod tests {
             ack_rx.await.unwrap();
             task.await.unwrap();
             assert_eq!(n, 1, "{:?}", server.requests());
+        }
+    }
+
+    /// A leecher with no peer asks the tracker again once `min interval`
+    /// (floored at 30 s) has passed, not after the 30-minute interval; one
+    /// with peers waits. Real time: about 31 s.
+    #[tokio::test]
+    async fn a_leecher_without_peers_asks_again_early() {
+        let body = b"d8:intervali1800e12:min intervali1e5:peers0:e";
+        let mut runs = Vec::new();
+        for peers in [0usize, 3] {
+            let server = FakeHttp::start(move |_| (200, body.to_vec())).await;
+            let (meta, shared, dir) = shared_for(server.url(), 100_000);
+            let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
+            let (ev_tx, ev_rx) = mpsc::channel(16);
+            let (stop_tx, stop_rx) = mpsc::channel(1);
+            let (complete_tx, complete_rx) = oneshot::channel();
+            let (progress_tx, progress_rx) = watch::channel(Progress {
+                peers,
+                ..Progress::default()
+            });
+            let task = tokio::spawn(announce_loop(
+                trackers,
+                shared,
+                ev_tx,
+                stop_rx,
+                complete_rx,
+                false,
+                Some(progress_rx),
+            ));
+            runs.push((
+                server,
+                task,
+                stop_tx,
+                complete_tx,
+                ev_rx,
+                dir,
+                progress_tx,
+                peers,
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(32)).await;
+        for (server, task, stop_tx, _c, _ev, _dir, _p, peers) in runs {
+            let n = server.requests().len();
+            let (ack_tx, ack_rx) = oneshot::channel();
+            stop_tx.send(ack_tx).await.unwrap();
+            ack_rx.await.unwrap();
+            task.await.unwrap();
+            let want = if peers == 0 { 2 } else { 1 };
+            assert_eq!(n, want, "{peers} peers: {:?}", server.requests());
         }
     }
 
@@ -780,6 +853,7 @@ mod tests {
             stop_rx,
             complete_rx,
             false,
+            None,
         ));
         // `started` answered: the tracker's peers arrive as an event.
         while !matches!(ev_rx.recv().await, Some(Event::Peers(..))) {}
