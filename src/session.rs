@@ -83,12 +83,14 @@ fn initial_check(store: &Store, display: Display, cancel: &AtomicBool) -> Result
         return Ok(vec![PieceCheck::Missing; count]);
     }
     let total = store.layout().total_length;
-    let checks = if display == Display::Bars {
-        ui::with_counter_bar(total, "checking", |done| {
+    let checks = match display {
+        Display::Bars => ui::with_counter_bar(total, "checking", |done| {
             store.check_all_until(hash_threads(), done, cancel)
-        })?
-    } else {
-        store.check_all_until(hash_threads(), &AtomicU64::new(0), cancel)?
+        })?,
+        Display::Json => ui::with_counter_events(total, |done| {
+            store.check_all_until(hash_threads(), done, cancel)
+        })?,
+        _ => store.check_all_until(hash_threads(), &AtomicU64::new(0), cancel)?,
     };
     Ok(checks)
 }

@@ -170,6 +170,36 @@ pub fn join_to_fit(parts: &[(&str, String)]) -> String {
     out
 }
 
+/// Runs `work` (the check of what is on disk) while a `checking` event
+/// reports the `done` counter at once and then every second: a check of a
+/// big folder must not leave a script reading `--json` in the dark.
+pub fn with_counter_events<T>(total: u64, work: impl FnOnce(&AtomicU64) -> T) -> T {
+    let done = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let report = |n: u64| {
+        emit(
+            "checking",
+            serde_json::json!({"checked_bytes": n, "total": total}),
+        )
+    };
+    std::thread::scope(|s| {
+        let ticker = s.spawn(|| {
+            report(0);
+            loop {
+                std::thread::park_timeout(Duration::from_secs(1));
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                report(done.load(Ordering::Relaxed));
+            }
+        });
+        let out = work(&done);
+        stop.store(true, Ordering::Relaxed);
+        ticker.thread().unpark();
+        out
+    })
+}
+
 /// Prints one `--json` event line on stdout.
 pub fn emit(event: &str, fields: serde_json::Value) {
     crate::outln!("{}", event_json(event, fields));

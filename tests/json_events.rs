@@ -40,6 +40,7 @@ fn schema() -> BTreeMap<String, BTreeMap<String, String>> {
         "*",
         "metadata",
         "listening",
+        "checking",
         "resuming",
         "state",
         "progress",
@@ -167,9 +168,11 @@ fn every_event_matches_docs_json_md() {
     s.stop();
     let run2 = check_lines(&s.stdout(), &schema, "download --seed");
     let k = kinds(&run2);
-    for want in ["listening", "resuming", "seeding", "done"] {
+    for want in ["checking", "listening", "resuming", "seeding", "done"] {
         assert!(k.contains(&want), "no {want}: {k:?}");
     }
+    let checking = run2.iter().find(|v| v["event"] == "checking").unwrap();
+    assert_eq!(checking["total"], total, "{checking}");
     let resuming = run2.iter().find(|v| v["event"] == "resuming").unwrap();
     assert_eq!(resuming["have_bytes"], total, "{resuming}");
 
