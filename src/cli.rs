@@ -606,7 +606,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// `download` (seed = false) and `seed` (seed = true).
 /// The magnet phase of `download MAGNET`: fetches the info dictionary from
 /// peers (BEP 9), shows how it goes, and returns the torrent it makes, with
 /// the peers learned on the way.
@@ -617,7 +616,10 @@ fn resolve_magnet(
     peers: &[std::net::SocketAddr],
     dht: Option<&crate::dht::Dht>,
     display: Display,
-) -> Result<(Metainfo, Vec<std::net::SocketAddr>)> {
+) -> Result<(
+    Metainfo,
+    Vec<(std::net::SocketAddr, crate::torrent::PeerSource)>,
+)> {
     let (status_tx, mut status_rx) = tokio::sync::watch::channel(crate::fetch::Status::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let signal = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
@@ -734,6 +736,7 @@ fn start_dht(d: &DhtArgs, listen_port: Option<u16>) -> Result<Option<crate::dht:
 
 /// `download` (seed = false) and `seed` (seed = true). With `--json` an
 /// error is also an `error` event, so a reader of stdout alone learns why.
+/// `download` (seed = false) and `seed` (seed = true).
 pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
     let json = a.json;
     let r = run_torrent_inner(a, seed);
@@ -746,7 +749,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
 
 fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     let display = Display::choose(a.json, a.quiet);
-    let mut peers = resolve_peers(&a.peers)?;
+    let peers = resolve_peers(&a.peers)?;
     let source = load_source(&a.torrent.to_string_lossy())?;
     // Listing a .torrent's files needs no network at all.
     if let (true, Source::Torrent(m)) = (a.list, &source) {
@@ -765,15 +768,15 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         };
         (start_dht(&a.dht, a.port)?, lsd)
     };
+    let mut learned = Vec::new();
     let m = match source {
         Source::Torrent(m) => *m,
         Source::Magnet(mg) => {
-            let (m, learned) = resolve_magnet(&rt, &mg, &a, &peers, dht.as_ref(), display)?;
-            for p in learned {
-                if !peers.contains(&p) {
-                    peers.push(p);
-                }
-            }
+            let (m, found) = resolve_magnet(&rt, &mg, &a, &peers, dht.as_ref(), display)?;
+            learned = found
+                .into_iter()
+                .filter(|(p, _)| !peers.contains(p))
+                .collect();
             m
         }
     };
@@ -821,6 +824,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         seed_ratio: a.seed_ratio,
         seed_time: a.seed_time,
         stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
+        learned,
     };
     let summary = rt.block_on(crate::session::run(m, opts));
     if let Some(dht) = &dht {

@@ -24,6 +24,7 @@ use tokio::time::timeout;
 use crate::magnet::Magnet;
 use crate::metadata::{self, Assembler, Msg};
 use crate::peer::read_handshake;
+use crate::torrent::PeerSource;
 use crate::tracker::{self, AnnounceRequest, TrackerList};
 use crate::wire::{self, ExtendedHandshake, Handshake, Message};
 
@@ -95,7 +96,8 @@ pub struct Status {
 
 /// Fetches and verifies the info dictionary of `magnet`. `extra` are peers
 /// given on the command line. Returns the info bytes and every peer
-/// address learned (for the download to start from).
+/// address learned, with where it came from (for the download to start
+/// from).
 pub async fn fetch(
     magnet: &Magnet,
     extra: &[SocketAddr],
@@ -103,9 +105,9 @@ pub async fn fetch(
     peer_id: [u8; 20],
     status: watch::Sender<Status>,
     mut stop: watch::Receiver<bool>,
-) -> Result<(Vec<u8>, Vec<SocketAddr>), FetchError> {
+) -> Result<(Vec<u8>, Vec<(SocketAddr, PeerSource)>), FetchError> {
     let info_hash = magnet.info_hash.0;
-    let (found_tx, mut found_rx) = mpsc::channel::<Vec<SocketAddr>>(16);
+    let (found_tx, mut found_rx) = mpsc::channel::<(PeerSource, Vec<SocketAddr>)>(16);
     let tracker_task = (!magnet.trackers.is_empty()).then(|| {
         let trackers = TrackerList::new(
             None,
@@ -118,7 +120,7 @@ pub async fn fetch(
         tokio::spawn(async move {
             loop {
                 let peers = dht.get_peers(info_hash).await;
-                if found.send(peers).await.is_err() {
+                if found.send((PeerSource::Dht, peers)).await.is_err() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_secs(15)).await;
@@ -133,10 +135,10 @@ pub async fn fetch(
             Err(e) => tracing::warn!("magnet peer {host}: {e}"),
         }
     }
-    let _ = found_tx.send(initial).await;
+    let _ = found_tx.send((PeerSource::Manual, initial)).await;
     drop(found_tx);
 
-    let mut known: Vec<SocketAddr> = Vec::new();
+    let mut known: Vec<(SocketAddr, PeerSource)> = Vec::new();
     let mut seen: HashSet<SocketAddr> = HashSet::new();
     let mut queue: std::collections::VecDeque<SocketAddr> = Default::default();
     let mut running = tokio::task::JoinSet::new();
@@ -167,11 +169,11 @@ pub async fn fetch(
         }
         tokio::select! {
             got = found_rx.recv(), if sources_open => match got {
-                Some(addrs) => {
+                Some((source, addrs)) => {
                     for a in addrs {
                         let a = SocketAddr::new(a.ip().to_canonical(), a.port());
                         if a.port() != 0 && seen.insert(a) {
-                            known.push(a);
+                            known.push((a, source));
                             queue.push_back(a);
                         }
                     }
@@ -229,7 +231,7 @@ async fn announce(
     mut trackers: TrackerList,
     info_hash: [u8; 20],
     peer_id: [u8; 20],
-    found: mpsc::Sender<Vec<SocketAddr>>,
+    found: mpsc::Sender<(PeerSource, Vec<SocketAddr>)>,
 ) {
     let mut failures = 0u32;
     loop {
@@ -249,7 +251,7 @@ async fn announce(
         let wait = match trackers.announce(&req).await {
             Ok((_, resp)) => {
                 failures = 0;
-                if found.send(resp.peers).await.is_err() {
+                if found.send((PeerSource::Tracker, resp.peers)).await.is_err() {
                     return;
                 }
                 // Sooner than the tracker's interval while we still lack

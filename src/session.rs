@@ -49,6 +49,8 @@ pub struct Options {
     pub seed_time: Option<Duration>,
     /// Give up when an incomplete download got no data for this long.
     pub stall_timeout: Option<Duration>,
+    /// Peers a magnet's metadata phase found, with where from.
+    pub learned: Vec<(SocketAddr, PeerSource)>,
 }
 
 /// What a finished run reports.
@@ -328,6 +330,9 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     // display never shows a torrent of 0 bytes.
     let display_task = tokio::spawn(ui::show(meta.clone(), progress_rx.clone(), display));
     torrent.add_peers(PeerSource::Manual, opts.peers.clone());
+    for (addr, source) in &opts.learned {
+        torrent.add_peers(*source, vec![*addr]);
+    }
 
     let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
     let (tracker_ctl, tracker_ctl_rx) = mpsc::channel(4);
