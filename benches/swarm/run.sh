@@ -63,8 +63,16 @@ chmod 755 "$work"
 pids=()
 spaces=()
 cleanup() {
+  # Every process in our namespaces (a leecher's shoal runs under a
+  # subshell whose own PID is all that $! gave), then the ones we started.
+  for s in "${spaces[@]}"; do
+    ip netns pids "$s" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   sleep 0.2
+  for s in "${spaces[@]}"; do
+    ip netns pids "$s" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+  done
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for s in "${spaces[@]}"; do ip netns del "$s" 2>/dev/null || true; done
   if [ -n "$KEEP" ]; then mkdir -p "$KEEP" && cp -r "$work"/. "$KEEP"/; fi
