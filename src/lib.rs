@@ -9,6 +9,7 @@ pub mod choker;
 pub mod cli;
 pub mod create;
 pub mod dht;
+pub mod discovery;
 pub mod fetch;
 pub mod limit;
 pub mod lsd;
