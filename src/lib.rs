@@ -3,6 +3,7 @@
 //! the verified store checks every piece before it counts. Pure protocol
 //! logic (metainfo, wire, picker, choker) does no I/O.
 
+pub mod api;
 pub mod bencode;
 pub mod bitfield;
 pub mod choker;
@@ -22,7 +23,9 @@ pub mod ownership;
 pub mod peer;
 pub mod pex;
 pub mod picker;
+pub mod remote;
 pub mod selection;
+pub mod service;
 pub mod session;
 pub mod store;
 pub mod torrent;
