@@ -745,7 +745,7 @@ impl Service {
             e.saved.paused = true;
             e.run.take()
         };
-        self.finish_run(hash, run).await;
+        finish_run(run).await;
         self.save();
         self.view_of(hash, hex_hash)
     }
@@ -849,7 +849,7 @@ impl Service {
             }
         };
         let restart = run.is_some();
-        self.finish_run(hash, run).await;
+        finish_run(run).await;
         if restart {
             self.start_entry(hash);
         }
@@ -881,15 +881,6 @@ impl Service {
             .find(|e| e.hash == hash)
             .map(Entry::view)
             .ok_or_else(|| ServiceError::NotFound(hex_hash.to_string()))
-    }
-
-    /// Stops a run taken out of its entry and waits for it to end, adding
-    /// its totals to the entry's.
-    async fn finish_run(&self, hash: [u8; 20], run: Option<Running>) {
-        let Some(run) = run else { return };
-        let _ = run.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), run.task).await;
-        let _ = hash;
     }
 
     /// Starts the entry's task unless it runs, is paused or failed.
@@ -988,6 +979,14 @@ impl Service {
         }
         self.save();
     }
+}
+
+/// Stops a run taken out of its entry and waits for it to end (its task
+/// adds its totals to the entry's as it ends).
+async fn finish_run(run: Option<Running>) {
+    let Some(run) = run else { return };
+    let _ = run.stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), run.task).await;
 }
 
 fn initial_priorities(n: usize, only: Option<&[usize]>) -> Result<Vec<Priority>, ServiceError> {
