@@ -25,7 +25,6 @@ use crate::ownership;
 use crate::peer::Shared;
 use crate::session::{Control, Session, TorrentOptions};
 use crate::torrent::{Outcome, PeerView, Progress, State};
-use crate::ui::Display;
 
 /// The biggest .torrent accepted, uploaded or fetched from a URL.
 pub const MAX_TORRENT_SIZE: usize = 16 << 20;
@@ -905,7 +904,7 @@ impl Service {
             progress: progress_tx,
             shared: shared_tx,
             checked: e.checked.clone(),
-            ready: None,
+            notices: None,
         };
         let task = tokio::spawn(drive(self.clone(), hash, generation, ctl));
         e.run = Some(Running {
@@ -1128,7 +1127,7 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
                     &magnet,
                     &[],
                     svc.session().dht(),
-                    crate::session::new_peer_id(),
+                    crate::peer::new_peer_id(),
                     status_tx,
                     stop.clone(),
                 )
@@ -1194,7 +1193,6 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
         keep_seeding: true,
         require_complete: false,
         max_peers: svc.inner.cfg.max_peers,
-        display: Display::Silent,
         overwrite: false,
         pex: svc.inner.cfg.pex,
         selection,
