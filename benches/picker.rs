@@ -3,7 +3,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shoal::bitfield::Bitfield;
-use shoal::picker::{BlockOutcome, PeerHas, Picker, BLOCK_LEN};
+use shoal::torrent::picker::{BlockOutcome, PeerHas, Picker, BLOCK_LEN};
 use std::time::{Duration, Instant};
 
 const PEERS: usize = 100;

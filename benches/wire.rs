@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use shoal::wire::{decode, encode, encode_piece_header, BlockRef, Message, BLOCK_LEN};
+use shoal::peer::wire::{decode, encode, encode_piece_header, BlockRef, Message, BLOCK_LEN};
 
 /// Messages per batch, so per-iteration overhead is amortised.
 const BATCH: usize = 64;

@@ -2,6 +2,11 @@
 //! discovery, each a task that sends the addresses it learns to the
 //! torrent's coordinator as events.
 
+pub mod dht;
+pub mod fetch;
+pub mod lsd;
+pub mod tracker;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,18 +16,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::peer::Shared;
 use crate::torrent::{Event, PeerSource, Progress};
-use crate::tracker::{self, AnnounceRequest, TrackerList};
+use tracker::{AnnounceRequest, TrackerList};
 
 /// Announces the torrent on the LAN (BEP 14) at once and every five
 /// minutes, and passes on the peers that announce it.
 pub async fn lsd_loop(
-    lsd: crate::lsd::Lsd,
+    lsd: crate::discovery::lsd::Lsd,
     info_hash: [u8; 20],
     port: u16,
     events: mpsc::Sender<Event>,
 ) {
     let mut heard = lsd.subscribe();
-    let mut tick = tokio::time::interval(crate::lsd::INTERVAL);
+    let mut tick = tokio::time::interval(crate::discovery::lsd::INTERVAL);
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -48,7 +53,7 @@ pub async fn lsd_loop(
 /// Announces the torrent on the DHT and asks it for peers: at once, then
 /// every 30 s while there are few peers and every 15 minutes after.
 pub async fn dht_loop(
-    dht: crate::dht::Dht,
+    dht: crate::discovery::dht::Dht,
     info_hash: [u8; 20],
     port: u16,
     events: mpsc::Sender<Event>,
@@ -74,7 +79,7 @@ pub async fn dht_loop(
             return;
         }
         let connected = progress.borrow().peers;
-        tokio::time::sleep(crate::dht::next_lookup(connected, max_peers)).await;
+        tokio::time::sleep(crate::discovery::dht::next_lookup(connected, max_peers)).await;
     }
 }
 
@@ -199,11 +204,11 @@ pub async fn announce_loop(
 mod tests {
     use super::*;
     use crate::bitfield::{AtomicBitfield, Bitfield};
+    use crate::discovery::tracker::fake::FakeHttp;
     use crate::metainfo::Metainfo;
     use crate::metainfo::NewTorrent;
     use crate::peer::new_peer_id;
     use crate::store::{Layout, Store};
-    use crate::tracker::fake::FakeHttp;
     use std::sync::atomic::AtomicU64;
 
     /// A torrent of `total` bytes announcing to `tracker`, nothing on disk.

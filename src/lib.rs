@@ -1,36 +1,20 @@
-//! shoal: a BitTorrent client. A tracker client finds peers, the picker
-//! chooses what to ask for, one task per peer runs the wire protocol, and
-//! the verified store checks every piece before it counts. Pure protocol
-//! logic (metainfo, wire, picker, choker) does no I/O.
+//! shoal: a BitTorrent client. Discovery (trackers, DHT, PEX, local
+//! discovery) finds peers, the picker chooses what to ask for, one task per
+//! peer runs the wire protocol, and the verified store checks every piece
+//! before it counts. A session runs many torrents behind one port; the
+//! service puts an HTTP API over it; the face (command line, bars, JSON)
+//! only watches. Pure protocol logic (metainfo, wire, picker, choker) does
+//! no I/O. docs/design.md is the map.
 
-pub mod api;
-pub mod bencode;
 pub mod bitfield;
-pub mod choker;
-pub mod cli;
-pub mod create;
-pub mod dht;
 pub mod discovery;
-pub mod fetch;
+pub mod face;
 pub mod limit;
-pub mod lsd;
-pub mod magnet;
-pub mod metadata;
 pub mod metainfo;
-pub mod mse;
 pub mod out;
-pub mod ownership;
 pub mod peer;
-pub mod pex;
-pub mod picker;
-pub mod remote;
-pub mod selection;
 pub mod service;
 pub mod session;
-pub mod single;
 pub mod store;
 pub mod torrent;
-pub mod tracker;
-pub mod ui;
 pub mod units;
-pub mod wire;

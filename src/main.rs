@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use shoal::cli;
+use shoal::face::cli;
 
 #[derive(Parser)]
 #[command(name = "shoal", version, about = "A fast, correct BitTorrent client")]
@@ -85,7 +85,7 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
 }
 
 fn parse_selection(s: &str) -> Result<String, String> {
-    shoal::selection::parse_numbers(s, usize::MAX).map_err(|e| e.to_string())?;
+    shoal::torrent::selection::parse_numbers(s, usize::MAX).map_err(|e| e.to_string())?;
     Ok(s.to_string())
 }
 
@@ -119,7 +119,7 @@ fn is_magnet(s: &str) -> bool {
 /// a usage error.
 fn parse_download_source(s: &str) -> Result<PathBuf, String> {
     if is_magnet(s) {
-        shoal::magnet::Magnet::parse(s).map_err(|e| e.to_string())?;
+        shoal::metainfo::magnet::Magnet::parse(s).map_err(|e| e.to_string())?;
     }
     Ok(PathBuf::from(s))
 }
@@ -332,7 +332,7 @@ enum Command {
 #[derive(clap::Args)]
 struct RemoteFlags {
     /// The service's address.
-    #[arg(long, env = "SHOAL_URL", default_value = shoal::remote::DEFAULT_URL)]
+    #[arg(long, env = "SHOAL_URL", default_value = shoal::face::remote::DEFAULT_URL)]
     url: String,
     /// Its access token, if it requires one.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
@@ -340,8 +340,8 @@ struct RemoteFlags {
 }
 
 impl RemoteFlags {
-    fn connect(self) -> anyhow::Result<shoal::remote::Remote> {
-        shoal::remote::Remote::new(&self.url, self.token)
+    fn connect(self) -> anyhow::Result<shoal::face::remote::Remote> {
+        shoal::face::remote::Remote::new(&self.url, self.token)
     }
 }
 
@@ -392,7 +392,7 @@ fn init_logging(quiet: bool) {
         .with_env_filter(filter)
         // Through the bars' MultiProgress: a log line lifts the bars out of
         // the way instead of leaving a stale copy of them above it.
-        .with_writer(shoal::ui::LogWriter)
+        .with_writer(shoal::face::ui::LogWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
@@ -537,9 +537,9 @@ fn main() -> ExitCode {
             paused,
             remote,
         } => remote.connect().and_then(|r| {
-            shoal::remote::add(
+            shoal::face::remote::add(
                 &r,
-                shoal::remote::AddArgs {
+                shoal::face::remote::AddArgs {
                     sources: &sources,
                     dir,
                     only,
@@ -547,22 +547,22 @@ fn main() -> ExitCode {
                 },
             )
         }),
-        Command::List { json, remote } => {
-            remote.connect().and_then(|r| shoal::remote::list(&r, json))
-        }
+        Command::List { json, remote } => remote
+            .connect()
+            .and_then(|r| shoal::face::remote::list(&r, json)),
         Command::Pause { hashes, remote } => remote
             .connect()
-            .and_then(|r| shoal::remote::pause_resume(&r, &hashes, "pause")),
+            .and_then(|r| shoal::face::remote::pause_resume(&r, &hashes, "pause")),
         Command::Resume { hashes, remote } => remote
             .connect()
-            .and_then(|r| shoal::remote::pause_resume(&r, &hashes, "resume")),
+            .and_then(|r| shoal::face::remote::pause_resume(&r, &hashes, "resume")),
         Command::Remove {
             hashes,
             delete_data,
             remote,
         } => remote
             .connect()
-            .and_then(|r| shoal::remote::remove(&r, &hashes, delete_data)),
+            .and_then(|r| shoal::face::remote::remove(&r, &hashes, delete_data)),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             // Into memory first: clap_complete panics on a write error.

@@ -2,6 +2,10 @@
 //! info-hash over the exact bytes of the `info` value, sanitised file paths,
 //! and the piece ↔ file mapping the store uses.
 
+pub mod bencode;
+pub mod create;
+pub mod magnet;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -16,7 +20,7 @@ use serde_bencode::value::Value;
 use sha1::{Digest, Sha1};
 use thiserror::Error;
 
-use crate::bencode::{self, BencodeError};
+use bencode::BencodeError;
 
 /// Torrent files beyond this are refused unread; real ones are a few MiB.
 pub const MAX_TORRENT_FILE: u64 = 64 << 20;

@@ -3,6 +3,11 @@
 //! and reports what matters to the torrent, which decides what to request,
 //! whom to choke and whom to trust.
 
+pub mod metadata;
+pub mod mse;
+pub mod pex;
+pub mod wire;
+
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,9 +23,8 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 use crate::bitfield::{AtomicBitfield, Bitfield};
-use crate::metadata;
 use crate::store::Store;
-use crate::wire::{self, BlockRef, ExtendedHandshake, Handshake, Message};
+use wire::{BlockRef, ExtendedHandshake, Handshake, Message};
 
 pub type PeerKey = u64;
 
@@ -145,7 +149,7 @@ pub enum PeerCmd {
     Choke,
     Unchoke,
     Interested(bool),
-    /// A `ut_pex` message to send (an encoded [`crate::pex::Message`]).
+    /// A `ut_pex` message to send (an encoded [`crate::peer::pex::Message`]).
     Pex(Vec<u8>),
     Close(String),
 }
@@ -175,7 +179,7 @@ pub enum PeerError {
     #[error("peer closed the connection")]
     Eof,
     #[error(transparent)]
-    Mse(#[from] crate::mse::MseError),
+    Mse(#[from] crate::peer::mse::MseError),
 }
 
 fn protocol(msg: impl Into<String>) -> PeerError {
@@ -263,7 +267,7 @@ pub async fn read_incoming_handshake(
         let got = if buf[0] == 19 && buf[1..20] == wire::PROTOCOL[..] {
             20
         } else {
-            let (ia, _) = crate::mse::accept(stream, &buf[..20], info_hashes).await?;
+            let (ia, _) = crate::peer::mse::accept(stream, &buf[..20], info_hashes).await?;
             // The initial payload carries the start of the handshake (all
             // of it, from every client we know); the rest follows plain.
             if ia.len() > Handshake::LEN {
@@ -458,7 +462,7 @@ async fn run<E: Report>(
                     m.insert("ut_metadata".to_string(), metadata::UT_METADATA_ID);
                 }
                 if shared.pex {
-                    m.insert("ut_pex".to_string(), crate::pex::UT_PEX_ID);
+                    m.insert("ut_pex".to_string(), crate::peer::pex::UT_PEX_ID);
                 }
                 m
             },
@@ -719,17 +723,19 @@ impl Conn<'_> {
                 self.on_metadata(&payload);
                 None
             }
-            Message::Extended { id, payload } if id == crate::pex::UT_PEX_ID && self.shared.pex => {
+            Message::Extended { id, payload }
+                if id == crate::peer::pex::UT_PEX_ID && self.shared.pex =>
+            {
                 let now = Instant::now();
                 let early = self
                     .last_pex_in
-                    .is_some_and(|t| now.duration_since(t) < crate::pex::INTERVAL / 2);
+                    .is_some_and(|t| now.duration_since(t) < crate::peer::pex::INTERVAL / 2);
                 if early {
                     tracing::debug!("ut_pex again within the minute; ignored");
                     return Ok(None);
                 }
                 self.last_pex_in = Some(now);
-                match crate::pex::Message::decode(&payload) {
+                match crate::peer::pex::Message::decode(&payload) {
                     Some(m) if !m.added.is_empty() => Some(PeerEvent::Pex(m.added)),
                     Some(_) => None,
                     None => {

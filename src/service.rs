@@ -8,6 +8,8 @@
 //! new one; the task's end is recorded in the entry. The entries live
 //! behind one mutex that is never held across an await.
 
+pub mod api;
+
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,11 +21,11 @@ use thiserror::Error;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::magnet::Magnet;
+use crate::metainfo::magnet::Magnet;
 use crate::metainfo::Metainfo;
-use crate::ownership;
 use crate::peer::Shared;
 use crate::session::{Control, Session, TorrentOptions};
+use crate::store::ownership;
 use crate::torrent::{Outcome, PeerView, Progress, State};
 
 /// The biggest .torrent accepted, uploaded or fetched from a URL.
@@ -185,7 +187,7 @@ struct Entry {
     shared: watch::Receiver<Option<Arc<Shared>>>,
     checked: Arc<AtomicU64>,
     /// While fetching a magnet's metadata: how it goes.
-    fetching: Option<watch::Receiver<crate::fetch::Status>>,
+    fetching: Option<watch::Receiver<crate::discovery::fetch::Status>>,
 }
 
 impl Entry {
@@ -380,7 +382,7 @@ fn parse_hash(hex_hash: &str) -> Result<[u8; 20], ServiceError> {
 
 /// Data files of `meta` by API index → index in `meta.files`.
 fn data_files(meta: &Metainfo) -> Vec<usize> {
-    crate::selection::data_files(meta)
+    crate::torrent::selection::data_files(meta)
 }
 
 impl Service {
@@ -1119,11 +1121,12 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
                 return;
             };
             loop {
-                let (status_tx, status_rx) = watch::channel(crate::fetch::Status::default());
+                let (status_tx, status_rx) =
+                    watch::channel(crate::discovery::fetch::Status::default());
                 if let Some(e) = svc.entries().iter_mut().find(|e| e.hash == hash) {
                     e.fetching = Some(status_rx);
                 }
-                let got = crate::fetch::fetch(
+                let got = crate::discovery::fetch::fetch(
                     &magnet,
                     &[],
                     svc.session().dht(),
@@ -1134,7 +1137,7 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
                 .await;
                 match got {
                     Ok((info, found)) => {
-                        let bytes = crate::metadata::torrent_file(
+                        let bytes = crate::peer::metadata::torrent_file(
                             &info,
                             &magnet.trackers,
                             &magnet.web_seeds,
@@ -1159,7 +1162,7 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
                             }
                         }
                     }
-                    Err(crate::fetch::FetchError::Interrupted) => {
+                    Err(crate::discovery::fetch::FetchError::Interrupted) => {
                         svc.ended(hash, generation, None, false);
                         return;
                     }

@@ -20,14 +20,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::bitfield::{AtomicBitfield, Bitfield};
+use crate::discovery::tracker::TrackerList;
 use crate::discovery::{announce_loop, dht_loop, lsd_loop};
 use crate::limit::RateLimit;
 use crate::metainfo::Metainfo;
-use crate::ownership;
 use crate::peer::{new_peer_id, read_incoming_handshake, Shared};
+use crate::store::ownership;
 use crate::store::{hash_threads, Layout, PieceCheck, Store};
 use crate::torrent::{Config, Event, Outcome, PeerSource, Progress, Torrent};
-use crate::tracker::TrackerList;
 use crate::units::human_duration;
 
 /// What the torrents of a session share, set when it starts.
@@ -35,8 +35,8 @@ use crate::units::human_duration;
 pub struct SessionConfig {
     /// Listening port; None: the first free of 6881–6889, else any.
     pub port: Option<u16>,
-    pub dht: Option<crate::dht::Dht>,
-    pub lsd: Option<crate::lsd::Lsd>,
+    pub dht: Option<crate::discovery::dht::Dht>,
+    pub lsd: Option<crate::discovery::lsd::Lsd>,
     /// Bytes per second for all torrents together.
     pub upload_limit: Option<u64>,
     pub download_limit: Option<u64>,
@@ -135,8 +135,8 @@ struct Inner {
     ipv4: bool,
     ipv6: bool,
     routes: Routes,
-    dht: Option<crate::dht::Dht>,
-    lsd: Option<crate::lsd::Lsd>,
+    dht: Option<crate::discovery::dht::Dht>,
+    lsd: Option<crate::discovery::lsd::Lsd>,
     upload_limit: Arc<RateLimit>,
     download_limit: Arc<RateLimit>,
     accept: tokio::task::AbortHandle,
@@ -180,7 +180,7 @@ impl Session {
         (self.inner.ipv4, self.inner.ipv6)
     }
 
-    pub fn dht(&self) -> Option<&crate::dht::Dht> {
+    pub fn dht(&self) -> Option<&crate::discovery::dht::Dht> {
         self.inner.dht.as_ref()
     }
 
@@ -431,7 +431,7 @@ impl Session {
             download_limit: self.inner.download_limit.clone(),
             pex: opts.pex && !meta.private,
             metadata: match meta.info_bytes() {
-                Ok(b) if b.len() as u64 <= crate::metadata::MAX_SIZE => Arc::from(&b[..]),
+                Ok(b) if b.len() as u64 <= crate::peer::metadata::MAX_SIZE => Arc::from(&b[..]),
                 _ => Arc::from(&[][..]),
             },
             uploaded: AtomicU64::new(0),
@@ -476,10 +476,10 @@ impl Session {
             complete_tx,
         );
         if let Some(sel) = &opts.selection {
-            torrent.set_unwanted(&crate::selection::unwanted_pieces(&meta, sel));
+            torrent.set_unwanted(&crate::torrent::selection::unwanted_pieces(&meta, sel));
         }
         if let Some(high) = &opts.high {
-            torrent.set_high(&crate::selection::wanted_pieces(&meta, high));
+            torrent.set_high(&crate::torrent::selection::wanted_pieces(&meta, high));
         }
         // After the coordinator published its first snapshot, so a display
         // never shows a torrent of 0 bytes.

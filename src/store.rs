@@ -3,6 +3,8 @@
 //! use it). Only pieces whose SHA-1 matched are ever written, so whatever is
 //! on disk is either verified data or will fail its check on resume.
 
+pub mod ownership;
+
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;

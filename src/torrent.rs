@@ -3,6 +3,10 @@
 //! the tracker task and the listener talk to it only by messages, so no
 //! lock guards the swarm state.
 
+pub mod choker;
+pub mod picker;
+pub mod selection;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -17,12 +21,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::bitfield::Bitfield;
-use crate::choker::{Choker, PeerSnapshot};
 use crate::metainfo::Metainfo;
+use crate::peer::wire::{BlockRef, Handshake};
 use crate::peer::{self, PeerCmd, PeerEvent, PeerKey, PeerStats, Shared};
-use crate::picker::{BlockOutcome, PeerHas, Picker, BLOCK_LEN};
 use crate::store::{PieceData, StoreError};
-use crate::wire::{BlockRef, Handshake};
+use crate::torrent::choker::{Choker, PeerSnapshot};
+use crate::torrent::picker::{BlockOutcome, PeerHas, Picker, BLOCK_LEN};
 
 /// Requests kept in flight to one peer at first; grows with its rate.
 const MIN_QUEUE: usize = 32;
@@ -814,7 +818,7 @@ impl Torrent {
                     std::net::Ipv4Addr::LOCALHOST.into(),
                     self.shared.listen_port,
                 )];
-                let found = crate::pex::accept(p.addr, &ours, &added);
+                let found = crate::peer::pex::accept(p.addr, &ours, &added);
                 tracing::debug!(
                     "{}: pex named {} peers, {} usable",
                     p.addr,
@@ -1363,15 +1367,19 @@ impl Torrent {
             .peers
             .iter()
             .filter_map(|(k, p)| {
-                let flags = if p.seed { crate::pex::flags::SEED } else { 0 };
+                let flags = if p.seed {
+                    crate::peer::pex::flags::SEED
+                } else {
+                    0
+                };
                 p.listen
-                    .map(|l| (*k, l, flags | crate::pex::flags::OUTGOING_OK))
+                    .map(|l| (*k, l, flags | crate::peer::pex::flags::OUTGOING_OK))
             })
             .collect();
         for (key, p) in self.peers.iter_mut() {
             if !p.pex
                 || p.pex_at
-                    .is_some_and(|t| now.duration_since(t) < crate::pex::INTERVAL)
+                    .is_some_and(|t| now.duration_since(t) < crate::peer::pex::INTERVAL)
             {
                 continue;
             }
@@ -1380,7 +1388,7 @@ impl Torrent {
                 .filter(|(k, _, _)| k != key)
                 .map(|(_, a, f)| (*a, *f))
                 .collect();
-            if let Some(m) = crate::pex::next_message(&mut p.pex_sent, &others) {
+            if let Some(m) = crate::peer::pex::next_message(&mut p.pex_sent, &others) {
                 p.pex_at = Some(now);
                 p.send(PeerCmd::Pex(m.encode()));
             }

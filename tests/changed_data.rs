@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::fake::Fake;
 use common::*;
-use shoal::wire::{BlockRef, Message};
+use shoal::peer::wire::{BlockRef, Message};
 
 const PIECE: u32 = 32 * 1024;
 const LEN: usize = 650_000;

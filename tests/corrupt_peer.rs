@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::*;
-use shoal::wire::{self, Handshake, Message};
+use shoal::peer::wire::{self, Handshake, Message};
 
 const FILES: &[(&str, usize)] = &[("pack/a.bin", 300_000), ("pack/b.bin", 500_001)];
 const PIECE: usize = 32 * 1024;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::fake::Fake;
 use common::*;
-use shoal::wire::{BlockRef, Handshake, Message};
+use shoal::peer::wire::{BlockRef, Handshake, Message};
 
 const PIECE: u32 = 32 * 1024;
 const FILES: &[(&str, usize)] = &[("pack/a.bin", 400_000), ("pack/b.bin", 250_000)];

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shoal::wire::Handshake;
+use shoal::peer::wire::Handshake;
 
 const PIECE: u32 = 32 * 1024;
 const IDLE: usize = 200;

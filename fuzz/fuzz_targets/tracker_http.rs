@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = shoal::tracker::parse_http_response(data);
+    let _ = shoal::discovery::tracker::parse_http_response(data);
 });

@@ -3,7 +3,7 @@
 //! codec and to an assembler as if each answered a request, and BEP 11
 //! peer exchange messages fed to the codec and the address filter.
 use libfuzzer_sys::fuzz_target;
-use shoal::metadata::{Assembler, Msg};
+use shoal::peer::metadata::{Assembler, Msg};
 
 fuzz_target!(|data: &[u8]| {
     let mut a = Assembler::new([0; 20]);
@@ -19,9 +19,9 @@ fuzz_target!(|data: &[u8]| {
                 let _ = a.on_data(piece, total_size, data);
             }
         }
-        if let Some(m) = shoal::pex::Message::decode(chunk) {
+        if let Some(m) = shoal::peer::pex::Message::decode(chunk) {
             let from = "10.0.0.1:6881".parse().unwrap();
-            let _ = shoal::pex::accept(from, &[], &m.added);
+            let _ = shoal::peer::pex::accept(from, &[], &m.added);
         }
     }
 });

@@ -3,7 +3,7 @@
 //! either consumes bytes or asks for more; what decodes re-encodes.
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use shoal::wire::{decode, encode, ExtendedHandshake, Handshake};
+use shoal::peer::wire::{decode, encode, ExtendedHandshake, Handshake};
 
 fuzz_target!(|data: &[u8]| {
     let _ = Handshake::decode(data);

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use shoal::wire::{self, Handshake, Message};
+use shoal::peer::wire::{self, Handshake, Message};
 
 pub struct Fake {
     pub s: TcpStream,

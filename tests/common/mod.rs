@@ -40,12 +40,12 @@ pub fn make_tree(root: &Path, files: &[(&str, usize)]) {
 }
 
 /// Every file under `root`, as sorted paths relative to it; shoal's own
-/// records (`root/.shoal`, see src/ownership.rs) are not data and are left out.
+/// records (`root/.shoal`, see src/store/ownership.rs) are not data and are left out.
 pub fn list_files(root: &Path) -> Vec<PathBuf> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
-            if dir == root && e.file_name() == shoal::ownership::DIR_NAME {
+            if dir == root && e.file_name() == shoal::store::ownership::DIR_NAME {
                 continue;
             }
             if e.file_type().unwrap().is_dir() {

@@ -12,11 +12,11 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::sync::{mpsc, watch};
 
+use crate::face::ui::{self, Display};
 use crate::metainfo::Metainfo;
 use crate::session::{self, Control, Notice, Session, SessionConfig, Summary};
 use crate::torrent::Outcome;
 use crate::torrent::PeerSource;
-use crate::ui::{self, Display};
 use crate::units::human_bytes;
 
 /// One `download` or `seed` run: the session's settings and the torrent's.
@@ -37,11 +37,11 @@ pub struct Options {
     /// Replace files in the way that shoal did not create (`--overwrite`).
     pub overwrite: bool,
     /// The process's DHT node, unless turned off.
-    pub dht: Option<crate::dht::Dht>,
+    pub dht: Option<crate::discovery::dht::Dht>,
     /// Peer exchange (BEP 11), unless turned off; never for private torrents.
     pub pex: bool,
     /// The process's local discovery socket (BEP 14), unless turned off.
-    pub lsd: Option<crate::lsd::Lsd>,
+    pub lsd: Option<crate::discovery::lsd::Lsd>,
     /// The files to download (`--only`, `--select`); None: all.
     pub selection: Option<Vec<bool>>,
     /// When to stop seeding (`--seed-ratio`, `--seed-time`); never without.

@@ -8,7 +8,7 @@ use serde_bencode::value::Value;
 use sha1::{Digest, Sha1};
 use thiserror::Error;
 
-use crate::bencode;
+use crate::metainfo::bencode;
 
 /// The id we ask peers to send `ut_metadata` messages under (ours to pick;
 /// BEP 10 ids are per direction).

@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::bitfield::Bitfield;
-use crate::wire::BlockRef;
+use crate::peer::wire::BlockRef;
 
 /// The request size every client accepts (BEP 3 de facto; larger gets rejected).
 pub const BLOCK_LEN: u32 = 16384;

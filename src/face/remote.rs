@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+use crate::face::ui::human_bytes;
 use crate::out::escape as esc;
-use crate::ui::human_bytes;
 
 /// Default address of the service (`--url`, SHOAL_URL).
 pub const DEFAULT_URL: &str = "http://127.0.0.1:3030";
@@ -200,7 +200,7 @@ fn rate(n: u64) -> String {
 
 fn eta(v: &Value) -> String {
     match v.get("eta").and_then(Value::as_u64) {
-        Some(s) => crate::ui::human_duration(Duration::from_secs(s)),
+        Some(s) => crate::face::ui::human_duration(Duration::from_secs(s)),
         None => "-".into(),
     }
 }
@@ -216,7 +216,7 @@ pub fn list(r: &Remote, as_json: bool) -> Result<()> {
         crate::outln!("no torrents (add one with `shoal add FILE|MAGNET`)");
         return Ok(());
     }
-    let width = crate::ui::term_width().max(40);
+    let width = crate::face::ui::term_width().max(40);
     crate::outln!(
         "{:<8}  {:<11}  {:>6}  {:>11}  {:>11}  {:>5}  {:>7}  NAME",
         "HASH",

@@ -21,12 +21,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
-use crate::magnet::Magnet;
-use crate::metadata::{self, Assembler, Msg};
+use crate::discovery::tracker::{self, AnnounceRequest, TrackerList};
+use crate::metainfo::magnet::Magnet;
+use crate::peer::metadata::{self, Assembler, Msg};
 use crate::peer::read_handshake;
+use crate::peer::wire::{self, ExtendedHandshake, Handshake, Message};
 use crate::torrent::PeerSource;
-use crate::tracker::{self, AnnounceRequest, TrackerList};
-use crate::wire::{self, ExtendedHandshake, Handshake, Message};
 
 /// Peers fetching at once.
 const PARALLEL: usize = 4;
@@ -101,7 +101,7 @@ pub struct Status {
 pub async fn fetch(
     magnet: &Magnet,
     extra: &[SocketAddr],
-    dht: Option<&crate::dht::Dht>,
+    dht: Option<&crate::discovery::dht::Dht>,
     peer_id: [u8; 20],
     status: watch::Sender<Status>,
     mut stop: watch::Receiver<bool>,

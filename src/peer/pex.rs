@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde_bencode::value::Value;
 
-use crate::bencode;
+use crate::metainfo::bencode;
 
 /// The id we ask peers to send `ut_pex` under.
 pub const UT_PEX_ID: u8 = 4;

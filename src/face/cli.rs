@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::create::{create, CreateOptions};
-use crate::magnet::Magnet;
+use crate::face::ui::{format_date, human_bytes, with_counter_bar, Display};
+use crate::metainfo::create::{create, CreateOptions};
+use crate::metainfo::magnet::Magnet;
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::out::escape as esc;
 use crate::store::{hash_threads, Layout, PieceCheck, Store};
-use crate::ui::{format_date, human_bytes, with_counter_bar, Display};
 
 /// A torrent given as a file path or a magnet URI.
 pub enum Source {
@@ -310,7 +310,7 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
         bail!("{}: not a folder", dir.display());
     }
     let store = Store::open_read(Layout::from_metainfo(&m), dir);
-    let lengths = crate::ownership::lengths_on_disk(&m, dir);
+    let lengths = crate::store::ownership::lengths_on_disk(&m, dir);
     if lengths.iter().all(Option::is_none) {
         if let Some(hint) = content_folder_hint(&m, dir) {
             bail!("{hint}");
@@ -535,7 +535,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let state_dir = a
         .state_dir
         .clone()
-        .or_else(crate::dht::default_state_dir)
+        .or_else(crate::discovery::dht::default_state_dir)
         .context("no state folder: give --state-dir (HOME is not set)")?;
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
@@ -551,7 +551,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let lsd = if a.no_lsd {
             None
         } else {
-            crate::lsd::Lsd::start()
+            crate::discovery::lsd::Lsd::start()
                 .inspect_err(|e| tracing::info!("no local discovery: {e}"))
                 .ok()
         };
@@ -579,9 +579,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             },
         )
         .await?;
-        let app = crate::api::router(
+        let app = crate::service::api::router(
             svc.clone(),
-            crate::api::ApiConfig {
+            crate::service::api::ApiConfig {
                 token: token.clone(),
                 allowed_hosts: a.allowed_hosts.clone(),
                 listen: a.listen,
@@ -667,7 +667,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 /// `download --list`: the files with the numbers `--select` takes.
 fn list_files(m: &Metainfo) {
-    let data = crate::selection::data_files(m);
+    let data = crate::torrent::selection::data_files(m);
     let width = data.len().to_string().len();
     for (n, &i) in data.iter().enumerate() {
         let f = &m.files[i];
@@ -761,13 +761,14 @@ fn resolve_magnet(
     magnet: &Magnet,
     a: &RunArgs,
     peers: &[std::net::SocketAddr],
-    dht: Option<&crate::dht::Dht>,
+    dht: Option<&crate::discovery::dht::Dht>,
     display: Display,
 ) -> Result<(
     Metainfo,
     Vec<(std::net::SocketAddr, crate::torrent::PeerSource)>,
 )> {
-    let (status_tx, mut status_rx) = tokio::sync::watch::channel(crate::fetch::Status::default());
+    let (status_tx, mut status_rx) =
+        tokio::sync::watch::channel(crate::discovery::fetch::Status::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let signal = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
     let label = magnet
@@ -775,7 +776,7 @@ fn resolve_magnet(
         .clone()
         .unwrap_or_else(|| magnet.info_hash.hex()[..8].to_string());
     if display == Display::Json {
-        crate::ui::emit(
+        crate::face::ui::emit(
             "state",
             json!({"state": "fetching metadata", "status": "fetching metadata"}),
         );
@@ -787,8 +788,8 @@ fn resolve_magnet(
             let _ = stop_tx.send(true);
         });
         let bar = (display == Display::Bars).then(|| {
-            let pb = crate::ui::spinner();
-            pb.set_message(crate::ui::fit_spinner(&format!("{label}: fetching metadata")));
+            let pb = crate::face::ui::spinner();
+            pb.set_message(crate::face::ui::fit_spinner(&format!("{label}: fetching metadata")));
             pb
         });
         let show = async {
@@ -802,24 +803,24 @@ fn resolve_magnet(
                     if let Some(e) = &s.last_error {
                         msg.push_str(&format!(" - {e}"));
                     }
-                    pb.set_message(crate::ui::fit_spinner(&msg));
+                    pb.set_message(crate::face::ui::fit_spinner(&msg));
                 }
             }
             std::future::pending::<()>().await;
         };
         let r = tokio::select! {
-            r = crate::fetch::fetch(magnet, peers, dht, crate::peer::new_peer_id(), status_tx, stop_rx) => r,
+            r = crate::discovery::fetch::fetch(magnet, peers, dht, crate::peer::new_peer_id(), status_tx, stop_rx) => r,
             _ = show => unreachable!("show never ends"),
         };
         if let Some(pb) = bar {
-            crate::ui::remove(&pb);
+            crate::face::ui::remove(&pb);
         }
         watcher.abort();
         r
     });
     let (info, learned) = match fetched {
         Ok(x) => x,
-        Err(crate::fetch::FetchError::Interrupted) => {
+        Err(crate::discovery::fetch::FetchError::Interrupted) => {
             let signal = signal.load(std::sync::atomic::Ordering::SeqCst);
             return Err(Interrupted {
                 signal: if signal == 0 { libc::SIGINT } else { signal },
@@ -829,17 +830,17 @@ fn resolve_magnet(
         }
         Err(e) => return Err(e.into()),
     };
-    let bytes = crate::metadata::torrent_file(&info, &magnet.trackers, &magnet.web_seeds);
+    let bytes = crate::peer::metadata::torrent_file(&info, &magnet.trackers, &magnet.web_seeds);
     let m = Metainfo::from_bytes(&bytes).context("the fetched metadata is not a valid torrent")?;
     if let Some(path) = &a.save_torrent {
         std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     match display {
-        Display::Json => crate::ui::emit(
+        Display::Json => crate::face::ui::emit(
             "metadata",
             json!({"name": m.name, "info_hash": m.info_hash.hex(), "size": info.len(), "saved_to": a.save_torrent}),
         ),
-        Display::Bars | Display::Plain => crate::ui::say(&format!(
+        Display::Bars | Display::Plain => crate::face::ui::say(&format!(
             "metadata: {} ({}, {} files) from the swarm",
             esc(&m.name),
             human_bytes(m.total_length),
@@ -860,23 +861,28 @@ pub struct DhtArgs {
 
 /// Starts the process's DHT node: on `--dht-port`, else the UDP side of
 /// `--port` (another free port if that one is taken), else a free port.
-fn start_dht(d: &DhtArgs, listen_port: Option<u16>) -> Result<Option<crate::dht::Dht>> {
+fn start_dht(d: &DhtArgs, listen_port: Option<u16>) -> Result<Option<crate::discovery::dht::Dht>> {
     if d.off {
         return Ok(None);
     }
-    let cfg = |port| crate::dht::Config {
+    let cfg = |port| crate::discovery::dht::Config {
         port,
         bootstrap: (!d.bootstrap.is_empty()).then(|| d.bootstrap.clone()),
-        state_dir: d.state_dir.clone().or_else(crate::dht::default_state_dir),
+        state_dir: d
+            .state_dir
+            .clone()
+            .or_else(crate::discovery::dht::default_state_dir),
     };
     let dht = match (d.port, listen_port) {
-        (Some(p), _) => crate::dht::Dht::start(cfg(Some(p)))?,
-        (None, Some(p)) => match crate::dht::Dht::start(cfg(Some(p))) {
+        (Some(p), _) => crate::discovery::dht::Dht::start(cfg(Some(p)))?,
+        (None, Some(p)) => match crate::discovery::dht::Dht::start(cfg(Some(p))) {
             Ok(dht) => dht,
-            Err(crate::dht::DhtError::Bind { .. }) => crate::dht::Dht::start(cfg(None))?,
+            Err(crate::discovery::dht::DhtError::Bind { .. }) => {
+                crate::discovery::dht::Dht::start(cfg(None))?
+            }
             Err(e) => return Err(e.into()),
         },
-        (None, None) => crate::dht::Dht::start(cfg(None))?,
+        (None, None) => crate::discovery::dht::Dht::start(cfg(None))?,
     };
     Ok(Some(dht))
 }
@@ -889,7 +895,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
     let r = run_torrent_inner(a, seed);
     if let (true, Err(e)) = (json, &r) {
         let message = format!("{e:#}").replace('\n', " ");
-        crate::ui::emit("error", json!({ "message": message }));
+        crate::face::ui::emit("error", json!({ "message": message }));
     }
     r
 }
@@ -909,7 +915,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         let lsd = if a.no_lsd {
             None
         } else {
-            crate::lsd::Lsd::start()
+            crate::discovery::lsd::Lsd::start()
                 .inspect_err(|e| tracing::info!("no local discovery: {e}"))
                 .ok()
         };
@@ -931,7 +937,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         list_files(&m);
         return Ok(());
     }
-    let selection = crate::selection::choose(&m, &a.only, a.select.as_deref())?;
+    let selection = crate::torrent::selection::choose(&m, &a.only, a.select.as_deref())?;
     if let Some(sel) = &selection {
         let (n, bytes) = sel
             .iter()
@@ -944,7 +950,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
                 plural(n, "file", "files"),
                 human_bytes(bytes),
                 plural(
-                    crate::selection::data_files(&m).len() as u64,
+                    crate::torrent::selection::data_files(&m).len() as u64,
                     "file",
                     "files"
                 )
@@ -953,7 +959,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     }
     let name = esc(&m.name).into_owned();
     let dest = a.dir.join(&m.name);
-    let opts = crate::single::Options {
+    let opts = crate::face::single::Options {
         dir: a.dir.clone(),
         port: a.port,
         peers,
@@ -973,7 +979,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
         learned,
     };
-    let summary = rt.block_on(crate::single::run(m, opts));
+    let summary = rt.block_on(crate::face::single::run(m, opts));
     if let Some(dht) = &dht {
         rt.block_on(dht.save());
     }
@@ -988,7 +994,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         format!("{:?}", summary.outcome).to_lowercase()
     };
     if a.json {
-        crate::ui::emit(
+        crate::face::ui::emit(
             "done",
             json!({
                 "complete": summary.complete,
@@ -1021,7 +1027,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         };
         crate::outln!(
             "{}",
-            crate::ui::join_to_fit(&[
+            crate::face::ui::join_to_fit(&[
                 (
                     "",
                     format!(
@@ -1037,7 +1043,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
                         "received {}, sent {}{ratio} in {}",
                         moved(p.downloaded),
                         moved(p.uploaded),
-                        crate::ui::human_duration(summary.elapsed)
+                        crate::face::ui::human_duration(summary.elapsed)
                     )
                 ),
             ])

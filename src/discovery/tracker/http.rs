@@ -404,7 +404,7 @@ pub(crate) mod fake {
 mod tests {
     use super::fake::FakeHttp;
     use super::*;
-    use crate::tracker::{sample_request, Event};
+    use crate::discovery::tracker::{sample_request, Event};
 
     const HASH_ENC: &str = "%00%FF%20~-A%06%07%08%09%0A%0B%0C%0D%0E%0F%10%11%12%13";
 

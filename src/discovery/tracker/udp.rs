@@ -408,7 +408,7 @@ pub(crate) mod fake {
 mod tests {
     use super::fake::SilentUdp;
     use super::*;
-    use crate::tracker::{sample_request, Event};
+    use crate::discovery::tracker::{sample_request, Event};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 

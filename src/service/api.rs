@@ -26,9 +26,9 @@ use serde_json::json;
 
 use crate::service::{AddRequest, AddSource, Priority, Service, ServiceError, ServiceEvent};
 
-const INDEX_HTML: &str = include_str!("web/index.html");
-const APP_JS: &str = include_str!("web/app.js");
-const STYLE_CSS: &str = include_str!("web/style.css");
+const INDEX_HTML: &str = include_str!("../web/index.html");
+const APP_JS: &str = include_str!("../web/app.js");
+const STYLE_CSS: &str = include_str!("../web/style.css");
 const COOKIE: &str = "shoal_token";
 
 pub struct ApiConfig {
