@@ -3,7 +3,6 @@
 //! and the piece ↔ file mapping the store uses.
 
 pub mod bencode;
-pub mod create;
 pub mod magnet;
 
 use std::borrow::Cow;

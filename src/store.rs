@@ -3,6 +3,7 @@
 //! use it). Only pieces whose SHA-1 matched are ever written, so whatever is
 //! on disk is either verified data or will fail its check on resume.
 
+pub mod create;
 pub mod ownership;
 
 use std::collections::HashMap;

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::face::ui::{format_date, human_bytes, with_counter_bar, Display};
-use crate::metainfo::create::{create, CreateOptions};
+use crate::store::create::{create, CreateOptions};
 use crate::metainfo::magnet::Magnet;
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::out::escape as esc;
