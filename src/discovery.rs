@@ -235,6 +235,8 @@ mod tests {
             listen_port: 6881,
             upload_limit: Default::default(),
             download_limit: Default::default(),
+            connections: Default::default(),
+            my_connections: Default::default(),
             metadata: Arc::from(&[][..]),
             pex: false,
             uploaded: AtomicU64::new(0),

@@ -58,6 +58,49 @@ impl RateLimit {
     }
 }
 
+/// A cap on the connections of all torrents of a session together. Each
+/// torrent keeps its own count in a cell it registered; the total is their
+/// sum, so a torrent that ends (its cell dropped) frees its share at once.
+#[derive(Default)]
+pub struct ConnectionCap {
+    /// 0: no cap.
+    max: std::sync::atomic::AtomicUsize,
+    cells: Mutex<Vec<std::sync::Weak<std::sync::atomic::AtomicUsize>>>,
+}
+
+impl ConnectionCap {
+    pub fn new(max: Option<usize>) -> ConnectionCap {
+        ConnectionCap {
+            max: std::sync::atomic::AtomicUsize::new(max.unwrap_or(0)),
+            cells: Mutex::default(),
+        }
+    }
+
+    /// A torrent's cell: it stores its connection count there.
+    pub fn register(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        let cell = std::sync::Arc::default();
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        cells.retain(|c| c.strong_count() > 0);
+        cells.push(std::sync::Arc::downgrade(&cell));
+        cell
+    }
+
+    pub fn total(&self) -> usize {
+        let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        cells
+            .iter()
+            .filter_map(|c| c.upgrade())
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// No room for another connection.
+    pub fn full(&self) -> bool {
+        let max = self.max.load(Ordering::Relaxed);
+        max > 0 && self.total() >= max
+    }
+}
+
 impl Default for RateLimit {
     fn default() -> RateLimit {
         RateLimit::with(None)
@@ -78,6 +121,22 @@ mod tests {
         );
         let w2 = r.reserve(500);
         assert!(w2 > Duration::from_millis(890), "{w2:?}");
+    }
+
+    #[test]
+    fn connection_cap_sums_live_torrents() {
+        let cap = ConnectionCap::new(Some(10));
+        let a = cap.register();
+        let b = cap.register();
+        a.store(6, Ordering::Relaxed);
+        b.store(3, Ordering::Relaxed);
+        assert!(!cap.full());
+        b.store(4, Ordering::Relaxed);
+        assert!(cap.full());
+        drop(b);
+        assert_eq!(cap.total(), 6);
+        assert!(!cap.full());
+        assert!(!ConnectionCap::new(None).full());
     }
 
     #[test]

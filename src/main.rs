@@ -245,6 +245,9 @@ enum Command {
         /// Most peers per torrent at once (at least 1).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         max_peers: u64,
+        /// Most connections of all torrents together (at least 1).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_connections: u64,
         /// Limit uploads of all torrents together (512k, 1M, 10MiB; changeable over the API).
         #[arg(long, value_name = "RATE", value_parser = parse_rate)]
         upload_limit: Option<u64>,
@@ -493,6 +496,7 @@ fn main() -> ExitCode {
             download_dir,
             port,
             max_peers,
+            max_connections,
             upload_limit,
             download_limit,
             state_dir,
@@ -518,6 +522,7 @@ fn main() -> ExitCode {
                 allowed_hosts: allow_hosts,
                 port,
                 max_peers: max_peers as usize,
+                max_connections: max_connections as usize,
                 upload_limit,
                 download_limit,
                 dht: cli::DhtArgs {

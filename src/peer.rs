@@ -64,6 +64,10 @@ pub struct Shared {
     /// Shared by all peers: a peer whose bytes overdraw it stops reading
     /// its socket for a while, so TCP slows the sender down.
     pub download_limit: Arc<crate::limit::RateLimit>,
+    /// The session's cap on connections of all torrents, and this
+    /// torrent's count in it.
+    pub connections: Arc<crate::limit::ConnectionCap>,
+    pub my_connections: Arc<std::sync::atomic::AtomicUsize>,
     /// The info dictionary, served to magnet users (BEP 9); empty when it
     /// is over the metadata size cap and so not offered.
     pub metadata: Arc<[u8]>,
@@ -917,6 +921,8 @@ mod tests {
             listen_port: 1,
             upload_limit: Default::default(),
             download_limit: Default::default(),
+            connections: Default::default(),
+            my_connections: Default::default(),
             metadata: Arc::from(&[][..]),
             pex: false,
             uploaded: AtomicU64::new(0),

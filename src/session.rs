@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::bitfield::{AtomicBitfield, Bitfield};
 use crate::discovery::tracker::TrackerList;
 use crate::discovery::{announce_loop, dht_loop, lsd_loop};
-use crate::limit::RateLimit;
+use crate::limit::{ConnectionCap, RateLimit};
 use crate::metainfo::Metainfo;
 use crate::peer::{new_peer_id, read_incoming_handshake, Shared};
 use crate::store::ownership;
@@ -40,6 +40,8 @@ pub struct SessionConfig {
     /// Bytes per second for all torrents together.
     pub upload_limit: Option<u64>,
     pub download_limit: Option<u64>,
+    /// Connections of all torrents together, at most.
+    pub max_connections: Option<usize>,
 }
 
 /// The settings of one torrent in a session.
@@ -139,6 +141,7 @@ struct Inner {
     lsd: Option<crate::discovery::lsd::Lsd>,
     upload_limit: Arc<RateLimit>,
     download_limit: Arc<RateLimit>,
+    connections: Arc<ConnectionCap>,
     accept: tokio::task::AbortHandle,
 }
 
@@ -166,6 +169,7 @@ impl Session {
                 lsd: cfg.lsd,
                 upload_limit: Arc::new(RateLimit::with(cfg.upload_limit)),
                 download_limit: Arc::new(RateLimit::with(cfg.download_limit)),
+                connections: Arc::new(ConnectionCap::new(cfg.max_connections)),
                 accept,
             }),
         })
@@ -429,6 +433,8 @@ impl Session {
             listen_port: self.inner.port,
             upload_limit: self.inner.upload_limit.clone(),
             download_limit: self.inner.download_limit.clone(),
+            connections: self.inner.connections.clone(),
+            my_connections: self.inner.connections.register(),
             pex: opts.pex && !meta.private,
             metadata: match meta.info_bytes() {
                 Ok(b) if b.len() as u64 <= crate::peer::metadata::MAX_SIZE => Arc::from(&b[..]),

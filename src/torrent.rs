@@ -613,13 +613,14 @@ impl Torrent {
         if self.banned_ids.contains(&hs.peer_id) || hs.peer_id == self.shared.peer_id {
             return;
         }
-        if self.peers.len() + self.connecting.len() >= self.cfg.max_peers && !self.evict_one() {
+        if self.at_capacity() && !self.evict_one() {
             tracing::debug!("refusing {addr}: peer limit reached");
             return;
         }
         let key = self.next_key;
         self.next_key += 1;
         self.connecting.insert(key, addr);
+        self.count_connections();
         tokio::spawn(peer::run_incoming(
             key,
             stream,
@@ -651,13 +652,14 @@ impl Torrent {
             {
                 continue;
             }
-            if self.peers.len() + self.connecting.len() >= self.cfg.max_peers && !self.evict_one() {
+            if self.at_capacity() && !self.evict_one() {
                 self.queue.push_front(addr);
                 break;
             }
             let key = self.next_key;
             self.next_key += 1;
             self.connecting.insert(key, addr);
+            self.count_connections();
             tokio::spawn(peer::run_outgoing(
                 key,
                 addr,
@@ -1242,6 +1244,20 @@ impl Torrent {
     /// [`EVICT_AFTER`] to show interest: one neither side is interested in,
     /// fewest bytes exchanged first, then the oldest. False if every peer is
     /// worth keeping (or too new to judge).
+    /// No room for another connection: this torrent's limit, or the
+    /// session's for all torrents together.
+    fn at_capacity(&self) -> bool {
+        self.peers.len() + self.connecting.len() >= self.cfg.max_peers
+            || self.shared.connections.full()
+    }
+
+    /// Tells the session's cap how many connections this torrent holds.
+    fn count_connections(&self) {
+        self.shared
+            .my_connections
+            .store(self.peers.len() + self.connecting.len(), Ordering::Relaxed);
+    }
+
     fn evict_one(&mut self) -> bool {
         let now = Instant::now();
         let victim = self
@@ -1340,6 +1356,7 @@ impl Torrent {
     }
 
     fn on_tick(&mut self) {
+        self.count_connections();
         self.flush_haves();
         let now = Instant::now();
         // Sampled every tick, so the shown rate moves within a tick of the
@@ -1618,6 +1635,8 @@ mod tests {
             listen_port: 1,
             upload_limit: Default::default(),
             download_limit: Default::default(),
+            connections: Default::default(),
+            my_connections: Default::default(),
             metadata: Arc::from(&[][..]),
             pex: false,
             uploaded: AtomicU64::new(0),

@@ -7,10 +7,10 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::face::ui::{format_date, human_bytes, with_counter_bar, Display};
-use crate::store::create::{create, CreateOptions};
 use crate::metainfo::magnet::Magnet;
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::out::escape as esc;
+use crate::store::create::{create, CreateOptions};
 use crate::store::{hash_threads, Layout, PieceCheck, Store};
 
 /// A torrent given as a file path or a magnet URI.
@@ -493,6 +493,7 @@ pub struct ServeArgs {
     pub allowed_hosts: Vec<String>,
     pub port: Option<u16>,
     pub max_peers: usize,
+    pub max_connections: usize,
     pub upload_limit: Option<u64>,
     pub download_limit: Option<u64>,
     pub dht: DhtArgs,
@@ -564,6 +565,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             lsd,
             upload_limit: a.upload_limit,
             download_limit: a.download_limit,
+            max_connections: Some(a.max_connections),
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(a.listen)

@@ -75,6 +75,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         lsd: opts.lsd,
         upload_limit: opts.upload_limit,
         download_limit: opts.download_limit,
+        max_connections: None,
     })
     .await;
     let session = match session {
