@@ -520,7 +520,7 @@
       ["Have", bytes(t.have_bytes) + " of " + (t.total ? bytes(t.total) : "?")],
       ["Downloaded", bytes(t.downloaded)],
       ["Uploaded", bytes(t.uploaded) + " (ratio " + ratio + ")"],
-      ["Rates", "↓ " + rate(t.down_rate) + " · ↑ " + rate(t.up_rate)],
+      ["Rates", "↓ " + (rate(t.down_rate) === "–" ? "0 B/s" : rate(t.down_rate)) + " · ↑ " + (rate(t.up_rate) === "–" ? "0 B/s" : rate(t.up_rate))],
       ["Peers", t.peers + " connected, " + (t.known_peers ?? "?") + " known"],
       ["ETA", t.progress >= 1 ? "–" : duration(t.eta)],
       ["Folder", t.download_dir || "–"],

@@ -1,0 +1,560 @@
+//! The web page of `shoal serve` in a real browser: Debian's headless
+//! Chromium driven by chromedriver over WebDriver (plain HTTP on loopback).
+//! The page adds one torrent from a pasted magnet link and one from a
+//! .torrent picked in its file input, shows both reaching 100 % from local
+//! seeders, shows the API's error for a duplicate, pauses one, opens the
+//! other's detail pane, and takes screenshots into target/tmp/browser/.
+//! The second torrent's name is HTML-looking text, which must show as is.
+//!
+//! Chromium and chromedriver come from `apt-get install chromium
+//! chromium-driver` (`.ci/deps`); without them the test fails and says so.
+
+mod common;
+#[path = "common/interop.rs"]
+#[allow(dead_code)]
+mod interop;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::{create_torrent, free_port, make_tree, seeder, tail, wait_listening, Proc, Tracker};
+use interop::{spawn, wait_for, Cell};
+
+/// The key under which WebDriver returns an element's id.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A torrent name that reads differently once parsed as HTML: the page must
+/// show it as it is. (shoal turns `<` and `>` in names into `_`, so it
+/// holds entities instead of tags.)
+const HOSTILE: &str = "beta &lt;img src=x onerror=alert(1)&gt; &amp; co";
+
+fn on_path(prog: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// One HTTP/1.1 request on loopback, the answer's status and JSON body.
+/// Enough for chromedriver (which keeps connections open, so the body is
+/// read by its length) and for shoal's API.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body.as_bytes())?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {line:?}")))?;
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap_or((&line, ""));
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = v.trim().parse::<usize>().ok(),
+            "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
+            _ => {}
+        }
+    }
+    let mut payload = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| std::io::Error::other("bad chunk size"))?;
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            payload.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(n) = length {
+        payload.resize(n, 0);
+        r.read_exact(&mut payload)?;
+    } else {
+        r.read_to_end(&mut payload)?;
+    }
+    let value = if payload.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&payload)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&payload).into_owned()))
+    };
+    Ok((status, value))
+}
+
+/// A Chromium session through chromedriver. Dropping it ends the session,
+/// then kills chromedriver and any Chromium process still using this
+/// session's own profile folder (found by that path in /proc, so nothing
+/// else on the machine is touched).
+struct Browser {
+    port: u16,
+    session: String,
+    profile: PathBuf,
+    driver: Option<Proc>,
+    shots: PathBuf,
+}
+
+impl Browser {
+    fn start(dir: &Path, chromium: &Path, shots: &Path) -> Browser {
+        let port = free_port();
+        let driver = spawn(
+            "chromedriver",
+            &[format!("--port={port}")],
+            dir,
+            "chromedriver",
+        );
+        let profile = dir.join("chromium-profile");
+        let mut b = Browser {
+            port,
+            session: String::new(),
+            profile: profile.clone(),
+            driver: Some(driver),
+            shots: shots.to_path_buf(),
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok((200, v)) = http(port, "GET", "/status", None) {
+                if v["value"]["ready"] == true {
+                    break;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "chromedriver did not come up on port {port}:\n{}",
+                b.driver.as_ref().unwrap().stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--no-first-run".into(),
+            "--window-size=1280,900".into(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        // Chromium refuses to start its sandbox as root.
+        if unsafe { libc::geteuid() } == 0 {
+            args.push("--no-sandbox".into());
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }}});
+        let v = b.cmd("POST", "/session", Some(caps));
+        b.session = v["sessionId"]
+            .as_str()
+            .expect("a WebDriver session id")
+            .to_string();
+        b
+    }
+
+    /// A WebDriver command; its `value`, or a panic with WebDriver's error.
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = http(self.port, method, path, body.as_ref())
+            .unwrap_or_else(|e| panic!("chromedriver {method} {path}: {e}"));
+        if status != 200 {
+            panic!(
+                "chromedriver {method} {path}: {status} {}: {}",
+                v["value"]["error"], v["value"]["message"]
+            );
+        }
+        v["value"].clone()
+    }
+
+    fn s(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.cmd(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    fn goto(&self, url: &str) {
+        self.s("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.s(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.s("POST", &format!("/element/{e}/click"), Some(json!({})));
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.s(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    /// Runs a script in the page; its return value.
+    fn js(&self, script: &str) -> Value {
+        self.s(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+    }
+
+    /// Saves a screenshot of the window as `name` in the shots folder.
+    fn screenshot(&self, name: &str) -> PathBuf {
+        use data_encoding::BASE64;
+        let v = self.s("GET", "/screenshot", None);
+        let png = BASE64
+            .decode(v.as_str().expect("base64 PNG").as_bytes())
+            .expect("valid base64");
+        let path = self.shots.join(name);
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+
+    /// What the table shows, row by row, as the user would read it.
+    fn rows(&self) -> Vec<Row> {
+        let v = self.js(
+            "return Array.from(document.querySelectorAll('#rows tr')).map(tr => ({
+               hash: tr.dataset.hash,
+               name: tr.querySelector('.c-name .name-button').innerText,
+               progress: tr.querySelector('.c-progress .pct').innerText,
+               state: tr.querySelector('.c-state').innerText,
+             }))",
+        );
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| Row {
+                hash: r["hash"].as_str().unwrap_or("").to_string(),
+                name: r["name"].as_str().unwrap_or("").to_string(),
+                progress: r["progress"].as_str().unwrap_or("").to_string(),
+                state: r["state"].as_str().unwrap_or("").to_string(),
+            })
+            .collect()
+    }
+
+    /// The browser's console: JavaScript errors, failed requests.
+    fn console(&self) -> Vec<Value> {
+        let v = self.s("POST", "/se/log", Some(json!({"type": "browser"})));
+        v.as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = http(
+                self.port,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            );
+        }
+        drop(self.driver.take());
+        kill_profile_users(&self.profile);
+    }
+}
+
+/// Kills, by pid, every process whose command line names `profile`: the
+/// Chromium processes of this test's own session, should any outlive it.
+fn kill_profile_users(profile: &Path) {
+    let needle = format!("--user-data-dir={}", profile.display());
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let hit = cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == needle.as_bytes());
+        if hit {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Row {
+    hash: String,
+    name: String,
+    progress: String,
+    state: String,
+}
+
+fn row<'a>(rows: &'a [Row], hash: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.hash == hash)
+}
+
+#[test]
+fn the_web_page_adds_downloads_and_pauses() {
+    let (Some(chromium), Some(_)) = (on_path("chromium"), on_path("chromedriver")) else {
+        panic!(
+            "the browser test needs Debian's chromium and chromedriver on PATH. Install them \
+             with `sudo apt-get install -y chromium chromium-driver` (or run `bash .ci/deps` \
+             as root)."
+        );
+    };
+    let cell = Cell::new("browser");
+    let d = cell.path();
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    // Torrent A: one file, no tracker; the magnet link names its seeder.
+    make_tree(&d.join("src-a"), &[("alpha.bin", 3 * 1024 * 1024 + 12_345)]);
+    let ta = create_torrent(
+        &d.join("src-a/alpha.bin"),
+        &d.join("alpha.torrent"),
+        &[],
+        65536,
+    );
+    let hash_a = hex::encode(common::info_hash(&ta));
+    std::fs::create_dir_all(d.join("log-a")).unwrap();
+    let (_seed_a, port_a) = seeder(&d.join("log-a"), &ta, &d.join("src-a"), &["--quiet"]);
+    let magnet = format!("magnet:?xt=urn:btih:{hash_a}&dn=alpha&x.pe=127.0.0.1:{port_a}");
+
+    // Torrent B: two files in a folder with a hostile name, found through a tracker.
+    let tracker = Tracker::start();
+    make_tree(
+        &d.join("src-b"),
+        &[
+            (&format!("{HOSTILE}/one.bin"), 1_500_000),
+            (&format!("{HOSTILE}/sub/two.bin"), 700_001),
+        ],
+    );
+    let tb = create_torrent(
+        &d.join("src-b").join(HOSTILE),
+        &d.join("beta.torrent"),
+        &[tracker.url()],
+        65536,
+    );
+    let hash_b = hex::encode(common::info_hash(&tb));
+    std::fs::create_dir_all(d.join("log-b")).unwrap();
+    let (_seed_b, _) = seeder(&d.join("log-b"), &tb, &d.join("src-b"), &["--quiet"]);
+
+    // The service.
+    let api = free_port();
+    let dl = d.join("downloads");
+    std::fs::create_dir_all(&dl).unwrap();
+    let serve = Proc::spawn(
+        &[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{api}"),
+            "--state-dir",
+            d.join("state").to_str().unwrap(),
+            "--download-dir",
+            dl.to_str().unwrap(),
+        ],
+        d,
+        "serve",
+    );
+    wait_listening(api);
+    let serve_log = || format!("shoal serve's log (tail):\n{}", tail(&serve.stderr(), 40));
+
+    let b = Browser::start(d, &chromium, &shots);
+    let context = |what: &str| {
+        let shot = b.screenshot(&format!("failed-{what}.png"));
+        format!(
+            "table: {:#?}\nscreenshot: {}\n{}",
+            b.rows(),
+            shot.display(),
+            serve_log()
+        )
+    };
+    b.goto(&format!("http://127.0.0.1:{api}/"));
+    assert_eq!(b.js("return document.title"), "shoal");
+    wait_for(
+        "the page to load its list",
+        Duration::from_secs(20),
+        || {
+            let v = b.js("return !!document.getElementById('rows') && \
+                 document.getElementById('offline').hidden && \
+                 !document.getElementById('empty').hidden");
+            (v == true).then_some(())
+        },
+        || context("load"),
+    );
+
+    // A: paste the magnet link and press Add.
+    b.type_into("#magnet", &magnet);
+    b.click("#add-button");
+    wait_for(
+        "the magnet's row",
+        Duration::from_secs(20),
+        || row(&b.rows(), &hash_a).map(|_| ()),
+        || context("magnet-row"),
+    );
+    assert_eq!(
+        b.js("return document.getElementById('magnet').value"),
+        "",
+        "the input is cleared once the link is added"
+    );
+
+    // B: pick the .torrent in the file input.
+    b.type_into("#file-input", tb.to_str().unwrap());
+    wait_for(
+        "the uploaded torrent's row",
+        Duration::from_secs(20),
+        || row(&b.rows(), &hash_b).map(|_| ()),
+        || context("upload-row"),
+    );
+
+    // Both complete, as the table shows it.
+    wait_for(
+        "both torrents at 100 %",
+        Duration::from_secs(120),
+        || {
+            let rows = b.rows();
+            let done = |h: &str| {
+                row(&rows, h).is_some_and(|r| {
+                    r.progress.starts_with("100 %")
+                        && ["Seeding", "Done"].contains(&r.state.as_str())
+                })
+            };
+            (done(&hash_a) && done(&hash_b)).then_some(())
+        },
+        || context("complete"),
+    );
+    assert_eq!(
+        std::fs::read(dl.join("alpha.bin")).unwrap(),
+        std::fs::read(d.join("src-a/alpha.bin")).unwrap(),
+        "alpha.bin as downloaded"
+    );
+    common::assert_same_tree(&d.join("src-b").join(HOSTILE), &dl.join(HOSTILE));
+
+    // The hostile name is shown as text, and nothing of it ran.
+    let rows = b.rows();
+    assert_eq!(row(&rows, &hash_b).unwrap().name, HOSTILE);
+    assert_eq!(b.js("return document.title"), "shoal");
+    assert_eq!(b.js("return document.querySelectorAll('img').length"), 0);
+
+    // Adding A again: the API's 409 shows in a line that can be dismissed.
+    b.type_into("#magnet", &magnet);
+    b.click("#add-button");
+    let msg = wait_for(
+        "the duplicate's error line",
+        Duration::from_secs(10),
+        || {
+            let v = b.js("const e = document.querySelector('#errors .error .msg'); \
+                 return e ? e.innerText : null");
+            v.as_str().map(str::to_string)
+        },
+        || context("duplicate"),
+    );
+    assert!(msg.starts_with("Could not add the link: "), "{msg}");
+    b.click("#errors .error .dismiss");
+    assert_eq!(
+        b.js("return document.querySelectorAll('#errors .error').length"),
+        0
+    );
+
+    // Pause A from its row; the table and the API agree it is paused.
+    b.click(&format!("tr[data-hash='{hash_a}'] .c-act button"));
+    wait_for(
+        "A shown paused",
+        Duration::from_secs(15),
+        || {
+            row(&b.rows(), &hash_a)
+                .is_some_and(|r| r.state == "Paused")
+                .then_some(())
+        },
+        || context("pause"),
+    );
+    let (status, t) = http(api, "GET", &format!("/api/torrents/{hash_a}"), None).unwrap();
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["state"], "paused", "{t}");
+    assert_eq!(
+        b.js(&format!(
+            "return document.querySelector(\"tr[data-hash='{hash_a}'] .c-act button\").innerText"
+        )),
+        "Resume"
+    );
+
+    // B's detail pane: its two files, its complete piece map.
+    b.click(&format!("tr[data-hash='{hash_b}'] .name-button"));
+    let pieces = wait_for(
+        "B's detail pane",
+        Duration::from_secs(15),
+        || {
+            let v = b.js(
+                "return { files: Array.from(document.querySelectorAll('#files tr label'))
+                            .map(l => l.innerText),
+                          checked: document.querySelectorAll('#files input:checked').length,
+                          name: document.getElementById('detail-name').innerText,
+                          pieces: document.getElementById('pieces-count').textContent }",
+            );
+            (v["files"].as_array().is_some_and(|f| f.len() == 2)
+                && !v["pieces"].as_str().unwrap_or("").is_empty())
+            .then_some(v)
+        },
+        || context("detail"),
+    );
+    assert_eq!(pieces["name"], HOSTILE);
+    assert_eq!(pieces["checked"], 2, "{pieces}");
+    let files: Vec<&str> = pieces["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("one.bin"))
+            && files.iter().any(|f| f.ends_with("two.bin")),
+        "{files:?}"
+    );
+    // 2,200,001 bytes in 64 KiB pieces: 34 pieces, all here.
+    assert_eq!(pieces["pieces"], "(34 of 34)", "{pieces}");
+
+    let shot = b.screenshot("page.png");
+    eprintln!("browser: screenshot in {}", shot.display());
+
+    // No script error on the way (failed requests, like the 409, are not
+    // script errors).
+    let errors: Vec<Value> = b
+        .console()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE" && e["source"] == "javascript")
+        .collect();
+    assert!(errors.is_empty(), "script errors: {errors:#?}");
+}
