@@ -484,6 +484,153 @@ pub struct RunArgs {
     pub stall_timeout: Option<u64>,
 }
 
+/// `shoal serve`.
+pub struct ServeArgs {
+    pub listen: std::net::SocketAddr,
+    pub state_dir: Option<PathBuf>,
+    pub download_dir: PathBuf,
+    pub token: Option<String>,
+    pub allowed_hosts: Vec<String>,
+    pub port: Option<u16>,
+    pub max_peers: usize,
+    pub upload_limit: Option<u64>,
+    pub download_limit: Option<u64>,
+    pub dht: DhtArgs,
+    pub no_pex: bool,
+    pub no_lsd: bool,
+}
+
+/// The token of a service on a non-loopback address: the one given, else
+/// the one kept in the state folder, else a new one written there (0600).
+fn service_token(state_dir: &Path, given: Option<String>, remote: bool) -> Result<Option<String>> {
+    if given.is_some() || !remote {
+        return Ok(given);
+    }
+    let path = state_dir.join("token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            return Ok(Some(t));
+        }
+    }
+    let token: String = (0..32)
+        .map(|_| b"0123456789abcdef"[rand::random::<usize>() % 16] as char)
+        .collect();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut f, token.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(token))
+}
+
+/// `shoal serve`: the session, the service and its HTTP API, until Ctrl-C
+/// or SIGTERM (exit 0: stopping is how a service ends).
+pub fn serve(a: ServeArgs) -> Result<()> {
+    let state_dir = a
+        .state_dir
+        .clone()
+        .or_else(crate::dht::default_state_dir)
+        .context("no state folder: give --state-dir (HOME is not set)")?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let remote = !a.listen.ip().is_loopback();
+    let token = service_token(&state_dir, a.token.clone(), remote)?;
+    let rt = runtime()?;
+    let dht_args = DhtArgs {
+        state_dir: Some(state_dir.clone()),
+        ..a.dht
+    };
+    let (dht, lsd) = {
+        let _guard = rt.enter();
+        let lsd = if a.no_lsd {
+            None
+        } else {
+            crate::lsd::Lsd::start()
+                .inspect_err(|e| tracing::info!("no local discovery: {e}"))
+                .ok()
+        };
+        (start_dht(&dht_args, a.port)?, lsd)
+    };
+    rt.block_on(async {
+        let session = crate::session::Session::start(crate::session::SessionConfig {
+            port: a.port,
+            dht: dht.clone(),
+            lsd,
+            upload_limit: a.upload_limit,
+            download_limit: a.download_limit,
+        })
+        .await?;
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", a.listen))?;
+        let svc = crate::service::Service::start(
+            session.clone(),
+            crate::service::ServiceConfig {
+                state_dir: state_dir.clone(),
+                download_root: a.download_dir.clone(),
+                max_peers: a.max_peers,
+                pex: !a.no_pex,
+            },
+        )
+        .await?;
+        let app = crate::api::router(
+            svc.clone(),
+            crate::api::ApiConfig {
+                token: token.clone(),
+                allowed_hosts: a.allowed_hosts.clone(),
+                listen: a.listen,
+            },
+        );
+        let shown = match a.listen.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                format!("127.0.0.1:{}", a.listen.port())
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                format!("[::1]:{}", a.listen.port())
+            }
+            _ => a.listen.to_string(),
+        };
+        eprintln!(
+            "shoal serve: http://{shown}/ ({}; data under {}; state in {}; peers on port {})",
+            plural(svc.list().len() as u64, "torrent", "torrents"),
+            esc(&svc.download_root().display().to_string()),
+            esc(&state_dir.display().to_string()),
+            session.port()
+        );
+        if token.is_some() {
+            eprintln!(
+                "access token required: {} (Authorization: Bearer TOKEN)",
+                if a.token.is_some() {
+                    "the one given with --token".to_string()
+                } else {
+                    format!("in {}", state_dir.join("token").display())
+                }
+            );
+        }
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let signal = tokio::select! {
+            s = crate::session::wait_for_signal() => s,
+            r = server => {
+                r.context("the HTTP server failed")?.context("the HTTP server failed")?;
+                0
+            }
+        };
+        tracing::info!("signal {signal}: stopping");
+        eprintln!("stopping: announcing to trackers and saving state");
+        svc.shutdown().await;
+        if let Some(dht) = &dht {
+            dht.save().await;
+        }
+        anyhow::Ok(())
+    })
+}
+
 /// `90`, `90s`, `30m`, `2h`, `1d`, `1h30m`: a duration for --seed-time.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let bad = || format!("{s:?}: expected a duration such as 90s, 30m, 2h or 1h30m");

@@ -3,12 +3,14 @@
 //! the verified store checks every piece before it counts. Pure protocol
 //! logic (metainfo, wire, picker, choker) does no I/O.
 
+pub mod api;
 pub mod bencode;
 pub mod bitfield;
 pub mod choker;
 pub mod cli;
 pub mod create;
 pub mod dht;
+pub mod discovery;
 pub mod fetch;
 pub mod limit;
 pub mod lsd;
@@ -21,7 +23,9 @@ pub mod ownership;
 pub mod peer;
 pub mod pex;
 pub mod picker;
+pub mod remote;
 pub mod selection;
+pub mod service;
 pub mod session;
 pub mod store;
 pub mod torrent;

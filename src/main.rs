@@ -222,6 +222,103 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run many torrents as a service with an HTTP API and a web page (docs/api.md).
+    Serve {
+        /// Address of the HTTP API and web page; other than loopback needs --allow-remote.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:3030")]
+        listen: std::net::SocketAddr,
+        /// Allow --listen on an address other than loopback (a token is then required).
+        #[arg(long)]
+        allow_remote: bool,
+        /// Require this access token on every API request (default: none on loopback; generated into the state folder otherwise).
+        #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Also accept requests whose Host is NAME (e.g. the machine's DNS name); repeatable.
+        #[arg(long = "allow-host", value_name = "NAME")]
+        allow_hosts: Vec<String>,
+        /// Folder every torrent's data goes under; requests cannot leave it.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        download_dir: PathBuf,
+        /// TCP port for peers (default: first free of 6881-6889).
+        #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
+        port: Option<u16>,
+        /// Most peers per torrent at once (at least 1).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        max_peers: u64,
+        /// Limit uploads of all torrents together (512k, 1M, 10MiB; changeable over the API).
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        upload_limit: Option<u64>,
+        /// Limit downloads of all torrents together.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        download_limit: Option<u64>,
+        /// Folder for the service's state: its torrents, DHT nodes, token (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Do not use the DHT (also: SHOAL_NO_DHT=1).
+        #[arg(long, env = "SHOAL_NO_DHT", value_parser = clap::builder::FalseyValueParser::new())]
+        no_dht: bool,
+        /// DHT node to join the network through; repeatable.
+        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", value_parser = parse_peer)]
+        dht_bootstrap: Vec<String>,
+        /// UDP port of the DHT node.
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        dht_port: Option<u16>,
+        /// Do not exchange peer lists with peers (PEX).
+        #[arg(long)]
+        no_pex: bool,
+        /// Do not use local discovery (also: SHOAL_NO_LSD=1).
+        #[arg(long, env = "SHOAL_NO_LSD", value_parser = clap::builder::FalseyValueParser::new())]
+        no_lsd: bool,
+    },
+    /// Add torrents to a running service: .torrent files, magnet links or URLs.
+    Add {
+        /// .torrent files, magnet: links or http(s) URLs of .torrent files.
+        #[arg(required = true, value_name = "TORRENT")]
+        sources: Vec<String>,
+        /// Folder under the service's download folder.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<String>,
+        /// Download only these files, by index from 0 (e.g. 0,2).
+        #[arg(long, value_name = "LIST")]
+        only: Option<String>,
+        /// Add without starting.
+        #[arg(long)]
+        paused: bool,
+        #[command(flatten)]
+        remote: RemoteFlags,
+    },
+    /// List a running service's torrents.
+    List {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: RemoteFlags,
+    },
+    /// Pause torrents of a running service (by info-hash or its first digits).
+    Pause {
+        #[arg(required = true, value_name = "HASH")]
+        hashes: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteFlags,
+    },
+    /// Resume paused torrents of a running service.
+    Resume {
+        #[arg(required = true, value_name = "HASH")]
+        hashes: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteFlags,
+    },
+    /// Remove torrents from a running service.
+    Remove {
+        #[arg(required = true, value_name = "HASH")]
+        hashes: Vec<String>,
+        /// Also delete the files the torrent wrote (never files that were there before).
+        #[arg(long)]
+        delete_data: bool,
+        #[command(flatten)]
+        remote: RemoteFlags,
+    },
     /// Print a shell completion script (e.g. `shoal completions bash > /etc/bash_completion.d/shoal`).
     Completions {
         /// The shell to complete for.
@@ -229,6 +326,23 @@ enum Command {
     },
     /// Print the manual page in roff (e.g. `shoal man | man -l -`).
     Man,
+}
+
+/// Where the client verbs find the service.
+#[derive(clap::Args)]
+struct RemoteFlags {
+    /// The service's address.
+    #[arg(long, env = "SHOAL_URL", default_value = shoal::remote::DEFAULT_URL)]
+    url: String,
+    /// Its access token, if it requires one.
+    #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl RemoteFlags {
+    fn connect(self) -> anyhow::Result<shoal::remote::Remote> {
+        shoal::remote::Remote::new(&self.url, self.token)
+    }
 }
 
 impl SwarmFlags {
@@ -371,6 +485,84 @@ fn main() -> ExitCode {
             from,
             swarm,
         } => cli::run_torrent(swarm.into_args(torrent, from, true, false), true),
+        Command::Serve {
+            listen,
+            allow_remote,
+            token,
+            allow_hosts,
+            download_dir,
+            port,
+            max_peers,
+            upload_limit,
+            download_limit,
+            state_dir,
+            no_dht,
+            dht_bootstrap,
+            dht_port,
+            no_pex,
+            no_lsd,
+        } => {
+            if !listen.ip().is_loopback() && !allow_remote {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!("--listen {listen} is reachable from other machines: add --allow-remote (a token is then required)"),
+                    )
+                    .exit();
+            }
+            cli::serve(cli::ServeArgs {
+                listen,
+                state_dir,
+                download_dir,
+                token,
+                allowed_hosts: allow_hosts,
+                port,
+                max_peers: max_peers as usize,
+                upload_limit,
+                download_limit,
+                dht: cli::DhtArgs {
+                    off: no_dht,
+                    port: dht_port,
+                    bootstrap: dht_bootstrap,
+                    state_dir: None,
+                },
+                no_pex,
+                no_lsd,
+            })
+        }
+        Command::Add {
+            sources,
+            dir,
+            only,
+            paused,
+            remote,
+        } => remote.connect().and_then(|r| {
+            shoal::remote::add(
+                &r,
+                shoal::remote::AddArgs {
+                    sources: &sources,
+                    dir,
+                    only,
+                    paused,
+                },
+            )
+        }),
+        Command::List { json, remote } => {
+            remote.connect().and_then(|r| shoal::remote::list(&r, json))
+        }
+        Command::Pause { hashes, remote } => remote
+            .connect()
+            .and_then(|r| shoal::remote::pause_resume(&r, &hashes, "pause")),
+        Command::Resume { hashes, remote } => remote
+            .connect()
+            .and_then(|r| shoal::remote::pause_resume(&r, &hashes, "resume")),
+        Command::Remove {
+            hashes,
+            delete_data,
+            remote,
+        } => remote
+            .connect()
+            .and_then(|r| shoal::remote::remove(&r, &hashes, delete_data)),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             // Into memory first: clap_complete panics on a write error.

@@ -126,8 +126,8 @@ fn padding() -> Vec<u8> {
 pub async fn accept<S>(
     stream: &mut S,
     first: &[u8],
-    info_hash: &[u8; 20],
-) -> Result<Vec<u8>, MseError>
+    info_hashes: &[[u8; 20]],
+) -> Result<(Vec<u8>, [u8; 20]), MseError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -155,11 +155,13 @@ where
     }
     let mut masked = [0u8; 20];
     stream.read_exact(&mut masked).await?;
-    if masked != req23(&secret, info_hash) {
-        return Err(MseError::OtherTorrent);
-    }
-    let mut decrypt = cipher(b"keyA", &secret, info_hash);
-    let mut encrypt = cipher(b"keyB", &secret, info_hash);
+    // The masked hash names the torrent among the session's.
+    let info_hash = *info_hashes
+        .iter()
+        .find(|h| masked == req23(&secret, h))
+        .ok_or(MseError::OtherTorrent)?;
+    let mut decrypt = cipher(b"keyA", &secret, &info_hash);
+    let mut encrypt = cipher(b"keyB", &secret, &info_hash);
 
     let mut head = [0u8; 14];
     stream.read_exact(&mut head).await?;
@@ -191,7 +193,7 @@ where
     reply[8..12].copy_from_slice(&PLAINTEXT.to_be_bytes());
     encrypt.apply_keystream(&mut reply);
     stream.write_all(&reply).await?;
-    Ok(ia)
+    Ok((ia, info_hash))
 }
 
 #[cfg(test)]
@@ -267,7 +269,7 @@ mod tests {
         let server = tokio::spawn(async move {
             let mut first = [0u8; 20];
             b.read_exact(&mut first).await.unwrap();
-            let ia = accept(&mut b, &first, &[9u8; 20]).await.unwrap();
+            let (ia, _) = accept(&mut b, &first, &[[9u8; 20]]).await.unwrap();
             let mut after = [0u8; 5];
             b.read_exact(&mut after).await.unwrap();
             b.write_all(b"plain").await.unwrap();
@@ -296,7 +298,7 @@ mod tests {
             let server = tokio::spawn(async move {
                 let mut first = [0u8; 20];
                 b.read_exact(&mut first).await.unwrap();
-                accept(&mut b, &first, &[9u8; 20]).await
+                accept(&mut b, &first, &[[9u8; 20]]).await
             });
             let _ = initiate(&mut a, &skey, provide, b"").await;
             let err = server.await.unwrap().unwrap_err().to_string();
@@ -312,7 +314,7 @@ mod tests {
         let server = tokio::spawn(async move {
             let mut first = [0u8; 20];
             b.read_exact(&mut first).await.unwrap();
-            accept(&mut b, &first, &[9u8; 20]).await
+            accept(&mut b, &first, &[[9u8; 20]]).await
         });
         a.write_all(&[0x42; 2000]).await.unwrap();
         let err = server.await.unwrap().unwrap_err();

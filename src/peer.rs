@@ -57,10 +57,10 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub have: Arc<AtomicBitfield>,
     pub listen_port: u16,
-    pub upload_limit: Option<crate::limit::RateLimit>,
+    pub upload_limit: Arc<crate::limit::RateLimit>,
     /// Shared by all peers: a peer whose bytes overdraw it stops reading
     /// its socket for a while, so TCP slows the sender down.
-    pub download_limit: Option<crate::limit::RateLimit>,
+    pub download_limit: Arc<crate::limit::RateLimit>,
     /// The info dictionary, served to magnet users (BEP 9); empty when it
     /// is over the metadata size cap and so not offered.
     pub metadata: Arc<[u8]>,
@@ -241,7 +241,7 @@ pub async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, PeerErr
 /// of the connection. Both are under one deadline.
 pub async fn read_incoming_handshake(
     stream: &mut TcpStream,
-    info_hash: &[u8; 20],
+    info_hashes: &[[u8; 20]],
 ) -> Result<Handshake, PeerError> {
     let work = async {
         let mut buf = [0u8; Handshake::LEN];
@@ -249,7 +249,7 @@ pub async fn read_incoming_handshake(
         let got = if buf[0] == 19 && buf[1..20] == wire::PROTOCOL[..] {
             20
         } else {
-            let ia = crate::mse::accept(stream, &buf[..20], info_hash).await?;
+            let (ia, _) = crate::mse::accept(stream, &buf[..20], info_hashes).await?;
             // The initial payload carries the start of the handshake (all
             // of it, from every client we know); the rest follows plain.
             if ia.len() > Handshake::LEN {
@@ -488,11 +488,9 @@ async fn run(
                     return Err(PeerError::Eof);
                 }
                 last_read = Instant::now();
-                if let Some(limit) = &shared.download_limit {
-                    let wait = limit.reserve(n as u64);
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
+                let wait = shared.download_limit.reserve(n as u64);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
                 }
                 while let Some(msg) = wire::decode(&mut rbuf, max_len)? {
                     if let Some(ev) = c.on_message(msg)? {
@@ -824,11 +822,7 @@ impl Conn<'_> {
         }
         let store = self.shared.store.clone();
         let have = self.shared.have.clone();
-        let wait = self
-            .shared
-            .upload_limit
-            .as_ref()
-            .map_or(Duration::ZERO, |l| l.reserve(bytes as u64));
+        let wait = self.shared.upload_limit.reserve(bytes as u64);
         let read = tokio::task::spawn_blocking(move || {
             let mut buf = BytesMut::with_capacity(bytes + blocks.len() * 13);
             let mut payload = 0u64;
@@ -901,8 +895,8 @@ mod tests {
                 pieces as usize,
             ))),
             listen_port: 1,
-            upload_limit: None,
-            download_limit: None,
+            upload_limit: Default::default(),
+            download_limit: Default::default(),
             metadata: Arc::from(&[][..]),
             pex: false,
             uploaded: AtomicU64::new(0),

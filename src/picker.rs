@@ -158,6 +158,9 @@ pub struct Picker {
     /// Pieces not wanted (they touch only files the user left out); never
     /// free, never picked, and not needed for completion. None: all wanted.
     unwanted: Option<Bitfield>,
+    /// Pieces of files the user marked high priority: started before any
+    /// other piece the peer has, rarest first among them.
+    high: Option<Bitfield>,
     /// Wanted pieces not verified yet: the download is complete at 0.
     wanted_left: u32,
 }
@@ -242,6 +245,7 @@ impl Picker {
             requests: HashMap::new(),
             rng,
             unwanted: None,
+            high: None,
             wanted_left: free_len,
         }
     }
@@ -345,6 +349,17 @@ impl Picker {
     // ---- picking ----
 
     /// Appends up to `max` blocks for `peer` to request to `out`.
+    /// Asks for the pieces set in `high` before all others (file
+    /// priorities); an empty set puts all pieces back on one footing.
+    pub fn set_high(&mut self, high: &Bitfield) {
+        let n = self.piece_count as usize;
+        let mut h = Bitfield::new(n);
+        for p in high.iter_ones().take_while(|&p| p < n) {
+            h.set(p);
+        }
+        self.high = (h.count_ones() > 0).then_some(h);
+    }
+
     pub fn pick(&mut self, peer: PeerKey, has: PeerHas<'_>, max: usize, out: &mut Vec<BlockRef>) {
         let mut added = 0;
         // 1. Free blocks of pieces already started: finished pieces can be
@@ -363,9 +378,23 @@ impl Picker {
             }
         }
         // 2. Start new pieces, choosing about as many as the request needs in
-        //    one pass over the candidates.
+        //    one pass over the candidates: high-priority ones first.
         let per_piece = self.blocks_in_piece(0).max(1) as usize;
         let mut chosen = Vec::new();
+        if let Some(high) = self.high.take() {
+            if added < max {
+                let want = (max - added).div_ceil(per_piece);
+                self.choose_sparse(&high, |p| has.get(p), false, want, &mut chosen);
+                for &p in &chosen {
+                    if added >= max {
+                        break;
+                    }
+                    self.start_piece(p);
+                    added += self.take_free(peer, p, max - added, out);
+                }
+            }
+            self.high = Some(high);
+        }
         while added < max {
             chosen.clear();
             self.choose_new(has, (max - added).div_ceil(per_piece), &mut chosen);
@@ -402,7 +431,7 @@ impl Picker {
             // bytes) beats walking the free list, where its pieces may all sit
             // in the common buckets at the end.
             if (b.count_ones() as u64) * 64 < u64::from(self.free_len) {
-                self.choose_from_sparse(b, random_phase, want, chosen);
+                self.choose_sparse(b, |_| true, random_phase, want, chosen);
                 return;
             }
         }
@@ -430,9 +459,12 @@ impl Picker {
         }
     }
 
-    fn choose_from_sparse(
+    /// The `want` best free pieces among those set in `b` for which `also`
+    /// holds: rarest first (or random), random tie-break.
+    fn choose_sparse(
         &mut self,
         b: &Bitfield,
+        also: impl Fn(u32) -> bool,
         random_phase: bool,
         want: usize,
         chosen: &mut Vec<u32>,
@@ -441,7 +473,7 @@ impl Picker {
         let salt: u64 = self.rng.gen();
         let mut best: BinaryHeap<(u16, u64, u32)> = BinaryHeap::with_capacity(want + 1);
         for_each_one(b, self.piece_count, |p| {
-            if !self.is_free(p) {
+            if !self.is_free(p) || !also(p) {
                 return;
             }
             let count = if random_phase {
@@ -953,6 +985,33 @@ mod tests {
         p.pick(peer, has, max, &mut out);
         p.check();
         out
+    }
+
+    /// File priorities: pieces marked high are started before any other
+    /// the peer has, even rarer ones, and once they are all taken the
+    /// rest follow rarest first.
+    #[test]
+    fn high_priority_pieces_come_first() {
+        let n = 40;
+        let mut p = picker(n, KIB16, u64::from(n) * u64::from(KIB16), 7);
+        // Pieces 0..10 are rare (one peer has them), the rest common.
+        p.add_bitfield(&bits(n as usize, &(0..10).collect::<Vec<_>>()));
+        for _ in 0..3 {
+            p.add_bitfield(&bits(n as usize, &(10..n as usize).collect::<Vec<_>>()));
+        }
+        p.set_high(&bits(n as usize, &[30, 31, 32]));
+        let got = pick(&mut p, 1, PeerHas::All, 3);
+        let mut idx: Vec<u32> = got.iter().map(|b| b.index).collect();
+        idx.sort();
+        assert_eq!(idx, vec![30, 31, 32]);
+        // High pieces all started: the others follow.
+        let got = pick(&mut p, 1, PeerHas::All, 1);
+        assert!(got[0].index < 30 || got[0].index > 32, "{got:?}");
+        // A peer without the high pieces still gets something.
+        let mut q = picker(n, KIB16, u64::from(n) * u64::from(KIB16), 7);
+        q.set_high(&bits(n as usize, &[30]));
+        let got = pick(&mut q, 2, PeerHas::Some(&bits(n as usize, &[5])), 1);
+        assert_eq!(got[0].index, 5);
     }
 
     #[test]

@@ -93,15 +93,21 @@ pub fn choose(
     Ok(Some(chosen))
 }
 
-/// Pieces that touch no selected file: nothing in them is wanted.
-pub fn unwanted_pieces(meta: &Metainfo, chosen: &[bool]) -> Bitfield {
-    let n = meta.piece_count() as usize;
-    let mut wanted = Bitfield::new(n);
+/// Pieces that touch a chosen file.
+pub fn wanted_pieces(meta: &Metainfo, chosen: &[bool]) -> Bitfield {
+    let mut wanted = Bitfield::new(meta.piece_count() as usize);
     for (i, _) in chosen.iter().enumerate().filter(|(_, c)| **c) {
         for p in meta.file_pieces(i) {
             wanted.set(p as usize);
         }
     }
+    wanted
+}
+
+/// Pieces that touch no selected file: nothing in them is wanted.
+pub fn unwanted_pieces(meta: &Metainfo, chosen: &[bool]) -> Bitfield {
+    let n = meta.piece_count() as usize;
+    let wanted = wanted_pieces(meta, chosen);
     let mut unwanted = Bitfield::new(n);
     for p in (0..n).filter(|&p| !wanted.get(p)) {
         unwanted.set(p);

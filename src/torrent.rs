@@ -152,6 +152,27 @@ pub struct Progress {
     /// Every wanted piece is verified (all of them, or those of the
     /// selected files).
     pub complete: bool,
+    /// The connected peers, refreshed about once a second.
+    #[serde(skip)]
+    pub peer_list: Arc<Vec<PeerView>>,
+}
+
+/// One connected peer, as the service's API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerView {
+    pub addr: SocketAddr,
+    pub source: &'static str,
+    /// The printable start of its peer id ("-TR3000-"), as sent.
+    pub client: String,
+    /// Share of the torrent it has, 0.0–1.0.
+    pub progress: f64,
+    pub down_rate: u64,
+    pub up_rate: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// It chokes us / we are interested in it.
+    pub choked: bool,
+    pub interested: bool,
 }
 
 pub struct Config {
@@ -351,6 +372,7 @@ pub struct Torrent {
     rechoke_soon: bool,
     progress: Progress,
     progress_tx: watch::Sender<Progress>,
+    peer_list_at: Option<Instant>,
     down_rate: WindowRate,
     up_rate: WindowRate,
     state: State,
@@ -424,6 +446,7 @@ impl Torrent {
             rechoke_soon: false,
             progress,
             progress_tx,
+            peer_list_at: None,
             down_rate: WindowRate::new(),
             up_rate: WindowRate::new(),
             state: State::Connecting,
@@ -453,6 +476,11 @@ impl Torrent {
     /// Leaves out the pieces in `unwanted` (they touch only files the user
     /// did not select): never asked for, not needed for completion, and
     /// not counted in the progress totals.
+    /// Asks for the pieces in `high` before any other (file priorities).
+    pub fn set_high(&mut self, high: &Bitfield) {
+        self.picker.set_high(high);
+    }
+
     pub fn set_unwanted(&mut self, unwanted: &Bitfield) {
         self.picker.set_unwanted(unwanted);
         let size = |p: usize| self.meta.piece_size(p as u32);
@@ -1445,8 +1473,54 @@ impl Torrent {
                 .entry(p.source.label())
                 .or_default() += 1;
         }
+        if self
+            .peer_list_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.peer_list_at = Some(Instant::now());
+            self.progress.peer_list = Arc::new(self.peer_views());
+        }
         self.progress_tx.send_replace(self.progress.clone());
     }
+
+    fn peer_views(&self) -> Vec<PeerView> {
+        let count = self.meta.piece_count().max(1) as f64;
+        let mut v: Vec<PeerView> = self
+            .peers
+            .values()
+            .map(|p| PeerView {
+                addr: p.addr,
+                source: p.source.label(),
+                client: client_name(&p.peer_id),
+                progress: if p.seed {
+                    1.0
+                } else {
+                    p.bits.count_ones() as f64 / count
+                },
+                down_rate: p.down.get(),
+                up_rate: p.up.get(),
+                downloaded: p.stats.downloaded.load(Ordering::Relaxed),
+                uploaded: p.stats.uploaded.load(Ordering::Relaxed),
+                choked: p.peer_choking,
+                interested: p.am_interested,
+            })
+            .collect();
+        v.sort_by(|a, b| b.down_rate.cmp(&a.down_rate).then(a.addr.cmp(&b.addr)));
+        v
+    }
+}
+
+/// The printable start of a peer id: Azureus style "-TR3000-", else the
+/// printable ASCII prefix (it is untrusted text, shown in a browser).
+fn client_name(id: &[u8; 20]) -> String {
+    if id[0] == b'-' && id[7] == b'-' && id[1..7].iter().all(|b| b.is_ascii_alphanumeric()) {
+        return String::from_utf8_lossy(&id[..8]).into_owned();
+    }
+    id.iter()
+        .take_while(|b| b.is_ascii_graphic())
+        .take(8)
+        .map(|&b| b as char)
+        .collect()
 }
 
 /// The gist of an error chain for a status line: its last part, without
@@ -1528,8 +1602,8 @@ mod tests {
             store: Arc::new(store),
             have: Arc::new(AtomicBitfield::from_bitfield(&empty)),
             listen_port: 1,
-            upload_limit: None,
-            download_limit: None,
+            upload_limit: Default::default(),
+            download_limit: Default::default(),
             metadata: Arc::from(&[][..]),
             pex: false,
             uploaded: AtomicU64::new(0),

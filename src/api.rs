@@ -1,0 +1,542 @@
+//! The HTTP API and web page of `shoal serve` (docs/api.md): JSON over
+//! HTTP on top of `service`, with server-sent events for live updates.
+//!
+//! Every request passes one guard first: the Host header must name this
+//! service (against DNS rebinding), an Origin header must be its own
+//! (against other pages' requests; no CORS headers are ever sent), and
+//! with a token configured `/api` needs it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::service::{AddRequest, AddSource, Priority, Service, ServiceError, ServiceEvent};
+
+const INDEX_HTML: &str = include_str!("web/index.html");
+const APP_JS: &str = include_str!("web/app.js");
+const STYLE_CSS: &str = include_str!("web/style.css");
+const COOKIE: &str = "shoal_token";
+
+pub struct ApiConfig {
+    /// Required on every `/api` request when set.
+    pub token: Option<String>,
+    /// Host names besides IP addresses and localhost (`--allow-host`).
+    pub allowed_hosts: Vec<String>,
+    /// The address the API listens on: its port is the one Hosts must name.
+    pub listen: SocketAddr,
+}
+
+struct AppState {
+    svc: Service,
+    token: Option<String>,
+    hosts: Vec<String>,
+    port: u16,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::Duplicate(h) => {
+                let body = json!({ "error": self.to_string(), "info_hash": h });
+                return (StatusCode::CONFLICT, Json(body)).into_response();
+            }
+            ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ServiceError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        error(status, self.to_string())
+    }
+}
+
+/// The API and the page, ready for `axum::serve`.
+pub fn router(svc: Service, cfg: ApiConfig) -> Router {
+    let state = Arc::new(AppState {
+        svc,
+        token: cfg.token,
+        hosts: cfg
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        port: cfg.listen.port(),
+    });
+    Router::new()
+        .route(
+            "/",
+            get(|| async { page(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { page(STYLE_CSS, "text/css; charset=utf-8") }),
+        )
+        .route("/api/torrents", get(list).post(add))
+        .route("/api/torrents/{hash}", get(detail).delete(remove))
+        .route("/api/torrents/{hash}/peers", get(peers))
+        .route("/api/torrents/{hash}/pieces", get(pieces))
+        .route("/api/torrents/{hash}/pause", post(pause))
+        .route("/api/torrents/{hash}/resume", post(resume))
+        .route("/api/torrents/{hash}/files", post(set_files))
+        .route("/api/limits", get(get_limits).put(put_limits))
+        .route("/api/events", get(events))
+        .route("/api/login", post(login))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(crate::service::MAX_TORRENT_SIZE))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+fn page(body: &'static str, kind: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Whether `host` (a Host header) names this service: an IP address or
+/// localhost with our port, or a name given with `--allow-host`.
+fn host_allowed(host: &str, port: u16, allowed: &[String]) -> bool {
+    let host = host.to_ascii_lowercase();
+    let (name, p) = match host.strip_prefix('[').and_then(|h| h.split_once(']')) {
+        Some((v6, rest)) => (v6, rest.strip_prefix(':')),
+        None => match host.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host.as_str(), None),
+        },
+    };
+    if allowed.iter().any(|a| *a == host || *a == name) {
+        return true;
+    }
+    if p != Some(port.to_string().as_str()) {
+        return false;
+    }
+    name == "localhost" || name.parse::<IpAddr>().is_ok()
+}
+
+fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn token_of(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(t) = v.strip_prefix("Bearer ") {
+            return Some(t.trim().to_string());
+        }
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return error(StatusCode::FORBIDDEN, "a Host header is required");
+    };
+    if !host_allowed(host, st.port, &st.hosts) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host {} is not this service (use --allow-host to add a name)",
+                crate::out::escape(host)
+            ),
+        );
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let own = format!("http://{}", host.to_ascii_lowercase());
+        if !origin.to_str().is_ok_and(|o| o.eq_ignore_ascii_case(&own)) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "requests from other sites are refused",
+            );
+        }
+    }
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            "requests from other sites are refused",
+        );
+    }
+    let path = req.uri().path();
+    if let Some(want) = &st.token {
+        if path.starts_with("/api") && path != "/api/login" {
+            let ok = token_of(headers).is_some_and(|t| constant_eq(&t, want));
+            if !ok {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "an access token is required (Authorization: Bearer TOKEN)",
+                );
+            }
+        }
+    }
+    next.run(req).await
+}
+
+async fn list(State(st): State<Arc<AppState>>) -> Response {
+    Json(st.svc.list()).into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct AddQuery {
+    download_dir: Option<String>,
+    /// "0,2"
+    only: Option<String>,
+    paused: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddJson {
+    magnet: Option<String>,
+    url: Option<String>,
+    download_dir: Option<String>,
+    only: Option<Vec<usize>>,
+    #[serde(default)]
+    paused: bool,
+}
+
+fn parse_only(s: &str) -> Result<Vec<usize>, ServiceError> {
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse()
+                .map_err(|_| ServiceError::Invalid(format!("only: {x:?} is not a file index")))
+        })
+        .collect()
+}
+
+async fn add(
+    State(st): State<Arc<AppState>>,
+    query: Result<Query<AddQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "bad query string");
+    };
+    let kind = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let req = if kind.starts_with("application/json") {
+        let j: AddJson = match serde_json::from_slice(&body) {
+            Ok(j) => j,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
+        };
+        let source = match (j.magnet, j.url) {
+            (Some(m), None) => AddSource::Magnet(m),
+            (None, Some(u)) => AddSource::Url(u),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "give exactly one of \"magnet\" and \"url\"",
+                )
+            }
+        };
+        AddRequest {
+            source,
+            download_dir: j.download_dir,
+            only: j.only,
+            paused: j.paused,
+        }
+    } else if kind.starts_with("application/x-bittorrent") || body.first() == Some(&b'd') {
+        let only = match q.only.as_deref().map(parse_only).transpose() {
+            Ok(o) => o,
+            Err(e) => return e.into_response(),
+        };
+        AddRequest {
+            source: AddSource::Torrent(body.to_vec()),
+            download_dir: q.download_dir,
+            only,
+            paused: q.paused.unwrap_or(false),
+        }
+    } else {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send a .torrent as application/x-bittorrent, or JSON {\"magnet\": …} / {\"url\": …}",
+        );
+    };
+    match st.svc.add(req).await {
+        Ok(h) => (StatusCode::CREATED, Json(json!({ "info_hash": h }))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn detail(State(st): State<Arc<AppState>>, Path(hash): Path<String>) -> Response {
+    match st.svc.detail(&hash) {
+        Ok(d) => Json(d).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn peers(State(st): State<Arc<AppState>>, Path(hash): Path<String>) -> Response {
+    match st.svc.peers(&hash) {
+        Ok(p) => Json(&*p).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn pieces(State(st): State<Arc<AppState>>, Path(hash): Path<String>) -> Response {
+    match st.svc.pieces(&hash) {
+        Ok((count, bits)) => Json(json!({
+            "piece_count": count,
+            "have": data_encoding::BASE64.encode(&bits),
+        }))
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    delete_data: bool,
+}
+
+async fn remove(
+    State(st): State<Arc<AppState>>,
+    Path(hash): Path<String>,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "delete_data must be true or false");
+    };
+    match st.svc.remove(&hash, q.delete_data).await {
+        Ok(()) => Json(json!({ "info_hash": hash.to_ascii_lowercase() })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn pause(State(st): State<Arc<AppState>>, Path(hash): Path<String>) -> Response {
+    match st.svc.pause(&hash).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn resume(State(st): State<Arc<AppState>>, Path(hash): Path<String>) -> Response {
+    match st.svc.resume(&hash).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesBody {
+    priorities: HashMap<String, Priority>,
+}
+
+async fn set_files(
+    State(st): State<Arc<AppState>>,
+    Path(hash): Path<String>,
+    body: Result<Json<FilesBody>, JsonRejection>,
+) -> Response {
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
+    };
+    let mut changes = Vec::new();
+    for (k, p) in body.priorities {
+        match k.parse::<usize>() {
+            Ok(i) => changes.push((i, p)),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{:?} is not a file index", crate::out::escape(&k)),
+                )
+            }
+        }
+    }
+    match st.svc.set_priorities(&hash, &changes).await {
+        Ok(files) => Json(files).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn limits_json(svc: &Service) -> serde_json::Value {
+    json!({
+        "download": svc.session().download_limit().rate(),
+        "upload": svc.session().upload_limit().rate(),
+    })
+}
+
+async fn get_limits(State(st): State<Arc<AppState>>) -> Response {
+    Json(limits_json(&st.svc)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    #[serde(default)]
+    download: Option<u64>,
+    #[serde(default)]
+    upload: Option<u64>,
+}
+
+async fn put_limits(
+    State(st): State<Arc<AppState>>,
+    body: Result<Json<Limits>, JsonRejection>,
+) -> Response {
+    let l = match body {
+        Ok(Json(l)) => l,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
+    };
+    let session = st.svc.session();
+    session.download_limit().set(l.download.filter(|r| *r > 0));
+    session.upload_limit().set(l.upload.filter(|r| *r > 0));
+    Json(limits_json(&st.svc)).into_response()
+}
+
+async fn events(State(st): State<Arc<AppState>>) -> Response {
+    let svc = st.svc.clone();
+    let rx = svc.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stream = futures_util::stream::unfold(
+        (svc, rx, tick),
+        |(svc, mut rx, mut tick)| async move {
+            let list = |svc: &Service| Event::default().event("torrents").json_data(svc.list());
+            let ev = tokio::select! {
+                _ = tick.tick() => list(&svc),
+                m = rx.recv() => match m {
+                    Ok(ServiceEvent::Added(h)) => Event::default().event("added").json_data(json!({"info_hash": h})),
+                    Ok(ServiceEvent::Removed(h)) => Event::default().event("removed").json_data(json!({"info_hash": h})),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => list(&svc),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+            };
+            let ev = ev.unwrap_or_else(|_| Event::default().comment("unencodable"));
+            Some((Ok::<_, Infallible>(ev), (svc, rx, tick)))
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Login {
+    token: String,
+}
+
+async fn login(
+    State(st): State<Arc<AppState>>,
+    body: Result<Json<Login>, JsonRejection>,
+) -> Response {
+    let Ok(Json(l)) = body else {
+        return error(StatusCode::BAD_REQUEST, "send {\"token\": \"…\"}");
+    };
+    match &st.token {
+        None => StatusCode::NO_CONTENT.into_response(),
+        Some(want) if constant_eq(&l.token, want) => {
+            let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", l.token);
+            match HeaderValue::from_str(&cookie) {
+                Ok(v) => (StatusCode::NO_CONTENT, [(header::SET_COOKIE, v)]).into_response(),
+                Err(_) => error(
+                    StatusCode::BAD_REQUEST,
+                    "the token has characters a cookie cannot hold",
+                ),
+            }
+        }
+        Some(_) => error(StatusCode::UNAUTHORIZED, "wrong token"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let allowed = vec!["box.lan".to_string()];
+        for ok in [
+            "127.0.0.1:3030",
+            "localhost:3030",
+            "LOCALHOST:3030",
+            "[::1]:3030",
+            "10.0.0.5:3030",
+            "box.lan",
+            "box.lan:3030",
+        ] {
+            assert!(host_allowed(ok, 3030, &allowed), "{ok}");
+        }
+        for bad in [
+            "evil.example:3030",
+            "127.0.0.1:80",
+            "127.0.0.1",
+            "localhost",
+            "localhost.evil.example:3030",
+            "",
+        ] {
+            assert!(!host_allowed(bad, 3030, &allowed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_from_header_or_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(token_of(&h).as_deref(), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; shoal_token=xyz"),
+        );
+        assert_eq!(token_of(&h).as_deref(), Some("xyz"));
+        assert!(
+            constant_eq("abc", "abc") && !constant_eq("abc", "abd") && !constant_eq("ab", "abc")
+        );
+    }
+}

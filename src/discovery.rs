@@ -1,0 +1,385 @@
+//! Finding peers for a running torrent: its trackers, the DHT and local
+//! discovery, each a task that sends the addresses it learns to the
+//! torrent's coordinator as events.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::peer::Shared;
+use crate::torrent::{Event, PeerSource, Progress};
+use crate::tracker::{self, AnnounceRequest, TrackerList};
+
+/// Announces the torrent on the LAN (BEP 14) at once and every five
+/// minutes, and passes on the peers that announce it.
+pub async fn lsd_loop(
+    lsd: crate::lsd::Lsd,
+    info_hash: [u8; 20],
+    port: u16,
+    events: mpsc::Sender<Event>,
+) {
+    let mut heard = lsd.subscribe();
+    let mut tick = tokio::time::interval(crate::lsd::INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = lsd.announce(info_hash, port).await {
+                    tracing::debug!("LSD announce: {e}");
+                }
+            }
+            got = heard.recv() => match got {
+                Ok((a, ip)) if a.info_hashes.contains(&info_hash) && !ip.is_unspecified() => {
+                    let peer = SocketAddr::new(ip.to_canonical(), a.port);
+                    tracing::debug!("LSD: {peer}");
+                    if events.send(Event::Peers(PeerSource::Lsd, vec![peer])).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// Announces the torrent on the DHT and asks it for peers: at once, then
+/// every 30 s while there are few peers and every 15 minutes after.
+pub async fn dht_loop(
+    dht: crate::dht::Dht,
+    info_hash: [u8; 20],
+    port: u16,
+    events: mpsc::Sender<Event>,
+    progress: watch::Receiver<Progress>,
+    max_peers: usize,
+) {
+    let mut announced: Option<std::time::Instant> = None;
+    loop {
+        if announced.is_none_or(|t| t.elapsed() >= Duration::from_secs(15 * 60)) {
+            match dht.announce(info_hash, port).await {
+                Ok(()) => announced = Some(std::time::Instant::now()),
+                Err(e) => tracing::debug!("DHT announce: {e}"),
+            }
+        }
+        let peers = dht.get_peers(info_hash).await;
+        tracing::debug!("DHT: {} peers", peers.len());
+        if !peers.is_empty()
+            && events
+                .send(Event::Peers(PeerSource::Dht, peers))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        let connected = progress.borrow().peers;
+        tokio::time::sleep(crate::dht::next_lookup(connected, max_peers)).await;
+    }
+}
+
+/// Announces `started`, re-announces on the tracker's interval, `completed`
+/// when the download finishes, and `stopped` when asked to stop (the ack is
+/// sent once the tracker answered or gave up). Failures are retried with
+/// back-off and never stop the download.
+pub async fn announce_loop(
+    mut trackers: TrackerList,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<Event>,
+    mut stop: mpsc::Receiver<oneshot::Sender<()>>,
+    mut complete: oneshot::Receiver<()>,
+    complete_at_start: bool,
+    progress: Option<watch::Receiver<Progress>>,
+) {
+    let key: u32 = rand::random();
+    let mut event = tracker::Event::Started;
+    let mut failures = 0u32;
+    // A seed from the start never sends `completed`: it downloaded nothing.
+    let mut was_complete = complete_at_start;
+    let request = |event| {
+        let have = shared.have_bytes.load(Ordering::Acquire);
+        AnnounceRequest {
+            info_hash: shared.info_hash,
+            peer_id: shared.peer_id,
+            port: shared.listen_port,
+            uploaded: shared.uploaded.load(Ordering::Relaxed),
+            downloaded: shared.downloaded.load(Ordering::Relaxed),
+            left: shared.total_length.saturating_sub(have),
+            event,
+            numwant: 80,
+            key,
+        }
+    };
+    loop {
+        let req = request(event);
+        // A leecher with no peer asks again once `min interval` allows
+        // (never under 30 s) instead of waiting out the whole interval.
+        let mut early = None;
+        let wait = match trackers.announce(&req).await {
+            Ok((url, resp)) => {
+                failures = 0;
+                let _ = events.send(Event::TrackerStatus(None)).await;
+                early = Some(tracker::earliest_reannounce(resp.min_interval));
+                let wait = tracker::reannounce_after(resp.interval, resp.min_interval);
+                tracing::info!(
+                    "{url}: {} peers, next announce in {:?}",
+                    resp.peers.len(),
+                    wait
+                );
+                if let Some(w) = resp.warning {
+                    let _ = events.send(Event::TrackerWarning(w)).await;
+                }
+                let _ = events
+                    .send(Event::Peers(PeerSource::Tracker, resp.peers))
+                    .await;
+                event = tracker::Event::None;
+                wait
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = tracker::retry_delay(failures);
+                tracing::info!("announce failed: {e}; retrying in {}s", wait.as_secs());
+                let who = trackers.last_failed().unwrap_or("?");
+                let why = crate::torrent::short_reason(&e.to_string());
+                let status = format!("tracker {who}: {why}, retry in {}s", wait.as_secs());
+                let _ = events.send(Event::TrackerStatus(Some(status))).await;
+                wait
+            }
+        };
+        let until = tokio::time::Instant::now() + wait;
+        let mut check = early.map(|e| tokio::time::Instant::now() + e);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = tokio::time::sleep_until(check.unwrap_or(until)), if check.is_some() => {
+                    let starving = progress.as_ref().is_some_and(|p| {
+                        let p = p.borrow();
+                        p.peers == 0 && !p.complete
+                    });
+                    if starving {
+                        tracing::info!("no peers: asking the tracker again before its interval");
+                        break;
+                    }
+                    check = early.map(|e| tokio::time::Instant::now() + e);
+                }
+                r = &mut complete, if !was_complete => {
+                    was_complete = true;
+                    if r.is_ok() {
+                        event = tracker::Event::Completed;
+                    }
+                    break;
+                }
+                ack = stop.recv() => {
+                    // A download that just finished still owes `completed`
+                    // (trackers count it); then `stopped`, but only if the
+                    // tracker ever heard of us.
+                    if !was_complete && complete.try_recv().is_ok() {
+                        event = tracker::Event::Completed;
+                    }
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                    if event == tracker::Event::Completed {
+                        let req = request(tracker::Event::Completed);
+                        let _ = tokio::time::timeout_at(deadline, trackers.announce(&req)).await;
+                    }
+                    if event != tracker::Event::Started {
+                        let req = request(tracker::Event::Stopped);
+                        let _ = tokio::time::timeout_at(deadline, trackers.announce(&req)).await;
+                    }
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitfield::{AtomicBitfield, Bitfield};
+    use crate::metainfo::Metainfo;
+    use crate::metainfo::NewTorrent;
+    use crate::session::new_peer_id;
+    use crate::store::{Layout, Store};
+    use crate::tracker::fake::FakeHttp;
+    use std::sync::atomic::AtomicU64;
+
+    /// A torrent of `total` bytes announcing to `tracker`, nothing on disk.
+    fn shared_for(tracker: String, total: u64) -> (Metainfo, Arc<Shared>, tempfile::TempDir) {
+        let t = NewTorrent {
+            name: "t".into(),
+            length: total,
+            piece_length: 16384,
+            pieces: vec![0; 20 * 7],
+            trackers: vec![vec![tracker]],
+            ..Default::default()
+        };
+        let meta = Metainfo::from_bytes(&t.to_bytes()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_read(Layout::from_metainfo(&meta), dir.path());
+        let shared = Arc::new(Shared {
+            info_hash: meta.info_hash.0,
+            peer_id: new_peer_id(),
+            piece_count: meta.piece_count(),
+            piece_length: meta.piece_length,
+            total_length: total,
+            store: Arc::new(store),
+            have: Arc::new(AtomicBitfield::from_bitfield(&Bitfield::new(7))),
+            listen_port: 6881,
+            upload_limit: Default::default(),
+            download_limit: Default::default(),
+            metadata: Arc::from(&[][..]),
+            pex: false,
+            uploaded: AtomicU64::new(0),
+            downloaded: AtomicU64::new(0),
+            have_bytes: AtomicU64::new(0),
+        });
+        (meta, shared, dir)
+    }
+
+    /// Regression (issue 15): a tracker answering `interval` 0, 1 or -1
+    /// (even with a small `min interval`) made us announce every second.
+    /// The floor is 5 minutes: in 3 s there is one announce, not three.
+    #[tokio::test]
+    async fn tiny_tracker_intervals_are_floored() {
+        let bodies: [&[u8]; 4] = [
+            b"d8:intervali0e5:peers0:e",
+            b"d8:intervali1e5:peers0:e",
+            b"d8:intervali-1e5:peers0:e",
+            b"d8:intervali0e12:min intervali1e5:peers0:e",
+        ];
+        let mut runs = Vec::new();
+        for body in bodies {
+            let server = FakeHttp::start(move |_| (200, body.to_vec())).await;
+            let (meta, shared, dir) = shared_for(server.url(), 100_000);
+            let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
+            let (ev_tx, ev_rx) = mpsc::channel(16);
+            let (stop_tx, stop_rx) = mpsc::channel(1);
+            let (complete_tx, complete_rx) = oneshot::channel();
+            let task = tokio::spawn(announce_loop(
+                trackers,
+                shared,
+                ev_tx,
+                stop_rx,
+                complete_rx,
+                false,
+                None,
+            ));
+            runs.push((server, task, stop_tx, complete_tx, ev_rx, dir));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for (server, task, stop_tx, _complete, _ev, _dir) in runs {
+            let n = server.requests().len();
+            let (ack_tx, ack_rx) = oneshot::channel();
+            stop_tx.send(ack_tx).await.unwrap();
+            ack_rx.await.unwrap();
+            task.await.unwrap();
+            assert_eq!(n, 1, "{:?}", server.requests());
+        }
+    }
+
+    /// A leecher with no peer asks the tracker again once `min interval`
+    /// (floored at 30 s) has passed, not after the 30-minute interval; one
+    /// with peers waits. Real time: about 31 s.
+    #[tokio::test]
+    async fn a_leecher_without_peers_asks_again_early() {
+        let body = b"d8:intervali1800e12:min intervali1e5:peers0:e";
+        let mut runs = Vec::new();
+        for peers in [0usize, 3] {
+            let server = FakeHttp::start(move |_| (200, body.to_vec())).await;
+            let (meta, shared, dir) = shared_for(server.url(), 100_000);
+            let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
+            let (ev_tx, ev_rx) = mpsc::channel(16);
+            let (stop_tx, stop_rx) = mpsc::channel(1);
+            let (complete_tx, complete_rx) = oneshot::channel();
+            let (progress_tx, progress_rx) = watch::channel(Progress {
+                peers,
+                ..Progress::default()
+            });
+            let task = tokio::spawn(announce_loop(
+                trackers,
+                shared,
+                ev_tx,
+                stop_rx,
+                complete_rx,
+                false,
+                Some(progress_rx),
+            ));
+            runs.push((
+                server,
+                task,
+                stop_tx,
+                complete_tx,
+                ev_rx,
+                dir,
+                progress_tx,
+                peers,
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(32)).await;
+        for (server, task, stop_tx, _c, _ev, _dir, _p, peers) in runs {
+            let n = server.requests().len();
+            let (ack_tx, ack_rx) = oneshot::channel();
+            stop_tx.send(ack_tx).await.unwrap();
+            ack_rx.await.unwrap();
+            task.await.unwrap();
+            let want = if peers == 0 { 2 } else { 1 };
+            assert_eq!(n, want, "{peers} peers: {:?}", server.requests());
+        }
+    }
+
+    /// Regression (interop with opentracker): `left` must be what is on
+    /// disk at the moment of each announce: the whole size for `started`
+    /// of an empty download, 0 for `completed` sent right at completion.
+    #[tokio::test]
+    async fn announces_carry_the_current_left() {
+        let server = FakeHttp::start(|_| (200, b"d8:intervali900e5:peers0:e".to_vec())).await;
+        let total = 100_000u64;
+        let (meta, shared, _dir) = shared_for(server.url(), total);
+        let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
+        let (ev_tx, mut ev_rx) = mpsc::channel(16);
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let (complete_tx, complete_rx) = oneshot::channel();
+        let task = tokio::spawn(announce_loop(
+            trackers,
+            shared.clone(),
+            ev_tx,
+            stop_rx,
+            complete_rx,
+            false,
+            None,
+        ));
+        // `started` answered: the tracker's peers arrive as an event.
+        while !matches!(ev_rx.recv().await, Some(Event::Peers(..))) {}
+        // The download completes and the process stops at once.
+        shared.have_bytes.store(total, Ordering::Release);
+        complete_tx.send(()).unwrap();
+        let (ack_tx, ack_rx) = oneshot::channel();
+        stop_tx.send(ack_tx).await.unwrap();
+        ack_rx.await.unwrap();
+        task.await.unwrap();
+        let reqs = server.requests();
+        let lines: Vec<&str> = reqs
+            .iter()
+            .map(|r| r.lines().next().unwrap_or(""))
+            .collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].contains("event=started") && lines[0].contains("left=100000"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("event=completed") && lines[1].contains("left=0&"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("event=stopped") && lines[2].contains("left=0&"),
+            "{}",
+            lines[2]
+        );
+    }
+}
