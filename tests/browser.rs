@@ -385,6 +385,8 @@ fn the_web_page_adds_downloads_and_pauses() {
             d.join("state").to_str().unwrap(),
             "--download-dir",
             dl.to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
         ],
         d,
         "serve",
