@@ -3,7 +3,9 @@
 //! The page adds one torrent from a pasted magnet link and one from a
 //! .torrent picked in its file input, shows both reaching 100 % from local
 //! seeders, shows the API's error for a duplicate, pauses one, opens the
-//! other's detail pane, and takes screenshots into target/tmp/browser/.
+//! other's detail pane, takes screenshots into target/tmp/browser/ (at 1280,
+//! 800 and 360 px, where nothing may scroll sideways), then removes the
+//! first with its data through the page's confirmation dialog.
 //! The second torrent's name is HTML-looking text, which must show as is.
 //!
 //! Chromium and chromedriver come from `apt-get install chromium
@@ -549,7 +551,61 @@ fn the_web_page_adds_downloads_and_pauses() {
     assert_eq!(pieces["pieces"], "(34 of 34)", "{pieces}");
 
     let shot = b.screenshot("page.png");
-    eprintln!("browser: screenshot in {}", shot.display());
+    eprintln!(
+        "browser: screenshots in {}",
+        shot.parent().unwrap().display()
+    );
+
+    // Narrower screens: never a sideways scroll; the state column gives way
+    // to a line under the name at phone width.
+    for (width, state_column) in [(800, "table-cell"), (360, "none")] {
+        b.s(
+            "POST",
+            "/goog/cdp/execute",
+            Some(
+                json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+                "width": width, "height": 900, "deviceScaleFactor": 1, "mobile": false}}),
+            ),
+        );
+        let v = b.js("return { inner: window.innerWidth,
+                      scroll: document.documentElement.scrollWidth,
+                      state: getComputedStyle(document.querySelector('#rows .c-state')).display,
+                      sub: getComputedStyle(document.querySelector('#rows .sub')).display }");
+        assert_eq!(v["inner"], width, "{v}");
+        assert!(v["scroll"].as_u64() <= v["inner"].as_u64(), "{v}");
+        assert_eq!(v["state"], state_column, "at {width} px: {v}");
+        b.screenshot(&format!("page-{width}.png"));
+    }
+    b.s(
+        "POST",
+        "/goog/cdp/execute",
+        Some(json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}})),
+    );
+
+    // Remove A with its data through the in-page dialog.
+    b.click(&format!("tr[data-hash='{hash_a}'] .name-button"));
+    b.click("#detail-remove");
+    assert_eq!(
+        b.js("return document.getElementById('remove-dialog').open"),
+        true
+    );
+    b.click("#remove-data");
+    b.click("#remove-confirm");
+    wait_for(
+        "A's row to go",
+        Duration::from_secs(15),
+        || row(&b.rows(), &hash_a).is_none().then_some(()),
+        || context("remove"),
+    );
+    wait_for(
+        "A's data to go",
+        Duration::from_secs(15),
+        || (!dl.join("alpha.bin").exists()).then_some(()),
+        || context("remove-data"),
+    );
+    let (status, _) = http(api, "GET", &format!("/api/torrents/{hash_a}"), None).unwrap();
+    assert_eq!(status, 404);
+    assert!(dl.join(HOSTILE).join("one.bin").exists(), "B's data stays");
 
     // No script error on the way (failed requests, like the 409, are not
     // script errors).

@@ -457,6 +457,8 @@
     fileRows.clear();
     $("files").replaceChildren();
     $("peers").replaceChildren();
+    $("detail-trackers").replaceChildren();
+    $("detail-trackers").hidden = true;
     setText($("peers-count"), "");
     setText($("pieces-count"), "");
     lastPieces = null;
@@ -559,25 +561,18 @@
   }
 
   function renderTrackers(list) {
-    const dl = $("detail-stats");
-    let dd = dl.querySelector("dd.trackers");
-    if (!list.length) {
-      if (dd) {
-        dd.previousSibling.remove();
-        dd.remove();
-      }
-      return;
-    }
-    if (!dd) {
-      dd = el("dd", { class: "trackers" });
-      dl.append(el("dt", null, "Trackers"), dd);
-    }
-    setText(dd, list.join("\n"));
+    const dl = $("detail-trackers");
+    dl.hidden = list.length === 0;
+    if (!list.length) return;
+    if (!dl.firstChild) dl.append(el("dt", null, "Trackers"), el("dd"));
+    setText(dl.lastChild, list.join("\n"));
   }
 
   function renderFiles(h, files) {
     const body = $("files");
     const seen = new Set();
+    const t = torrents.get(h);
+    const prefix = t && t.name && files.length > 1 && files.every((f) => String(f.path).startsWith(t.name + "/")) ? t.name + "/" : "";
     for (const f of files) {
       seen.add(f.index);
       let r = fileRows.get(f.index);
@@ -612,7 +607,9 @@
         fileRows.set(f.index, r);
         body.append(r.tr);
       }
-      setText(r.label, f.path);
+      // Paths start with the torrent's own folder; the pane's title says it.
+      const shown = prefix && f.path.startsWith(prefix) && f.path.length > prefix.length ? f.path.slice(prefix.length) : f.path;
+      setText(r.label, shown);
       r.label.setAttribute("title", f.path);
       setText(r.size, bytes(f.length));
       const p = f.length ? f.done / f.length : 1;
@@ -707,6 +704,8 @@
     const maxH = 96;
     let cell = n ? Math.floor(Math.sqrt((width * maxH) / n)) : 12;
     cell = Math.max(4, Math.min(14, cell));
+    // Few pieces: one row of wider squares.
+    if (n && width / n >= 10) cell = Math.min(24, Math.floor(width / n));
     const cols = Math.max(1, Math.floor(width / cell));
     const maxRows = Math.floor(maxH / cell);
     const per = Math.max(1, Math.ceil(n / (cols * maxRows)));
