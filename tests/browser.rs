@@ -53,12 +53,26 @@ fn http(
     path: &str,
     body: Option<&Value>,
 ) -> std::io::Result<(u16, Value)> {
+    http_as(port, method, path, body, None)
+}
+
+/// `http` with `Authorization: Bearer TOKEN`.
+fn http_as(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> std::io::Result<(u16, Value)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         {auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())?;
@@ -374,12 +388,13 @@ fn the_web_page_adds_downloads_and_pauses() {
     std::fs::create_dir_all(d.join("log-b")).unwrap();
     let (_seed_b, _) = seeder(&d.join("log-b"), &tb, &d.join("src-b"), &["--quiet"]);
 
-    // The service.
+    // The service; started again later, with a token, on the same ports.
     let api = free_port();
+    let peer_port = free_port().to_string();
     let dl = d.join("downloads");
     std::fs::create_dir_all(&dl).unwrap();
-    let serve = Proc::spawn(
-        &[
+    let serve_args = |token: Option<&'static str>| {
+        let mut a: Vec<String> = [
             "serve",
             "--listen",
             &format!("127.0.0.1:{api}"),
@@ -388,13 +403,32 @@ fn the_web_page_adds_downloads_and_pauses() {
             "--download-dir",
             dl.to_str().unwrap(),
             "--port",
-            &free_port().to_string(),
-        ],
-        d,
-        "serve",
-    );
+            &peer_port,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(t) = token {
+            a.extend(["--token".to_string(), t.to_string()]);
+        }
+        a
+    };
+    let start_serve = |token, name| {
+        let args = serve_args(token);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(&args, d, name)
+    };
+    let mut serve = start_serve(None, "serve");
     wait_listening(api);
-    let serve_log = || format!("shoal serve's log (tail):\n{}", tail(&serve.stderr(), 40));
+    let serve_log = || {
+        let mut s = String::new();
+        for name in ["serve", "serve-again"] {
+            if let Ok(log) = std::fs::read_to_string(d.join(format!("{name}.err"))) {
+                s += &format!("{name}'s log (tail):\n{}\n", tail(&log, 40));
+            }
+        }
+        s
+    };
 
     let b = Browser::start(d, &chromium, &shots);
     let context = |what: &str| {
@@ -606,6 +640,106 @@ fn the_web_page_adds_downloads_and_pauses() {
     let (status, _) = http(api, "GET", &format!("/api/torrents/{hash_a}"), None).unwrap();
     assert_eq!(status, 404);
     assert!(dl.join(HOSTILE).join("one.bin").exists(), "B's data stays");
+
+    // C: a .torrent dropped on the page (no peer has it; it just waits).
+    make_tree(&d.join("src-c"), &[("gamma.bin", 100_000)]);
+    let tc = create_torrent(
+        &d.join("src-c/gamma.bin"),
+        &d.join("gamma.torrent"),
+        &[],
+        16384,
+    );
+    let hash_c = hex::encode(common::info_hash(&tc));
+    let bytes = data_encoding::BASE64.encode(&std::fs::read(&tc).unwrap());
+    b.s(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "
+            const raw = atob(arguments[0]);
+            const buf = new Uint8Array(raw.length);
+            for (let i = 0; i < raw.length; i++) buf[i] = raw.charCodeAt(i);
+            const dt = new DataTransfer();
+            dt.items.add(new File([buf], 'gamma.torrent', {type: 'application/x-bittorrent'}));
+            for (const type of ['dragenter', 'dragover', 'drop']) {
+              document.body.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: dt}));
+            }", "args": [bytes]})),
+    );
+    wait_for(
+        "the dropped torrent's row",
+        Duration::from_secs(15),
+        || row(&b.rows(), &hash_c).map(|_| ()),
+        || context("drop"),
+    );
+
+    // The service stops: the page says so. It comes back with a token:
+    // the page asks for it, then shows the torrents it restored.
+    assert!(serve.stop().success(), "{}", serve_log());
+    wait_for(
+        "the disconnected banner",
+        Duration::from_secs(15),
+        || (b.js("return !document.getElementById('offline').hidden") == true).then_some(()),
+        || context("banner"),
+    );
+    b.screenshot("page-disconnected.png");
+    const TOKEN: &str = "browser-test-token";
+    let _serve = start_serve(Some(TOKEN), "serve-again");
+    wait_listening(api);
+    wait_for(
+        "the login form",
+        Duration::from_secs(20),
+        || (b.js("return !document.getElementById('login').hidden") == true).then_some(()),
+        || context("login"),
+    );
+    assert_eq!(
+        b.js("return document.getElementById('offline').hidden"),
+        true
+    );
+    b.type_into("#token", "not the token");
+    b.click("#login-form button[type=submit]");
+    wait_for(
+        "the wrong token's error line",
+        Duration::from_secs(10),
+        || (b.js("return document.querySelectorAll('#errors .error').length") == 1).then_some(()),
+        || context("wrong-token"),
+    );
+    b.click("#errors .error .dismiss");
+    b.js("document.getElementById('token').value = ''");
+    b.type_into("#token", TOKEN);
+    b.click("#login-form button[type=submit]");
+    wait_for(
+        "B and C back in the table",
+        Duration::from_secs(30),
+        || {
+            let rows = b.rows();
+            (b.js("return document.getElementById('login').hidden") == true
+                && row(&rows, &hash_b).is_some()
+                && row(&rows, &hash_c).is_some())
+            .then_some(())
+        },
+        || context("restored"),
+    );
+    // Live updates flow again (the event stream rides on the login's
+    // cookie): a pause made through the API shows up in the page.
+    let (status, t) = http_as(
+        api,
+        "POST",
+        &format!("/api/torrents/{hash_c}/pause"),
+        None,
+        Some(TOKEN),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{t}");
+    wait_for(
+        "C shown paused after a pause from outside the page",
+        Duration::from_secs(15),
+        || {
+            row(&b.rows(), &hash_c)
+                .is_some_and(|r| r.state == "Paused")
+                .then_some(())
+        },
+        || context("live"),
+    );
+    b.screenshot("page-after-restart.png");
 
     // No script error on the way (failed requests, like the 409, are not
     // script errors).
