@@ -190,7 +190,7 @@
   const rowOf = new Map(); // info_hash → {tr, cells…}
 
   function makeRow(h) {
-    const name = el("button", { type: "button", class: "name-button" });
+    const name = el("button", { type: "button", class: "name-button", "aria-controls": "detail" });
     const sub = el("span", { class: "sub" });
     const fill = el("span", { class: "fill" });
     const bar = el("span", { class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" }, fill);
@@ -761,6 +761,7 @@
     if (loggedOut) return;
     loggedOut = true;
     stopEvents();
+    if (selected) closeDetail();
     $("offline").hidden = true;
     $("login").hidden = false;
     $("main").hidden = true;
