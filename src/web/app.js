@@ -641,8 +641,20 @@
       body.priorities[String(index)] = prio;
       const files = await api("POST", "/api/torrents/" + enc(h) + "/files", body);
       r.busy = false;
-      if (Array.isArray(files) && selected === h) renderFiles(h, files);
-      else if (files && Array.isArray(files.files) && selected === h) renderFiles(h, files.files);
+      // Only the priorities are taken from the answer: the service restarts
+      // the torrent's run on a change, so its "done" counts start over
+      // while the data is checked again; the next refresh brings them.
+      const list = Array.isArray(files) ? files : files && Array.isArray(files.files) ? files.files : [];
+      if (selected === h) {
+        for (const f of list) {
+          const fr = fileRows.get(f.index);
+          if (!fr || fr.busy) continue;
+          fr.check.checked = f.priority !== "skip";
+          fr.prio.value = f.priority;
+          if (f.priority !== "skip") fr.lastNonSkip = f.priority;
+          fr.tr.classList.toggle("skipped", f.priority === "skip");
+        }
+      }
     } catch (e) {
       r.busy = false;
       if (e.status !== 401) showError("Could not change the priority: " + e.message);
