@@ -1,12 +1,23 @@
 //! The web page of `shoal serve` in a real browser: Debian's headless
 //! Chromium driven by chromedriver over WebDriver (plain HTTP on loopback).
-//! The page adds one torrent from a pasted magnet link and one from a
-//! .torrent picked in its file input, shows both reaching 100 % from local
-//! seeders, shows the API's error for a duplicate, pauses one, opens the
-//! other's detail pane, takes screenshots into target/tmp/browser/ (at 1280,
-//! 800 and 360 px, where nothing may scroll sideways), then removes the
-//! first with its data through the page's confirmation dialog.
-//! The second torrent's name is HTML-looking text, which must show as is.
+//! Against the real binary and local seeders, the page:
+//! - adds torrent A from a pasted magnet link (x.pe names its seeder) and B
+//!   from a .torrent given to its file input; shows both reaching 100 %
+//!   (and the files on disk are byte-checked);
+//! - shows B's HTML-looking name as plain text;
+//! - shows the API's error for a duplicate in a line that can be dismissed;
+//! - pauses A from its row (the API agrees);
+//! - opens B's detail pane: its files, a full piece map; a file unticked
+//!   and ticked again changes its priority in the service;
+//! - has no sideways scroll at 800 and 360 px, and drops columns at 360;
+//! - removes A with its data through its in-page confirmation dialog;
+//! - adds C from a .torrent dropped on the page;
+//! - shows the "disconnected" banner while the service is stopped, and when
+//!   it comes back with a token, asks for it (a wrong one is refused), then
+//!   shows the restored torrents and live updates again.
+//!
+//! Screenshots go to target/tmp/browser/; on failure the scratch folder
+//! (logs of every process) is kept and its path printed.
 //!
 //! Chromium and chromedriver come from `apt-get install chromium
 //! chromium-driver` (`.ci/deps`); without them the test fails and says so.
@@ -615,6 +626,34 @@ fn the_web_page_adds_downloads_and_pauses() {
         "/goog/cdp/execute",
         Some(json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}})),
     );
+
+    // B's second file: unticked, then ticked again; the service follows.
+    let (_, detail) = http(api, "GET", &format!("/api/torrents/{hash_b}"), None).unwrap();
+    let two = detail["files"]
+        .as_array()
+        .and_then(|f| {
+            f.iter()
+                .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with("two.bin")))
+        })
+        .unwrap_or_else(|| panic!("no two.bin in {detail}"))["index"]
+        .as_u64()
+        .unwrap();
+    for want in ["skip", "normal"] {
+        b.click(&format!("#file-{two}"));
+        wait_for(
+            &format!("two.bin's priority to be {want}"),
+            Duration::from_secs(15),
+            || {
+                let (_, d) = http(api, "GET", &format!("/api/torrents/{hash_b}"), None).ok()?;
+                (d["files"][two as usize]["priority"] == want).then_some(())
+            },
+            || context("priority"),
+        );
+        let select = b.js(&format!(
+            "return document.querySelector('#files tr:has(#file-{two}) select').value"
+        ));
+        assert_eq!(select, want);
+    }
 
     // Remove A with its data through the in-page dialog.
     b.click(&format!("tr[data-hash='{hash_a}'] .name-button"));
