@@ -808,7 +808,7 @@ fn resolve_magnet(
             std::future::pending::<()>().await;
         };
         let r = tokio::select! {
-            r = crate::fetch::fetch(magnet, peers, dht, crate::session::new_peer_id(), status_tx, stop_rx) => r,
+            r = crate::fetch::fetch(magnet, peers, dht, crate::peer::new_peer_id(), status_tx, stop_rx) => r,
             _ = show => unreachable!("show never ends"),
         };
         if let Some(pb) = bar {
@@ -953,7 +953,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     }
     let name = esc(&m.name).into_owned();
     let dest = a.dir.join(&m.name);
-    let opts = crate::session::Options {
+    let opts = crate::single::Options {
         dir: a.dir.clone(),
         port: a.port,
         peers,
@@ -973,7 +973,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
         learned,
     };
-    let summary = rt.block_on(crate::session::run(m, opts));
+    let summary = rt.block_on(crate::single::run(m, opts));
     if let Some(dht) = &dht {
         rt.block_on(dht.save());
     }

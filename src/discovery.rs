@@ -201,7 +201,7 @@ mod tests {
     use crate::bitfield::{AtomicBitfield, Bitfield};
     use crate::metainfo::Metainfo;
     use crate::metainfo::NewTorrent;
-    use crate::session::new_peer_id;
+    use crate::peer::new_peer_id;
     use crate::store::{Layout, Store};
     use crate::tracker::fake::FakeHttp;
     use std::sync::atomic::AtomicU64;

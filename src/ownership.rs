@@ -28,7 +28,7 @@ use thiserror::Error;
 
 use crate::metainfo::{safe_join, Metainfo};
 use crate::store::PieceCheck;
-use crate::ui::human_bytes;
+use crate::units::human_bytes;
 
 /// Folder under the output folder that holds the records.
 pub const DIR_NAME: &str = ".shoal";

@@ -20,7 +20,6 @@ use tokio::time::{timeout, Instant};
 use crate::bitfield::{AtomicBitfield, Bitfield};
 use crate::metadata;
 use crate::store::Store;
-use crate::torrent::Event;
 use crate::wire::{self, BlockRef, ExtendedHandshake, Handshake, Message};
 
 pub type PeerKey = u64;
@@ -80,6 +79,16 @@ impl Shared {
             .saturating_sub(start)
             .min(self.piece_length)
     }
+}
+
+/// Our peer id: the client and version, then random characters (a new
+/// one per torrent run).
+pub fn new_peer_id() -> [u8; 20] {
+    let mut id = *b"-SH0100-000000000000";
+    for b in &mut id[8..] {
+        *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[rand::random::<usize>() % 36];
+    }
+    id
 }
 
 /// Per-peer byte counters the torrent reads to compute rates for choking.
@@ -173,12 +182,17 @@ fn protocol(msg: impl Into<String>) -> PeerError {
     PeerError::Protocol(msg.into())
 }
 
+/// What a peer task reports to: its owner's event channel, whose event
+/// type wraps ours (so this module needs nothing of the coordinator's).
+pub trait Report: From<(PeerKey, PeerEvent)> + Send + 'static {}
+impl<E: From<(PeerKey, PeerEvent)> + Send + 'static> Report for E {}
+
 /// Connects out to `addr` and runs the connection to its end.
-pub async fn run_outgoing(
+pub async fn run_outgoing<E: Report>(
     key: PeerKey,
     addr: SocketAddr,
     shared: Arc<Shared>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<E>,
 ) {
     let result = async {
         let mut stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -200,13 +214,13 @@ pub async fn run_outgoing(
 }
 
 /// Runs a connection the listener accepted, whose handshake it already read.
-pub async fn run_incoming(
+pub async fn run_incoming<E: Report>(
     key: PeerKey,
     mut stream: TcpStream,
     addr: SocketAddr,
     theirs: Handshake,
     shared: Arc<Shared>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<E>,
 ) {
     let result = async {
         stream.set_nodelay(true).ok();
@@ -218,12 +232,12 @@ pub async fn run_incoming(
     finish(key, result, &events).await;
 }
 
-async fn finish(key: PeerKey, result: Result<(), PeerError>, events: &mpsc::Sender<Event>) {
+async fn finish<E: Report>(key: PeerKey, result: Result<(), PeerError>, events: &mpsc::Sender<E>) {
     let reason = match result {
         Ok(()) => "done".to_string(),
         Err(e) => e.to_string(),
     };
-    let _ = events.send(Event::Peer(key, PeerEvent::Gone(reason))).await;
+    let _ = events.send(E::from((key, PeerEvent::Gone(reason)))).await;
 }
 
 /// Reads the 68-byte handshake with a deadline (slow-loris peers).
@@ -390,14 +404,14 @@ struct UploadRead {
 
 type UploadBatch = tokio::task::JoinHandle<Result<UploadRead, crate::store::StoreError>>;
 
-async fn run(
+async fn run<E: Report>(
     key: PeerKey,
     stream: TcpStream,
     addr: SocketAddr,
     theirs: Handshake,
     incoming: bool,
     shared: &Shared,
-    events: &mpsc::Sender<Event>,
+    events: &mpsc::Sender<E>,
 ) -> Result<(), PeerError> {
     if theirs.peer_id == shared.peer_id {
         return Err(PeerError::SelfConnection);
@@ -406,7 +420,7 @@ async fn run(
     let (mut reader, write_half) = stream.into_split();
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(PeerStats::default());
-    let send = |ev: PeerEvent| events.send(Event::Peer(key, ev));
+    let send = |ev: PeerEvent| events.send(E::from((key, ev)));
     send(PeerEvent::Connected {
         addr,
         peer_id: theirs.peer_id,

@@ -25,7 +25,6 @@ use crate::ownership;
 use crate::peer::Shared;
 use crate::session::{Control, Session, TorrentOptions};
 use crate::torrent::{Outcome, PeerView, Progress, State};
-use crate::ui::Display;
 
 /// The biggest .torrent accepted, uploaded or fetched from a URL.
 pub const MAX_TORRENT_SIZE: usize = 16 << 20;
@@ -745,7 +744,7 @@ impl Service {
             e.saved.paused = true;
             e.run.take()
         };
-        self.finish_run(hash, run).await;
+        finish_run(run).await;
         self.save();
         self.view_of(hash, hex_hash)
     }
@@ -849,7 +848,7 @@ impl Service {
             }
         };
         let restart = run.is_some();
-        self.finish_run(hash, run).await;
+        finish_run(run).await;
         if restart {
             self.start_entry(hash);
         }
@@ -883,15 +882,6 @@ impl Service {
             .ok_or_else(|| ServiceError::NotFound(hex_hash.to_string()))
     }
 
-    /// Stops a run taken out of its entry and waits for it to end, adding
-    /// its totals to the entry's.
-    async fn finish_run(&self, hash: [u8; 20], run: Option<Running>) {
-        let Some(run) = run else { return };
-        let _ = run.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), run.task).await;
-        let _ = hash;
-    }
-
     /// Starts the entry's task unless it runs, is paused or failed.
     fn start_entry(&self, hash: [u8; 20]) {
         let mut entries = self.entries();
@@ -914,7 +904,7 @@ impl Service {
             progress: progress_tx,
             shared: shared_tx,
             checked: e.checked.clone(),
-            ready: None,
+            notices: None,
         };
         let task = tokio::spawn(drive(self.clone(), hash, generation, ctl));
         e.run = Some(Running {
@@ -988,6 +978,14 @@ impl Service {
         }
         self.save();
     }
+}
+
+/// Stops a run taken out of its entry and waits for it to end (its task
+/// adds its totals to the entry's as it ends).
+async fn finish_run(run: Option<Running>) {
+    let Some(run) = run else { return };
+    let _ = run.stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), run.task).await;
 }
 
 fn initial_priorities(n: usize, only: Option<&[usize]>) -> Result<Vec<Priority>, ServiceError> {
@@ -1129,7 +1127,7 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
                     &magnet,
                     &[],
                     svc.session().dht(),
-                    crate::session::new_peer_id(),
+                    crate::peer::new_peer_id(),
                     status_tx,
                     stop.clone(),
                 )
@@ -1195,7 +1193,6 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
         keep_seeding: true,
         require_complete: false,
         max_peers: svc.inner.cfg.max_peers,
-        display: Display::Silent,
         overwrite: false,
         pex: svc.inner.cfg.pex,
         selection,

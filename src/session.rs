@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,44 +24,11 @@ use crate::discovery::{announce_loop, dht_loop, lsd_loop};
 use crate::limit::RateLimit;
 use crate::metainfo::Metainfo;
 use crate::ownership;
-use crate::peer::{read_incoming_handshake, Shared};
+use crate::peer::{new_peer_id, read_incoming_handshake, Shared};
 use crate::store::{hash_threads, Layout, PieceCheck, Store};
 use crate::torrent::{Config, Event, Outcome, PeerSource, Progress, Torrent};
 use crate::tracker::TrackerList;
-use crate::ui::{self, Display};
-
-/// One `download` or `seed` run: the session's settings and the torrent's.
-pub struct Options {
-    pub dir: PathBuf,
-    pub port: Option<u16>,
-    pub peers: Vec<SocketAddr>,
-    pub keep_seeding: bool,
-    /// `seed`: the data must already be complete.
-    pub require_complete: bool,
-    pub max_peers: usize,
-    pub display: Display,
-    /// Upload limit in bytes per second.
-    pub upload_limit: Option<u64>,
-    /// Download limit in bytes per second.
-    pub download_limit: Option<u64>,
-    /// Replace files in the way that shoal did not create (`--overwrite`).
-    pub overwrite: bool,
-    /// The process's DHT node, unless turned off.
-    pub dht: Option<crate::dht::Dht>,
-    /// Peer exchange (BEP 11), unless turned off; never for private torrents.
-    pub pex: bool,
-    /// The process's local discovery socket (BEP 14), unless turned off.
-    pub lsd: Option<crate::lsd::Lsd>,
-    /// The files to download (`--only`, `--select`); None: all.
-    pub selection: Option<Vec<bool>>,
-    /// When to stop seeding (`--seed-ratio`, `--seed-time`); never without.
-    pub seed_ratio: Option<f64>,
-    pub seed_time: Option<Duration>,
-    /// Give up when an incomplete download got no data for this long.
-    pub stall_timeout: Option<Duration>,
-    /// Peers a magnet's metadata phase found, with where from.
-    pub learned: Vec<(SocketAddr, PeerSource)>,
-}
+use crate::units::human_duration;
 
 /// What the torrents of a session share, set when it starts.
 #[derive(Default)]
@@ -83,7 +50,6 @@ pub struct TorrentOptions {
     pub keep_seeding: bool,
     pub require_complete: bool,
     pub max_peers: usize,
-    pub display: Display,
     pub overwrite: bool,
     pub pex: bool,
     pub selection: Option<Vec<bool>>,
@@ -106,9 +72,28 @@ pub struct Control {
     pub shared: watch::Sender<Option<Arc<Shared>>>,
     /// Bytes checked so far by the check of the data on disk.
     pub checked: Arc<AtomicU64>,
-    /// Fired once the data is checked and the folder claimed: the torrent
-    /// is about to take peers.
-    pub ready: Option<oneshot::Sender<()>>,
+    /// What happens once, for whoever shows it (the engine never calls
+    /// the screen).
+    pub notices: Option<mpsc::UnboundedSender<Notice>>,
+}
+
+/// Things a torrent's run tells its owner once, in this order.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// Hashing `total` bytes found on disk; `Control::checked` counts.
+    Checking { total: u64 },
+    /// The check is over.
+    Checked,
+    /// Verified data was found: a resumed download.
+    Resuming {
+        have_bytes: u64,
+        total: u64,
+        pieces_have: usize,
+        piece_count: u32,
+    },
+    /// The data is checked and the folder claimed: the torrent takes peers
+    /// and publishes progress from now on.
+    Ready,
 }
 
 impl Control {
@@ -119,7 +104,7 @@ impl Control {
             progress: watch::channel(Progress::default()).0,
             shared: watch::channel(None).0,
             checked: Arc::default(),
-            ready: None,
+            notices: None,
         }
     }
 }
@@ -134,14 +119,6 @@ pub struct Summary {
     pub signal: Option<i32>,
     /// Why the run gave up (`--stall-timeout`), as one line.
     pub stalled: Option<String>,
-}
-
-pub fn new_peer_id() -> [u8; 20] {
-    let mut id = *b"-SH0100-000000000000";
-    for b in &mut id[8..] {
-        *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[rand::random::<usize>() % 36];
-    }
-    id
 }
 
 /// Connections the accept loop hands on, by info-hash.
@@ -215,22 +192,13 @@ impl Session {
         &self.inner.download_limit
     }
 
-    /// Says where the session listens, once (bars, plain or JSON).
-    pub fn report_listening(&self, display: Display) {
-        let (port, v4, v6) = (self.inner.port, self.inner.ipv4, self.inner.ipv6);
-        ui::report(
-            display,
-            "listening",
-            serde_json::json!({"port": port, "ipv4": v4, "ipv6": v6}),
-            &format!(
-                "listening on port {port} ({})",
-                match (v4, v6) {
-                    (true, true) => "IPv4 and IPv6",
-                    (false, true) => "IPv6 only",
-                    _ => "IPv4 only",
-                }
-            ),
-        );
+    /// "IPv4 and IPv6", "IPv6 only" or "IPv4 only".
+    pub fn families_label(&self) -> &'static str {
+        match (self.inner.ipv4, self.inner.ipv6) {
+            (true, true) => "IPv4 and IPv6",
+            (false, true) => "IPv6 only",
+            _ => "IPv4 only",
+        }
     }
 }
 
@@ -252,7 +220,7 @@ impl Drop for RouteGuard {
 /// what is missing. Stops early (StoreError::Interrupted) once `cancel` is set.
 fn initial_check(
     store: &Store,
-    display: Display,
+    notices: &Option<mpsc::UnboundedSender<Notice>>,
     done: &AtomicU64,
     cancel: &AtomicBool,
 ) -> Result<Vec<PieceCheck>> {
@@ -264,17 +232,17 @@ fn initial_check(
     if !any_file {
         return Ok(vec![PieceCheck::Missing; count]);
     }
-    let total = store.layout().total_length;
-    let checks = match display {
-        Display::Bars => ui::with_counter_bar(total, "checking", |bar| {
-            store.check_all_until(hash_threads(), bar, cancel)
-        })?,
-        Display::Json => ui::with_counter_events(total, |counter| {
-            store.check_all_until(hash_threads(), counter, cancel)
-        })?,
-        _ => store.check_all_until(hash_threads(), done, cancel)?,
+    let notify = |n: Notice| {
+        if let Some(tx) = notices {
+            let _ = tx.send(n);
+        }
     };
-    Ok(checks)
+    notify(Notice::Checking {
+        total: store.layout().total_length,
+    });
+    let checks = store.check_all_until(hash_threads(), done, cancel);
+    notify(Notice::Checked);
+    Ok(checks?)
 }
 
 fn have_of(checks: &[PieceCheck]) -> Bitfield {
@@ -312,75 +280,6 @@ async fn bind(port: Option<u16>) -> Result<TcpListener> {
     }
 }
 
-/// Runs one torrent in a session of its own (`download`, `seed`), until it
-/// is done or a signal (Ctrl-C, SIGTERM) stops it.
-pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let signal = Arc::new(AtomicI32::new(0));
-    // Signals are watched from the start: the check of a big folder can
-    // take minutes and must stop on Ctrl-C like everything else.
-    let signals = {
-        let signal = signal.clone();
-        tokio::spawn(async move {
-            signal.store(wait_for_signal().await, Ordering::SeqCst);
-            let _ = stop_tx.send(true);
-            // Keep the sender: the torrent sees `true`, not a closed channel.
-            std::future::pending::<()>().await;
-        })
-    };
-    let display = opts.display;
-    let session = Session::start(SessionConfig {
-        port: opts.port,
-        dht: opts.dht,
-        lsd: opts.lsd,
-        upload_limit: opts.upload_limit,
-        download_limit: opts.download_limit,
-    })
-    .await;
-    let session = match session {
-        Ok(s) => s,
-        Err(e) => {
-            signals.abort();
-            return Err(e);
-        }
-    };
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let mut ctl = Control::new(stop_rx);
-    ctl.ready = Some(ready_tx);
-    let say_listening = {
-        let session = session.clone();
-        tokio::spawn(async move {
-            if ready_rx.await.is_ok() {
-                session.report_listening(display);
-            }
-        })
-    };
-    let topts = TorrentOptions {
-        dir: opts.dir,
-        peers: opts.peers,
-        keep_seeding: opts.keep_seeding,
-        require_complete: opts.require_complete,
-        max_peers: opts.max_peers,
-        display,
-        overwrite: opts.overwrite,
-        pex: opts.pex,
-        selection: opts.selection,
-        high: None,
-        seed_ratio: opts.seed_ratio,
-        seed_time: opts.seed_time,
-        stall_timeout: opts.stall_timeout,
-        learned: opts.learned,
-    };
-    let result = session.run_torrent(Arc::new(meta), topts, ctl).await;
-    signals.abort();
-    say_listening.abort();
-    let mut summary = result?;
-    if matches!(summary.outcome, Outcome::Interrupted) {
-        summary.signal = Some(signal.load(Ordering::SeqCst)).filter(|s| *s != 0);
-    }
-    Ok(summary)
-}
-
 impl Session {
     /// Runs one torrent until it is complete (and done seeding, if asked
     /// to seed) or `ctl.stop` stops it.
@@ -392,15 +291,19 @@ impl Session {
     ) -> Result<Summary> {
         let started = std::time::Instant::now();
         let layout = Layout::from_metainfo(&meta);
-        let display = opts.display;
         let count = meta.piece_count();
         let Control {
             stop: mut outer_stop,
             progress: progress_tx,
             shared: shared_tx,
             checked,
-            ready,
+            notices,
         } = ctl;
+        let notify = |n: Notice| {
+            if let Some(tx) = &notices {
+                let _ = tx.send(n);
+            }
+        };
 
         // The owner's stop, or `--stall-timeout`, stop the run the same
         // way; the check of the data on disk stops through `cancel`.
@@ -454,8 +357,8 @@ impl Session {
         let reader = Arc::new(reader);
         let checks = {
             let (reader, cancel) = (reader.clone(), cancel.clone());
-            let checked = checked.clone();
-            tokio::task::spawn_blocking(move || initial_check(&reader, display, &checked, &cancel))
+            let (checked, notices) = (checked.clone(), notices.clone());
+            tokio::task::spawn_blocking(move || initial_check(&reader, &notices, &checked, &cancel))
                 .await
                 .context("check task failed")?
         };
@@ -507,21 +410,12 @@ impl Session {
         };
         let have_bytes: u64 = have.iter_ones().map(|i| meta.piece_size(i as u32)).sum();
         if have.count_ones() > 0 && !opts.require_complete {
-            ui::report(
-                display,
-                "resuming",
-                serde_json::json!({
-                    "have_bytes": have_bytes,
-                    "total": meta.total_length,
-                    "pieces_have": have.count_ones(),
-                    "piece_count": count,
-                }),
-                &format!(
-                    "resuming: {} of {} already verified",
-                    ui::human_bytes(have_bytes),
-                    ui::human_bytes(meta.total_length)
-                ),
-            );
+            notify(Notice::Resuming {
+                have_bytes,
+                total: meta.total_length,
+                pieces_have: have.count_ones(),
+                piece_count: count,
+            });
         }
 
         let shared = Arc::new(Shared {
@@ -565,9 +459,6 @@ impl Session {
             }
         };
         shared_tx.send_replace(Some(shared.clone()));
-        if let Some(ready) = ready {
-            let _ = ready.send(());
-        }
 
         let mut torrent = Torrent::new(
             meta.clone(),
@@ -590,9 +481,9 @@ impl Session {
         if let Some(high) = &opts.high {
             torrent.set_high(&crate::selection::wanted_pieces(&meta, high));
         }
-        // Started after the coordinator published its first snapshot, so the
-        // display never shows a torrent of 0 bytes.
-        let display_task = tokio::spawn(ui::show(meta.clone(), progress_rx.clone(), display));
+        // After the coordinator published its first snapshot, so a display
+        // never shows a torrent of 0 bytes.
+        notify(Notice::Ready);
         torrent.add_peers(PeerSource::Manual, opts.peers.clone());
         for (addr, source) in &opts.learned {
             torrent.add_peers(*source, vec![*addr]);
@@ -663,15 +554,6 @@ impl Session {
             task.abort();
         }
         let progress = progress_rx.borrow().clone();
-        // The coordinator is gone, so the display sees its channel close and
-        // clears its bars; cut it short only if it hangs.
-        let abort = display_task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), display_task)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
         let outcome = result?;
         if matches!(outcome, Outcome::Interrupted) {
             return Ok(interrupted(progress));
@@ -746,7 +628,7 @@ async fn watch_stall(mut rx: watch::Receiver<Progress>, limit: Option<Duration>)
         } else if now.duration_since(since) >= limit {
             return format!(
                 "stalled: no data for {} ({} peers; {})",
-                ui::human_duration(limit),
+                human_duration(limit),
                 p.peers,
                 crate::out::escape(&p.status)
             );

@@ -85,6 +85,12 @@ pub enum Event {
     Verified(Vec<Verified>),
 }
 
+impl From<(PeerKey, PeerEvent)> for Event {
+    fn from((key, ev): (PeerKey, PeerEvent)) -> Event {
+        Event::Peer(key, ev)
+    }
+}
+
 #[derive(Debug)]
 pub struct Verified {
     piece: u32,

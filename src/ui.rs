@@ -17,23 +17,9 @@ use crate::torrent::{Progress, State};
 
 /// Version of the `--json` event schema (docs/json.md); raised on any
 /// change that could break a reader.
-pub const JSON_VERSION: u64 = 1;
+pub use crate::units::{human_bytes, human_duration};
 
-/// `1.5 GiB`, `512 B`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub const JSON_VERSION: u64 = 1;
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn format_date(secs: i64) -> String {
@@ -55,20 +41,6 @@ pub fn format_date(secs: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// `0.4s`, `42s`, `3m07s`, `2h05m09s`.
-pub fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs < 10 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else if secs < 60 {
-        format!("{secs}s")
-    } else if secs < 3600 {
-        format!("{}m{:02}s", secs / 60, secs % 60)
-    } else {
-        format!("{}h{:02}m{:02}s", secs / 3600, secs % 3600 / 60, secs % 60)
-    }
 }
 
 pub fn stdout_is_terminal() -> bool {

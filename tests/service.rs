@@ -1,0 +1,525 @@
+//! `shoal serve` and its HTTP API (docs/api.md), against the real binary:
+//! torrents added as a file and as a magnet complete from local seeders,
+//! file selection, pause/resume, removal with data, restart with every
+//! torrent restored, and the access checks (token, Host, Origin, folders
+//! outside the download root).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// One HTTP/1.1 request with `Connection: close`; (status, head, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    // A refused upload may close before reading it all.
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(&resp)));
+    let head = String::from_utf8_lossy(&resp[..end]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = resp[end + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = unchunk(&body);
+    }
+    (status, head, body)
+}
+
+fn unchunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(nl) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 2 + n + 2..];
+    }
+    out
+}
+
+fn json(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let (bytes, headers): (Vec<u8>, Vec<(&str, &str)>) = match &body {
+        Some(v) => (
+            v.to_string().into_bytes(),
+            vec![("Content-Type", "application/json")],
+        ),
+        None => (Vec::new(), vec![]),
+    };
+    let (status, _, body) = http(port, method, path, &headers, &bytes);
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn torrent_of(list: &Value, hash: &str) -> Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["info_hash"] == hash)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Polls the list until `f` holds for torrent `hash`.
+fn wait_for(port: u16, hash: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, list) = json(port, "GET", "/api/torrents", None);
+        let t = torrent_of(&list, hash);
+        if f(&t) {
+            return t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{hash}: not {what} after 90 s: {t}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn complete(t: &Value) -> bool {
+    t["progress"].as_f64() == Some(1.0) && t["state"] == "seeding"
+}
+
+struct Service {
+    proc: Proc,
+    port: u16,
+}
+
+fn serve(d: &Path, state: &Path, dl: &Path, extra: &[&str], name: &str) -> Service {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let peer_port = free_port().to_string();
+    let mut args = vec![
+        "serve",
+        "--listen",
+        &listen,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--download-dir",
+        dl.to_str().unwrap(),
+        "--port",
+        &peer_port,
+    ];
+    args.extend_from_slice(extra);
+    let proc = Proc::spawn(&args, d, name);
+    wait_listening(port);
+    Service { proc, port }
+}
+
+fn shoal(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(shoal_bin())
+        .args(args)
+        .env("SHOAL_NO_DHT", "1")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn torrents_and_magnets_complete_pause_resume_remove_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src");
+    make_tree(
+        &src,
+        &[
+            ("single.bin", 3_000_000),
+            ("pack/x.bin", 300_000),
+            ("pack/y.bin", 700_000),
+            ("pack/z.bin", 500_000),
+        ],
+    );
+    let tracker = Tracker::start();
+    let single = create_torrent(
+        &src.join("single.bin"),
+        &d.join("single.torrent"),
+        &[tracker.url()],
+        65536,
+    );
+    let pack = create_torrent(&src.join("pack"), &d.join("pack.torrent"), &[], 16384);
+    let (_s1, _) = seeder(d, &single, &src, &["--quiet"]);
+    let (_s2, pack_port) = seeder(d, &pack, &src, &["--quiet"]);
+    let (state, dl) = (d.join("state"), d.join("dl"));
+    let mut svc = serve(d, &state, &dl, &[], "serve1");
+    let port = svc.port;
+
+    // A .torrent upload, found through its tracker.
+    let bytes = std::fs::read(&single).unwrap();
+    let (status, _, body) = http(
+        port,
+        "POST",
+        "/api/torrents",
+        &[("Content-Type", "application/x-bittorrent")],
+        &bytes,
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let h1 = hex::encode(info_hash(&single));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["info_hash"],
+        h1
+    );
+    // The same again: 409, naming it.
+    let (status, _, body) = http(
+        port,
+        "POST",
+        "/api/torrents",
+        &[("Content-Type", "application/x-bittorrent")],
+        &bytes,
+    );
+    assert_eq!(status, 409);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["info_hash"],
+        h1
+    );
+
+    // A magnet with the seeder's address, files 0 and 2 only.
+    let h2 = hex::encode(info_hash(&pack));
+    let magnet = format!("magnet:?xt=urn:btih:{h2}&dn=pack&x.pe=127.0.0.1:{pack_port}");
+    let (status, v) = json(
+        port,
+        "POST",
+        "/api/torrents",
+        Some(serde_json::json!({"magnet": magnet, "only": [0, 2]})),
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["info_hash"], h2);
+
+    wait_for(port, &h1, "complete", complete);
+    wait_for(port, &h2, "complete", complete);
+    assert_eq!(
+        std::fs::read(dl.join("single.bin")).unwrap(),
+        std::fs::read(src.join("single.bin")).unwrap()
+    );
+    for f in ["x.bin", "z.bin"] {
+        assert_eq!(
+            std::fs::read(dl.join("pack").join(f)).unwrap(),
+            std::fs::read(src.join("pack").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // The skipped file was never created, nor anything its size.
+    assert!(!dl.join("pack/y.bin").exists());
+    for f in list_files(&dl) {
+        let len = std::fs::metadata(dl.join(&f)).unwrap().len();
+        assert_ne!(len, 700_000, "{f:?} looks like the skipped file");
+    }
+
+    // One torrent's details: files with priorities, pieces.
+    let (status, detail) = json(port, "GET", &format!("/api/torrents/{h2}"), None);
+    assert_eq!(status, 200);
+    let prio: Vec<&str> = detail["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["priority"].as_str().unwrap())
+        .collect();
+    assert_eq!(prio, ["normal", "skip", "normal"], "{detail}");
+    let (_, pieces) = json(port, "GET", &format!("/api/torrents/{h1}/pieces"), None);
+    let bits = data_encoding::BASE64
+        .decode(pieces["have"].as_str().unwrap().as_bytes())
+        .unwrap();
+    let count = pieces["piece_count"].as_u64().unwrap() as usize;
+    assert_eq!(count, 3_000_000usize.div_ceil(65536));
+    assert!((0..count).all(|i| bits[i / 8] & (0x80 >> (i % 8)) != 0));
+
+    // Selecting the skipped file later completes it.
+    let (status, files) = json(
+        port,
+        "POST",
+        &format!("/api/torrents/{h2}/files"),
+        Some(serde_json::json!({"priorities": {"1": "high"}})),
+    );
+    assert_eq!(status, 200, "{files}");
+    wait_for(port, &h2, "complete with file 1", |t| {
+        complete(t) && t["total"].as_u64() == Some(1_500_000)
+    });
+    assert_eq!(
+        std::fs::read(dl.join("pack/y.bin")).unwrap(),
+        std::fs::read(src.join("pack/y.bin")).unwrap()
+    );
+
+    // Pause and resume.
+    let (status, t) = json(port, "POST", &format!("/api/torrents/{h1}/pause"), None);
+    assert_eq!((status, t["state"].as_str()), (200, Some("paused")), "{t}");
+    let (_, peers) = json(port, "GET", &format!("/api/torrents/{h1}/peers"), None);
+    assert_eq!(peers, serde_json::json!([]));
+    let (status, _) = json(port, "POST", &format!("/api/torrents/{h1}/resume"), None);
+    assert_eq!(status, 200);
+    let before = wait_for(port, &h1, "seeding again", complete);
+
+    // Live updates: the first event is the list.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(&h2) {
+        let n = s.read(&mut buf).expect("events stream");
+        assert!(n > 0, "events stream closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("text/event-stream") && text.contains("event: torrents"));
+    drop(s);
+
+    // The client verbs against the same service.
+    let url = format!("http://127.0.0.1:{port}");
+    let o = shoal(&["list", "--url", &url]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&h1[..8]) && out.contains("seeding"), "{out}");
+    let o = shoal(&["pause", "--url", &url, &h2[..6]]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Restart: every torrent is back, the paused one paused, and verified
+    // data is checked, not downloaded again.
+    assert!(svc.proc.stop().success(), "{}", svc.proc.stderr());
+    drop(svc);
+    svc = serve(d, &state, &dl, &[], "serve2");
+    let port = svc.port;
+    let t2 = wait_for(port, &h2, "restored", |t| t["state"] == "paused");
+    assert_eq!(t2["total"].as_u64(), Some(1_500_000), "{t2}");
+    let t1 = wait_for(port, &h1, "seeding after the restart", complete);
+    assert_eq!(t1["downloaded"], before["downloaded"], "{t1} vs {before}");
+
+    // Remove with data: the torrent's file goes, the user's stays.
+    std::fs::write(dl.join("notes.txt"), b"mine").unwrap();
+    let (status, _, _) = http(
+        port,
+        "DELETE",
+        &format!("/api/torrents/{h1}?delete_data=true"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(!dl.join("single.bin").exists());
+    assert_eq!(std::fs::read(dl.join("notes.txt")).unwrap(), b"mine");
+    let (status, _) = json(port, "GET", &format!("/api/torrents/{h1}"), None);
+    assert_eq!(status, 404);
+    // Without data: the files stay.
+    let url = format!("http://127.0.0.1:{port}");
+    let o = shoal(&["remove", "--url", &url, &h2]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(dl.join("pack/y.bin").exists());
+    let (_, list) = json(port, "GET", "/api/torrents", None);
+    assert_eq!(list, serde_json::json!([]));
+    assert!(svc.proc.stop().success());
+}
+
+#[test]
+fn requests_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (state, dl) = (d.join("state"), d.join("dl"));
+    let svc = serve(d, &state, &dl, &["--token", "s3cret"], "serve");
+    let port = svc.port;
+    let auth = ("Authorization", "Bearer s3cret");
+
+    let (status, _, _) = http(port, "GET", "/api/torrents", &[], b"");
+    assert_eq!(status, 401);
+    let (status, _, _) = http(
+        port,
+        "GET",
+        "/api/torrents",
+        &[("Authorization", "Bearer nope")],
+        b"",
+    );
+    assert_eq!(status, 401);
+    let (status, _, body) = http(port, "GET", "/api/torrents", &[auth], b"");
+    assert_eq!((status, body.as_slice()), (200, &b"[]"[..]));
+    // The page's login: a cookie that works like the header.
+    let (status, head, _) = http(
+        port,
+        "POST",
+        "/api/login",
+        &[("Content-Type", "application/json")],
+        br#"{"token": "s3cret"}"#,
+    );
+    assert_eq!(status, 204);
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .expect("a cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        head.contains("HttpOnly") && head.contains("SameSite=Strict"),
+        "{head}"
+    );
+    let (status, _, _) = http(port, "GET", "/api/torrents", &[("Cookie", &cookie)], b"");
+    assert_eq!(status, 200);
+
+    // DNS rebinding and other sites.
+    let (status, _, _) = http(
+        port,
+        "GET",
+        "/api/torrents",
+        &[auth, ("Host", "evil.example")],
+        b"",
+    );
+    assert_eq!(status, 403);
+    let evil_host = format!("evil.example:{port}");
+    let (status, _, _) = http(port, "GET", "/", &[("Host", &evil_host)], b"");
+    assert_eq!(status, 403);
+    let (status, _, _) = http(
+        port,
+        "POST",
+        "/api/torrents",
+        &[
+            auth,
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"magnet": "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"}"#,
+    );
+    assert_eq!(status, 403);
+    let own = format!("http://127.0.0.1:{port}");
+    let (status, _, _) = http(port, "GET", "/api/torrents", &[auth, ("Origin", &own)], b"");
+    assert_eq!(status, 200);
+    // The page itself needs no token, and sends no CORS header.
+    let (status, head, body) = http(port, "GET", "/", &[], b"");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("<html"));
+    assert!(!head
+        .to_ascii_lowercase()
+        .contains("access-control-allow-origin"));
+
+    // Folders outside the download root.
+    let magnet = "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567";
+    let outside = d.join("elsewhere");
+    for bad in [
+        "../elsewhere",
+        "a/../../elsewhere",
+        outside.to_str().unwrap(),
+        "/etc",
+    ] {
+        let body = serde_json::json!({"magnet": magnet, "download_dir": bad}).to_string();
+        let (status, _, resp) = http(
+            port,
+            "POST",
+            "/api/torrents",
+            &[auth, ("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 403, "{bad}: {}", String::from_utf8_lossy(&resp));
+    }
+    assert!(!outside.exists());
+
+    // Malformed and unknown things.
+    let j = [auth, ("Content-Type", "application/json")];
+    let (status, _, body) = http(port, "POST", "/api/torrents", &j, b"{not json");
+    assert_eq!(status, 400);
+    assert!(serde_json::from_slice::<Value>(&body).unwrap()["error"].is_string());
+    let (status, _, _) = http(
+        port,
+        "POST",
+        "/api/torrents",
+        &j,
+        br#"{"magnet": "magnet:?xt=nonsense"}"#,
+    );
+    assert_eq!(status, 400);
+    let (status, _, _) = http(
+        port,
+        "POST",
+        "/api/torrents",
+        &[auth, ("Content-Type", "application/x-bittorrent")],
+        b"d4:infod6:lengthi-1eee",
+    );
+    assert_eq!(status, 400);
+    let big = vec![b'd'; 17 << 20];
+    let (status, _, _) = http(
+        port,
+        "POST",
+        "/api/torrents",
+        &[auth, ("Content-Type", "application/x-bittorrent")],
+        &big,
+    );
+    assert_eq!(status, 413);
+    let (status, _, _) = http(
+        port,
+        "GET",
+        &format!("/api/torrents/{}", "ab".repeat(20)),
+        &[auth],
+        b"",
+    );
+    assert_eq!(status, 404);
+    let (status, _, _) = http(port, "GET", "/api/torrents/not-a-hash", &[auth], b"");
+    assert_eq!(status, 404);
+    let (status, _, _) = http(port, "GET", "/api/nothing", &[auth], b"");
+    assert_eq!(status, 404);
+
+    // A second service on the same state folder is refused.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut other = Proc::spawn(
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        d,
+        "serve-dup",
+    );
+    assert_eq!(other.wait(Duration::from_secs(10)).code(), Some(1));
+    assert!(
+        other.stderr().contains("state folder"),
+        "{}",
+        other.stderr()
+    );
+}
+
+#[test]
+fn usage_and_unreachable_service() {
+    // Not loopback without --allow-remote: a usage error.
+    let o = shoal(&["serve", "--listen", "0.0.0.0:3999"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--allow-remote"));
+    // Client verbs with no service: one line, exit 1.
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let o = shoal(&["list", "--url", &url]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("cannot reach the shoal service"), "{err}");
+    let o = shoal(&["pause", "--url", &url, "xyz"]);
+    assert_eq!(o.status.code(), Some(1));
+}
