@@ -236,12 +236,15 @@
     r.name.setAttribute("aria-expanded", selected === t.info_hash ? "true" : "false");
     setText(r.sub, [t.total ? bytes(t.total) : null, stateLabel(t.state)].filter(Boolean).join(" · "));
     setText(r.tds.size, t.total ? bytes(t.total) : "–");
-    const p = Math.max(0, Math.min(1, t.progress || 0));
+    // While checking, the bar shows how much of the data has been hashed
+    // (check_progress, when the service gives it).
+    const checking = t.state === "checking" && typeof t.check_progress === "number";
+    const p = Math.max(0, Math.min(1, (checking ? t.check_progress : t.progress) || 0));
     r.fill.style.width = (p * 100).toFixed(2) + "%";
     r.bar.setAttribute("aria-valuenow", (p * 100).toFixed(1));
-    r.bar.setAttribute("aria-label", "Progress of " + name);
+    r.bar.setAttribute("aria-label", (checking ? "Check of " : "Progress of ") + name);
     r.bar.dataset.state = t.state;
-    setText(r.pct, percent(t.progress));
+    setText(r.pct, checking ? "checked " + percent(t.check_progress) : percent(t.progress));
     setText(r.prate, t.down_rate ? " · ↓ " + rate(t.down_rate) : "");
     setText(r.state, stateLabel(t.state));
     r.state.className = "state s-" + String(t.state).replace(/[^a-z]/g, "");
@@ -668,8 +671,8 @@
     setText($("peers-count"), "(" + peers.length + ")");
     const rows = peers.map((p) => {
       const flags = [];
-      if (p.choked) flags.push("choked");
-      if (p.interested) flags.push("interested");
+      if (p.choked) flags.push("chokes us");
+      if (p.interested) flags.push("we're interested");
       return el(
         "tr",
         null,
