@@ -1,0 +1,791 @@
+//! The web page of `shoal serve` in a real browser: Debian's headless
+//! Chromium driven by chromedriver over WebDriver (plain HTTP on loopback).
+//! Against the real binary and local seeders, the page:
+//! - adds torrent A from a pasted magnet link (x.pe names its seeder) and B
+//!   from a .torrent given to its file input; shows both reaching 100 %
+//!   (and the files on disk are byte-checked);
+//! - shows B's HTML-looking name as plain text;
+//! - shows the API's error for a duplicate in a line that can be dismissed;
+//! - pauses A from its row (the API agrees);
+//! - opens B's detail pane: its files, a full piece map; a file unticked
+//!   and ticked again changes its priority in the service;
+//! - has no sideways scroll at 800 and 360 px, and drops columns at 360;
+//! - removes A with its data through its in-page confirmation dialog;
+//! - adds C from a .torrent dropped on the page;
+//! - shows the "disconnected" banner while the service is stopped, and when
+//!   it comes back with a token, asks for it (a wrong one is refused), then
+//!   shows the restored torrents and live updates again.
+//!
+//! Screenshots go to target/tmp/browser/; on failure the scratch folder
+//! (logs of every process) is kept and its path printed.
+//!
+//! Chromium and chromedriver come from `apt-get install chromium
+//! chromium-driver` (`.ci/deps`); without them the test fails and says so.
+
+mod common;
+#[path = "common/interop.rs"]
+#[allow(dead_code)]
+mod interop;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::{create_torrent, free_port, make_tree, seeder, tail, wait_listening, Proc, Tracker};
+use interop::{spawn, wait_for, Cell};
+
+/// The key under which WebDriver returns an element's id.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A torrent name that reads differently once parsed as HTML: the page must
+/// show it as it is. (shoal turns `<` and `>` in names into `_`, so it
+/// holds entities instead of tags.)
+const HOSTILE: &str = "beta &lt;img src=x onerror=alert(1)&gt; &amp; co";
+
+fn on_path(prog: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// One HTTP/1.1 request on loopback, the answer's status and JSON body.
+/// Enough for chromedriver (which keeps connections open, so the body is
+/// read by its length) and for shoal's API.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    http_as(port, method, path, body, None)
+}
+
+/// `http` with `Authorization: Bearer TOKEN`.
+fn http_as(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> std::io::Result<(u16, Value)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         {auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body.as_bytes())?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {line:?}")))?;
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap_or((&line, ""));
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = v.trim().parse::<usize>().ok(),
+            "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
+            _ => {}
+        }
+    }
+    let mut payload = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| std::io::Error::other("bad chunk size"))?;
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            payload.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(n) = length {
+        payload.resize(n, 0);
+        r.read_exact(&mut payload)?;
+    } else {
+        r.read_to_end(&mut payload)?;
+    }
+    let value = if payload.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&payload)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&payload).into_owned()))
+    };
+    Ok((status, value))
+}
+
+/// A Chromium session through chromedriver. Dropping it ends the session,
+/// then kills chromedriver and any Chromium process still using this
+/// session's own profile folder (found by that path in /proc, so nothing
+/// else on the machine is touched).
+struct Browser {
+    port: u16,
+    session: String,
+    profile: PathBuf,
+    driver: Option<Proc>,
+    shots: PathBuf,
+}
+
+impl Browser {
+    fn start(dir: &Path, chromium: &Path, shots: &Path) -> Browser {
+        let port = free_port();
+        let driver = spawn(
+            "chromedriver",
+            &[format!("--port={port}")],
+            dir,
+            "chromedriver",
+        );
+        let profile = dir.join("chromium-profile");
+        let mut b = Browser {
+            port,
+            session: String::new(),
+            profile: profile.clone(),
+            driver: Some(driver),
+            shots: shots.to_path_buf(),
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok((200, v)) = http(port, "GET", "/status", None) {
+                if v["value"]["ready"] == true {
+                    break;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "chromedriver did not come up on port {port}:\n{}",
+                b.driver.as_ref().unwrap().stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--no-first-run".into(),
+            "--window-size=1280,900".into(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        // Chromium refuses to start its sandbox as root.
+        if unsafe { libc::geteuid() } == 0 {
+            args.push("--no-sandbox".into());
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }}});
+        let v = b.cmd("POST", "/session", Some(caps));
+        b.session = v["sessionId"]
+            .as_str()
+            .expect("a WebDriver session id")
+            .to_string();
+        b
+    }
+
+    /// A WebDriver command; its `value`, or a panic with WebDriver's error.
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = http(self.port, method, path, body.as_ref())
+            .unwrap_or_else(|e| panic!("chromedriver {method} {path}: {e}"));
+        if status != 200 {
+            panic!(
+                "chromedriver {method} {path}: {status} {}: {}",
+                v["value"]["error"], v["value"]["message"]
+            );
+        }
+        v["value"].clone()
+    }
+
+    fn s(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.cmd(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    fn goto(&self, url: &str) {
+        self.s("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.s(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.s("POST", &format!("/element/{e}/click"), Some(json!({})));
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.s(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    /// Runs a script in the page; its return value.
+    fn js(&self, script: &str) -> Value {
+        self.s(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+    }
+
+    /// Saves a screenshot of the window as `name` in the shots folder.
+    fn screenshot(&self, name: &str) -> PathBuf {
+        use data_encoding::BASE64;
+        let v = self.s("GET", "/screenshot", None);
+        let png = BASE64
+            .decode(v.as_str().expect("base64 PNG").as_bytes())
+            .expect("valid base64");
+        let path = self.shots.join(name);
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+
+    /// What the table shows, row by row, as the user would read it.
+    fn rows(&self) -> Vec<Row> {
+        let v = self.js(
+            "return Array.from(document.querySelectorAll('#rows tr')).map(tr => ({
+               hash: tr.dataset.hash,
+               name: tr.querySelector('.c-name .name-button').innerText,
+               progress: tr.querySelector('.c-progress .pct').innerText,
+               state: tr.querySelector('.c-state').innerText,
+             }))",
+        );
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| Row {
+                hash: r["hash"].as_str().unwrap_or("").to_string(),
+                name: r["name"].as_str().unwrap_or("").to_string(),
+                progress: r["progress"].as_str().unwrap_or("").to_string(),
+                state: r["state"].as_str().unwrap_or("").to_string(),
+            })
+            .collect()
+    }
+
+    /// The browser's console: JavaScript errors, failed requests.
+    fn console(&self) -> Vec<Value> {
+        let v = self.s("POST", "/se/log", Some(json!({"type": "browser"})));
+        v.as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = http(
+                self.port,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            );
+        }
+        drop(self.driver.take());
+        kill_profile_users(&self.profile);
+    }
+}
+
+/// Kills, by pid, every process whose command line names `profile`: the
+/// Chromium processes of this test's own session, should any outlive it.
+fn kill_profile_users(profile: &Path) {
+    let needle = format!("--user-data-dir={}", profile.display());
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let hit = cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == needle.as_bytes());
+        if hit {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Row {
+    hash: String,
+    name: String,
+    progress: String,
+    state: String,
+}
+
+fn row<'a>(rows: &'a [Row], hash: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.hash == hash)
+}
+
+#[test]
+fn the_web_page_adds_downloads_and_pauses() {
+    let (Some(chromium), Some(_)) = (on_path("chromium"), on_path("chromedriver")) else {
+        panic!(
+            "the browser test needs Debian's chromium and chromedriver on PATH. Install them \
+             with `sudo apt-get install -y chromium chromium-driver` (or run `bash .ci/deps` \
+             as root)."
+        );
+    };
+    let cell = Cell::new("browser");
+    let d = cell.path();
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    // Torrent A: one file, no tracker; the magnet link names its seeder.
+    make_tree(&d.join("src-a"), &[("alpha.bin", 3 * 1024 * 1024 + 12_345)]);
+    let ta = create_torrent(
+        &d.join("src-a/alpha.bin"),
+        &d.join("alpha.torrent"),
+        &[],
+        65536,
+    );
+    let hash_a = hex::encode(common::info_hash(&ta));
+    std::fs::create_dir_all(d.join("log-a")).unwrap();
+    let (_seed_a, port_a) = seeder(&d.join("log-a"), &ta, &d.join("src-a"), &["--quiet"]);
+    let magnet = format!("magnet:?xt=urn:btih:{hash_a}&dn=alpha&x.pe=127.0.0.1:{port_a}");
+
+    // Torrent B: two files in a folder with a hostile name, found through a tracker.
+    let tracker = Tracker::start();
+    make_tree(
+        &d.join("src-b"),
+        &[
+            (&format!("{HOSTILE}/one.bin"), 1_500_000),
+            (&format!("{HOSTILE}/sub/two.bin"), 700_001),
+        ],
+    );
+    let tb = create_torrent(
+        &d.join("src-b").join(HOSTILE),
+        &d.join("beta.torrent"),
+        &[tracker.url()],
+        65536,
+    );
+    let hash_b = hex::encode(common::info_hash(&tb));
+    std::fs::create_dir_all(d.join("log-b")).unwrap();
+    let (_seed_b, _) = seeder(&d.join("log-b"), &tb, &d.join("src-b"), &["--quiet"]);
+
+    // The service; started again later, with a token, on the same ports.
+    let api = free_port();
+    let peer_port = free_port().to_string();
+    let dl = d.join("downloads");
+    std::fs::create_dir_all(&dl).unwrap();
+    let serve_args = |token: Option<&'static str>| {
+        let mut a: Vec<String> = [
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{api}"),
+            "--state-dir",
+            d.join("state").to_str().unwrap(),
+            "--download-dir",
+            dl.to_str().unwrap(),
+            "--port",
+            &peer_port,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(t) = token {
+            a.extend(["--token".to_string(), t.to_string()]);
+        }
+        a
+    };
+    let start_serve = |token, name| {
+        let args = serve_args(token);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(&args, d, name)
+    };
+    let mut serve = start_serve(None, "serve");
+    wait_listening(api);
+    let serve_log = || {
+        let mut s = String::new();
+        for name in ["serve", "serve-again"] {
+            if let Ok(log) = std::fs::read_to_string(d.join(format!("{name}.err"))) {
+                s += &format!("{name}'s log (tail):\n{}\n", tail(&log, 40));
+            }
+        }
+        s
+    };
+
+    let b = Browser::start(d, &chromium, &shots);
+    let context = |what: &str| {
+        let shot = b.screenshot(&format!("failed-{what}.png"));
+        format!(
+            "table: {:#?}\nscreenshot: {}\n{}",
+            b.rows(),
+            shot.display(),
+            serve_log()
+        )
+    };
+    b.goto(&format!("http://127.0.0.1:{api}/"));
+    assert_eq!(b.js("return document.title"), "shoal");
+    wait_for(
+        "the page to load its list",
+        Duration::from_secs(20),
+        || {
+            let v = b.js("return !!document.getElementById('rows') && \
+                 document.getElementById('offline').hidden && \
+                 !document.getElementById('empty').hidden");
+            (v == true).then_some(())
+        },
+        || context("load"),
+    );
+
+    // A: paste the magnet link and press Add.
+    b.type_into("#magnet", &magnet);
+    b.click("#add-button");
+    wait_for(
+        "the magnet's row",
+        Duration::from_secs(20),
+        || row(&b.rows(), &hash_a).map(|_| ()),
+        || context("magnet-row"),
+    );
+    assert_eq!(
+        b.js("return document.getElementById('magnet').value"),
+        "",
+        "the input is cleared once the link is added"
+    );
+
+    // B: pick the .torrent in the file input.
+    b.type_into("#file-input", tb.to_str().unwrap());
+    wait_for(
+        "the uploaded torrent's row",
+        Duration::from_secs(20),
+        || row(&b.rows(), &hash_b).map(|_| ()),
+        || context("upload-row"),
+    );
+
+    // Both complete, as the table shows it.
+    wait_for(
+        "both torrents at 100 %",
+        Duration::from_secs(120),
+        || {
+            let rows = b.rows();
+            let done = |h: &str| {
+                row(&rows, h).is_some_and(|r| {
+                    r.progress.starts_with("100 %")
+                        && ["Seeding", "Done"].contains(&r.state.as_str())
+                })
+            };
+            (done(&hash_a) && done(&hash_b)).then_some(())
+        },
+        || context("complete"),
+    );
+    assert_eq!(
+        std::fs::read(dl.join("alpha.bin")).unwrap(),
+        std::fs::read(d.join("src-a/alpha.bin")).unwrap(),
+        "alpha.bin as downloaded"
+    );
+    common::assert_same_tree(&d.join("src-b").join(HOSTILE), &dl.join(HOSTILE));
+
+    // The hostile name is shown as text, and nothing of it ran.
+    let rows = b.rows();
+    assert_eq!(row(&rows, &hash_b).unwrap().name, HOSTILE);
+    assert_eq!(b.js("return document.title"), "shoal");
+    assert_eq!(b.js("return document.querySelectorAll('img').length"), 0);
+
+    // Adding A again: the API's 409 shows in a line that can be dismissed.
+    b.type_into("#magnet", &magnet);
+    b.click("#add-button");
+    let msg = wait_for(
+        "the duplicate's error line",
+        Duration::from_secs(10),
+        || {
+            let v = b.js("const e = document.querySelector('#errors .error .msg'); \
+                 return e ? e.innerText : null");
+            v.as_str().map(str::to_string)
+        },
+        || context("duplicate"),
+    );
+    assert!(msg.starts_with("Could not add the link: "), "{msg}");
+    b.click("#errors .error .dismiss");
+    assert_eq!(
+        b.js("return document.querySelectorAll('#errors .error').length"),
+        0
+    );
+
+    // Pause A from its row; the table and the API agree it is paused.
+    b.click(&format!("tr[data-hash='{hash_a}'] .c-act button"));
+    wait_for(
+        "A shown paused",
+        Duration::from_secs(15),
+        || {
+            row(&b.rows(), &hash_a)
+                .is_some_and(|r| r.state == "Paused")
+                .then_some(())
+        },
+        || context("pause"),
+    );
+    let (status, t) = http(api, "GET", &format!("/api/torrents/{hash_a}"), None).unwrap();
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["state"], "paused", "{t}");
+    assert_eq!(
+        b.js(&format!(
+            "return document.querySelector(\"tr[data-hash='{hash_a}'] .c-act button\").innerText"
+        )),
+        "Resume"
+    );
+
+    // B's detail pane: its two files, its complete piece map.
+    b.click(&format!("tr[data-hash='{hash_b}'] .name-button"));
+    let pieces = wait_for(
+        "B's detail pane",
+        Duration::from_secs(15),
+        || {
+            let v = b.js(
+                "return { files: Array.from(document.querySelectorAll('#files tr label'))
+                            .map(l => l.innerText),
+                          checked: document.querySelectorAll('#files input:checked').length,
+                          name: document.getElementById('detail-name').innerText,
+                          pieces: document.getElementById('pieces-count').textContent }",
+            );
+            (v["files"].as_array().is_some_and(|f| f.len() == 2)
+                && !v["pieces"].as_str().unwrap_or("").is_empty())
+            .then_some(v)
+        },
+        || context("detail"),
+    );
+    assert_eq!(pieces["name"], HOSTILE);
+    assert_eq!(pieces["checked"], 2, "{pieces}");
+    let files: Vec<&str> = pieces["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("one.bin"))
+            && files.iter().any(|f| f.ends_with("two.bin")),
+        "{files:?}"
+    );
+    // 2,200,001 bytes in 64 KiB pieces: 34 pieces, all here.
+    assert_eq!(pieces["pieces"], "(34 of 34)", "{pieces}");
+
+    let shot = b.screenshot("page.png");
+    eprintln!(
+        "browser: screenshots in {}",
+        shot.parent().unwrap().display()
+    );
+
+    // Narrower screens: never a sideways scroll; the state column gives way
+    // to a line under the name at phone width.
+    for (width, state_column) in [(800, "table-cell"), (360, "none")] {
+        b.s(
+            "POST",
+            "/goog/cdp/execute",
+            Some(
+                json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+                "width": width, "height": 900, "deviceScaleFactor": 1, "mobile": false}}),
+            ),
+        );
+        let v = b.js("return { inner: window.innerWidth,
+                      scroll: document.documentElement.scrollWidth,
+                      state: getComputedStyle(document.querySelector('#rows .c-state')).display,
+                      sub: getComputedStyle(document.querySelector('#rows .sub')).display }");
+        assert_eq!(v["inner"], width, "{v}");
+        assert!(v["scroll"].as_u64() <= v["inner"].as_u64(), "{v}");
+        assert_eq!(v["state"], state_column, "at {width} px: {v}");
+        b.screenshot(&format!("page-{width}.png"));
+    }
+    b.s(
+        "POST",
+        "/goog/cdp/execute",
+        Some(json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}})),
+    );
+
+    // B's second file: unticked, then ticked again; the service follows.
+    let (_, detail) = http(api, "GET", &format!("/api/torrents/{hash_b}"), None).unwrap();
+    let two = detail["files"]
+        .as_array()
+        .and_then(|f| {
+            f.iter()
+                .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with("two.bin")))
+        })
+        .unwrap_or_else(|| panic!("no two.bin in {detail}"))["index"]
+        .as_u64()
+        .unwrap();
+    for want in ["skip", "normal"] {
+        b.click(&format!("#file-{two}"));
+        wait_for(
+            &format!("two.bin's priority to be {want}"),
+            Duration::from_secs(15),
+            || {
+                let (_, d) = http(api, "GET", &format!("/api/torrents/{hash_b}"), None).ok()?;
+                (d["files"][two as usize]["priority"] == want).then_some(())
+            },
+            || context("priority"),
+        );
+        let select = b.js(&format!(
+            "return document.querySelector('#files tr:has(#file-{two}) select').value"
+        ));
+        assert_eq!(select, want);
+    }
+
+    // Remove A with its data through the in-page dialog.
+    b.click(&format!("tr[data-hash='{hash_a}'] .name-button"));
+    b.click("#detail-remove");
+    assert_eq!(
+        b.js("return document.getElementById('remove-dialog').open"),
+        true
+    );
+    b.click("#remove-data");
+    b.click("#remove-confirm");
+    wait_for(
+        "A's row to go",
+        Duration::from_secs(15),
+        || row(&b.rows(), &hash_a).is_none().then_some(()),
+        || context("remove"),
+    );
+    wait_for(
+        "A's data to go",
+        Duration::from_secs(15),
+        || (!dl.join("alpha.bin").exists()).then_some(()),
+        || context("remove-data"),
+    );
+    let (status, _) = http(api, "GET", &format!("/api/torrents/{hash_a}"), None).unwrap();
+    assert_eq!(status, 404);
+    assert!(dl.join(HOSTILE).join("one.bin").exists(), "B's data stays");
+
+    // C: a .torrent dropped on the page (no peer has it; it just waits).
+    make_tree(&d.join("src-c"), &[("gamma.bin", 100_000)]);
+    let tc = create_torrent(
+        &d.join("src-c/gamma.bin"),
+        &d.join("gamma.torrent"),
+        &[],
+        16384,
+    );
+    let hash_c = hex::encode(common::info_hash(&tc));
+    let bytes = data_encoding::BASE64.encode(&std::fs::read(&tc).unwrap());
+    b.s(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "
+            const raw = atob(arguments[0]);
+            const buf = new Uint8Array(raw.length);
+            for (let i = 0; i < raw.length; i++) buf[i] = raw.charCodeAt(i);
+            const dt = new DataTransfer();
+            dt.items.add(new File([buf], 'gamma.torrent', {type: 'application/x-bittorrent'}));
+            for (const type of ['dragenter', 'dragover', 'drop']) {
+              document.body.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: dt}));
+            }", "args": [bytes]})),
+    );
+    wait_for(
+        "the dropped torrent's row",
+        Duration::from_secs(15),
+        || row(&b.rows(), &hash_c).map(|_| ()),
+        || context("drop"),
+    );
+
+    // The service stops: the page says so. It comes back with a token:
+    // the page asks for it, then shows the torrents it restored.
+    assert!(serve.stop().success(), "{}", serve_log());
+    wait_for(
+        "the disconnected banner",
+        Duration::from_secs(15),
+        || (b.js("return !document.getElementById('offline').hidden") == true).then_some(()),
+        || context("banner"),
+    );
+    b.screenshot("page-disconnected.png");
+    const TOKEN: &str = "browser-test-token";
+    let _serve = start_serve(Some(TOKEN), "serve-again");
+    wait_listening(api);
+    wait_for(
+        "the login form",
+        Duration::from_secs(20),
+        || (b.js("return !document.getElementById('login').hidden") == true).then_some(()),
+        || context("login"),
+    );
+    assert_eq!(
+        b.js("return document.getElementById('offline').hidden"),
+        true
+    );
+    b.type_into("#token", "not the token");
+    b.click("#login-form button[type=submit]");
+    wait_for(
+        "the wrong token's error line",
+        Duration::from_secs(10),
+        || (b.js("return document.querySelectorAll('#errors .error').length") == 1).then_some(()),
+        || context("wrong-token"),
+    );
+    b.click("#errors .error .dismiss");
+    b.js("document.getElementById('token').value = ''");
+    b.type_into("#token", TOKEN);
+    b.click("#login-form button[type=submit]");
+    wait_for(
+        "B and C back in the table",
+        Duration::from_secs(30),
+        || {
+            let rows = b.rows();
+            (b.js("return document.getElementById('login').hidden") == true
+                && row(&rows, &hash_b).is_some()
+                && row(&rows, &hash_c).is_some())
+            .then_some(())
+        },
+        || context("restored"),
+    );
+    // Live updates flow again (the event stream rides on the login's
+    // cookie): a pause made through the API shows up in the page.
+    let (status, t) = http_as(
+        api,
+        "POST",
+        &format!("/api/torrents/{hash_c}/pause"),
+        None,
+        Some(TOKEN),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{t}");
+    wait_for(
+        "C shown paused after a pause from outside the page",
+        Duration::from_secs(15),
+        || {
+            row(&b.rows(), &hash_c)
+                .is_some_and(|r| r.state == "Paused")
+                .then_some(())
+        },
+        || context("live"),
+    );
+    b.screenshot("page-after-restart.png");
+
+    // No script error on the way (failed requests, like the 409, are not
+    // script errors).
+    let errors: Vec<Value> = b
+        .console()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE" && e["source"] == "javascript")
+        .collect();
+    assert!(errors.is_empty(), "script errors: {errors:#?}");
+}
