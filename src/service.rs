@@ -549,8 +549,7 @@ impl Service {
         let dir = resolve_dir(&self.inner.root, req.download_dir.as_deref())?;
         let (meta, magnet, raw) = match req.source {
             AddSource::Torrent(bytes) => {
-                let m = Metainfo::from_bytes(&bytes)
-                    .map_err(|e| ServiceError::Invalid(format!("not a valid torrent: {e}")))?;
+                let m = Metainfo::from_bytes(&bytes).map_err(|e| ServiceError::Invalid(e.to_string()))?;
                 (Some(m), None, Some(bytes))
             }
             AddSource::Magnet(uri) => {
@@ -566,7 +565,7 @@ impl Service {
                 } else {
                     let bytes = fetch_torrent(&url).await?;
                     let m = Metainfo::from_bytes(&bytes).map_err(|e| {
-                        ServiceError::Invalid(format!("{url} is not a valid torrent: {e}"))
+                        ServiceError::Invalid(format!("{url}: {e}"))
                     })?;
                     (Some(m), None, Some(bytes))
                 }
