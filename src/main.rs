@@ -248,6 +248,12 @@ enum Command {
         /// Most connections of all torrents together (at least 1).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         max_connections: u64,
+        /// Stop seeding a torrent once its uploads reach this many times its size.
+        #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+        seed_ratio: Option<f64>,
+        /// Stop seeding a torrent after this long (90s, 30m, 2h).
+        #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
+        seed_time: Option<std::time::Duration>,
         /// Limit uploads of all torrents together (512k, 1M, 10MiB; changeable over the API).
         #[arg(long, value_name = "RATE", value_parser = parse_rate)]
         upload_limit: Option<u64>,
@@ -497,6 +503,8 @@ fn main() -> ExitCode {
             port,
             max_peers,
             max_connections,
+            seed_ratio,
+            seed_time,
             upload_limit,
             download_limit,
             state_dir,
@@ -523,6 +531,8 @@ fn main() -> ExitCode {
                 port,
                 max_peers: max_peers as usize,
                 max_connections: max_connections as usize,
+                seed_ratio,
+                seed_time,
                 upload_limit,
                 download_limit,
                 dht: cli::DhtArgs {

@@ -66,6 +66,10 @@ pub struct ServiceConfig {
     pub download_root: PathBuf,
     pub max_peers: usize,
     pub pex: bool,
+    /// Stop seeding a torrent once it uploaded this many times its size,
+    /// or after this long (state `done`); never without.
+    pub seed_ratio: Option<f64>,
+    pub seed_time: Option<Duration>,
 }
 
 /// What to add.
@@ -150,6 +154,9 @@ struct Saved {
     priorities: Vec<Priority>,
     #[serde(default)]
     paused: bool,
+    /// Seeding reached its ratio or time: not started again until resumed.
+    #[serde(default)]
+    done: bool,
     added: u64,
     /// Payload totals of earlier runs.
     #[serde(default)]
@@ -498,12 +505,12 @@ impl Service {
         error: Option<String>,
     ) {
         let entry = Entry {
+            finished: saved.done,
             saved,
             hash,
             meta,
             run: None,
             error,
-            finished: false,
             progress: watch::channel(Progress::default()).1,
             shared: watch::channel(None).1,
             checked: Arc::default(),
@@ -549,7 +556,8 @@ impl Service {
         let dir = resolve_dir(&self.inner.root, req.download_dir.as_deref())?;
         let (meta, magnet, raw) = match req.source {
             AddSource::Torrent(bytes) => {
-                let m = Metainfo::from_bytes(&bytes).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+                let m = Metainfo::from_bytes(&bytes)
+                    .map_err(|e| ServiceError::Invalid(e.to_string()))?;
                 (Some(m), None, Some(bytes))
             }
             AddSource::Magnet(uri) => {
@@ -564,9 +572,8 @@ impl Service {
                     (None, Some((m, url)), None)
                 } else {
                     let bytes = fetch_torrent(&url).await?;
-                    let m = Metainfo::from_bytes(&bytes).map_err(|e| {
-                        ServiceError::Invalid(format!("{url}: {e}"))
-                    })?;
+                    let m = Metainfo::from_bytes(&bytes)
+                        .map_err(|e| ServiceError::Invalid(format!("{url}: {e}")))?;
                     (Some(m), None, Some(bytes))
                 }
             }
@@ -602,6 +609,7 @@ impl Service {
                 .unwrap_or_default(),
             priorities,
             paused: req.paused,
+            done: false,
             added: now_secs(),
             uploaded: 0,
             downloaded: 0,
@@ -760,6 +768,7 @@ impl Service {
                 .ok_or_else(|| ServiceError::NotFound(hex_hash.to_string()))?;
             if e.saved.paused || e.error.is_some() || (e.run.is_none() && e.finished) {
                 e.saved.paused = false;
+                e.saved.done = false;
                 e.error = None;
                 e.finished = false;
             }
@@ -841,16 +850,18 @@ impl Service {
                 ));
             }
             if p == e.saved.priorities {
-                None
+                (false, None)
             } else {
                 e.saved.priorities = p;
                 e.finished = false;
-                e.run.take()
+                e.saved.done = false;
+                (true, e.run.take())
             }
         };
-        let restart = run.is_some();
+        let (changed, run) = run;
         finish_run(run).await;
-        if restart {
+        if changed {
+            // Not if paused: the new priorities apply when it resumes.
             self.start_entry(hash);
         }
         self.save();
@@ -889,7 +900,7 @@ impl Service {
         let Some(e) = entries.iter_mut().find(|e| e.hash == hash) else {
             return;
         };
-        if e.run.is_some() || e.saved.paused || e.error.is_some() {
+        if e.run.is_some() || e.saved.paused || e.error.is_some() || e.finished {
             return;
         }
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
@@ -939,6 +950,7 @@ impl Service {
                 e.run = None;
                 e.error = error;
                 e.finished = finished;
+                e.saved.done = finished;
             }
         }
         self.save();
@@ -1199,8 +1211,8 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
         pex: svc.inner.cfg.pex,
         selection,
         high,
-        seed_ratio: None,
-        seed_time: None,
+        seed_ratio: svc.inner.cfg.seed_ratio,
+        seed_time: svc.inner.cfg.seed_time,
         stall_timeout: None,
         learned: learned
             .into_iter()

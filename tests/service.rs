@@ -523,3 +523,36 @@ fn usage_and_unreachable_service() {
     let o = shoal(&["pause", "--url", &url, "xyz"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// `--seed-time`: a torrent seeds that long, then is `done`, and stays
+/// done across a restart until resumed.
+#[test]
+fn seeding_stops_at_the_services_seed_time_and_stays_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src");
+    make_tree(&src, &[("one.bin", 400_000)]);
+    let t = create_torrent(&src.join("one.bin"), &d.join("one.torrent"), &[], 16384);
+    let (_seed, seed_port) = seeder(d, &t, &src, &["--quiet"]);
+    let (state, dl) = (d.join("state"), d.join("dl"));
+    let svc = serve(d, &state, &dl, &["--seed-time", "2s"], "serve1");
+    let h = hex::encode(info_hash(&t));
+    let magnet = format!("magnet:?xt=urn:btih:{h}&x.pe=127.0.0.1:{seed_port}");
+    let (status, v) = json(
+        svc.port,
+        "POST",
+        "/api/torrents",
+        Some(serde_json::json!({ "magnet": magnet })),
+    );
+    assert_eq!(status, 201, "{v}");
+    let done = wait_for(svc.port, &h, "done", |t| t["state"] == "done");
+    assert_eq!(done["progress"].as_f64(), Some(1.0), "{done}");
+    let mut svc = svc;
+    assert!(svc.proc.stop().success());
+    let svc = serve(d, &state, &dl, &["--seed-time", "2s"], "serve2");
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, list) = json(svc.port, "GET", "/api/torrents", None);
+    assert_eq!(torrent_of(&list, &h)["state"], "done", "{list}");
+    let (_, t) = json(svc.port, "POST", &format!("/api/torrents/{h}/resume"), None);
+    assert_ne!(t["state"], "done", "{t}");
+}

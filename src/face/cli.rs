@@ -494,6 +494,8 @@ pub struct ServeArgs {
     pub port: Option<u16>,
     pub max_peers: usize,
     pub max_connections: usize,
+    pub seed_ratio: Option<f64>,
+    pub seed_time: Option<std::time::Duration>,
     pub upload_limit: Option<u64>,
     pub download_limit: Option<u64>,
     pub dht: DhtArgs,
@@ -578,6 +580,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 download_root: a.download_dir.clone(),
                 max_peers: a.max_peers,
                 pex: !a.no_pex,
+                seed_ratio: a.seed_ratio,
+                seed_time: a.seed_time,
             },
         )
         .await?;
