@@ -390,8 +390,7 @@ async fn fetch_range(
                 }
                 _ => {
                     return Err(format!(
-                        "wrong Content-Range {:?} (asked for bytes {off}-{last})",
-                        crate::out::escape(header)
+                        "wrong Content-Range {header:?} (asked for bytes {off}-{last})"
                     ))
                 }
             }
