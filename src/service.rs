@@ -549,7 +549,8 @@ impl Service {
         let dir = resolve_dir(&self.inner.root, req.download_dir.as_deref())?;
         let (meta, magnet, raw) = match req.source {
             AddSource::Torrent(bytes) => {
-                let m = Metainfo::from_bytes(&bytes).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+                let m = Metainfo::from_bytes(&bytes)
+                    .map_err(|e| ServiceError::Invalid(e.to_string()))?;
                 (Some(m), None, Some(bytes))
             }
             AddSource::Magnet(uri) => {
@@ -564,9 +565,8 @@ impl Service {
                     (None, Some((m, url)), None)
                 } else {
                     let bytes = fetch_torrent(&url).await?;
-                    let m = Metainfo::from_bytes(&bytes).map_err(|e| {
-                        ServiceError::Invalid(format!("{url}: {e}"))
-                    })?;
+                    let m = Metainfo::from_bytes(&bytes)
+                        .map_err(|e| ServiceError::Invalid(format!("{url}: {e}")))?;
                     (Some(m), None, Some(bytes))
                 }
             }

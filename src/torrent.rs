@@ -386,6 +386,21 @@ struct WebSeed {
 }
 
 impl WebSeed {
+    fn new(url: String, cmd: mpsc::UnboundedSender<WebCmd>, stats: Arc<PeerStats>) -> WebSeed {
+        WebSeed {
+            url,
+            cmd,
+            stats,
+            down: Rate::new(),
+            depth: WEB_MIN_QUEUE,
+            last_block: Instant::now(),
+            failures: 0,
+            retry_at: None,
+            counted: true,
+            strikes: 0,
+        }
+    }
+
     fn active(&self) -> bool {
         self.retry_at.is_none()
     }
@@ -1293,21 +1308,7 @@ impl Torrent {
             ));
             tracing::debug!("web seed {shown}: in use");
             self.picker.add_seed();
-            self.webseeds.insert(
-                key,
-                WebSeed {
-                    url: shown,
-                    cmd,
-                    stats,
-                    down: Rate::new(),
-                    depth: WEB_MIN_QUEUE,
-                    last_block: Instant::now(),
-                    failures: 0,
-                    retry_at: None,
-                    counted: true,
-                    strikes: 0,
-                },
-            );
+            self.webseeds.insert(key, WebSeed::new(shown, cmd, stats));
             if self.state == State::Connecting {
                 self.state = State::Downloading;
             }
@@ -1859,7 +1860,10 @@ fn web_reason(why: &str) -> String {
     };
     let mut c = last.chars();
     match (c.next(), c.next()) {
-        (Some(f), Some(s)) if s.is_lowercase() => f.to_lowercase().chain(last[f.len_utf8()..].chars()).collect(),
+        (Some(f), Some(s)) if s.is_lowercase() => f
+            .to_lowercase()
+            .chain(last[f.len_utf8()..].chars())
+            .collect(),
         _ => last.to_string(),
     }
 }
@@ -2235,6 +2239,145 @@ mod tests {
         let (_, banned) = requests(&mut a);
         assert!(!banned);
         assert_eq!(h.t.progress.hash_failures, 0);
+    }
+
+    impl Harness {
+        /// A web seed joins (no task: the test reads its commands).
+        fn web(&mut self, key: PeerKey) -> mpsc::UnboundedReceiver<WebCmd> {
+            let (cmd, rx) = mpsc::unbounded_channel();
+            let url = format!("http://127.0.0.{key}/t");
+            self.t.picker.add_seed();
+            self.t
+                .webseeds
+                .insert(key, WebSeed::new(url, cmd, Arc::default()));
+            self.t.fill_web(key);
+            rx
+        }
+
+        fn web_block(&mut self, key: PeerKey, b: BlockRef, corrupt: bool) {
+            let PeerEvent::Block { block, data } = self.block(b, corrupt) else {
+                unreachable!()
+            };
+            let ev = Event::Web(key, WebEvent::Block { block, data });
+            self.t.on_event(ev).unwrap();
+        }
+    }
+
+    /// Blocks a web seed was asked for, and whether it was reset.
+    fn fetches(rx: &mut mpsc::UnboundedReceiver<WebCmd>) -> (Vec<BlockRef>, bool) {
+        let mut blocks = Vec::new();
+        let mut reset = false;
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                WebCmd::Fetch(b) => blocks.extend(b),
+                WebCmd::Reset => reset = true,
+                WebCmd::Cancel(_) => {}
+            }
+        }
+        (blocks, reset)
+    }
+
+    /// A web seed alone downloads everything; the progress counts it.
+    #[tokio::test]
+    async fn a_web_seed_alone_completes_the_download() {
+        let mut h = harness(4);
+        let mut web = h.web(1);
+        h.t.publish();
+        assert_eq!(h.t.progress.peer_sources.get(WEB_SEED_LABEL), Some(&1));
+        assert_eq!(h.t.progress.peers, 1);
+        // (Endgame already: every block of this small torrent is asked.)
+        assert_ne!(h.t.progress.state, State::Connecting);
+        let (asked, _) = fetches(&mut web);
+        assert_eq!(asked.len(), 8, "every block at once");
+        for b in asked {
+            h.web_block(1, b, false);
+        }
+        h.settle().await;
+        assert!(h.t.is_complete());
+        // Done with it: its task is told to end (its channel closes).
+        assert!(h.t.webseeds.is_empty());
+        assert!(web.recv().await.is_none());
+    }
+
+    /// A failed request: the server's blocks go to others at once, it is
+    /// left alone for 5 s (then 10 s …), the status says why, and it is
+    /// asked again once the wait is over.
+    #[tokio::test]
+    async fn a_failing_web_seed_backs_off() {
+        let mut h = harness(4);
+        let mut web = h.web(1);
+        let (asked, _) = fetches(&mut web);
+        let why = "error sending request: tcp connect error: Connection refused (os error 111)";
+        let ev = WebEvent::Failed {
+            blocks: asked.clone(),
+            why: why.into(),
+        };
+        h.t.on_event(Event::Web(1, ev)).unwrap();
+        assert_eq!(h.t.picker.outstanding(1), 0);
+        let (again, reset) = fetches(&mut web);
+        assert!(again.is_empty() && reset);
+        h.t.publish();
+        assert_eq!(h.t.progress.peers, 0);
+        assert_eq!(h.t.progress.state, State::Connecting);
+        assert_eq!(
+            h.t.progress.status,
+            "web seed http://127.0.0.1/t: connection refused, retry in 5s"
+        );
+        // A peer takes over what the server had.
+        let mut seed = h.seed(2);
+        h.peer(2, PeerEvent::Unchoked);
+        let (theirs, _) = requests(&mut seed);
+        assert_eq!(theirs.len(), asked.len());
+        // Wait over: asked again (the peer holds every block, so endgame
+        // duplicates some).
+        h.t.webseeds.get_mut(&1).unwrap().retry_at = Some(Instant::now());
+        h.t.second(1.0, Instant::now());
+        assert!(!fetches(&mut web).0.is_empty());
+        // A second failure in a row waits twice as long.
+        let ev = WebEvent::Failed {
+            blocks: Vec::new(),
+            why: "HTTP 503 Service Unavailable".into(),
+        };
+        h.t.on_event(Event::Web(1, ev)).unwrap();
+        let w = &h.t.webseeds[&1];
+        assert_eq!(w.failures, 2);
+        let wait = w
+            .retry_at
+            .unwrap()
+            .saturating_duration_since(Instant::now());
+        assert!(wait > Duration::from_secs(9) && wait <= Duration::from_secs(10));
+    }
+
+    /// A web seed that sends the only copy of a bad piece is banned; one
+    /// whose bad block is found by comparing with the good copy is too.
+    #[tokio::test]
+    async fn a_lying_web_seed_is_banned() {
+        for whole_pieces in [true, false] {
+            let mut h = harness(4);
+            let mut web = h.web(1);
+            let (asked, _) = fetches(&mut web);
+            for b in asked.iter().filter(|b| whole_pieces || b.begin == 0) {
+                h.web_block(1, *b, true);
+            }
+            if !whole_pieces {
+                // The rest comes from a peer: mixed pieces fail, and the
+                // good copy names the web seed's block.
+                let ev = WebEvent::Failed {
+                    blocks: Vec::new(),
+                    why: "timed out".into(),
+                };
+                h.t.on_event(Event::Web(1, ev)).unwrap();
+            }
+            h.settle().await;
+            let mut seed = h.seed(2);
+            h.peer(2, PeerEvent::Unchoked);
+            h.serve_until_complete(2, &mut seed).await;
+            assert!(h.t.progress.hash_failures >= 1);
+            assert_eq!(h.t.progress.banned, 1, "whole pieces: {whole_pieces}");
+            assert!(h.t.webseeds.is_empty());
+            let (_, closed) = requests(&mut seed);
+            assert!(!closed, "the honest peer was banned");
+        }
     }
 
     /// A peer's advertised `reqq` caps the requests we keep in flight to it.

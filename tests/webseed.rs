@@ -147,9 +147,8 @@ fn answer(
     let (a, b) = match range {
         Some((a, b)) if a < len && mode != Mode::IgnoresRange => (a, b.min(len - 1)),
         _ => {
-            let h = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-            );
+            let h =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
             s.write_all(h.as_bytes())?;
             return s.write_all(&content);
         }
@@ -325,7 +324,10 @@ fn multi_file_from_a_web_seed_alone() {
 fn web_seed_and_peer_together() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_tree(&d.join("src"), &[("pack/a.bin", 1_500_000), ("pack/b.bin", 700_001)]);
+    make_tree(
+        &d.join("src"),
+        &[("pack/a.bin", 1_500_000), ("pack/b.bin", 700_001)],
+    );
     let server = WebServer::start(&d.join("src"), Mode::Honest);
     let t = create(
         &d.join("src/pack"),
@@ -333,7 +335,12 @@ fn web_seed_and_peer_together() {
         32768,
         &[server.url("")],
     );
-    let (_seeder, sport) = seeder(d, &t, &d.join("src"), &["--quiet", "--upload-limit", "300000"]);
+    let (_seeder, sport) = seeder(
+        d,
+        &t,
+        &d.join("src"),
+        &["--quiet", "--upload-limit", "300000"],
+    );
     let out = d.join("out");
     let peer = format!("127.0.0.1:{sport}");
     let mut p = download(
@@ -355,7 +362,9 @@ fn web_seed_and_peer_together() {
         .map(|v| v["peer_sources"].clone())
         .collect();
     assert!(
-        sources.iter().any(|s| s["webseed"] == 1 && s["manual"] == 1),
+        sources
+            .iter()
+            .any(|s| s["webseed"] == 1 && s["manual"] == 1),
         "{sources:?}"
     );
     let seen = p.stderr();
@@ -368,7 +377,10 @@ fn web_seed_and_peer_together() {
 fn lying_web_seed_is_banned() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_tree(&d.join("src"), &[("pack/a.bin", 400_000), ("pack/b.bin", 300_001)]);
+    make_tree(
+        &d.join("src"),
+        &[("pack/a.bin", 400_000), ("pack/b.bin", 300_001)],
+    );
     let server = WebServer::start(&d.join("src"), Mode::Lying);
     let t = create(
         &d.join("src/pack"),
@@ -377,7 +389,12 @@ fn lying_web_seed_is_banned() {
         &[server.url("")],
     );
     // The seeder is slow, so the liar gets to send plenty.
-    let (_seeder, sport) = seeder(d, &t, &d.join("src"), &["--quiet", "--upload-limit", "500000"]);
+    let (_seeder, sport) = seeder(
+        d,
+        &t,
+        &d.join("src"),
+        &["--quiet", "--upload-limit", "500000"],
+    );
     let out = d.join("out");
     let peer = format!("127.0.0.1:{sport}");
     let mut p = download(d, t.to_str().unwrap(), &out, &["--peer", &peer], "leecher");
@@ -450,7 +467,10 @@ fn web_seed_ignoring_ranges() {
 fn broken_web_seeds_beside_a_good_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_tree(&d.join("src"), &[("pack/a.bin", 1_000_000), ("pack/b.bin", 200_001)]);
+    make_tree(
+        &d.join("src"),
+        &[("pack/a.bin", 1_000_000), ("pack/b.bin", 200_001)],
+    );
     let servers: Vec<WebServer> = [
         Mode::NotFound,
         Mode::WrongRange,
@@ -577,7 +597,10 @@ fn serve_metadata(mut s: TcpStream, info_hash: [u8; 20], info: &[u8]) -> std::io
 fn magnet_web_seed_is_used_after_the_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_tree(&d.join("src"), &[("pack/a.bin", 300_000), ("pack/sub/b.bin", 123_457)]);
+    make_tree(
+        &d.join("src"),
+        &[("pack/a.bin", 300_000), ("pack/sub/b.bin", 123_457)],
+    );
     let server = WebServer::start(&d.join("src"), Mode::Honest);
     // The torrent itself names no web seed: only the magnet does.
     let t = create(&d.join("src/pack"), &d.join("pack.torrent"), 16384, &[]);

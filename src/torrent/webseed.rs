@@ -64,9 +64,15 @@ pub enum WebCmd {
 /// Web seed task → coordinator.
 #[derive(Debug)]
 pub enum WebEvent {
-    Block { block: BlockRef, data: Bytes },
+    Block {
+        block: BlockRef,
+        data: Bytes,
+    },
     /// A request failed; these blocks of it were not delivered.
-    Failed { blocks: Vec<BlockRef>, why: String },
+    Failed {
+        blocks: Vec<BlockRef>,
+        why: String,
+    },
 }
 
 /// The HTTP client of a torrent's web seeds. No transparent decompression:
