@@ -620,3 +620,87 @@ fn magnet_web_seed_is_used_after_the_metadata() {
     assert_same_tree(&d.join("src"), &out);
     assert!(server.requests() > 0);
 }
+
+/// nginx as the web seed: a real server's `Range` answers, percent-decoded
+/// names, a file boundary inside a piece. Like the other interop tests it
+/// needs the program (Debian: nginx-light; `.ci/deps` installs it) and is
+/// skipped with `SHOAL_SKIP_INTEROP=1`.
+#[test]
+fn nginx_as_the_web_seed() {
+    if std::env::var("SHOAL_SKIP_INTEROP").is_ok_and(|v| v == "1") {
+        eprintln!("note: nginx_as_the_web_seed skipped: SHOAL_SKIP_INTEROP=1");
+        return;
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    let nginx = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file())
+        .expect(
+            "nginx_as_the_web_seed needs nginx. Install with `sudo apt-get install -y nginx-light` \
+             (or run `bash .ci/deps` as root), or set SHOAL_SKIP_INTEROP=1 to skip the interop tests.",
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let www = d.join("www");
+    make_tree(
+        &www.join("pub"),
+        &[
+            ("pack/a b.bin", 1_000_000),
+            ("pack/sub/c#1.bin", 777_777),
+            ("pack/z.bin", 40_000),
+        ],
+    );
+    let port = free_port();
+    std::fs::create_dir_all(d.join("nginx")).unwrap();
+    let conf = d.join("nginx/nginx.conf");
+    let n = d.join("nginx");
+    let n = n.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1;\n\
+             pid {n}/nginx.pid; error_log {n}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n\
+               access_log {n}/access.log;\n\
+               client_body_temp_path {n}/body; proxy_temp_path {n}/proxy;\n\
+               fastcgi_temp_path {n}/fastcgi; uwsgi_temp_path {n}/uwsgi; scgi_temp_path {n}/scgi;\n\
+               server {{ listen 127.0.0.1:{port}; root {}; }}\n\
+             }}\n",
+            www.display()
+        ),
+    )
+    .unwrap();
+    let mut server = std::process::Command::new(nginx)
+        .args(["-p", &n.to_string(), "-c", conf.to_str().unwrap(), "-e"])
+        .arg(d.join("nginx/error.log"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(&mut server);
+    wait_listening(port);
+
+    let t = create(
+        &www.join("pub/pack"),
+        &d.join("pack.torrent"),
+        32768,
+        &[format!("http://127.0.0.1:{port}/pub/")],
+    );
+    let out = d.join("out");
+    let mut p = download(d, t.to_str().unwrap(), &out, &[], "leecher");
+    let done = finish(&mut p);
+    assert_eq!(done["hash_failures"], 0, "{done}");
+    assert_same_tree(&www.join("pub"), &out);
+    let log = std::fs::read_to_string(d.join("nginx/access.log")).unwrap_or_default();
+    assert!(log.contains("\" 206 "), "{log}");
+}
