@@ -55,6 +55,9 @@ struct SwarmFlags {
     /// Do not announce or look for peers on the local network (BEP 14; also: SHOAL_NO_LSD=1).
     #[arg(long, env = "SHOAL_NO_LSD", value_parser = clap::builder::FalseyValueParser::new())]
     no_lsd: bool,
+    /// Do not download from the torrent's web seeds (HTTP servers in its `url-list`, BEP 19).
+    #[arg(long)]
+    no_web_seeds: bool,
     /// Stop seeding once uploads reach this many times the torrent's size (e.g. 2.0).
     #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
     seed_ratio: Option<f64>,
@@ -383,6 +386,7 @@ impl SwarmFlags {
             },
             no_pex: self.no_pex,
             no_lsd: self.no_lsd,
+            no_web_seeds: self.no_web_seeds,
             only: Vec::new(),
             select: None,
             list: false,

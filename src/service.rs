@@ -1218,6 +1218,7 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
             .into_iter()
             .filter(|(a, _): &(SocketAddr, _)| !a.ip().is_unspecified() && !peers.contains(a))
             .collect(),
+        web_seeds: true,
     };
     let result = svc.session().run_torrent(meta, opts, ctl).await;
     match result {

@@ -61,6 +61,8 @@ pub struct TorrentOptions {
     pub seed_time: Option<Duration>,
     pub stall_timeout: Option<Duration>,
     pub learned: Vec<(SocketAddr, PeerSource)>,
+    /// Fetch from the torrent's web seeds (BEP 19 `url-list`), if any.
+    pub web_seeds: bool,
 }
 
 /// How the owner of a running torrent steers and watches it.
@@ -493,6 +495,9 @@ impl Session {
         torrent.add_peers(PeerSource::Manual, opts.peers.clone());
         for (addr, source) in &opts.learned {
             torrent.add_peers(*source, vec![*addr]);
+        }
+        if opts.web_seeds {
+            torrent.add_web_seeds(&meta.url_list);
         }
 
         let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());

@@ -6,6 +6,7 @@
 pub mod choker;
 pub mod picker;
 pub mod selection;
+pub mod webseed;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use crate::peer::{self, PeerCmd, PeerEvent, PeerKey, PeerStats, Shared};
 use crate::store::{PieceData, StoreError};
 use crate::torrent::choker::{Choker, PeerSnapshot};
 use crate::torrent::picker::{BlockOutcome, PeerHas, Picker, BLOCK_LEN};
+use crate::torrent::webseed::{WebCmd, WebEvent};
 
 /// Requests kept in flight to one peer at first; grows with its rate.
 const MIN_QUEUE: usize = 32;
@@ -67,6 +69,19 @@ const MAX_KNOWN: usize = 2000;
 /// Pieces hashed by one blocking job, at most (at least one piece).
 const HASH_BATCH_BYTES: usize = 1 << 20;
 
+/// Blocks kept requested from a web seed: at least a full run for each of
+/// its connections, more as its rate grows (two seconds of data).
+const WEB_MIN_QUEUE: usize =
+    webseed::CONNECTIONS * (webseed::RUN_BYTES / BLOCK_LEN as u64) as usize + 64;
+const WEB_MAX_QUEUE: usize = 1024;
+const WEB_QUEUE_SECONDS: u64 = 2;
+
+/// Wait before asking a web seed again after `failures` failed requests in
+/// a row: 5 s, 10 s, 20 s … capped at 10 min.
+fn web_retry_delay(failures: u32) -> Duration {
+    Duration::from_secs((5u64 << failures.saturating_sub(1).min(7)).min(600))
+}
+
 /// Wait before dialling a peer again after `failures` connections in a row
 /// that ended early: 10 s, 20 s, 40 s … capped at 10 min.
 fn reconnect_delay(failures: u32) -> Duration {
@@ -87,6 +102,8 @@ pub enum Event {
     /// worked (`None`); shown while no peer is connected.
     TrackerStatus(Option<String>),
     Verified(Vec<Verified>),
+    /// From the task of the web seed with this key.
+    Web(PeerKey, WebEvent),
 }
 
 impl From<(PeerKey, PeerEvent)> for Event {
@@ -222,6 +239,9 @@ impl PeerSource {
     }
 }
 
+/// Where web seeds are counted in `Progress::peer_sources`.
+pub const WEB_SEED_LABEL: &str = "webseed";
+
 /// Why the torrent stopped.
 #[derive(Debug)]
 pub enum Outcome {
@@ -339,10 +359,51 @@ struct PieceBuf {
 
 struct Suspect {
     key: PeerKey,
-    addr: SocketAddr,
-    peer_id: [u8; 20],
+    /// A peer's address and id, so it can be banned after it left; None
+    /// for a web seed.
+    peer: Option<(SocketAddr, [u8; 20])>,
     block: usize,
     hash: [u8; 20],
+}
+
+/// A web seed (BEP 19) the coordinator asks for blocks; its task fetches
+/// them (`torrent::webseed`).
+struct WebSeed {
+    url: String,
+    cmd: mpsc::UnboundedSender<WebCmd>,
+    stats: Arc<PeerStats>,
+    down: Rate,
+    depth: usize,
+    /// When a block last came, or requests were first sent after none.
+    last_block: Instant,
+    /// Failed requests in a row (reset by a block); while backing off,
+    /// when to ask again.
+    failures: u32,
+    retry_at: Option<Instant>,
+    /// Counted by the picker as a source of every piece.
+    counted: bool,
+    strikes: u32,
+}
+
+impl WebSeed {
+    fn new(url: String, cmd: mpsc::UnboundedSender<WebCmd>, stats: Arc<PeerStats>) -> WebSeed {
+        WebSeed {
+            url,
+            cmd,
+            stats,
+            down: Rate::new(),
+            depth: WEB_MIN_QUEUE,
+            last_block: Instant::now(),
+            failures: 0,
+            retry_at: None,
+            counted: true,
+            strikes: 0,
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.retry_at.is_none()
+    }
 }
 
 struct Candidate {
@@ -393,6 +454,11 @@ pub struct Torrent {
     complete_tx: Option<tokio::sync::oneshot::Sender<()>>,
     /// Verified bytes of pieces left out by a file selection.
     have_unwanted_bytes: u64,
+    /// Web seeds in use (banned ones are dropped), keyed like peers.
+    webseeds: HashMap<PeerKey, WebSeed>,
+    /// The newest web seed failure: its URL, why, and the wait before the
+    /// next try (None: banned).
+    web_failure: Option<(String, String, Option<u64>)>,
 }
 
 impl Torrent {
@@ -464,6 +530,8 @@ impl Torrent {
             tracker_status: None,
             complete_tx: Some(complete_tx),
             have_unwanted_bytes: 0,
+            webseeds: HashMap::new(),
+            web_failure: None,
         };
         t.recount_have();
         t.down_rate
@@ -605,6 +673,7 @@ impl Torrent {
             Event::TrackerWarning(w) => tracing::warn!("tracker: {}", crate::out::escape(&w)),
             Event::TrackerStatus(s) => self.tracker_status = s,
             Event::Verified(batch) => return self.on_verified_batch(batch),
+            Event::Web(key, ev) => self.on_web_event(key, ev),
         }
         Ok(())
     }
@@ -895,6 +964,9 @@ impl Torrent {
 
     /// Tops up the requests in flight to `key` to its queue depth.
     fn fill(&mut self, key: PeerKey) {
+        if self.webseeds.contains_key(&key) {
+            return self.fill_web(key);
+        }
         let Some(p) = self.peers.get(&key) else {
             return;
         };
@@ -921,7 +993,12 @@ impl Torrent {
     }
 
     fn fill_all(&mut self) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        let keys: Vec<PeerKey> = self
+            .peers
+            .keys()
+            .chain(self.webseeds.keys())
+            .copied()
+            .collect();
         for k in keys {
             self.fill(k);
         }
@@ -946,6 +1023,8 @@ impl Torrent {
                 for other in cancel {
                     if let Some(p) = self.peers.get(&other) {
                         p.send(PeerCmd::Cancel(block));
+                    } else if let Some(w) = self.webseeds.get(&other) {
+                        let _ = w.cmd.send(WebCmd::Cancel(block));
                     }
                 }
                 let size = self.meta.piece_size(block.index) as usize;
@@ -1104,7 +1183,10 @@ impl Torrent {
             if let Some(list) = self.suspects.remove(&v.piece) {
                 for s in list {
                     if v.block_hashes.get(s.block) != Some(&s.hash) {
-                        self.ban(s.key, s.addr, s.peer_id, "sent corrupt data");
+                        match s.peer {
+                            Some((addr, id)) => self.ban(s.key, addr, id, "sent corrupt data"),
+                            None => self.ban_web(s.key, "sent corrupt data"),
+                        }
                     }
                 }
             }
@@ -1123,22 +1205,37 @@ impl Torrent {
                     if let Some(p) = self.peers.get(&k) {
                         let (addr, id) = (p.addr, p.peer_id);
                         self.ban(k, addr, id, "sent corrupt data");
+                    } else if self.webseeds.contains_key(&k) {
+                        self.ban_web(k, "sent corrupt data");
                     }
                 }
             } else {
                 let mut list = Vec::new();
                 for (block, &k) in senders.iter().enumerate() {
-                    let Some(p) = self.peers.get_mut(&k) else {
+                    let peer = if let Some(p) = self.peers.get_mut(&k) {
+                        p.strikes += 1;
+                        Some((p.addr, p.peer_id))
+                    } else if let Some(w) = self.webseeds.get_mut(&k) {
+                        w.strikes += 1;
+                        None
+                    } else {
                         continue;
                     };
-                    p.strikes += 1;
                     list.push(Suspect {
                         key: k,
-                        addr: p.addr,
-                        peer_id: p.peer_id,
+                        peer,
                         block,
                         hash: v.block_hashes.get(block).copied().unwrap_or([0; 20]),
                     });
+                }
+                let web_struck: Vec<PeerKey> = self
+                    .webseeds
+                    .iter()
+                    .filter(|(_, w)| w.strikes >= MAX_STRIKES)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in web_struck {
+                    self.ban_web(k, "involved in too many hash failures");
                 }
                 let struck: Vec<(PeerKey, SocketAddr, [u8; 20])> = self
                     .peers
@@ -1168,6 +1265,185 @@ impl Torrent {
         }
     }
 
+    /// Starts a task for each usable web seed (BEP 19) among `urls`. A URL
+    /// that cannot be used (not http(s)) is logged and left out.
+    pub fn add_web_seeds(&mut self, urls: &[String]) {
+        if urls.is_empty() || self.picker.is_complete() {
+            return;
+        }
+        let client = match webseed::client() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("web seeds not used: {e}");
+                return;
+            }
+        };
+        for url in urls {
+            let shown = crate::out::escape(url).into_owned();
+            if self.webseeds.values().any(|w| w.url == shown) {
+                continue;
+            }
+            let files = match webseed::file_urls(url, &self.meta) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!("web seed {shown}: {e}; not used");
+                    continue;
+                }
+            };
+            let key = self.next_key;
+            self.next_key += 1;
+            let (cmd, cmd_rx) = mpsc::unbounded_channel();
+            let stats = Arc::new(PeerStats::default());
+            tokio::spawn(webseed::run(
+                webseed::Seed {
+                    key,
+                    files,
+                    meta: self.meta.clone(),
+                    shared: self.shared.clone(),
+                    stats: stats.clone(),
+                    client: client.clone(),
+                    events: self.events_tx.clone(),
+                },
+                cmd_rx,
+            ));
+            tracing::debug!("web seed {shown}: in use");
+            self.picker.add_seed();
+            self.webseeds.insert(key, WebSeed::new(shown, cmd, stats));
+            if self.state == State::Connecting {
+                self.state = State::Downloading;
+            }
+            self.fill_web(key);
+        }
+    }
+
+    /// Web seeds not backing off.
+    fn active_web_seeds(&self) -> usize {
+        self.webseeds.values().filter(|w| w.active()).count()
+    }
+
+    fn on_web_event(&mut self, key: PeerKey, ev: WebEvent) {
+        // A banned server's late data is not taken.
+        let Some(w) = self.webseeds.get_mut(&key) else {
+            return;
+        };
+        match ev {
+            WebEvent::Block { block, data } => {
+                w.last_block = Instant::now();
+                if w.active() {
+                    w.failures = 0;
+                }
+                self.on_block(key, block, data);
+            }
+            WebEvent::Failed { blocks, why } => {
+                let active = w.active();
+                for b in blocks {
+                    self.picker.release(key, b);
+                }
+                if active {
+                    self.web_failed(key, &why);
+                }
+                self.fill_all();
+            }
+        }
+    }
+
+    /// Tops up the blocks asked of a web seed to its queue depth.
+    fn fill_web(&mut self, key: PeerKey) {
+        if self.picker.is_complete()
+            || (self.verifying * self.meta.piece_length as usize > MAX_VERIFY_BYTES
+                && self.verifying >= 4)
+        {
+            return;
+        }
+        let Some(w) = self.webseeds.get_mut(&key) else {
+            return;
+        };
+        let out_now = self.picker.outstanding(key);
+        if !w.active() || out_now >= w.depth {
+            return;
+        }
+        let mut out = Vec::new();
+        self.picker
+            .pick(key, PeerHas::All, w.depth - out_now, &mut out);
+        if !out.is_empty() {
+            if out_now == 0 {
+                // The wait for data starts now, not at the last block.
+                w.last_block = Instant::now();
+            }
+            let _ = w.cmd.send(WebCmd::Fetch(out));
+        }
+    }
+
+    /// A request to a web seed failed: its blocks go back to the picker and
+    /// it is left alone for a while, longer after each failure in a row.
+    fn web_failed(&mut self, key: PeerKey, why: &str) {
+        let Some(w) = self.webseeds.get_mut(&key) else {
+            return;
+        };
+        w.failures += 1;
+        let wait = web_retry_delay(w.failures);
+        w.retry_at = Some(Instant::now() + wait);
+        let _ = w.cmd.send(WebCmd::Reset);
+        let counted = std::mem::replace(&mut w.counted, false);
+        let url = w.url.clone();
+        if counted {
+            self.picker.remove_seed();
+        }
+        self.picker.peer_gone(key);
+        tracing::warn!("web seed {url}: {why}; retry in {}s", wait.as_secs());
+        self.web_failure = Some((url, web_reason(why), Some(wait.as_secs())));
+    }
+
+    /// Stops using a web seed that sent bad data, for the rest of the run.
+    fn ban_web(&mut self, key: PeerKey, why: &str) {
+        let Some(w) = self.webseeds.remove(&key) else {
+            return;
+        };
+        // Dropping it closes its command channel: the task ends.
+        if w.counted {
+            self.picker.remove_seed();
+        }
+        self.picker.peer_gone(key);
+        self.progress.banned += 1;
+        tracing::warn!("banning web seed {}: {why}", w.url);
+        self.web_failure = Some((w.url, why.to_string(), None));
+    }
+
+    /// Once a second for web seeds: rates and queue depths, a server that
+    /// stopped sending fails, a backed-off one is asked again.
+    fn web_second(&mut self, secs: f64, now: Instant) {
+        let mut stalled = Vec::new();
+        let mut again = Vec::new();
+        for (k, w) in self.webseeds.iter_mut() {
+            w.down
+                .update(w.stats.downloaded.load(Ordering::Relaxed), secs);
+            let bdp = (w.down.get() * WEB_QUEUE_SECONDS / BLOCK_LEN as u64) as usize;
+            w.depth = bdp.clamp(WEB_MIN_QUEUE, WEB_MAX_QUEUE);
+            match w.retry_at {
+                Some(t) if t <= now => again.push(*k),
+                None if self.picker.outstanding(*k) > 0
+                    && now.duration_since(w.last_block) > SNUB_AFTER =>
+                {
+                    stalled.push(*k)
+                }
+                _ => {}
+            }
+        }
+        for k in stalled {
+            self.web_failed(k, &format!("no data for {}s", SNUB_AFTER.as_secs()));
+        }
+        for k in again {
+            if let Some(w) = self.webseeds.get_mut(&k) {
+                w.retry_at = None;
+                w.last_block = now;
+                if !w.counted {
+                    w.counted = true;
+                    self.picker.add_seed();
+                }
+            }
+        }
+    }
+
     fn on_complete(&mut self) {
         self.flush_haves();
         self.state = if self.cfg.keep_seeding {
@@ -1177,6 +1453,12 @@ impl Torrent {
         };
         self.partial.clear();
         self.signal_complete();
+        // Web seeds have nothing more for us; their tasks end.
+        for (_, w) in self.webseeds.drain() {
+            if w.counted {
+                self.picker.remove_seed();
+            }
+        }
         // Peers that only seed have nothing more for us.
         for p in self.peers.values_mut() {
             if p.seed {
@@ -1301,8 +1583,12 @@ impl Torrent {
     fn status(&self) -> (State, String) {
         let state = match self.state {
             State::Endgame | State::Downloading | State::Connecting => {
-                let in_flight = self.peers.keys().any(|k| self.picker.outstanding(*k) > 0);
-                if self.peers.is_empty() {
+                let in_flight = self
+                    .peers
+                    .keys()
+                    .chain(self.webseeds.keys())
+                    .any(|k| self.picker.outstanding(*k) > 0);
+                if self.peers.is_empty() && self.active_web_seeds() == 0 {
                     State::Connecting
                 } else if self.picker.in_endgame() && in_flight {
                     State::Endgame
@@ -1325,6 +1611,11 @@ impl Torrent {
             }
         } else if let Some((addr, why, wait)) = &self.last_failure {
             format!("peer {addr}: {why}, retry in {wait}s")
+        } else if let Some((url, why, wait)) = &self.web_failure {
+            match wait {
+                Some(wait) => format!("web seed {url}: {why}, retry in {wait}s"),
+                None => format!("web seed {url}: banned: {why}"),
+            }
         } else if let Some(t) = &self.tracker_status {
             t.clone()
         } else {
@@ -1436,6 +1727,7 @@ impl Torrent {
                 p.send(PeerCmd::Interested(want));
             }
         }
+        self.web_second(secs, now);
         for k in snubbed {
             // Hand its blocks to others; it keeps a queue of one.
             tracing::debug!("peer {k} is snubbing us");
@@ -1494,7 +1786,8 @@ impl Torrent {
         self.progress.up_rate = self.up_rate.get();
         self.progress.downloaded = self.shared.downloaded.load(Ordering::Relaxed);
         self.progress.uploaded = self.shared.uploaded.load(Ordering::Relaxed);
-        self.progress.peers = self.peers.len();
+        let web = self.active_web_seeds();
+        self.progress.peers = self.peers.len() + web;
         self.progress.known_peers = self.known.len().max(self.peers.len());
         self.progress.peer_sources.clear();
         for p in self.peers.values() {
@@ -1503,6 +1796,9 @@ impl Torrent {
                 .peer_sources
                 .entry(p.source.label())
                 .or_default() += 1;
+        }
+        if web > 0 {
+            self.progress.peer_sources.insert(WEB_SEED_LABEL, web);
         }
         if self
             .peer_list_at
@@ -1552,6 +1848,24 @@ fn client_name(id: &[u8; 20]) -> String {
         .take(8)
         .map(|&b| b as char)
         .collect()
+}
+
+/// The gist of a web seed's error for a status line: the last cause,
+/// without the OS error number ("connection refused", "HTTP 404 Not Found").
+fn web_reason(why: &str) -> String {
+    let last = why.rsplit(": ").next().unwrap_or(why);
+    let last = match last.find(" (os error") {
+        Some(i) => &last[..i],
+        None => last,
+    };
+    let mut c = last.chars();
+    match (c.next(), c.next()) {
+        (Some(f), Some(s)) if s.is_lowercase() => f
+            .to_lowercase()
+            .chain(last[f.len_utf8()..].chars())
+            .collect(),
+        _ => last.to_string(),
+    }
 }
 
 /// The gist of an error chain for a status line: its last part, without
@@ -1925,6 +2239,145 @@ mod tests {
         let (_, banned) = requests(&mut a);
         assert!(!banned);
         assert_eq!(h.t.progress.hash_failures, 0);
+    }
+
+    impl Harness {
+        /// A web seed joins (no task: the test reads its commands).
+        fn web(&mut self, key: PeerKey) -> mpsc::UnboundedReceiver<WebCmd> {
+            let (cmd, rx) = mpsc::unbounded_channel();
+            let url = format!("http://127.0.0.{key}/t");
+            self.t.picker.add_seed();
+            self.t
+                .webseeds
+                .insert(key, WebSeed::new(url, cmd, Arc::default()));
+            self.t.fill_web(key);
+            rx
+        }
+
+        fn web_block(&mut self, key: PeerKey, b: BlockRef, corrupt: bool) {
+            let PeerEvent::Block { block, data } = self.block(b, corrupt) else {
+                unreachable!()
+            };
+            let ev = Event::Web(key, WebEvent::Block { block, data });
+            self.t.on_event(ev).unwrap();
+        }
+    }
+
+    /// Blocks a web seed was asked for, and whether it was reset.
+    fn fetches(rx: &mut mpsc::UnboundedReceiver<WebCmd>) -> (Vec<BlockRef>, bool) {
+        let mut blocks = Vec::new();
+        let mut reset = false;
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                WebCmd::Fetch(b) => blocks.extend(b),
+                WebCmd::Reset => reset = true,
+                WebCmd::Cancel(_) => {}
+            }
+        }
+        (blocks, reset)
+    }
+
+    /// A web seed alone downloads everything; the progress counts it.
+    #[tokio::test]
+    async fn a_web_seed_alone_completes_the_download() {
+        let mut h = harness(4);
+        let mut web = h.web(1);
+        h.t.publish();
+        assert_eq!(h.t.progress.peer_sources.get(WEB_SEED_LABEL), Some(&1));
+        assert_eq!(h.t.progress.peers, 1);
+        // (Endgame already: every block of this small torrent is asked.)
+        assert_ne!(h.t.progress.state, State::Connecting);
+        let (asked, _) = fetches(&mut web);
+        assert_eq!(asked.len(), 8, "every block at once");
+        for b in asked {
+            h.web_block(1, b, false);
+        }
+        h.settle().await;
+        assert!(h.t.is_complete());
+        // Done with it: its task is told to end (its channel closes).
+        assert!(h.t.webseeds.is_empty());
+        assert!(web.recv().await.is_none());
+    }
+
+    /// A failed request: the server's blocks go to others at once, it is
+    /// left alone for 5 s (then 10 s …), the status says why, and it is
+    /// asked again once the wait is over.
+    #[tokio::test]
+    async fn a_failing_web_seed_backs_off() {
+        let mut h = harness(4);
+        let mut web = h.web(1);
+        let (asked, _) = fetches(&mut web);
+        let why = "error sending request: tcp connect error: Connection refused (os error 111)";
+        let ev = WebEvent::Failed {
+            blocks: asked.clone(),
+            why: why.into(),
+        };
+        h.t.on_event(Event::Web(1, ev)).unwrap();
+        assert_eq!(h.t.picker.outstanding(1), 0);
+        let (again, reset) = fetches(&mut web);
+        assert!(again.is_empty() && reset);
+        h.t.publish();
+        assert_eq!(h.t.progress.peers, 0);
+        assert_eq!(h.t.progress.state, State::Connecting);
+        assert_eq!(
+            h.t.progress.status,
+            "web seed http://127.0.0.1/t: connection refused, retry in 5s"
+        );
+        // A peer takes over what the server had.
+        let mut seed = h.seed(2);
+        h.peer(2, PeerEvent::Unchoked);
+        let (theirs, _) = requests(&mut seed);
+        assert_eq!(theirs.len(), asked.len());
+        // Wait over: asked again (the peer holds every block, so endgame
+        // duplicates some).
+        h.t.webseeds.get_mut(&1).unwrap().retry_at = Some(Instant::now());
+        h.t.second(1.0, Instant::now());
+        assert!(!fetches(&mut web).0.is_empty());
+        // A second failure in a row waits twice as long.
+        let ev = WebEvent::Failed {
+            blocks: Vec::new(),
+            why: "HTTP 503 Service Unavailable".into(),
+        };
+        h.t.on_event(Event::Web(1, ev)).unwrap();
+        let w = &h.t.webseeds[&1];
+        assert_eq!(w.failures, 2);
+        let wait = w
+            .retry_at
+            .unwrap()
+            .saturating_duration_since(Instant::now());
+        assert!(wait > Duration::from_secs(9) && wait <= Duration::from_secs(10));
+    }
+
+    /// A web seed that sends the only copy of a bad piece is banned; one
+    /// whose bad block is found by comparing with the good copy is too.
+    #[tokio::test]
+    async fn a_lying_web_seed_is_banned() {
+        for whole_pieces in [true, false] {
+            let mut h = harness(4);
+            let mut web = h.web(1);
+            let (asked, _) = fetches(&mut web);
+            for b in asked.iter().filter(|b| whole_pieces || b.begin == 0) {
+                h.web_block(1, *b, true);
+            }
+            if !whole_pieces {
+                // The rest comes from a peer: mixed pieces fail, and the
+                // good copy names the web seed's block.
+                let ev = WebEvent::Failed {
+                    blocks: Vec::new(),
+                    why: "timed out".into(),
+                };
+                h.t.on_event(Event::Web(1, ev)).unwrap();
+            }
+            h.settle().await;
+            let mut seed = h.seed(2);
+            h.peer(2, PeerEvent::Unchoked);
+            h.serve_until_complete(2, &mut seed).await;
+            assert!(h.t.progress.hash_failures >= 1);
+            assert_eq!(h.t.progress.banned, 1, "whole pieces: {whole_pieces}");
+            assert!(h.t.webseeds.is_empty());
+            let (_, closed) = requests(&mut seed);
+            assert!(!closed, "the honest peer was banned");
+        }
     }
 
     /// A peer's advertised `reqq` caps the requests we keep in flight to it.

@@ -473,6 +473,7 @@ pub struct RunArgs {
     pub dht: DhtArgs,
     pub no_pex: bool,
     pub no_lsd: bool,
+    pub no_web_seeds: bool,
     /// File selection: globs, numbers as `--list` shows them; list and exit.
     pub only: Vec<String>,
     pub select: Option<String>,
@@ -984,6 +985,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         seed_time: a.seed_time,
         stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
         learned,
+        web_seeds: !a.no_web_seeds,
     };
     let summary = rt.block_on(crate::face::single::run(m, opts));
     if let Some(dht) = &dht {

@@ -51,6 +51,8 @@ pub struct Options {
     pub stall_timeout: Option<Duration>,
     /// Peers a magnet's metadata phase found, with where from.
     pub learned: Vec<(SocketAddr, PeerSource)>,
+    /// Fetch from the torrent's web seeds (BEP 19), unless `--no-web-seeds`.
+    pub web_seeds: bool,
 }
 
 /// Runs the torrent until it is done or a signal stops it.
@@ -112,6 +114,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         seed_time: opts.seed_time,
         stall_timeout: opts.stall_timeout,
         learned: opts.learned,
+        web_seeds: opts.web_seeds,
     };
     let result = session.run_torrent(meta, topts, ctl).await;
     signals.abort();
