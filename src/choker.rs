@@ -30,14 +30,28 @@ pub struct PeerSnapshot {
 #[derive(Debug)]
 pub struct Choker {
     slots: usize,
+    /// Never unchoke anyone: a free rider, for the swarm harness only.
+    free_ride: bool,
     optimistic: Option<u64>,
     optimistic_since: u64,
     rng: StdRng,
 }
 
 impl Choker {
+    /// Two knobs read from the environment exist for the swarm harness
+    /// (benches/swarm, docs/swarm.md) and are not a user interface:
+    /// `SHOAL_TEST_FREE_RIDE=1` never unchokes anyone, so not one byte of
+    /// piece data goes up (an honest free rider: its links stay as fast as
+    /// anyone's, so its requests and ACKs still flow); and
+    /// `SHOAL_TEST_UPLOAD_SLOTS=n` replaces the number of regular slots.
     pub fn new(upload_slots: usize) -> Choker {
-        Choker::with_rng(upload_slots, StdRng::from_entropy())
+        let slots = std::env::var("SHOAL_TEST_UPLOAD_SLOTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(upload_slots);
+        let mut c = Choker::with_rng(slots, StdRng::from_entropy());
+        c.free_ride = std::env::var_os("SHOAL_TEST_FREE_RIDE").is_some_and(|v| v == "1");
+        c
     }
 
     /// Same as `new` with a fixed random seed, for reproducible tests.
@@ -48,6 +62,7 @@ impl Choker {
     fn with_rng(slots: usize, rng: StdRng) -> Choker {
         Choker {
             slots,
+            free_ride: false,
             optimistic: None,
             optimistic_since: 0,
             rng,
@@ -57,6 +72,9 @@ impl Choker {
     /// `now_secs` = monotonic seconds; `seeding` = we have everything. Returns the keys to
     /// unchoke (all others choked): the regular slots, then the optimistic one.
     pub fn rechoke(&mut self, peers: &[PeerSnapshot], seeding: bool, now_secs: u64) -> Vec<u64> {
+        if self.free_ride {
+            return Vec::new();
+        }
         // A key listed twice counts once (first entry wins).
         let mut seen = HashSet::new();
         let peers: Vec<&PeerSnapshot> = peers.iter().filter(|p| seen.insert(p.key)).collect();
@@ -244,6 +262,17 @@ mod tests {
         let out = c.rechoke(&peers, false, 0);
         assert_eq!(out.len(), 1);
         assert_eq!(c.optimistic(), Some(out[0]));
+    }
+
+    #[test]
+    fn free_rider_unchokes_nobody() {
+        let peers: Vec<PeerSnapshot> = (0..6).map(|k| peer(k, 100, 100)).collect();
+        let mut c = Choker::with_seed(4, 0);
+        c.free_ride = true;
+        for round in 0..5 {
+            assert!(c.rechoke(&peers, round % 2 == 0, round * 10).is_empty());
+        }
+        assert_eq!(c.optimistic(), None);
     }
 
     #[test]
