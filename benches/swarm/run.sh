@@ -277,7 +277,8 @@ leech() {
       [ -s "$work/l$i.end" ] || return 1
       # Done: it leaves, as shoal and aria2 leechers do.
       ip netns exec "$ns" transmission-remote 127.0.0.1:9091 -t 1 -i >"$work/l$i.r$r.info" 2>&1 || true
-      kill "$d" 2>/dev/null
+      # The daemon, not /usr/bin/time above it, so that time reports.
+      ps -o pid= --ppid "$d" | xargs -r kill 2>/dev/null
       wait "$d"
       return 0
       ;;
