@@ -254,7 +254,8 @@ summary = []
 summary.append(f"F = {F / MIB:g} MiB, N = {N}, u_s = {P['seed_up']}, u_i = {P['up']}, d_i = {P['down']}, "
                f"join = {P['join']}, free riders = {free}, churned = {churn}"
                + (", seeder leaves after one copy" if P.get("seed_leaves") == "1" else "")
-               + (f", seeder slots = {P['seed_slots']}" if P.get("seed_slots") else ""))
+               + (f", seeder slots = {P['seed_slots']}" if P.get("seed_slots") else "")
+               + (f", upload paced at {P['pace']} of the link" if P.get("pace") else ""))
 summary.append(f"T = {T:.2f} s, T* = {Ts:.2f} s, T/T* = {T / Ts:.2f}, client-server N*F/u_s = {cs:.2f} s")
 done_times = sorted(p["end"] - p["start"] for p in peers)
 summary.append(f"leecher time (start -> done): min {done_times[0]:.2f} s, median {statistics.median(done_times):.2f} s, max {done_times[-1]:.2f} s")

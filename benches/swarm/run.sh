@@ -11,7 +11,7 @@
 #        --up RATE[,RATE...] --down RATE [--client shoal|aria2|transmission] \
 #        [--free-riders K] [--churn K [--churn-at S] [--churn-down S]] \
 #        [--join all|flash|staggered [--stagger S]] [--seed-leaves] \
-#        [--seed-slots S] [--timeout SECONDS] [--keep DIR]
+#        [--seed-slots S] [--pace FRACTION] [--timeout SECONDS] [--keep DIR]
 #
 # --client       every peer, seeder included, runs this client (default shoal)
 # --free-riders  leechers 1..K upload nothing (shoal: SHOAL_TEST_FREE_RIDE=1,
@@ -25,6 +25,8 @@
 #                staggered: one every --stagger seconds (default 1)
 # --seed-leaves  the seeder stops once it has uploaded one copy (F bytes)
 # --seed-slots   regular upload slots of a shoal seeder (SHOAL_TEST_UPLOAD_SLOTS)
+# --pace         every shoal peer limits its upload (--upload-limit) to this
+#                fraction of its link's rate, so its uplink queue stays empty
 # --keep DIR     copy the run's files there: logs, report.md (table), swarm.svg
 #
 # RATE is tc's syntax (8mbit, 500kbit); BYTES takes k/M/G (powers of 1024).
@@ -39,7 +41,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 N=6 SIZE=8M SEED_UP=16mbit UP=8mbit DOWN=100mbit CLIENT=shoal FREE=0 TIMEOUT=300 KEEP=
-CHURN=0 CHURN_AT= CHURN_DOWN=2 JOIN=all STAGGER=1 SEED_LEAVES=0 SEED_SLOTS=
+CHURN=0 CHURN_AT= CHURN_DOWN=2 JOIN=all STAGGER=1 SEED_LEAVES=0 SEED_SLOTS= PACE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --leechers) N=$2; shift 2 ;;
@@ -56,6 +58,7 @@ while [ $# -gt 0 ]; do
     --stagger) STAGGER=$2; shift 2 ;;
     --seed-leaves) SEED_LEAVES=1; shift ;;
     --seed-slots) SEED_SLOTS=$2; shift 2 ;;
+    --pace) PACE=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
     -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
@@ -82,6 +85,14 @@ m=re.fullmatch(r'(\d+)([kKmMgG]?)(i?B)?',sys.argv[1]) or sys.exit('bad size '+sy
 print(int(m[1])*{'':1,'k':1<<10,'m':1<<20,'g':1<<30}[m[2].lower()])" "$1"
 }
 F=$(bytes "$SIZE")
+# pace RATE: shoal's --upload-limit for a link of RATE under --pace, else nothing.
+pace() {
+  [ -n "$PACE" ] || return 0
+  python3 -c "import re,sys
+m=re.fullmatch(r'(\d+(?:\.\d+)?)([kmg]?)(bit|bps)',sys.argv[1].lower())
+v=float(m[1])*{'':1,'k':1e3,'m':1e6,'g':1e9}[m[2]]*(8 if m[3]=='bps' else 1)/8
+print('--upload-limit', int(v*float(sys.argv[2])))" "$1" "$PACE"
+}
 IFS=, read -r -a UPS <<<"$UP"
 
 tag=shsw$$
@@ -202,8 +213,8 @@ tr_wait() {
 seed_ns=$tag-seed
 case "$CLIENT" in
   shoal)
-    extra=()
-    [ "$SEED_LEAVES" = 1 ] && extra=(--seed-ratio 1)
+    read -r -a extra < <(pace "$SEED_UP"; echo)
+    [ "$SEED_LEAVES" = 1 ] && extra+=(--seed-ratio 1)
     env ${SEED_SLOTS:+SHOAL_TEST_UPLOAD_SLOTS=$SEED_SLOTS} ip netns exec "$seed_ns" \
       "$bin" seed "$work/t.torrent" --from "$work/src" --port 6881 "${common[@]}" "${extra[@]}" \
       >"$work/seed.json" 2>"$work/seed.err" &
@@ -244,10 +255,11 @@ leech() {
   local rus=(/usr/bin/time -f '%e %U %S %M' -o "$work/l$i.r$r.rusage")
   case "$CLIENT" in
     shoal)
-      local fr=
+      local fr= lim
       [ "$i" -le "$FREE" ] && fr=SHOAL_TEST_FREE_RIDE=1
+      read -r -a lim < <(pace "${UPS[$(( (i - 1) % ${#UPS[@]} ))]}"; echo)
       env $fr SHOAL_LOG=warn,shoal::picker=trace ip netns exec "$ns" "${rus[@]}" \
-        "$bin" download "$work/t.torrent" -o "$dir" --port 6881 "${common[@]}" \
+        "$bin" download "$work/t.torrent" -o "$dir" --port 6881 "${common[@]}" "${lim[@]}" \
         >"$work/l$i.r$r.json" 2>"$work/l$i.r$r.err"
       local rc=$?
       now >"$work/l$i.end"
@@ -304,6 +316,7 @@ join=$JOIN
 stagger=$STAGGER
 seed_leaves=$SEED_LEAVES
 seed_slots=$SEED_SLOTS
+pace=$PACE
 EOF
 
 # Start offsets, all computed before the clock starts.
