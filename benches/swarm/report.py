@@ -352,6 +352,7 @@ if churn:
     legend.append(("#c22", "churned leecher (killed and restarted)"))
 if timeline:
     legend += [("#26c", "pieces in the swarm, distinct (dot: all exist once)"), ("#2a4", "mean copies per piece among leechers / N")]
+svg.append(f'<rect x="{Wd - R - 306}" y="{Tp + 1}" width="304" height="{15 * len(legend) + 6}" fill="white" fill-opacity="0.85" stroke="#ccc"/>')
 for n, (col, text) in enumerate(legend):
     y = Tp + 14 + 15 * n
     svg.append(f'<line x1="{Wd - R - 300}" x2="{Wd - R - 280}" y1="{y - 4}" y2="{y - 4}" stroke="{col}" stroke-width="2.5"/>')
