@@ -3,7 +3,7 @@
 writes it), prints the per-peer table and, last, the `swarm:` line; writes
 report.md (the same as a Markdown table, with the summary) and swarm.svg.
 
-    report.py WORKDIR
+    report.py WORKDIR [--partial]
     report.py --tstar BYTES N SEED_UP DOWN UP[,UP...] FREE   (prints T*)
 
 Sources: l<i>.time (start, end, exit code), l<i>.killed / .restarted (churn),
@@ -45,6 +45,9 @@ if sys.argv[1] == "--tstar":
     sys.exit(0)
 
 W = sys.argv[1]
+# --partial: the run timed out; leechers still running have "timeout" as
+# their exit code and the time of the timeout as their end.
+partial = "--partial" in sys.argv[2:]
 
 
 def path(name):
@@ -126,7 +129,7 @@ for i in range(1, N + 1):
         "i": i,
         "start": float(s) - t0,
         "end": float(e) - t0,
-        "rc": int(rc),
+        "rc": -1 if rc == "timeout" else int(rc),
         "role": "free rider" if i <= free else ("churned" if i > N - churn else "contributor"),
         "up_cap": ups[i - 1] if i > free else bps(P["up"].split(",")[(i - 1) % len(P["up"].split(","))]),
         "killed": float(read(f"l{i}.killed")) - t0 if read(f"l{i}.killed") else None,
@@ -238,6 +241,8 @@ def fmt_rate(b):
 rows = []
 for p in peers:
     role = p["role"]
+    if p["rc"] == -1:
+        role += " (unfinished)"
     if p["killed"] is not None:
         role += f" (killed {p['killed']:.1f}s, back {p['restarted']:.1f}s)"
     rows.append([
@@ -256,7 +261,13 @@ summary.append(f"F = {F / MIB:g} MiB, N = {N}, u_s = {P['seed_up']}, u_i = {P['u
                + (", seeder leaves after one copy" if P.get("seed_leaves") == "1" else "")
                + (f", seeder slots = {P['seed_slots']}" if P.get("seed_slots") else "")
                + (f", upload paced at {P['pace']} of the link" if P.get("pace") else ""))
-summary.append(f"T = {T:.2f} s, T* = {Ts:.2f} s, T/T* = {T / Ts:.2f}, client-server N*F/u_s = {cs:.2f} s")
+if partial:
+    left = sum(1 for p in peers if p["rc"] == -1)
+    summary.append(f"timed out after {T:.2f} s with {left} of {N} leechers unfinished (T* = {Ts:.2f} s)")
+    if timeline:
+        summary.append(f"pieces in the swarm at the end: {round(timeline[-1][1] * piece_count)} of {piece_count}")
+else:
+    summary.append(f"T = {T:.2f} s, T* = {Ts:.2f} s, T/T* = {T / Ts:.2f}, client-server N*F/u_s = {cs:.2f} s")
 done_times = sorted(p["end"] - p["start"] for p in peers)
 summary.append(f"leecher time (start -> done): min {done_times[0]:.2f} s, median {statistics.median(done_times):.2f} s, max {done_times[-1]:.2f} s")
 cpus = [p["cpu"] for p in peers if p["cpu"]]
@@ -311,7 +322,9 @@ def Y(v):
 
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{Wd}" height="{Hd}" font-family="sans-serif" font-size="11">',
        f'<rect width="{Wd}" height="{Hd}" fill="white"/>',
-       f'<text x="{L}" y="16" font-size="13">{client}: N={N}, F={F / MIB:g} MiB, T={T:.1f}s, T*={Ts:.1f}s, T/T*={T / Ts:.2f}</text>']
+       f'<text x="{L}" y="16" font-size="13">{client}: N={N}, F={F / MIB:g} MiB, '
+       + (f"timed out at {T:.1f}s unfinished, T*={Ts:.1f}s" if partial else f"T={T:.1f}s, T*={Ts:.1f}s, T/T*={T / Ts:.2f}")
+       + "</text>"]
 for k in range(0, 11, 2):
     v = k / 10
     svg.append(f'<line x1="{L}" x2="{Wd - R}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#ddd"/>')
@@ -331,7 +344,8 @@ for p in peers:
     if p["progress"]:
         pts = [(p["start"], 0.0)] + p["progress"]
         # The progress event is once a second: finish the line at the end.
-        pts.append((p["end"], 1.0))
+        if p["rc"] == 0:
+            pts.append((p["end"], 1.0))
     else:
         s = counters.get(hosts[f"l{p['i']}"], [])
         pts = [(t - t0, min(1.0, (tx - s[0][2]) / F)) for t, rx, tx in s if t - t0 <= p["end"] + 0.2] if s else []
@@ -361,5 +375,6 @@ svg.append("</svg>")
 with open(path("swarm.svg"), "w") as f:
     f.write("\n".join(svg) + "\n")
 
-print(f"client-server time N*F/u_s = {cs:.2f}s")
-print(f"swarm: client={client} N={N} T={T:.2f}s T*={Ts:.2f}s ratio={T / Ts:.2f}")
+if not partial:
+    print(f"client-server time N*F/u_s = {cs:.2f}s")
+    print(f"swarm: client={client} N={N} T={T:.2f}s T*={Ts:.2f}s ratio={T / Ts:.2f}")

@@ -331,6 +331,7 @@ for i in $(seq 1 "$N"); do
     set +e
     sleep "$off"
     s=$(now)
+    echo "$s" >"$work/l$i.start"
     leech "$i" 1 &
     c=$!
     if [ "$i" -gt $((N - CHURN)) ]; then
@@ -358,6 +359,12 @@ while :; do
   [ "$done_n" -ge "$N" ] && break
   if [ "$(date +%s)" -ge "$deadline" ]; then
     echo "swarm: timed out after ${TIMEOUT}s with $done_n of $N leechers done" >&2
+    # The report of what happened so far (a seeder that left too early
+    # shows here how many pieces the swarm was left with).
+    for i in $(seq 1 "$N"); do
+      [ -s "$work/l$i.time" ] || echo "$(cat "$work/l$i.start" 2>/dev/null || now) $(now) timeout" >"$work/l$i.time"
+    done
+    python3 "$here/report.py" "$work" --partial || true
     exit 1
   fi
   sleep 0.2
