@@ -11,7 +11,7 @@
 #        --up RATE[,RATE...] --down RATE [--client shoal|aria2|transmission] \
 #        [--free-riders K] [--churn K [--churn-at S] [--churn-down S]] \
 #        [--join all|flash|staggered [--stagger S]] [--seed-leaves] \
-#        [--seed-slots S] [--pace FRACTION] [--timeout SECONDS] [--keep DIR]
+#        [--seed-slots S] [--leech-slots S] [--pace FRACTION] [--timeout SECONDS] [--keep DIR]
 #
 # --client       every peer, seeder included, runs this client (default shoal)
 # --free-riders  leechers 1..K upload nothing (shoal: SHOAL_TEST_FREE_RIDE=1,
@@ -25,6 +25,7 @@
 #                staggered: one every --stagger seconds (default 1)
 # --seed-leaves  the seeder stops once it has uploaded one copy (F bytes)
 # --seed-slots   regular upload slots of a shoal seeder (SHOAL_TEST_UPLOAD_SLOTS)
+# --leech-slots  the same for shoal leechers
 # --pace         every shoal peer limits its upload (--upload-limit) to this
 #                fraction of its link's rate, so its uplink queue stays empty
 # --keep DIR     copy the run's files there: logs, report.md (table), swarm.svg
@@ -41,7 +42,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 N=6 SIZE=8M SEED_UP=16mbit UP=8mbit DOWN=100mbit CLIENT=shoal FREE=0 TIMEOUT=300 KEEP=
-CHURN=0 CHURN_AT= CHURN_DOWN=2 JOIN=all STAGGER=1 SEED_LEAVES=0 SEED_SLOTS= PACE=
+CHURN=0 CHURN_AT= CHURN_DOWN=2 JOIN=all STAGGER=1 SEED_LEAVES=0 SEED_SLOTS= LEECH_SLOTS= PACE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --leechers) N=$2; shift 2 ;;
@@ -58,10 +59,11 @@ while [ $# -gt 0 ]; do
     --stagger) STAGGER=$2; shift 2 ;;
     --seed-leaves) SEED_LEAVES=1; shift ;;
     --seed-slots) SEED_SLOTS=$2; shift 2 ;;
+    --leech-slots) LEECH_SLOTS=$2; shift 2 ;;
     --pace) PACE=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "swarm: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -258,7 +260,7 @@ leech() {
       local fr= lim
       [ "$i" -le "$FREE" ] && fr=SHOAL_TEST_FREE_RIDE=1
       read -r -a lim < <(pace "${UPS[$(( (i - 1) % ${#UPS[@]} ))]}"; echo)
-      env $fr SHOAL_LOG=warn,shoal::picker=trace ip netns exec "$ns" "${rus[@]}" \
+      env $fr ${LEECH_SLOTS:+SHOAL_TEST_UPLOAD_SLOTS=$LEECH_SLOTS} SHOAL_LOG=warn,shoal::picker=trace ip netns exec "$ns" "${rus[@]}" \
         "$bin" download "$work/t.torrent" -o "$dir" --port 6881 "${common[@]}" "${lim[@]}" \
         >"$work/l$i.r$r.json" 2>"$work/l$i.r$r.err"
       local rc=$?
@@ -316,6 +318,7 @@ join=$JOIN
 stagger=$STAGGER
 seed_leaves=$SEED_LEAVES
 seed_slots=$SEED_SLOTS
+leech_slots=$LEECH_SLOTS
 pace=$PACE
 EOF
 
