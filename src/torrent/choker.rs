@@ -1,12 +1,20 @@
 //! Chooses which peers we upload to (BEP 3's tit-for-tat).
 //!
 //! Pure: the torrent calls `rechoke` every 10 s with a snapshot and applies the
-//! answer. Regular slots reward the peers that give us the most (or, when
-//! seeding, take the most); one optimistic slot rotates every 30 s so new peers
-//! get a chance to prove themselves and we find better partners.
+//! answer. Leeching, regular slots reward the peers that give us the most;
+//! seeding, they go round in turns of `SEED_TURN_SECS`, longest-waiting peer
+//! first. One optimistic slot rotates every 30 s so new peers get a chance to
+//! prove themselves and we find better partners.
+//!
+//! Seeding used to favour whoever took data fastest. In a swarm of capped
+//! uplinks (docs/swarm.md) that was a peer that uploads nothing: its uplink
+//! is idle, so its ACKs come back without queueing and its TCP flow wins the
+//! seeder's link, and the fastest-taker rule then kept it unchoked for the
+//! whole download (a free rider had 108 pieces after one second, the others
+//! 8-62). Turns give every leecher the same share of the seeder.
 
 use std::cmp::Reverse;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -15,6 +23,10 @@ use rand::SeedableRng;
 /// How long an optimistic unchoke lasts: three 10 s rounds, long enough for a
 /// peer to ramp up and reciprocate.
 pub const OPTIMISTIC_SECS: u64 = 30;
+
+/// Seeding: how long a peer keeps a regular slot before it makes way for one
+/// that has waited longer (one rechoke round).
+pub const SEED_TURN_SECS: u64 = 10;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerSnapshot {
@@ -30,14 +42,32 @@ pub struct PeerSnapshot {
 #[derive(Debug)]
 pub struct Choker {
     slots: usize,
+    /// Never unchoke anyone: a free rider, for the swarm harness only.
+    free_ride: bool,
     optimistic: Option<u64>,
     optimistic_since: u64,
+    /// Seeding: when each peer got the regular slot it holds.
+    serving_since: HashMap<u64, u64>,
+    /// Seeding: when each peer last lost a regular slot.
+    served_until: HashMap<u64, u64>,
     rng: StdRng,
 }
 
 impl Choker {
+    /// Two knobs read from the environment exist for the swarm harness
+    /// (benches/swarm, docs/swarm.md) and are not a user interface:
+    /// `SHOAL_TEST_FREE_RIDE=1` never unchokes anyone, so not one byte of
+    /// piece data goes up (an honest free rider: its links stay as fast as
+    /// anyone's, so its requests and ACKs still flow); and
+    /// `SHOAL_TEST_UPLOAD_SLOTS=n` replaces the number of regular slots.
     pub fn new(upload_slots: usize) -> Choker {
-        Choker::with_rng(upload_slots, StdRng::from_entropy())
+        let slots = std::env::var("SHOAL_TEST_UPLOAD_SLOTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(upload_slots);
+        let mut c = Choker::with_rng(slots, StdRng::from_entropy());
+        c.free_ride = std::env::var_os("SHOAL_TEST_FREE_RIDE").is_some_and(|v| v == "1");
+        c
     }
 
     /// Same as `new` with a fixed random seed, for reproducible tests.
@@ -48,8 +78,11 @@ impl Choker {
     fn with_rng(slots: usize, rng: StdRng) -> Choker {
         Choker {
             slots,
+            free_ride: false,
             optimistic: None,
             optimistic_since: 0,
+            serving_since: HashMap::new(),
+            served_until: HashMap::new(),
             rng,
         }
     }
@@ -57,6 +90,9 @@ impl Choker {
     /// `now_secs` = monotonic seconds; `seeding` = we have everything. Returns the keys to
     /// unchoke (all others choked): the regular slots, then the optimistic one.
     pub fn rechoke(&mut self, peers: &[PeerSnapshot], seeding: bool, now_secs: u64) -> Vec<u64> {
+        if self.free_ride {
+            return Vec::new();
+        }
         // A key listed twice counts once (first entry wins).
         let mut seen = HashSet::new();
         let peers: Vec<&PeerSnapshot> = peers.iter().filter(|p| seen.insert(p.key)).collect();
@@ -71,12 +107,45 @@ impl Choker {
         // Shuffle, then stable-sort: equal rates end up in random order.
         candidates.shuffle(&mut self.rng);
         if seeding {
-            // Whoever takes data fastest spreads it fastest.
-            candidates.sort_by_key(|p| Reverse(p.upload_rate));
+            // Turns: a peer within its turn keeps its slot; the other slots
+            // go to those never served, then to those waiting longest.
+            let holding = |k: u64| {
+                self.serving_since
+                    .get(&k)
+                    .is_some_and(|&s| now_secs.saturating_sub(s) < SEED_TURN_SECS)
+            };
+            // A turn that ends now counts as served until now.
+            let waited = |k: u64| {
+                if self.serving_since.contains_key(&k) {
+                    Some(now_secs)
+                } else {
+                    self.served_until.get(&k).copied()
+                }
+            };
+            candidates.sort_by_key(|p| (!holding(p.key), waited(p.key)));
         } else {
             candidates.sort_by_key(|p| (Reverse(p.download_rate), Reverse(p.upload_rate)));
         }
         let mut unchoke: Vec<u64> = candidates.iter().take(self.slots).map(|p| p.key).collect();
+        if seeding {
+            let ended: Vec<u64> = self
+                .serving_since
+                .keys()
+                .copied()
+                .filter(|k| !unchoke.contains(k))
+                .collect();
+            for k in ended {
+                self.serving_since.remove(&k);
+                self.served_until.insert(k, now_secs);
+            }
+            for &k in &unchoke {
+                self.serving_since.entry(k).or_insert(now_secs);
+            }
+            let present: HashSet<u64> = peers.iter().map(|p| p.key).collect();
+            self.served_until.retain(|k, _| present.contains(k));
+        } else {
+            self.serving_since.clear();
+        }
 
         let eligible = |key: u64| {
             !unchoke.contains(&key) && peers.iter().any(|p| p.key == key && p.interested)
@@ -170,14 +239,44 @@ mod tests {
     }
 
     #[test]
-    fn seeding_picks_fastest_takers() {
-        let mut peers: Vec<PeerSnapshot> = (0..10).map(|k| peer(k, 1000 - k, k * 10)).collect();
+    fn seeding_gives_turns_longest_waiting_first() {
+        // Rates do not matter when seeding: the fastest taker has no claim.
+        let mut peers: Vec<PeerSnapshot> = (0..9).map(|k| peer(k, 0, k * 1000)).collect();
         // Snubbing is about what they send us: irrelevant when seeding.
-        peers[9].snubbed = true;
+        peers[8].snubbed = true;
         let mut c = Choker::with_seed(3, 1);
-        let out = c.rechoke(&peers, true, 0);
-        assert_eq!(regular(&out, &c), vec![7, 8, 9]);
-        assert!(c.optimistic().is_some_and(|k| k < 7));
+        let mut served = Vec::new();
+        let first = regular(&c.rechoke(&peers, true, 0), &c);
+        assert_eq!(first.len(), 3);
+        // Within the turn (a rechoke for a newcomer, say) nobody moves.
+        assert_eq!(regular(&c.rechoke(&peers, true, 5), &c), first);
+        served.extend(first.iter().copied());
+        // Next turns: those never served, then the longest waiting.
+        let second = regular(&c.rechoke(&peers, true, 10), &c);
+        assert!(second.iter().all(|k| !served.contains(k)), "{second:?}");
+        served.extend(second.iter().copied());
+        let third = regular(&c.rechoke(&peers, true, 20), &c);
+        assert!(third.iter().all(|k| !served.contains(k)), "{third:?}");
+        served.extend(third.iter().copied());
+        served.sort_unstable();
+        assert_eq!(served, (0..9).collect::<Vec<u64>>());
+        // Round two starts with the first turn's peers.
+        assert_eq!(regular(&c.rechoke(&peers, true, 30), &c), first);
+    }
+
+    #[test]
+    fn seeding_turn_kept_while_interested_only() {
+        let mut peers: Vec<PeerSnapshot> = (0..4).map(|k| peer(k, 0, 0)).collect();
+        let mut c = Choker::with_seed(2, 5);
+        let first = regular(&c.rechoke(&peers, true, 0), &c);
+        // One of them is done with us: its slot goes at once to someone else.
+        peers[first[0] as usize].interested = false;
+        let now = regular(&c.rechoke(&peers, true, 3), &c);
+        assert!(
+            now.contains(&first[1]) && !now.contains(&first[0]),
+            "{now:?}"
+        );
+        assert_eq!(now.len(), 2);
     }
 
     #[test]
@@ -244,6 +343,17 @@ mod tests {
         let out = c.rechoke(&peers, false, 0);
         assert_eq!(out.len(), 1);
         assert_eq!(c.optimistic(), Some(out[0]));
+    }
+
+    #[test]
+    fn free_rider_unchokes_nobody() {
+        let peers: Vec<PeerSnapshot> = (0..6).map(|k| peer(k, 100, 100)).collect();
+        let mut c = Choker::with_seed(4, 0);
+        c.free_ride = true;
+        for round in 0..5 {
+            assert!(c.rechoke(&peers, round % 2 == 0, round * 10).is_empty());
+        }
+        assert_eq!(c.optimistic(), None);
     }
 
     #[test]

@@ -701,6 +701,9 @@ impl Picker {
         if self.wants(piece) {
             self.wanted_left = self.wanted_left.saturating_sub(1);
         }
+        // The swarm harness (SHOAL_LOG=shoal::picker=trace) follows every
+        // piece's copies through the swarm from these lines.
+        tracing::trace!("piece {piece} verified");
     }
 
     /// Hash failed: every block of the piece is free again, piece re-enters the pool.
