@@ -181,6 +181,7 @@ pub struct CreateArgs {
     pub comment: Option<String>,
     pub web_seeds: Vec<String>,
     pub force: bool,
+    pub format: crate::store::create::Format,
 }
 
 /// A tracker (http, https, udp) or web seed (http, https) URL, checked
@@ -255,6 +256,7 @@ pub fn create_cmd(a: CreateArgs) -> Result<()> {
         );
     }
     let opts = CreateOptions {
+        format: a.format,
         piece_length: a.piece_length,
         // Each -t is its own tier, in the order given: clients try them in turn.
         trackers: trackers.into_iter().map(|t| vec![t]).collect(),
