@@ -1013,7 +1013,7 @@ fn check_hybrid(
             )));
         }
         if e.root.is_some() {
-            if f.offset % parsed.piece_length != 0 {
+            if !f.offset.is_multiple_of(parsed.piece_length) {
                 return Err(inconsistent(format!(
                     "file `{}` does not start on a piece boundary",
                     shown()

@@ -425,7 +425,7 @@ pub fn build(
         let &(file, offset) = placed
             .next()
             .ok_or_else(|| invalid("v2 files do not match the file list: inconsistent files"))?;
-        if offset % piece_length != 0 {
+        if !offset.is_multiple_of(piece_length) {
             return Err(invalid(format!(
                 "file {file} does not start on a piece boundary: inconsistent files"
             )));
@@ -472,7 +472,7 @@ pub fn build(
                 "`piece layers` has an entry for no file of the torrent: invalid piece layer",
             ));
         }
-        if bytes.len() % 32 != 0 {
+        if !bytes.len().is_multiple_of(32) {
             return Err(invalid(format!(
                 "a piece layer is {} bytes, not a multiple of 32: invalid piece layer",
                 bytes.len()
