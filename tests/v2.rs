@@ -185,6 +185,14 @@ fn other_readers_of_shoal_hybrids() {
             assert!(out.contains(&format!("./{f}")), "{f} missing in:\n{out}");
         }
         assert!(out.contains("./pack/.pad/"), "{out}");
+        // ...but it hashes the info dictionary differently (as it does for
+        // libtorrent's hybrids), so it cannot join a hybrid's swarm.
+        let m = Metainfo::from_file(&t).unwrap();
+        assert!(out.contains("Info Hash: "), "{out}");
+        assert!(
+            !out.contains(&format!("Info Hash: {}", m.info_hash.hex())),
+            "{out}"
+        );
     }
     if have("transmission-show") {
         for torrent in [&t, &fixture] {
