@@ -174,6 +174,12 @@ enum Command {
         /// Overwrite the output file if it exists.
         #[arg(long)]
         force: bool,
+        /// Make a BitTorrent v2 torrent (BEP 52: SHA-256 merkle trees); only v2 clients can use it.
+        #[arg(long, conflicts_with = "hybrid")]
+        v2: bool,
+        /// Make a hybrid torrent: v1 and v2 in one, files aligned to pieces with pad files (BEP 47/52).
+        #[arg(long)]
+        hybrid: bool,
     },
     /// Download a torrent into DIR, verifying every piece; exit 0 when done.
     Download {
@@ -464,6 +470,8 @@ fn main() -> ExitCode {
             comment,
             web_seeds,
             force,
+            v2,
+            hybrid,
         } => cli::create_cmd(cli::CreateArgs {
             path,
             output,
@@ -473,6 +481,11 @@ fn main() -> ExitCode {
             comment,
             web_seeds,
             force,
+            format: match (v2, hybrid) {
+                (true, _) => shoal::store::create::Format::V2,
+                (_, true) => shoal::store::create::Format::Hybrid,
+                _ => shoal::store::create::Format::V1,
+            },
         }),
         Command::Verify { torrent, dir, json } => cli::verify(&torrent, &dir, json),
         Command::Download {

@@ -4,6 +4,8 @@
 
 pub mod bencode;
 pub mod magnet;
+pub mod merkle;
+pub mod v2;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,6 +19,7 @@ use std::time::SystemTime;
 
 use serde_bencode::value::Value;
 use sha1::{Digest, Sha1};
+use sha2::Sha256;
 use thiserror::Error;
 
 use bencode::BencodeError;
@@ -59,6 +62,26 @@ impl fmt::Debug for InfoHash {
     }
 }
 
+/// The BitTorrent versions a torrent carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    /// BEP 52 only: SHA-256 merkle trees, no v1 piece hashes.
+    V2,
+    /// Both (BEP 52 hybrid): v1 and v2 peers share one swarm.
+    Hybrid,
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+            Version::Hybrid => "hybrid (v1 + v2)",
+        })
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum MetainfoError {
     #[error("cannot read {path}: {err}")]
@@ -73,8 +96,6 @@ pub enum MetainfoError {
     Missing(&'static str),
     #[error("`{key}` should be {expected}")]
     WrongType { key: String, expected: &'static str },
-    #[error("v2-only torrents (BEP 52) are not supported yet")]
-    V2Only,
     #[error("{0}")]
     Invalid(String),
     #[error("{0} changed on disk while in use; start again with the new file")]
@@ -138,8 +159,13 @@ pub struct Metainfo {
     pub created_by: Option<String>,
     pub comment: Option<String>,
     pub encoding: Option<String>,
-    /// Hybrid torrent: also carries BEP 52 fields, which we ignore.
+    /// Hybrid torrent: v1 pieces and BEP 52 fields describing the same files.
     pub hybrid: bool,
+    /// The BEP 52 side (v2-only and hybrid torrents): the SHA-256
+    /// info-hash, file roots and piece layers. A v2-only torrent's
+    /// `info_hash` is its v2 hash cut to 20 bytes.
+    pub v2: Option<Arc<v2::V2>>,
+    piece_count: u32,
     /// Things that are odd but not fatal (non-power-of-two piece length, say).
     pub warnings: Vec<String>,
     /// Top-level keys we do not interpret, kept so nothing is lost.
@@ -236,8 +262,51 @@ impl Metainfo {
         };
         drop(info_rest);
         let mut warnings = Vec::new();
-        let parsed = parse_info(&info, pieces_len, info_hash, &mut warnings)?;
-        let (pieces_at, _) = pieces.ok_or(MetainfoError::Missing("pieces"))?;
+        let has_v1 = get(&info, "pieces").is_some();
+        let has_v2 = get(&info, "file tree").is_some() || get(&info, "meta version").is_some();
+        let (parsed, info_hash, v2) = if has_v2 {
+            match get(&info, "meta version") {
+                Some(Value::Int(2)) => {}
+                Some(Value::Int(n)) => {
+                    return Err(invalid(format!(
+                        "`meta version` is {n}; only 2 (BEP 52) is known"
+                    )))
+                }
+                _ => return Err(MetainfoError::Missing("meta version")),
+            }
+            let entries = v2::read_tree(info_bytes)?;
+            let hash_v2: [u8; 32] = Sha256::digest(info_bytes).into();
+            let (parsed, placed, info_hash) = if has_v1 {
+                let parsed = parse_info(&info, pieces_len, info_hash, &mut warnings)?;
+                let placed = check_hybrid(&info, &parsed, &entries)?;
+                (parsed, placed, info_hash)
+            } else {
+                let short = InfoHash(hash_v2[..20].try_into().map_err(|_| invalid("hash"))?);
+                let (parsed, placed) = parse_v2_only(&info, &entries, short)?;
+                (parsed, placed, short)
+            };
+            let layers = top.get(&b"piece layers"[..]);
+            let v2 = v2::build(
+                hash_v2,
+                parsed.piece_length,
+                &entries,
+                &placed,
+                layers,
+                &mut warnings,
+            )?;
+            (parsed, info_hash, Some(Arc::new(v2)))
+        } else {
+            (
+                parse_info(&info, pieces_len, info_hash, &mut warnings)?,
+                info_hash,
+                None,
+            )
+        };
+        let pieces_at = match pieces {
+            Some((at, _)) => at,
+            None if v2.is_some() => 0,
+            None => return Err(MetainfoError::Missing("pieces")),
+        };
         let info_len = info_bytes.len();
 
         // libtorrent loads torrents whose `announce` is an integer or not
@@ -282,7 +351,7 @@ impl Metainfo {
         let hashes = PieceHashes {
             backing,
             at: info_at + pieces_at as u64,
-            count: parsed.piece_count,
+            count: if has_v1 { parsed.piece_count } else { 0 },
         };
         Ok(Metainfo {
             info_hash,
@@ -302,14 +371,44 @@ impl Metainfo {
             created_by,
             comment,
             encoding,
-            hybrid: parsed.hybrid,
+            hybrid: has_v1 && v2.is_some(),
+            v2,
+            piece_count: parsed.piece_count,
             warnings,
             extra: top.into_iter().collect(),
         })
     }
 
     pub fn piece_count(&self) -> u32 {
-        self.hashes.count
+        self.piece_count
+    }
+
+    /// Which BitTorrent versions the torrent carries.
+    pub fn version(&self) -> Version {
+        match (&self.v2, self.hybrid) {
+            (None, _) => Version::V1,
+            (Some(_), false) => Version::V2,
+            (Some(_), true) => Version::Hybrid,
+        }
+    }
+
+    /// Whether pieces are checked with SHA-256 merkle trees (v2-only).
+    pub fn v2_only(&self) -> bool {
+        self.version() == Version::V2
+    }
+
+    /// Every 20-byte hash this torrent's swarm is known by: the v1 hash
+    /// (or truncated v2 hash for v2-only torrents), and for a hybrid also
+    /// its truncated v2 hash.
+    pub fn info_hashes(&self) -> Vec<InfoHash> {
+        let mut out = vec![self.info_hash];
+        if let Some(v2) = &self.v2 {
+            let short = InfoHash(v2.short_hash());
+            if short != self.info_hash {
+                out.push(short);
+            }
+        }
+        out
     }
 
     /// The piece hashes, shared rather than copied.
@@ -334,7 +433,11 @@ impl Metainfo {
             Backing::File(f) => {
                 let mut out = vec![0; self.info_len];
                 f.read_at(self.info_at, &mut out)?;
-                if Sha1::digest(&out)[..] != self.info_hash.0 {
+                let same = match &self.v2 {
+                    Some(v2) if !self.hybrid => Sha256::digest(&out)[..] == v2.info_hash,
+                    _ => Sha1::digest(&out)[..] == self.info_hash.0,
+                };
+                if !same {
                     return Err(MetainfoError::Changed(f.path.clone()));
                 }
                 Ok(Cow::Owned(out))
@@ -585,7 +688,6 @@ struct ParsedInfo {
     total_length: u64,
     multi_file: bool,
     private: bool,
-    hybrid: bool,
 }
 
 type Dict = HashMap<Vec<u8>, Value>;
@@ -636,13 +738,6 @@ fn parse_info(
     info_hash: InfoHash,
     warnings: &mut Vec<String>,
 ) -> Result<ParsedInfo, MetainfoError> {
-    let has_v1 = get(info, "pieces").is_some();
-    let has_v2 = get(info, "file tree").is_some()
-        || matches!(get(info, "meta version"), Some(Value::Int(2)));
-    if has_v2 && !has_v1 {
-        return Err(MetainfoError::V2Only);
-    }
-
     let piece_length = match get(info, "piece length") {
         Some(Value::Int(n)) if *n > 0 => *n as u64,
         Some(Value::Int(n)) => {
@@ -752,9 +847,6 @@ fn parse_info(
     if expected > u32::MAX as u64 {
         return Err(invalid("too many pieces"));
     }
-    if has_v2 {
-        check_hybrid(info, &raw_name, multi_file)?;
-    }
     if multi_file {
         dedupe_paths(&mut files)?;
     }
@@ -766,7 +858,6 @@ fn parse_info(
         total_length: total,
         multi_file,
         private,
-        hybrid: has_v2,
     })
 }
 
@@ -862,52 +953,26 @@ fn parse_files(list: &[Value], name: &str) -> Result<Vec<FileEntry>, MetainfoErr
     Ok(out)
 }
 
-/// A hybrid torrent's v1 and v2 file lists must describe the same files, or
-/// v1 and v2 peers would disagree about the content.
-fn check_hybrid(info: &Dict, name: &[u8], multi: bool) -> Result<(), MetainfoError> {
-    fn walk(
-        node: &Dict,
-        path: &mut Vec<Vec<u8>>,
-        out: &mut Vec<(Vec<Vec<u8>>, i64)>,
-        depth: usize,
-    ) -> Result<(), MetainfoError> {
-        let mut keys: Vec<&Vec<u8>> = node.keys().collect();
-        keys.sort();
-        for k in keys {
-            let Value::Dict(child) = &node[k] else {
-                return Err(invalid(
-                    "v2 `file tree` entry is not a dictionary: file parse failed",
-                ));
-            };
-            if k.is_empty() {
-                let Some(Value::Int(len)) = child.get(&b"length"[..]) else {
-                    return Err(invalid(
-                        "v2 `file tree` file has no length: file parse failed",
-                    ));
-                };
-                out.push((path.clone(), *len));
-            } else {
-                if depth > MAX_PATH_DEPTH {
-                    return Err(invalid("v2 `file tree` is nested too deep"));
-                }
-                path.push(k.clone());
-                walk(child, path, out, depth + 1)?;
-                path.pop();
-            }
-        }
-        Ok(())
-    }
-    let Some(Value::Dict(tree)) = get(info, "file tree") else {
-        return Err(invalid("hybrid torrent has no v2 `file tree` dictionary"));
-    };
-    let mut v2 = Vec::new();
-    walk(tree, &mut Vec::new(), &mut v2, 0)?;
-    let mut v1: Vec<(Vec<Vec<u8>>, i64)> = Vec::new();
-    if multi {
+/// A hybrid torrent's v1 and v2 file lists must describe the same files in
+/// the same order, each v2 file with data starting on a piece boundary of
+/// the v1 layout (BEP 47 pad files between them), or v1 and v2 peers would
+/// disagree about the content. Returns where each v2 file with data lies:
+/// its index in `parsed.files` and its offset.
+fn check_hybrid(
+    info: &Dict,
+    parsed: &ParsedInfo,
+    entries: &[v2::TreeEntry],
+) -> Result<Vec<(usize, u64)>, MetainfoError> {
+    v2::check_piece_length(parsed.piece_length)?;
+    let inconsistent =
+        |what: String| invalid(format!("hybrid torrent: {what}: inconsistent files"));
+    // The v1 files that are not padding, with their raw paths.
+    let mut v1: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+    if parsed.multi_file {
         if let Some(Value::List(files)) = get(info, "files") {
-            for f in files {
+            for (i, f) in files.iter().enumerate() {
                 let Value::Dict(d) = f else { continue };
-                if matches!(get(d, "attr"), Some(Value::Bytes(a)) if a.contains(&b'p')) {
+                if parsed.files.get(i).is_some_and(|e| e.pad) {
                     continue;
                 }
                 let path = match get(d, "path") {
@@ -920,24 +985,159 @@ fn check_hybrid(info: &Dict, name: &[u8], multi: bool) -> Result<(), MetainfoErr
                         .collect(),
                     _ => Vec::new(),
                 };
-                let len = match get(d, "length") {
-                    Some(Value::Int(l)) => *l,
-                    _ => 0,
-                };
-                v1.push((path, len));
+                v1.push((i, path));
             }
         }
-    } else if let Some(Value::Int(l)) = get(info, "length") {
-        v1.push((vec![name.to_vec()], *l));
+    } else {
+        let name = match get(info, "name") {
+            Some(Value::Bytes(b)) => b.clone(),
+            _ => Vec::new(),
+        };
+        v1.push((0, vec![name]));
     }
-    v1.sort();
-    v2.sort();
-    if v1 != v2 {
-        return Err(invalid(
-            "hybrid torrent's v1 and v2 file lists differ: inconsistent files",
-        ));
+    if v1.len() != entries.len() {
+        return Err(inconsistent(format!(
+            "{} v1 files but {} v2 files",
+            v1.len(),
+            entries.len()
+        )));
     }
-    Ok(())
+    let mut placed = Vec::new();
+    for ((i, path), e) in v1.iter().zip(entries) {
+        let f = &parsed.files[*i];
+        let shown = || String::from_utf8_lossy(&e.path.join(&b'/')).into_owned();
+        if *path != e.path || f.length != e.length {
+            return Err(inconsistent(format!(
+                "v2 file `{}` differs from v1 file {i}",
+                shown()
+            )));
+        }
+        if e.root.is_some() {
+            if !f.offset.is_multiple_of(parsed.piece_length) {
+                return Err(inconsistent(format!(
+                    "file `{}` does not start on a piece boundary",
+                    shown()
+                )));
+            }
+            placed.push((*i, f.offset));
+        }
+    }
+    Ok(placed)
+}
+
+/// The files and geometry of a v2-only torrent: each file with data is
+/// followed by a virtual pad file up to the next piece boundary (never on
+/// disk), so pieces never span two files and the store needs nothing new.
+fn parse_v2_only(
+    info: &Dict,
+    entries: &[v2::TreeEntry],
+    info_hash: InfoHash,
+) -> Result<(ParsedInfo, Vec<(usize, u64)>), MetainfoError> {
+    let piece_length = match get(info, "piece length") {
+        Some(Value::Int(n)) if *n > 0 => *n as u64,
+        Some(_) => return Err(invalid("invalid piece length: not a positive integer")),
+        None => return Err(MetainfoError::Missing("piece length")),
+    };
+    v2::check_piece_length(piece_length)?;
+    if piece_length > MAX_PIECE_LENGTH {
+        return Err(invalid(format!(
+            "`piece length` is {piece_length}; over {MAX_PIECE_LENGTH} is refused"
+        )));
+    }
+    let raw_name = match get(info, "name") {
+        Some(Value::Bytes(b)) => b.clone(),
+        Some(_) => {
+            return Err(MetainfoError::WrongType {
+                key: "info.name".into(),
+                expected: "a string",
+            })
+        }
+        None => return Err(MetainfoError::Missing("name")),
+    };
+    if raw_name.contains(&0) {
+        return Err(invalid("`name` contains NUL bytes"));
+    }
+    let single = entries.len() == 1 && entries[0].path.len() == 1;
+    let name = if single {
+        sanitize_element(&entries[0].path[0])
+    } else {
+        sanitize_element(&raw_name)
+    }
+    .unwrap_or_else(|| info_hash.hex());
+    let private = matches!(get(info, "private"), Some(Value::Int(1)));
+
+    let mut files = Vec::new();
+    let mut placed = Vec::new();
+    let mut total: u64 = 0;
+    let last_data = entries.iter().rposition(|e| e.root.is_some());
+    for (n, e) in entries.iter().enumerate() {
+        let mut path = PathBuf::from(&name);
+        if !single {
+            let mut any = false;
+            for el in &e.path {
+                if el.contains(&0) {
+                    return Err(invalid("a file path contains NUL bytes"));
+                }
+                if let Some(s) = sanitize_element(el) {
+                    path.push(s);
+                    any = true;
+                }
+            }
+            if !any {
+                path.push("_");
+            }
+        }
+        if e.root.is_some() {
+            placed.push((files.len(), total));
+        }
+        files.push(FileEntry {
+            path,
+            length: e.length,
+            offset: total,
+            pad: false,
+            symlink: e.symlink.is_some(),
+        });
+        total = total
+            .checked_add(e.length)
+            .filter(|t| *t <= MAX_TOTAL_LENGTH)
+            .ok_or_else(|| invalid("total size overflows: too many pieces"))?;
+        let gap = (piece_length - total % piece_length) % piece_length;
+        if gap > 0 && last_data.is_some_and(|l| n < l) {
+            let mut path = PathBuf::from(&name);
+            path.push(".pad");
+            path.push(gap.to_string());
+            files.push(FileEntry {
+                path,
+                length: gap,
+                offset: total,
+                pad: true,
+                symlink: false,
+            });
+            total += gap;
+        }
+    }
+    if total == 0 {
+        return Err(invalid("total size is zero"));
+    }
+    let pieces = total.div_ceil(piece_length);
+    if pieces > u32::MAX as u64 {
+        return Err(invalid("too many pieces"));
+    }
+    if !single {
+        dedupe_paths(&mut files)?;
+    }
+    Ok((
+        ParsedInfo {
+            name,
+            piece_length,
+            piece_count: pieces as u32,
+            files,
+            total_length: total,
+            multi_file: !single,
+            private,
+        },
+        placed,
+    ))
 }
 
 /// Renames clashing paths (`a.txt` → `a.1.txt`), including a file that
@@ -1142,6 +1342,51 @@ pub struct NewTorrent {
     pub comment: Option<String>,
     pub created_by: Option<String>,
     pub creation_date: Option<i64>,
+    /// BEP 52: with `pieces` empty a v2-only torrent, else a hybrid (the
+    /// v1 `files` must then hold the BEP 47 pad files that align each
+    /// file to a piece, as [`NewTorrent::pad_files`] marks them).
+    pub v2: Option<NewV2>,
+    /// Indices in `files` of BEP 47 pad files (attr `p`).
+    pub pad_files: Vec<usize>,
+}
+
+/// The BEP 52 part of a torrent being made.
+#[derive(Clone, Debug, Default)]
+pub struct NewV2 {
+    /// Every file in tree order: path under the torrent's root (empty for
+    /// a single-file torrent), length, pieces root (None when empty).
+    pub tree: Vec<(Vec<String>, u64, Option<merkle::Hash>)>,
+    /// Piece layers of the files larger than a piece: root, hashes.
+    pub layers: Vec<(merkle::Hash, Vec<u8>)>,
+}
+
+impl NewV2 {
+    fn file_tree(&self, name: &str) -> Value {
+        let mut root: Dict = HashMap::new();
+        for (path, len, hash) in &self.tree {
+            let mut leaf: Dict = HashMap::new();
+            leaf.insert(b"length".to_vec(), Value::Int(*len as i64));
+            if let Some(h) = hash {
+                leaf.insert(b"pieces root".to_vec(), Value::Bytes(h.to_vec()));
+            }
+            let mut file: Dict = HashMap::new();
+            file.insert(Vec::new(), Value::Dict(leaf));
+            let single = [name.to_string()];
+            let elems: &[String] = if path.is_empty() { &single } else { path };
+            let mut node = &mut root;
+            for (i, e) in elems.iter().enumerate() {
+                let k = e.as_bytes().to_vec();
+                if i + 1 == elems.len() {
+                    node.insert(k, Value::Dict(file));
+                    break;
+                }
+                let entry = node.entry(k).or_insert_with(|| Value::Dict(HashMap::new()));
+                let Value::Dict(d) = entry else { break };
+                node = d;
+            }
+        }
+        Value::Dict(root)
+    }
 }
 
 impl NewTorrent {
@@ -1154,19 +1399,31 @@ impl NewTorrent {
             b"piece length".to_vec(),
             Value::Int(self.piece_length as i64),
         );
-        info.insert(b"pieces".to_vec(), Value::Bytes(self.pieces.clone()));
+        if self.v2.is_none() || !self.pieces.is_empty() {
+            info.insert(b"pieces".to_vec(), Value::Bytes(self.pieces.clone()));
+        }
+        let v1 = !self.pieces.is_empty() || self.v2.is_none();
+        if let Some(v2) = &self.v2 {
+            info.insert(b"meta version".to_vec(), Value::Int(2));
+            info.insert(b"file tree".to_vec(), v2.file_tree(&self.name));
+        }
         if self.private {
             info.insert(b"private".to_vec(), Value::Int(1));
         }
         match &self.files {
+            _ if !v1 => {}
             None => {
                 info.insert(b"length".to_vec(), Value::Int(self.length as i64));
             }
             Some(files) => {
                 let list = files
                     .iter()
-                    .map(|(path, len)| {
+                    .enumerate()
+                    .map(|(i, (path, len))| {
                         let mut d: Dict = HashMap::new();
+                        if self.pad_files.contains(&i) {
+                            d.insert(b"attr".to_vec(), s("p"));
+                        }
                         d.insert(b"length".to_vec(), Value::Int(*len as i64));
                         d.insert(
                             b"path".to_vec(),
@@ -1180,6 +1437,14 @@ impl NewTorrent {
         }
         let mut top: Dict = HashMap::new();
         top.insert(b"info".to_vec(), Value::Dict(info));
+        if let Some(v2) = &self.v2 {
+            let layers: Dict = v2
+                .layers
+                .iter()
+                .map(|(root, hashes)| (root.to_vec(), Value::Bytes(hashes.clone())))
+                .collect();
+            top.insert(b"piece layers".to_vec(), Value::Dict(layers));
+        }
         if let Some(first) = self.trackers.first().and_then(|t| t.first()) {
             top.insert(b"announce".to_vec(), s(first));
         }
@@ -1290,7 +1555,8 @@ mod tests {
             (b"d4:infod4:name1:a12:piece lengthi16e6:pieces20:aaaaaaaaaaaaaaaaaaaa5:filesleee", "no files"),
             (b"d4:infod4:name1:a12:piece lengthi16e6:pieces0:6:lengthi0eee", "total size is zero"),
             (b"d4:infod4:name1:a12:piece lengthi16e6:pieces20:aaaaaaaaaaaaaaaaaaaa6:lengthi5eee garbage", "trailing garbage"),
-            (b"d4:infod9:file treedeee", "v2-only"),
+            (b"d4:infod9:file treedeee", "meta version"),
+            (b"d4:infod9:file treede12:meta versioni2eee", "no files"),
             (b"d4:infod4:name1:a12:piece lengthi16e6:pieces0:5:filesld6:lengthi9223372036854775807e4:pathl1:aeed6:lengthi9223372036854775807e4:pathl1:beeeee", "overflows"),
         ];
         for (input, want) in cases {

@@ -81,6 +81,22 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Our handshake under `info_hash`, one of this torrent's hashes (a
+    /// hybrid answers under the one the peer used). Torrents with a v2
+    /// side set the BEP 52 upgrade bit.
+    pub fn handshake(&self, info_hash: [u8; 20]) -> Handshake {
+        let layout = self.store.layout();
+        let ours = match &layout.v2 {
+            Some(v2) if info_hash == v2.short_hash() => info_hash,
+            _ => self.info_hash,
+        };
+        let mut hs = Handshake::new(ours, self.peer_id);
+        if layout.v2.is_some() {
+            hs.reserved[7] |= wire::V2_BIT;
+        }
+        hs
+    }
+
     pub fn piece_size(&self, piece: u32) -> u64 {
         let start = piece as u64 * self.piece_length;
         self.total_length
@@ -209,7 +225,7 @@ pub async fn run_outgoing<E: Report>(
             Ok(Ok(s)) => s,
         };
         stream.set_nodelay(true).ok();
-        let ours = Handshake::new(shared.info_hash, shared.peer_id);
+        let ours = shared.handshake(shared.info_hash);
         stream.write_all(&ours.encode()).await?;
         let theirs = read_handshake(&mut stream).await?;
         if theirs.info_hash != shared.info_hash {
@@ -232,7 +248,7 @@ pub async fn run_incoming<E: Report>(
 ) {
     let result = async {
         stream.set_nodelay(true).ok();
-        let ours = Handshake::new(shared.info_hash, shared.peer_id);
+        let ours = shared.handshake(theirs.info_hash);
         stream.write_all(&ours.encode()).await?;
         run(key, stream, addr, theirs, true, &shared, &events).await
     }

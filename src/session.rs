@@ -211,13 +211,15 @@ impl Session {
 /// Takes the route of a torrent out of the table when its run ends.
 struct RouteGuard {
     routes: Routes,
-    info_hash: [u8; 20],
+    info_hashes: Vec<[u8; 20]>,
 }
 
 impl Drop for RouteGuard {
     fn drop(&mut self) {
         if let Ok(mut r) = self.routes.lock() {
-            r.remove(&self.info_hash);
+            for h in &self.info_hashes {
+                r.remove(h);
+            }
         }
     }
 }
@@ -454,16 +456,18 @@ impl Session {
         // Connections for this torrent now reach its coordinator.
         let _route = {
             let mut routes = self.inner.routes.lock().unwrap_or_else(|p| p.into_inner());
-            if routes.contains_key(&meta.info_hash.0) {
-                bail!(
-                    "{} is already running in this session",
-                    meta.info_hash.hex()
-                );
+            // A hybrid's swarm is known by two hashes (v1, and v2 cut to
+            // 20 bytes): peers may come under either.
+            let hashes: Vec<[u8; 20]> = meta.info_hashes().iter().map(|h| h.0).collect();
+            if let Some(h) = hashes.iter().find(|h| routes.contains_key(*h)) {
+                bail!("{} is already running in this session", hex::encode(h));
             }
-            routes.insert(meta.info_hash.0, events_tx.clone());
+            for h in &hashes {
+                routes.insert(*h, events_tx.clone());
+            }
             RouteGuard {
                 routes: self.inner.routes.clone(),
-                info_hash: meta.info_hash.0,
+                info_hashes: hashes,
             }
         };
         shared_tx.send_replace(Some(shared.clone()));

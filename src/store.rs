@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use sha1::{Digest, Sha1};
 use thiserror::Error;
 
+use crate::metainfo::merkle;
+use crate::metainfo::v2::V2;
 use crate::metainfo::{
     safe_join, slices, FileEntry, FileSlice, Metainfo, MetainfoError, PieceHashes,
 };
@@ -117,6 +119,12 @@ pub struct Layout {
     pub files: Vec<FileEntry>,
     /// The torrent's piece hashes (shared), or none yet for `create`.
     pub hashes: PieceHashes,
+    /// v2-only torrents: pieces are checked against these merkle trees
+    /// (SHA-256) instead of `hashes`, which is empty.
+    pub merkle: Option<Arc<V2>>,
+    /// The v2 side of a v2-only or hybrid torrent (roots and piece
+    /// layers, to answer hash requests).
+    pub v2: Option<Arc<V2>>,
 }
 
 impl Layout {
@@ -126,6 +134,19 @@ impl Layout {
             total_length: m.total_length,
             files: m.files.clone(),
             hashes: m.hashes(),
+            merkle: if m.v2_only() { m.v2.clone() } else { None },
+            v2: m.v2.clone(),
+        }
+    }
+
+    /// Whether `data`, the whole of piece `piece`, is what the torrent
+    /// says: SHA-1 for v1 and hybrid torrents, the merkle tree for
+    /// v2-only ones. An error when the expected hash cannot be had (the
+    /// .torrent changed, a piece layer not known yet): no data is to blame.
+    pub fn verify(&self, piece: u32, data: &[u8]) -> Result<bool, StoreError> {
+        match &self.merkle {
+            Some(v2) => Ok(v2.verify(piece, data)?),
+            None => Ok(<[u8; 20]>::from(Sha1::digest(data)) == self.piece_hash(piece)?),
         }
     }
 
@@ -189,6 +210,9 @@ pub struct Store {
     locks: Mutex<HashMap<usize, File>>,
     /// SHA-1 of a full piece of zeros, for pieces that lie in holes.
     zero_hash: std::sync::OnceLock<[u8; 20]>,
+    /// The same for v2: the merkle hash of a full piece of zeros inside a
+    /// file larger than a piece.
+    zero_root: std::sync::OnceLock<merkle::Hash>,
     /// Files left out of the download: never created. Their share of the
     /// pieces they have in common with wanted files goes to one sparse part
     /// file, at the bytes' offsets in the torrent.
@@ -349,6 +373,7 @@ impl Store {
             handles: Mutex::new(HashMap::new()),
             locks: Mutex::default(),
             zero_hash: Default::default(),
+            zero_root: Default::default(),
             skipped: Vec::new(),
             part_path: None,
             writer: Mutex::default(),
@@ -376,6 +401,7 @@ impl Store {
             handles: Mutex::new(HashMap::new()),
             locks: Mutex::default(),
             zero_hash: Default::default(),
+            zero_root: Default::default(),
             skipped: Vec::new(),
             part_path: None,
             writer: Mutex::default(),
@@ -631,7 +657,7 @@ impl Store {
         }
         let gens = self.file_changes(&files)?;
         let mut data = Vec::new();
-        let good = self.hash_piece(piece, &mut data)? == Some(self.layout.piece_hash(piece)?);
+        let good = self.read_piece(piece, &mut data)? && self.layout.verify(piece, &data)?;
         let range = begin as usize..begin as usize + buf.len();
         let mut upload = self.upload_check();
         match data.get(range) {
@@ -747,6 +773,13 @@ impl Store {
         Ok(())
     }
 
+    /// Reads piece `piece` whole into `buf`; false when its data is missing.
+    pub fn read_piece(&self, piece: u32, buf: &mut Vec<u8>) -> Result<bool, StoreError> {
+        let len = self.layout.piece_size(piece) as usize;
+        buf.resize(len, 0);
+        self.read_at(piece as u64 * self.layout.piece_length, buf)
+    }
+
     /// Hashes piece `piece` as it is on disk; None when its data is missing.
     pub fn hash_piece(
         &self,
@@ -767,15 +800,48 @@ impl Store {
         if self.piece_is_hole(piece)? {
             // A hole reads as zeros: good only for a piece that is zeros.
             let len = self.layout.piece_size(piece);
-            let zeros = if len == self.layout.piece_length {
-                *self.zero_hash.get_or_init(|| zero_hash(len))
-            } else {
-                zero_hash(len)
+            let zeros_good = match &self.layout.merkle {
+                Some(v2) => {
+                    let pl = self.layout.piece_length;
+                    let full = v2.file_of_piece(piece).is_some_and(|f| {
+                        f.length > pl && u64::from(piece - f.first_piece + 1) * pl <= f.length
+                    });
+                    let want = v2.expected(piece)?;
+                    if full {
+                        want == *self
+                            .zero_root
+                            .get_or_init(|| merkle::piece_hash(&vec![0; pl as usize], pl, pl + 1))
+                    } else {
+                        buf.clear();
+                        buf.resize(len as usize, 0);
+                        v2.verify(piece, buf)?
+                    }
+                }
+                None => {
+                    let zeros = if len == self.layout.piece_length {
+                        *self.zero_hash.get_or_init(|| zero_hash(len))
+                    } else {
+                        zero_hash(len)
+                    };
+                    zeros == self.layout.piece_hash(piece)?
+                }
             };
-            return Ok(if zeros == self.layout.piece_hash(piece)? {
+            return Ok(if zeros_good {
                 PieceCheck::Good
             } else {
                 PieceCheck::Missing
+            });
+        }
+        if self.layout.merkle.is_some() {
+            if !self.read_piece(piece, buf)? {
+                return Ok(PieceCheck::Missing);
+            }
+            return Ok(if self.layout.verify(piece, buf)? {
+                PieceCheck::Good
+            } else if buf.iter().all(|b| *b == 0) {
+                PieceCheck::Missing
+            } else {
+                PieceCheck::Bad
             });
         }
         Ok(match self.hash_piece(piece, buf)? {
@@ -820,7 +886,7 @@ impl Store {
 
     /// Runs `f` over every piece on `threads` threads, each with its own
     /// buffer; `done` counts bytes, for a progress bar.
-    fn par_pieces<T: Clone + Send>(
+    pub(crate) fn par_pieces<T: Clone + Send>(
         &self,
         threads: usize,
         done: &AtomicU64,

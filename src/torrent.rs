@@ -1093,8 +1093,9 @@ impl Torrent {
                         // Read here, off the runtime: large torrents keep
                         // their hashes in the .torrent file. If that fails,
                         // the download stops; no peer is blamed.
-                        let (ok, expected_err) = match store.layout().piece_hash(piece) {
-                            Ok(h) => (<[u8; 20]>::from(Sha1::digest(&data[..])) == h, None),
+                        // SHA-1, or the merkle tree of a v2-only torrent.
+                        let (ok, expected_err) = match store.layout().verify(piece, &data) {
+                            Ok(ok) => (ok, None),
                             Err(e) => (false, Some(e)),
                         };
                         let write = if let Some(e) = expected_err {

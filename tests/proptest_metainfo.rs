@@ -37,6 +37,7 @@ prop_compose! {
             pieces: vec![0xab; 20 * total.div_ceil(piece_length) as usize],
             trackers: trackers.into_iter().map(|t| { let mut t = t; t.dedup(); t }).collect(),
             web_seeds: vec![], private, comment, created_by: Some("proptest".into()), creation_date: Some(1),
+            ..Default::default()
         }
     }
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::face::ui::{format_date, human_bytes, with_counter_bar, Display};
 use crate::metainfo::magnet::Magnet;
-use crate::metainfo::{Metainfo, MetainfoError};
+use crate::metainfo::{Metainfo, MetainfoError, Version};
 use crate::out::escape as esc;
 use crate::store::create::{create, CreateOptions};
 use crate::store::{hash_threads, Layout, PieceCheck, Store};
@@ -45,6 +45,12 @@ pub fn info_json(m: &Metainfo) -> serde_json::Value {
         "source": "torrent",
         "name": m.name,
         "info_hash": m.info_hash.hex(),
+        "meta_version": match m.version() {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+            Version::Hybrid => "hybrid",
+        },
+        "info_hash_v2": m.v2.as_ref().map(|v| hex::encode(v.info_hash)),
         "total_size": m.total_length,
         "piece_length": m.piece_length,
         "piece_count": m.piece_count(),
@@ -72,7 +78,18 @@ pub fn info(arg: &str, as_json: bool) -> Result<()> {
                 return Ok(());
             }
             crate::outln!("name:          {}", esc(&m.name));
-            crate::outln!("info-hash:     {}", m.info_hash);
+            crate::outln!("version:       {}", m.version());
+            match (&m.v2, m.version()) {
+                (Some(v2), Version::V2) => {
+                    crate::outln!("info-hash v2:  {}", hex::encode(v2.info_hash));
+                    crate::outln!("  (swarm: {}, the first 20 bytes)", m.info_hash);
+                }
+                (Some(v2), _) => {
+                    crate::outln!("info-hash:     {}", m.info_hash);
+                    crate::outln!("info-hash v2:  {}", hex::encode(v2.info_hash));
+                }
+                (None, _) => crate::outln!("info-hash:     {}", m.info_hash),
+            }
             crate::outln!(
                 "size:          {} ({} bytes)",
                 human_bytes(m.total_length),
@@ -164,6 +181,7 @@ pub struct CreateArgs {
     pub comment: Option<String>,
     pub web_seeds: Vec<String>,
     pub force: bool,
+    pub format: crate::store::create::Format,
 }
 
 /// A tracker (http, https, udp) or web seed (http, https) URL, checked
@@ -238,6 +256,7 @@ pub fn create_cmd(a: CreateArgs) -> Result<()> {
         );
     }
     let opts = CreateOptions {
+        format: a.format,
         piece_length: a.piece_length,
         // Each -t is its own tier, in the order given: clients try them in turn.
         trackers: trackers.into_iter().map(|t| vec![t]).collect(),

@@ -74,6 +74,9 @@ pub enum WireError {
     BadExtendedHandshake(String),
 }
 
+/// reserved[7]: the peer supports BitTorrent v2 (BEP 52).
+pub const V2_BIT: u8 = 0x10;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Handshake {
     pub reserved: [u8; 8],

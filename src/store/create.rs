@@ -5,7 +5,9 @@ use std::sync::atomic::AtomicU64;
 
 use thiserror::Error;
 
-use crate::metainfo::{FileEntry, NewTorrent};
+use sha1::{Digest, Sha1};
+
+use crate::metainfo::{merkle, FileEntry, NewTorrent, NewV2};
 use crate::store::{Layout, Store, StoreError};
 
 #[derive(Debug, Error)]
@@ -24,7 +26,20 @@ pub enum CreateError {
     Store(#[from] StoreError),
 }
 
+/// Which kind of torrent `create` makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// BitTorrent v1 (SHA-1 pieces): what every client reads.
+    #[default]
+    V1,
+    /// BEP 52 only (SHA-256 merkle trees): v2 clients only.
+    V2,
+    /// Both, describing the same pieces: v1 and v2 clients share a swarm.
+    Hybrid,
+}
+
 pub struct CreateOptions {
+    pub format: Format,
     pub piece_length: Option<u64>,
     pub trackers: Vec<Vec<String>>,
     pub web_seeds: Vec<String>,
@@ -139,12 +154,24 @@ pub fn create(path: &Path, opts: &CreateOptions, done: &AtomicU64) -> Result<Cre
         Some(p) => return Err(CreateError::BadPieceLength(p)),
         None => auto_piece_length(total),
     };
-    let mut entries = Vec::new();
-    let mut offset = 0;
     let list: Vec<(Vec<String>, u64)> = files.clone().unwrap_or_else(|| vec![(vec![], total)]);
-    for (rel, length) in &list {
+    let aligned = opts.format != Format::V1;
+    // v2 and hybrid: every file starts on a piece boundary, so a pad
+    // follows each file with data but the last (a BEP 47 pad file in the
+    // v1 list of a hybrid, only virtual in a v2-only torrent).
+    let last_data = list.iter().rposition(|(_, l)| *l > 0);
+    let mut entries = Vec::new();
+    let mut v1_files: Vec<(Vec<String>, u64)> = Vec::new();
+    let mut pad_files = Vec::new();
+    // Per file with data: its first piece, length, tree index.
+    let mut data_files: Vec<(u32, u64, usize)> = Vec::new();
+    let mut offset = 0u64;
+    for (n, (rel, length)) in list.iter().enumerate() {
         let mut p = PathBuf::from(&name);
         p.extend(rel);
+        if *length > 0 {
+            data_files.push(((offset / piece_length) as u32, *length, n));
+        }
         entries.push(FileEntry {
             path: p,
             length: *length,
@@ -152,26 +179,116 @@ pub fn create(path: &Path, opts: &CreateOptions, done: &AtomicU64) -> Result<Cre
             pad: false,
             symlink: false,
         });
+        v1_files.push((rel.clone(), *length));
         offset += length;
+        let gap = (piece_length - offset % piece_length) % piece_length;
+        if aligned && gap > 0 && last_data.is_some_and(|l| n < l) {
+            pad_files.push(v1_files.len());
+            v1_files.push((vec![".pad".into(), gap.to_string()], gap));
+            entries.push(FileEntry {
+                path: PathBuf::from(&name).join(".pad").join(gap.to_string()),
+                length: gap,
+                offset,
+                pad: true,
+                symlink: false,
+            });
+            offset += gap;
+        }
     }
+    let space = offset;
     let layout = Layout {
         piece_length,
-        total_length: total,
+        total_length: space,
         files: entries,
         hashes: crate::metainfo::PieceHashes::from_list(Vec::new()),
+        merkle: None,
+        v2: None,
     };
     let store = Store::open_read(layout, &parent);
-    let hashes = store.hash_all(opts.threads, done)?;
-    let mut pieces = Vec::with_capacity(hashes.len() * 20);
-    for h in hashes {
-        pieces.extend_from_slice(&h.ok_or_else(|| CreateError::Changed(path.to_path_buf()))?);
+    let changed = || CreateError::Changed(path.to_path_buf());
+    let mut pieces = Vec::new();
+    let mut v2 = None;
+    if aligned {
+        // Each piece lies in one file: its SHA-1 (hybrid) and its merkle
+        // hash over that file's bytes.
+        let want_v1 = opts.format == Format::Hybrid;
+        let of_piece = |piece: u32| {
+            let i = data_files.partition_point(|f| f.0 <= piece);
+            i.checked_sub(1).and_then(|i| data_files.get(i)).copied()
+        };
+        let hashed = store.par_pieces(
+            opts.threads,
+            done,
+            |i, buf| {
+                if !store.read_piece(i, buf)? {
+                    return Ok(None);
+                }
+                let sha1 = want_v1.then(|| <[u8; 20]>::from(Sha1::digest(&buf[..])));
+                let Some((first, len, _)) = of_piece(i) else {
+                    return Ok(Some((sha1, None)));
+                };
+                let start = u64::from(i - first) * piece_length;
+                let n = len.saturating_sub(start).min(piece_length) as usize;
+                let part = buf.get(..n).unwrap_or(&buf[..]);
+                Ok(Some((
+                    sha1,
+                    Some(merkle::piece_hash(part, piece_length, len)),
+                )))
+            },
+            None,
+            &std::sync::atomic::AtomicBool::new(false),
+        )?;
+        let mut tree = Vec::new();
+        let mut layers = Vec::new();
+        let mut next_data = data_files.iter().peekable();
+        for (n, (rel, length)) in list.iter().enumerate() {
+            let mut root = None;
+            if let Some(&&(first, len, idx)) = next_data.peek() {
+                if idx == n {
+                    next_data.next();
+                    let count = merkle::layer_len(piece_length, len) as usize;
+                    let mut layer = Vec::with_capacity(count);
+                    for p in first as usize..first as usize + count {
+                        let h = hashed
+                            .get(p)
+                            .cloned()
+                            .flatten()
+                            .and_then(|h| h.1)
+                            .ok_or_else(changed)?;
+                        layer.push(h);
+                    }
+                    if len > piece_length {
+                        let r = merkle::root_from_layer(&layer, piece_length);
+                        layers.push((r, layer.concat()));
+                        root = Some(r);
+                    } else {
+                        root = layer.first().copied();
+                    }
+                }
+            }
+            tree.push((rel.clone(), *length, root));
+        }
+        if want_v1 {
+            for h in &hashed {
+                let h = h.as_ref().and_then(|h| h.0).ok_or_else(changed)?;
+                pieces.extend_from_slice(&h);
+            }
+        }
+        v2 = Some(NewV2 { tree, layers });
+    } else {
+        let hashes = store.hash_all(opts.threads, done)?;
+        pieces.reserve(hashes.len() * 20);
+        for h in hashes {
+            pieces.extend_from_slice(&h.ok_or_else(changed)?);
+        }
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    let hybrid_multi = opts.format == Format::Hybrid && files.is_some();
     let torrent = NewTorrent {
         name,
-        files,
+        files: if hybrid_multi { Some(v1_files) } else { files },
         length: total,
         piece_length,
         pieces,
@@ -181,6 +298,8 @@ pub fn create(path: &Path, opts: &CreateOptions, done: &AtomicU64) -> Result<Cre
         comment: opts.comment.clone(),
         created_by: Some(format!("shoal {}", env!("CARGO_PKG_VERSION"))),
         creation_date: Some(now),
+        v2,
+        pad_files: if hybrid_multi { pad_files } else { Vec::new() },
     };
     Ok(Created { torrent, skipped })
 }
@@ -210,6 +329,7 @@ mod tests {
         std::fs::write(root.join(".DS_Store"), b"junk").unwrap();
         std::fs::write(root.join("Thumbs.db"), b"junk").unwrap();
         let opts = CreateOptions {
+            format: Format::V1,
             piece_length: None,
             trackers: vec![vec!["http://t/announce".into()]],
             web_seeds: vec![],
