@@ -1101,8 +1101,11 @@ fn parse_v2_only(
             .checked_add(e.length)
             .filter(|t| *t <= MAX_TOTAL_LENGTH)
             .ok_or_else(|| invalid("total size overflows: too many pieces"))?;
+        // Every file, the last one too, is padded to the end of its last
+        // piece: v2 peers (libtorrent) ask for whole final pieces and get
+        // zeros past the file's end.
         let gap = (piece_length - total % piece_length) % piece_length;
-        if gap > 0 && last_data.is_some_and(|l| n < l) {
+        if gap > 0 && last_data.is_some_and(|l| n <= l) {
             let mut path = PathBuf::from(&name);
             path.push(".pad");
             path.push(gap.to_string());
