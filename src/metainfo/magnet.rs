@@ -15,6 +15,10 @@ pub enum MagnetError {
     Url(String),
     #[error("magnet URI has no `xt=urn:btih:` info-hash")]
     NoInfoHash,
+    #[error(
+        "v2-only magnet links (`xt=urn:btmh:` without `xt=urn:btih:`) are not supported yet: use the .torrent file, or a hybrid's magnet link"
+    )]
+    V2Only,
     #[error("info-hash `{0}` is neither 40 hex nor 32 base32 characters")]
     BadInfoHash(String),
     #[error("magnet URI names two different info-hashes")]
@@ -51,13 +55,16 @@ impl Magnet {
             peer_hosts: Vec::new(),
             web_seeds: Vec::new(),
         };
+        let mut v2 = false;
         for (k, v) in url.query_pairs() {
             // Some clients number repeated keys: tr.1, tr.2 …
             let key = k.split('.').next().unwrap_or("");
             match (key, k.as_ref()) {
                 ("xt", _) => {
                     let Some(h) = strip_prefix_ci(&v, "urn:btih:") else {
-                        continue; // e.g. urn:btmh: (v2), not ours yet
+                        // A hybrid's magnet has both; the v1 hash is enough.
+                        v2 |= strip_prefix_ci(&v, "urn:btmh:").is_some();
+                        continue;
                     };
                     let h = parse_btih(h)?;
                     if info_hash.is_some_and(|old| old != h) {
@@ -75,7 +82,11 @@ impl Magnet {
                 _ => {}
             }
         }
-        m.info_hash = info_hash.ok_or(MagnetError::NoInfoHash)?;
+        m.info_hash = info_hash.ok_or(if v2 {
+            MagnetError::V2Only
+        } else {
+            MagnetError::NoInfoHash
+        })?;
         Ok(m)
     }
 }
@@ -166,7 +177,7 @@ mod tests {
         );
         assert_eq!(
             Magnet::parse("magnet:?xt=urn:btmh:1220abcd"),
-            Err(MagnetError::NoInfoHash)
+            Err(MagnetError::V2Only)
         );
     }
 }
