@@ -473,6 +473,8 @@ pub struct RunArgs {
     pub dht: DhtArgs,
     pub no_pex: bool,
     pub no_lsd: bool,
+    /// Which connections are encrypted (`--encryption`).
+    pub encryption: crate::peer::mse::Policy,
     /// File selection: globs, numbers as `--list` shows them; list and exit.
     pub only: Vec<String>,
     pub select: Option<String>,
@@ -501,6 +503,7 @@ pub struct ServeArgs {
     pub dht: DhtArgs,
     pub no_pex: bool,
     pub no_lsd: bool,
+    pub encryption: crate::peer::mse::Policy,
 }
 
 /// The token of a service on a non-loopback address: the one given, else
@@ -568,6 +571,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             upload_limit: a.upload_limit,
             download_limit: a.download_limit,
             max_connections: Some(a.max_connections),
+            encryption: a.encryption,
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(a.listen)
@@ -815,7 +819,7 @@ fn resolve_magnet(
             std::future::pending::<()>().await;
         };
         let r = tokio::select! {
-            r = crate::discovery::fetch::fetch(magnet, peers, dht, crate::peer::new_peer_id(), status_tx, stop_rx) => r,
+            r = crate::discovery::fetch::fetch(magnet, peers, dht, crate::peer::new_peer_id(), a.encryption, status_tx, stop_rx) => r,
             _ = show => unreachable!("show never ends"),
         };
         if let Some(pb) = bar {
@@ -984,6 +988,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         seed_time: a.seed_time,
         stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
         learned,
+        encryption: a.encryption,
     };
     let summary = rt.block_on(crate::face::single::run(m, opts));
     if let Some(dht) = &dht {

@@ -51,6 +51,8 @@ pub struct Options {
     pub stall_timeout: Option<Duration>,
     /// Peers a magnet's metadata phase found, with where from.
     pub learned: Vec<(SocketAddr, PeerSource)>,
+    /// Which connections are encrypted (`--encryption`).
+    pub encryption: crate::peer::mse::Policy,
 }
 
 /// Runs the torrent until it is done or a signal stops it.
@@ -76,6 +78,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         upload_limit: opts.upload_limit,
         download_limit: opts.download_limit,
         max_connections: None,
+        encryption: opts.encryption,
     })
     .await;
     let session = match session {
