@@ -239,6 +239,7 @@ mod tests {
             my_connections: Default::default(),
             metadata: Arc::from(&[][..]),
             pex: false,
+            encryption: Default::default(),
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),

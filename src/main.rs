@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use shoal::face::cli;
+use shoal::peer::mse::Policy;
 
 #[derive(Parser)]
 #[command(name = "shoal", version, about = "A fast, correct BitTorrent client")]
@@ -52,6 +53,9 @@ struct SwarmFlags {
     /// Do not exchange peer lists with peers (PEX, BEP 11).
     #[arg(long)]
     no_pex: bool,
+    /// Encrypt peer connections (MSE): prefer (dial encrypted offering plain text too, retry in plain text), require (RC4 both ways, never plain), plain (never dial encrypted; refuse RC4-only peers).
+    #[arg(long, value_name = "MODE", default_value = "prefer", value_parser = encryption_parser())]
+    encryption: Policy,
     /// Do not announce or look for peers on the local network (BEP 14; also: SHOAL_NO_LSD=1).
     #[arg(long, env = "SHOAL_NO_LSD", value_parser = clap::builder::FalseyValueParser::new())]
     no_lsd: bool,
@@ -71,6 +75,12 @@ struct SwarmFlags {
     /// no data for this many seconds. Off by default: a watched download waits.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: Option<u64>,
+}
+
+/// `--encryption`: its three values, shown in the help.
+fn encryption_parser() -> impl clap::builder::TypedValueParser<Value = Policy> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Policy::NAMES).try_map(|s| s.parse::<Policy>())
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -284,6 +294,9 @@ enum Command {
         /// Do not exchange peer lists with peers (PEX).
         #[arg(long)]
         no_pex: bool,
+        /// Encrypt peer connections (MSE): prefer (dial encrypted offering plain text too, retry in plain text), require (RC4 both ways, never plain), plain (never dial encrypted; refuse RC4-only peers).
+        #[arg(long, value_name = "MODE", default_value = "prefer", value_parser = encryption_parser())]
+        encryption: Policy,
         /// Do not use local discovery (also: SHOAL_NO_LSD=1).
         #[arg(long, env = "SHOAL_NO_LSD", value_parser = clap::builder::FalseyValueParser::new())]
         no_lsd: bool,
@@ -393,6 +406,7 @@ impl SwarmFlags {
             no_pex: self.no_pex,
             no_lsd: self.no_lsd,
             no_web_seeds: self.no_web_seeds,
+            encryption: self.encryption,
             only: Vec::new(),
             select: None,
             list: false,
@@ -530,6 +544,7 @@ fn main() -> ExitCode {
             dht_port,
             no_pex,
             no_lsd,
+            encryption,
         } => {
             if !listen.ip().is_loopback() && !allow_remote {
                 Cli::command()
@@ -560,6 +575,7 @@ fn main() -> ExitCode {
                 },
                 no_pex,
                 no_lsd,
+                encryption,
             })
         }
         Command::Add {

@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 use crate::bitfield::{AtomicBitfield, Bitfield};
 use crate::store::Store;
+use mse::Policy;
 use wire::{BlockRef, ExtendedHandshake, Handshake, Message};
 
 pub type PeerKey = u64;
@@ -41,6 +41,10 @@ const MAX_REQUEST_LEN: u32 = 128 << 10;
 const MAX_UNREQUESTED_BYTES: u64 = 8 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// For the key exchange of a connection we dial: a peer that does not
+/// speak MSE usually closes at once, but one that just waits must not cost
+/// the plain-text retry much.
+const MSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// We send a keep-alive after this much silence of our own.
 const KEEPALIVE_AFTER: Duration = Duration::from_secs(90);
 /// A peer silent for longer than this (not even keep-alives) is gone.
@@ -73,6 +77,8 @@ pub struct Shared {
     pub metadata: Arc<[u8]>,
     /// Peer exchange allowed (not for private torrents, BEP 27).
     pub pex: bool,
+    /// Which connections are encrypted (the session's `--encryption`).
+    pub encryption: Policy,
     /// Payload bytes, for trackers and progress.
     pub uploaded: AtomicU64,
     pub downloaded: AtomicU64,
@@ -219,15 +225,8 @@ pub async fn run_outgoing<E: Report>(
     events: mpsc::Sender<E>,
 ) {
     let result = async {
-        let mut stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Err(_) => return Err(PeerError::ConnectTimeout),
-            Ok(Err(e)) => return Err(PeerError::Connect(e)),
-            Ok(Ok(s)) => s,
-        };
-        stream.set_nodelay(true).ok();
-        let ours = shared.handshake(shared.info_hash);
-        stream.write_all(&ours.encode()).await?;
-        let theirs = read_handshake(&mut stream).await?;
+        let (stream, theirs) =
+            connect(addr, shared.handshake(shared.info_hash), shared.encryption).await?;
         if theirs.info_hash != shared.info_hash {
             return Err(PeerError::WrongInfoHash);
         }
@@ -237,19 +236,74 @@ pub async fn run_outgoing<E: Report>(
     finish(key, result, &events).await;
 }
 
+async fn dial(addr: SocketAddr) -> Result<TcpStream, PeerError> {
+    match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Err(_) => Err(PeerError::ConnectTimeout),
+        Ok(Err(e)) => Err(PeerError::Connect(e)),
+        Ok(Ok(s)) => {
+            s.set_nodelay(true).ok();
+            Ok(s)
+        }
+    }
+}
+
+/// Dials `addr`, sends our handshake `ours` and reads the peer's,
+/// as `policy` says: behind an MSE key exchange offering what it allows
+/// (`prefer`: plain text and RC4, and a second connection in plain text
+/// if the exchange fails; `require`: RC4 only), or plain (`plain`). The
+/// caller checks the info-hash the peer answered with.
+pub async fn connect(
+    addr: SocketAddr,
+    ours: Handshake,
+    policy: Policy,
+) -> Result<(mse::Stream, Handshake), PeerError> {
+    let info_hash = ours.info_hash;
+    let ours = ours.encode();
+    if policy != Policy::Plain {
+        let mut tcp = dial(addr).await?;
+        let exchange = timeout(
+            MSE_TIMEOUT,
+            mse::initiate(&mut tcp, &info_hash, policy, &ours),
+        )
+        .await;
+        let failed = match exchange {
+            Ok(Ok(rc4)) => {
+                tracing::debug!(
+                    "{addr}: encrypted handshake, {} selected",
+                    if rc4.is_some() { "RC4" } else { "plain text" }
+                );
+                let mut stream = mse::Stream::new(tcp, rc4);
+                let theirs = read_handshake(&mut stream).await?;
+                return Ok((stream, theirs));
+            }
+            Ok(Err(e)) => PeerError::Mse(e),
+            Err(_) => PeerError::HandshakeTimeout,
+        };
+        if policy == Policy::Require {
+            return Err(failed);
+        }
+        tracing::debug!("{addr}: {failed}; retrying in plain text");
+    }
+    let mut tcp = dial(addr).await?;
+    tcp.write_all(&ours).await?;
+    let mut stream = mse::Stream::plain(tcp);
+    let theirs = read_handshake(&mut stream).await?;
+    Ok((stream, theirs))
+}
+
 /// Runs a connection the listener accepted, whose handshake it already read.
 pub async fn run_incoming<E: Report>(
     key: PeerKey,
-    mut stream: TcpStream,
+    mut stream: mse::Stream,
     addr: SocketAddr,
     theirs: Handshake,
     shared: Arc<Shared>,
     events: mpsc::Sender<E>,
 ) {
     let result = async {
-        stream.set_nodelay(true).ok();
+        stream.get_ref().set_nodelay(true).ok();
         let ours = shared.handshake(theirs.info_hash);
-        stream.write_all(&ours.encode()).await?;
+        stream.send(&ours.encode()).await?;
         run(key, stream, addr, theirs, true, &shared, &events).await
     }
     .await;
@@ -265,7 +319,7 @@ async fn finish<E: Report>(key: PeerKey, result: Result<(), PeerError>, events: 
 }
 
 /// Reads the 68-byte handshake with a deadline (slow-loris peers).
-pub async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, PeerError> {
+pub async fn read_handshake<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Handshake, PeerError> {
     let mut buf = [0u8; Handshake::LEN];
     match timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await {
         Err(_) => Err(PeerError::HandshakeTimeout),
@@ -275,31 +329,41 @@ pub async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, PeerErr
 }
 
 /// Reads the handshake of an incoming connection, plain or behind an
-/// encrypted (MSE) key exchange, which settles on plain text for the rest
-/// of the connection. Both are under one deadline.
+/// encrypted (MSE) key exchange for one of `info_hashes`, as `policy`
+/// allows: `require` refuses a plain handshake, `plain` a peer that offers
+/// only RC4. Everything is under one deadline. Returns the stream, which
+/// runs through RC4 from here on if that was selected.
 pub async fn read_incoming_handshake(
-    stream: &mut TcpStream,
+    mut tcp: TcpStream,
     info_hashes: &[[u8; 20]],
-) -> Result<Handshake, PeerError> {
-    let work = async {
+    policy: Policy,
+) -> Result<(mse::Stream, Handshake), PeerError> {
+    let work = async move {
         let mut buf = [0u8; Handshake::LEN];
-        stream.read_exact(&mut buf[..20]).await?;
-        let got = if buf[0] == 19 && buf[1..20] == wire::PROTOCOL[..] {
-            20
-        } else {
-            let (ia, _) = crate::peer::mse::accept(stream, &buf[..20], info_hashes).await?;
-            // The initial payload carries the start of the handshake (all
-            // of it, from every client we know); the rest follows plain.
-            if ia.len() > Handshake::LEN {
+        tcp.read_exact(&mut buf[..20]).await?;
+        if buf[0] == 19 && buf[1..20] == wire::PROTOCOL[..] {
+            if policy == Policy::Require {
                 return Err(protocol(
-                    "encrypted handshake: payload beyond the handshake",
+                    "plain-text handshake refused: encryption is required",
                 ));
             }
-            buf[..ia.len()].copy_from_slice(&ia);
-            ia.len()
-        };
+            tcp.read_exact(&mut buf[20..]).await?;
+            return Ok((mse::Stream::plain(tcp), Handshake::decode(&buf)?));
+        }
+        let accepted = mse::accept(&mut tcp, &buf[..20], info_hashes, policy).await?;
+        // The initial payload carries the start of the handshake (all
+        // of it, from every client we know); the rest follows on the
+        // stream, through RC4 if that was selected.
+        let got = accepted.initial.len();
+        if got > Handshake::LEN {
+            return Err(protocol(
+                "encrypted handshake: payload beyond the handshake",
+            ));
+        }
+        buf[..got].copy_from_slice(&accepted.initial);
+        let mut stream = mse::Stream::new(tcp, accepted.rc4);
         stream.read_exact(&mut buf[got..]).await?;
-        Ok(Handshake::decode(&buf)?)
+        Ok((stream, Handshake::decode(&buf)?))
     };
     match timeout(HANDSHAKE_TIMEOUT, work).await {
         Err(_) => Err(PeerError::HandshakeTimeout),
@@ -320,7 +384,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn spawn(half: OwnedWriteHalf) -> Writer {
+    fn spawn(half: mse::WriteHalf) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let drained = Arc::new(tokio::sync::Notify::new());
@@ -361,7 +425,7 @@ impl Writer {
 }
 
 async fn write_loop(
-    mut half: OwnedWriteHalf,
+    mut half: mse::WriteHalf,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
     drained: Arc<tokio::sync::Notify>,
@@ -372,7 +436,7 @@ async fn write_loop(
         // (requests, haves) would otherwise cost a syscall each.
         let result = if rx.is_empty() {
             let n = first.len();
-            let r = half.write_all(&first).await;
+            let r = half.write_bytes(first).await;
             queued.fetch_sub(n, Ordering::Relaxed);
             r
         } else {
@@ -384,8 +448,9 @@ async fn write_loop(
                     Err(_) => break,
                 }
             }
-            let r = half.write_all(&batch).await;
-            queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            let n = batch.len();
+            let r = half.write_buf(&mut batch).await;
+            queued.fetch_sub(n, Ordering::Relaxed);
             r
         };
         drained.notify_one();
@@ -430,7 +495,7 @@ type UploadBatch = tokio::task::JoinHandle<Result<UploadRead, crate::store::Stor
 
 async fn run<E: Report>(
     key: PeerKey,
-    stream: TcpStream,
+    stream: mse::Stream,
     addr: SocketAddr,
     theirs: Handshake,
     incoming: bool,
@@ -941,6 +1006,7 @@ mod tests {
             my_connections: Default::default(),
             metadata: Arc::from(&[][..]),
             pex: false,
+            encryption: Policy::Prefer,
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
@@ -948,7 +1014,7 @@ mod tests {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let _b = l.accept().await.unwrap();
-        let (_r, w) = a.into_split();
+        let (_r, w) = mse::Stream::plain(a).into_split();
         let mut c = Conn {
             shared: &shared,
             fast: true,
@@ -1087,5 +1153,129 @@ mod tests {
             assert!(matches!(got, Ok(Some(PeerEvent::Block { .. }))));
         })
         .await;
+    }
+
+    /// A peer without MSE: it drops a connection that does not open with
+    /// the plain handshake, and answers one that does. Counts connections.
+    async fn plain_only_peer() -> (SocketAddr, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut hs = [0u8; Handshake::LEN];
+                if s.read_exact(&mut hs[..20]).await.is_err()
+                    || hs[0] != 19
+                    || hs[1..20] != wire::PROTOCOL[..]
+                {
+                    continue; // dropped: closed
+                }
+                let Ok(_) = s.read_exact(&mut hs[20..]).await else {
+                    continue;
+                };
+                let Ok(theirs) = Handshake::decode(&hs) else {
+                    continue;
+                };
+                let ours = Handshake::new(theirs.info_hash, [7u8; 20]);
+                s.write_all(&ours.encode()).await.unwrap();
+                // Stay open until the other side closes.
+                let _ = s.read(&mut [0u8; 1]).await;
+            }
+        });
+        (addr, count)
+    }
+
+    #[tokio::test]
+    async fn prefer_retries_a_peer_without_mse_in_plain_text_once() {
+        let (addr, count) = plain_only_peer().await;
+        let (stream, theirs) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Prefer)
+            .await
+            .unwrap();
+        assert!(!stream.is_encrypted());
+        assert_eq!(theirs.peer_id, [7; 20]);
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn require_never_falls_back_to_plain_text() {
+        let (addr, count) = plain_only_peer().await;
+        let err = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Require)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, PeerError::Mse(_)), "{err}");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        // And plain dials plain at once.
+        let (stream, _) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Plain)
+            .await
+            .unwrap();
+        assert!(!stream.is_encrypted());
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    /// Our dialling side against our answering side over a real socket,
+    /// each policy pair that agrees: the handshakes cross, and a message
+    /// after them arrives intact through the split halves.
+    #[tokio::test]
+    async fn dialled_and_accepted_streams_talk_through_the_halves() {
+        use Policy::*;
+        for (ours, theirs, rc4) in [
+            (Prefer, Prefer, false),
+            (Prefer, Require, true),
+            (Require, Prefer, true),
+            (Plain, Prefer, false),
+        ] {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (tcp, _) = l.accept().await.unwrap();
+                let (mut s, hs) = read_incoming_handshake(tcp, &[[5; 20]], theirs)
+                    .await
+                    .unwrap();
+                s.send(&Handshake::new(hs.info_hash, [8; 20]).encode())
+                    .await
+                    .unwrap();
+                let (mut r, mut w) = s.into_split();
+                let mut got = vec![0u8; 300_000];
+                r.read_exact(&mut got).await.unwrap();
+                w.write_bytes(Bytes::from(got)).await.unwrap();
+                (hs, w)
+            });
+            let (s, hs) = connect(addr, Handshake::new([5; 20], [6; 20]), ours)
+                .await
+                .unwrap();
+            assert_eq!(s.is_encrypted(), rc4, "{ours}/{theirs}");
+            assert_eq!(hs.peer_id, [8; 20]);
+            let (mut r, mut w) = s.into_split();
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+            let mut buf = BytesMut::from(&data[..]);
+            w.write_buf(&mut buf).await.unwrap();
+            let mut echo = vec![0u8; data.len()];
+            r.read_exact(&mut echo).await.unwrap();
+            assert!(echo == data, "{ours}/{theirs}: echo differs");
+            let (their_hs, _w) = server.await.unwrap();
+            assert_eq!(their_hs.peer_id, [6; 20]);
+        }
+    }
+
+    #[tokio::test]
+    async fn require_refuses_a_plain_handshake_and_plain_an_rc4_only_peer() {
+        for (dial, answer) in [
+            (Policy::Plain, Policy::Require),
+            (Policy::Require, Policy::Plain),
+        ] {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (tcp, _) = l.accept().await.unwrap();
+                read_incoming_handshake(tcp, &[[5; 20]], answer).await.err()
+            });
+            assert!(connect(addr, Handshake::new([5; 20], [6; 20]), dial)
+                .await
+                .is_err());
+            assert!(server.await.unwrap().is_some(), "{dial}/{answer}");
+        }
     }
 }

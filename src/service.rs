@@ -1142,6 +1142,7 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
                     &[],
                     svc.session().dht(),
                     crate::peer::new_peer_id(),
+                    svc.session().encryption(),
                     status_tx,
                     stop.clone(),
                 )

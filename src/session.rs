@@ -42,6 +42,8 @@ pub struct SessionConfig {
     pub download_limit: Option<u64>,
     /// Connections of all torrents together, at most.
     pub max_connections: Option<usize>,
+    /// Which connections are encrypted (MSE), both ways.
+    pub encryption: crate::peer::mse::Policy,
 }
 
 /// The settings of one torrent in a session.
@@ -144,6 +146,7 @@ struct Inner {
     upload_limit: Arc<RateLimit>,
     download_limit: Arc<RateLimit>,
     connections: Arc<ConnectionCap>,
+    encryption: crate::peer::mse::Policy,
     accept: tokio::task::AbortHandle,
 }
 
@@ -160,7 +163,8 @@ impl Session {
         let local = listener.local_addr()?;
         let dual = listen_dual_stack(&listener);
         let routes = Routes::default();
-        let accept = tokio::spawn(accept_loop(listener, routes.clone())).abort_handle();
+        let accept =
+            tokio::spawn(accept_loop(listener, routes.clone(), cfg.encryption)).abort_handle();
         Ok(Session {
             inner: Arc::new(Inner {
                 port: local.port(),
@@ -172,6 +176,7 @@ impl Session {
                 upload_limit: Arc::new(RateLimit::with(cfg.upload_limit)),
                 download_limit: Arc::new(RateLimit::with(cfg.download_limit)),
                 connections: Arc::new(ConnectionCap::new(cfg.max_connections)),
+                encryption: cfg.encryption,
                 accept,
             }),
         })
@@ -188,6 +193,11 @@ impl Session {
 
     pub fn dht(&self) -> Option<&crate::discovery::dht::Dht> {
         self.inner.dht.as_ref()
+    }
+
+    /// Which connections are encrypted: the magnet phase dials with it too.
+    pub fn encryption(&self) -> crate::peer::mse::Policy {
+        self.inner.encryption
     }
 
     pub fn upload_limit(&self) -> &RateLimit {
@@ -440,6 +450,7 @@ impl Session {
             connections: self.inner.connections.clone(),
             my_connections: self.inner.connections.register(),
             pex: opts.pex && !meta.private,
+            encryption: self.inner.encryption,
             metadata: match meta.info_bytes() {
                 Ok(b) if b.len() as u64 <= crate::peer::metadata::MAX_SIZE => Arc::from(&b[..]),
                 _ => Arc::from(&[][..]),
@@ -666,12 +677,13 @@ pub async fn wait_for_signal() -> i32 {
 
 /// Accepts connections, reads their handshake with a deadline, and hands
 /// each to the coordinator of the torrent it names. Encrypted (MSE)
-/// handshakes are answered with plain text selected; anything else (a
-/// torrent not running here, a peer that insists on RC4) is dropped at
-/// once, so the other side can retry in plain text.
-async fn accept_loop(listener: TcpListener, routes: Routes) {
+/// handshakes are answered for any running torrent, selecting what
+/// `encryption` allows; anything refused (a torrent not running here, a
+/// plain handshake under `require`, an RC4-only peer under `plain`) is
+/// dropped at once, so the other side can retry the way it can.
+async fn accept_loop(listener: TcpListener, routes: Routes, encryption: crate::peer::mse::Policy) {
     loop {
-        let (mut stream, addr) = match listener.accept().await {
+        let (stream, addr) = match listener.accept().await {
             // IPv4 peers on a dual-stack socket show up as ::ffff:a.b.c.d.
             Ok((s, a)) => (s, SocketAddr::new(a.ip().to_canonical(), a.port())),
             Err(e) => {
@@ -686,8 +698,11 @@ async fn accept_loop(listener: TcpListener, routes: Routes) {
                 Ok(r) => r.keys().copied().collect(),
                 Err(_) => return,
             };
-            match read_incoming_handshake(&mut stream, &hashes).await {
-                Ok(hs) => {
+            match read_incoming_handshake(stream, &hashes, encryption).await {
+                Ok((stream, hs)) => {
+                    if stream.is_encrypted() {
+                        tracing::debug!("{addr}: encrypted handshake, RC4 selected");
+                    }
                     let route = routes
                         .lock()
                         .ok()

@@ -17,7 +17,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use sha1::{Digest, Sha1};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -92,7 +91,7 @@ fn reconnect_delay(failures: u32) -> Duration {
 pub enum Event {
     Peer(PeerKey, PeerEvent),
     Incoming {
-        stream: TcpStream,
+        stream: peer::mse::Stream,
         addr: SocketAddr,
         handshake: Handshake,
     },
@@ -678,7 +677,7 @@ impl Torrent {
         Ok(())
     }
 
-    fn on_incoming(&mut self, stream: TcpStream, addr: SocketAddr, hs: Handshake) {
+    fn on_incoming(&mut self, stream: peer::mse::Stream, addr: SocketAddr, hs: Handshake) {
         if self.banned_ids.contains(&hs.peer_id) || hs.peer_id == self.shared.peer_id {
             return;
         }
@@ -1954,6 +1953,7 @@ mod tests {
             my_connections: Default::default(),
             metadata: Arc::from(&[][..]),
             pex: false,
+            encryption: Default::default(),
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),

@@ -10,6 +10,6 @@ fuzz_target!(|data: &[u8]| {
         .expect("runtime");
     rt.block_on(async {
         let mut stream = tokio::io::join(std::io::Cursor::new(rest.to_vec()), tokio::io::sink());
-        let _ = shoal::peer::mse::accept(&mut stream, first, &[[7u8; 20]]).await;
+        let _ = shoal::peer::mse::accept(&mut stream, first, &[[7u8; 20]], shoal::peer::mse::Policy::Prefer).await;
     });
 });

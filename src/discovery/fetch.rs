@@ -16,23 +16,21 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
 use crate::discovery::tracker::{self, AnnounceRequest, TrackerList};
 use crate::metainfo::magnet::Magnet;
 use crate::peer::metadata::{self, Assembler, Msg};
-use crate::peer::read_handshake;
-use crate::peer::wire::{self, ExtendedHandshake, Handshake, Message};
+use crate::peer::mse::Policy;
+use crate::peer::wire::{self, ExtendedHandshake, Message};
 use crate::torrent::PeerSource;
 
 /// Peers fetching at once.
 const PARALLEL: usize = 4;
 /// Requests in flight per peer.
 const WINDOW: usize = 4;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer that sends nothing useful for this long is given up on.
 const PEER_IDLE: Duration = Duration::from_secs(20);
 /// Tries per peer for failures that may pass (refused, silent, closed).
@@ -103,6 +101,7 @@ pub async fn fetch(
     extra: &[SocketAddr],
     dht: Option<&crate::discovery::dht::Dht>,
     peer_id: [u8; 20],
+    encryption: Policy,
     status: watch::Sender<Status>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(Vec<u8>, Vec<(SocketAddr, PeerSource)>), FetchError> {
@@ -154,7 +153,9 @@ pub async fn fetch(
         while running.len() < PARALLEL {
             let Some(addr) = queue.pop_front() else { break };
             tried += 1;
-            running.spawn(async move { (addr, from_peer(addr, info_hash, peer_id).await) });
+            running.spawn(
+                async move { (addr, from_peer(addr, info_hash, peer_id, encryption).await) },
+            );
         }
         let (n_known, n_running) = (known.len(), running.len());
         update(&|s| {
@@ -275,17 +276,20 @@ async fn from_peer(
     addr: SocketAddr,
     info_hash: [u8; 20],
     peer_id: [u8; 20],
+    encryption: Policy,
 ) -> Result<Vec<u8>, PeerFail> {
-    let mut stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Err(_) => return Err(PeerFail::Connect("timed out".into())),
-        Ok(Err(e)) => return Err(PeerFail::Connect(e.to_string())),
-        Ok(Ok(s)) => s,
+    use crate::peer::PeerError;
+    let (mut stream, theirs) = match crate::peer::connect(
+        addr,
+        wire::Handshake::new(info_hash, peer_id),
+        encryption,
+    )
+    .await
+    {
+        Err(PeerError::ConnectTimeout) => return Err(PeerFail::Connect("timed out".into())),
+        Err(PeerError::Connect(e)) => return Err(PeerFail::Connect(e.to_string())),
+        r => r?,
     };
-    stream.set_nodelay(true).ok();
-    stream
-        .write_all(&Handshake::new(info_hash, peer_id).encode())
-        .await?;
-    let theirs = read_handshake(&mut stream).await?;
     if theirs.info_hash != info_hash {
         return Err(PeerFail::WrongInfoHash);
     }
@@ -305,7 +309,7 @@ async fn from_peer(
         },
         &mut out,
     );
-    stream.write_all(&out).await?;
+    stream.send(&out).await?;
 
     let mut a = Assembler::new(info_hash);
     let mut their_id = None;
@@ -376,7 +380,7 @@ async fn from_peer(
             }
         }
         if !out.is_empty() {
-            stream.write_all(&out).await?;
+            stream.send(&out).await?;
         }
     }
 }

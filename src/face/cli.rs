@@ -493,6 +493,8 @@ pub struct RunArgs {
     pub no_pex: bool,
     pub no_lsd: bool,
     pub no_web_seeds: bool,
+    /// Which connections are encrypted (`--encryption`).
+    pub encryption: crate::peer::mse::Policy,
     /// File selection: globs, numbers as `--list` shows them; list and exit.
     pub only: Vec<String>,
     pub select: Option<String>,
@@ -521,6 +523,7 @@ pub struct ServeArgs {
     pub dht: DhtArgs,
     pub no_pex: bool,
     pub no_lsd: bool,
+    pub encryption: crate::peer::mse::Policy,
 }
 
 /// The token of a service on a non-loopback address: the one given, else
@@ -588,6 +591,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             upload_limit: a.upload_limit,
             download_limit: a.download_limit,
             max_connections: Some(a.max_connections),
+            encryption: a.encryption,
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(a.listen)
@@ -835,7 +839,7 @@ fn resolve_magnet(
             std::future::pending::<()>().await;
         };
         let r = tokio::select! {
-            r = crate::discovery::fetch::fetch(magnet, peers, dht, crate::peer::new_peer_id(), status_tx, stop_rx) => r,
+            r = crate::discovery::fetch::fetch(magnet, peers, dht, crate::peer::new_peer_id(), a.encryption, status_tx, stop_rx) => r,
             _ = show => unreachable!("show never ends"),
         };
         if let Some(pb) = bar {
@@ -1005,6 +1009,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
         learned,
         web_seeds: !a.no_web_seeds,
+        encryption: a.encryption,
     };
     let summary = rt.block_on(crate::face::single::run(m, opts));
     if let Some(dht) = &dht {

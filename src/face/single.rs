@@ -53,6 +53,8 @@ pub struct Options {
     pub learned: Vec<(SocketAddr, PeerSource)>,
     /// Fetch from the torrent's web seeds (BEP 19), unless `--no-web-seeds`.
     pub web_seeds: bool,
+    /// Which connections are encrypted (`--encryption`).
+    pub encryption: crate::peer::mse::Policy,
 }
 
 /// Runs the torrent until it is done or a signal stops it.
@@ -78,6 +80,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         upload_limit: opts.upload_limit,
         download_limit: opts.download_limit,
         max_connections: None,
+        encryption: opts.encryption,
     })
     .await;
     let session = match session {

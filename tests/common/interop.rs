@@ -700,6 +700,18 @@ pub fn aria2_seeder(
 
 /// aria2 downloading into `data_dir`, exiting when done.
 pub fn aria2_leecher(cell: &Path, name: &str, torrent: &Path, data_dir: &Path) -> (Proc, u16) {
+    aria2_leecher_with(cell, name, torrent, data_dir, &[])
+}
+
+/// Like `aria2_leecher`, with `extra` flags after the defaults (aria2
+/// takes the last of a repeated option).
+pub fn aria2_leecher_with(
+    cell: &Path,
+    name: &str,
+    torrent: &Path,
+    data_dir: &Path,
+    extra: &[String],
+) -> (Proc, u16) {
     let port = free_port();
     let mut args = aria2_base(port, data_dir, &cell.join(format!("{name}.log")));
     args.extend(
@@ -707,6 +719,7 @@ pub fn aria2_leecher(cell: &Path, name: &str, torrent: &Path, data_dir: &Path) -
             .iter()
             .map(|s| s.to_string()),
     );
+    args.extend(extra.iter().cloned());
     args.push(torrent.display().to_string());
     (spawn("aria2c", &args, cell, name), port)
 }
@@ -744,10 +757,16 @@ pub struct Transmission {
 impl Transmission {
     /// Starts the daemon and waits until its RPC answers.
     pub fn start(cell: &Path, name: &str) -> Transmission {
+        Transmission::start_with(cell, name, serde_json::json!({}))
+    }
+
+    /// Like `start`, with `settings` (an object) put over the defaults,
+    /// e.g. `{"encryption": 2}`.
+    pub fn start_with(cell: &Path, name: &str, settings: serde_json::Value) -> Transmission {
         let cfg = cell.join(format!("{name}-config"));
         std::fs::create_dir_all(&cfg).unwrap();
         let (rpc_port, peer_port) = (free_port(), free_port());
-        let settings = serde_json::json!({
+        let settings_all = serde_json::json!({
             "bind-address-ipv4": "127.0.0.1",
             "bind-address-ipv6": "::1",
             "rpc-bind-address": "127.0.0.1",
@@ -773,9 +792,13 @@ impl Transmission {
             "download-dir": cell.display().to_string(),
             "message-level": 2,
         });
+        let mut settings_all = settings_all;
+        if let (Some(all), Some(over)) = (settings_all.as_object_mut(), settings.as_object()) {
+            all.extend(over.clone());
+        }
         std::fs::write(
             cfg.join("settings.json"),
-            serde_json::to_string_pretty(&settings).unwrap(),
+            serde_json::to_string_pretty(&settings_all).unwrap(),
         )
         .unwrap();
         let args: Vec<String> = vec![

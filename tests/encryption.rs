@@ -1,0 +1,470 @@
+//! Encrypted connections (MSE/PE, `--encryption`) against the real binary:
+//! shoal↔shoal with RC4 required, hostile MSE peers, and the interop cells
+//! with Transmission (`"encryption": 2`) and aria2 (`--bt-require-crypto`)
+//! both ways. Where shoal dials, the connection goes through a relay in the
+//! test that reads every byte: the plain BitTorrent protocol string must
+//! never appear on it, so "encrypted" is checked on the wire, not taken
+//! from a log. The interop cells need the programs of `.ci/deps`
+//! (`SHOAL_SKIP_INTEROP=1` skips them); docs/interop.md has the rows.
+
+mod common;
+#[path = "common/interop.rs"]
+#[allow(dead_code)]
+mod interop;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{make_tree, tail, Proc};
+use interop::*;
+use shoal::peer::mse::{self, Policy};
+use shoal::peer::wire::{self, Handshake, Message};
+use tokio::io::AsyncReadExt;
+
+const FILES: &[(&str, usize)] = &[
+    ("pack/a.bin", 3_000_001),
+    ("pack/b.bin", 2_500_000),
+    ("pack/c.txt", 4_321),
+];
+const TOTAL: u64 = 5_504_322;
+const PIECE: u32 = 64 * 1024;
+const PROTOCOL: &[u8] = b"\x13BitTorrent protocol";
+const TRANSFER: Duration = Duration::from_secs(90);
+const SEEDER_UP: Duration = Duration::from_secs(30);
+
+/// What a relay saw, both directions together.
+#[derive(Default, Debug)]
+struct Seen {
+    connections: usize,
+    /// Bytes towards the relay's target, and back.
+    to_target: u64,
+    from_target: u64,
+    /// The plain handshake's protocol string appeared (in either direction).
+    plain: bool,
+}
+
+/// A TCP relay on a free port in front of `target` that copies bytes both
+/// ways and looks at each of them.
+struct Relay {
+    port: u16,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Relay {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { return };
+                let Ok(t) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                s2.lock().unwrap().connections += 1;
+                let (c2, t2) = (c.try_clone().unwrap(), t.try_clone().unwrap());
+                let (sa, sb) = (s2.clone(), s2.clone());
+                std::thread::spawn(move || pump(c, t, sa, true));
+                std::thread::spawn(move || pump(t2, c2, sb, false));
+            }
+        });
+        Relay { port, seen }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Panics unless at least `bytes` went one way and nothing was plain.
+    fn assert_encrypted(&self, what: &str, bytes: u64) {
+        let s = self.seen.lock().unwrap();
+        assert!(s.connections > 0, "{what}: nothing went through the relay");
+        assert!(
+            s.to_target.max(s.from_target) >= bytes,
+            "{what}: the data did not go through the relay: {s:?}"
+        );
+        assert!(
+            !s.plain,
+            "{what}: a plain BitTorrent handshake crossed the relay: {s:?}"
+        );
+        eprintln!("{what}: relay saw {s:?}");
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, seen: Arc<Mutex<Seen>>, towards: bool) {
+    let mut buf = vec![0u8; 64 << 10];
+    // The end of the previous chunk, so a string split across reads is found.
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        carry.extend_from_slice(&buf[..n]);
+        let plain = carry.windows(PROTOCOL.len()).any(|w| w == PROTOCOL);
+        carry.drain(..carry.len().saturating_sub(PROTOCOL.len() - 1));
+        {
+            let mut s = seen.lock().unwrap();
+            s.plain |= plain;
+            if towards {
+                s.to_target += n as u64;
+            } else {
+                s.from_target += n as u64;
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn make_data(d: &Path) -> PathBuf {
+    let src = d.join("src");
+    make_tree(&src, FILES);
+    src
+}
+
+/// `shoal create` of `src/pack`, announcing to `tracker` (none: the peers
+/// only meet through `--peer`).
+fn torrent(d: &Path, src: &Path, tracker: Option<&str>) -> PathBuf {
+    let trackers: Vec<String> = tracker.into_iter().map(str::to_string).collect();
+    common::create_torrent(&src.join("pack"), &d.join("pack.torrent"), &trackers, PIECE)
+}
+
+fn shoal_seeder(d: &Path, t: &Path, src: &Path, name: &str, extra: &[&str]) -> (Proc, u16) {
+    let port = common::free_port();
+    let port_s = port.to_string();
+    let mut args = vec![
+        "seed",
+        t.to_str().unwrap(),
+        "--from",
+        src.to_str().unwrap(),
+        "--port",
+        &port_s,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let p = Proc::spawn(&args, d, name);
+    common::wait_listening(port);
+    (p, port)
+}
+
+fn shoal_leecher(d: &Path, t: &Path, name: &str, extra: &[&str]) -> (Proc, PathBuf) {
+    let out = d.join(name);
+    let port = common::free_port().to_string();
+    let mut args = vec![
+        "download",
+        t.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--port",
+        &port,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    (Proc::spawn(&args, d, name), out)
+}
+
+fn finish_download(p: &mut Proc, what: &str) {
+    let status = p.wait(TRANSFER);
+    assert!(
+        status.success(),
+        "{what} failed ({status}):\n{}",
+        tail(&p.stderr(), 40)
+    );
+    let done = p.done_event();
+    assert_eq!(done["have_bytes"].as_u64(), Some(TOTAL), "{what}: {done}");
+}
+
+fn assert_log(p: &Proc, what: &str, needle: &str) {
+    let log = p.stderr();
+    assert!(
+        log.contains(needle),
+        "{what}: no `{needle}` in the log:\n{}",
+        tail(&log, 40)
+    );
+}
+
+/// shoal → shoal, both `--encryption require`, through the relay: the files
+/// arrive whole, and the wire never shows the plain handshake. A leecher
+/// with `--encryption plain` gets nothing from that seeder.
+#[test]
+fn shoal_to_shoal_with_rc4_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = make_data(d);
+    let t = torrent(d, &src, None);
+    let (mut seeder, port) = shoal_seeder(d, &t, &src, "seeder", &["--encryption", "require"]);
+    let relay = Relay::start(port);
+    let (mut leech, out) = shoal_leecher(
+        d,
+        &t,
+        "leecher",
+        &["--peer", &relay.addr(), "--encryption", "require"],
+    );
+    finish_download(&mut leech, "require leecher");
+    common::assert_same_tree(&src.join("pack"), &out.join("pack"));
+    relay.assert_encrypted("shoal↔shoal require", TOTAL);
+    assert_log(
+        &leech,
+        "require leecher",
+        "encrypted handshake, RC4 selected",
+    );
+
+    let (mut plain, out) = shoal_leecher(
+        d,
+        &t,
+        "plain-leecher",
+        &[
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--encryption",
+            "plain",
+            "--stall-timeout",
+            "5",
+        ],
+    );
+    let status = plain.wait(Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "a plain leecher got data from a require seeder"
+    );
+    assert!(plain.stdout().contains("stalled"), "{}", plain.stdout());
+    drop(out);
+    assert_log(&seeder, "seeder", "plain-text handshake refused");
+    assert_running(&mut seeder, "seeder");
+}
+
+/// Reads until the peer closes or `limit` passes; true if it closed.
+async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(end, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Hostile MSE peers against a seeder (default policy): junk, a valid
+/// exchange naming another torrent, a peer that stops after its key. Each
+/// is dropped (the last at the handshake deadline), and afterwards an RC4
+/// session with the same seeder works: its handshake and first message
+/// decrypt right.
+#[test]
+fn hostile_mse_peers_are_dropped_and_rc4_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = make_data(d);
+    let t = torrent(d, &src, None);
+    let ih = common::info_hash(&t);
+    let (mut seeder, port) = shoal_seeder(d, &t, &src, "seeder", &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let dial = || tokio::net::TcpStream::connect(("127.0.0.1", port));
+
+        // Junk: no marker within the longest padding.
+        let mut s = dial().await.unwrap();
+        let junk: Vec<u8> = (0..3000u32).map(|i| (i * 31 + 7) as u8).collect();
+        tokio::io::AsyncWriteExt::write_all(&mut s, &junk)
+            .await
+            .unwrap();
+        assert!(
+            closed_within(&mut s, Duration::from_secs(10)).await,
+            "junk kept"
+        );
+
+        // A correct exchange for a torrent not running there.
+        let mut s = dial().await.unwrap();
+        let r = mse::initiate(&mut s, &[0xee; 20], Policy::Prefer, b"").await;
+        assert!(r.is_err(), "an exchange for another torrent completed");
+
+        // A key, then silence: dropped at the 20 s handshake deadline.
+        let mut s = dial().await.unwrap();
+        let key = mse::KeyPair::generate().public;
+        tokio::io::AsyncWriteExt::write_all(&mut s, &key)
+            .await
+            .unwrap();
+        let start = Instant::now();
+        assert!(
+            closed_within(&mut s, Duration::from_secs(30)).await,
+            "stalled peer kept"
+        );
+        assert!(
+            start.elapsed() >= Duration::from_secs(5),
+            "dropped before its deadline"
+        );
+
+        // A real RC4 session still works.
+        let ours = Handshake::new(ih, *b"-XX0001-encrypted000");
+        let mut tcp = dial().await.unwrap();
+        let rc4 = mse::initiate(&mut tcp, &ih, Policy::Require, &ours.encode())
+            .await
+            .unwrap();
+        assert!(rc4.is_some());
+        let mut s = mse::Stream::new(tcp, rc4);
+        let mut hs = [0u8; 68];
+        s.read_exact(&mut hs).await.unwrap();
+        let theirs = Handshake::decode(&hs).unwrap();
+        assert_eq!(theirs.info_hash, ih);
+        let mut buf = bytes::BytesMut::new();
+        let first = loop {
+            if let Some(m) = wire::decode(&mut buf, 1 << 20).unwrap() {
+                break m;
+            }
+            assert!(s.read_buf(&mut buf).await.unwrap() > 0, "closed");
+        };
+        assert!(
+            matches!(
+                first,
+                Message::HaveAll | Message::Bitfield(_) | Message::Extended { .. }
+            ),
+            "{first:?}"
+        );
+    });
+    assert_running(&mut seeder, "seeder");
+}
+
+// ------------------------------------------------------------ interop cells
+
+fn transmission_requiring(d: &Path) -> Transmission {
+    Transmission::start_with(d, "transmission", serde_json::json!({"encryption": 2}))
+}
+
+/// Flags that make aria2 take nothing but RC4.
+fn aria2_rc4_only() -> Vec<String> {
+    vec![
+        "--bt-require-crypto=true".into(),
+        "--bt-min-crypto-level=arc4".into(),
+    ]
+}
+
+/// Transmission requiring encryption seeds; shoal (default `prefer`) dials
+/// it through the relay and downloads.
+#[test]
+fn shoal_leeches_from_transmission_requiring_encryption() {
+    if !should_run(
+        "shoal_leeches_from_transmission_mse",
+        &[TR_DAEMON, TR_REMOTE],
+    ) {
+        return;
+    }
+    let cell = Cell::new("shoal_leeches_from_transmission_mse");
+    let d = cell.path();
+    let src = make_data(d);
+    let t = torrent(d, &src, None);
+    let tr = transmission_requiring(d);
+    tr.add(&t, &src);
+    tr.wait_complete("Transmission to check the data", SEEDER_UP);
+    let relay = Relay::start(tr.peer_port);
+    let (mut leech, out) = shoal_leecher(d, &t, "shoal-leecher", &["--peer", &relay.addr()]);
+    finish_download(&mut leech, "shoal leecher");
+    assert_tree_matches(&src, &out, false);
+    relay.assert_encrypted("shoal ← Transmission", TOTAL);
+    assert_log(&leech, "shoal leecher", "encrypted handshake, RC4 selected");
+    assert_log(&leech, "shoal leecher", ": client Transmission ");
+}
+
+/// Transmission requiring encryption leeches; shoal (`--encryption
+/// require`) seeds and dials it through the relay (Transmission 3.00 would
+/// not dial a loopback address anyway).
+#[test]
+fn transmission_requiring_encryption_leeches_from_shoal() {
+    if !should_run(
+        "transmission_mse_leeches_from_shoal",
+        &[TR_DAEMON, TR_REMOTE],
+    ) {
+        return;
+    }
+    let cell = Cell::new("transmission_mse_leeches_from_shoal");
+    let d = cell.path();
+    let src = make_data(d);
+    let t = torrent(d, &src, None);
+    let tr = transmission_requiring(d);
+    let dl = d.join("transmission-dl");
+    std::fs::create_dir_all(&dl).unwrap();
+    tr.add(&t, &dl);
+    let relay = Relay::start(tr.peer_port);
+    let (mut seeder, _) = shoal_seeder(
+        d,
+        &t,
+        &src,
+        "shoal-seeder",
+        &["--peer", &relay.addr(), "--encryption", "require"],
+    );
+    tr.wait_complete("Transmission to download from shoal", TRANSFER);
+    assert_tree_matches(&src, &dl, true);
+    relay.assert_encrypted("Transmission ← shoal", TOTAL);
+    assert_log(&seeder, "shoal seeder", ": client Transmission ");
+    assert_running(&mut seeder, "shoal seeder");
+}
+
+/// aria2 taking only RC4 seeds (it needs a tracker); shoal leeches. aria2
+/// refuses anything but RC4, so the download completing is the proof; the
+/// log says which side selected it.
+#[test]
+fn shoal_leeches_from_aria2_requiring_rc4() {
+    if !should_run("shoal_leeches_from_aria2_mse", &[OPENTRACKER, ARIA2]) {
+        return;
+    }
+    let cell = Cell::new("shoal_leeches_from_aria2_mse");
+    let d = cell.path();
+    let src = make_data(d);
+    let mut tracker = Tracker::new(d);
+    let t = torrent(d, &src, Some(&tracker.http_url()));
+    let hash = info_hash(&t);
+    tracker.start(std::slice::from_ref(&hash));
+    let (mut aria, _) = aria2_seeder(d, "aria2-seeder", &t, &src, &aria2_rc4_only());
+    tracker.wait_scrape(&hash, "aria2 to announce as a seed", SEEDER_UP, |s| {
+        s.complete == 1
+    });
+    let (mut leech, out) = shoal_leecher(d, &t, "shoal-leecher", &[]);
+    finish_download(&mut leech, "shoal leecher");
+    assert_tree_matches(&src, &out, false);
+    assert_log(&leech, "shoal leecher", ": client aria2/");
+    assert_log(&leech, "shoal leecher", "RC4 selected");
+    assert_running(&mut aria, "aria2 seeder");
+}
+
+/// aria2 taking only RC4 leeches from a shoal seeder (`--encryption
+/// require`) that it finds through the tracker.
+#[test]
+fn aria2_requiring_rc4_leeches_from_shoal() {
+    if !should_run("aria2_mse_leeches_from_shoal", &[OPENTRACKER, ARIA2]) {
+        return;
+    }
+    let cell = Cell::new("aria2_mse_leeches_from_shoal");
+    let d = cell.path();
+    let src = make_data(d);
+    let mut tracker = Tracker::new(d);
+    let t = torrent(d, &src, Some(&tracker.http_url()));
+    let hash = info_hash(&t);
+    tracker.start(std::slice::from_ref(&hash));
+    let (mut seeder, port) =
+        shoal_seeder(d, &t, &src, "shoal-seeder", &["--encryption", "require"]);
+    wait_for(
+        "shoal's `started`",
+        SEEDER_UP,
+        || (!tracker.events_of(port).is_empty()).then_some(()),
+        || tail(&seeder.stderr(), 20),
+    );
+    let out = d.join("aria2-dl");
+    let (mut aria, _) = aria2_leecher_with(d, "aria2-leecher", &t, &out, &aria2_rc4_only());
+    let status = wait_exit(&mut aria, "aria2 leecher", TRANSFER);
+    assert!(
+        status.success(),
+        "aria2 leecher exited with {status}:\n{}",
+        tail(&aria.stdout(), 30)
+    );
+    assert_tree_matches(&src, &out, false);
+    assert_log(&seeder, "shoal seeder", ": client aria2/");
+    assert_log(&seeder, "shoal seeder", "RC4 selected");
+    assert_running(&mut seeder, "shoal seeder");
+}
