@@ -606,7 +606,7 @@ mod tests {
         let mut reply = vec![0u8; 8];
         reply.extend_from_slice(&select.to_be_bytes());
         reply.extend_from_slice(&pad_len.to_be_bytes());
-        reply.extend(std::iter::repeat(0).take(pad_len as usize));
+        reply.extend(std::iter::repeat_n(0, pad_len as usize));
         cipher(b"keyB", &secret, &HASH).apply(&mut reply);
         s.write_all(&reply).await.unwrap();
         s
@@ -631,7 +631,7 @@ mod tests {
         let mut enc = vc.to_vec();
         enc.extend_from_slice(&provide.to_be_bytes());
         enc.extend_from_slice(&pad_len.to_be_bytes());
-        enc.extend(std::iter::repeat(0).take((pad_len as usize).min(600)));
+        enc.extend(std::iter::repeat_n(0, (pad_len as usize).min(600)));
         enc.extend_from_slice(&ia_len.to_be_bytes());
         enc.extend_from_slice(&[1u8; 16]);
         cipher(b"keyA", &secret, &HASH).apply(&mut enc);
