@@ -262,10 +262,14 @@ fn hostile_seed(
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        let Ok((s, _)) = l.accept() else { return };
-        let mut f = Fake::new(s);
-        let Ok(theirs) = f.read_handshake() else {
-            return;
+        // A peer without encryption: shoal dials with an encrypted (MSE)
+        // handshake first, which it drops, then retries in plain text.
+        let (mut f, theirs) = loop {
+            let Ok((s, _)) = l.accept() else { return };
+            let mut f = Fake::new(s);
+            if let Ok(theirs) = f.read_handshake() {
+                break (f, theirs);
+            }
         };
         let _ = ih;
         act(&mut f, &theirs);

@@ -65,9 +65,16 @@ fn lying_peer(info_hash: [u8; 20], size: u64, body: Vec<u8>) -> (u16, std::threa
     let port = l.local_addr().unwrap().port();
     let h = std::thread::spawn(move || {
         l.set_nonblocking(false).unwrap();
-        let Ok((mut s, _)) = l.accept() else { return };
-        s.set_read_timeout(Some(Duration::from_secs(20))).ok();
-        let _ = serve_lies(&mut s, info_hash, size, &body);
+        // A peer without encryption: shoal's encrypted (MSE) attempt is
+        // dropped, and its plain-text retry is served the lies.
+        loop {
+            let Ok((mut s, _)) = l.accept() else { return };
+            s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+            match serve_lies(&mut s, info_hash, size, &body) {
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
+                _ => return,
+            }
+        }
     });
     (port, h)
 }
@@ -80,6 +87,9 @@ fn serve_lies(
 ) -> std::io::Result<()> {
     let mut hs = [0u8; 68];
     s.read_exact(&mut hs)?;
+    if hs[..20] != *b"\x13BitTorrent protocol" {
+        return Err(std::io::ErrorKind::InvalidData.into());
+    }
     let mut out = vec![19];
     out.extend_from_slice(b"BitTorrent protocol");
     out.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0]);
