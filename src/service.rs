@@ -669,11 +669,8 @@ impl Service {
 
     pub fn detail(&self, hex_hash: &str) -> Result<TorrentDetail, ServiceError> {
         let hash = parse_hash(hex_hash)?;
-        let entries = self.entries();
-        let e = entries
-            .iter()
-            .find(|e| e.hash == hash)
-            .ok_or_else(|| ServiceError::NotFound(hex_hash.to_string()))?;
+        let mut entries = self.entries();
+        let e = find_entry(&mut entries, hash, hex_hash)?;
         let p = e.progress.borrow();
         let (files, trackers, piece_count) = match &e.meta {
             Some(m) => {
@@ -714,11 +711,8 @@ impl Service {
 
     pub fn peers(&self, hex_hash: &str) -> Result<Arc<Vec<PeerView>>, ServiceError> {
         let hash = parse_hash(hex_hash)?;
-        let entries = self.entries();
-        let e = entries
-            .iter()
-            .find(|e| e.hash == hash)
-            .ok_or_else(|| ServiceError::NotFound(hex_hash.to_string()))?;
+        let mut entries = self.entries();
+        let e = find_entry(&mut entries, hash, hex_hash)?;
         if e.run.is_none() {
             return Ok(Arc::default());
         }
@@ -729,11 +723,8 @@ impl Service {
     /// The piece bitfield (BEP 3 layout) and the piece count.
     pub fn pieces(&self, hex_hash: &str) -> Result<(u32, Vec<u8>), ServiceError> {
         let hash = parse_hash(hex_hash)?;
-        let entries = self.entries();
-        let e = entries
-            .iter()
-            .find(|e| e.hash == hash)
-            .ok_or_else(|| ServiceError::NotFound(hex_hash.to_string()))?;
+        let mut entries = self.entries();
+        let e = find_entry(&mut entries, hash, hex_hash)?;
         let count = e.meta.as_ref().map_or(0, |m| m.piece_count());
         let bits = match &*e.shared.borrow() {
             Some(s) => s.have.snapshot().as_bytes().to_vec(),
@@ -746,10 +737,7 @@ impl Service {
         let hash = parse_hash(hex_hash)?;
         let run = {
             let mut entries = self.entries();
-            let e = entries
-                .iter_mut()
-                .find(|e| e.hash == hash)
-                .ok_or_else(|| ServiceError::NotFound(hex_hash.to_string()))?;
+            let e = find_entry(&mut entries, hash, hex_hash)?;
             e.saved.paused = true;
             e.run.take()
         };
@@ -762,10 +750,7 @@ impl Service {
         let hash = parse_hash(hex_hash)?;
         {
             let mut entries = self.entries();
-            let e = entries
-                .iter_mut()
-                .find(|e| e.hash == hash)
-                .ok_or_else(|| ServiceError::NotFound(hex_hash.to_string()))?;
+            let e = find_entry(&mut entries, hash, hex_hash)?;
             if e.saved.paused || e.error.is_some() || (e.run.is_none() && e.finished) {
                 e.saved.paused = false;
                 e.saved.done = false;
@@ -823,10 +808,7 @@ impl Service {
         let hash = parse_hash(hex_hash)?;
         let run = {
             let mut entries = self.entries();
-            let e = entries
-                .iter_mut()
-                .find(|e| e.hash == hash)
-                .ok_or_else(|| ServiceError::NotFound(hex_hash.to_string()))?;
+            let e = find_entry(&mut entries, hash, hex_hash)?;
             let Some(meta) = &e.meta else {
                 return Err(ServiceError::Invalid(
                     "the torrent's files are not known yet (fetching metadata)".into(),
@@ -991,6 +973,18 @@ impl Service {
         }
         self.save();
     }
+}
+
+/// The entry of `hash` (named `hex_hash` in the request), or NotFound.
+fn find_entry<'a>(
+    entries: &'a mut [Entry],
+    hash: [u8; 20],
+    hex_hash: &str,
+) -> Result<&'a mut Entry, ServiceError> {
+    entries
+        .iter_mut()
+        .find(|e| e.hash == hash)
+        .ok_or_else(|| ServiceError::NotFound(hex_hash.to_string()))
 }
 
 /// Stops a run taken out of its entry and waits for it to end (its task
