@@ -415,7 +415,11 @@ fn lying_web_seed_is_banned() {
 fn broken(mode: Mode, expect: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_tree(&d.join("src"), &[("big.bin", 3_000_000)]);
+    // More than CONNECTIONS runs of RUN_BYTES: a connection must read past
+    // the end of its first answer before the torrent can complete, so a
+    // server that sends too much is always caught (with 3 MB, three runs
+    // could finish the file before anyone read the surplus).
+    make_tree(&d.join("src"), &[("big.bin", 5_000_000)]);
     let server = WebServer::start(&d.join("src"), mode);
     let url = server.url("big.bin");
     let t = create(
