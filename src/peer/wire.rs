@@ -35,6 +35,10 @@ pub mod id {
     pub const REJECT: u8 = 0x10;
     pub const ALLOWED_FAST: u8 = 0x11;
     pub const EXTENDED: u8 = 20;
+    // BEP 52
+    pub const HASH_REQUEST: u8 = 21;
+    pub const HASHES: u8 = 22;
+    pub const HASH_REJECT: u8 = 23;
 }
 
 /// Extended message id of the BEP 10 handshake.
@@ -76,6 +80,62 @@ pub enum WireError {
 
 /// reserved[7]: the peer supports BitTorrent v2 (BEP 52).
 pub const V2_BIT: u8 = 0x10;
+
+/// Most hashes one BEP 52 request may ask for: the spec says requests
+/// SHOULD NOT ask for more, and libtorrent asks for the piece layer in
+/// chunks of exactly this many.
+pub const MAX_HASH_REQUEST: u32 = 512;
+
+/// A BEP 52 hash request, and the header of the `hashes` and `hash
+/// reject` answers to it: which file (its pieces root), which layer
+/// (`base`, counted up from the leaves), which nodes (`index`, `length`)
+/// and how many layers of proof above them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HashRequest {
+    pub root: [u8; 32],
+    pub base: u32,
+    pub index: u32,
+    pub length: u32,
+    pub proof_layers: u32,
+}
+
+impl HashRequest {
+    const LEN: usize = 48;
+
+    /// The shape BEP 52 allows, whatever the file: a power of two of at
+    /// most [`MAX_HASH_REQUEST`] nodes at an index that is a multiple of
+    /// it. (BEP 52 asks for at least two; libtorrent asks for one at the
+    /// end of a layer, so one is allowed too.) Whether it fits the file's
+    /// tree is for the answering side to check.
+    pub fn well_formed(&self) -> bool {
+        self.length.is_power_of_two()
+            && self.length <= MAX_HASH_REQUEST
+            && self.index.is_multiple_of(self.length)
+            && self.base < 64
+            && self.proof_layers < 64
+    }
+
+    fn put(&self, buf: &mut BytesMut) {
+        buf.extend_from_slice(&self.root);
+        buf.put_u32(self.base);
+        buf.put_u32(self.index);
+        buf.put_u32(self.length);
+        buf.put_u32(self.proof_layers);
+    }
+
+    // Only called once the length check guaranteed 48 buffered bytes.
+    fn get(buf: &mut BytesMut) -> HashRequest {
+        let mut root = [0u8; 32];
+        buf.copy_to_slice(&mut root);
+        HashRequest {
+            root,
+            base: buf.get_u32(),
+            index: buf.get_u32(),
+            length: buf.get_u32(),
+            proof_layers: buf.get_u32(),
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Handshake {
@@ -197,6 +257,15 @@ pub enum Message {
     HaveNone,
     Reject(BlockRef),
     AllowedFast(u32),
+    // BEP 52
+    HashRequest(HashRequest),
+    /// The answer to `req`: 32-byte hashes, the requested nodes then the
+    /// uncles (the decoder checks the payload is whole hashes).
+    Hashes {
+        req: HashRequest,
+        hashes: Bytes,
+    },
+    HashReject(HashRequest),
     // BEP 10
     Extended {
         id: u8,
@@ -231,6 +300,9 @@ impl Message {
             Message::HaveNone => id::HAVE_NONE,
             Message::Reject(_) => id::REJECT,
             Message::AllowedFast(_) => id::ALLOWED_FAST,
+            Message::HashRequest(_) => id::HASH_REQUEST,
+            Message::Hashes { .. } => id::HASHES,
+            Message::HashReject(_) => id::HASH_REJECT,
             Message::Extended { .. } => id::EXTENDED,
             Message::Unknown { id, .. } => *id,
         })
@@ -270,6 +342,8 @@ impl Message {
             Message::Have(_) | Message::Suggest(_) | Message::AllowedFast(_) => 5,
             Message::Request(_) | Message::Cancel(_) | Message::Reject(_) => 13,
             Message::Port(_) => 3,
+            Message::HashRequest(_) | Message::HashReject(_) => 1 + HashRequest::LEN,
+            Message::Hashes { hashes, .. } => 1 + HashRequest::LEN + hashes.len(),
             Message::Bitfield(b) => 1 + b.len(),
             Message::Piece { data, .. } => 9 + data.len(),
             Message::Extended { payload, .. } => 2 + payload.len(),
@@ -282,6 +356,8 @@ impl Message {
 enum Body {
     Exact(u32),
     AtLeast(u32),
+    /// A hash request's header, then whole 32-byte hashes.
+    Hashes,
     Unknown,
 }
 
@@ -296,6 +372,8 @@ fn body_rule(msg_id: u8) -> Body {
         id::HAVE | id::SUGGEST | id::ALLOWED_FAST => Body::Exact(4),
         id::REQUEST | id::CANCEL | id::REJECT => Body::Exact(12),
         id::PORT => Body::Exact(2),
+        id::HASH_REQUEST | id::HASH_REJECT => Body::Exact(HashRequest::LEN as u32),
+        id::HASHES => Body::Hashes,
         id::PIECE => Body::AtLeast(8),
         id::BITFIELD => Body::AtLeast(0),
         id::EXTENDED => Body::AtLeast(1),
@@ -329,6 +407,10 @@ pub fn decode(buf: &mut BytesMut, max_len: u32) -> Result<Option<Message>, WireE
     let ok = match body_rule(msg_id) {
         Body::Exact(n) => body_len == n,
         Body::AtLeast(n) => body_len >= n,
+        Body::Hashes => {
+            body_len >= HashRequest::LEN as u32
+                && (body_len - HashRequest::LEN as u32).is_multiple_of(32)
+        }
         Body::Unknown => true,
     };
     if !ok {
@@ -360,6 +442,13 @@ pub fn decode(buf: &mut BytesMut, max_len: u32) -> Result<Option<Message>, WireE
         id::CANCEL => Message::Cancel(get_block(buf)),
         id::REJECT => Message::Reject(get_block(buf)),
         id::PORT => Message::Port(buf.get_u16()),
+        id::HASH_REQUEST => Message::HashRequest(HashRequest::get(buf)),
+        id::HASH_REJECT => Message::HashReject(HashRequest::get(buf)),
+        id::HASHES => {
+            let req = HashRequest::get(buf);
+            let hashes = buf.split_to(body_len - HashRequest::LEN).freeze();
+            Message::Hashes { req, hashes }
+        }
         id::BITFIELD => Message::Bitfield(buf.split_to(body_len).freeze()),
         id::PIECE => {
             let index = buf.get_u32();
@@ -415,6 +504,11 @@ pub fn encode(msg: &Message, buf: &mut BytesMut) {
         Message::Have(i) | Message::Suggest(i) | Message::AllowedFast(i) => buf.put_u32(*i),
         Message::Request(b) | Message::Cancel(b) | Message::Reject(b) => put_block(buf, b),
         Message::Port(p) => buf.put_u16(*p),
+        Message::HashRequest(r) | Message::HashReject(r) => r.put(buf),
+        Message::Hashes { req, hashes } => {
+            req.put(buf);
+            buf.extend_from_slice(hashes);
+        }
         Message::Bitfield(b) => buf.extend_from_slice(b),
         Message::Piece { index, begin, data } => {
             buf.put_u32(*index);
@@ -668,7 +762,114 @@ mod tests {
                 id: 3,
                 payload: Bytes::new(),
             },
+            Message::HashRequest(hash_req(4, 512)),
+            Message::Hashes {
+                req: hash_req(0, 2),
+                hashes: Bytes::from(vec![0xabu8; 3 * 32]),
+            },
+            Message::Hashes {
+                req: hash_req(0, 2),
+                hashes: Bytes::new(),
+            },
+            Message::HashReject(hash_req(2, 2)),
         ]
+    }
+
+    fn hash_req(index: u32, length: u32) -> HashRequest {
+        HashRequest {
+            root: [7; 32],
+            base: 1,
+            index,
+            length,
+            proof_layers: 3,
+        }
+    }
+
+    #[test]
+    fn hash_messages_byte_exact() {
+        let r = HashRequest {
+            root: [0x11; 32],
+            base: 2,
+            index: 0x0200,
+            length: 0x0200,
+            proof_layers: 5,
+        };
+        let mut header = vec![0x11u8; 32];
+        header.extend_from_slice(&[0, 0, 0, 2, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 0, 5]);
+        let mut want = vec![0, 0, 0, 49, 21];
+        want.extend_from_slice(&header);
+        assert_eq!(enc(&Message::HashRequest(r)), want);
+        want[4] = 23;
+        assert_eq!(enc(&Message::HashReject(r)), want);
+        let mut want = vec![0, 0, 0, 49 + 64, 22];
+        want.extend_from_slice(&header);
+        want.extend_from_slice(&[0xcd; 64]);
+        let m = Message::Hashes {
+            req: r,
+            hashes: Bytes::from(vec![0xcdu8; 64]),
+        };
+        assert_eq!(enc(&m), want);
+        assert_eq!(dec_all(&want, MAX).unwrap(), vec![m]);
+    }
+
+    /// Hash messages of the wrong size are refused from the header alone:
+    /// a request or reject that is not 48 bytes, hashes that are not whole.
+    #[test]
+    fn hash_messages_with_wrong_length() {
+        for (msg_id, body) in [
+            (id::HASH_REQUEST, 47u32),
+            (id::HASH_REQUEST, 49),
+            (id::HASH_REQUEST, 80),
+            (id::HASH_REJECT, 0),
+            (id::HASH_REJECT, 50),
+            (id::HASHES, 0),
+            (id::HASHES, 47),
+            (id::HASHES, 49),
+            (id::HASHES, 48 + 31),
+            (id::HASHES, 48 + 33),
+        ] {
+            let len = body + 1;
+            let mut bytes = len.to_be_bytes().to_vec();
+            bytes.push(msg_id);
+            let mut buf = BytesMut::from(&bytes[..]);
+            assert_eq!(
+                decode(&mut buf, MAX),
+                Err(WireError::BadLength { id: msg_id, len }),
+                "id {msg_id} body {body}"
+            );
+            assert_eq!(buf.len(), 5, "error must not consume");
+        }
+        // Hashes beyond the message cap never get buffered.
+        let mut bytes = (MAX + 32).to_be_bytes().to_vec();
+        bytes.push(id::HASHES);
+        assert!(matches!(
+            dec_one(&bytes),
+            Err(WireError::MessageTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn hash_request_shapes() {
+        assert!(hash_req(0, 1).well_formed());
+        assert!(hash_req(512, 512).well_formed());
+        assert!(hash_req(6, 2).well_formed());
+        for bad in [
+            hash_req(0, 0),
+            hash_req(0, 3),
+            hash_req(2, 4),
+            hash_req(0, 1024),
+            hash_req(u32::MAX, 512),
+            HashRequest {
+                proof_layers: u32::MAX,
+                ..hash_req(0, 2)
+            },
+            HashRequest {
+                base: 99,
+                ..hash_req(0, 2)
+            },
+        ] {
+            assert!(!bad.well_formed(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -1154,16 +1355,34 @@ e";
             any::<u32>().prop_map(Message::AllowedFast),
             (any::<u8>(), arb_bytes(64))
                 .prop_map(|(id, payload)| Message::Extended { id, payload }),
+            arb_hash_req().prop_map(Message::HashRequest),
+            arb_hash_req().prop_map(Message::HashReject),
+            (arb_hash_req(), 0usize..6).prop_map(|(req, n)| Message::Hashes {
+                req,
+                hashes: Bytes::from(vec![n as u8; n * 32]),
+            }),
         ]
+    }
+
+    fn arb_hash_req() -> impl Strategy<Value = HashRequest> {
+        (any::<[u8; 32]>(), any::<[u32; 4]>()).prop_map(|(root, [base, index, length, p])| {
+            HashRequest {
+                root,
+                base,
+                index,
+                length,
+                proof_layers: p,
+            }
+        })
     }
 
     /// Frames with plausible headers (small lengths, mostly known ids) so the
     /// fuzzing reaches the body-parsing paths, mixed with raw noise.
     fn arb_wire_bytes() -> impl Strategy<Value = Vec<u8>> {
         let frame = (
-            0u32..40,
-            prop_oneof![0u8..=20, any::<u8>()],
-            proptest::collection::vec(any::<u8>(), 0..40),
+            prop_oneof![0u32..40, 40u32..120],
+            prop_oneof![0u8..=23, any::<u8>()],
+            proptest::collection::vec(any::<u8>(), 0..120),
         )
             .prop_map(|(len, id, mut body)| {
                 let mut v = len.to_be_bytes().to_vec();
