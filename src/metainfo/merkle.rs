@@ -131,6 +131,98 @@ pub fn file_root(data: &[u8], piece_length: u64) -> Hash {
     root_from_layer(&layer, piece_length)
 }
 
+/// The hashes a BEP 52 `hashes` message carries for a request over
+/// `tree` (from [`layers`]: a layer `level` above the leaves, then every
+/// layer up to the root; missing nodes are pads): nodes `index..index +
+/// count` of the bottom layer, then one uncle per proof layer from the
+/// first one the requested nodes cannot give (layer log2(count) above
+/// them) up to layer `proof_layers`, the one closest to the root last.
+/// None for a request that does not fit the tree: `count` not a power of
+/// two, `index` not a multiple of it, past the layer's end, or proof
+/// layers reaching the root or beyond.
+pub fn hashes_with_proof(
+    tree: &[Vec<Hash>],
+    level: u32,
+    index: u64,
+    count: u64,
+    proof_layers: u32,
+) -> Option<Vec<Hash>> {
+    let depth = u32::try_from(tree.len().checked_sub(1)?).ok()?;
+    let width = 1u64.checked_shl(depth)?;
+    if count == 0
+        || !count.is_power_of_two()
+        || !index.is_multiple_of(count)
+        || index.checked_add(count)? > width
+        || proof_layers >= depth.max(1)
+    {
+        return None;
+    }
+    let node = |layer: u32, i: u64| -> Hash {
+        tree.get(layer as usize)
+            .and_then(|l| l.get(usize::try_from(i).ok()?))
+            .copied()
+            .unwrap_or_else(|| pad(level + layer))
+    };
+    let first_uncle = count.trailing_zeros();
+    let mut out = Vec::with_capacity(count as usize + (proof_layers + 1) as usize);
+    out.extend((index..index + count).map(|i| node(0, i)));
+    for layer in first_uncle..=proof_layers {
+        out.push(node(layer, (index >> layer) ^ 1));
+    }
+    Some(out)
+}
+
+/// Uncles a `hashes` answer carries for a request of `count` nodes with
+/// `proof_layers` proof layers (the first log2(count) are implied by the
+/// nodes themselves).
+pub fn uncle_count(count: u64, proof_layers: u32) -> u32 {
+    let implied = count.max(1).trailing_zeros();
+    (proof_layers + 1).saturating_sub(implied)
+}
+
+/// Whether `nodes` (at `index..index + nodes.len()` of a layer `level`
+/// above the leaves) and their `uncles` lead to `root`, which sits
+/// `depth` layers above that layer. The nodes must be a power of two at
+/// an index that is a multiple of their count (a whole subtree), and the
+/// uncles must reach exactly the root: a proof that stops short proves
+/// nothing.
+pub fn check_proof(
+    root_hash: &Hash,
+    level: u32,
+    depth: u32,
+    index: u64,
+    nodes: &[Hash],
+    uncles: &[Hash],
+) -> bool {
+    let count = nodes.len() as u64;
+    if count == 0 || !count.is_power_of_two() || !index.is_multiple_of(count) {
+        return false;
+    }
+    let mut layer = count.trailing_zeros();
+    if layer > depth
+        || index
+            .checked_add(count)
+            .is_none_or(|end| end > 1u64 << depth)
+    {
+        return false;
+    }
+    let mut node = root(nodes, nodes.len(), level);
+    let mut pos = index >> layer;
+    for u in uncles {
+        if layer >= depth {
+            return false;
+        }
+        node = if pos.is_multiple_of(2) {
+            join(&node, u)
+        } else {
+            join(u, &node)
+        };
+        pos >>= 1;
+        layer += 1;
+    }
+    layer == depth && node == *root_hash
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +267,84 @@ mod tests {
         assert_eq!(pad(0), [0; 32]);
         assert_eq!(pad(1), join(&[0; 32], &[0; 32]));
         assert_eq!(root(&[], 4, 0), pad(2));
+    }
+
+    /// A tree of 5 pieces (2 blocks each) padded to 8 at the piece layer:
+    /// every aligned subtree, answered with its full proof, checks
+    /// against the root, and any change to a node or uncle does not.
+    #[test]
+    fn proofs_answer_and_check() {
+        let level = 1;
+        let layer: Vec<Hash> = (0..5u8).map(|i| sha256(&[i])).collect();
+        let tree = layers(layer.clone(), layer.len(), level);
+        assert_eq!(tree.len(), 4);
+        let top = tree[3][0];
+        assert_eq!(top, root(&layer, 8, level));
+        for count in [1u64, 2, 4, 8] {
+            for index in (0..8).step_by(count as usize) {
+                let p = 2;
+                let got = hashes_with_proof(&tree, level, index, count, p).unwrap();
+                let n = count as usize;
+                assert_eq!(got.len(), n + uncle_count(count, p) as usize);
+                let (nodes, uncles) = got.split_at(n);
+                // Past the file's end the nodes are pads.
+                for (k, h) in nodes.iter().enumerate() {
+                    let i = index as usize + k;
+                    let want = layer.get(i).copied().unwrap_or(pad(level));
+                    assert_eq!(*h, want);
+                }
+                assert!(
+                    check_proof(&top, level, 3, index, nodes, uncles),
+                    "{count}@{index}"
+                );
+                let mut bad = nodes.to_vec();
+                bad[0][0] ^= 1;
+                assert!(!check_proof(&top, level, 3, index, &bad, uncles));
+                if let Some(u) = uncles.first() {
+                    let mut bad = uncles.to_vec();
+                    bad[0] = join(u, u);
+                    assert!(!check_proof(&top, level, 3, index, nodes, &bad));
+                    // Short of the root proves nothing.
+                    assert!(!check_proof(&top, level, 3, index, nodes, &uncles[1..]));
+                }
+                // Moved to another index, the same nodes do not check
+                // (pads moved among pads would: they are all alike).
+                let other = (index + count) % 8;
+                if other != index && index + count <= 4 {
+                    assert!(!check_proof(&top, level, 3, other, nodes, uncles));
+                }
+            }
+        }
+        // The whole layer needs no uncle.
+        assert_eq!(uncle_count(8, 2), 0);
+        assert_eq!(hashes_with_proof(&tree, level, 0, 8, 2).unwrap().len(), 8);
+        // Requests that do not fit the tree.
+        for (index, count, p) in [
+            (0, 3, 2),
+            (2, 4, 2),
+            (8, 2, 2),
+            (0, 16, 2),
+            (0, 2, 3),
+            (0, 0, 0),
+        ] {
+            assert_eq!(
+                hashes_with_proof(&tree, level, index, count, p),
+                None,
+                "{index} {count} {p}"
+            );
+        }
+        assert!(!check_proof(&top, level, 3, 1, &layer[..2], &[]));
+        assert!(!check_proof(&top, level, 3, 0, &layer[..3], &[]));
+        assert!(!check_proof(&top, level, 3, 0, &[], &[]));
+    }
+
+    /// The wire convention matches libtorrent's: a request of 512 nodes
+    /// with P proof layers gets P - 8 uncles; one of 2 gets P.
+    #[test]
+    fn uncle_counts() {
+        assert_eq!(uncle_count(512, 10), 2);
+        assert_eq!(uncle_count(512, 8), 0);
+        assert_eq!(uncle_count(2, 3), 3);
+        assert_eq!(uncle_count(1, 3), 4);
     }
 }

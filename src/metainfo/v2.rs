@@ -45,6 +45,10 @@ pub struct V2File {
     /// The piece layer (files larger than a piece): from the torrent, or
     /// later from peers (hash requests); checked against `root` before set.
     layer: OnceLock<Arc<[Hash]>>,
+    /// Every layer from the piece layer up to the root, built on the first
+    /// hash request we answer for this file (and kept: each answer needs
+    /// nodes of every layer).
+    tree: OnceLock<Arc<[Vec<Hash>]>>,
 }
 
 impl V2File {
@@ -75,6 +79,38 @@ impl V2File {
         let _ = self.layer.set(layer.into());
         Ok(())
     }
+
+    /// Layers from the piece layer up to the root: what a hash request
+    /// for the piece layer may ask proof layers of.
+    pub fn depth(&self) -> u32 {
+        self.pieces.max(1).next_power_of_two().trailing_zeros()
+    }
+
+    /// The `hashes` answer to a request for this file's piece layer (at
+    /// `level` above the leaves): the requested nodes and their uncles.
+    /// None when the layer is not known or the request does not fit it.
+    pub fn answer(
+        &self,
+        level: u32,
+        index: u32,
+        count: u32,
+        proof_layers: u32,
+    ) -> Option<Vec<Hash>> {
+        if self.pieces <= 1 {
+            return None;
+        }
+        let layer = self.layer.get()?;
+        let tree = self
+            .tree
+            .get_or_init(|| merkle::layers(layer.to_vec(), layer.len(), level).into());
+        merkle::hashes_with_proof(
+            tree,
+            level,
+            u64::from(index),
+            u64::from(count),
+            proof_layers,
+        )
+    }
 }
 
 /// The v2 side of a torrent.
@@ -100,6 +136,12 @@ impl V2 {
         let i = self.files.partition_point(|f| f.first_piece <= piece);
         let f = self.files.get(i.checked_sub(1)?)?;
         (piece < f.first_piece + f.pieces).then_some(f)
+    }
+
+    /// Layers between the leaves and the piece layer: the base layer of
+    /// hash requests for piece hashes.
+    pub fn piece_level(&self) -> u32 {
+        merkle::blocks_per_piece(self.piece_length).trailing_zeros()
     }
 
     pub fn by_root(&self, root: &Hash) -> Option<&V2File> {
@@ -441,6 +483,7 @@ pub fn build(
             first_piece,
             pieces,
             layer: OnceLock::new(),
+            tree: OnceLock::new(),
         });
     }
     let v2 = V2 {
