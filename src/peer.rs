@@ -24,7 +24,7 @@ use tokio::time::{timeout, Instant};
 use crate::bitfield::{AtomicBitfield, Bitfield};
 use crate::store::Store;
 use mse::Policy;
-use wire::{BlockRef, ExtendedHandshake, Handshake, Message};
+use wire::{BlockRef, ExtendedHandshake, Handshake, HashRequest, Message};
 
 pub type PeerKey = u64;
 
@@ -135,6 +135,8 @@ pub enum PeerEvent {
         addr: SocketAddr,
         peer_id: [u8; 20],
         fast: bool,
+        /// Its handshake set the BEP 52 bit: it may answer hash requests.
+        v2: bool,
         incoming: bool,
         cmd: mpsc::UnboundedSender<PeerCmd>,
         stats: Arc<PeerStats>,
@@ -160,6 +162,13 @@ pub enum PeerEvent {
         data: Bytes,
     },
     Rejected(BlockRef),
+    /// The answer to a hash request we sent (BEP 52): the requested nodes
+    /// then the uncles, unchecked.
+    Hashes {
+        req: HashRequest,
+        hashes: Vec<[u8; 32]>,
+    },
+    HashRejected(HashRequest),
     /// A piece we had no longer matches its hash on disk (found when a
     /// block of it was read for upload).
     PieceLost(u32),
@@ -171,6 +180,8 @@ pub enum PeerEvent {
 pub enum PeerCmd {
     Request(Vec<BlockRef>),
     Cancel(BlockRef),
+    /// Ask for piece-layer hashes (BEP 52).
+    HashRequest(HashRequest),
     Haves(Vec<u32>),
     Choke,
     Unchoke,
@@ -469,6 +480,8 @@ struct Conn<'a> {
     peer_choking: bool,
     /// Blocks we asked this peer for and have not received.
     requested: HashSet<BlockRef>,
+    /// Hash requests sent and not answered: only their answers are taken.
+    hash_requested: HashSet<HashRequest>,
     unrequested_bytes: u64,
     /// The peer's requests waiting to be served.
     uploads: VecDeque<BlockRef>,
@@ -514,6 +527,7 @@ async fn run<E: Report>(
         addr,
         peer_id: theirs.peer_id,
         fast,
+        v2: theirs.reserved[7] & wire::V2_BIT != 0,
         incoming,
         cmd: cmd_tx,
         stats: stats.clone(),
@@ -528,6 +542,7 @@ async fn run<E: Report>(
         am_choking: true,
         peer_choking: true,
         requested: HashSet::new(),
+        hash_requested: HashSet::new(),
         unrequested_bytes: 0,
         uploads: VecDeque::new(),
         stats,
@@ -780,6 +795,30 @@ impl Conn<'_> {
                     None
                 }
             }
+            Message::HashRequest(req) => {
+                self.on_hash_request(req);
+                None
+            }
+            Message::Hashes { req, hashes } => {
+                if self.hash_requested.remove(&req) {
+                    let hashes = hashes
+                        .chunks_exact(32)
+                        .filter_map(|c| <[u8; 32]>::try_from(c).ok())
+                        .collect();
+                    Some(PeerEvent::Hashes { req, hashes })
+                } else {
+                    // Like a block after a cancel: tolerated, within limits.
+                    self.unrequested_bytes += hashes.len() as u64;
+                    if self.unrequested_bytes > MAX_UNREQUESTED_BYTES {
+                        return Err(protocol("too much unrequested data"));
+                    }
+                    None
+                }
+            }
+            Message::HashReject(req) => self
+                .hash_requested
+                .remove(&req)
+                .then_some(PeerEvent::HashRejected(req)),
             Message::Suggest(_) | Message::AllowedFast(_) => {
                 self.need_fast("suggest/allowed-fast")?;
                 None
@@ -833,6 +872,35 @@ impl Conn<'_> {
         })
     }
 
+    /// Answers a BEP 52 hash request for a piece layer we know, with the
+    /// hashes and their proof up to the file's root; anything else
+    /// (another layer, a file we lack the layer of, a malformed request,
+    /// a full send queue) gets a hash reject, which BEP 52 requires in
+    /// place of silence.
+    fn on_hash_request(&mut self, req: HashRequest) {
+        let layout = self.shared.store.layout();
+        let answer = layout
+            .v2
+            .as_ref()
+            .filter(|v2| {
+                req.well_formed()
+                    && req.base == v2.piece_level()
+                    && self.writer.queued() <= UPLOAD_HIGH_WATER
+            })
+            .and_then(|v2| v2.by_root(&req.root))
+            .and_then(|f| f.answer(req.base, req.index, req.length, req.proof_layers));
+        match answer {
+            Some(hashes) => self.writer.msg(&Message::Hashes {
+                req,
+                hashes: Bytes::from(hashes.concat()),
+            }),
+            None => {
+                tracing::debug!("hash request {req:?} rejected");
+                self.writer.msg(&Message::HashReject(req));
+            }
+        }
+    }
+
     /// Serves pieces of our info dictionary (BEP 9) so magnet users can get
     /// the torrent from us; anything else on this id is ignored. A peer
     /// that floods requests gets rejects once its send queue is full.
@@ -869,6 +937,11 @@ impl Conn<'_> {
             PeerCmd::Cancel(b) => {
                 if self.requested.remove(&b) {
                     self.writer.msg(&Message::Cancel(b));
+                }
+            }
+            PeerCmd::HashRequest(req) => {
+                if self.hash_requested.insert(req) {
+                    self.writer.msg(&Message::HashRequest(req));
                 }
             }
             PeerCmd::Haves(pieces) => {
@@ -1022,6 +1095,7 @@ mod tests {
             am_choking: true,
             peer_choking: true,
             requested: HashSet::new(),
+            hash_requested: HashSet::new(),
             unrequested_bytes: 0,
             uploads: VecDeque::new(),
             stats: Arc::default(),
