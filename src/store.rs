@@ -797,6 +797,13 @@ impl Store {
     /// A piece that fails its hash but reads as all zeros is a hole never
     /// written (files are pre-allocated sparse), so it counts as missing.
     pub fn check_piece(&self, piece: u32, buf: &mut Vec<u8>) -> Result<PieceCheck, StoreError> {
+        // A v2 file whose piece layer is not known yet (a magnet's
+        // torrent): nothing can be counted as had before the layer comes.
+        if let Some(v2) = &self.layout.merkle {
+            if v2.file_of_piece(piece).is_some_and(|f| !f.checkable()) {
+                return Ok(PieceCheck::Missing);
+            }
+        }
         if self.piece_is_hole(piece)? {
             // A hole reads as zeros: good only for a piece that is zeros.
             let len = self.layout.piece_size(piece);

@@ -4,6 +4,7 @@
 //! lock guards the swarm state.
 
 pub mod choker;
+pub mod hashes;
 pub mod picker;
 pub mod selection;
 pub mod webseed;
@@ -22,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
-use crate::peer::wire::{BlockRef, Handshake};
+use crate::peer::wire::{BlockRef, Handshake, HashRequest};
 use crate::peer::{self, PeerCmd, PeerEvent, PeerKey, PeerStats, Shared};
 use crate::store::{PieceData, StoreError};
 use crate::torrent::choker::{Choker, PeerSnapshot};
@@ -326,6 +327,10 @@ struct PeerInfo {
     down: Rate,
     up: Rate,
     strikes: u32,
+    /// Its handshake set the BEP 52 bit, and it has not answered a hash
+    /// request with hashes that do not lead to the root: it may be asked
+    /// for piece layers.
+    hashes_ok: bool,
     /// Where others can reach it: the address we dialled, or for incoming
     /// peers their address with the listen port their handshake gave.
     listen: Option<SocketAddr>,
@@ -458,6 +463,9 @@ pub struct Torrent {
     /// The newest web seed failure: its URL, why, and the wait before the
     /// next try (None: banned).
     web_failure: Option<(String, String, Option<u64>)>,
+    /// Piece layers still to be fetched from peers (a v2 torrent from a
+    /// magnet); their files' pieces are held back in the picker.
+    layers: Option<hashes::LayerFetch>,
 }
 
 impl Torrent {
@@ -531,7 +539,9 @@ impl Torrent {
             have_unwanted_bytes: 0,
             webseeds: HashMap::new(),
             web_failure: None,
+            layers: None,
         };
+        t.start_layer_fetch();
         t.recount_have();
         t.down_rate
             .update(0.0, t.shared.downloaded.load(Ordering::Relaxed));
@@ -548,6 +558,122 @@ impl Torrent {
 
     pub fn is_complete(&self) -> bool {
         self.picker.is_complete()
+    }
+
+    /// For a v2-only torrent missing piece layers: holds back the pieces
+    /// that cannot be checked until peers give their file's layer (a
+    /// single-piece file is checked against its root and never waits).
+    fn start_layer_fetch(&mut self) {
+        let Some(v2) = self.meta.v2.as_ref().filter(|_| self.meta.v2_only()) else {
+            return;
+        };
+        let Some(fetch) = hashes::LayerFetch::new(v2) else {
+            return;
+        };
+        let mut held = Bitfield::new(self.meta.piece_count() as usize);
+        for r in fetch.waiting() {
+            for p in r {
+                held.set(p as usize);
+            }
+        }
+        tracing::info!(
+            "{} file(s) need their piece layer from peers; {} pieces wait for it",
+            fetch.waiting().count(),
+            held.count_ones()
+        );
+        self.picker.hold(&held);
+        self.layers = Some(fetch);
+    }
+
+    /// Tops up the hash requests in flight to `key`, if it may be asked.
+    fn request_hashes(&mut self, key: PeerKey) {
+        let (Some(fetch), Some(p)) = (self.layers.as_mut(), self.peers.get(&key)) else {
+            return;
+        };
+        if !p.hashes_ok {
+            return;
+        }
+        let now = Instant::now();
+        while fetch.in_flight(key) < hashes::PER_PEER {
+            let Some(req) = fetch.next(key, |i| p.seed || p.bits.get(i as usize), now) else {
+                break;
+            };
+            tracing::debug!(
+                "{}: asking for piece hashes {}..{} of a file",
+                p.addr,
+                req.index,
+                req.index + req.length
+            );
+            p.send(PeerCmd::HashRequest(req));
+        }
+    }
+
+    fn request_hashes_all(&mut self) {
+        if self.layers.is_none() {
+            return;
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.request_hashes(k);
+        }
+    }
+
+    fn on_hashes(&mut self, key: PeerKey, req: HashRequest, got: Vec<[u8; 32]>) {
+        let Some(fetch) = self.layers.as_mut() else {
+            return;
+        };
+        match fetch.on_hashes(key, &req, &got, Instant::now()) {
+            hashes::Outcome::Kept | hashes::Outcome::Unknown => {}
+            hashes::Outcome::Bad => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    tracing::warn!(
+                        "{}: sent piece hashes that do not lead to the file's root; not asked again",
+                        p.addr
+                    );
+                    p.hashes_ok = false;
+                    p.strikes += 1;
+                }
+                self.progress.hash_failures += 1;
+                self.request_hashes_all();
+            }
+            hashes::Outcome::Layer { file, layer } => self.on_layer(file, layer),
+        }
+        self.request_hashes(key);
+    }
+
+    /// A file's piece layer came in whole: its pieces can be checked now.
+    fn on_layer(&mut self, file: usize, layer: Vec<[u8; 32]>) {
+        let Some(v2) = self.meta.v2.clone() else {
+            return;
+        };
+        let Some(f) = v2.files.get(file) else {
+            return;
+        };
+        match f.set_layer(layer, self.meta.piece_length) {
+            Ok(()) => {
+                tracing::info!(
+                    "piece layer of file {} is in: pieces {}..{} can be checked",
+                    f.file,
+                    f.first_piece,
+                    f.first_piece + f.pieces
+                );
+                self.picker
+                    .release_held(f.first_piece..f.first_piece + f.pieces);
+                if self.layers.as_ref().is_some_and(|l| l.is_done()) {
+                    self.layers = None;
+                }
+                self.fill_all();
+            }
+            Err(e) => {
+                // Each chunk was checked against the root, so this
+                // should not happen; start the file over rather than stall.
+                tracing::warn!("piece layer of file {}: {e}; fetching it again", f.file);
+                if let Some(l) = self.layers.as_mut() {
+                    l.restart(&v2, file);
+                }
+                self.request_hashes_all();
+            }
+        }
     }
 
     /// Leaves out the pieces in `unwanted` (they touch only files the user
@@ -743,6 +869,7 @@ impl Torrent {
                 addr,
                 peer_id,
                 fast: _,
+                v2,
                 incoming,
                 cmd,
                 stats,
@@ -782,6 +909,7 @@ impl Torrent {
                         down: Rate::new(),
                         up: Rate::new(),
                         strikes: 0,
+                        hashes_ok: v2,
                         listen: (!incoming).then_some(addr),
                         pex: false,
                         pex_sent: HashSet::new(),
@@ -799,6 +927,8 @@ impl Torrent {
                 if self.state == State::Connecting {
                     self.state = State::Downloading;
                 }
+                // Hash requests need no unchoke (BEP 52): ask at once.
+                self.request_hashes(key);
             }
             PeerEvent::Gone(reason) => {
                 if let Some(addr) = self.connecting.remove(&key) {
@@ -939,6 +1069,13 @@ impl Torrent {
                 self.picker.release(key, b);
                 self.fill_all();
             }
+            PeerEvent::Hashes { req, hashes } => self.on_hashes(key, req, hashes),
+            PeerEvent::HashRejected(req) => {
+                if let Some(l) = self.layers.as_mut() {
+                    l.on_reject(key, &req, Instant::now());
+                }
+                self.request_hashes_all();
+            }
         }
     }
 
@@ -958,6 +1095,7 @@ impl Torrent {
             p.am_interested = want;
             p.send(PeerCmd::Interested(want));
         }
+        self.request_hashes(key);
         self.fill(key);
     }
 
@@ -1502,6 +1640,9 @@ impl Torrent {
             self.picker.remove_bitfield(&p.bits);
         }
         self.picker.peer_gone(key);
+        if let Some(l) = self.layers.as_mut() {
+            l.peer_gone(key);
+        }
         if let Some(c) = self.known.get_mut(&p.addr) {
             if p.connected_at.elapsed() < SHORT_LIVED {
                 c.failures += 1;
@@ -1728,6 +1869,13 @@ impl Torrent {
             }
         }
         self.web_second(secs, now);
+        if let Some(l) = self.layers.as_mut() {
+            let expired = l.expire(now);
+            if expired > 0 {
+                tracing::debug!("{expired} hash request(s) timed out; asking others");
+            }
+        }
+        self.request_hashes_all();
         for k in snubbed {
             // Hand its blocks to others; it keeps a queue of one.
             tracing::debug!("peer {k} is snubbing us");
@@ -1988,6 +2136,7 @@ mod tests {
                     addr,
                     peer_id: [key as u8; 20],
                     fast: true,
+                    v2: false,
                     incoming: false,
                     cmd,
                     stats: Arc::default(),
@@ -2098,6 +2247,7 @@ mod tests {
                     addr,
                     peer_id: [key as u8; 20],
                     fast: true,
+                    v2: false,
                     incoming: true,
                     cmd,
                     stats: Arc::default(),

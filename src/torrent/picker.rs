@@ -163,6 +163,10 @@ pub struct Picker {
     high: Option<Bitfield>,
     /// Wanted pieces not verified yet: the download is complete at 0.
     wanted_left: u32,
+    /// Pieces that cannot be checked yet (a v2 file whose piece layer is
+    /// still being fetched): kept out of the free list, so never picked,
+    /// but still needed for completion.
+    held: Option<Bitfield>,
 }
 
 impl std::fmt::Debug for Picker {
@@ -247,6 +251,7 @@ impl Picker {
             unwanted: None,
             high: None,
             wanted_left: free_len,
+            held: None,
         }
     }
 
@@ -270,6 +275,39 @@ impl Picker {
         self.wanted_left = (0..self.piece_count)
             .filter(|&p| !self.have.get(p as usize) && self.wants(p))
             .count() as u32;
+    }
+
+    /// Keeps the free pieces set in `pieces` from being picked until
+    /// [`Picker::release_held`] lets them go (their hashes are not known).
+    pub fn hold(&mut self, pieces: &Bitfield) {
+        let n = self.piece_count as usize;
+        let mut held = self.held.take().unwrap_or_else(|| Bitfield::new(n));
+        for p in pieces.iter_ones().take_while(|&p| p < n) {
+            if self.is_free(p as u32) {
+                self.remove_free(p as u32);
+                held.set(p);
+            }
+        }
+        self.held = (held.count_ones() > 0).then_some(held);
+    }
+
+    /// Held pieces in `range` may be picked again.
+    pub fn release_held(&mut self, range: std::ops::Range<u32>) {
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        let end = range.end.min(self.piece_count);
+        for p in range.start..end {
+            if held.clear(p as usize)
+                && !self.have.get(p as usize)
+                && self.wants(p)
+                && !self.is_free(p)
+                && !self.partial.contains_key(&p)
+            {
+                self.insert_free(p);
+            }
+        }
+        self.held = (held.count_ones() > 0).then_some(held);
     }
 
     pub fn piece_count(&self) -> u32 {
@@ -929,10 +967,11 @@ impl Picker {
             let free = self.is_free(p);
             let had = self.have.get(p as usize);
             let partial = self.partial.contains_key(&p);
+            let held = self.held.as_ref().is_some_and(|h| h.get(p as usize));
             assert_eq!(
-                usize::from(free) + usize::from(had) + usize::from(partial),
+                usize::from(free) + usize::from(had) + usize::from(partial) + usize::from(held),
                 1,
-                "piece {p}: free {free} had {had} partial {partial}"
+                "piece {p}: free {free} had {had} partial {partial} held {held}"
             );
         }
         let mut seen: HashMap<PeerKey, BTreeSet<BlockRef>> = HashMap::new();
@@ -988,6 +1027,35 @@ mod tests {
         p.pick(peer, has, max, &mut out);
         p.check();
         out
+    }
+
+    /// Held pieces (a v2 file whose piece layer is not known yet) are
+    /// never picked and keep the download incomplete until released.
+    #[test]
+    fn held_pieces_wait_for_release() {
+        let n = 8;
+        let mut p = picker(n, KIB16, u64::from(n) * u64::from(KIB16), 3);
+        p.hold(&bits(8, &[2, 3, 4, 5]));
+        p.check();
+        let got = pick(&mut p, 1, PeerHas::All, 100);
+        let pieces: HashSet<u32> = got.iter().map(|b| b.index).collect();
+        assert_eq!(pieces, [0, 1, 6, 7].into_iter().collect());
+        for b in got {
+            p.on_block(1, b);
+            p.piece_passed(b.index);
+        }
+        p.check();
+        assert!(!p.is_complete());
+        assert!(pick(&mut p, 1, PeerHas::All, 100).is_empty());
+        p.release_held(2..4);
+        p.check();
+        let got = pick(&mut p, 1, PeerHas::All, 100);
+        let pieces: HashSet<u32> = got.iter().map(|b| b.index).collect();
+        assert_eq!(pieces, [2, 3].into_iter().collect());
+        p.release_held(4..100);
+        p.check();
+        let got = pick(&mut p, 2, PeerHas::All, 100);
+        assert!(got.iter().any(|b| b.index == 4) && got.iter().any(|b| b.index == 5));
     }
 
     /// File priorities: pieces marked high are started before any other
