@@ -22,7 +22,7 @@ use tokio::time::timeout;
 
 use crate::discovery::tracker::{self, AnnounceRequest, TrackerList};
 use crate::metainfo::magnet::Magnet;
-use crate::peer::metadata::{self, Assembler, Msg};
+use crate::peer::metadata::{self, Assembler, InfoCheck, Msg};
 use crate::peer::mse::Policy;
 use crate::peer::wire::{self, ExtendedHandshake, Message};
 use crate::torrent::PeerSource;
@@ -106,6 +106,10 @@ pub async fn fetch(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(Vec<u8>, Vec<(SocketAddr, PeerSource)>), FetchError> {
     let info_hash = magnet.info_hash.0;
+    let check = match magnet.info_hash_v2 {
+        Some(v2) if !magnet.has_v1 => InfoCheck::V2(v2),
+        _ => InfoCheck::V1(info_hash),
+    };
     let (found_tx, mut found_rx) = mpsc::channel::<(PeerSource, Vec<SocketAddr>)>(16);
     let tracker_task = (!magnet.trackers.is_empty()).then(|| {
         let trackers = TrackerList::new(
@@ -153,9 +157,12 @@ pub async fn fetch(
         while running.len() < PARALLEL {
             let Some(addr) = queue.pop_front() else { break };
             tried += 1;
-            running.spawn(
-                async move { (addr, from_peer(addr, info_hash, peer_id, encryption).await) },
-            );
+            running.spawn(async move {
+                (
+                    addr,
+                    from_peer(addr, info_hash, check, peer_id, encryption).await,
+                )
+            });
         }
         let (n_known, n_running) = (known.len(), running.len());
         update(&|s| {
@@ -275,17 +282,16 @@ async fn announce(
 async fn from_peer(
     addr: SocketAddr,
     info_hash: [u8; 20],
+    check: InfoCheck,
     peer_id: [u8; 20],
     encryption: Policy,
 ) -> Result<Vec<u8>, PeerFail> {
     use crate::peer::PeerError;
-    let (mut stream, theirs) = match crate::peer::connect(
-        addr,
-        wire::Handshake::new(info_hash, peer_id),
-        encryption,
-    )
-    .await
-    {
+    let mut ours = wire::Handshake::new(info_hash, peer_id);
+    if matches!(check, InfoCheck::V2(_)) {
+        ours.reserved[7] |= wire::V2_BIT;
+    }
+    let (mut stream, theirs) = match crate::peer::connect(addr, ours, encryption).await {
         Err(PeerError::ConnectTimeout) => return Err(PeerFail::Connect("timed out".into())),
         Err(PeerError::Connect(e)) => return Err(PeerFail::Connect(e.to_string())),
         r => r?,
@@ -311,7 +317,7 @@ async fn from_peer(
     );
     stream.send(&out).await?;
 
-    let mut a = Assembler::new(info_hash);
+    let mut a = Assembler::with_check(check);
     let mut their_id = None;
     let mut in_flight = 0usize;
     let mut buf = BytesMut::with_capacity(64 << 10);

@@ -1,4 +1,5 @@
-//! Magnet URIs (BEP 9 URI format). Fetching metadata from peers comes later.
+//! Magnet URIs (BEP 9 URI format; BEP 52 `urn:btmh:` for v2 torrents).
+//! Fetching the metadata from peers is `discovery::fetch`.
 
 use std::net::SocketAddr;
 
@@ -13,21 +14,28 @@ pub enum MagnetError {
     NotMagnet,
     #[error("invalid magnet URI: {0}")]
     Url(String),
-    #[error("magnet URI has no `xt=urn:btih:` info-hash")]
+    #[error("magnet URI has no `xt=urn:btih:` or `xt=urn:btmh:` info-hash")]
     NoInfoHash,
-    #[error(
-        "v2-only magnet links (`xt=urn:btmh:` without `xt=urn:btih:`) are not supported yet: use the .torrent file, or a hybrid's magnet link"
-    )]
-    V2Only,
     #[error("info-hash `{0}` is neither 40 hex nor 32 base32 characters")]
     BadInfoHash(String),
+    /// Only SHA-256 (multihash `1220` + 64 hex) names a BitTorrent v2 torrent.
+    #[error("v2 info-hash `{0}` is not a SHA-256 multihash (`1220` and 64 hex characters)")]
+    BadInfoHashV2(String),
     #[error("magnet URI names two different info-hashes")]
     ConflictingInfoHash,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Magnet {
+    /// What handshakes, trackers and the DHT use: the v1 hash, or for a
+    /// v2-only magnet the v2 hash cut to 20 bytes.
     pub info_hash: InfoHash,
+    /// The BEP 52 info-hash (SHA-256 of the info dictionary), from
+    /// `xt=urn:btmh:`.
+    pub info_hash_v2: Option<[u8; 32]>,
+    /// There was a `urn:btih:` (v1 or hybrid); without it the metadata
+    /// is checked against the v2 hash.
+    pub has_v1: bool,
     pub name: Option<String>,
     pub trackers: Vec<String>,
     pub peers: Vec<SocketAddr>,
@@ -49,21 +57,28 @@ impl Magnet {
         let mut info_hash = None;
         let mut m = Magnet {
             info_hash: InfoHash([0; 20]),
+            info_hash_v2: None,
+            has_v1: false,
             name: None,
             trackers: Vec::new(),
             peers: Vec::new(),
             peer_hosts: Vec::new(),
             web_seeds: Vec::new(),
         };
-        let mut v2 = false;
         for (k, v) in url.query_pairs() {
             // Some clients number repeated keys: tr.1, tr.2 …
             let key = k.split('.').next().unwrap_or("");
             match (key, k.as_ref()) {
                 ("xt", _) => {
+                    if let Some(h) = strip_prefix_ci(&v, "urn:btmh:") {
+                        let h = parse_btmh(h)?;
+                        if m.info_hash_v2.is_some_and(|old| old != h) {
+                            return Err(MagnetError::ConflictingInfoHash);
+                        }
+                        m.info_hash_v2 = Some(h);
+                        continue;
+                    }
                     let Some(h) = strip_prefix_ci(&v, "urn:btih:") else {
-                        // A hybrid's magnet has both; the v1 hash is enough.
-                        v2 |= strip_prefix_ci(&v, "urn:btmh:").is_some();
                         continue;
                     };
                     let h = parse_btih(h)?;
@@ -82,11 +97,18 @@ impl Magnet {
                 _ => {}
             }
         }
-        m.info_hash = info_hash.ok_or(if v2 {
-            MagnetError::V2Only
-        } else {
-            MagnetError::NoInfoHash
-        })?;
+        // A hybrid's magnet has both: the v1 hash names its swarm, as
+        // before v2 magnets were understood.
+        m.has_v1 = info_hash.is_some();
+        m.info_hash = match (info_hash, m.info_hash_v2) {
+            (Some(h), _) => h,
+            (None, Some(v2)) => {
+                let mut short = [0u8; 20];
+                short.copy_from_slice(&v2[..20]);
+                InfoHash(short)
+            }
+            (None, None) => return Err(MagnetError::NoInfoHash),
+        };
         Ok(m)
     }
 }
@@ -101,6 +123,17 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
         .then(|| &s[prefix.len()..])
+}
+
+/// A BEP 52 `urn:btmh:` value: the multihash of SHA-256 (code 0x12,
+/// length 0x20) in hex.
+fn parse_btmh(s: &str) -> Result<[u8; 32], MagnetError> {
+    let bad = || MagnetError::BadInfoHashV2(s.to_string());
+    let hex = strip_prefix_ci(s, "1220")
+        .filter(|h| h.len() == 64)
+        .ok_or_else(bad)?;
+    let bytes = hex::decode(hex).map_err(|_| bad())?;
+    bytes.try_into().map_err(|_| bad())
 }
 
 fn parse_btih(s: &str) -> Result<InfoHash, MagnetError> {
@@ -175,9 +208,58 @@ mod tests {
             )),
             Err(MagnetError::ConflictingInfoHash)
         );
-        assert_eq!(
+        assert!(matches!(
             Magnet::parse("magnet:?xt=urn:btmh:1220abcd"),
-            Err(MagnetError::V2Only)
+            Err(MagnetError::BadInfoHashV2(_))
+        ));
+        // Another multihash (SHA-1, code 0x11) names no v2 torrent.
+        assert!(matches!(
+            Magnet::parse(&format!("magnet:?xt=urn:btmh:1114{HEX}")),
+            Err(MagnetError::BadInfoHashV2(_))
+        ));
+        assert!(matches!(
+            Magnet::parse(&format!("magnet:?xt=urn:btmh:1220{}", "g".repeat(64))),
+            Err(MagnetError::BadInfoHashV2(_))
+        ));
+        assert_eq!(
+            Magnet::parse(&format!(
+                "magnet:?xt=urn:btmh:1220{V2}&xt=urn:btmh:1220{}",
+                "0".repeat(64)
+            )),
+            Err(MagnetError::ConflictingInfoHash)
         );
+    }
+
+    const V2: &str = "caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e";
+
+    /// A v2-only magnet: its swarm is the v2 hash cut to 20 bytes, and the
+    /// metadata is to be checked against the whole v2 hash.
+    #[test]
+    fn v2_only() {
+        let m = Magnet::parse(&format!("magnet:?xt=urn:btmh:1220{V2}&dn=x")).unwrap();
+        assert!(!m.has_v1);
+        assert_eq!(m.info_hash_v2.map(hex::encode).as_deref(), Some(V2));
+        assert_eq!(m.info_hash.hex(), V2[..40]);
+        let upper =
+            Magnet::parse(&format!("magnet:?xt=URN:BTMH:1220{}", V2.to_uppercase())).unwrap();
+        assert_eq!(upper, m.clone_with_name(None));
+    }
+
+    /// A hybrid's magnet carries both: the v1 hash names the swarm.
+    #[test]
+    fn hybrid_keeps_the_v1_hash() {
+        let m = Magnet::parse(&format!("magnet:?xt=urn:btih:{HEX}&xt=urn:btmh:1220{V2}")).unwrap();
+        assert!(m.has_v1);
+        assert_eq!(m.info_hash.hex(), HEX);
+        assert_eq!(m.info_hash_v2.map(hex::encode).as_deref(), Some(V2));
+    }
+
+    impl Magnet {
+        fn clone_with_name(&self, name: Option<String>) -> Magnet {
+            Magnet {
+                name,
+                ..self.clone()
+            }
+        }
     }
 }

@@ -129,17 +129,40 @@ pub fn serve(info: &[u8], piece: u32) -> Msg {
 /// checks the whole against the info-hash before anyone trusts it.
 #[derive(Debug)]
 pub struct Assembler {
-    info_hash: [u8; 20],
+    check: InfoCheck,
     size: Option<u64>,
     pieces: Vec<Option<Vec<u8>>>,
     /// Pieces asked for and not yet answered (any peer).
     asked: Vec<bool>,
 }
 
+/// What a fetched info dictionary must hash to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InfoCheck {
+    /// SHA-1: a v1 or hybrid torrent's info-hash.
+    V1([u8; 20]),
+    /// SHA-256, all 32 bytes (BEP 52): the handshake carries only the first
+    /// 20, so a dictionary matching those alone proves nothing.
+    V2([u8; 32]),
+}
+
+impl InfoCheck {
+    pub fn matches(&self, info: &[u8]) -> bool {
+        match self {
+            InfoCheck::V1(h) => <[u8; 20]>::from(Sha1::digest(info)) == *h,
+            InfoCheck::V2(h) => <[u8; 32]>::from(sha2::Sha256::digest(info)) == *h,
+        }
+    }
+}
+
 impl Assembler {
     pub fn new(info_hash: [u8; 20]) -> Assembler {
+        Assembler::with_check(InfoCheck::V1(info_hash))
+    }
+
+    pub fn with_check(check: InfoCheck) -> Assembler {
         Assembler {
-            info_hash,
+            check,
             size: None,
             pieces: Vec::new(),
             asked: Vec::new(),
@@ -224,7 +247,7 @@ impl Assembler {
             .iter_mut()
             .flat_map(|p| p.take().unwrap_or_default())
             .collect();
-        if <[u8; 20]>::from(Sha1::digest(&info)) != self.info_hash {
+        if !self.check.matches(&info) {
             self.reset();
             return Err(MetadataError::HashMismatch);
         }
@@ -344,6 +367,36 @@ mod tests {
             done = a.on_data(p, total, data).unwrap();
         }
         assert_eq!(done, Some(info));
+    }
+
+    /// A v2 magnet's metadata is checked against the whole SHA-256 hash:
+    /// a dictionary whose SHA-1 or first 20 bytes of SHA-256 would do is
+    /// refused unless all 32 bytes match.
+    #[test]
+    fn v2_metadata_is_checked_with_sha256() {
+        let info = info(40_000);
+        let full: [u8; 32] = sha2::Sha256::digest(&info).into();
+        let fetch = |check| {
+            let mut a = Assembler::with_check(check);
+            a.set_size(info.len() as u64).unwrap();
+            let mut last = Ok(None);
+            while let Some(p) = a.next_request() {
+                let Msg::Data { data, .. } = serve(&info, p) else {
+                    panic!("no data")
+                };
+                last = a.on_data(p, info.len() as u64, data);
+            }
+            last
+        };
+        assert_eq!(fetch(InfoCheck::V2(full)).unwrap(), Some(info.clone()));
+        let mut wrong = full;
+        wrong[31] ^= 1;
+        assert!(matches!(
+            fetch(InfoCheck::V2(wrong)),
+            Err(MetadataError::HashMismatch)
+        ));
+        let sha1: [u8; 20] = Sha1::digest(&info).into();
+        assert!(fetch(InfoCheck::V1(sha1)).is_ok());
     }
 
     #[test]
