@@ -301,3 +301,248 @@ while time.time() - t0 < limit:
 print('timeout', h.status().progress)
 sys.exit(1)
 "#;
+
+/// Files for the magnet tests, with 16 KiB pieces: `big.bin` has 602
+/// pieces, so its layer comes in two chunks (512, and 90 padded to 128)
+/// that each need an uncle hash to reach the root; `a.bin` is one chunk
+/// of 7 pieces padded to 8; `c.txt` fits in one piece and needs no
+/// layer at all.
+const MAGNET_FILES: &[(&str, usize)] = &[
+    ("pack/a.bin", 100_000),
+    ("pack/big.bin", 601 * 16384 + 5),
+    ("pack/empty.txt", 0),
+    ("pack/sub/c.txt", 4_321),
+];
+const MAGNET_PIECE: u32 = 16 * 1024;
+
+/// A v2-only torrent of [`MAGNET_FILES`] under `d/src`, and its magnet.
+fn create_v2_magnet(d: &Path) -> (std::path::PathBuf, String) {
+    make_tree(&d.join("src"), MAGNET_FILES);
+    let t = d.join("v2.torrent");
+    let o = Command::new(shoal_bin())
+        .args(["create", "--v2", "--piece-length"])
+        .arg(MAGNET_PIECE.to_string())
+        .arg("-o")
+        .arg(&t)
+        .arg(d.join("src/pack"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = Metainfo::from_file(&t).unwrap();
+    let v2 = m.v2.as_ref().unwrap();
+    assert!(v2.files.iter().any(|f| f.pieces > 512));
+    (t, btmh(&v2.info_hash))
+}
+
+fn btmh(v2_hash: &[u8; 32]) -> String {
+    format!("magnet:?xt=urn:btmh:1220{}&dn=pack", hex::encode(v2_hash))
+}
+
+fn download_magnet(d: &Path, magnet: &str, peers: &[u16], out: &str) -> Proc {
+    let out = d.join(out);
+    let own = free_port().to_string();
+    let peers: Vec<String> = peers.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut args = vec!["download", magnet, "-o", out.to_str().unwrap()];
+    for p in &peers {
+        args.extend(["--peer", p]);
+    }
+    args.extend(["--port", &own, "--json"]);
+    Proc::spawn(&args, d, "leecher")
+}
+
+/// A v2-only magnet between two shoals: the leecher fetches the info
+/// dictionary (checked against the whole SHA-256 hash), then every
+/// multi-piece file's piece layer by hash requests, then the data.
+#[test]
+fn v2_magnet_download_between_shoals() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (t, magnet) = create_v2_magnet(d);
+    let (mut seeder, port) = seeder(d, &t, &d.join("src"), &[]);
+    let mut l = download_magnet(d, &magnet, &[port], "out");
+    let status = l.wait(Duration::from_secs(120));
+    assert!(status.success(), "{}", tail(&l.stderr(), 40));
+    let done = l.done_event();
+    assert_eq!(done["complete"], true, "{done}");
+    assert_eq!(done["hash_failures"], 0, "{done}");
+    assert_same_tree(&d.join("src"), &d.join("out"));
+    let err = l.stderr();
+    assert_eq!(err.matches("piece layer of file").count(), 2, "{}", tail(&err, 40));
+    assert!(seeder.stop().success(), "{}", tail(&seeder.stderr(), 30));
+}
+
+/// A v1 magnet's hash in a btmh is refused before anything starts, and a
+/// btmh that is not SHA-256 too.
+#[test]
+fn bad_v2_magnets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [
+        "magnet:?xt=urn:btmh:1220abcd",
+        "magnet:?xt=urn:btmh:1114c12fe1c06bba254a9dc9f519b335aa7c1367a88a",
+    ] {
+        let o = Command::new(shoal_bin())
+            .args(["download", bad, "-o"])
+            .arg(dir.path().join("x"))
+            .env("SHOAL_NO_DHT", "1")
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("SHA-256 multihash"), "{err}");
+    }
+}
+
+/// A peer that has everything and lies about the piece hashes: what it
+/// sends does not lead to the files' roots. The leecher (a .torrent
+/// without piece layers, as a magnet's is) must not take them: no piece
+/// of a multi-piece file is asked for while only the liar is there, the
+/// liar is not asked for the same hashes again, and once an honest
+/// seeder comes up the download completes from it, byte for byte.
+#[test]
+fn lying_hashes_are_not_taken() {
+    use shoal::metainfo::merkle::uncle_count;
+    use shoal::peer::wire::{Handshake, Message, V2_BIT};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (t, _) = create_v2_magnet(d);
+    let m = Metainfo::from_file(&t).unwrap();
+    let v2 = m.v2.as_ref().unwrap();
+    // The torrent as a magnet gives it: the info dictionary alone.
+    let bare = d.join("bare.torrent");
+    let info = m.info_bytes().unwrap();
+    std::fs::write(
+        &bare,
+        shoal::peer::metadata::torrent_file(&info, &[], &[]),
+    )
+    .unwrap();
+    let held: Vec<(u32, u32)> = v2
+        .files
+        .iter()
+        .filter(|f| f.pieces > 1)
+        .map(|f| (f.first_piece, f.first_piece + f.pieces))
+        .collect();
+    assert!(!Metainfo::from_file(&bare).unwrap().v2.unwrap().complete());
+
+    let liar = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let liar_port = liar.local_addr().unwrap().port();
+    // (hash requests answered, block requests seen) by the liar.
+    let seen: Arc<Mutex<(Vec<[u8; 48]>, Vec<u32>)>> = Arc::default();
+    let seen2 = seen.clone();
+    let short = v2.short_hash();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let liar_thread = std::thread::spawn(move || {
+        liar.set_nonblocking(true).unwrap();
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok((s, _)) = liar.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            let mut f = common::fake::Fake::new(s);
+            if f.read_handshake().is_err() {
+                continue;
+            }
+            let mut hs = Handshake::new(short, *b"-LI0000-000000000000");
+            hs.reserved[7] |= V2_BIT;
+            f.send_raw(&hs.encode());
+            f.send(&Message::HaveAll);
+            f.send(&Message::Unchoke);
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                match f.recv(Duration::from_millis(200)) {
+                    Ok(Some(Message::HashRequest(r))) => {
+                        let n = r.length as usize + uncle_count(r.length.into(), r.proof_layers) as usize;
+                        let mut key = [0u8; 48];
+                        key[..32].copy_from_slice(&r.root);
+                        key[32..36].copy_from_slice(&r.index.to_be_bytes());
+                        key[36..40].copy_from_slice(&r.length.to_be_bytes());
+                        seen2.lock().unwrap().0.push(key);
+                        f.send(&Message::Hashes {
+                            req: r,
+                            hashes: vec![0x5au8; n * 32].into(),
+                        });
+                    }
+                    // Recorded, never answered: a reject would only
+                    // be asked again at once.
+                    Ok(Some(Message::Request(b))) => seen2.lock().unwrap().1.push(b.index),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    });
+
+    let honest_port = free_port();
+    let own = free_port().to_string();
+    let (lp, hp) = (
+        format!("127.0.0.1:{liar_port}"),
+        format!("127.0.0.1:{honest_port}"),
+    );
+    let out = d.join("out");
+    let mut l = Proc::spawn(
+        &[
+            "download",
+            bare.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--peer",
+            &lp,
+            "--peer",
+            &hp,
+            "--port",
+            &own,
+            "--json",
+        ],
+        d,
+        "leecher",
+    );
+    // Only the liar is up: its hashes are refused, and the pieces they
+    // were for are never asked of it.
+    let t0 = std::time::Instant::now();
+    while seen.lock().unwrap().0.len() < 3 && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    {
+        let s = seen.lock().unwrap();
+        // a.bin (one chunk) and big.bin (two): each asked once, refused.
+        assert_eq!(s.0.len(), 3, "hash requests to the liar");
+        let mut distinct = s.0.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3, "the liar was asked twice for one chunk");
+        for p in &s.1 {
+            assert!(
+                !held.iter().any(|(a, b)| (*a..*b).contains(p)),
+                "piece {p} was asked for before its layer was known"
+            );
+        }
+    }
+    assert!(l.child.try_wait().unwrap().is_none(), "{}", tail(&l.stderr(), 30));
+    // The honest seeder comes up; the leecher's next dial finds it.
+    let port_s = honest_port.to_string();
+    let mut honest = Proc::spawn(
+        &[
+            "seed",
+            t.to_str().unwrap(),
+            "--from",
+            d.join("src").to_str().unwrap(),
+            "--port",
+            &port_s,
+        ],
+        d,
+        "seeder",
+    );
+    let status = l.wait(Duration::from_secs(90));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(status.success(), "{}", tail(&l.stderr(), 40));
+    let done = l.done_event();
+    assert_eq!(done["complete"], true, "{done}");
+    assert!(done["hash_failures"].as_u64() >= Some(3), "{done}");
+    assert_same_tree(&d.join("src"), &out);
+    assert!(l.stderr().contains("do not lead to the file's root"));
+    assert!(honest.stop().success(), "{}", tail(&honest.stderr(), 30));
+    liar_thread.join().unwrap();
+}
