@@ -890,12 +890,20 @@ impl Conn<'_> {
             .and_then(|v2| v2.by_root(&req.root))
             .and_then(|f| f.answer(req.base, req.index, req.length, req.proof_layers));
         match answer {
-            Some(hashes) => self.writer.msg(&Message::Hashes {
-                req,
-                hashes: Bytes::from(hashes.concat()),
-            }),
+            Some(hashes) => {
+                tracing::debug!(
+                    "hash request answered: piece hashes {}..{}, {} uncles",
+                    req.index,
+                    req.index.saturating_add(req.length),
+                    hashes.len().saturating_sub(req.length as usize)
+                );
+                self.writer.msg(&Message::Hashes {
+                    req,
+                    hashes: Bytes::from(hashes.concat()),
+                });
+            }
             None => {
-                tracing::debug!("hash request {req:?} rejected");
+                tracing::debug!("hash request rejected: {req:?}");
                 self.writer.msg(&Message::HashReject(req));
             }
         }

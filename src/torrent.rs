@@ -327,9 +327,9 @@ struct PeerInfo {
     down: Rate,
     up: Rate,
     strikes: u32,
-    /// Its handshake set the BEP 52 bit, and it has not answered a hash
-    /// request with hashes that do not lead to the root: it may be asked
-    /// for piece layers.
+    /// It speaks v2 (its handshake set the BEP 52 bit, or the swarm is
+    /// v2-only) and has not answered a hash request with hashes that do
+    /// not lead to the root: it may be asked for piece layers.
     hashes_ok: bool,
     /// Where others can reach it: the address we dialled, or for incoming
     /// peers their address with the listen port their handshake gave.
@@ -909,7 +909,9 @@ impl Torrent {
                         down: Rate::new(),
                         up: Rate::new(),
                         strikes: 0,
-                        hashes_ok: v2,
+                        // In a v2-only swarm every peer speaks v2 (libtorrent
+                        // sets the bit only for hybrids, where it upgrades).
+                        hashes_ok: v2 || self.meta.v2_only(),
                         listen: (!incoming).then_some(addr),
                         pex: false,
                         pex_sent: HashSet::new(),

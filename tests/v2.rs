@@ -233,23 +233,32 @@ fn libtorrent_downloads_a_shoal_v2_only_torrent() {
     libtorrent_downloads("--v2");
 }
 
-fn libtorrent_downloads(flag: &str) {
+/// The Python with libtorrent's binding, or None when the interop tests
+/// are to be skipped (SHOAL_SKIP_INTEROP=1); fails when it is missing.
+fn libtorrent_python() -> Option<&'static str> {
     let py = "/usr/bin/python3";
+    if std::env::var("SHOAL_SKIP_INTEROP").is_ok_and(|v| v == "1") {
+        eprintln!("note: libtorrent cell skipped: SHOAL_SKIP_INTEROP=1");
+        return None;
+    }
     let probe = Command::new(py)
         .args([
             "-c",
             "import sys; sys.path.append('/usr/lib/python3/dist-packages'); import libtorrent",
         ])
         .output();
-    if std::env::var("SHOAL_SKIP_INTEROP").is_ok_and(|v| v == "1") {
-        eprintln!("note: libtorrent cell skipped: SHOAL_SKIP_INTEROP=1");
-        return;
-    }
     assert!(
         probe.is_ok_and(|o| o.status.success()),
         "this test needs libtorrent's Python binding: `sudo apt-get install -y python3-libtorrent` \
          (or run `bash .ci/deps` as root), or set SHOAL_SKIP_INTEROP=1 to skip the interop tests"
     );
+    Some(py)
+}
+
+fn libtorrent_downloads(flag: &str) {
+    let Some(py) = libtorrent_python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let t = create(d, flag, "t.torrent");
@@ -367,7 +376,12 @@ fn v2_magnet_download_between_shoals() {
     assert_eq!(done["hash_failures"], 0, "{done}");
     assert_same_tree(&d.join("src"), &d.join("out"));
     let err = l.stderr();
-    assert_eq!(err.matches("piece layer of file").count(), 2, "{}", tail(&err, 40));
+    assert_eq!(
+        err.matches("piece layer of file").count(),
+        2,
+        "{}",
+        tail(&err, 40)
+    );
     assert!(seeder.stop().success(), "{}", tail(&seeder.stderr(), 30));
 }
 
@@ -412,11 +426,7 @@ fn lying_hashes_are_not_taken() {
     // The torrent as a magnet gives it: the info dictionary alone.
     let bare = d.join("bare.torrent");
     let info = m.info_bytes().unwrap();
-    std::fs::write(
-        &bare,
-        shoal::peer::metadata::torrent_file(&info, &[], &[]),
-    )
-    .unwrap();
+    std::fs::write(&bare, shoal::peer::metadata::torrent_file(&info, &[], &[])).unwrap();
     let held: Vec<(u32, u32)> = v2
         .files
         .iter()
@@ -453,7 +463,8 @@ fn lying_hashes_are_not_taken() {
             while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
                 match f.recv(Duration::from_millis(200)) {
                     Ok(Some(Message::HashRequest(r))) => {
-                        let n = r.length as usize + uncle_count(r.length.into(), r.proof_layers) as usize;
+                        let n = r.length as usize
+                            + uncle_count(r.length.into(), r.proof_layers) as usize;
                         let mut key = [0u8; 48];
                         key[..32].copy_from_slice(&r.root);
                         key[32..36].copy_from_slice(&r.index.to_be_bytes());
@@ -520,7 +531,11 @@ fn lying_hashes_are_not_taken() {
             );
         }
     }
-    assert!(l.child.try_wait().unwrap().is_none(), "{}", tail(&l.stderr(), 30));
+    assert!(
+        l.child.try_wait().unwrap().is_none(),
+        "{}",
+        tail(&l.stderr(), 30)
+    );
     // The honest seeder comes up; the leecher's next dial finds it.
     let port_s = honest_port.to_string();
     let mut honest = Proc::spawn(
@@ -546,3 +561,182 @@ fn lying_hashes_are_not_taken() {
     assert!(honest.stop().success(), "{}", tail(&honest.stderr(), 30));
     liar_thread.join().unwrap();
 }
+
+/// A child process killed (and reaped) when dropped.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// libtorrent makes and seeds a v2-only torrent of [`MAGNET_FILES`];
+/// shoal downloads it from its `urn:btmh:` magnet: the metadata by BEP 9,
+/// the piece layers by hash requests to libtorrent (two chunks with an
+/// uncle for the 602-piece file), then the data.
+#[test]
+fn shoal_downloads_a_libtorrent_v2_magnet() {
+    let Some(py) = libtorrent_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"), MAGNET_FILES);
+    let script = d.join("seed.py");
+    std::fs::write(&script, LT_SEED).unwrap();
+    let log = d.join("lt-seed.out");
+    let _lt = Kill(
+        Command::new(py)
+            .arg(&script)
+            .arg(d.join("src/pack"))
+            .arg(d.join("lt.torrent"))
+            .arg("120")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(d.join("lt-seed.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = std::time::Instant::now();
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.starts_with("seeding ")) {
+            break l.to_string();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "libtorrent did not start seeding: {text}{}",
+            std::fs::read_to_string(d.join("lt-seed.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut words = line.split(' ').skip(1);
+    let port: u16 = words.next().unwrap().parse().unwrap();
+    let hash = words.next().unwrap();
+    let m = Metainfo::from_file(&d.join("lt.torrent")).unwrap();
+    assert_eq!(m.version(), Version::V2);
+    assert_eq!(hex::encode(m.v2.as_ref().unwrap().info_hash), hash);
+    let magnet = format!("magnet:?xt=urn:btmh:1220{hash}");
+    let mut l = download_magnet(d, &magnet, &[port], "out");
+    let status = l.wait(Duration::from_secs(120));
+    assert!(status.success(), "{}", tail(&l.stderr(), 40));
+    assert_eq!(l.done_event()["complete"], true);
+    let err = l.stderr();
+    assert_eq!(
+        err.matches("piece layer of file").count(),
+        2,
+        "{}",
+        tail(&err, 40)
+    );
+    assert_same_tree(&d.join("src"), &d.join("out"));
+}
+
+/// libtorrent downloads from a shoal seeder by the `urn:btmh:` magnet:
+/// it takes the metadata from shoal and asks shoal for every piece layer
+/// (hash requests answered with proofs up to the roots), checking each
+/// answer itself.
+#[test]
+fn libtorrent_downloads_a_v2_magnet_from_shoal() {
+    let Some(py) = libtorrent_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (t, magnet) = create_v2_magnet(d);
+    let (mut seeder, port) = seeder(d, &t, &d.join("src"), &[]);
+    let script = d.join("getm.py");
+    std::fs::write(&script, LT_GET_MAGNET).unwrap();
+    let o = Command::new("timeout")
+        .arg("100")
+        .arg(py)
+        .arg(&script)
+        .arg(&magnet)
+        .arg(d.join("lt"))
+        .arg(port.to_string())
+        .arg("80")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}\nseeder:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        tail(&seeder.stderr(), 30)
+    );
+    assert_same_tree(&d.join("src"), &d.join("lt"));
+    // a.bin's one chunk (its whole layer: no uncle); big.bin's two: the
+    // first 512 with the uncle of their subtree, the last 90 (asked as
+    // 128) with the three that lead from them to the root.
+    let err = seeder.stderr();
+    assert!(!err.contains("hash request rejected"), "{}", tail(&err, 30));
+    for answer in [
+        "piece hashes 0..8, 0 uncles",
+        "piece hashes 0..512, 1 uncles",
+        "piece hashes 512..640, 3 uncles",
+    ] {
+        assert_eq!(
+            err.matches(answer).count(),
+            1,
+            "{answer}: {}",
+            tail(&err, 30)
+        );
+    }
+    assert!(seeder.stop().success(), "{}", tail(&seeder.stderr(), 30));
+}
+
+/// Makes a v2-only torrent of a folder with libtorrent, seeds it, and
+/// prints "seeding PORT V2HASH" once its check is done.
+const LT_SEED: &str = r#"
+import sys, time, os
+sys.path.append('/usr/lib/python3/dist-packages')
+import libtorrent as lt
+src, torrent_out, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
+fs = lt.file_storage()
+lt.add_files(fs, src)
+ct = lt.create_torrent(fs, 16384, flags=lt.create_torrent.v2_only)
+lt.set_piece_hashes(ct, os.path.dirname(src))
+open(torrent_out, 'wb').write(lt.bencode(ct.generate()))
+ti = lt.torrent_info(torrent_out)
+s = lt.session({'listen_interfaces': '127.0.0.1:0', 'enable_dht': False, 'enable_lsd': False,
+                'enable_upnp': False, 'enable_natpmp': False, 'enable_outgoing_utp': False,
+                'enable_incoming_utp': False, 'out_enc_policy': 2, 'in_enc_policy': 2,
+                'allow_multiple_connections_per_ip': True})
+p = lt.add_torrent_params()
+p.ti = ti
+p.save_path = os.path.dirname(src)
+h = s.add_torrent(p)
+t0 = time.time()
+while not h.status().is_seeding and time.time() - t0 < limit:
+    time.sleep(0.1)
+print('seeding', s.listen_port(), ti.info_hashes().v2.to_bytes().hex(), flush=True)
+while time.time() - t0 < limit:
+    time.sleep(0.5)
+"#;
+
+const LT_GET_MAGNET: &str = r#"
+import sys, time
+sys.path.append('/usr/lib/python3/dist-packages')
+import libtorrent as lt
+magnet, out, port, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+s = lt.session({'listen_interfaces': '127.0.0.1:0', 'enable_dht': False, 'enable_lsd': False,
+                'enable_upnp': False, 'enable_natpmp': False, 'enable_outgoing_utp': False,
+                'enable_incoming_utp': False, 'out_enc_policy': 2, 'in_enc_policy': 2,
+                'allow_multiple_connections_per_ip': True})
+p = lt.parse_magnet_uri(magnet)
+p.save_path = out
+h = s.add_torrent(p)
+h.connect_peer(('127.0.0.1', port))
+t0 = time.time()
+while time.time() - t0 < limit:
+    st = h.status()
+    if st.is_seeding:
+        print('done', st.total_wanted_done)
+        sys.exit(0)
+    if st.num_peers == 0 and int(time.time() - t0) % 5 == 0:
+        h.connect_peer(('127.0.0.1', port))
+    time.sleep(0.2)
+st = h.status()
+print('timeout', st.progress, st.has_metadata, st.num_peers)
+sys.exit(1)
+"#;
