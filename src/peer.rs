@@ -1114,6 +1114,165 @@ mod tests {
         f(&mut c)
     }
 
+    /// The answering side of BEP 52 hash requests over a real socket: a
+    /// piece-layer request of a file whose layer we know gets the hashes
+    /// and the uncles that lead to its root; anything else gets a hash
+    /// reject, never silence and never a dropped connection. Answers are
+    /// only taken for requests we sent.
+    #[tokio::test]
+    async fn hash_requests_are_answered_or_rejected() {
+        use crate::metainfo::merkle::{self, Hash};
+        use crate::metainfo::NewV2;
+        const PL: u64 = 16384;
+        // A 600-piece file (its layer a 1024-wide tree) and a one-piece one.
+        let big: Vec<u8> = (0..600 * PL as usize - 9)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let layer: Vec<Hash> = big
+            .chunks(PL as usize)
+            .map(|p| merkle::piece_hash(p, PL, big.len() as u64))
+            .collect();
+        let root = merkle::root_from_layer(&layer, PL);
+        let small_root = merkle::file_root(b"tiny", PL);
+        let t = NewTorrent {
+            name: "t".into(),
+            piece_length: PL,
+            v2: Some(NewV2 {
+                tree: vec![
+                    (vec!["big".into()], big.len() as u64, Some(root)),
+                    (vec!["small".into()], 4, Some(small_root)),
+                ],
+                layers: vec![(root, layer.concat())],
+            }),
+            ..Default::default()
+        };
+        let meta = Metainfo::from_bytes(&t.to_bytes()).unwrap();
+        let pieces = meta.piece_count();
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared {
+            info_hash: meta.info_hash.0,
+            peer_id: [1; 20],
+            piece_count: pieces,
+            piece_length: PL,
+            total_length: meta.total_length,
+            store: Arc::new(Store::open_read(Layout::from_metainfo(&meta), dir.path())),
+            have: Arc::new(AtomicBitfield::from_bitfield(&Bitfield::new(
+                pieces as usize,
+            ))),
+            listen_port: 1,
+            upload_limit: Default::default(),
+            download_limit: Default::default(),
+            connections: Default::default(),
+            my_connections: Default::default(),
+            metadata: Arc::from(&[][..]),
+            pex: false,
+            encryption: Policy::Prefer,
+            uploaded: AtomicU64::new(0),
+            downloaded: AtomicU64::new(0),
+            have_bytes: AtomicU64::new(0),
+        };
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (mut b, _) = l.accept().await.unwrap();
+        let (_r, w) = mse::Stream::plain(a).into_split();
+        let mut c = Conn {
+            shared: &shared,
+            fast: true,
+            writer: Writer::spawn(w),
+            am_choking: true,
+            peer_choking: true,
+            requested: HashSet::new(),
+            hash_requested: HashSet::new(),
+            unrequested_bytes: 0,
+            uploads: VecDeque::new(),
+            stats: Arc::default(),
+            their_ut_metadata: None,
+            their_ut_pex: None,
+            last_pex_in: None,
+        };
+        let good = HashRequest {
+            root,
+            base: 0,
+            index: 512,
+            length: 128,
+            proof_layers: 9,
+        };
+        // Another layer than the piece layer (16 KiB pieces: 0), not a
+        // power of two, not aligned, past the layer, proofs beyond the
+        // root, a file with no layer, no such file.
+        let bad = [
+            HashRequest { base: 1, ..good },
+            HashRequest { length: 3, ..good },
+            HashRequest { index: 64, ..good },
+            HashRequest {
+                index: 1024,
+                ..good
+            },
+            HashRequest {
+                proof_layers: 10,
+                ..good
+            },
+            HashRequest {
+                root: small_root,
+                ..good
+            },
+            HashRequest {
+                root: [9; 32],
+                ..good
+            },
+        ];
+        for r in std::iter::once(good).chain(bad.iter().copied()) {
+            assert!(matches!(c.on_message(Message::HashRequest(r)), Ok(None)));
+        }
+        c.writer.flush().unwrap();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        while got.len() < 1 + bad.len() {
+            match wire::decode(&mut buf, 1 << 20).unwrap() {
+                Some(m) => got.push(m),
+                None => {
+                    b.read_buf(&mut buf).await.unwrap();
+                }
+            }
+        }
+        let Message::Hashes { req, hashes } = &got[0] else {
+            panic!("{:?}", got[0]);
+        };
+        assert_eq!(*req, good);
+        let hashes: Vec<Hash> = hashes
+            .chunks_exact(32)
+            .map(|c| c.try_into().unwrap())
+            .collect();
+        // 128 nodes, then the uncles of layers 7, 8 and 9.
+        assert_eq!(hashes.len(), 128 + 3);
+        let (nodes, uncles) = hashes.split_at(128);
+        assert_eq!(&nodes[..88], &layer[512..]);
+        assert!(nodes[88..].iter().all(|h| *h == merkle::pad(0)));
+        assert!(merkle::check_proof(&root, 0, 10, 512, nodes, uncles));
+        for (m, r) in got[1..].iter().zip(bad.iter()) {
+            assert_eq!(*m, Message::HashReject(*r));
+        }
+        // Answers to requests we never sent are not passed on.
+        let answer = Message::Hashes {
+            req: good,
+            hashes: Bytes::from(hashes.concat()),
+        };
+        assert!(matches!(c.on_message(answer.clone()), Ok(None)));
+        assert!(matches!(c.on_message(Message::HashReject(good)), Ok(None)));
+        c.on_cmd(PeerCmd::HashRequest(good));
+        assert!(matches!(
+            c.on_message(answer.clone()),
+            Ok(Some(PeerEvent::Hashes { req, ref hashes })) if req == good && hashes.len() == 131
+        ));
+        // Once: a second copy is unrequested.
+        assert!(matches!(c.on_message(answer), Ok(None)));
+        c.on_cmd(PeerCmd::HashRequest(good));
+        assert!(matches!(
+            c.on_message(Message::HashReject(good)),
+            Ok(Some(PeerEvent::HashRejected(r))) if r == good
+        ));
+    }
+
     /// Regression (interop with aria2): aria2 sends a fresh bitfield
     /// mid-connection instead of `have`s; it is an update, not an error.
     #[tokio::test]

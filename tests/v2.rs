@@ -406,6 +406,10 @@ fn bad_v2_magnets_are_refused() {
     }
 }
 
+/// What the lying peer saw: the hash requests it answered (root, index,
+/// length) and the pieces it was asked blocks of.
+type LiarLog = (Vec<[u8; 48]>, Vec<u32>);
+
 /// A peer that has everything and lies about the piece hashes: what it
 /// sends does not lead to the files' roots. The leecher (a .torrent
 /// without piece layers, as a magnet's is) must not take them: no piece
@@ -437,8 +441,7 @@ fn lying_hashes_are_not_taken() {
 
     let liar = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let liar_port = liar.local_addr().unwrap().port();
-    // (hash requests answered, block requests seen) by the liar.
-    let seen: Arc<Mutex<(Vec<[u8; 48]>, Vec<u32>)>> = Arc::default();
+    let seen: Arc<Mutex<LiarLog>> = Arc::default();
     let seen2 = seen.clone();
     let short = v2.short_hash();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

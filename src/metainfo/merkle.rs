@@ -177,7 +177,7 @@ pub fn hashes_with_proof(
 /// nodes themselves).
 pub fn uncle_count(count: u64, proof_layers: u32) -> u32 {
     let implied = count.max(1).trailing_zeros();
-    (proof_layers + 1).saturating_sub(implied)
+    proof_layers.saturating_add(1).saturating_sub(implied)
 }
 
 /// Whether `nodes` (at `index..index + nodes.len()` of a layer `level`
@@ -199,11 +199,8 @@ pub fn check_proof(
         return false;
     }
     let mut layer = count.trailing_zeros();
-    if layer > depth
-        || index
-            .checked_add(count)
-            .is_none_or(|end| end > 1u64 << depth)
-    {
+    let width = 1u64.checked_shl(depth).unwrap_or(u64::MAX);
+    if layer > depth || index.checked_add(count).is_none_or(|end| end > width) {
         return false;
     }
     let mut node = root(nodes, nodes.len(), level);
@@ -346,5 +343,42 @@ mod tests {
         assert_eq!(uncle_count(512, 8), 0);
         assert_eq!(uncle_count(2, 3), 3);
         assert_eq!(uncle_count(1, 3), 4);
+    }
+
+    proptest::proptest! {
+        /// Whatever a peer asks or answers, neither side panics; every
+        /// request that gets an answer gets one that checks, and any
+        /// other index does not pass for it.
+        #[test]
+        fn prop_any_request_or_answer(
+            pieces in 2usize..70,
+            level in 0u32..4,
+            index in 0u64..200,
+            count in 0u64..200,
+            proof in proptest::prop_oneof![0u32..12, proptest::prelude::any::<u32>()],
+            junk in proptest::collection::vec(proptest::prelude::any::<[u8; 32]>(), 0..20),
+            split in 0usize..20,
+        ) {
+            let layer: Vec<Hash> = (0..pieces).map(|i| sha256(&i.to_le_bytes())).collect();
+            let tree = layers(layer.clone(), layer.len(), level);
+            let depth = (tree.len() - 1) as u32;
+            let top = tree[depth as usize][0];
+            if let Some(got) = hashes_with_proof(&tree, level, index, count, proof) {
+                let n = count as usize;
+                proptest::prop_assert_eq!(got.len(), n + uncle_count(count, proof) as usize);
+                let (nodes, uncles) = got.split_at(n);
+                // Proofs reach the root when they ask for all the layers.
+                if proof + 1 == depth {
+                    proptest::prop_assert!(check_proof(&top, level, depth, index, nodes, uncles));
+                }
+            }
+            let split = split.min(junk.len());
+            let (nodes, uncles) = junk.split_at(split);
+            let _ = check_proof(&top, level, depth, index, nodes, uncles);
+            let _ = check_proof(&top, level, 63, u64::MAX - 1, nodes, uncles);
+            let _ = check_proof(&top, level, u32::MAX, 0, nodes, uncles);
+            let _ = uncle_count(count, proof);
+            let _ = hashes_with_proof(&tree, level, u64::MAX, count, proof);
+        }
     }
 }

@@ -369,6 +369,7 @@
     if (/^magnet:/i.test(text)) body = { magnet: text };
     else if (/^https?:\/\//i.test(text)) body = { url: text };
     else if (/^[0-9a-f]{40}$/i.test(text) || /^[a-z2-7]{32}$/i.test(text)) body = { magnet: "magnet:?xt=urn:btih:" + text };
+    else if (/^[0-9a-f]{64}$/i.test(text)) body = { magnet: "magnet:?xt=urn:btmh:1220" + text };
     else {
       showError("That is not a magnet link, a .torrent URL or an info-hash");
       return false;
