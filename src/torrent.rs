@@ -102,6 +102,12 @@ pub enum Event {
     /// worked (`None`); shown while no peer is connected.
     TrackerStatus(Option<String>),
     Verified(Vec<Verified>),
+    /// What `range` (pieces of a file whose layer just came) holds on
+    /// disk: the pieces in `good` passed their check.
+    Rechecked {
+        range: std::ops::Range<u32>,
+        good: Vec<u32>,
+    },
     /// From the task of the web seed with this key.
     Web(PeerKey, WebEvent),
 }
@@ -641,6 +647,53 @@ impl Torrent {
         self.request_hashes(key);
     }
 
+    /// Checks what is on disk of pieces whose layer just came (a resumed
+    /// download has them: they could not be checked at start), off the
+    /// runtime; they stay held until the answer, so nothing is written
+    /// to them meanwhile.
+    fn recheck(&mut self, range: std::ops::Range<u32>) {
+        let store = self.shared.store.clone();
+        let tx = self.events_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::new();
+            let mut good = Vec::new();
+            for p in range.clone() {
+                match store.check_piece(p, &mut buf) {
+                    Ok(crate::store::PieceCheck::Good) => good.push(p),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("piece {p}: {e}"),
+                }
+            }
+            let _ = tx.blocking_send(Event::Rechecked { range, good });
+        });
+    }
+
+    /// The pieces of a file whose layer came: those found good on disk
+    /// are had, the rest may be asked for.
+    fn on_rechecked(&mut self, range: std::ops::Range<u32>, good: Vec<u32>) {
+        if !good.is_empty() {
+            tracing::info!("{} pieces already on disk", good.len());
+        }
+        for p in good {
+            if self.picker.have().get(p as usize) {
+                continue;
+            }
+            self.picker.piece_passed(p);
+            self.shared.have.set(p as usize);
+            for s in self.meta.piece_slices(p) {
+                self.progress.file_done[s.file] += s.len;
+            }
+            self.pending_haves.push(p);
+        }
+        self.picker.release_held(range);
+        self.recount_have();
+        if self.picker.is_complete() {
+            self.on_complete();
+        } else {
+            self.fill_all();
+        }
+    }
+
     /// A file's piece layer came in whole: its pieces can be checked now.
     fn on_layer(&mut self, file: usize, layer: Vec<[u8; 32]>) {
         let Some(v2) = self.meta.v2.clone() else {
@@ -657,12 +710,10 @@ impl Torrent {
                     f.first_piece,
                     f.first_piece + f.pieces
                 );
-                self.picker
-                    .release_held(f.first_piece..f.first_piece + f.pieces);
                 if self.layers.as_ref().is_some_and(|l| l.is_done()) {
                     self.layers = None;
                 }
-                self.fill_all();
+                self.recheck(f.first_piece..f.first_piece + f.pieces);
             }
             Err(e) => {
                 // Each chunk was checked against the root, so this
@@ -798,6 +849,7 @@ impl Torrent {
             Event::TrackerWarning(w) => tracing::warn!("tracker: {}", crate::out::escape(&w)),
             Event::TrackerStatus(s) => self.tracker_status = s,
             Event::Verified(batch) => return self.on_verified_batch(batch),
+            Event::Rechecked { range, good } => self.on_rechecked(range, good),
             Event::Web(key, ev) => self.on_web_event(key, ev),
         }
         Ok(())
