@@ -17,6 +17,8 @@ fi
 printf '\x00\x00\x00\x05\x04\x00\x00\x00\x07' > corpus/wire/have
 printf '\x00\x00\x00\x0d\x06\x00\x00\x00\x01\x00\x00\x40\x00\x00\x00\x40\x00' > corpus/wire/request
 printf '\x00\x00\x00\x1a\x14\x00d1:md11:ut_metadatai1ee1:pi6881ee' > corpus/wire/ext
+printf '\x00\x00\x00\x31\x15rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x03' > corpus/wire/hash_request
+printf '\x00\x00\x00\x51\x16rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh' > corpus/wire/hashes
 printf '\x13BitTorrent protocol\x00\x00\x00\x00\x00\x10\x00\x05aaaaaaaaaaaaaaaaaaaabbbbbbbbbbbbbbbbbbbb' > corpus/wire/handshake
 printf 'd8:intervali1800e5:peers6:\x7f\x00\x00\x01\x1a\xe1e' > corpus/tracker_http/compact
 printf 'd8:intervali60e5:peersld2:ip9:127.0.0.14:porti6881eee6:peers618:\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x1a\xe1e' > corpus/tracker_http/dict
@@ -25,6 +27,7 @@ printf '\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07\x08\x00\x00\x00\x01\x00\x00
 printf '\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01' > corpus/tracker_udp/connect
 printf 'magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=x&tr=udp://t:1&x.pe=127.0.0.1:1' > corpus/magnet/hex
 printf 'magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&ws=http://w/' > corpus/magnet/b32
+printf 'magnet:?xt=urn:btmh:1220caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e&dn=v2' > corpus/magnet/btmh
 printf 'Z%.0s' $(seq 700) > corpus/mse/junk
 printf 'd8:msg_typei1e5:piecei0e10:total_sizei5eehello' > corpus/ut_metadata/data
 printf 'd8:msg_typei0e5:piecei0ee' > corpus/ut_metadata/request

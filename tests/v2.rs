@@ -406,6 +406,15 @@ fn bad_v2_magnets_are_refused() {
     }
 }
 
+/// Tells a test's helper thread to end, however the test ends.
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// What the lying peer saw: the hash requests it answered (root, index,
 /// length) and the pieces it was asked blocks of.
 type LiarLog = (Vec<[u8; 48]>, Vec<u32>);
@@ -444,8 +453,8 @@ fn lying_hashes_are_not_taken() {
     let seen: Arc<Mutex<LiarLog>> = Arc::default();
     let seen2 = seen.clone();
     let short = v2.short_hash();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
+    let stop = StopOnDrop(Arc::default());
+    let stop2 = stop.0.clone();
     let liar_thread = std::thread::spawn(move || {
         liar.set_nonblocking(true).unwrap();
         while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
@@ -554,7 +563,7 @@ fn lying_hashes_are_not_taken() {
         "seeder",
     );
     let status = l.wait(Duration::from_secs(90));
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(stop);
     assert!(status.success(), "{}", tail(&l.stderr(), 40));
     let done = l.done_event();
     assert_eq!(done["complete"], true, "{done}");
