@@ -948,9 +948,10 @@ impl Conn<'_> {
                 }
             }
             PeerCmd::HashRequest(req) => {
-                if self.hash_requested.insert(req) {
-                    self.writer.msg(&Message::HashRequest(req));
-                }
+                // Sent again even if an earlier copy is unanswered: the
+                // torrent gave up on that one and asks anew.
+                self.hash_requested.insert(req);
+                self.writer.msg(&Message::HashRequest(req));
             }
             PeerCmd::Haves(pieces) => {
                 for i in pieces {

@@ -680,6 +680,10 @@ impl Torrent {
             }
             self.picker.piece_passed(p);
             self.shared.have.set(p as usize);
+            if !self.picker.wants(p) {
+                // Kept out of the totals, as a file selection wants.
+                self.have_unwanted_bytes += self.meta.piece_size(p);
+            }
             for s in self.meta.piece_slices(p) {
                 self.progress.file_done[s.file] += s.len;
             }

@@ -795,5 +795,43 @@ fn v2_magnet_resume_keeps_what_is_on_disk() {
         tail(&err, 30)
     );
     assert_same_tree(&d.join("src"), &d.join("out"));
+    // Files shoal did not write (its record gone) cannot be checked before
+    // their layers come: refused, and with --overwrite kept all the same.
+    std::fs::remove_dir_all(d.join("out/.shoal")).unwrap();
+    let mut l = download_magnet(d, &magnet, &[port], "out");
+    assert!(!l.wait(Duration::from_secs(60)).success());
+    assert!(
+        l.stderr().contains("--overwrite"),
+        "{}",
+        tail(&l.stderr(), 30)
+    );
+    let own = free_port().to_string();
+    let peer = format!("127.0.0.1:{port}");
+    let out = d.join("out");
+    let mut l = Proc::spawn(
+        &[
+            "download",
+            &magnet,
+            "-o",
+            out.to_str().unwrap(),
+            "--peer",
+            &peer,
+            "--port",
+            &own,
+            "--json",
+            "--overwrite",
+        ],
+        d,
+        "leecher",
+    );
+    assert!(
+        l.wait(Duration::from_secs(120)).success(),
+        "{}",
+        tail(&l.stderr(), 40)
+    );
+    let done = l.done_event();
+    assert_eq!(done["complete"], true, "{done}");
+    assert_eq!(done["downloaded"].as_u64(), Some(0), "{done}");
+    assert_same_tree(&d.join("src"), &d.join("out"));
     assert!(seeder.stop().success(), "{}", tail(&seeder.stderr(), 30));
 }
