@@ -2268,6 +2268,159 @@ mod tests {
         (blocks, banned)
     }
 
+    /// A v2-only torrent without piece layers (as from a magnet): a file
+    /// of 6 pieces and one of a single piece.
+    fn harness_v2() -> (Harness, Vec<crate::metainfo::merkle::Hash>) {
+        use crate::metainfo::{merkle, NewV2};
+        let a: Vec<u8> = (0..6 * PIECE - 100).map(|i| (i * 13 % 251) as u8).collect();
+        let b: Vec<u8> = vec![7; 1000];
+        let pl = PIECE as u64;
+        let layer: Vec<merkle::Hash> = a
+            .chunks(PIECE)
+            .map(|p| merkle::piece_hash(p, pl, a.len() as u64))
+            .collect();
+        let nt = NewTorrent {
+            name: "t".into(),
+            piece_length: pl,
+            v2: Some(NewV2 {
+                tree: vec![
+                    (
+                        vec!["a".into()],
+                        a.len() as u64,
+                        Some(merkle::file_root(&a, pl)),
+                    ),
+                    (
+                        vec!["b".into()],
+                        b.len() as u64,
+                        Some(merkle::file_root(&b, pl)),
+                    ),
+                ],
+                layers: Vec::new(),
+            }),
+            ..Default::default()
+        };
+        let meta = Arc::new(Metainfo::from_bytes(&nt.to_bytes()).unwrap());
+        assert_eq!(meta.piece_count(), 7);
+        // The piece space: each file padded to a whole piece.
+        let mut data = a;
+        data.resize(6 * PIECE, 0);
+        data.extend_from_slice(&b);
+        data.resize(7 * PIECE, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_write(Layout::from_metainfo(&meta), dir.path()).unwrap();
+        let empty = Bitfield::new(7);
+        let shared = Arc::new(Shared {
+            info_hash: meta.info_hash.0,
+            peer_id: [0; 20],
+            piece_count: 7,
+            piece_length: pl,
+            total_length: meta.total_length,
+            store: Arc::new(store),
+            have: Arc::new(AtomicBitfield::from_bitfield(&empty)),
+            listen_port: 1,
+            upload_limit: Default::default(),
+            download_limit: Default::default(),
+            connections: Default::default(),
+            my_connections: Default::default(),
+            metadata: Arc::from(&[][..]),
+            pex: false,
+            encryption: Default::default(),
+            uploaded: AtomicU64::new(0),
+            downloaded: AtomicU64::new(0),
+            have_bytes: AtomicU64::new(0),
+        });
+        let (tx, events) = mpsc::channel(1024);
+        let (progress_tx, _) = watch::channel(Progress::default());
+        let (complete_tx, _) = tokio::sync::oneshot::channel();
+        let cfg = Config {
+            max_peers: 10,
+            upload_slots: 4,
+            keep_seeding: false,
+            seed_ratio: None,
+            seed_time: None,
+        };
+        let t = Torrent::new(meta, shared, &empty, cfg, tx, progress_tx, complete_tx);
+        let h = Harness {
+            t,
+            events,
+            data,
+            _dir: dir,
+        };
+        (h, layer)
+    }
+
+    /// Every hash request and block request sent so far.
+    fn v2_requests(rx: &mut mpsc::UnboundedReceiver<PeerCmd>) -> (Vec<HashRequest>, Vec<BlockRef>) {
+        let (mut hashes, mut blocks) = (Vec::new(), Vec::new());
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                PeerCmd::HashRequest(r) => hashes.push(r),
+                PeerCmd::Request(b) => blocks.extend(b),
+                _ => {}
+            }
+        }
+        (hashes, blocks)
+    }
+
+    /// The coordinator with a lying and an honest v2 seed: before the
+    /// layer is known only the one-piece file is asked for; the liar's
+    /// hashes are refused and it is not asked again; the honest answer
+    /// releases the file's pieces, which then download and verify.
+    #[tokio::test]
+    async fn piece_layers_come_from_peers_and_lies_are_refused() {
+        use crate::metainfo::merkle;
+        let (mut h, layer) = harness_v2();
+        let mut liar = h.seed(1);
+        h.peer(1, PeerEvent::Unchoked);
+        let (hash_reqs, blocks) = v2_requests(&mut liar);
+        // The seed helper connects without the v2 bit: in a v2-only swarm
+        // it is asked all the same.
+        assert_eq!(hash_reqs.len(), 1);
+        let req = hash_reqs[0];
+        assert_eq!((req.index, req.length, req.proof_layers), (0, 8, 2));
+        assert!(!blocks.is_empty());
+        assert!(blocks.iter().all(|b| b.index == 6), "{blocks:?}");
+        let lie = vec![[0x5a; 32]; 8];
+        h.peer(1, PeerEvent::Hashes { req, hashes: lie });
+        assert_eq!(h.t.progress.hash_failures, 1);
+        assert!(!h.t.peers[&1].hashes_ok);
+        let (again, _) = v2_requests(&mut liar);
+        assert!(again.is_empty(), "the liar is asked again: {again:?}");
+        for b in blocks {
+            let ev = h.block(b, false);
+            h.peer(1, ev);
+        }
+        h.settle().await;
+        assert!(h.t.picker.have().get(6));
+        assert!(!h.t.picker.have().get(0));
+
+        let mut honest = h.seed(2);
+        h.peer(2, PeerEvent::Unchoked);
+        let (hash_reqs, blocks) = v2_requests(&mut honest);
+        assert_eq!(hash_reqs, vec![req]);
+        assert!(blocks.is_empty(), "{blocks:?}");
+        let tree = merkle::layers(layer.clone(), layer.len(), 1);
+        let answer = merkle::hashes_with_proof(&tree, 1, 0, 8, 2).unwrap();
+        h.peer(
+            2,
+            PeerEvent::Hashes {
+                req,
+                hashes: answer,
+            },
+        );
+        // The file's data on disk is checked (nothing there) before its
+        // pieces are released.
+        let ev = tokio::time::timeout(Duration::from_secs(10), h.events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(ev, Event::Rechecked { ref good, .. } if good.is_empty()));
+        h.t.on_event(ev).unwrap();
+        assert!(h.t.layers.is_none());
+        h.serve_until_complete(2, &mut honest).await;
+        assert_eq!(h.t.progress.hash_failures, 1);
+    }
+
     /// Pieces made of blocks from two peers fail their check; once fetched
     /// again from the honest one, the block that differs names the liar.
     /// A piece found changed on disk while downloading is fetched again.
