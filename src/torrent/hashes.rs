@@ -272,10 +272,12 @@ impl LayerFetch {
     }
 
     /// Requests unanswered for [`TIMEOUT`] count as refused; returns how
-    /// many there were.
+    /// many there were. Refusals that wore off are forgotten.
     pub fn expire(&mut self, now: Instant) -> usize {
         let mut n = 0;
         for c in self.files.iter_mut().flat_map(|f| &mut f.chunks) {
+            c.refused
+                .retain(|(_, at)| now.duration_since(*at) < REFUSED_FOR);
             if let State::Asked { peer, since } = c.state {
                 if now.duration_since(since) >= TIMEOUT {
                     c.state = State::Missing;
