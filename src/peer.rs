@@ -79,8 +79,9 @@ pub struct Shared {
     pub pex: bool,
     /// Which connections are encrypted (the session's `--encryption`).
     pub encryption: Policy,
-    /// Payload bytes, for trackers and progress.
-    pub uploaded: AtomicU64,
+    /// Payload bytes, for trackers and progress. Uploads count when the
+    /// writer task has handed them to the socket (shared with it).
+    pub uploaded: Arc<AtomicU64>,
     pub downloaded: AtomicU64,
     /// Verified bytes on disk; trackers get `left` from it.
     pub have_bytes: AtomicU64,
@@ -125,7 +126,8 @@ pub fn new_peer_id() -> [u8; 20] {
 #[derive(Debug, Default)]
 pub struct PeerStats {
     pub downloaded: AtomicU64,
-    pub uploaded: AtomicU64,
+    /// Written by the connection's writer task.
+    pub uploaded: Arc<AtomicU64>,
 }
 
 /// Peer task → torrent.
@@ -385,7 +387,8 @@ pub async fn read_incoming_handshake(
 /// The writer half lives in its own task so a slow reader on the other side
 /// never stops us reading (two peers both blocked on writes would deadlock).
 struct Writer {
-    tx: mpsc::UnboundedSender<Bytes>,
+    /// Bytes to write and how many of them are piece payload.
+    tx: mpsc::UnboundedSender<(Bytes, u64)>,
     queued: Arc<AtomicUsize>,
     /// Signalled after each write, so an upload paused at the high-water
     /// mark resumes as soon as the socket drains.
@@ -395,11 +398,20 @@ struct Writer {
 }
 
 impl Writer {
-    fn spawn(half: mse::WriteHalf) -> Writer {
+    /// `uploaded` are the counters that piece payload adds to once it is
+    /// written: counting at queue time would count what is still queued
+    /// when the connection or the run ends, which never goes out.
+    fn spawn(half: mse::WriteHalf, uploaded: [Arc<AtomicU64>; 2]) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let drained = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(write_loop(half, rx, queued.clone(), drained.clone()));
+        tokio::spawn(write_loop(
+            half,
+            rx,
+            queued.clone(),
+            drained.clone(),
+            uploaded,
+        ));
         Writer {
             tx,
             queued,
@@ -419,14 +431,14 @@ impl Writer {
             return Ok(());
         }
         let chunk = self.buf.split().freeze();
-        self.send(chunk)
+        self.send(chunk, 0)
     }
 
-    fn send(&mut self, chunk: Bytes) -> Result<(), PeerError> {
+    fn send(&mut self, chunk: Bytes, payload: u64) -> Result<(), PeerError> {
         self.queued.fetch_add(chunk.len(), Ordering::Relaxed);
         self.last_write = Instant::now();
         self.tx
-            .send(chunk)
+            .send((chunk, payload))
             .map_err(|_| PeerError::Io(std::io::ErrorKind::BrokenPipe.into()))
     }
 
@@ -437,36 +449,40 @@ impl Writer {
 
 async fn write_loop(
     mut half: mse::WriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut rx: mpsc::UnboundedReceiver<(Bytes, u64)>,
     queued: Arc<AtomicUsize>,
     drained: Arc<tokio::sync::Notify>,
+    uploaded: [Arc<AtomicU64>; 2],
 ) {
     let mut batch = BytesMut::new();
-    while let Some(first) = rx.recv().await {
+    while let Some((first, mut payload)) = rx.recv().await {
         // Coalesce whatever is ready into one write: many small messages
         // (requests, haves) would otherwise cost a syscall each.
-        let result = if rx.is_empty() {
+        let (n, result) = if rx.is_empty() {
             let n = first.len();
-            let r = half.write_bytes(first).await;
-            queued.fetch_sub(n, Ordering::Relaxed);
-            r
+            (n, half.write_bytes(first).await)
         } else {
             batch.clear();
             batch.extend_from_slice(&first);
             while batch.len() < (1 << 20) {
                 match rx.try_recv() {
-                    Ok(more) => batch.extend_from_slice(&more),
+                    Ok((more, p)) => {
+                        batch.extend_from_slice(&more);
+                        payload += p;
+                    }
                     Err(_) => break,
                 }
             }
             let n = batch.len();
-            let r = half.write_buf(&mut batch).await;
-            queued.fetch_sub(n, Ordering::Relaxed);
-            r
+            (n, half.write_buf(&mut batch).await)
         };
+        queued.fetch_sub(n, Ordering::Relaxed);
         drained.notify_one();
         if result.is_err() {
             break;
+        }
+        for counter in &uploaded {
+            counter.fetch_add(payload, Ordering::Relaxed);
         }
     }
     let _ = half.shutdown().await;
@@ -538,7 +554,10 @@ async fn run<E: Report>(
     let mut c = Conn {
         shared,
         fast,
-        writer: Writer::spawn(write_half),
+        writer: Writer::spawn(
+            write_half,
+            [stats.uploaded.clone(), shared.uploaded.clone()],
+        ),
         am_choking: true,
         peer_choking: true,
         requested: HashSet::new(),
@@ -649,10 +668,8 @@ async fn run<E: Report>(
                                 .map_err(|_| PeerError::Closed("torrent stopped".into()))?;
                         }
                         if !c.am_choking {
-                            c.stats.uploaded.fetch_add(payload, Ordering::Relaxed);
-                            shared.uploaded.fetch_add(payload, Ordering::Relaxed);
                             c.writer.flush()?;
-                            c.writer.send(data)?;
+                            c.writer.send(data, payload)?;
                         }
                         if !refused.is_empty() {
                             // There is no "un-have": a peer with the fast
@@ -1089,7 +1106,7 @@ mod tests {
             metadata: Arc::from(&[][..]),
             pex: false,
             encryption: Policy::Prefer,
-            uploaded: AtomicU64::new(0),
+            uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
         };
@@ -1100,7 +1117,7 @@ mod tests {
         let mut c = Conn {
             shared: &shared,
             fast: true,
-            writer: Writer::spawn(w),
+            writer: Writer::spawn(w, Default::default()),
             am_choking: true,
             peer_choking: true,
             requested: HashSet::new(),
@@ -1168,7 +1185,7 @@ mod tests {
             metadata: Arc::from(&[][..]),
             pex: false,
             encryption: Policy::Prefer,
-            uploaded: AtomicU64::new(0),
+            uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
         };
@@ -1179,7 +1196,7 @@ mod tests {
         let mut c = Conn {
             shared: &shared,
             fast: true,
-            writer: Writer::spawn(w),
+            writer: Writer::spawn(w, Default::default()),
             am_choking: true,
             peer_choking: true,
             requested: HashSet::new(),
@@ -1272,6 +1289,44 @@ mod tests {
             c.on_message(Message::HashReject(good)),
             Ok(Some(PeerEvent::HashRejected(r))) if r == good
         ));
+    }
+
+    /// Payload counts as uploaded when the socket took it, not when it was
+    /// queued: to a peer that reads nothing, at most the kernel's buffers'
+    /// worth is counted, and the rest once it reads.
+    #[tokio::test]
+    async fn uploads_count_when_written() {
+        use tokio::io::AsyncReadExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (mut b, _) = l.accept().await.unwrap();
+        let (_r, w) = mse::Stream::plain(a).into_split();
+        let counters: [Arc<AtomicU64>; 2] = Default::default();
+        let mut writer = Writer::spawn(w, counters.clone());
+        let total: u64 = 64 << 20;
+        let chunk = Bytes::from(vec![7u8; 1 << 20]);
+        for _ in 0..total >> 20 {
+            writer.send(chunk.clone(), chunk.len() as u64).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let early = counters[0].load(Ordering::Relaxed);
+        assert!(early < total / 2, "{early} of {total} counted unread");
+        assert!(writer.queued() > 0);
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        while got < total {
+            let n = b.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got += n as u64;
+        }
+        for _ in 0..100 {
+            if counters[1].load(Ordering::Relaxed) == total {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(counters[0].load(Ordering::Relaxed), total);
+        assert_eq!(counters[1].load(Ordering::Relaxed), total);
     }
 
     /// Regression (interop with aria2): aria2 sends a fresh bitfield

@@ -455,7 +455,7 @@ impl Session {
                 Ok(b) if b.len() as u64 <= crate::peer::metadata::MAX_SIZE => Arc::from(&b[..]),
                 _ => Arc::from(&[][..]),
             },
-            uploaded: AtomicU64::new(0),
+            uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
         });

@@ -2160,7 +2160,7 @@ mod tests {
             metadata: Arc::from(&[][..]),
             pex: false,
             encryption: Default::default(),
-            uploaded: AtomicU64::new(0),
+            uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
         });
@@ -2325,7 +2325,7 @@ mod tests {
             metadata: Arc::from(&[][..]),
             pex: false,
             encryption: Default::default(),
-            uploaded: AtomicU64::new(0),
+            uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
         });

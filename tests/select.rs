@@ -152,3 +152,25 @@ fn seeding_stops_at_its_ratio_or_time() {
         idle.stderr()
     );
 }
+
+/// A seeder that reaches `--seed-ratio 1` while a slow leecher still has
+/// data queued for it lets that data go out before it exits (the writer
+/// drains its queue, the socket closes gracefully): the leecher, with no
+/// one else to ask, still gets the whole file.
+#[test]
+fn seed_ratio_stop_delivers_what_was_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"), &[("pack/a", 3_000_000)]);
+    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], 65536);
+    let (mut seed, port) = seeder(d, &t, &d.join("src"), &["--seed-ratio", "1", "--json"]);
+    let mut l = download(d, &t, port, &["--download-limit", "400000"], "leech");
+    assert!(l.wait(Duration::from_secs(60)).success(), "{}", l.stderr());
+    assert_eq!(l.done_event()["complete"], true);
+    assert!(
+        seed.wait(Duration::from_secs(30)).success(),
+        "{}",
+        seed.stderr()
+    );
+    assert_same_tree(&d.join("src"), &d.join("out"));
+}

@@ -31,6 +31,8 @@
 # --keep DIR     copy the run's files there: logs, report.md (table), swarm.svg
 #
 # RATE is tc's syntax (8mbit, 500kbit); BYTES takes k/M/G (powers of 1024).
+# LEECH_LOG (environment) replaces shoal leechers' SHOAL_LOG filter, e.g.
+# LEECH_LOG=warn,shoal=debug,shoal::picker=trace to see each connection.
 # Needs root, iproute2 (ip netns, tc), opentracker, python3, /usr/bin/time,
 # and aria2c / transmission-daemon for those clients. Everything it creates
 # (namespaces named shsw<pid>-*, processes, files) is removed at exit, on
@@ -115,6 +117,7 @@ cleanup() {
   done
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for s in "${spaces[@]}"; do ip netns del "$s" 2>/dev/null || true; done
+  for k in "${!neigh_saved[@]}"; do sysctl -qw "$k=${neigh_saved[$k]}" || true; done
   if [ -n "$KEEP" ]; then
     mkdir -p "$KEEP" && cp -r "$work"/. "$KEEP"/ && rm -rf "$KEEP"/src "$KEEP"/l*/ "$KEEP"/*.tr
   fi
@@ -123,6 +126,23 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# The kernel's ARP table is one for all namespaces, and by default it holds
+# 1024 entries (gc_thresh3): 42 hosts that all talk to each other need
+# ~1700, and past the limit new neighbours are not resolved at all, so a
+# leecher's connections time out silently ("neighbor table overflow" in
+# dmesg). That, not the client, was what made the first N = 40 runs slow
+# (docs/swarm.md). Raised for the run, put back at exit.
+declare -A neigh_saved=()
+hosts_total=$((N + 2))
+need=$((2 * hosts_total * hosts_total + 1024))
+for k in net.ipv4.neigh.default.gc_thresh2 net.ipv4.neigh.default.gc_thresh3; do
+  cur=$(sysctl -n "$k")
+  if [ "$cur" -lt "$need" ]; then
+    neigh_saved[$k]=$cur
+    sysctl -qw "$k=$need"
+  fi
+done
 
 # SHOAL_BIN: a binary to use (the tests pass their own); else the release
 # build, rebuilt when the sources are newer.
@@ -260,7 +280,7 @@ leech() {
       local fr= lim
       [ "$i" -le "$FREE" ] && fr=SHOAL_TEST_FREE_RIDE=1
       read -r -a lim < <(pace "${UPS[$(( (i - 1) % ${#UPS[@]} ))]}"; echo)
-      env $fr ${LEECH_SLOTS:+SHOAL_TEST_UPLOAD_SLOTS=$LEECH_SLOTS} SHOAL_LOG=warn,shoal::picker=trace ip netns exec "$ns" "${rus[@]}" \
+      env $fr ${LEECH_SLOTS:+SHOAL_TEST_UPLOAD_SLOTS=$LEECH_SLOTS} SHOAL_LOG=${LEECH_LOG:-warn,shoal::picker=trace} ip netns exec "$ns" "${rus[@]}" \
         "$bin" download "$work/t.torrent" -o "$dir" --port 6881 "${common[@]}" "${lim[@]}" \
         >"$work/l$i.r$r.json" 2>"$work/l$i.r$r.err"
       local rc=$?

@@ -6,6 +6,13 @@
 //! first. One optimistic slot rotates every 30 s so new peers get a chance to
 //! prove themselves and we find better partners.
 //!
+//! The optimistic slot goes to the peer we have not unchoked for longest,
+//! never-unchoked first, and one that sent us nothing in its first round
+//! makes way early when a never-unchoked peer is waiting. With a random
+//! draw held 30 s, a latecomer in a 40-peer swarm that missed the first
+//! draws was unchoked by nobody for 35 s, longer than the others took for
+//! the whole file (docs/swarm.md).
+//!
 //! Seeding used to favour whoever took data fastest. In a swarm of capped
 //! uplinks (docs/swarm.md) that was a peer that uploads nothing: its uplink
 //! is idle, so its ACKs come back without queueing and its TCP flow wins the
@@ -23,6 +30,10 @@ use rand::SeedableRng;
 /// How long an optimistic unchoke lasts: three 10 s rounds, long enough for a
 /// peer to ramp up and reciprocate.
 pub const OPTIMISTIC_SECS: u64 = 30;
+
+/// After this long an optimistic peer that has given us nothing makes way
+/// for one never unchoked (one rechoke round).
+pub const OPTIMISTIC_TRIAL_SECS: u64 = 10;
 
 /// Seeding: how long a peer keeps a regular slot before it makes way for one
 /// that has waited longer (one rechoke round).
@@ -50,6 +61,10 @@ pub struct Choker {
     serving_since: HashMap<u64, u64>,
     /// Seeding: when each peer last lost a regular slot.
     served_until: HashMap<u64, u64>,
+    /// When we last unchoked each peer (either kind of slot).
+    unchoked_at: HashMap<u64, u64>,
+    /// When each peer first appeared, so the never-unchoked wait in turn.
+    first_seen: HashMap<u64, u64>,
     rng: StdRng,
 }
 
@@ -83,6 +98,8 @@ impl Choker {
             optimistic_since: 0,
             serving_since: HashMap::new(),
             served_until: HashMap::new(),
+            unchoked_at: HashMap::new(),
+            first_seen: HashMap::new(),
             rng,
         }
     }
@@ -151,18 +168,36 @@ impl Choker {
             !unchoke.contains(&key) && peers.iter().any(|p| p.key == key && p.interested)
         };
         let current = self.optimistic.filter(|&k| eligible(k));
-        let expired = now_secs.saturating_sub(self.optimistic_since) >= OPTIMISTIC_SECS;
+        for p in &peers {
+            self.first_seen.entry(p.key).or_insert(now_secs);
+        }
+        // Shuffled, then stable-sorted: the never-unchoked first, in order
+        // of arrival, then the least recently unchoked; ties at random.
+        let mut pool: Vec<u64> = peers
+            .iter()
+            .filter(|p| Some(p.key) != current && eligible(p.key))
+            .map(|p| p.key)
+            .collect();
+        pool.shuffle(&mut self.rng);
+        pool.sort_by_key(|k| match self.unchoked_at.get(k) {
+            None => (false, self.first_seen.get(k).copied()),
+            Some(&t) => (true, Some(t)),
+        });
+        let held = now_secs.saturating_sub(self.optimistic_since);
+        let gave_nothing = |k: u64| peers.iter().any(|p| p.key == k && p.download_rate == 0);
+        let newcomer_waiting = pool
+            .first()
+            .is_some_and(|k| !self.unchoked_at.contains_key(k));
         let next = match current {
-            Some(k) if !expired => Some(k),
+            Some(k)
+                if held < OPTIMISTIC_SECS
+                    && !(held >= OPTIMISTIC_TRIAL_SECS && gave_nothing(k) && newcomer_waiting) =>
+            {
+                Some(k)
+            }
             _ => {
-                let pool: Vec<u64> = peers
-                    .iter()
-                    .filter(|p| Some(p.key) != current && eligible(p.key))
-                    .map(|p| p.key)
-                    .collect();
-                let pick = pool.choose(&mut self.rng).copied();
                 // With nobody else to rotate to, the current one keeps the slot.
-                let pick = pick.or(current);
+                let pick = pool.first().copied().or(current);
                 if pick.is_some() {
                     self.optimistic_since = now_secs;
                 }
@@ -171,6 +206,12 @@ impl Choker {
         };
         self.optimistic = next;
         unchoke.extend(next);
+        for &k in &unchoke {
+            self.unchoked_at.insert(k, now_secs);
+        }
+        let present: HashSet<u64> = peers.iter().map(|p| p.key).collect();
+        self.unchoked_at.retain(|k, _| present.contains(k));
+        self.first_seen.retain(|k, _| present.contains(k));
         unchoke
     }
 
@@ -281,8 +322,9 @@ mod tests {
 
     #[test]
     fn optimistic_lasts_30_s_then_rotates() {
+        // The others give a little: nobody is cut short after one round.
         let peers: Vec<PeerSnapshot> = (0..20)
-            .map(|k| peer(k, if k < 4 { 1000 } else { 0 }, 0))
+            .map(|k| peer(k, if k < 4 { 1000 } else { 10 }, 0))
             .collect();
         let mut c = Choker::with_seed(4, 7);
         let mut history = Vec::new();
@@ -300,6 +342,65 @@ mod tests {
         for pair in history.chunks(3).collect::<Vec<_>>().windows(2) {
             assert_ne!(pair[0][0], pair[1][0], "rotates to someone else");
         }
+        // Least recently unchoked first: the 16 others each get one turn
+        // before anyone gets a second.
+        let turns: Vec<u64> = history.chunks(3).map(|c| c[0]).collect();
+        let first16: HashSet<u64> = turns[..10].iter().copied().collect();
+        assert_eq!(first16.len(), 10, "{turns:?}");
+    }
+
+    #[test]
+    fn never_unchoked_peers_get_the_optimistic_slot_in_order_of_arrival() {
+        let mut peers: Vec<PeerSnapshot> = (0..8)
+            .map(|k| peer(k, if k < 2 { 1000 } else { 10 }, 0))
+            .collect();
+        let mut c = Choker::with_seed(2, 11);
+        let mut picks = Vec::new();
+        for round in 0..30u64 {
+            if round == 4 {
+                peers.push(peer(99, 10, 0));
+            }
+            c.rechoke(&peers, false, round * 10);
+            let opt = c.optimistic().unwrap();
+            if picks.last() != Some(&opt) {
+                picks.push(opt);
+            }
+        }
+        // The six old candidates (arrived first) each once, then the
+        // newcomer, before anyone's second turn.
+        assert_eq!(picks[6], 99, "{picks:?}");
+        let first: HashSet<u64> = picks[..7].iter().copied().collect();
+        assert_eq!(first.len(), 7, "{picks:?}");
+    }
+
+    #[test]
+    fn optimistic_that_gives_nothing_makes_way_after_one_round() {
+        let mut peers: Vec<PeerSnapshot> = (0..2).map(|k| peer(k, 1000, 0)).collect();
+        peers.extend((2..8).map(|k| peer(k, 0, 0)));
+        let mut c = Choker::with_seed(2, 4);
+        let mut seen = Vec::new();
+        for round in 0..6u64 {
+            c.rechoke(&peers, false, round * 10);
+            seen.push(c.optimistic().unwrap());
+        }
+        // Each of the six non-givers gets a 10 s trial in turn.
+        let distinct: HashSet<u64> = seen.iter().copied().collect();
+        assert_eq!(distinct.len(), 6, "{seen:?}");
+        // Once all have had one, the slot is held the full 30 s again.
+        let last = seen[5];
+        c.rechoke(&peers, false, 60);
+        c.rechoke(&peers, false, 70);
+        assert_eq!(c.optimistic(), Some(last));
+        c.rechoke(&peers, false, 80);
+        assert_ne!(c.optimistic(), Some(last));
+        // One that gives keeps the slot its 30 s even with newcomers about.
+        let opt = c.optimistic().unwrap();
+        peers[opt as usize].download_rate = 50;
+        peers.push(peer(42, 0, 0));
+        c.rechoke(&peers, false, 90);
+        assert_eq!(c.optimistic(), Some(opt));
+        c.rechoke(&peers, false, 110);
+        assert_eq!(c.optimistic(), Some(42));
     }
 
     #[test]
