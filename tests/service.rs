@@ -556,3 +556,68 @@ fn seeding_stops_at_the_services_seed_time_and_stays_done() {
     let (_, t) = json(svc.port, "POST", &format!("/api/torrents/{h}/resume"), None);
     assert_ne!(t["state"], "done", "{t}");
 }
+
+/// A v2-only magnet (`urn:btmh:`) added to the service: the metadata and
+/// the piece layers come from the seeder, the data completes. After a
+/// restart the saved torrent has no piece layers (they are not part of
+/// the metadata), so they are asked for again; the data on disk is
+/// checked then and kept, not downloaded again.
+#[test]
+fn a_v2_magnet_completes_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src");
+    make_tree(&src, &[("pack/a.bin", 700_000), ("pack/b.txt", 3_000)]);
+    let t = d.join("v2.torrent");
+    let o = shoal(&[
+        "create",
+        "--v2",
+        src.join("pack").to_str().unwrap(),
+        "-o",
+        t.to_str().unwrap(),
+        "--piece-length",
+        "16384",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = shoal::metainfo::Metainfo::from_file(&t).unwrap();
+    let v2 = hex::encode(m.v2.as_ref().unwrap().info_hash);
+    let short = &v2[..40];
+    let (mut seeder, seed_port) = seeder(d, &t, &src, &["--quiet"]);
+    let (state, dl) = (d.join("state"), d.join("dl"));
+    let mut svc = serve(d, &state, &dl, &[], "serve1");
+    let magnet = format!("magnet:?xt=urn:btmh:1220{v2}&dn=pack&x.pe=127.0.0.1:{seed_port}");
+    let (status, v) = json(
+        svc.port,
+        "POST",
+        "/api/torrents",
+        Some(serde_json::json!({ "magnet": magnet })),
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(
+        v["info_hash"], short,
+        "the swarm's hash: the v2 hash cut to 20 bytes"
+    );
+    let before = wait_for(svc.port, short, "complete", complete);
+    for f in ["a.bin", "b.txt"] {
+        assert_eq!(
+            std::fs::read(dl.join("pack").join(f)).unwrap(),
+            std::fs::read(src.join("pack").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert!(svc.proc.stop().success(), "{}", svc.proc.stderr());
+    drop(svc);
+    svc = serve(d, &state, &dl, &[], "serve2");
+    let after = wait_for(svc.port, short, "seeding after the restart", complete);
+    assert_eq!(
+        after["downloaded"], before["downloaded"],
+        "{after} vs {before}"
+    );
+    assert!(
+        svc.proc.stderr().contains("43 pieces already on disk"),
+        "{}",
+        tail(&svc.proc.stderr(), 30)
+    );
+    assert!(svc.proc.stop().success(), "{}", svc.proc.stderr());
+    assert!(seeder.stop().success(), "{}", tail(&seeder.stderr(), 30));
+}
