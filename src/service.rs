@@ -464,7 +464,9 @@ impl Service {
             let mut error = None;
             let meta = match std::fs::read(&torrent_file) {
                 Ok(b) => match Metainfo::from_bytes(&b) {
-                    Ok(m) if m.info_hash.0 == hash => Some(Arc::new(m)),
+                    // A hybrid added by its v2 magnet is kept under its
+                    // v2 hash, one of the two it answers to.
+                    Ok(m) if m.info_hashes().iter().any(|h| h.0 == hash) => Some(Arc::new(m)),
                     Ok(_) => {
                         error = Some(format!("{}: another torrent", torrent_file.display()));
                         None
