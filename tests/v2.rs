@@ -447,6 +447,16 @@ fn lying_hashes_are_not_taken() {
         .map(|f| (f.first_piece, f.first_piece + f.pieces))
         .collect();
     assert!(!Metainfo::from_file(&bare).unwrap().v2.unwrap().complete());
+    // `verify` cannot check such a torrent's data, and says so.
+    let o = Command::new(shoal_bin())
+        .arg("verify")
+        .arg(&bare)
+        .arg(d.join("src"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("2 file(s) have no piece layer"), "{err}");
 
     let liar = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let liar_port = liar.local_addr().unwrap().port();

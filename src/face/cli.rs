@@ -325,6 +325,15 @@ struct Tally {
 
 pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
     let m = load_torrent(torrent)?;
+    // Without a file's piece layer its pieces cannot be checked at all;
+    // "missing" would say the data is not there, which is not known.
+    if let Some(v2) = m.v2.as_ref().filter(|v| m.v2_only() && !v.complete()) {
+        let n = v2.files.iter().filter(|f| !f.checkable()).count();
+        bail!(
+            "{}: {n} file(s) have no piece layer in this torrent (a magnet's metadata has none), so their pieces cannot be checked; verify with the complete .torrent",
+            torrent.display()
+        );
+    }
     if !dir.is_dir() {
         bail!("{}: not a folder", dir.display());
     }
