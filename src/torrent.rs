@@ -642,7 +642,7 @@ impl Torrent {
                 self.progress.hash_failures += 1;
                 self.request_hashes_all();
             }
-            hashes::Outcome::Layer { file, layer } => self.on_layer(file, layer),
+            hashes::Outcome::Layer { files, layer } => self.on_layer(&files, layer),
         }
         self.request_hashes(key);
     }
@@ -698,36 +698,37 @@ impl Torrent {
         }
     }
 
-    /// A file's piece layer came in whole: its pieces can be checked now.
-    fn on_layer(&mut self, file: usize, layer: Vec<[u8; 32]>) {
+    /// A piece layer came in whole: the pieces of the files that have it
+    /// can be checked now.
+    fn on_layer(&mut self, files: &[usize], layer: Vec<[u8; 32]>) {
         let Some(v2) = self.meta.v2.clone() else {
             return;
         };
-        let Some(f) = v2.files.get(file) else {
-            return;
-        };
-        match f.set_layer(layer, self.meta.piece_length) {
-            Ok(()) => {
-                tracing::info!(
-                    "piece layer of file {} is in: pieces {}..{} can be checked",
-                    f.file,
-                    f.first_piece,
-                    f.first_piece + f.pieces
-                );
-                if self.layers.as_ref().is_some_and(|l| l.is_done()) {
-                    self.layers = None;
+        for f in files.iter().filter_map(|i| v2.files.get(*i)) {
+            match f.set_layer(layer.clone(), self.meta.piece_length) {
+                Ok(()) => {
+                    tracing::info!(
+                        "piece layer of file {} is in: pieces {}..{} can be checked",
+                        f.file,
+                        f.first_piece,
+                        f.first_piece + f.pieces
+                    );
+                    self.recheck(f.first_piece..f.first_piece + f.pieces);
                 }
-                self.recheck(f.first_piece..f.first_piece + f.pieces);
-            }
-            Err(e) => {
-                // Each chunk was checked against the root, so this
-                // should not happen; start the file over rather than stall.
-                tracing::warn!("piece layer of file {}: {e}; fetching it again", f.file);
-                if let Some(l) = self.layers.as_mut() {
-                    l.restart(&v2, file);
+                Err(e) => {
+                    // Each chunk was checked against the root, so this
+                    // should not happen; start over rather than stall.
+                    tracing::warn!("piece layer of file {}: {e}; fetching it again", f.file);
+                    if let Some(l) = self.layers.as_mut() {
+                        l.restart(&v2, f.root);
+                    }
+                    self.request_hashes_all();
+                    return;
                 }
-                self.request_hashes_all();
             }
+        }
+        if self.layers.as_ref().is_some_and(|l| l.is_done()) {
+            self.layers = None;
         }
     }
 

@@ -44,12 +44,13 @@ struct Chunk {
     refused: Vec<(PeerKey, Instant)>,
 }
 
+/// One layer to fetch: a pieces root and every file that has it (files
+/// with the same content share their root, and so their layer).
 #[derive(Debug)]
 struct FileFetch {
-    /// Index in [`V2::files`].
-    file: usize,
+    /// Indices in [`V2::files`], and the first piece of each.
+    files: Vec<(usize, u32)>,
     root: Hash,
-    first_piece: u32,
     pieces: u32,
     /// Layers from the piece layer up to the root.
     depth: u32,
@@ -57,6 +58,32 @@ struct FileFetch {
 }
 
 impl FileFetch {
+    fn new(v2: &V2, root: Hash) -> FileFetch {
+        let files: Vec<(usize, u32)> = v2
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.root == root)
+            .map(|(i, f)| (i, f.first_piece))
+            .collect();
+        let (pieces, depth) = files
+            .first()
+            .and_then(|(i, _)| v2.files.get(*i))
+            .map_or((0, 0), |f| (f.pieces, f.depth()));
+        FileFetch {
+            files,
+            root,
+            pieces,
+            depth,
+            chunks: (0..pieces.div_ceil(MAX_HASH_REQUEST))
+                .map(|_| Chunk {
+                    state: State::Missing,
+                    refused: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
     fn request(&self, level: u32, chunk: usize) -> Option<HashRequest> {
         let index = u32::try_from(chunk).ok()?.checked_mul(MAX_HASH_REQUEST)?;
         let left = self.pieces.checked_sub(index).filter(|n| *n > 0)?;
@@ -82,9 +109,10 @@ impl FileFetch {
 pub enum Outcome {
     /// Checked and kept (or not needed any more); nothing to do.
     Kept,
-    /// The last chunk of a file arrived: its whole piece layer, every
-    /// chunk checked against the root. `file` indexes [`V2::files`].
-    Layer { file: usize, layer: Vec<Hash> },
+    /// The last chunk of a layer arrived: the whole piece layer, every
+    /// chunk checked against the root, of the `files` (indices in
+    /// [`V2::files`]) that share it.
+    Layer { files: Vec<usize>, layer: Vec<Hash> },
     /// The answer does not lead to the file's root (or has the wrong
     /// number of hashes): the peer is lying or broken.
     Bad,
@@ -102,25 +130,12 @@ impl LayerFetch {
     /// The files of `v2` whose pieces cannot be checked yet; None when
     /// every piece can.
     pub fn new(v2: &V2) -> Option<LayerFetch> {
-        let files: Vec<FileFetch> = v2
-            .files
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| !f.checkable())
-            .map(|(i, f)| FileFetch {
-                file: i,
-                root: f.root,
-                first_piece: f.first_piece,
-                pieces: f.pieces,
-                depth: f.depth(),
-                chunks: (0..f.pieces.div_ceil(MAX_HASH_REQUEST))
-                    .map(|_| Chunk {
-                        state: State::Missing,
-                        refused: Vec::new(),
-                    })
-                    .collect(),
-            })
-            .collect();
+        let mut files: Vec<FileFetch> = Vec::new();
+        for f in v2.files.iter().filter(|f| !f.checkable()) {
+            if !files.iter().any(|x| x.root == f.root) {
+                files.push(FileFetch::new(v2, f.root));
+            }
+        }
         (!files.is_empty()).then_some(LayerFetch {
             level: v2.piece_level(),
             files,
@@ -136,7 +151,7 @@ impl LayerFetch {
     pub fn waiting(&self) -> impl Iterator<Item = std::ops::Range<u32>> + '_ {
         self.files
             .iter()
-            .map(|f| f.first_piece..f.first_piece + f.pieces)
+            .flat_map(|f| f.files.iter().map(|(_, first)| *first..*first + f.pieces))
     }
 
     pub fn in_flight(&self, peer: PeerKey) -> usize {
@@ -167,9 +182,12 @@ impl LayerFetch {
                 {
                     continue;
                 }
-                let start = f.first_piece + ci as u32 * MAX_HASH_REQUEST;
-                let end = (start + MAX_HASH_REQUEST).min(f.first_piece + f.pieces);
-                if (start..end).any(&has) {
+                let offset = ci as u32 * MAX_HASH_REQUEST;
+                let len = MAX_HASH_REQUEST.min(f.pieces - offset);
+                if f.files
+                    .iter()
+                    .any(|(_, first)| (first + offset..first + offset + len).any(&has))
+                {
                     return self.ask(fi, ci, peer, now, level);
                 }
                 fallback.get_or_insert((fi, ci));
@@ -246,7 +264,7 @@ impl LayerFetch {
             }
         }
         Outcome::Layer {
-            file: f.file,
+            files: f.files.iter().map(|(i, _)| *i).collect(),
             layer,
         }
     }
@@ -289,26 +307,12 @@ impl LayerFetch {
         n
     }
 
-    /// Starts a file over (its assembled layer did not check, which the
+    /// Starts a layer over (once assembled it did not check, which the
     /// per-chunk proofs should make impossible).
-    pub fn restart(&mut self, v2: &V2, file: usize) {
-        let Some(f) = v2.files.get(file) else { return };
-        if self.files.iter().any(|x| x.file == file) {
-            return;
+    pub fn restart(&mut self, v2: &V2, root: Hash) {
+        if !self.files.iter().any(|x| x.root == root) {
+            self.files.push(FileFetch::new(v2, root));
         }
-        self.files.push(FileFetch {
-            file,
-            root: f.root,
-            first_piece: f.first_piece,
-            pieces: f.pieces,
-            depth: f.depth(),
-            chunks: (0..f.pieces.div_ceil(MAX_HASH_REQUEST))
-                .map(|_| Chunk {
-                    state: State::Missing,
-                    refused: Vec::new(),
-                })
-                .collect(),
-        });
     }
 }
 
@@ -326,7 +330,7 @@ mod tests {
         let mut tree = Vec::new();
         let mut layers = Vec::new();
         for (i, &len) in lengths.iter().enumerate() {
-            let data: Vec<u8> = (0..len).map(|b| ((b * 31 + i) % 251) as u8).collect();
+            let data: Vec<u8> = (0..len).map(|b| ((b * 31 + len) % 251) as u8).collect();
             let layer: Vec<Hash> = data
                 .chunks(PL as usize)
                 .map(|p| piece_hash(p, PL, len as u64))
@@ -386,7 +390,10 @@ mod tests {
             let file = if r.root == v2.files[0].root { 0 } else { 1 };
             match f.on_hashes(1, r, &answer(&layers[file], r), now) {
                 Outcome::Kept => {}
-                Outcome::Layer { file, layer } => got.push((file, layer)),
+                Outcome::Layer { files, layer } => {
+                    assert_eq!(files.len(), 1);
+                    got.push((files[0], layer))
+                }
                 o => panic!("{o:?}"),
             }
         }
@@ -437,7 +444,7 @@ mod tests {
         let r2 = f.next(2, |_| false, now).unwrap();
         assert_eq!(r2, r);
         match f.on_hashes(2, &r2, &honest, now) {
-            Outcome::Layer { file: 0, layer } => assert_eq!(layer, layers[0]),
+            Outcome::Layer { files, layer } if files == [0] => assert_eq!(layer, layers[0]),
             o => panic!("{o:?}"),
         }
         assert!(f.is_done());
@@ -476,7 +483,31 @@ mod tests {
         assert_eq!(f.next(1, |_| true, later), Some(a));
         assert!(matches!(
             f.on_hashes(1, &a, &answer(&layers[0], &a), later),
-            Outcome::Layer { file: 0, .. }
+            Outcome::Layer { ref files, .. } if files == &[0]
         ));
+    }
+
+    /// Two files with the same content share a pieces root and a layer:
+    /// it is asked for once and given to both.
+    #[test]
+    fn files_with_one_root_share_their_layer() {
+        let len = 3 * PL as usize + 5;
+        let (m, layers) = torrent(&[len, 1000, len]);
+        let v2 = m.v2.as_ref().unwrap();
+        assert_eq!(v2.files[0].root, v2.files[2].root);
+        let mut f = LayerFetch::new(v2).unwrap();
+        let waiting: Vec<_> = f.waiting().collect();
+        assert_eq!(waiting.len(), 2);
+        let now = Instant::now();
+        let r = f.next(1, |_| false, now).unwrap();
+        assert_eq!(f.next(1, |_| false, now), None);
+        match f.on_hashes(1, &r, &answer(&layers[0], &r), now) {
+            Outcome::Layer { files, layer } => {
+                assert_eq!(files, vec![0, 2]);
+                assert_eq!(layer, layers[0]);
+            }
+            o => panic!("{o:?}"),
+        }
+        assert!(f.is_done());
     }
 }
