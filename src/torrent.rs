@@ -2400,8 +2400,8 @@ mod tests {
         let (hash_reqs, blocks) = v2_requests(&mut honest);
         assert_eq!(hash_reqs, vec![req]);
         assert!(blocks.is_empty(), "{blocks:?}");
-        let tree = merkle::layers(layer.clone(), layer.len(), 1);
-        let answer = merkle::hashes_with_proof(&tree, 1, 0, 8, 2).unwrap();
+        let upper = merkle::upper_layers(&layer, layer.len(), 1);
+        let answer = merkle::hashes_with_proof(&layer, &upper, 1, 0, 8, 2).unwrap();
         h.peer(
             2,
             PeerEvent::Hashes {

@@ -73,8 +73,7 @@ pub fn root(nodes: &[Hash], width: usize, level: u32) -> Hash {
 }
 
 /// Every layer from `nodes` (at `level`, `width` wide) up to the root,
-/// bottom first; missing nodes are left out (they are pads). Used to
-/// answer hash requests.
+/// bottom first; missing nodes are left out (they are pads).
 pub fn layers(nodes: Vec<Hash>, width: usize, level: u32) -> Vec<Vec<Hash>> {
     let width = width.max(1).next_power_of_two();
     let mut out = vec![nodes];
@@ -82,6 +81,23 @@ pub fn layers(nodes: Vec<Hash>, width: usize, level: u32) -> Vec<Vec<Hash>> {
     let mut w = width;
     while w > 1 {
         let next = parent_layer(out.last().map_or(&[][..], |l| &l[..]), level);
+        out.push(next);
+        level += 1;
+        w /= 2;
+    }
+    out
+}
+
+/// The layers above `nodes` (at `level`, `width` wide) up to the root,
+/// lowest first, without a copy of `nodes` itself: what answering hash
+/// requests over a known layer needs kept besides it.
+pub fn upper_layers(nodes: &[Hash], width: usize, level: u32) -> Vec<Vec<Hash>> {
+    let width = width.max(1).next_power_of_two();
+    let mut out: Vec<Vec<Hash>> = Vec::new();
+    let mut level = level;
+    let mut w = width;
+    while w > 1 {
+        let next = parent_layer(out.last().map_or(nodes, |l| &l[..]), level);
         out.push(next);
         level += 1;
         w /= 2;
@@ -132,8 +148,8 @@ pub fn file_root(data: &[u8], piece_length: u64) -> Hash {
 }
 
 /// The hashes a BEP 52 `hashes` message carries for a request over
-/// `tree` (from [`layers`]: a layer `level` above the leaves, then every
-/// layer up to the root; missing nodes are pads): nodes `index..index +
+/// `base` (a layer `level` above the leaves) and `upper` (the layers above
+/// it up to the root, from [`upper_layers`]; missing nodes are pads): nodes `index..index +
 /// count` of the bottom layer, then one uncle per proof layer from the
 /// first one the requested nodes cannot give (layer log2(count) above
 /// them) up to layer `proof_layers`, the one closest to the root last.
@@ -141,13 +157,14 @@ pub fn file_root(data: &[u8], piece_length: u64) -> Hash {
 /// two, `index` not a multiple of it, past the layer's end, or proof
 /// layers reaching the root or beyond.
 pub fn hashes_with_proof(
-    tree: &[Vec<Hash>],
+    base: &[Hash],
+    upper: &[Vec<Hash>],
     level: u32,
     index: u64,
     count: u64,
     proof_layers: u32,
 ) -> Option<Vec<Hash>> {
-    let depth = u32::try_from(tree.len().checked_sub(1)?).ok()?;
+    let depth = u32::try_from(upper.len()).ok()?;
     let width = 1u64.checked_shl(depth)?;
     if count == 0
         || !count.is_power_of_two()
@@ -158,7 +175,11 @@ pub fn hashes_with_proof(
         return None;
     }
     let node = |layer: u32, i: u64| -> Hash {
-        tree.get(layer as usize)
+        let nodes = match layer.checked_sub(1) {
+            None => Some(base),
+            Some(k) => upper.get(k as usize).map(|l| &l[..]),
+        };
+        nodes
             .and_then(|l| l.get(usize::try_from(i).ok()?))
             .copied()
             .unwrap_or_else(|| pad(level + layer))
@@ -257,6 +278,7 @@ mod tests {
         assert_eq!(ls.len(), 5);
         assert_eq!(ls[1], layer);
         assert_eq!(ls[4], vec![root(&all, 16, 0)]);
+        assert_eq!(upper_layers(&all, 16, 0), ls[1..]);
     }
 
     #[test]
@@ -280,7 +302,7 @@ mod tests {
         for count in [1u64, 2, 4, 8] {
             for index in (0..8).step_by(count as usize) {
                 let p = 2;
-                let got = hashes_with_proof(&tree, level, index, count, p).unwrap();
+                let got = hashes_with_proof(&tree[0], &tree[1..], level, index, count, p).unwrap();
                 let n = count as usize;
                 assert_eq!(got.len(), n + uncle_count(count, p) as usize);
                 let (nodes, uncles) = got.split_at(n);
@@ -314,7 +336,12 @@ mod tests {
         }
         // The whole layer needs no uncle.
         assert_eq!(uncle_count(8, 2), 0);
-        assert_eq!(hashes_with_proof(&tree, level, 0, 8, 2).unwrap().len(), 8);
+        assert_eq!(
+            hashes_with_proof(&tree[0], &tree[1..], level, 0, 8, 2)
+                .unwrap()
+                .len(),
+            8
+        );
         // Requests that do not fit the tree.
         for (index, count, p) in [
             (0, 3, 2),
@@ -325,7 +352,7 @@ mod tests {
             (0, 0, 0),
         ] {
             assert_eq!(
-                hashes_with_proof(&tree, level, index, count, p),
+                hashes_with_proof(&tree[0], &tree[1..], level, index, count, p),
                 None,
                 "{index} {count} {p}"
             );
@@ -363,7 +390,7 @@ mod tests {
             let tree = layers(layer.clone(), layer.len(), level);
             let depth = (tree.len() - 1) as u32;
             let top = tree[depth as usize][0];
-            if let Some(got) = hashes_with_proof(&tree, level, index, count, proof) {
+            if let Some(got) = hashes_with_proof(&tree[0], &tree[1..], level, index, count, proof) {
                 let n = count as usize;
                 proptest::prop_assert_eq!(got.len(), n + uncle_count(count, proof) as usize);
                 let (nodes, uncles) = got.split_at(n);
@@ -378,7 +405,7 @@ mod tests {
             let _ = check_proof(&top, level, 63, u64::MAX - 1, nodes, uncles);
             let _ = check_proof(&top, level, u32::MAX, 0, nodes, uncles);
             let _ = uncle_count(count, proof);
-            let _ = hashes_with_proof(&tree, level, u64::MAX, count, proof);
+            let _ = hashes_with_proof(&tree[0], &tree[1..], level, u64::MAX, count, proof);
         }
     }
 }

@@ -45,9 +45,9 @@ pub struct V2File {
     /// The piece layer (files larger than a piece): from the torrent, or
     /// later from peers (hash requests); checked against `root` before set.
     layer: OnceLock<Arc<[Hash]>>,
-    /// Every layer from the piece layer up to the root, built on the first
-    /// hash request we answer for this file (and kept: each answer needs
-    /// nodes of every layer).
+    /// The layers above the piece layer up to the root, built on the
+    /// first hash request we answer for this file (and kept: each answer
+    /// needs nodes of every layer).
     tree: OnceLock<Arc<[Vec<Hash>]>>,
 }
 
@@ -102,8 +102,9 @@ impl V2File {
         let layer = self.layer.get()?;
         let tree = self
             .tree
-            .get_or_init(|| merkle::layers(layer.to_vec(), layer.len(), level).into());
+            .get_or_init(|| merkle::upper_layers(layer, layer.len(), level).into());
         merkle::hashes_with_proof(
+            layer,
             tree,
             level,
             u64::from(index),

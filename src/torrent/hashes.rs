@@ -357,9 +357,10 @@ mod tests {
 
     /// What an honest peer holding `layer` answers to `req`.
     fn answer(layer: &[Hash], req: &HashRequest) -> Vec<Hash> {
-        let tree = merkle::layers(layer.to_vec(), layer.len(), req.base);
+        let upper = merkle::upper_layers(layer, layer.len(), req.base);
         merkle::hashes_with_proof(
-            &tree,
+            layer,
+            &upper,
             req.base,
             u64::from(req.index),
             u64::from(req.length),
