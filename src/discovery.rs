@@ -240,6 +240,7 @@ mod tests {
             metadata: Arc::from(&[][..]),
             pex: false,
             encryption: Default::default(),
+            super_seed: Default::default(),
             uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),

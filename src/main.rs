@@ -68,6 +68,9 @@ struct SwarmFlags {
     /// Stop seeding after this long (90s, 30m, 2h, 1h30m).
     #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
     seed_time: Option<std::time::Duration>,
+    /// Super-seed (BEP 16) when the data is complete at the start: show each peer a few pieces at a time, so each piece leaves here about once.
+    #[arg(long)]
+    super_seed: bool,
     /// Folder for state kept between runs, such as DHT nodes (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -412,6 +415,7 @@ impl SwarmFlags {
             list: false,
             seed_ratio: self.seed_ratio,
             seed_time: self.seed_time,
+            super_seed: self.super_seed,
             stall_timeout: self.stall_timeout,
         }
     }

@@ -79,6 +79,9 @@ pub struct Shared {
     pub pex: bool,
     /// Which connections are encrypted (the session's `--encryption`).
     pub encryption: Policy,
+    /// Super-seeding (BEP 16): peers are told we have nothing, and the
+    /// torrent reveals pieces to each with `have`s.
+    pub super_seed: std::sync::atomic::AtomicBool,
     /// Payload bytes, for trackers and progress. Uploads count when the
     /// writer task has handed them to the socket (shared with it).
     pub uploaded: Arc<AtomicU64>,
@@ -597,7 +600,12 @@ async fn run<E: Report>(
         });
     }
     let have = shared.have.snapshot();
-    if fast && have.is_full() {
+    if shared.super_seed.load(Ordering::Relaxed) {
+        // Looks like a peer with nothing; the torrent sends `have`s.
+        if fast {
+            c.writer.msg(&Message::HaveNone);
+        }
+    } else if fast && have.is_full() {
         c.writer.msg(&Message::HaveAll);
     } else if fast && have.none() {
         c.writer.msg(&Message::HaveNone);
@@ -1106,6 +1114,7 @@ mod tests {
             metadata: Arc::from(&[][..]),
             pex: false,
             encryption: Policy::Prefer,
+            super_seed: Default::default(),
             uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
@@ -1185,6 +1194,7 @@ mod tests {
             metadata: Arc::from(&[][..]),
             pex: false,
             encryption: Policy::Prefer,
+            super_seed: Default::default(),
             uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),

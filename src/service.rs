@@ -1210,6 +1210,7 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
         high,
         seed_ratio: svc.inner.cfg.seed_ratio,
         seed_time: svc.inner.cfg.seed_time,
+        super_seed: false,
         stall_timeout: None,
         learned: learned
             .into_iter()

@@ -65,6 +65,8 @@ pub struct TorrentOptions {
     pub learned: Vec<(SocketAddr, PeerSource)>,
     /// Fetch from the torrent's web seeds (BEP 19 `url-list`), if any.
     pub web_seeds: bool,
+    /// Super-seed (BEP 16) if the data is complete at the start.
+    pub super_seed: bool,
 }
 
 /// How the owner of a running torrent steers and watches it.
@@ -451,6 +453,8 @@ impl Session {
             my_connections: self.inner.connections.register(),
             pex: opts.pex && !meta.private,
             encryption: self.inner.encryption,
+            // BEP 16 is for an initial seeder: one that has everything.
+            super_seed: (opts.super_seed && have.is_full()).into(),
             metadata: match meta.info_bytes() {
                 Ok(b) if b.len() as u64 <= crate::peer::metadata::MAX_SIZE => Arc::from(&b[..]),
                 _ => Arc::from(&[][..]),

@@ -7,6 +7,7 @@ pub mod choker;
 pub mod hashes;
 pub mod picker;
 pub mod selection;
+pub mod superseed;
 pub mod webseed;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -472,6 +473,8 @@ pub struct Torrent {
     /// Piece layers still to be fetched from peers (a v2 torrent from a
     /// magnet); their files' pieces are held back in the picker.
     layers: Option<hashes::LayerFetch>,
+    /// Set while super-seeding (BEP 16): what each peer has been shown.
+    super_seed: Option<superseed::SuperSeed>,
 }
 
 impl Torrent {
@@ -546,8 +549,13 @@ impl Torrent {
             webseeds: HashMap::new(),
             web_failure: None,
             layers: None,
+            super_seed: None,
         };
         t.start_layer_fetch();
+        if t.shared.super_seed.load(Ordering::Relaxed) {
+            tracing::info!("super-seeding until every piece is in the swarm");
+            t.super_seed = Some(superseed::SuperSeed::new(t.meta.piece_count()));
+        }
         t.recount_have();
         t.down_rate
             .update(0.0, t.shared.downloaded.load(Ordering::Relaxed));
@@ -1047,6 +1055,13 @@ impl Torrent {
                     self.picker.add_seed();
                 }
                 self.after_availability(key);
+                if self
+                    .super_seed
+                    .as_mut()
+                    .is_some_and(|ss| ss.announced(key, i))
+                {
+                    self.reveal(key);
+                }
             }
             PeerEvent::Extended {
                 reqq,
@@ -1693,6 +1708,9 @@ impl Torrent {
             return;
         };
         tracing::debug!("{}: disconnected: {reason}", p.addr);
+        if let Some(ss) = self.super_seed.as_mut() {
+            ss.release(key);
+        }
         if p.seed {
             self.picker.remove_seed();
         } else {
@@ -1825,23 +1843,17 @@ impl Torrent {
     }
 
     /// Tells peers about new pieces, batched per tick: one command (and one
-    /// write) per peer instead of one per piece per peer.
+    /// write) per peer instead of one per piece per peer. A peer that has
+    /// the piece is told too: a super-seeder (BEP 16) shows us the next
+    /// piece only once we announce the one it showed us.
     fn flush_haves(&mut self) {
         if self.pending_haves.is_empty() {
             return;
         }
         let haves = std::mem::take(&mut self.pending_haves);
         for p in self.peers.values() {
-            if p.seed {
-                continue;
-            }
-            let theirs: Vec<u32> = haves
-                .iter()
-                .copied()
-                .filter(|i| !p.bits.get(*i as usize))
-                .collect();
-            if !theirs.is_empty() {
-                p.send(PeerCmd::Haves(theirs));
+            if !p.seed {
+                p.send(PeerCmd::Haves(haves.clone()));
             }
         }
     }
@@ -1950,6 +1962,58 @@ impl Torrent {
         }
         self.fill_all();
         self.connect_more();
+        self.reveal_all();
+    }
+
+    /// Super-seeding: shows each peer pieces it lacks, a window's worth to
+    /// those we upload to and one to the rest (so they stay interested and
+    /// get their turn).
+    fn reveal(&mut self, key: PeerKey) {
+        let (Some(ss), Some(p)) = (self.super_seed.as_mut(), self.peers.get(&key)) else {
+            return;
+        };
+        if p.seed {
+            return;
+        }
+        let want = if p.am_choking {
+            1
+        } else {
+            superseed::window(self.meta.piece_length, self.meta.piece_count())
+        };
+        let picker = &self.picker;
+        let new = ss.reveal(
+            key,
+            want,
+            &p.bits,
+            |i| picker.availability(i),
+            &mut rand::thread_rng(),
+        );
+        if !new.is_empty() {
+            p.send(PeerCmd::Haves(new));
+        }
+    }
+
+    fn reveal_all(&mut self) {
+        let Some(ss) = &self.super_seed else {
+            return;
+        };
+        if ss.finished(|i| self.picker.availability(i)) {
+            // Every piece is out there: from now on, a plain seeder.
+            tracing::info!("super-seeding done: every piece is in the swarm");
+            self.super_seed = None;
+            self.shared.super_seed.store(false, Ordering::Relaxed);
+            for p in self.peers.values().filter(|p| !p.seed) {
+                let missing: Vec<u32> = (0..self.meta.piece_count())
+                    .filter(|&i| !p.bits.get(i as usize))
+                    .collect();
+                p.send(PeerCmd::Haves(missing));
+            }
+            return;
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.reveal(k);
+        }
     }
 
     fn rechoke(&mut self, now: Instant) {
@@ -1981,8 +2045,14 @@ impl Torrent {
                 } else {
                     PeerCmd::Unchoke
                 });
+                if choke {
+                    if let Some(ss) = self.super_seed.as_mut() {
+                        ss.release(*k);
+                    }
+                }
             }
         }
+        self.reveal_all();
     }
 
     fn publish(&mut self) {
@@ -2161,6 +2231,7 @@ mod tests {
             metadata: Arc::from(&[][..]),
             pex: false,
             encryption: Default::default(),
+            super_seed: Default::default(),
             uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
@@ -2326,6 +2397,7 @@ mod tests {
             metadata: Arc::from(&[][..]),
             pex: false,
             encryption: Default::default(),
+            super_seed: Default::default(),
             uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),

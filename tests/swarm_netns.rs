@@ -87,6 +87,12 @@ fn six_leechers_share_within_one_and_a_half_times_the_bound() {
         .unwrap_or_else(|| panic!("no ratio in {last:?}"));
     eprintln!("{stdout}");
     assert!(ratio <= 1.5, "T/T* = {ratio} > 1.5:\n{stdout}");
+    // The per-piece trace lines reached the report (the seeder-efficiency
+    // figure and the churn check are built from them).
+    assert!(
+        stdout.contains("seeder upload before every piece existed once"),
+        "{stdout}"
+    );
     let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let left = String::from_utf8_lossy(&left.stdout);
     assert!(!left.contains(&tag), "namespaces left behind: {left}");

@@ -10,7 +10,7 @@
 #   bash benches/swarm/run.sh --leechers N --size BYTES --seed-up RATE \
 #        --up RATE[,RATE...] --down RATE [--client shoal|aria2|transmission] \
 #        [--free-riders K] [--churn K [--churn-at S] [--churn-down S]] \
-#        [--join all|flash|staggered [--stagger S]] [--seed-leaves] \
+#        [--join all|flash|staggered [--stagger S]] [--seed-leaves] [--super-seed] \
 #        [--seed-slots S] [--leech-slots S] [--pace FRACTION] [--timeout SECONDS] [--keep DIR]
 #
 # --client       every peer, seeder included, runs this client (default shoal)
@@ -24,6 +24,7 @@
 # --join         all: at once; flash: each at a random moment within 1 s;
 #                staggered: one every --stagger seconds (default 1)
 # --seed-leaves  the seeder stops once it has uploaded one copy (F bytes)
+# --super-seed   the shoal seeder super-seeds (BEP 16, --super-seed)
 # --seed-slots   regular upload slots of a shoal seeder (SHOAL_TEST_UPLOAD_SLOTS)
 # --leech-slots  the same for shoal leechers
 # --pace         every shoal peer limits its upload (--upload-limit) to this
@@ -44,7 +45,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 N=6 SIZE=8M SEED_UP=16mbit UP=8mbit DOWN=100mbit CLIENT=shoal FREE=0 TIMEOUT=300 KEEP=
-CHURN=0 CHURN_AT= CHURN_DOWN=2 JOIN=all STAGGER=1 SEED_LEAVES=0 SEED_SLOTS= LEECH_SLOTS= PACE=
+CHURN=0 CHURN_AT= CHURN_DOWN=2 JOIN=all STAGGER=1 SEED_LEAVES=0 SUPER_SEED=0 SEED_SLOTS= LEECH_SLOTS= PACE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --leechers) N=$2; shift 2 ;;
@@ -60,12 +61,13 @@ while [ $# -gt 0 ]; do
     --join) JOIN=$2; shift 2 ;;
     --stagger) STAGGER=$2; shift 2 ;;
     --seed-leaves) SEED_LEAVES=1; shift ;;
+    --super-seed) SUPER_SEED=1; shift ;;
     --seed-slots) SEED_SLOTS=$2; shift 2 ;;
     --leech-slots) LEECH_SLOTS=$2; shift 2 ;;
     --pace) PACE=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
-    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "swarm: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -237,6 +239,7 @@ case "$CLIENT" in
   shoal)
     read -r -a extra < <(pace "$SEED_UP"; echo)
     [ "$SEED_LEAVES" = 1 ] && extra+=(--seed-ratio 1)
+    [ "$SUPER_SEED" = 1 ] && extra+=(--super-seed)
     env ${SEED_SLOTS:+SHOAL_TEST_UPLOAD_SLOTS=$SEED_SLOTS} ip netns exec "$seed_ns" \
       "$bin" seed "$work/t.torrent" --from "$work/src" --port 6881 "${common[@]}" "${extra[@]}" \
       >"$work/seed.json" 2>"$work/seed.err" &
@@ -337,6 +340,7 @@ churn_down=$CHURN_DOWN
 join=$JOIN
 stagger=$STAGGER
 seed_leaves=$SEED_LEAVES
+super_seed=$SUPER_SEED
 seed_slots=$SEED_SLOTS
 leech_slots=$LEECH_SLOTS
 pace=$PACE

@@ -511,6 +511,7 @@ pub struct RunArgs {
     /// Stop seeding at this upload ratio or after this long.
     pub seed_ratio: Option<f64>,
     pub seed_time: Option<std::time::Duration>,
+    pub super_seed: bool,
     /// Seconds without data after which a download gives up.
     pub stall_timeout: Option<u64>,
 }
@@ -1015,6 +1016,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         selection,
         seed_ratio: a.seed_ratio,
         seed_time: a.seed_time,
+        super_seed: a.super_seed,
         stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
         learned,
         web_seeds: !a.no_web_seeds,

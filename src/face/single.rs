@@ -47,6 +47,8 @@ pub struct Options {
     /// When to stop seeding (`--seed-ratio`, `--seed-time`); never without.
     pub seed_ratio: Option<f64>,
     pub seed_time: Option<Duration>,
+    /// Super-seed (BEP 16) when the data is complete at the start.
+    pub super_seed: bool,
     /// Give up when an incomplete download got no data for this long.
     pub stall_timeout: Option<Duration>,
     /// Peers a magnet's metadata phase found, with where from.
@@ -115,6 +117,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         high: None,
         seed_ratio: opts.seed_ratio,
         seed_time: opts.seed_time,
+        super_seed: opts.super_seed,
         stall_timeout: opts.stall_timeout,
         learned: opts.learned,
         web_seeds: opts.web_seeds,

@@ -740,8 +740,10 @@ impl Picker {
             self.wanted_left = self.wanted_left.saturating_sub(1);
         }
         // The swarm harness (SHOAL_LOG=shoal::picker=trace) follows every
-        // piece's copies through the swarm from these lines.
-        tracing::trace!("piece {piece} verified");
+        // piece's copies through the swarm from these lines. The target is
+        // fixed: when this module moved under torrent/, the harness lost
+        // them without a word.
+        tracing::trace!(target: "shoal::picker", "piece {piece} verified");
     }
 
     /// Hash failed: every block of the piece is free again, piece re-enters the pool.
