@@ -1999,7 +1999,10 @@ impl Torrent {
         };
         if ss.finished(|i| self.picker.availability(i)) {
             // Every piece is out there: from now on, a plain seeder.
-            tracing::info!("super-seeding done: every piece is in the swarm");
+            tracing::info!(
+                "super-seeding done: every piece is in the swarm, {} bytes sent",
+                self.shared.uploaded.load(Ordering::Relaxed)
+            );
             self.super_seed = None;
             self.shared.super_seed.store(false, Ordering::Relaxed);
             for p in self.peers.values().filter(|p| !p.seed) {
