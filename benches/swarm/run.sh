@@ -11,6 +11,7 @@
 #        --up RATE[,RATE...] --down RATE [--client shoal|aria2|transmission] \
 #        [--free-riders K] [--churn K [--churn-at S] [--churn-down S]] \
 #        [--join all|flash|staggered [--stagger S]] [--seed-leaves] [--super-seed] \
+#        [--trackerless] \
 #        [--seed-slots S] [--leech-slots S] [--pace FRACTION] [--timeout SECONDS] [--keep DIR]
 #
 # --client       every peer, seeder included, runs this client (default shoal)
@@ -25,6 +26,9 @@
 #                staggered: one every --stagger seconds (default 1)
 # --seed-leaves  the seeder stops once it has uploaded one copy (F bytes)
 # --super-seed   the shoal seeder super-seeds (BEP 16, --super-seed)
+# --trackerless  no tracker: the torrent has no announce URL and every peer
+#                finds the others through the DHT; the tracker's namespace
+#                runs a shoal DHT node as the bootstrap node instead. shoal only.
 # --seed-slots   regular upload slots of a shoal seeder (SHOAL_TEST_UPLOAD_SLOTS)
 # --leech-slots  the same for shoal leechers
 # --pace         every shoal peer limits its upload (--upload-limit) to this
@@ -45,7 +49,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 N=6 SIZE=8M SEED_UP=16mbit UP=8mbit DOWN=100mbit CLIENT=shoal FREE=0 TIMEOUT=300 KEEP=
-CHURN=0 CHURN_AT= CHURN_DOWN=2 JOIN=all STAGGER=1 SEED_LEAVES=0 SUPER_SEED=0 SEED_SLOTS= LEECH_SLOTS= PACE=
+CHURN=0 CHURN_AT= CHURN_DOWN=2 JOIN=all STAGGER=1 SEED_LEAVES=0 SUPER_SEED=0 TRACKERLESS=0 SEED_SLOTS= LEECH_SLOTS= PACE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --leechers) N=$2; shift 2 ;;
@@ -62,6 +66,7 @@ while [ $# -gt 0 ]; do
     --stagger) STAGGER=$2; shift 2 ;;
     --seed-leaves) SEED_LEAVES=1; shift ;;
     --super-seed) SUPER_SEED=1; shift ;;
+    --trackerless) TRACKERLESS=1; shift ;;
     --seed-slots) SEED_SLOTS=$2; shift 2 ;;
     --leech-slots) LEECH_SLOTS=$2; shift 2 ;;
     --pace) PACE=$2; shift 2 ;;
@@ -79,6 +84,7 @@ case "$CLIENT" in
 esac
 case "$JOIN" in all|flash|staggered) ;; *) echo "swarm: --join is all, flash or staggered" >&2; exit 2 ;; esac
 [ "$FREE" = 0 ] || [ "$CLIENT" = shoal ] || { echo "swarm: --free-riders needs --client shoal" >&2; exit 2; }
+[ "$TRACKERLESS" = 0 ] || [ "$CLIENT" = shoal ] || { echo "swarm: --trackerless needs --client shoal" >&2; exit 2; }
 [ $((FREE + CHURN)) -le "$N" ] || { echo "swarm: free riders and churned peers are distinct leechers" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "swarm: needs root (network namespaces)" >&2; exit 1; }
 for p in ip tc opentracker python3 /usr/bin/time ${need:-}; do
@@ -193,19 +199,39 @@ pids+=($!)
 # Data and torrent.
 mkdir -p "$work/src"
 head -c "$F" /dev/urandom >"$work/src/data.bin"
-"$bin" create "$work/src/data.bin" -o "$work/t.torrent" -t "http://$tracker_ip:6969/announce" --force >/dev/null
-hash=$("$bin" info "$work/t.torrent" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["info_hash"])')
-echo "$hash" >"$work/whitelist"
-chmod 644 "$work/whitelist"
-printf 'listen.tcp_udp %s:6969\naccess.whitelist %s\n' "$tracker_ip" "$work/whitelist" >"$work/ot.conf"
-ip netns exec "$tag-tracker" opentracker -f "$work/ot.conf" >"$work/tracker.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do
-  ip netns exec "$tag-tracker" ss -ltn 2>/dev/null | grep -q ':6969 ' && break; sleep 0.05
-done
+if [ "$TRACKERLESS" = 1 ]; then
+  "$bin" create "$work/src/data.bin" -o "$work/t.torrent" --force >/dev/null
+  # The bootstrap node: a shoal DHT node (a download of a torrent nobody
+  # has, so it just stays up) that the seeder announces to and the leechers
+  # ask first; it bootstraps from the seeder's node in turn.
+  ip netns exec "$tag-tracker" "$bin" download \
+    "magnet:?xt=urn:btih:$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+    -o "$work/boot" --port 6881 --dht-port 6881 --dht-bootstrap "$seed_ip:6881" \
+    --state-dir "$work/state-boot" --no-lsd --no-pex --quiet >"$work/tracker.log" 2>&1 &
+  pids+=($!)
+else
+  "$bin" create "$work/src/data.bin" -o "$work/t.torrent" -t "http://$tracker_ip:6969/announce" --force >/dev/null
+  hash=$("$bin" info "$work/t.torrent" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["info_hash"])')
+  echo "$hash" >"$work/whitelist"
+  chmod 644 "$work/whitelist"
+  printf 'listen.tcp_udp %s:6969\naccess.whitelist %s\n' "$tracker_ip" "$work/whitelist" >"$work/ot.conf"
+  ip netns exec "$tag-tracker" opentracker -f "$work/ot.conf" >"$work/tracker.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    ip netns exec "$tag-tracker" ss -ltn 2>/dev/null | grep -q ':6969 ' && break; sleep 0.05
+  done
+fi
 
 now() { date +%s.%N; }
 common=(--no-dht --no-lsd --no-pex --json)
+# dht NAME: a peer's DHT flags when trackerless (its own state folder: the
+# default one would be shared by every peer on this machine).
+dht() {
+  if [ "$TRACKERLESS" = 1 ]; then
+    echo --dht-port 6881 --dht-bootstrap "$tracker_ip:6881" --state-dir "$work/state-$1"
+  fi
+}
+[ "$TRACKERLESS" = 1 ] && common=(--no-lsd --no-pex --json)
 aria_common=(--enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=false
   --disable-ipv6=true --bt-require-crypto=false --listen-port=6881 --file-allocation=none
   --allow-overwrite=true --summary-interval=0 --console-log-level=warn)
@@ -240,6 +266,8 @@ case "$CLIENT" in
     read -r -a extra < <(pace "$SEED_UP"; echo)
     [ "$SEED_LEAVES" = 1 ] && extra+=(--seed-ratio 1)
     [ "$SUPER_SEED" = 1 ] && extra+=(--super-seed)
+    read -r -a d < <(dht seed; echo)
+    extra+=("${d[@]}")
     env ${SEED_SLOTS:+SHOAL_TEST_UPLOAD_SLOTS=$SEED_SLOTS} ip netns exec "$seed_ns" \
       "$bin" seed "$work/t.torrent" --from "$work/src" --port 6881 "${common[@]}" "${extra[@]}" \
       >"$work/seed.json" 2>"$work/seed.err" &
@@ -283,6 +311,8 @@ leech() {
       local fr= lim
       [ "$i" -le "$FREE" ] && fr=SHOAL_TEST_FREE_RIDE=1
       read -r -a lim < <(pace "${UPS[$(( (i - 1) % ${#UPS[@]} ))]}"; echo)
+      read -r -a d < <(dht "l$i"; echo)
+      lim+=("${d[@]}")
       env $fr ${LEECH_SLOTS:+SHOAL_TEST_UPLOAD_SLOTS=$LEECH_SLOTS} SHOAL_LOG=${LEECH_LOG:-warn,shoal::picker=trace} ip netns exec "$ns" "${rus[@]}" \
         "$bin" download "$work/t.torrent" -o "$dir" --port 6881 "${common[@]}" "${lim[@]}" \
         >"$work/l$i.r$r.json" 2>"$work/l$i.r$r.err"
@@ -341,6 +371,7 @@ join=$JOIN
 stagger=$STAGGER
 seed_leaves=$SEED_LEAVES
 super_seed=$SUPER_SEED
+trackerless=$TRACKERLESS
 seed_slots=$SEED_SLOTS
 leech_slots=$LEECH_SLOTS
 pace=$PACE
