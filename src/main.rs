@@ -17,6 +17,30 @@ struct Cli {
     command: Command,
 }
 
+/// How peers are found and reached: the same for `download`, `seed` and
+/// `serve`.
+#[derive(clap::Args)]
+struct NetFlags {
+    /// Do not use the DHT to find peers (also: SHOAL_NO_DHT=1).
+    #[arg(long, env = "SHOAL_NO_DHT", value_parser = clap::builder::FalseyValueParser::new())]
+    no_dht: bool,
+    /// DHT node to join the network through, instead of the well-known routers; repeatable.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", value_parser = parse_peer)]
+    dht_bootstrap: Vec<String>,
+    /// UDP port of the DHT node (default: the same number as --port, else a free one).
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    dht_port: Option<u16>,
+    /// Do not exchange peer lists with peers (PEX, BEP 11).
+    #[arg(long)]
+    no_pex: bool,
+    /// Encrypt peer connections (MSE): prefer (dial encrypted offering plain text too, retry in plain text), require (RC4 both ways, never plain), plain (never dial encrypted; refuse RC4-only peers).
+    #[arg(long, value_name = "MODE", default_value = "prefer", value_parser = encryption_parser())]
+    encryption: Policy,
+    /// Do not announce or look for peers on the local network (BEP 14; also: SHOAL_NO_LSD=1).
+    #[arg(long, env = "SHOAL_NO_LSD", value_parser = clap::builder::FalseyValueParser::new())]
+    no_lsd: bool,
+}
+
 /// Flags `download` and `seed` share.
 #[derive(clap::Args)]
 struct SwarmFlags {
@@ -41,24 +65,8 @@ struct SwarmFlags {
     /// Limit downloads to this rate: bytes per second, or with a unit (512k, 1M, 10MiB).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     download_limit: Option<u64>,
-    /// Do not use the DHT to find peers (also: SHOAL_NO_DHT=1).
-    #[arg(long, env = "SHOAL_NO_DHT", value_parser = clap::builder::FalseyValueParser::new())]
-    no_dht: bool,
-    /// DHT node to join the network through, instead of the well-known routers; repeatable.
-    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", value_parser = parse_peer)]
-    dht_bootstrap: Vec<String>,
-    /// UDP port of the DHT node (default: the same number as --port, else a free one).
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    dht_port: Option<u16>,
-    /// Do not exchange peer lists with peers (PEX, BEP 11).
-    #[arg(long)]
-    no_pex: bool,
-    /// Encrypt peer connections (MSE): prefer (dial encrypted offering plain text too, retry in plain text), require (RC4 both ways, never plain), plain (never dial encrypted; refuse RC4-only peers).
-    #[arg(long, value_name = "MODE", default_value = "prefer", value_parser = encryption_parser())]
-    encryption: Policy,
-    /// Do not announce or look for peers on the local network (BEP 14; also: SHOAL_NO_LSD=1).
-    #[arg(long, env = "SHOAL_NO_LSD", value_parser = clap::builder::FalseyValueParser::new())]
-    no_lsd: bool,
+    #[command(flatten)]
+    net: NetFlags,
     /// Do not download from the torrent's web seeds (HTTP servers in its `url-list`, BEP 19).
     #[arg(long)]
     no_web_seeds: bool,
@@ -285,24 +293,8 @@ enum Command {
         /// Folder for the service's state: its torrents, DHT nodes, token (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
-        /// Do not use the DHT (also: SHOAL_NO_DHT=1).
-        #[arg(long, env = "SHOAL_NO_DHT", value_parser = clap::builder::FalseyValueParser::new())]
-        no_dht: bool,
-        /// DHT node to join the network through; repeatable.
-        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", value_parser = parse_peer)]
-        dht_bootstrap: Vec<String>,
-        /// UDP port of the DHT node.
-        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-        dht_port: Option<u16>,
-        /// Do not exchange peer lists with peers (PEX).
-        #[arg(long)]
-        no_pex: bool,
-        /// Encrypt peer connections (MSE): prefer (dial encrypted offering plain text too, retry in plain text), require (RC4 both ways, never plain), plain (never dial encrypted; refuse RC4-only peers).
-        #[arg(long, value_name = "MODE", default_value = "prefer", value_parser = encryption_parser())]
-        encryption: Policy,
-        /// Do not use local discovery (also: SHOAL_NO_LSD=1).
-        #[arg(long, env = "SHOAL_NO_LSD", value_parser = clap::builder::FalseyValueParser::new())]
-        no_lsd: bool,
+        #[command(flatten)]
+        net: NetFlags,
     },
     /// Add torrents to a running service: .torrent files, magnet links or URLs.
     Add {
@@ -401,15 +393,15 @@ impl SwarmFlags {
             overwrite,
             save_torrent: None,
             dht: cli::DhtArgs {
-                off: self.no_dht,
-                port: self.dht_port,
-                bootstrap: self.dht_bootstrap,
+                off: self.net.no_dht,
+                port: self.net.dht_port,
+                bootstrap: self.net.dht_bootstrap,
                 state_dir: self.state_dir,
             },
-            no_pex: self.no_pex,
-            no_lsd: self.no_lsd,
+            no_pex: self.net.no_pex,
+            no_lsd: self.net.no_lsd,
             no_web_seeds: self.no_web_seeds,
-            encryption: self.encryption,
+            encryption: self.net.encryption,
             only: Vec::new(),
             select: None,
             list: false,
@@ -543,12 +535,7 @@ fn main() -> ExitCode {
             upload_limit,
             download_limit,
             state_dir,
-            no_dht,
-            dht_bootstrap,
-            dht_port,
-            no_pex,
-            no_lsd,
-            encryption,
+            net,
         } => {
             if !listen.ip().is_loopback() && !allow_remote {
                 Cli::command()
@@ -572,14 +559,14 @@ fn main() -> ExitCode {
                 upload_limit,
                 download_limit,
                 dht: cli::DhtArgs {
-                    off: no_dht,
-                    port: dht_port,
-                    bootstrap: dht_bootstrap,
+                    off: net.no_dht,
+                    port: net.dht_port,
+                    bootstrap: net.dht_bootstrap,
                     state_dir: None,
                 },
-                no_pex,
-                no_lsd,
-                encryption,
+                no_pex: net.no_pex,
+                no_lsd: net.no_lsd,
+                encryption: net.encryption,
             })
         }
         Command::Add {
