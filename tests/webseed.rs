@@ -189,21 +189,7 @@ fn answer(
 
 /// `shoal create` with web seeds.
 fn create(src: &Path, out: &Path, piece_length: u32, web_seeds: &[String]) -> PathBuf {
-    let mut args: Vec<String> = vec![
-        "create".into(),
-        src.display().to_string(),
-        "-o".into(),
-        out.display().to_string(),
-        "--piece-length".into(),
-        piece_length.to_string(),
-    ];
-    for w in web_seeds {
-        args.push("--web-seed".into());
-        args.push(w.clone());
-    }
-    let o = Command::new(shoal_bin()).args(&args).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    out.to_path_buf()
+    create_torrent_with(src, out, piece_length, &[], web_seeds)
 }
 
 fn download(d: &Path, torrent: &str, out: &Path, extra: &[&str], name: &str) -> Proc {

@@ -206,6 +206,17 @@ pub fn last_event(stdout: &str, kind: &str) -> Option<serde_json::Value> {
 
 /// Runs `shoal create` and returns the torrent's path.
 pub fn create_torrent(src: &Path, out: &Path, trackers: &[String], piece_length: u32) -> PathBuf {
+    create_torrent_with(src, out, piece_length, trackers, &[])
+}
+
+/// `shoal create` with trackers (`-t`) and web seeds (`--web-seed`).
+pub fn create_torrent_with(
+    src: &Path,
+    out: &Path,
+    piece_length: u32,
+    trackers: &[String],
+    web_seeds: &[String],
+) -> PathBuf {
     let mut args: Vec<String> = vec![
         "create".into(),
         src.display().to_string(),
@@ -217,6 +228,10 @@ pub fn create_torrent(src: &Path, out: &Path, trackers: &[String], piece_length:
     for t in trackers {
         args.push("-t".into());
         args.push(t.clone());
+    }
+    for w in web_seeds {
+        args.push("--web-seed".into());
+        args.push(w.clone());
     }
     let o = Command::new(shoal_bin()).args(&args).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
