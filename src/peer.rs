@@ -53,6 +53,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 const UPLOAD_HIGH_WATER: usize = 2 << 20;
 /// One disk batch for uploads: bounded so one peer cannot hog the pool.
 const UPLOAD_BATCH_BYTES: usize = 1 << 20;
+/// Leaf-hash answers (BEP 52, base layer 0) being computed for one peer:
+/// each reads and hashes up to 8 MiB, so more wait for a reject.
+const MAX_LEAF_JOBS: usize = 2;
+/// Leaves one leaf-hash answer may read (a request's 512, or one piece
+/// of up to this size when pieces are larger than a request).
+const MAX_LEAF_READ: u64 = 1024;
 
 /// What every peer task of a torrent shares, read-only or atomic.
 pub struct Shared {
@@ -448,6 +454,32 @@ impl Writer {
     fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
+
+    /// What a blocking task needs to send a message on this connection.
+    fn handle(&self) -> WriterHandle {
+        WriterHandle {
+            tx: self.tx.clone(),
+            queued: self.queued.clone(),
+        }
+    }
+}
+
+/// Sends whole messages from outside the connection's task (answers
+/// computed off the runtime); order against the task's own messages does
+/// not matter for them.
+struct WriterHandle {
+    tx: mpsc::UnboundedSender<(Bytes, u64)>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl WriterHandle {
+    fn msg(&self, m: &Message) {
+        let mut buf = BytesMut::new();
+        wire::encode(m, &mut buf);
+        self.queued.fetch_add(buf.len(), Ordering::Relaxed);
+        // A closed connection needs no answer.
+        let _ = self.tx.send((buf.freeze(), 0));
+    }
 }
 
 async fn write_loop(
@@ -501,6 +533,8 @@ struct Conn<'a> {
     requested: HashSet<BlockRef>,
     /// Hash requests sent and not answered: only their answers are taken.
     hash_requested: HashSet<HashRequest>,
+    /// Leaf-hash answers being computed off the runtime.
+    leaf_jobs: Arc<AtomicUsize>,
     unrequested_bytes: u64,
     /// The peer's requests waiting to be served.
     uploads: VecDeque<BlockRef>,
@@ -565,6 +599,7 @@ async fn run<E: Report>(
         peer_choking: true,
         requested: HashSet::new(),
         hash_requested: HashSet::new(),
+        leaf_jobs: Arc::default(),
         unrequested_bytes: 0,
         uploads: VecDeque::new(),
         stats,
@@ -898,11 +933,15 @@ impl Conn<'_> {
     }
 
     /// Answers a BEP 52 hash request for a piece layer we know, with the
-    /// hashes and their proof up to the file's root; anything else
+    /// hashes and their proof up to the file's root, or for leaves of
+    /// pieces we have ([`Conn::start_leaf_answer`]); anything else
     /// (another layer, a file we lack the layer of, a malformed request,
     /// a full send queue) gets a hash reject, which BEP 52 requires in
     /// place of silence.
     fn on_hash_request(&mut self, req: HashRequest) {
+        if req.base == 0 && self.start_leaf_answer(req) {
+            return;
+        }
         let layout = self.shared.store.layout();
         let answer = layout
             .v2
@@ -932,6 +971,75 @@ impl Conn<'_> {
                 self.writer.msg(&Message::HashReject(req));
             }
         }
+    }
+
+    /// Starts answering a request for leaf hashes (base layer 0) of a
+    /// file: they are not kept, so the pieces covered are read and hashed
+    /// off the runtime, and the answer (or a reject, when a piece is
+    /// missing or the request does not fit) is sent from there. False
+    /// when it is refused at once.
+    fn start_leaf_answer(&mut self, req: HashRequest) -> bool {
+        let Some(v2) = self.shared.store.layout().v2.clone() else {
+            return false;
+        };
+        if !req.well_formed()
+            || self.writer.queued() > UPLOAD_HIGH_WATER
+            || v2.by_root(&req.root).is_none()
+            || self.leaf_jobs.load(Ordering::Relaxed) >= MAX_LEAF_JOBS
+        {
+            return false;
+        }
+        self.leaf_jobs.fetch_add(1, Ordering::Relaxed);
+        let jobs = self.leaf_jobs.clone();
+        let out = self.writer.handle();
+        let store = self.shared.store.clone();
+        let have = self.shared.have.clone();
+        tokio::task::spawn_blocking(move || {
+            let read = |p: u32| {
+                if !have.get(p as usize) {
+                    return None;
+                }
+                let mut buf = Vec::new();
+                match store.read_piece(p, &mut buf) {
+                    Ok(true) => Some(buf),
+                    Ok(false) => None,
+                    Err(e) => {
+                        tracing::debug!("reading piece {p} for leaf hashes: {e}");
+                        None
+                    }
+                }
+            };
+            let answer = v2.by_root(&req.root).and_then(|f| {
+                f.answer_leaves(
+                    v2.piece_length,
+                    req.index,
+                    req.length,
+                    req.proof_layers,
+                    MAX_LEAF_READ,
+                    read,
+                )
+            });
+            match answer {
+                Some(hashes) => {
+                    tracing::debug!(
+                        "leaf hash request answered: leaves {}..{}, {} uncles",
+                        req.index,
+                        req.index.saturating_add(req.length),
+                        hashes.len().saturating_sub(req.length as usize)
+                    );
+                    out.msg(&Message::Hashes {
+                        req,
+                        hashes: Bytes::from(hashes.concat()),
+                    });
+                }
+                None => {
+                    tracing::debug!("leaf hash request rejected: {req:?}");
+                    out.msg(&Message::HashReject(req));
+                }
+            }
+            jobs.fetch_sub(1, Ordering::Relaxed);
+        });
+        true
     }
 
     /// Serves pieces of our info dictionary (BEP 9) so magnet users can get
@@ -1131,6 +1239,7 @@ mod tests {
             peer_choking: true,
             requested: HashSet::new(),
             hash_requested: HashSet::new(),
+            leaf_jobs: Arc::default(),
             unrequested_bytes: 0,
             uploads: VecDeque::new(),
             stats: Arc::default(),
@@ -1211,6 +1320,7 @@ mod tests {
             peer_choking: true,
             requested: HashSet::new(),
             hash_requested: HashSet::new(),
+            leaf_jobs: Arc::default(),
             unrequested_bytes: 0,
             uploads: VecDeque::new(),
             stats: Arc::default(),

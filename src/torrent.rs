@@ -5,6 +5,7 @@
 
 pub mod choker;
 pub mod hashes;
+pub mod leaves;
 pub mod picker;
 pub mod selection;
 pub mod superseed;
