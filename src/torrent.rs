@@ -1161,11 +1161,14 @@ impl Torrent {
                 self.picker.release(key, b);
                 self.fill_all();
             }
-            PeerEvent::Hashes { req, hashes } if req.base == 0 => {
-                self.on_leaf_hashes(key, req, &hashes)
+            PeerEvent::Hashes { req, hashes } => {
+                if !self.on_leaf_hashes(key, req, &hashes) {
+                    self.on_hashes(key, req, hashes);
+                }
             }
-            PeerEvent::Hashes { req, hashes } => self.on_hashes(key, req, hashes),
-            PeerEvent::HashRejected(req) if req.base == 0 => self.leaf_refused(key, Some(req)),
+            PeerEvent::HashRejected(req) if self.is_leaf_request(&req) => {
+                self.leaf_refused(key, Some(req))
+            }
             PeerEvent::HashRejected(req) => {
                 if let Some(l) = self.layers.as_mut() {
                     l.on_reject(key, &req, Instant::now());
@@ -1612,18 +1615,24 @@ impl Torrent {
         self.fill_all();
     }
 
-    /// A leaf-hash answer (base layer 0) to one of our failed pieces.
-    fn on_leaf_hashes(&mut self, key: PeerKey, req: HashRequest, got: &[merkle::Hash]) {
+    fn is_leaf_request(&self, req: &HashRequest) -> bool {
+        self.leaf_checks.values().any(|c| c.pending.req == *req)
+    }
+
+    /// A leaf-hash answer (base layer 0) to one of our failed pieces;
+    /// false when `req` is not one (with 16 KiB pieces base layer 0 is
+    /// also the piece layer a magnet's download asks for).
+    fn on_leaf_hashes(&mut self, key: PeerKey, req: HashRequest, got: &[merkle::Hash]) -> bool {
         let Some(piece) = self
             .leaf_checks
             .iter()
             .find(|(_, c)| c.pending.req == req)
             .map(|(p, _)| *p)
         else {
-            return;
+            return false;
         };
         let Some(c) = self.leaf_checks.get_mut(&piece) else {
-            return;
+            return false;
         };
         let verdict = c.pending.on_answer(key, got);
         if verdict == leaves::Verdict::Lie {
@@ -1635,9 +1644,10 @@ impl Torrent {
                 p.strikes += 1;
             }
             self.ask_leaves(piece);
-            return;
+            return true;
         }
         self.on_leaf_verdict(piece, verdict);
+        true
     }
 
     /// The peer asked for a piece's leaves refused or left: someone else
