@@ -845,3 +845,151 @@ fn v2_magnet_resume_keeps_what_is_on_disk() {
     assert_same_tree(&d.join("src"), &d.join("out"));
     assert!(seeder.stop().success(), "{}", tail(&seeder.stderr(), 30));
 }
+
+/// One corrupt block of a v2 piece, from a peer that serves everything
+/// else right (and rejects hash requests): the leecher keeps the piece,
+/// gets its leaf hashes from the honest shoal seeder (which reads them
+/// from its data), bans the sender of the bad block after this one
+/// failure, and fetches that block alone again; the files come out
+/// byte-identical.
+#[test]
+fn one_bad_block_of_a_v2_piece_is_found_by_its_leaf_hashes() {
+    use shoal::peer::wire::{Handshake, Message, V2_BIT};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = create(d, "--v2", "v2.torrent");
+    let m = Metainfo::from_file(&t).unwrap();
+    let v2 = m.v2.as_ref().unwrap();
+    // The piece space as peers see it: each file from a piece boundary.
+    let mut space = vec![0u8; m.total_length as usize];
+    for f in &v2.files {
+        let e = &m.files[f.file];
+        let rel = e.path.strip_prefix("pack").unwrap();
+        let bytes = std::fs::read(d.join("src/pack").join(rel)).unwrap();
+        let at = (u64::from(f.first_piece) * u64::from(PIECE)) as usize;
+        space[at..at + bytes.len()].copy_from_slice(&bytes);
+    }
+    // Pieces of multi-piece files whose second block is a whole block.
+    let targets: Vec<u32> = v2
+        .files
+        .iter()
+        .filter(|f| f.pieces > 1)
+        .flat_map(|f| {
+            (f.first_piece..f.first_piece + f.pieces)
+                .filter(move |p| u64::from(p - f.first_piece + 1) * u64::from(PIECE) <= f.length)
+        })
+        .collect();
+
+    // The honest seeder is slow, so the corrupter gets most requests.
+    let (mut honest, honest_port) = seeder(d, &t, &d.join("src"), &["--upload-limit", "96k"]);
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_port = fake.local_addr().unwrap().port();
+    // The block it corrupted, and every block it was asked for after.
+    type Log = (Option<(u32, u32)>, Vec<(u32, u32)>);
+    let log: Arc<Mutex<Log>> = Arc::default();
+    let log2 = log.clone();
+    let short = v2.short_hash();
+    let stop = StopOnDrop(Arc::default());
+    let stop2 = stop.0.clone();
+    let fake_thread = std::thread::spawn(move || {
+        fake.set_nonblocking(true).unwrap();
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok((s, _)) = fake.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            let mut f = common::fake::Fake::new(s);
+            if f.read_handshake().is_err() {
+                continue;
+            }
+            let mut hs = Handshake::new(short, *b"-BB0000-000000000000");
+            hs.reserved[7] |= V2_BIT;
+            f.send_raw(&hs.encode());
+            f.send(&Message::HaveAll);
+            f.send(&Message::Unchoke);
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                match f.recv(Duration::from_millis(200)) {
+                    Ok(Some(Message::HashRequest(r))) => {
+                        f.send(&Message::HashReject(r));
+                    }
+                    Ok(Some(Message::Request(b))) => {
+                        let start = b.index as usize * PIECE as usize + b.begin as usize;
+                        let mut data = space[start..start + b.length as usize].to_vec();
+                        let mut l = log2.lock().unwrap();
+                        if l.0.is_some() {
+                            l.1.push((b.index, b.begin));
+                        } else if b.begin == 16384 && targets.contains(&b.index) {
+                            data[7] ^= 0xff;
+                            l.0 = Some((b.index, b.begin));
+                        }
+                        drop(l);
+                        f.send(&Message::Piece {
+                            index: b.index,
+                            begin: b.begin,
+                            data: data.into(),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    });
+
+    let own = free_port().to_string();
+    let (fp, hp) = (
+        format!("127.0.0.1:{fake_port}"),
+        format!("127.0.0.1:{honest_port}"),
+    );
+    let out = d.join("out");
+    let mut l = Proc::spawn(
+        &[
+            "download",
+            t.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--peer",
+            &fp,
+            "--peer",
+            &hp,
+            "--port",
+            &own,
+            "--json",
+        ],
+        d,
+        "leecher",
+    );
+    let status = l.wait(Duration::from_secs(90));
+    drop(stop);
+    assert!(status.success(), "{}", tail(&l.stderr(), 40));
+    let done = l.done_event();
+    assert_eq!(done["complete"], true, "{done}");
+    assert_same_tree(&d.join("src"), &out);
+    let (bad, _) = log.lock().unwrap().clone();
+    let bad = bad.expect("the fake corrupted a block");
+    let err = l.stderr();
+    assert_eq!(done["hash_failures"], 1, "{done}\n{}", tail(&err, 40));
+    assert_eq!(done["banned"], 1, "{done}");
+    // Re-downloaded: the bad block (16 KiB; a whole piece is 32 KiB).
+    let extra = done["downloaded"].as_u64().unwrap() - m.total_length;
+    assert!(extra >= 16384 && extra < u64::from(PIECE), "{done}");
+    assert!(
+        err.contains(&format!(
+            "piece {}: leaf hashes show 1 bad block(s) of 2; fetching only those",
+            bad.0
+        )),
+        "{}",
+        tail(&err, 40)
+    );
+    assert!(err.contains("sent a block its leaf hash proves corrupt"));
+    assert!(
+        !err.contains("fetching it again whole"),
+        "{}",
+        tail(&err, 40)
+    );
+    assert!(honest.stop().success(), "{}", tail(&honest.stderr(), 30));
+    fake_thread.join().unwrap();
+}
