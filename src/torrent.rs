@@ -67,6 +67,9 @@ const MAX_VERIFY_BYTES: usize = 8 << 20;
 /// cover a burst of hash results: a buffer freed and allocated again costs
 /// a zero-fill (the memset was 2-3 % of a download with 2 kept).
 const SPARE_BUFFERS: usize = 8;
+/// Failed v2 pieces held at once (each keeps its buffer) while their leaf
+/// hashes are asked for; past this, a failed piece is fetched again whole.
+const MAX_LEAF_CHECKS: usize = 16;
 /// Peer addresses remembered at most, from all sources together.
 const MAX_KNOWN: usize = 2000;
 /// Pieces hashed by one blocking job, at most (at least one piece).
@@ -1479,62 +1482,60 @@ impl Torrent {
     /// banned; several become suspects, named when a good copy shows
     /// which block differed.
     fn blame_failed(&mut self, piece: u32, senders: &[PeerKey], block_hashes: &[[u8; 20]]) {
-        {
-            let distinct: HashSet<PeerKey> = senders.iter().copied().collect();
-            if distinct.len() == 1 {
-                if let Some(&k) = distinct.iter().next() {
-                    if let Some(p) = self.peers.get(&k) {
-                        let (addr, id) = (p.addr, p.peer_id);
-                        self.ban(k, addr, id, "sent corrupt data");
-                    } else if self.webseeds.contains_key(&k) {
-                        self.ban_web(k, "sent corrupt data");
-                    }
+        let distinct: HashSet<PeerKey> = senders.iter().copied().collect();
+        if distinct.len() == 1 {
+            if let Some(&k) = distinct.iter().next() {
+                if let Some(p) = self.peers.get(&k) {
+                    let (addr, id) = (p.addr, p.peer_id);
+                    self.ban(k, addr, id, "sent corrupt data");
+                } else if self.webseeds.contains_key(&k) {
+                    self.ban_web(k, "sent corrupt data");
                 }
-            } else {
-                let mut list = Vec::new();
-                for (block, &k) in senders.iter().enumerate() {
-                    let peer = if let Some(p) = self.peers.get_mut(&k) {
-                        p.strikes += 1;
-                        Some((p.addr, p.peer_id))
-                    } else if let Some(w) = self.webseeds.get_mut(&k) {
-                        w.strikes += 1;
-                        None
-                    } else {
-                        continue;
-                    };
-                    list.push(Suspect {
-                        key: k,
-                        peer,
-                        block,
-                        hash: block_hashes.get(block).copied().unwrap_or([0; 20]),
-                    });
-                }
-                let web_struck: Vec<PeerKey> = self
-                    .webseeds
-                    .iter()
-                    .filter(|(_, w)| w.strikes >= MAX_STRIKES)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for k in web_struck {
-                    self.ban_web(k, "involved in too many hash failures");
-                }
-                let struck: Vec<(PeerKey, SocketAddr, [u8; 20])> = self
-                    .peers
-                    .iter()
-                    .filter(|(_, p)| p.strikes >= MAX_STRIKES)
-                    .map(|(k, p)| (*k, p.addr, p.peer_id))
-                    .collect();
-                for (k, a, id) in struck {
-                    self.ban(k, a, id, "involved in too many hash failures");
-                }
-                self.suspects.insert(piece, list);
             }
+        } else {
+            let mut list = Vec::new();
+            for (block, &k) in senders.iter().enumerate() {
+                let peer = if let Some(p) = self.peers.get_mut(&k) {
+                    p.strikes += 1;
+                    Some((p.addr, p.peer_id))
+                } else if let Some(w) = self.webseeds.get_mut(&k) {
+                    w.strikes += 1;
+                    None
+                } else {
+                    continue;
+                };
+                list.push(Suspect {
+                    key: k,
+                    peer,
+                    block,
+                    hash: block_hashes.get(block).copied().unwrap_or([0; 20]),
+                });
+            }
+            let web_struck: Vec<PeerKey> = self
+                .webseeds
+                .iter()
+                .filter(|(_, w)| w.strikes >= MAX_STRIKES)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in web_struck {
+                self.ban_web(k, "involved in too many hash failures");
+            }
+            let struck: Vec<(PeerKey, SocketAddr, [u8; 20])> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.strikes >= MAX_STRIKES)
+                .map(|(k, p)| (*k, p.addr, p.peer_id))
+                .collect();
+            for (k, a, id) in struck {
+                self.ban(k, a, id, "involved in too many hash failures");
+            }
+            self.suspects.insert(piece, list);
         }
     }
 
     /// A v2 piece failed: keeps its data and asks a peer for its leaf
     /// hashes, which name the bad blocks. Hands the piece back when that
-    /// cannot be done (no plan for it, a left-out piece).
+    /// cannot be done (no plan for it, a left-out piece, too many held).
     fn start_leaf_check(
         &mut self,
         piece: u32,
@@ -1548,7 +1549,11 @@ impl Torrent {
             .v2
             .as_ref()
             .and_then(|v2| leaves::plan(v2, piece))
-            .filter(|_| self.picker.wants(piece) && !self.leaf_checks.contains_key(&piece));
+            .filter(|_| {
+                self.picker.wants(piece)
+                    && !self.leaf_checks.contains_key(&piece)
+                    && self.leaf_checks.len() < MAX_LEAF_CHECKS
+            });
         let Some(plan) = plan else {
             return Err((buf, block_hashes));
         };
