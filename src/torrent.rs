@@ -2086,6 +2086,9 @@ impl Torrent {
             }
             s => s,
         };
+        if state == State::Seeding && self.super_seed.is_some() {
+            return (state, "super-seeding".to_string());
+        }
         if state != State::Connecting {
             return (state, state.label().to_string());
         }

@@ -33,8 +33,10 @@ declare -A runs=(
   [super20]="--leechers 20 --up 8mbit --super-seed"
   [superleaves10]="--leechers 10 --up 8mbit --super-seed --seed-leaves --timeout 60"
   [dht10]="--leechers 10 --up 8mbit --trackerless"
+  [linger10]="--leechers 10 --up 8mbit --linger"
+  [lingerhet20]="--leechers 20 --up 4mbit,8mbit,16mbit --linger"
 )
-order=(n5 n10 n20 n40 het10 het20 free20 flash20 churn20 aria10 tr10 slots1 slots2 slots8 lslots2 lslots8 leaves10 super10 super20 superleaves10 dht10)
+order=(n5 n10 n20 n40 het10 het20 free20 flash20 churn20 aria10 tr10 slots1 slots2 slots8 lslots2 lslots8 leaves10 super10 super20 superleaves10 dht10 linger10 lingerhet20)
 [ $# -gt 0 ] && order=("$@")
 for name in "${order[@]}"; do
   args=${runs[$name]:?unknown run $name}

@@ -261,6 +261,7 @@ summary.append(f"F = {F / MIB:g} MiB, N = {N}, u_s = {P['seed_up']}, u_i = {P['u
                + (", seeder leaves after one copy" if P.get("seed_leaves") == "1" else "")
                + (", super-seeding" if P.get("super_seed") == "1" else "")
                + (", trackerless (DHT)" if P.get("trackerless") == "1" else "")
+               + (", leechers stay once done" if P.get("linger") == "1" else "")
                + (f", seeder slots = {P['seed_slots']}" if P.get("seed_slots") else "")
                + (f", leecher slots = {P['leech_slots']}" if P.get("leech_slots") else "")
                + (f", upload paced at {P['pace']} of the link" if P.get("pace") else ""))

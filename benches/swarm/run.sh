@@ -11,7 +11,7 @@
 #        --up RATE[,RATE...] --down RATE [--client shoal|aria2|transmission] \
 #        [--free-riders K] [--churn K [--churn-at S] [--churn-down S]] \
 #        [--join all|flash|staggered [--stagger S]] [--seed-leaves] [--super-seed] \
-#        [--trackerless] \
+#        [--trackerless] [--linger] \
 #        [--seed-slots S] [--leech-slots S] [--pace FRACTION] [--timeout SECONDS] [--keep DIR]
 #
 # --client       every peer, seeder included, runs this client (default shoal)
@@ -29,6 +29,9 @@
 # --trackerless  no tracker: the torrent has no announce URL and every peer
 #                finds the others through the DHT; the tracker's namespace
 #                runs a shoal DHT node as the bootstrap node instead. shoal only.
+# --linger       leechers keep seeding once done (download --seed) until the
+#                run ends, instead of leaving at once; a leecher's end is its
+#                first "seeding" state event. shoal only.
 # --seed-slots   regular upload slots of a shoal seeder (SHOAL_TEST_UPLOAD_SLOTS)
 # --leech-slots  the same for shoal leechers
 # --pace         every shoal peer limits its upload (--upload-limit) to this
@@ -49,7 +52,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 N=6 SIZE=8M SEED_UP=16mbit UP=8mbit DOWN=100mbit CLIENT=shoal FREE=0 TIMEOUT=300 KEEP=
-CHURN=0 CHURN_AT= CHURN_DOWN=2 JOIN=all STAGGER=1 SEED_LEAVES=0 SUPER_SEED=0 TRACKERLESS=0 SEED_SLOTS= LEECH_SLOTS= PACE=
+CHURN=0 CHURN_AT= CHURN_DOWN=2 JOIN=all STAGGER=1 SEED_LEAVES=0 SUPER_SEED=0 TRACKERLESS=0 LINGER=0 SEED_SLOTS= LEECH_SLOTS= PACE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --leechers) N=$2; shift 2 ;;
@@ -67,12 +70,13 @@ while [ $# -gt 0 ]; do
     --seed-leaves) SEED_LEAVES=1; shift ;;
     --super-seed) SUPER_SEED=1; shift ;;
     --trackerless) TRACKERLESS=1; shift ;;
+    --linger) LINGER=1; shift ;;
     --seed-slots) SEED_SLOTS=$2; shift 2 ;;
     --leech-slots) LEECH_SLOTS=$2; shift 2 ;;
     --pace) PACE=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
-    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
     *) echo "swarm: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -85,6 +89,7 @@ esac
 case "$JOIN" in all|flash|staggered) ;; *) echo "swarm: --join is all, flash or staggered" >&2; exit 2 ;; esac
 [ "$FREE" = 0 ] || [ "$CLIENT" = shoal ] || { echo "swarm: --free-riders needs --client shoal" >&2; exit 2; }
 [ "$TRACKERLESS" = 0 ] || [ "$CLIENT" = shoal ] || { echo "swarm: --trackerless needs --client shoal" >&2; exit 2; }
+[ "$LINGER" = 0 ] || [ "$CLIENT" = shoal ] || { echo "swarm: --linger needs --client shoal" >&2; exit 2; }
 [ $((FREE + CHURN)) -le "$N" ] || { echo "swarm: free riders and churned peers are distinct leechers" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "swarm: needs root (network namespaces)" >&2; exit 1; }
 for p in ip tc opentracker python3 /usr/bin/time ${need:-}; do
@@ -313,10 +318,24 @@ leech() {
       read -r -a lim < <(pace "${UPS[$(( (i - 1) % ${#UPS[@]} ))]}"; echo)
       read -r -a d < <(dht "l$i"; echo)
       lim+=("${d[@]}")
+      [ "$LINGER" = 1 ] && lim+=(--seed)
       env $fr ${LEECH_SLOTS:+SHOAL_TEST_UPLOAD_SLOTS=$LEECH_SLOTS} SHOAL_LOG=${LEECH_LOG:-warn,shoal::picker=trace} ip netns exec "$ns" "${rus[@]}" \
         "$bin" download "$work/t.torrent" -o "$dir" --port 6881 "${common[@]}" "${lim[@]}" \
-        >"$work/l$i.r$r.json" 2>"$work/l$i.r$r.err"
-      local rc=$?
+        >"$work/l$i.r$r.json" 2>"$work/l$i.r$r.err" &
+      local c=$! rc=0
+      if [ "$LINGER" = 1 ]; then
+        # Done when it starts seeding; it stays until the run ends.
+        local line=
+        while kill -0 "$c" 2>/dev/null; do
+          line=$(grep -m1 '"state":"seeding"' "$work/l$i.r$r.json" 2>/dev/null) && break
+          sleep 0.1
+        done
+        if [ -n "$line" ]; then
+          sed 's/.*"ts":\([0-9.]*\).*/\1/' <<<"$line" >"$work/l$i.end"
+          return 0
+        fi
+      fi
+      wait "$c" || rc=$?
       now >"$work/l$i.end"
       return $rc
       ;;
@@ -372,6 +391,7 @@ stagger=$STAGGER
 seed_leaves=$SEED_LEAVES
 super_seed=$SUPER_SEED
 trackerless=$TRACKERLESS
+linger=$LINGER
 seed_slots=$SEED_SLOTS
 leech_slots=$LEECH_SLOTS
 pace=$PACE
