@@ -53,6 +53,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 const UPLOAD_HIGH_WATER: usize = 2 << 20;
 /// One disk batch for uploads: bounded so one peer cannot hog the pool.
 const UPLOAD_BATCH_BYTES: usize = 1 << 20;
+/// Leaf-hash answers (BEP 52, base layer 0) being computed for one peer:
+/// each reads and hashes up to 8 MiB, so more wait for a reject.
+const MAX_LEAF_JOBS: usize = 2;
+/// Leaves one leaf-hash answer may read (a request's 512, or one piece
+/// of up to this size when pieces are larger than a request).
+const MAX_LEAF_READ: u64 = 1024;
 
 /// What every peer task of a torrent shares, read-only or atomic.
 pub struct Shared {
@@ -448,6 +454,32 @@ impl Writer {
     fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
+
+    /// What a blocking task needs to send a message on this connection.
+    fn handle(&self) -> WriterHandle {
+        WriterHandle {
+            tx: self.tx.clone(),
+            queued: self.queued.clone(),
+        }
+    }
+}
+
+/// Sends whole messages from outside the connection's task (answers
+/// computed off the runtime); order against the task's own messages does
+/// not matter for them.
+struct WriterHandle {
+    tx: mpsc::UnboundedSender<(Bytes, u64)>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl WriterHandle {
+    fn msg(&self, m: &Message) {
+        let mut buf = BytesMut::new();
+        wire::encode(m, &mut buf);
+        self.queued.fetch_add(buf.len(), Ordering::Relaxed);
+        // A closed connection needs no answer.
+        let _ = self.tx.send((buf.freeze(), 0));
+    }
 }
 
 async fn write_loop(
@@ -501,6 +533,8 @@ struct Conn<'a> {
     requested: HashSet<BlockRef>,
     /// Hash requests sent and not answered: only their answers are taken.
     hash_requested: HashSet<HashRequest>,
+    /// Leaf-hash answers being computed off the runtime.
+    leaf_jobs: Arc<AtomicUsize>,
     unrequested_bytes: u64,
     /// The peer's requests waiting to be served.
     uploads: VecDeque<BlockRef>,
@@ -565,6 +599,7 @@ async fn run<E: Report>(
         peer_choking: true,
         requested: HashSet::new(),
         hash_requested: HashSet::new(),
+        leaf_jobs: Arc::default(),
         unrequested_bytes: 0,
         uploads: VecDeque::new(),
         stats,
@@ -898,11 +933,23 @@ impl Conn<'_> {
     }
 
     /// Answers a BEP 52 hash request for a piece layer we know, with the
-    /// hashes and their proof up to the file's root; anything else
+    /// hashes and their proof up to the file's root, or for leaves of
+    /// pieces we have ([`Conn::start_leaf_answer`]); anything else
     /// (another layer, a file we lack the layer of, a malformed request,
     /// a full send queue) gets a hash reject, which BEP 52 requires in
     /// place of silence.
     fn on_hash_request(&mut self, req: HashRequest) {
+        // With 16 KiB pieces the leaves are the piece layer, known whole.
+        let leaves = self
+            .shared
+            .store
+            .layout()
+            .v2
+            .as_ref()
+            .is_some_and(|v2| v2.piece_level() > 0);
+        if req.base == 0 && leaves && self.start_leaf_answer(req) {
+            return;
+        }
         let layout = self.shared.store.layout();
         let answer = layout
             .v2
@@ -932,6 +979,75 @@ impl Conn<'_> {
                 self.writer.msg(&Message::HashReject(req));
             }
         }
+    }
+
+    /// Starts answering a request for leaf hashes (base layer 0) of a
+    /// file: they are not kept, so the pieces covered are read and hashed
+    /// off the runtime, and the answer (or a reject, when a piece is
+    /// missing or the request does not fit) is sent from there. False
+    /// when it is refused at once.
+    fn start_leaf_answer(&mut self, req: HashRequest) -> bool {
+        let Some(v2) = self.shared.store.layout().v2.clone() else {
+            return false;
+        };
+        if !req.well_formed()
+            || self.writer.queued() > UPLOAD_HIGH_WATER
+            || v2.by_root(&req.root).is_none()
+            || self.leaf_jobs.load(Ordering::Relaxed) >= MAX_LEAF_JOBS
+        {
+            return false;
+        }
+        self.leaf_jobs.fetch_add(1, Ordering::Relaxed);
+        let jobs = self.leaf_jobs.clone();
+        let out = self.writer.handle();
+        let store = self.shared.store.clone();
+        let have = self.shared.have.clone();
+        tokio::task::spawn_blocking(move || {
+            let read = |p: u32| {
+                if !have.get(p as usize) {
+                    return None;
+                }
+                let mut buf = Vec::new();
+                match store.read_piece(p, &mut buf) {
+                    Ok(true) => Some(buf),
+                    Ok(false) => None,
+                    Err(e) => {
+                        tracing::debug!("reading piece {p} for leaf hashes: {e}");
+                        None
+                    }
+                }
+            };
+            let answer = v2.by_root(&req.root).and_then(|f| {
+                f.answer_leaves(
+                    v2.piece_length,
+                    req.index,
+                    req.length,
+                    req.proof_layers,
+                    MAX_LEAF_READ,
+                    read,
+                )
+            });
+            match answer {
+                Some(hashes) => {
+                    tracing::debug!(
+                        "leaf hash request answered: leaves {}..{}, {} uncles",
+                        req.index,
+                        req.index.saturating_add(req.length),
+                        hashes.len().saturating_sub(req.length as usize)
+                    );
+                    out.msg(&Message::Hashes {
+                        req,
+                        hashes: Bytes::from(hashes.concat()),
+                    });
+                }
+                None => {
+                    tracing::debug!("leaf hash request rejected: {req:?}");
+                    out.msg(&Message::HashReject(req));
+                }
+            }
+            jobs.fetch_sub(1, Ordering::Relaxed);
+        });
+        true
     }
 
     /// Serves pieces of our info dictionary (BEP 9) so magnet users can get
@@ -1131,6 +1247,7 @@ mod tests {
             peer_choking: true,
             requested: HashSet::new(),
             hash_requested: HashSet::new(),
+            leaf_jobs: Arc::default(),
             unrequested_bytes: 0,
             uploads: VecDeque::new(),
             stats: Arc::default(),
@@ -1211,6 +1328,7 @@ mod tests {
             peer_choking: true,
             requested: HashSet::new(),
             hash_requested: HashSet::new(),
+            leaf_jobs: Arc::default(),
             unrequested_bytes: 0,
             uploads: VecDeque::new(),
             stats: Arc::default(),
@@ -1299,6 +1417,141 @@ mod tests {
             c.on_message(Message::HashReject(good)),
             Ok(Some(PeerEvent::HashRejected(r))) if r == good
         ));
+    }
+
+    /// Leaf hashes (base layer 0) over a real socket, read from the
+    /// store: the leaves of a piece we have, with uncles up to the root,
+    /// check against the file's root; a request covering a piece we lack
+    /// gets a hash reject.
+    #[tokio::test]
+    async fn leaf_hash_requests_are_served_from_the_data() {
+        use crate::metainfo::merkle::{self, Hash};
+        use crate::metainfo::NewV2;
+        const PL: u64 = 4 * merkle::BLOCK as u64;
+        // 3 pieces of 4 blocks, the last one short: a tree 16 leaves wide.
+        let data: Vec<u8> = (0..(2 * PL + 2 * merkle::BLOCK as u64 + 7) as usize)
+            .map(|i| (i % 249) as u8)
+            .collect();
+        let layer: Vec<Hash> = data
+            .chunks(PL as usize)
+            .map(|p| merkle::piece_hash(p, PL, data.len() as u64))
+            .collect();
+        let root = merkle::root_from_layer(&layer, PL);
+        let t = NewTorrent {
+            name: "t".into(),
+            piece_length: PL,
+            v2: Some(NewV2 {
+                tree: vec![(vec![], data.len() as u64, Some(root))],
+                layers: vec![(root, layer.concat())],
+            }),
+            ..Default::default()
+        };
+        let meta = Metainfo::from_bytes(&t.to_bytes()).unwrap();
+        let pieces = meta.piece_count();
+        assert_eq!(pieces, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_write(Layout::from_metainfo(&meta), dir.path()).unwrap();
+        let have = AtomicBitfield::from_bitfield(&Bitfield::new(3));
+        for p in [0u32, 2] {
+            let start = (u64::from(p) * PL) as usize;
+            let end = (start + PL as usize).min(data.len());
+            store.write_piece(p, &data[start..end]).unwrap();
+            have.set(p as usize);
+        }
+        let shared = Shared {
+            info_hash: meta.info_hash.0,
+            peer_id: [1; 20],
+            piece_count: pieces,
+            piece_length: PL,
+            total_length: meta.total_length,
+            store: Arc::new(store),
+            have: Arc::new(have),
+            listen_port: 1,
+            upload_limit: Default::default(),
+            download_limit: Default::default(),
+            connections: Default::default(),
+            my_connections: Default::default(),
+            metadata: Arc::from(&[][..]),
+            pex: false,
+            encryption: Policy::Prefer,
+            super_seed: Default::default(),
+            uploaded: Default::default(),
+            downloaded: AtomicU64::new(0),
+            have_bytes: AtomicU64::new(0),
+        };
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (mut b, _) = l.accept().await.unwrap();
+        let (_r, w) = mse::Stream::plain(a).into_split();
+        let mut c = Conn {
+            shared: &shared,
+            fast: true,
+            writer: Writer::spawn(w, Default::default()),
+            am_choking: true,
+            peer_choking: true,
+            requested: HashSet::new(),
+            hash_requested: HashSet::new(),
+            leaf_jobs: Arc::default(),
+            unrequested_bytes: 0,
+            uploads: VecDeque::new(),
+            stats: Arc::default(),
+            their_ut_metadata: None,
+            their_ut_pex: None,
+            last_pex_in: None,
+        };
+        let mut read = BytesMut::new();
+        let mut next = async || loop {
+            if let Some(m) = wire::decode(&mut read, 1 << 20).unwrap() {
+                return m;
+            }
+            b.read_buf(&mut read).await.unwrap();
+        };
+        // The last piece's leaves (2 real, 2 past the file's end), with
+        // uncles up to the root (layers 2 and 3).
+        let last = HashRequest {
+            root,
+            base: 0,
+            index: 8,
+            length: 4,
+            proof_layers: 3,
+        };
+        assert!(matches!(c.on_message(Message::HashRequest(last)), Ok(None)));
+        let Message::Hashes { req, hashes } = next().await else {
+            panic!("no hashes");
+        };
+        assert_eq!(req, last);
+        let hashes: Vec<Hash> = hashes
+            .chunks_exact(32)
+            .map(|c| c.try_into().unwrap())
+            .collect();
+        assert_eq!(hashes.len(), 4 + 2);
+        let (nodes, uncles) = hashes.split_at(4);
+        assert_eq!(&nodes[..3], &merkle::leaves(&data[2 * PL as usize..])[..]);
+        assert_eq!(nodes[3], merkle::pad(0));
+        assert!(merkle::check_proof(&root, 0, 4, 8, nodes, uncles));
+        // Two leaves inside piece 0, their uncle inside the piece too.
+        let two = HashRequest {
+            index: 2,
+            length: 2,
+            proof_layers: 1,
+            ..last
+        };
+        assert!(matches!(c.on_message(Message::HashRequest(two)), Ok(None)));
+        let Message::Hashes { hashes, .. } = next().await else {
+            panic!("no hashes");
+        };
+        assert_eq!(hashes.len(), 3 * 32);
+        // Piece 1 is not had.
+        let lacking = HashRequest {
+            index: 4,
+            proof_layers: 1,
+            ..last
+        };
+        assert!(matches!(
+            c.on_message(Message::HashRequest(lacking)),
+            Ok(None)
+        ));
+        assert_eq!(next().await, Message::HashReject(lacking));
     }
 
     /// Payload counts as uploaded when the socket took it, not when it was

@@ -5,6 +5,7 @@
 
 pub mod choker;
 pub mod hashes;
+pub mod leaves;
 pub mod picker;
 pub mod selection;
 pub mod superseed;
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::bitfield::Bitfield;
+use crate::metainfo::merkle;
 use crate::metainfo::Metainfo;
 use crate::peer::wire::{BlockRef, Handshake, HashRequest};
 use crate::peer::{self, PeerCmd, PeerEvent, PeerKey, PeerStats, Shared};
@@ -65,6 +67,9 @@ const MAX_VERIFY_BYTES: usize = 8 << 20;
 /// cover a burst of hash results: a buffer freed and allocated again costs
 /// a zero-fill (the memset was 2-3 % of a download with 2 kept).
 const SPARE_BUFFERS: usize = 8;
+/// Failed v2 pieces held at once (each keeps its buffer) while their leaf
+/// hashes are asked for; past this, a failed piece is fetched again whole.
+const MAX_LEAF_CHECKS: usize = 16;
 /// Peer addresses remembered at most, from all sources together.
 const MAX_KNOWN: usize = 2000;
 /// Pieces hashed by one blocking job, at most (at least one piece).
@@ -126,6 +131,11 @@ pub struct Verified {
     write: Result<(), StoreError>,
     /// SHA-1 of each block, when the piece failed or had suspects.
     block_hashes: Vec<[u8; 20]>,
+    /// A failed piece of a v2 file: our SHA-256 leaf of each block of the
+    /// file's part, and padding blocks that are not zeros
+    /// ([`leaves::our_leaves`]).
+    leaves: Vec<merkle::Hash>,
+    pad_bad: Vec<usize>,
     senders: Vec<PeerKey>,
     /// The buffer, handed back for reuse.
     data: PieceData,
@@ -368,6 +378,12 @@ struct PieceBuf {
     senders: Vec<PeerKey>,
 }
 
+struct LeafCheck {
+    pending: leaves::Pending,
+    buf: PieceBuf,
+    block_hashes: Vec<[u8; 20]>,
+}
+
 struct Suspect {
     key: PeerKey,
     /// A peer's address and id, so it can be banned after it left; None
@@ -473,6 +489,10 @@ pub struct Torrent {
     /// Piece layers still to be fetched from peers (a v2 torrent from a
     /// magnet); their files' pieces are held back in the picker.
     layers: Option<hashes::LayerFetch>,
+    /// Failed v2 pieces held (with their data) while a peer is asked for
+    /// their leaf hashes, to find the bad blocks; and the SHA-1 of each
+    /// block, for the whole-piece fallback's suspects.
+    leaf_checks: HashMap<u32, LeafCheck>,
     /// Set while super-seeding (BEP 16): what each peer has been shown.
     super_seed: Option<superseed::SuperSeed>,
 }
@@ -549,6 +569,7 @@ impl Torrent {
             webseeds: HashMap::new(),
             web_failure: None,
             layers: None,
+            leaf_checks: HashMap::new(),
             super_seed: None,
         };
         t.start_layer_fetch();
@@ -1143,7 +1164,14 @@ impl Torrent {
                 self.picker.release(key, b);
                 self.fill_all();
             }
-            PeerEvent::Hashes { req, hashes } => self.on_hashes(key, req, hashes),
+            PeerEvent::Hashes { req, hashes } => {
+                if !self.on_leaf_hashes(key, req, &hashes) {
+                    self.on_hashes(key, req, hashes);
+                }
+            }
+            PeerEvent::HashRejected(req) if self.is_leaf_request(&req) => {
+                self.leaf_refused(key, Some(req))
+            }
             PeerEvent::HashRejected(req) => {
                 if let Some(l) = self.layers.as_mut() {
                     l.on_reject(key, &req, Instant::now());
@@ -1316,6 +1344,12 @@ impl Torrent {
                         } else {
                             store.write_piece(piece, &data)
                         };
+                        let (leaves, pad_bad) = match &store.layout().v2 {
+                            Some(v2) if !ok && write.is_ok() => {
+                                leaves::our_leaves(v2, piece, &data)
+                            }
+                            _ => (Vec::new(), Vec::new()),
+                        };
                         let block_hashes = if !ok || with_blocks {
                             data.chunks(BLOCK_LEN as usize)
                                 .map(|c| <[u8; 20]>::from(Sha1::digest(c)))
@@ -1328,6 +1362,8 @@ impl Torrent {
                             ok,
                             write,
                             block_hashes,
+                            leaves,
+                            pad_bad,
                             senders,
                             data,
                         }
@@ -1378,11 +1414,30 @@ impl Torrent {
 
     fn on_verified(&mut self, mut v: Verified) -> Result<(), StoreError> {
         self.verifying = self.verifying.saturating_sub(1);
-        if self.spare.len() < SPARE_BUFFERS {
-            self.spare.push(std::mem::take(&mut v.data));
-        }
+        let data = std::mem::take(&mut v.data);
         let senders = std::mem::take(&mut v.senders);
-        v.write?;
+        if let Err(e) = v.write {
+            self.recycle(data);
+            return Err(e);
+        }
+        if !v.ok && !v.leaves.is_empty() {
+            self.progress.hash_failures += 1;
+            let buf = PieceBuf { data, senders };
+            let leaves = std::mem::take(&mut v.leaves);
+            let pad_bad = std::mem::take(&mut v.pad_bad);
+            match self.start_leaf_check(v.piece, buf, v.block_hashes, leaves, pad_bad) {
+                Ok(()) => {}
+                Err((buf, block_hashes)) => {
+                    self.recycle(buf.data);
+                    tracing::warn!("piece {} failed its hash check; fetching it again", v.piece);
+                    self.picker.piece_failed(v.piece);
+                    self.blame_failed(v.piece, &buf.senders, &block_hashes);
+                    self.fill_all();
+                }
+            }
+            return Ok(());
+        }
+        self.recycle(data);
         if v.ok {
             self.picker.piece_passed(v.piece);
             self.shared.have.set(v.piece as usize);
@@ -1411,58 +1466,272 @@ impl Torrent {
             self.progress.hash_failures += 1;
             tracing::warn!("piece {} failed its hash check; fetching it again", v.piece);
             self.picker.piece_failed(v.piece);
-            let distinct: HashSet<PeerKey> = senders.iter().copied().collect();
-            if distinct.len() == 1 {
-                if let Some(&k) = distinct.iter().next() {
-                    if let Some(p) = self.peers.get(&k) {
-                        let (addr, id) = (p.addr, p.peer_id);
-                        self.ban(k, addr, id, "sent corrupt data");
-                    } else if self.webseeds.contains_key(&k) {
-                        self.ban_web(k, "sent corrupt data");
-                    }
-                }
-            } else {
-                let mut list = Vec::new();
-                for (block, &k) in senders.iter().enumerate() {
-                    let peer = if let Some(p) = self.peers.get_mut(&k) {
-                        p.strikes += 1;
-                        Some((p.addr, p.peer_id))
-                    } else if let Some(w) = self.webseeds.get_mut(&k) {
-                        w.strikes += 1;
-                        None
-                    } else {
-                        continue;
-                    };
-                    list.push(Suspect {
-                        key: k,
-                        peer,
-                        block,
-                        hash: v.block_hashes.get(block).copied().unwrap_or([0; 20]),
-                    });
-                }
-                let web_struck: Vec<PeerKey> = self
-                    .webseeds
-                    .iter()
-                    .filter(|(_, w)| w.strikes >= MAX_STRIKES)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for k in web_struck {
-                    self.ban_web(k, "involved in too many hash failures");
-                }
-                let struck: Vec<(PeerKey, SocketAddr, [u8; 20])> = self
-                    .peers
-                    .iter()
-                    .filter(|(_, p)| p.strikes >= MAX_STRIKES)
-                    .map(|(k, p)| (*k, p.addr, p.peer_id))
-                    .collect();
-                for (k, a, id) in struck {
-                    self.ban(k, a, id, "involved in too many hash failures");
-                }
-                self.suspects.insert(v.piece, list);
-            }
+            self.blame_failed(v.piece, &senders, &v.block_hashes);
             self.fill_all();
         }
         Ok(())
+    }
+
+    fn recycle(&mut self, data: PieceData) {
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(data);
+        }
+    }
+
+    /// After a piece failed and was put back whole: a single sender is
+    /// banned; several become suspects, named when a good copy shows
+    /// which block differed.
+    fn blame_failed(&mut self, piece: u32, senders: &[PeerKey], block_hashes: &[[u8; 20]]) {
+        let distinct: HashSet<PeerKey> = senders.iter().copied().collect();
+        if distinct.len() == 1 {
+            if let Some(&k) = distinct.iter().next() {
+                if let Some(p) = self.peers.get(&k) {
+                    let (addr, id) = (p.addr, p.peer_id);
+                    self.ban(k, addr, id, "sent corrupt data");
+                } else if self.webseeds.contains_key(&k) {
+                    self.ban_web(k, "sent corrupt data");
+                }
+            }
+        } else {
+            let mut list = Vec::new();
+            for (block, &k) in senders.iter().enumerate() {
+                let peer = if let Some(p) = self.peers.get_mut(&k) {
+                    p.strikes += 1;
+                    Some((p.addr, p.peer_id))
+                } else if let Some(w) = self.webseeds.get_mut(&k) {
+                    w.strikes += 1;
+                    None
+                } else {
+                    continue;
+                };
+                list.push(Suspect {
+                    key: k,
+                    peer,
+                    block,
+                    hash: block_hashes.get(block).copied().unwrap_or([0; 20]),
+                });
+            }
+            let web_struck: Vec<PeerKey> = self
+                .webseeds
+                .iter()
+                .filter(|(_, w)| w.strikes >= MAX_STRIKES)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in web_struck {
+                self.ban_web(k, "involved in too many hash failures");
+            }
+            let struck: Vec<(PeerKey, SocketAddr, [u8; 20])> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.strikes >= MAX_STRIKES)
+                .map(|(k, p)| (*k, p.addr, p.peer_id))
+                .collect();
+            for (k, a, id) in struck {
+                self.ban(k, a, id, "involved in too many hash failures");
+            }
+            self.suspects.insert(piece, list);
+        }
+    }
+
+    /// A v2 piece failed: keeps its data and asks a peer for its leaf
+    /// hashes, which name the bad blocks. Hands the piece back when that
+    /// cannot be done (no plan for it, a left-out piece, too many held).
+    fn start_leaf_check(
+        &mut self,
+        piece: u32,
+        buf: PieceBuf,
+        block_hashes: Vec<[u8; 20]>,
+        ours: Vec<merkle::Hash>,
+        pad_bad: Vec<usize>,
+    ) -> Result<(), (PieceBuf, Vec<[u8; 20]>)> {
+        let plan = self
+            .meta
+            .v2
+            .as_ref()
+            .and_then(|v2| leaves::plan(v2, piece))
+            .filter(|_| {
+                self.picker.wants(piece)
+                    && !self.leaf_checks.contains_key(&piece)
+                    && self.leaf_checks.len() < MAX_LEAF_CHECKS
+            });
+        let Some(plan) = plan else {
+            return Err((buf, block_hashes));
+        };
+        self.picker.piece_failed(piece);
+        let mut one = Bitfield::new(self.meta.piece_count() as usize);
+        one.set(piece as usize);
+        self.picker.hold(&one);
+        let pending =
+            leaves::Pending::new(plan.req, plan.expected, ours, pad_bad, buf.senders.clone());
+        let alone = (!plan.ask).then(|| pending.judge_alone());
+        self.leaf_checks.insert(
+            piece,
+            LeafCheck {
+                pending,
+                buf,
+                block_hashes,
+            },
+        );
+        match alone {
+            Some(verdict) => self.on_leaf_verdict(piece, verdict),
+            None => {
+                tracing::warn!("piece {piece} failed its hash check; asking for its leaf hashes");
+                self.ask_leaves(piece);
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks a peer that has the piece for its leaf hashes, or gives up on
+    /// them when nobody is left to ask.
+    fn ask_leaves(&mut self, piece: u32) {
+        let Some(c) = self.leaf_checks.get_mut(&piece) else {
+            return;
+        };
+        let mut keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.hashes_ok && (p.seed || p.bits.get(piece as usize)))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_unstable();
+        match c.pending.choose(keys) {
+            Some(k) => {
+                c.pending.asked(k, Instant::now());
+                if let Some(p) = self.peers.get(&k) {
+                    tracing::debug!("{}: asking for the leaf hashes of piece {piece}", p.addr);
+                    p.send(PeerCmd::HashRequest(c.pending.req));
+                }
+            }
+            None => self.leaf_fallback(piece, "no peer to ask for its leaf hashes"),
+        }
+    }
+
+    /// The leaf hashes cannot be had or do not explain the failure: the
+    /// piece is fetched again whole, as for a v1 piece.
+    fn leaf_fallback(&mut self, piece: u32, why: &str) {
+        let Some(c) = self.leaf_checks.remove(&piece) else {
+            return;
+        };
+        tracing::warn!("piece {piece}: {why}; fetching it again whole");
+        self.picker.release_held(piece..piece + 1);
+        self.blame_failed(piece, &c.buf.senders, &c.block_hashes);
+        self.recycle(c.buf.data);
+        self.fill_all();
+    }
+
+    fn is_leaf_request(&self, req: &HashRequest) -> bool {
+        self.leaf_checks.values().any(|c| c.pending.req == *req)
+    }
+
+    /// A leaf-hash answer (base layer 0) to one of our failed pieces;
+    /// false when `req` is not one (with 16 KiB pieces base layer 0 is
+    /// also the piece layer a magnet's download asks for).
+    fn on_leaf_hashes(&mut self, key: PeerKey, req: HashRequest, got: &[merkle::Hash]) -> bool {
+        let Some(piece) = self
+            .leaf_checks
+            .iter()
+            .find(|(_, c)| c.pending.req == req)
+            .map(|(p, _)| *p)
+        else {
+            return false;
+        };
+        let Some(c) = self.leaf_checks.get_mut(&piece) else {
+            return false;
+        };
+        let verdict = c.pending.on_answer(key, got);
+        if verdict == leaves::Verdict::Lie {
+            if let Some(p) = self.peers.get_mut(&key) {
+                tracing::warn!(
+                    "{}: sent leaf hashes of piece {piece} that do not lead to its hash",
+                    p.addr
+                );
+                p.strikes += 1;
+            }
+            self.ask_leaves(piece);
+            return true;
+        }
+        self.on_leaf_verdict(piece, verdict);
+        true
+    }
+
+    /// The peer asked for a piece's leaves refused or left: someone else
+    /// is asked.
+    fn leaf_refused(&mut self, key: PeerKey, req: Option<HashRequest>) {
+        let pieces: Vec<u32> = self
+            .leaf_checks
+            .iter()
+            .filter(|(_, c)| {
+                c.pending.asked_peer() == Some(key) && req.is_none_or(|r| r == c.pending.req)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in pieces {
+            if let Some(c) = self.leaf_checks.get_mut(&p) {
+                c.pending.refused(key);
+            }
+            self.ask_leaves(p);
+        }
+    }
+
+    /// Proven leaves named the bad blocks: their senders are banned (the
+    /// proof is cryptographic, one failure is enough), the good blocks
+    /// are kept and only the bad ones asked for again.
+    fn on_leaf_verdict(&mut self, piece: u32, verdict: leaves::Verdict) {
+        let bad = match verdict {
+            leaves::Verdict::Bad(bad) => bad,
+            leaves::Verdict::Lie | leaves::Verdict::Unexplained => {
+                return self.leaf_fallback(piece, "its leaf hashes do not show a bad block");
+            }
+        };
+        let Some(c) = self.leaf_checks.remove(&piece) else {
+            return;
+        };
+        let kept: Vec<Option<PeerKey>> = c
+            .buf
+            .senders
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (!bad.contains(&i)).then_some(*k))
+            .collect();
+        let culprits: HashSet<PeerKey> = bad
+            .iter()
+            .filter_map(|i| c.buf.senders.get(*i).copied())
+            .collect();
+        tracing::warn!(
+            "piece {piece}: leaf hashes show {} bad block(s) of {}; fetching only those",
+            bad.len(),
+            kept.len()
+        );
+        for k in culprits {
+            if let Some(p) = self.peers.get(&k) {
+                let (addr, id) = (p.addr, p.peer_id);
+                self.ban(k, addr, id, "sent a block its leaf hash proves corrupt");
+            } else if self.webseeds.contains_key(&k) {
+                self.ban_web(k, "sent a block its leaf hash proves corrupt");
+            }
+        }
+        if self.picker.resume(piece, &kept) {
+            self.partial.insert(piece, c.buf);
+        } else {
+            self.picker.release_held(piece..piece + 1);
+            self.recycle(c.buf.data);
+        }
+        self.fill_all();
+    }
+
+    /// Leaf requests unanswered for [`leaves::TIMEOUT`]: the pieces are
+    /// fetched again whole.
+    fn expire_leaf_checks(&mut self, now: Instant) {
+        let late: Vec<u32> = self
+            .leaf_checks
+            .iter()
+            .filter(|(_, c)| c.pending.expired(now))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in late {
+            self.leaf_fallback(p, "no answer to the request for its leaf hashes");
+        }
     }
 
     fn ban(&mut self, key: PeerKey, addr: SocketAddr, peer_id: [u8; 20], why: &str) {
@@ -1720,6 +1989,7 @@ impl Torrent {
         if let Some(l) = self.layers.as_mut() {
             l.peer_gone(key);
         }
+        self.leaf_refused(key, None);
         if let Some(c) = self.known.get_mut(&p.addr) {
             if p.connected_at.elapsed() < SHORT_LIVED {
                 c.failures += 1;
@@ -1865,6 +2135,7 @@ impl Torrent {
         self.count_connections();
         self.flush_haves();
         let now = Instant::now();
+        self.expire_leaf_checks(now);
         // Sampled every tick, so the shown rate moves within a tick of the
         // data (the per-peer ones, for choking, stay per second).
         let t = now.duration_since(self.started).as_secs_f64();
@@ -2349,6 +2620,12 @@ mod tests {
     /// A v2-only torrent without piece layers (as from a magnet): a file
     /// of 6 pieces and one of a single piece.
     fn harness_v2() -> (Harness, Vec<crate::metainfo::merkle::Hash>) {
+        harness_v2_with(false)
+    }
+
+    /// `with_layers`: the torrent carries its piece layers (as a .torrent
+    /// file does).
+    fn harness_v2_with(with_layers: bool) -> (Harness, Vec<crate::metainfo::merkle::Hash>) {
         use crate::metainfo::{merkle, NewV2};
         let a: Vec<u8> = (0..6 * PIECE - 100).map(|i| (i * 13 % 251) as u8).collect();
         let b: Vec<u8> = vec![7; 1000];
@@ -2373,7 +2650,11 @@ mod tests {
                         Some(merkle::file_root(&b, pl)),
                     ),
                 ],
-                layers: Vec::new(),
+                layers: if with_layers {
+                    vec![(merkle::file_root(&a, pl), layer.concat())]
+                } else {
+                    Vec::new()
+                },
             }),
             ..Default::default()
         };
@@ -2498,6 +2779,129 @@ mod tests {
         assert!(h.t.layers.is_none());
         h.serve_until_complete(2, &mut honest).await;
         assert_eq!(h.t.progress.hash_failures, 1);
+    }
+
+    /// One corrupt block of a v2 piece: the piece's leaf hashes are asked
+    /// of a peer that sent none of it (a lying answer is not believed and
+    /// the next peer is asked), the sender of the bad block is banned
+    /// after this one failure, and only that block is fetched again.
+    #[tokio::test]
+    async fn leaf_hashes_name_the_bad_block_of_a_v2_piece() {
+        use crate::metainfo::merkle;
+        let (mut h, _) = harness_v2_with(true);
+        let mut corrupter = h.seed(1);
+        let mut liar = h.seed(2);
+        let mut honest = h.seed(3);
+        h.peer(1, PeerEvent::Unchoked);
+        let (asked, _) = requests(&mut corrupter);
+        let target = asked
+            .iter()
+            .find(|b| b.begin == BLOCK_LEN && b.index < 6)
+            .map(|b| b.index)
+            .expect("a second block of file a asked");
+        for b in &asked {
+            let ev = h.block(*b, b.index == target && b.begin == BLOCK_LEN);
+            h.peer(1, ev);
+        }
+        h.settle().await;
+        assert_eq!(h.t.progress.hash_failures, 1);
+        assert!(h.t.leaf_checks.contains_key(&target));
+        let (_, banned) = requests(&mut corrupter);
+        assert!(!banned, "banned before the leaves came");
+        // The first peer that sent nothing of the piece is asked.
+        let (reqs, _) = v2_requests(&mut liar);
+        let req = *reqs.first().expect("leaf hashes asked of peer 2");
+        assert_eq!(
+            (req.base, req.index, req.length, req.proof_layers),
+            (0, 2 * target, 2, 0)
+        );
+        // File a ends 100 bytes short of its last piece: its leaves cover
+        // the file's bytes only.
+        let start = target as usize * PIECE;
+        let end = (start + PIECE).min(6 * PIECE - 100);
+        let truth = merkle::leaves(&h.data[start..end]);
+        // Leaves that would put the blame on the first block: they do not
+        // lead to the piece hash, so nobody is blamed for them.
+        let mut lie = truth.clone();
+        lie[0] = [9; 32];
+        h.peer(2, PeerEvent::Hashes { req, hashes: lie });
+        assert_eq!(h.t.progress.banned, 0);
+        assert_eq!(h.t.peers[&2].strikes, 1);
+        let (reqs, _) = v2_requests(&mut honest);
+        assert_eq!(reqs, vec![req]);
+        h.peer(3, PeerEvent::Hashes { req, hashes: truth });
+        let (_, banned) = requests(&mut corrupter);
+        assert!(banned, "the sender of the bad block is banned at once");
+        assert_eq!(h.t.progress.banned, 1);
+        h.peer(1, PeerEvent::Gone("banned".into()));
+        // Only the bad block of the piece is asked for again.
+        h.peer(3, PeerEvent::Unchoked);
+        let mut again = Vec::new();
+        for _ in 0..20 {
+            let (asked, banned) = requests(&mut honest);
+            assert!(!banned);
+            for b in asked {
+                if b.index == target {
+                    again.push(b);
+                }
+                let ev = h.block(b, false);
+                h.peer(3, ev);
+            }
+            h.settle().await;
+            if h.t.is_complete() {
+                break;
+            }
+        }
+        assert!(h.t.is_complete());
+        assert_eq!(
+            again,
+            vec![BlockRef {
+                index: target,
+                begin: BLOCK_LEN,
+                length: BLOCK_LEN
+            }]
+        );
+        assert_eq!(h.t.progress.hash_failures, 1);
+        let (_, liar_banned) = requests(&mut liar);
+        assert!(!liar_banned);
+        // What is on disk is the torrent's data.
+        for p in 0..7u32 {
+            let mut buf = Vec::new();
+            assert!(h.t.shared.store.read_piece(p, &mut buf).unwrap());
+            let from = p as usize * PIECE;
+            assert_eq!(buf[..], h.data[from..from + buf.len()], "piece {p}");
+        }
+    }
+
+    /// Nobody answers the leaf request: after the timeout the piece is
+    /// fetched again whole, as without leaf hashes.
+    #[tokio::test]
+    async fn unanswered_leaf_hashes_fall_back_to_the_whole_piece() {
+        let (mut h, _) = harness_v2_with(true);
+        let mut corrupter = h.seed(1);
+        let mut quiet = h.seed(2);
+        h.peer(1, PeerEvent::Unchoked);
+        let (asked, _) = requests(&mut corrupter);
+        let target = asked
+            .iter()
+            .find(|b| b.begin == BLOCK_LEN && b.index < 6)
+            .map(|b| b.index)
+            .unwrap();
+        for b in &asked {
+            let ev = h.block(*b, b.index == target && b.begin == BLOCK_LEN);
+            h.peer(1, ev);
+        }
+        h.settle().await;
+        let (reqs, _) = v2_requests(&mut quiet);
+        assert_eq!(reqs.len(), 1);
+        h.t.expire_leaf_checks(Instant::now() + leaves::TIMEOUT);
+        assert!(h.t.leaf_checks.is_empty());
+        // One sender: banned as before, and the piece is free again.
+        let (_, banned) = requests(&mut corrupter);
+        assert!(banned);
+        h.peer(1, PeerEvent::Gone("banned".into()));
+        h.peer(2, PeerEvent::Unchoked);
+        h.serve_until_complete(2, &mut quiet).await;
     }
 
     /// Pieces made of blocks from two peers fail their check; once fetched

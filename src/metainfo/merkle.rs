@@ -193,6 +193,46 @@ pub fn hashes_with_proof(
     Some(out)
 }
 
+/// What a window of leaves can give of the answer to a request for
+/// leaves `index..index + count` with `proof_layers`: the leaves and their
+/// uncles in the layers below the window's own root (a leaf request's
+/// uncles above it come from the piece layer, which needs no data).
+/// `window` holds leaves `start..start + window.len()`, pads included;
+/// its length is a power of two and `start` a multiple of it. None when
+/// the request is not a whole subtree inside the window.
+pub fn leaves_with_proof(
+    window: &[Hash],
+    start: u64,
+    index: u64,
+    count: u64,
+    proof_layers: u32,
+) -> Option<Vec<Hash>> {
+    let width = window.len() as u64;
+    if width == 0
+        || !width.is_power_of_two()
+        || !start.is_multiple_of(width)
+        || count == 0
+        || !count.is_power_of_two()
+        || !index.is_multiple_of(count)
+        || index < start
+        || index.checked_add(count)? > start.checked_add(width)?
+    {
+        return None;
+    }
+    let top = width.trailing_zeros();
+    let tree = layers(window.to_vec(), window.len(), 0);
+    let from = usize::try_from(index - start).ok()?;
+    let mut out: Vec<Hash> = window.get(from..from + count as usize)?.to_vec();
+    for layer in count.trailing_zeros()..=proof_layers.min(top.saturating_sub(1)) {
+        if layer >= top {
+            break;
+        }
+        let i = ((index >> layer) ^ 1) - (start >> layer);
+        out.push(*tree.get(layer as usize)?.get(usize::try_from(i).ok()?)?);
+    }
+    Some(out)
+}
+
 /// Uncles a `hashes` answer carries for a request of `count` nodes with
 /// `proof_layers` proof layers (the first log2(count) are implied by the
 /// nodes themselves).
@@ -360,6 +400,83 @@ mod tests {
         assert!(!check_proof(&top, level, 3, 1, &layer[..2], &[]));
         assert!(!check_proof(&top, level, 3, 0, &layer[..3], &[]));
         assert!(!check_proof(&top, level, 3, 0, &[], &[]));
+    }
+
+    /// A request for leaves answered from a window of them (uncles inside
+    /// it) plus the piece layer's answer for the window (uncles above it)
+    /// checks against the file's root; so does the window's own root
+    /// against its piece-layer node.
+    #[test]
+    fn leaf_answers_check() {
+        // 5 pieces of 4 blocks, the last one short: 19 leaves padded to 32.
+        let pl = 4 * BLOCK as u64;
+        let d: Vec<u8> = (0..(18 * BLOCK + 77)).map(|i| (i % 253) as u8).collect();
+        let mut all = leaves(&d);
+        let real = all.len();
+        all.resize(32, pad(0));
+        let top = root(&all, 32, 0);
+        assert_eq!(top, file_root(&d, pl));
+        let layer: Vec<Hash> = d
+            .chunks(pl as usize)
+            .map(|p| piece_hash(p, pl, d.len() as u64))
+            .collect();
+        let upper = upper_layers(&layer, layer.len(), 2);
+        for count in [1u64, 2, 4, 8, 16, 32] {
+            for index in (0..32).step_by(count as usize) {
+                // The window: at least a piece, at least the request.
+                let w = count.max(4);
+                let start = index - index % w;
+                let window = &all[start as usize..(start + w) as usize];
+                for proof in 0..5u32 {
+                    let mut got = leaves_with_proof(window, start, index, count, proof).unwrap();
+                    let wl = w.trailing_zeros();
+                    if proof >= wl {
+                        let above =
+                            hashes_with_proof(&layer, &upper, 2, start / 4, w / 4, proof - 2)
+                                .unwrap();
+                        got.extend_from_slice(&above[(w / 4) as usize..]);
+                    }
+                    assert_eq!(
+                        got.len(),
+                        count as usize + uncle_count(count, proof) as usize
+                    );
+                    let (nodes, uncles) = got.split_at(count as usize);
+                    assert_eq!(nodes, &all[index as usize..(index + count) as usize]);
+                    if proof == 4 {
+                        assert!(
+                            check_proof(&top, 0, 5, index, nodes, uncles),
+                            "{count}@{index}"
+                        );
+                        if (index as usize) < real {
+                            let mut bad = nodes.to_vec();
+                            bad[0][3] ^= 1;
+                            assert!(!check_proof(&top, 0, 5, index, &bad, uncles));
+                        }
+                    }
+                }
+            }
+        }
+        // A piece's leaves lead to its piece-layer node.
+        for (p, want) in layer.iter().enumerate() {
+            assert_eq!(root(&all[p * 4..p * 4 + 4], 4, 0), *want);
+        }
+        // Requests outside the window, or not a subtree, get nothing.
+        let w = &all[4..8];
+        for (start, index, count) in [
+            (4, 0, 4),
+            (4, 4, 8),
+            (4, 5, 2),
+            (4, 4, 3),
+            (3, 4, 1),
+            (4, 4, 0),
+        ] {
+            assert_eq!(
+                leaves_with_proof(w, start, index, count, 3),
+                None,
+                "{start} {index} {count}"
+            );
+        }
+        assert_eq!(leaves_with_proof(&all[..3], 0, 0, 1, 0), None);
     }
 
     /// The wire convention matches libtorrent's: a request of 512 nodes

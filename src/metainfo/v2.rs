@@ -114,6 +114,106 @@ impl V2File {
     }
 }
 
+impl V2File {
+    /// Leaves of this file's tree: its blocks, padded to a power of two,
+    /// and for a file larger than a piece to a power of two of pieces.
+    pub fn leaf_width(&self, piece_length: u64) -> u64 {
+        let blocks = self.length.div_ceil(merkle::BLOCK as u64).max(1);
+        if self.pieces > 1 {
+            merkle::blocks_per_piece(piece_length) as u64
+                * u64::from(self.pieces).next_power_of_two()
+        } else {
+            blocks.next_power_of_two()
+        }
+    }
+
+    /// The `hashes` answer to a request for this file's leaves (base
+    /// layer 0): the 16 KiB block hashes and their uncles up to layer
+    /// `proof_layers`. The leaves come from the pieces' data, which
+    /// `read` gives (a piece of the torrent, whole, or None when we do
+    /// not have it); the uncles above a piece from the piece layer. None
+    /// when a covered piece is missing, the layer is not known, the data
+    /// no longer matches it, or the request does not fit the tree. At
+    /// most `max_leaves` leaves are read (a piece larger than that
+    /// is never read for a leaf request).
+    pub fn answer_leaves(
+        &self,
+        piece_length: u64,
+        index: u32,
+        count: u32,
+        proof_layers: u32,
+        max_leaves: u64,
+        mut read: impl FnMut(u32) -> Option<Vec<u8>>,
+    ) -> Option<Vec<Hash>> {
+        let (index, count) = (u64::from(index), u64::from(count));
+        let width = self.leaf_width(piece_length);
+        let depth = width.trailing_zeros();
+        if count == 0
+            || !count.is_power_of_two()
+            || !index.is_multiple_of(count)
+            || index.checked_add(count)? > width
+            || proof_layers >= depth
+        {
+            return None;
+        }
+        let per_piece = merkle::blocks_per_piece(piece_length) as u64;
+        // A window of whole pieces holding the request: its leaves come
+        // from data, its root is checked against the piece layer.
+        let window = if self.pieces > 1 {
+            count.max(per_piece)
+        } else {
+            width
+        };
+        if window > max_leaves {
+            return None;
+        }
+        let start = index - index % window;
+        let mut leaves = Vec::with_capacity(window as usize);
+        let first = u32::try_from(start / per_piece).ok()?;
+        let last = u32::try_from((start + window).div_ceil(per_piece)).ok()?;
+        for p in first..last.min(self.pieces) {
+            let data = read(self.first_piece.checked_add(p)?)?;
+            let len = self
+                .length
+                .saturating_sub(u64::from(p) * piece_length)
+                .min(piece_length) as usize;
+            let part = data.get(..len)?;
+            let piece_leaves = merkle::leaves(part);
+            let want = if self.pieces > 1 {
+                *self.layer.get()?.get(p as usize)?
+            } else {
+                self.root
+            };
+            let w = if self.pieces > 1 {
+                per_piece as usize
+            } else {
+                width as usize
+            };
+            if merkle::root(&piece_leaves, w, 0) != want {
+                return None;
+            }
+            leaves.extend(piece_leaves);
+            leaves.resize(leaves.len().next_multiple_of(w), merkle::pad(0));
+        }
+        leaves.resize(window as usize, merkle::pad(0));
+        let mut out = merkle::leaves_with_proof(&leaves, start, index, count, proof_layers)?;
+        let top = window.trailing_zeros();
+        if proof_layers >= top {
+            // Above the window: the piece layer's uncles of the window.
+            let level = per_piece.trailing_zeros();
+            let n = window / per_piece;
+            let above = self.answer(
+                level,
+                u32::try_from(start / per_piece).ok()?,
+                u32::try_from(n).ok()?,
+                proof_layers - level,
+            )?;
+            out.extend_from_slice(above.get(n as usize..)?);
+        }
+        Some(out)
+    }
+}
+
 /// The v2 side of a torrent.
 #[derive(Debug)]
 pub struct V2 {

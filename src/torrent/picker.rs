@@ -310,6 +310,48 @@ impl Picker {
         self.held = (held.count_ones() > 0).then_some(held);
     }
 
+    /// A held piece goes back to being downloaded with the blocks in
+    /// `kept` (`Some(sender)`) already received: only the others are
+    /// asked for. For a failed piece whose bad blocks are known. False
+    /// (and nothing changes) when the piece is not held or not wanted.
+    pub fn resume(&mut self, piece: u32, kept: &[Option<PeerKey>]) -> bool {
+        let held = self.held.as_ref().is_some_and(|h| h.get(piece as usize));
+        if !held
+            || self.have.get(piece as usize)
+            || !self.wants(piece)
+            || self.partial.contains_key(&piece)
+        {
+            return false;
+        }
+        let mut part = Partial::new(self.piece_size(piece));
+        if kept.len() != part.blocks.len() {
+            return false;
+        }
+        if let Some(h) = self.held.as_mut() {
+            h.clear(piece as usize);
+        }
+        if self.held.as_ref().is_some_and(|h| h.count_ones() == 0) {
+            self.held = None;
+        }
+        for (b, k) in part.blocks.iter_mut().zip(kept) {
+            if let Some(k) = k {
+                b.from = Some(*k);
+                part.received += 1;
+                part.free -= 1;
+            }
+        }
+        part.next_free = part
+            .blocks
+            .iter()
+            .position(Block::is_free)
+            .unwrap_or(part.blocks.len()) as u32;
+        if part.free > 0 {
+            self.with_free.insert(piece);
+        }
+        self.partial.insert(piece, part);
+        true
+    }
+
     pub fn piece_count(&self) -> u32 {
         self.piece_count
     }
@@ -1005,6 +1047,39 @@ mod tests {
     use std::collections::HashSet;
 
     const KIB16: u32 = BLOCK_LEN;
+
+    /// A failed piece held while its bad blocks are found resumes with
+    /// the good ones kept: only the bad one is picked, and the piece
+    /// completes when it comes.
+    #[test]
+    fn a_held_piece_resumes_with_its_good_blocks() {
+        let mut pk = picker(2, 4 * KIB16, 8 * KIB16 as u64, 1);
+        let mut hold = Bitfield::new(2);
+        hold.set(1);
+        assert!(!pk.resume(1, &[None; 4]), "not held yet");
+        pk.hold(&hold);
+        pk.check();
+        assert!(!pk.resume(1, &[None; 3]), "wrong block count");
+        assert!(pk.resume(1, &[Some(7), Some(7), None, Some(8)]));
+        pk.check();
+        assert!(!pk.resume(1, &[None; 4]), "resumed once");
+        let mut out = Vec::new();
+        let mut only1 = Bitfield::new(2);
+        only1.set(1);
+        pk.pick(9, PeerHas::Some(&only1), 10, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].index, out[0].begin), (1, 2 * KIB16));
+        pk.check();
+        assert!(matches!(
+            pk.on_block(9, out[0]),
+            BlockOutcome::Accepted {
+                piece_complete: true,
+                ..
+            }
+        ));
+        pk.piece_passed(1);
+        pk.check();
+    }
 
     fn picker(pieces: u32, piece_len: u32, total: u64, seed: u64) -> Picker {
         Picker::with_seed(
