@@ -209,7 +209,6 @@ mod tests {
     use crate::metainfo::NewTorrent;
     use crate::peer::new_peer_id;
     use crate::store::{Layout, Store};
-    use std::sync::atomic::AtomicU64;
 
     /// A torrent of `total` bytes announcing to `tracker`, nothing on disk.
     fn shared_for(tracker: String, total: u64) -> (Metainfo, Arc<Shared>, tempfile::TempDir) {
@@ -225,25 +224,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_read(Layout::from_metainfo(&meta), dir.path());
         let shared = Arc::new(Shared {
-            info_hash: meta.info_hash.0,
             peer_id: new_peer_id(),
-            piece_count: meta.piece_count(),
-            piece_length: meta.piece_length,
-            total_length: total,
-            store: Arc::new(store),
-            have: Arc::new(AtomicBitfield::from_bitfield(&Bitfield::new(7))),
             listen_port: 6881,
-            upload_limit: Default::default(),
-            download_limit: Default::default(),
-            connections: Default::default(),
-            my_connections: Default::default(),
-            metadata: Arc::from(&[][..]),
-            pex: false,
-            encryption: Default::default(),
-            super_seed: Default::default(),
-            uploaded: Default::default(),
-            downloaded: AtomicU64::new(0),
-            have_bytes: AtomicU64::new(0),
+            ..Shared::for_test(
+                &meta,
+                store,
+                AtomicBitfield::from_bitfield(&Bitfield::new(7)),
+            )
         });
         (meta, shared, dir)
     }

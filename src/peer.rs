@@ -121,6 +121,40 @@ impl Shared {
     }
 }
 
+#[cfg(test)]
+impl Shared {
+    /// A torrent of `meta` over `store`, having `have`, with no limits,
+    /// peers or metadata: the state unit tests give peer tasks and the
+    /// coordinator. Peer id all zeros, listening on port 1.
+    pub(crate) fn for_test(
+        meta: &crate::metainfo::Metainfo,
+        store: Store,
+        have: AtomicBitfield,
+    ) -> Shared {
+        Shared {
+            info_hash: meta.info_hash.0,
+            peer_id: [0; 20],
+            piece_count: meta.piece_count(),
+            piece_length: meta.piece_length,
+            total_length: meta.total_length,
+            store: Arc::new(store),
+            have: Arc::new(have),
+            listen_port: 1,
+            upload_limit: Default::default(),
+            download_limit: Default::default(),
+            connections: Default::default(),
+            my_connections: Default::default(),
+            metadata: Arc::from(&[][..]),
+            pex: false,
+            encryption: Policy::default(),
+            super_seed: Default::default(),
+            uploaded: Default::default(),
+            downloaded: AtomicU64::new(0),
+            have_bytes: AtomicU64::new(0),
+        }
+    }
+}
+
 /// Our peer id: the client and version, then random characters (a new
 /// one per torrent run).
 pub fn new_peer_id() -> [u8; 20] {
@@ -588,25 +622,7 @@ async fn run<E: Report>(
     .await
     .map_err(|_| PeerError::Closed("torrent stopped".into()))?;
 
-    let mut c = Conn {
-        shared,
-        fast,
-        writer: Writer::spawn(
-            write_half,
-            [stats.uploaded.clone(), shared.uploaded.clone()],
-        ),
-        am_choking: true,
-        peer_choking: true,
-        requested: HashSet::new(),
-        hash_requested: HashSet::new(),
-        leaf_jobs: Arc::default(),
-        unrequested_bytes: 0,
-        uploads: VecDeque::new(),
-        stats,
-        their_ut_metadata: None,
-        their_ut_pex: None,
-        last_pex_in: None,
-    };
+    let mut c = Conn::new(shared, fast, write_half, stats);
 
     if theirs.supports_extensions() {
         let ext = ExtendedHandshake {
@@ -747,6 +763,35 @@ async fn run<E: Report>(
             }
         }
         c.writer.flush()?;
+    }
+}
+
+impl<'a> Conn<'a> {
+    /// A connection after the handshake: both sides choked, nothing
+    /// asked; its writer task counts payload into `stats` and the
+    /// torrent's total.
+    fn new(
+        shared: &'a Shared,
+        fast: bool,
+        half: mse::WriteHalf,
+        stats: Arc<PeerStats>,
+    ) -> Conn<'a> {
+        Conn {
+            shared,
+            fast,
+            writer: Writer::spawn(half, [stats.uploaded.clone(), shared.uploaded.clone()]),
+            am_choking: true,
+            peer_choking: true,
+            requested: HashSet::new(),
+            hash_requested: HashSet::new(),
+            leaf_jobs: Arc::default(),
+            unrequested_bytes: 0,
+            uploads: VecDeque::new(),
+            stats,
+            their_ut_metadata: None,
+            their_ut_pex: None,
+            last_pex_in: None,
+        }
     }
 }
 
@@ -1213,48 +1258,18 @@ mod tests {
         let meta = Metainfo::from_bytes(&t.to_bytes()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let shared = Shared {
-            info_hash: meta.info_hash.0,
             peer_id: [1; 20],
-            piece_count: pieces,
-            piece_length: 16384,
-            total_length: meta.total_length,
-            store: Arc::new(Store::open_read(Layout::from_metainfo(&meta), dir.path())),
-            have: Arc::new(AtomicBitfield::from_bitfield(&Bitfield::new(
-                pieces as usize,
-            ))),
-            listen_port: 1,
-            upload_limit: Default::default(),
-            download_limit: Default::default(),
-            connections: Default::default(),
-            my_connections: Default::default(),
-            metadata: Arc::from(&[][..]),
-            pex: false,
-            encryption: Policy::Prefer,
-            super_seed: Default::default(),
-            uploaded: Default::default(),
-            downloaded: AtomicU64::new(0),
-            have_bytes: AtomicU64::new(0),
+            ..Shared::for_test(
+                &meta,
+                Store::open_read(Layout::from_metainfo(&meta), dir.path()),
+                AtomicBitfield::from_bitfield(&Bitfield::new(pieces as usize)),
+            )
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let _b = l.accept().await.unwrap();
         let (_r, w) = mse::Stream::plain(a).into_split();
-        let mut c = Conn {
-            shared: &shared,
-            fast: true,
-            writer: Writer::spawn(w, Default::default()),
-            am_choking: true,
-            peer_choking: true,
-            requested: HashSet::new(),
-            hash_requested: HashSet::new(),
-            leaf_jobs: Arc::default(),
-            unrequested_bytes: 0,
-            uploads: VecDeque::new(),
-            stats: Arc::default(),
-            their_ut_metadata: None,
-            their_ut_pex: None,
-            last_pex_in: None,
-        };
+        let mut c = Conn::new(&shared, true, w, Arc::default());
         f(&mut c)
     }
 
@@ -1294,48 +1309,18 @@ mod tests {
         let pieces = meta.piece_count();
         let dir = tempfile::tempdir().unwrap();
         let shared = Shared {
-            info_hash: meta.info_hash.0,
             peer_id: [1; 20],
-            piece_count: pieces,
-            piece_length: PL,
-            total_length: meta.total_length,
-            store: Arc::new(Store::open_read(Layout::from_metainfo(&meta), dir.path())),
-            have: Arc::new(AtomicBitfield::from_bitfield(&Bitfield::new(
-                pieces as usize,
-            ))),
-            listen_port: 1,
-            upload_limit: Default::default(),
-            download_limit: Default::default(),
-            connections: Default::default(),
-            my_connections: Default::default(),
-            metadata: Arc::from(&[][..]),
-            pex: false,
-            encryption: Policy::Prefer,
-            super_seed: Default::default(),
-            uploaded: Default::default(),
-            downloaded: AtomicU64::new(0),
-            have_bytes: AtomicU64::new(0),
+            ..Shared::for_test(
+                &meta,
+                Store::open_read(Layout::from_metainfo(&meta), dir.path()),
+                AtomicBitfield::from_bitfield(&Bitfield::new(pieces as usize)),
+            )
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (mut b, _) = l.accept().await.unwrap();
         let (_r, w) = mse::Stream::plain(a).into_split();
-        let mut c = Conn {
-            shared: &shared,
-            fast: true,
-            writer: Writer::spawn(w, Default::default()),
-            am_choking: true,
-            peer_choking: true,
-            requested: HashSet::new(),
-            hash_requested: HashSet::new(),
-            leaf_jobs: Arc::default(),
-            unrequested_bytes: 0,
-            uploads: VecDeque::new(),
-            stats: Arc::default(),
-            their_ut_metadata: None,
-            their_ut_pex: None,
-            last_pex_in: None,
-        };
+        let mut c = Conn::new(&shared, true, w, Arc::default());
         let good = HashRequest {
             root,
             base: 0,
@@ -1459,46 +1444,14 @@ mod tests {
             have.set(p as usize);
         }
         let shared = Shared {
-            info_hash: meta.info_hash.0,
             peer_id: [1; 20],
-            piece_count: pieces,
-            piece_length: PL,
-            total_length: meta.total_length,
-            store: Arc::new(store),
-            have: Arc::new(have),
-            listen_port: 1,
-            upload_limit: Default::default(),
-            download_limit: Default::default(),
-            connections: Default::default(),
-            my_connections: Default::default(),
-            metadata: Arc::from(&[][..]),
-            pex: false,
-            encryption: Policy::Prefer,
-            super_seed: Default::default(),
-            uploaded: Default::default(),
-            downloaded: AtomicU64::new(0),
-            have_bytes: AtomicU64::new(0),
+            ..Shared::for_test(&meta, store, have)
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (mut b, _) = l.accept().await.unwrap();
         let (_r, w) = mse::Stream::plain(a).into_split();
-        let mut c = Conn {
-            shared: &shared,
-            fast: true,
-            writer: Writer::spawn(w, Default::default()),
-            am_choking: true,
-            peer_choking: true,
-            requested: HashSet::new(),
-            hash_requested: HashSet::new(),
-            leaf_jobs: Arc::default(),
-            unrequested_bytes: 0,
-            uploads: VecDeque::new(),
-            stats: Arc::default(),
-            their_ut_metadata: None,
-            their_ut_pex: None,
-            last_pex_in: None,
-        };
+        let mut c = Conn::new(&shared, true, w, Arc::default());
         let mut read = BytesMut::new();
         let mut next = async || loop {
             if let Some(m) = wire::decode(&mut read, 1 << 20).unwrap() {

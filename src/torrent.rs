@@ -2440,7 +2440,6 @@ pub fn short_reason(reason: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU64;
 
     use super::*;
     use crate::bitfield::AtomicBitfield;
@@ -2492,27 +2491,11 @@ mod tests {
         let meta = Arc::new(meta);
         let store = Store::open_write(Layout::from_metainfo(&meta), dir.path()).unwrap();
         let empty = Bitfield::new(pieces);
-        let shared = Arc::new(Shared {
-            info_hash: meta.info_hash.0,
-            peer_id: [0; 20],
-            piece_count: pieces as u32,
-            piece_length: PIECE as u64,
-            total_length: data.len() as u64,
-            store: Arc::new(store),
-            have: Arc::new(AtomicBitfield::from_bitfield(&empty)),
-            listen_port: 1,
-            upload_limit: Default::default(),
-            download_limit: Default::default(),
-            connections: Default::default(),
-            my_connections: Default::default(),
-            metadata: Arc::from(&[][..]),
-            pex: false,
-            encryption: Default::default(),
-            super_seed: Default::default(),
-            uploaded: Default::default(),
-            downloaded: AtomicU64::new(0),
-            have_bytes: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::for_test(
+            &meta,
+            store,
+            AtomicBitfield::from_bitfield(&empty),
+        ));
         let (tx, events) = mpsc::channel(1024);
         let (progress_tx, _) = watch::channel(Progress::default());
         let (complete_tx, _) = tokio::sync::oneshot::channel();
@@ -2668,27 +2651,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_write(Layout::from_metainfo(&meta), dir.path()).unwrap();
         let empty = Bitfield::new(7);
-        let shared = Arc::new(Shared {
-            info_hash: meta.info_hash.0,
-            peer_id: [0; 20],
-            piece_count: 7,
-            piece_length: pl,
-            total_length: meta.total_length,
-            store: Arc::new(store),
-            have: Arc::new(AtomicBitfield::from_bitfield(&empty)),
-            listen_port: 1,
-            upload_limit: Default::default(),
-            download_limit: Default::default(),
-            connections: Default::default(),
-            my_connections: Default::default(),
-            metadata: Arc::from(&[][..]),
-            pex: false,
-            encryption: Default::default(),
-            super_seed: Default::default(),
-            uploaded: Default::default(),
-            downloaded: AtomicU64::new(0),
-            have_bytes: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::for_test(
+            &meta,
+            store,
+            AtomicBitfield::from_bitfield(&empty),
+        ));
         let (tx, events) = mpsc::channel(1024);
         let (progress_tx, _) = watch::channel(Progress::default());
         let (complete_tx, _) = tokio::sync::oneshot::channel();
