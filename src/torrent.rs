@@ -704,19 +704,9 @@ impl Torrent {
             tracing::info!("{} pieces already on disk", good.len());
         }
         for p in good {
-            if self.picker.have().get(p as usize) {
-                continue;
+            if !self.picker.have().get(p as usize) {
+                self.piece_had(p);
             }
-            self.picker.piece_passed(p);
-            self.shared.have.set(p as usize);
-            if !self.picker.wants(p) {
-                // Kept out of the totals, as a file selection wants.
-                self.have_unwanted_bytes += self.meta.piece_size(p);
-            }
-            for s in self.meta.piece_slices(p) {
-                self.progress.file_done[s.file] += s.len;
-            }
-            self.pending_haves.push(p);
         }
         self.picker.release_held(range);
         self.recount_have();
@@ -1420,56 +1410,61 @@ impl Torrent {
             self.recycle(data);
             return Err(e);
         }
-        if !v.ok && !v.leaves.is_empty() {
+        if !v.ok {
             self.progress.hash_failures += 1;
-            let buf = PieceBuf { data, senders };
-            let leaves = std::mem::take(&mut v.leaves);
-            let pad_bad = std::mem::take(&mut v.pad_bad);
-            match self.start_leaf_check(v.piece, buf, v.block_hashes, leaves, pad_bad) {
-                Ok(()) => {}
-                Err((buf, block_hashes)) => {
-                    self.recycle(buf.data);
-                    tracing::warn!("piece {} failed its hash check; fetching it again", v.piece);
-                    self.picker.piece_failed(v.piece);
-                    self.blame_failed(v.piece, &buf.senders, &block_hashes);
-                    self.fill_all();
+            let mut buf = PieceBuf { data, senders };
+            let mut block_hashes = std::mem::take(&mut v.block_hashes);
+            // A v2 piece: its leaf hashes may name the bad blocks.
+            if !v.leaves.is_empty() {
+                let leaves = std::mem::take(&mut v.leaves);
+                let pad_bad = std::mem::take(&mut v.pad_bad);
+                match self.start_leaf_check(v.piece, buf, block_hashes, leaves, pad_bad) {
+                    Ok(()) => return Ok(()),
+                    Err(back) => (buf, block_hashes) = back,
                 }
             }
+            self.recycle(buf.data);
+            tracing::warn!("piece {} failed its hash check; fetching it again", v.piece);
+            self.picker.piece_failed(v.piece);
+            self.blame_failed(v.piece, &buf.senders, &block_hashes);
+            self.fill_all();
             return Ok(());
         }
         self.recycle(data);
-        if v.ok {
-            self.picker.piece_passed(v.piece);
-            self.shared.have.set(v.piece as usize);
-            for s in self.meta.piece_slices(v.piece) {
-                self.progress.file_done[s.file] += s.len;
-            }
-            self.recount_have();
-            self.pending_haves.push(v.piece);
-            // Blocks that differ from the good copy name who sent bad data.
-            if let Some(list) = self.suspects.remove(&v.piece) {
-                for s in list {
-                    if v.block_hashes.get(s.block) != Some(&s.hash) {
-                        match s.peer {
-                            Some((addr, id)) => self.ban(s.key, addr, id, "sent corrupt data"),
-                            None => self.ban_web(s.key, "sent corrupt data"),
-                        }
+        self.piece_had(v.piece);
+        self.recount_have();
+        // Blocks that differ from the good copy name who sent bad data.
+        if let Some(list) = self.suspects.remove(&v.piece) {
+            for s in list {
+                if v.block_hashes.get(s.block) != Some(&s.hash) {
+                    match s.peer {
+                        Some((addr, id)) => self.ban(s.key, addr, id, "sent corrupt data"),
+                        None => self.ban_web(s.key, "sent corrupt data"),
                     }
                 }
             }
-            if self.picker.is_complete() {
-                self.on_complete();
-            } else {
-                self.fill_all();
-            }
+        }
+        if self.picker.is_complete() {
+            self.on_complete();
         } else {
-            self.progress.hash_failures += 1;
-            tracing::warn!("piece {} failed its hash check; fetching it again", v.piece);
-            self.picker.piece_failed(v.piece);
-            self.blame_failed(v.piece, &senders, &v.block_hashes);
             self.fill_all();
         }
         Ok(())
+    }
+
+    /// A piece checked good (just downloaded, or found on disk once its
+    /// layer came): had from now on, and told to peers at the next tick.
+    fn piece_had(&mut self, p: u32) {
+        self.picker.piece_passed(p);
+        self.shared.have.set(p as usize);
+        if !self.picker.wants(p) {
+            // Kept out of the totals, as a file selection wants.
+            self.have_unwanted_bytes += self.meta.piece_size(p);
+        }
+        for s in self.meta.piece_slices(p) {
+            self.progress.file_done[s.file] += s.len;
+        }
+        self.pending_haves.push(p);
     }
 
     fn recycle(&mut self, data: PieceData) {
@@ -1485,12 +1480,7 @@ impl Torrent {
         let distinct: HashSet<PeerKey> = senders.iter().copied().collect();
         if distinct.len() == 1 {
             if let Some(&k) = distinct.iter().next() {
-                if let Some(p) = self.peers.get(&k) {
-                    let (addr, id) = (p.addr, p.peer_id);
-                    self.ban(k, addr, id, "sent corrupt data");
-                } else if self.webseeds.contains_key(&k) {
-                    self.ban_web(k, "sent corrupt data");
-                }
+                self.ban_sender(k, "sent corrupt data");
             }
         } else {
             let mut list = Vec::new();
@@ -1628,15 +1618,11 @@ impl Torrent {
     /// false when `req` is not one (with 16 KiB pieces base layer 0 is
     /// also the piece layer a magnet's download asks for).
     fn on_leaf_hashes(&mut self, key: PeerKey, req: HashRequest, got: &[merkle::Hash]) -> bool {
-        let Some(piece) = self
+        let Some((&piece, c)) = self
             .leaf_checks
-            .iter()
+            .iter_mut()
             .find(|(_, c)| c.pending.req == req)
-            .map(|(p, _)| *p)
         else {
-            return false;
-        };
-        let Some(c) = self.leaf_checks.get_mut(&piece) else {
             return false;
         };
         let verdict = c.pending.on_answer(key, got);
@@ -1704,12 +1690,7 @@ impl Torrent {
             kept.len()
         );
         for k in culprits {
-            if let Some(p) = self.peers.get(&k) {
-                let (addr, id) = (p.addr, p.peer_id);
-                self.ban(k, addr, id, "sent a block its leaf hash proves corrupt");
-            } else if self.webseeds.contains_key(&k) {
-                self.ban_web(k, "sent a block its leaf hash proves corrupt");
-            }
+            self.ban_sender(k, "sent a block its leaf hash proves corrupt");
         }
         if self.picker.resume(piece, &kept) {
             self.partial.insert(piece, c.buf);
@@ -1731,6 +1712,16 @@ impl Torrent {
             .collect();
         for p in late {
             self.leaf_fallback(p, "no answer to the request for its leaf hashes");
+        }
+    }
+
+    /// Bans whoever sent blocks under `key`: a connected peer or a web seed.
+    fn ban_sender(&mut self, key: PeerKey, why: &str) {
+        if let Some(p) = self.peers.get(&key) {
+            let (addr, id) = (p.addr, p.peer_id);
+            self.ban(key, addr, id, why);
+        } else if self.webseeds.contains_key(&key) {
+            self.ban_web(key, why);
         }
     }
 
