@@ -109,7 +109,7 @@ pub async fn announce_loop(
             port: shared.listen_port,
             uploaded: shared.uploaded.load(Ordering::Relaxed),
             downloaded: shared.downloaded.load(Ordering::Relaxed),
-            left: shared.total_length.saturating_sub(have),
+            left: shared.meta.total_length.saturating_sub(have),
             event,
             numwant: 80,
             key,

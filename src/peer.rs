@@ -6,7 +6,10 @@
 pub mod metadata;
 pub mod mse;
 pub mod pex;
+mod shared;
 pub mod wire;
+
+pub use shared::Shared;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -21,8 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
-use crate::bitfield::{AtomicBitfield, Bitfield};
-use crate::store::Store;
+use crate::bitfield::Bitfield;
 use mse::Policy;
 use wire::{BlockRef, ExtendedHandshake, Handshake, HashRequest, Message};
 
@@ -60,101 +62,6 @@ const MAX_LEAF_JOBS: usize = 2;
 /// of up to this size when pieces are larger than a request).
 const MAX_LEAF_READ: u64 = 1024;
 
-/// What every peer task of a torrent shares, read-only or atomic.
-pub struct Shared {
-    pub info_hash: [u8; 20],
-    pub peer_id: [u8; 20],
-    pub piece_count: u32,
-    pub piece_length: u64,
-    pub total_length: u64,
-    pub store: Arc<Store>,
-    pub have: Arc<AtomicBitfield>,
-    pub listen_port: u16,
-    pub upload_limit: Arc<crate::limit::RateLimit>,
-    /// Shared by all peers: a peer whose bytes overdraw it stops reading
-    /// its socket for a while, so TCP slows the sender down.
-    pub download_limit: Arc<crate::limit::RateLimit>,
-    /// The session's cap on connections of all torrents, and this
-    /// torrent's count in it.
-    pub connections: Arc<crate::limit::ConnectionCap>,
-    pub my_connections: Arc<std::sync::atomic::AtomicUsize>,
-    /// The info dictionary, served to magnet users (BEP 9); empty when it
-    /// is over the metadata size cap and so not offered.
-    pub metadata: Arc<[u8]>,
-    /// Peer exchange allowed (not for private torrents, BEP 27).
-    pub pex: bool,
-    /// Which connections are encrypted (the session's `--encryption`).
-    pub encryption: Policy,
-    /// Super-seeding (BEP 16): peers are told we have nothing, and the
-    /// torrent reveals pieces to each with `have`s.
-    pub super_seed: std::sync::atomic::AtomicBool,
-    /// Payload bytes, for trackers and progress. Uploads count when the
-    /// writer task has handed them to the socket (shared with it).
-    pub uploaded: Arc<AtomicU64>,
-    pub downloaded: AtomicU64,
-    /// Verified bytes on disk; trackers get `left` from it.
-    pub have_bytes: AtomicU64,
-}
-
-impl Shared {
-    /// Our handshake under `info_hash`, one of this torrent's hashes (a
-    /// hybrid answers under the one the peer used). Torrents with a v2
-    /// side set the BEP 52 upgrade bit.
-    pub fn handshake(&self, info_hash: [u8; 20]) -> Handshake {
-        let layout = self.store.layout();
-        let ours = match &layout.v2 {
-            Some(v2) if info_hash == v2.short_hash() => info_hash,
-            _ => self.info_hash,
-        };
-        let mut hs = Handshake::new(ours, self.peer_id);
-        if layout.v2.is_some() {
-            hs.reserved[7] |= wire::V2_BIT;
-        }
-        hs
-    }
-
-    pub fn piece_size(&self, piece: u32) -> u64 {
-        let start = piece as u64 * self.piece_length;
-        self.total_length
-            .saturating_sub(start)
-            .min(self.piece_length)
-    }
-}
-
-#[cfg(test)]
-impl Shared {
-    /// A torrent of `meta` over `store`, having `have`, with no limits,
-    /// peers or metadata: the state unit tests give peer tasks and the
-    /// coordinator. Peer id all zeros, listening on port 1.
-    pub(crate) fn for_test(
-        meta: &crate::metainfo::Metainfo,
-        store: Store,
-        have: AtomicBitfield,
-    ) -> Shared {
-        Shared {
-            info_hash: meta.info_hash.0,
-            peer_id: [0; 20],
-            piece_count: meta.piece_count(),
-            piece_length: meta.piece_length,
-            total_length: meta.total_length,
-            store: Arc::new(store),
-            have: Arc::new(have),
-            listen_port: 1,
-            upload_limit: Default::default(),
-            download_limit: Default::default(),
-            connections: Default::default(),
-            my_connections: Default::default(),
-            metadata: Arc::from(&[][..]),
-            pex: false,
-            encryption: Policy::default(),
-            super_seed: Default::default(),
-            uploaded: Default::default(),
-            downloaded: AtomicU64::new(0),
-            have_bytes: AtomicU64::new(0),
-        }
-    }
-}
-
 /// Our peer id: the client and version, then random characters (a new
 /// one per torrent run).
 pub fn new_peer_id() -> [u8; 20] {
@@ -183,8 +90,6 @@ pub enum PeerEvent {
         /// Its handshake set the BEP 52 bit: it may answer hash requests.
         v2: bool,
         incoming: bool,
-        cmd: mpsc::UnboundedSender<PeerCmd>,
-        stats: Arc<PeerStats>,
     },
     Bitfield(Bitfield),
     HaveAll,
@@ -273,12 +178,15 @@ fn protocol(msg: impl Into<String>) -> PeerError {
 pub trait Report: From<(PeerKey, PeerEvent)> + Send + 'static {}
 impl<E: From<(PeerKey, PeerEvent)> + Send + 'static> Report for E {}
 
-/// Connects out to `addr` and runs the connection to its end.
+/// Connects out to `addr` and runs the connection to its end, taking
+/// commands from `cmds` and counting its payload bytes into `stats`.
 pub async fn run_outgoing<E: Report>(
     key: PeerKey,
     addr: SocketAddr,
     shared: Arc<Shared>,
     events: mpsc::Sender<E>,
+    cmds: mpsc::UnboundedReceiver<PeerCmd>,
+    stats: Arc<PeerStats>,
 ) {
     let result = async {
         let (stream, theirs) =
@@ -286,7 +194,8 @@ pub async fn run_outgoing<E: Report>(
         if theirs.info_hash != shared.info_hash {
             return Err(PeerError::WrongInfoHash);
         }
-        run(key, stream, addr, theirs, false, &shared, &events).await
+        let link = (cmds, stats);
+        run(key, stream, addr, theirs, false, &shared, &events, link).await
     }
     .await;
     finish(key, result, &events).await;
@@ -347,7 +256,9 @@ pub async fn connect(
     Ok((stream, theirs))
 }
 
-/// Runs a connection the listener accepted, whose handshake it already read.
+/// Runs a connection the listener accepted, whose handshake it already
+/// read, as `run_outgoing` does.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_incoming<E: Report>(
     key: PeerKey,
     mut stream: mse::Stream,
@@ -355,12 +266,15 @@ pub async fn run_incoming<E: Report>(
     theirs: Handshake,
     shared: Arc<Shared>,
     events: mpsc::Sender<E>,
+    cmds: mpsc::UnboundedReceiver<PeerCmd>,
+    stats: Arc<PeerStats>,
 ) {
     let result = async {
         stream.get_ref().set_nodelay(true).ok();
         let ours = shared.handshake(theirs.info_hash);
         stream.send(&ours.encode()).await?;
-        run(key, stream, addr, theirs, true, &shared, &events).await
+        let link = (cmds, stats);
+        run(key, stream, addr, theirs, true, &shared, &events, link).await
     }
     .await;
     finish(key, result, &events).await;
@@ -593,6 +507,10 @@ struct UploadRead {
 
 type UploadBatch = tokio::task::JoinHandle<Result<UploadRead, crate::store::StoreError>>;
 
+/// The commands and byte counters of one connection.
+type Link = (mpsc::UnboundedReceiver<PeerCmd>, Arc<PeerStats>);
+
+#[allow(clippy::too_many_arguments)]
 async fn run<E: Report>(
     key: PeerKey,
     stream: mse::Stream,
@@ -601,14 +519,13 @@ async fn run<E: Report>(
     incoming: bool,
     shared: &Shared,
     events: &mpsc::Sender<E>,
+    (mut cmd_rx, stats): Link,
 ) -> Result<(), PeerError> {
     if theirs.peer_id == shared.peer_id {
         return Err(PeerError::SelfConnection);
     }
     let fast = theirs.supports_fast();
     let (mut reader, write_half) = stream.into_split();
-    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
-    let stats = Arc::new(PeerStats::default());
     let send = |ev: PeerEvent| events.send(E::from((key, ev)));
     send(PeerEvent::Connected {
         addr,
@@ -616,8 +533,6 @@ async fn run<E: Report>(
         fast,
         v2: theirs.reserved[7] & wire::V2_BIT != 0,
         incoming,
-        cmd: cmd_tx,
-        stats: stats.clone(),
     })
     .await
     .map_err(|_| PeerError::Closed("torrent stopped".into()))?;
@@ -666,7 +581,7 @@ async fn run<E: Report>(
     }
     c.writer.flush()?;
 
-    let max_len = wire::max_message_len(shared.piece_count);
+    let max_len = wire::max_message_len(shared.meta.piece_count());
     let mut rbuf = BytesMut::with_capacity(256 << 10);
     let mut last_read = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -797,7 +712,7 @@ impl<'a> Conn<'a> {
 
 impl Conn<'_> {
     fn valid_block(&self, b: &BlockRef) -> bool {
-        b.index < self.shared.piece_count
+        b.index < self.shared.meta.piece_count()
             && b.length > 0
             && b.length <= MAX_REQUEST_LEN
             && b.begin as u64 + b.length as u64 <= self.shared.piece_size(b.index)
@@ -814,7 +729,7 @@ impl Conn<'_> {
     }
 
     fn on_message(&mut self, msg: Message) -> Result<Option<PeerEvent>, PeerError> {
-        let n = self.shared.piece_count;
+        let n = self.shared.meta.piece_count();
         Ok(match msg {
             Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => None,
             Message::Choke => {
@@ -1243,8 +1158,9 @@ impl Conn<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bitfield::AtomicBitfield;
     use crate::metainfo::{Metainfo, NewTorrent};
-    use crate::store::Layout;
+    use crate::store::{Layout, Store};
 
     /// A connection's message handling over a real loopback socket.
     async fn with_conn<T>(pieces: u32, f: impl FnOnce(&mut Conn<'_>) -> T) -> T {

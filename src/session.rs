@@ -27,7 +27,7 @@ use crate::metainfo::Metainfo;
 use crate::peer::{new_peer_id, read_incoming_handshake, Shared};
 use crate::store::ownership;
 use crate::store::{hash_threads, Layout, PieceCheck, Store};
-use crate::torrent::{Config, Event, Outcome, PeerSource, Progress, Torrent};
+use crate::torrent::{Event, Outcome, PeerSource, Progress, Task};
 use crate::units::human_duration;
 
 /// What the torrents of a session share, set when it starts.
@@ -439,18 +439,15 @@ impl Session {
         }
 
         let shared = Arc::new(Shared {
+            meta: meta.clone(),
             info_hash: meta.info_hash.0,
             peer_id: new_peer_id(),
-            piece_count: count,
-            piece_length: meta.piece_length,
-            total_length: meta.total_length,
             store,
             have: Arc::new(AtomicBitfield::from_bitfield(&have)),
             listen_port: self.inner.port,
             upload_limit: self.inner.upload_limit.clone(),
             download_limit: self.inner.download_limit.clone(),
             connections: self.inner.connections.clone(),
-            my_connections: self.inner.connections.register(),
             pex: opts.pex && !meta.private,
             encryption: self.inner.encryption,
             // BEP 16 is for an initial seeder: one that has everything.
@@ -487,26 +484,37 @@ impl Session {
         };
         shared_tx.send_replace(Some(shared.clone()));
 
-        let mut torrent = Torrent::new(
+        let mut torrent = Task::new(
             meta.clone(),
             shared.clone(),
             &have,
-            Config {
+            crate::torrent::Options {
                 max_peers: opts.max_peers,
-                upload_slots: 4,
+                // The swarm harness's knobs (benches/swarm), read here
+                // until they are flags.
+                upload_slots: std::env::var("SHOAL_TEST_UPLOAD_SLOTS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(4),
                 keep_seeding: opts.keep_seeding,
                 seed_ratio: opts.seed_ratio,
                 seed_time: opts.seed_time,
+                super_seed: opts.super_seed,
+                pex: opts.pex,
+                web_seeds: opts.web_seeds,
+                free_ride: std::env::var_os("SHOAL_TEST_FREE_RIDE").is_some_and(|v| v == "1"),
             },
             events_tx.clone(),
             progress_tx,
             complete_tx,
         );
         if let Some(sel) = &opts.selection {
-            torrent.set_unwanted(&crate::torrent::selection::unwanted_pieces(&meta, sel));
+            let unwanted = crate::torrent::selection::unwanted_pieces(&meta, sel);
+            torrent.set_unwanted(&unwanted);
         }
         if let Some(high) = &opts.high {
-            torrent.set_high(&crate::torrent::selection::wanted_pieces(&meta, high));
+            let high = crate::torrent::selection::wanted_pieces(&meta, high);
+            torrent.set_high(&high);
         }
         // After the coordinator published its first snapshot, so a display
         // never shows a torrent of 0 bytes.

@@ -69,25 +69,20 @@ pub struct Choker {
 }
 
 impl Choker {
-    /// Two knobs read from the environment exist for the swarm harness
-    /// (benches/swarm, docs/swarm.md) and are not a user interface:
-    /// `SHOAL_TEST_FREE_RIDE=1` never unchokes anyone, so not one byte of
-    /// piece data goes up (an honest free rider: its links stay as fast as
-    /// anyone's, so its requests and ACKs still flow); and
-    /// `SHOAL_TEST_UPLOAD_SLOTS=n` replaces the number of regular slots.
-    pub fn new(upload_slots: usize) -> Choker {
-        let slots = std::env::var("SHOAL_TEST_UPLOAD_SLOTS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(upload_slots);
-        let mut c = Choker::with_rng(slots, StdRng::from_entropy());
-        c.free_ride = std::env::var_os("SHOAL_TEST_FREE_RIDE").is_some_and(|v| v == "1");
+    /// `slots` regular upload slots; `free_ride` never unchokes anyone, so
+    /// not one byte of piece data goes up (an honest free rider for the
+    /// swarm harness, benches/swarm: its links stay as fast as anyone's,
+    /// so its requests and ACKs still flow). Ties are broken by a
+    /// generator seeded with `seed`.
+    pub fn new(slots: usize, free_ride: bool, seed: u64) -> Choker {
+        let mut c = Choker::with_rng(slots, StdRng::seed_from_u64(seed));
+        c.free_ride = free_ride;
         c
     }
 
-    /// Same as `new` with a fixed random seed, for reproducible tests.
+    /// Same as `new` without free riding, for tests.
     pub fn with_seed(upload_slots: usize, seed: u64) -> Choker {
-        Choker::with_rng(upload_slots, StdRng::seed_from_u64(seed))
+        Choker::new(upload_slots, false, seed)
     }
 
     fn with_rng(slots: usize, rng: StdRng) -> Choker {

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use crate::metainfo::merkle::{self, Hash};
 use crate::metainfo::v2::V2;

@@ -1,0 +1,97 @@
+//! What the tasks of one running torrent share: the torrent, our
+//! identity in its swarm, the store, the have bitfield, byte counters and
+//! the session's limits. Read-only or atomic, so peer tasks, web seed
+//! tasks, discovery loops and the service read it without asking the
+//! torrent's task; the torrent's task is the one that writes the have
+//! bitfield and the verified byte count.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+use crate::bitfield::AtomicBitfield;
+use crate::limit::{ConnectionCap, RateLimit};
+use crate::metainfo::Metainfo;
+use crate::store::Store;
+
+use super::mse::Policy;
+use super::wire::{self, Handshake};
+
+pub struct Shared {
+    pub meta: Arc<Metainfo>,
+    pub info_hash: [u8; 20],
+    pub peer_id: [u8; 20],
+    pub store: Arc<Store>,
+    pub have: Arc<AtomicBitfield>,
+    pub listen_port: u16,
+    pub upload_limit: Arc<RateLimit>,
+    /// Shared by all peers: a peer whose bytes overdraw it stops reading
+    /// its socket for a while, so TCP slows the sender down.
+    pub download_limit: Arc<RateLimit>,
+    /// The session's cap on connections of all torrents.
+    pub connections: Arc<ConnectionCap>,
+    /// The info dictionary, served to magnet users (BEP 9); empty when it
+    /// is over the metadata size cap and so not offered.
+    pub metadata: Arc<[u8]>,
+    /// Peer exchange allowed (not for private torrents, BEP 27).
+    pub pex: bool,
+    /// Which connections are encrypted (the session's `--encryption`).
+    pub encryption: Policy,
+    /// Super-seeding (BEP 16): peers are told we have nothing, and the
+    /// torrent reveals pieces to each with `have`s.
+    pub super_seed: AtomicBool,
+    /// Payload bytes, for trackers and progress. Uploads count when the
+    /// writer task has handed them to the socket (shared with it).
+    pub uploaded: Arc<AtomicU64>,
+    pub downloaded: AtomicU64,
+    /// Verified bytes on disk; trackers get `left` from it.
+    pub have_bytes: AtomicU64,
+}
+
+impl Shared {
+    /// Our handshake under `info_hash`, one of this torrent's hashes (a
+    /// hybrid answers under the one the peer used). Torrents with a v2
+    /// side set the BEP 52 upgrade bit.
+    pub fn handshake(&self, info_hash: [u8; 20]) -> Handshake {
+        let layout = self.store.layout();
+        let ours = match &layout.v2 {
+            Some(v2) if info_hash == v2.short_hash() => info_hash,
+            _ => self.info_hash,
+        };
+        let mut hs = Handshake::new(ours, self.peer_id);
+        if layout.v2.is_some() {
+            hs.reserved[7] |= wire::V2_BIT;
+        }
+        hs
+    }
+
+    pub fn piece_size(&self, piece: u32) -> u64 {
+        self.meta.piece_size(piece)
+    }
+}
+
+#[cfg(test)]
+impl Shared {
+    /// A torrent of `meta` over `store`, having `have`, with no limits,
+    /// peers or metadata: the state unit tests give peer tasks. Peer id
+    /// all zeros, listening on port 1.
+    pub(crate) fn for_test(meta: &Metainfo, store: Store, have: AtomicBitfield) -> Shared {
+        Shared {
+            meta: Arc::new(meta.clone()),
+            info_hash: meta.info_hash.0,
+            peer_id: [0; 20],
+            store: Arc::new(store),
+            have: Arc::new(have),
+            listen_port: 1,
+            upload_limit: Default::default(),
+            download_limit: Default::default(),
+            connections: Default::default(),
+            metadata: Arc::from(&[][..]),
+            pex: false,
+            encryption: Policy::default(),
+            super_seed: Default::default(),
+            uploaded: Default::default(),
+            downloaded: AtomicU64::new(0),
+            have_bytes: AtomicU64::new(0),
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The thin tokio task around a torrent's [`Core`]: it turns what comes
+//! in (peer and web seed tasks, discovery, the accept loop, hash jobs, a
+//! 100 ms timer) into inputs with the time they came, and carries out the
+//! core's actions: it starts peer and web seed tasks and holds their
+//! command channels and byte counters, runs hash jobs and rechecks on
+//! blocking threads, keeps the torrent's [`Shared`] state current and
+//! publishes progress. It decides nothing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::bitfield::Bitfield;
+use crate::metainfo::Metainfo;
+use crate::peer::wire::Handshake;
+use crate::peer::{self, PeerCmd, PeerEvent, PeerKey, PeerStats, Shared};
+use crate::store::StoreError;
+use crate::torrent::core::{Action, Config, Core, Input, Options, Traffic, Verified};
+use crate::torrent::status::{Outcome, PeerSource, Progress};
+use crate::torrent::webseed::{self, WebCmd, WebEvent};
+
+/// What the task hears from the tasks around it.
+#[derive(Debug)]
+pub enum Event {
+    Peer(PeerKey, PeerEvent),
+    Incoming {
+        stream: peer::mse::Stream,
+        addr: SocketAddr,
+        handshake: Handshake,
+    },
+    Peers(PeerSource, Vec<SocketAddr>),
+    TrackerWarning(String),
+    /// The last announce failed (`Some(why)`, naming the tracker) or
+    /// worked (`None`); shown while no peer is connected.
+    TrackerStatus(Option<String>),
+    Verified(Vec<Verified>),
+    /// What `range` (pieces of a file whose layer just came) holds on
+    /// disk: the pieces in `good` passed their check.
+    Rechecked {
+        range: std::ops::Range<u32>,
+        good: Vec<u32>,
+    },
+    /// From the task of the web seed with this key.
+    Web(PeerKey, WebEvent),
+}
+
+impl From<(PeerKey, PeerEvent)> for Event {
+    fn from((key, ev): (PeerKey, PeerEvent)) -> Event {
+        Event::Peer(key, ev)
+    }
+}
+
+/// A running source's task, as the runner reaches it.
+enum Link {
+    Peer(mpsc::UnboundedSender<PeerCmd>, Arc<PeerStats>),
+    Web(mpsc::UnboundedSender<WebCmd>, Arc<PeerStats>),
+}
+
+/// One running torrent: its core and the tasks it started.
+pub struct Task {
+    core: Core,
+    meta: Arc<Metainfo>,
+    shared: Arc<Shared>,
+    events_tx: mpsc::Sender<Event>,
+    progress_tx: watch::Sender<Progress>,
+    complete_tx: Option<oneshot::Sender<()>>,
+    links: HashMap<PeerKey, Link>,
+    /// An incoming connection the core is deciding on.
+    incoming: Option<(peer::mse::Stream, SocketAddr, Handshake)>,
+    /// Web seeds found usable, by URL, until the core starts them.
+    web_files: HashMap<String, Vec<Option<url::Url>>>,
+    web_client: Option<reqwest::Client>,
+    /// How the run ended, once the core said so.
+    end: Option<Result<Outcome, StoreError>>,
+}
+
+impl Task {
+    /// A torrent of `meta` over the store in `shared`, having `have`.
+    pub fn new(
+        meta: Arc<Metainfo>,
+        shared: Arc<Shared>,
+        have: &Bitfield,
+        options: Options,
+        events_tx: mpsc::Sender<Event>,
+        progress_tx: watch::Sender<Progress>,
+        complete_tx: oneshot::Sender<()>,
+    ) -> Task {
+        let cfg = Config {
+            options,
+            peer_id: shared.peer_id,
+            listen_port: shared.listen_port,
+            seed: rand::random(),
+            // One more job than cores: a job waiting on its (direct) write
+            // leaves a core free to hash the next.
+            hash_jobs: crate::store::hash_threads() + 1,
+            connections: shared.connections.clone(),
+        };
+        let mut task = Task {
+            core: Core::new(Instant::now(), meta.clone(), have, cfg),
+            meta,
+            shared,
+            events_tx,
+            progress_tx,
+            complete_tx: Some(complete_tx),
+            links: HashMap::new(),
+            incoming: None,
+            web_files: HashMap::new(),
+            web_client: None,
+            end: None,
+        };
+        // Trackers read what we have from the start.
+        task.step();
+        task
+    }
+
+    /// Leaves out the pieces in `unwanted` (a file selection).
+    pub fn set_unwanted(&mut self, unwanted: &Bitfield) {
+        self.core.set_unwanted(unwanted);
+        self.step();
+    }
+
+    /// Asks for the pieces in `high` first (file priorities).
+    pub fn set_high(&mut self, high: &Bitfield) {
+        self.core.set_high(high);
+        self.step();
+    }
+
+    /// Adds peers from any source.
+    pub fn add_peers(&mut self, source: PeerSource, addrs: Vec<SocketAddr>) {
+        self.core
+            .handle(Instant::now(), Input::Peers(source, addrs));
+        self.step();
+    }
+
+    /// Offers the core each usable web seed (BEP 19) among `urls`. A URL
+    /// that cannot be used (not http(s)) is logged and left out.
+    pub fn add_web_seeds(&mut self, urls: &[String]) {
+        if urls.is_empty() || self.core.is_complete() {
+            return;
+        }
+        let client = match self
+            .web_client
+            .clone()
+            .map(Ok)
+            .unwrap_or_else(webseed::client)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("web seeds not used: {e}");
+                return;
+            }
+        };
+        self.web_client = Some(client);
+        for url in urls {
+            match webseed::file_urls(url, &self.meta) {
+                Ok(files) => {
+                    self.web_files.insert(url.clone(), files);
+                    self.core
+                        .handle(Instant::now(), Input::WebSeed(url.clone()));
+                    self.step();
+                }
+                Err(e) => {
+                    let shown = crate::out::escape(url);
+                    tracing::warn!("web seed {shown}: {e}; not used");
+                }
+            }
+        }
+    }
+
+    /// Runs until complete (unless seeding) or until `stop` fires.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<Outcome, StoreError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopped = false;
+        let outcome = loop {
+            self.step();
+            if let Some(end) = self.end.take() {
+                break end?;
+            }
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => stopped = true,
+                },
+                _ = tick.tick() => {
+                    self.count_traffic();
+                    self.core.tick(Instant::now());
+                }
+                _ = stop.changed() => stopped = true,
+            }
+            if stopped {
+                self.count_traffic();
+                self.core.stop(Instant::now());
+            }
+        };
+        if outcome == Outcome::Complete {
+            // The last snapshot counts every byte.
+            self.count_traffic();
+            self.core.stop(Instant::now());
+        }
+        self.wind_down();
+        Ok(outcome)
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let now = Instant::now();
+        let input = match ev {
+            Event::Peer(key, ev) => {
+                if matches!(ev, PeerEvent::Gone(_)) {
+                    self.links.remove(&key);
+                }
+                Input::Peer(key, ev)
+            }
+            Event::Incoming {
+                stream,
+                addr,
+                handshake,
+            } => {
+                let peer_id = handshake.peer_id;
+                self.incoming = Some((stream, addr, handshake));
+                Input::Incoming { addr, peer_id }
+            }
+            Event::Peers(source, addrs) => Input::Peers(source, addrs),
+            Event::TrackerWarning(w) => Input::TrackerWarning(w),
+            Event::TrackerStatus(s) => Input::TrackerStatus(s),
+            Event::Verified(batch) => Input::Verified(batch),
+            Event::Rechecked { range, good } => Input::Rechecked { range, good },
+            Event::Web(key, ev) => Input::Web(key, ev),
+        };
+        self.core.handle(now, input);
+    }
+
+    /// Tells the core the byte counters of the torrent and of each
+    /// running source.
+    fn count_traffic(&mut self) {
+        let traffic = self.traffic();
+        self.core.handle(Instant::now(), Input::Traffic(traffic));
+    }
+
+    fn traffic(&self) -> Traffic {
+        let sources = self
+            .links
+            .iter()
+            .map(|(k, l)| {
+                let s = match l {
+                    Link::Peer(_, s) | Link::Web(_, s) => s,
+                };
+                (
+                    *k,
+                    s.downloaded.load(Ordering::Relaxed),
+                    s.uploaded.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        Traffic {
+            downloaded: self.shared.downloaded.load(Ordering::Relaxed),
+            uploaded: self.shared.uploaded.load(Ordering::Relaxed),
+            sources,
+        }
+    }
+
+    /// Carries out the core's actions, up to the end of the run.
+    fn step(&mut self) {
+        while self.end.is_none() {
+            match self.core.poll_action() {
+                Some(Action::Finished(outcome)) => self.end = Some(Ok(outcome)),
+                Some(Action::Failed(e)) => self.end = Some(Err(e)),
+                Some(a) => self.act(a),
+                None => break,
+            }
+        }
+        // An incoming connection the core did not take is closed.
+        self.incoming = None;
+    }
+
+    /// After the end: peers are told to close and the last progress goes
+    /// out; nothing new is started.
+    fn wind_down(&mut self) {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Connect { .. }
+                | Action::Accept { .. }
+                | Action::StartWebSeed { .. }
+                | Action::Verify(_)
+                | Action::Recheck(_)
+                | Action::Finished(_)
+                | Action::Failed(_) => {}
+                a => self.act(a),
+            }
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Connect { key, addr } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let stats = Arc::new(PeerStats::default());
+                self.links.insert(key, Link::Peer(tx, stats.clone()));
+                tokio::spawn(peer::run_outgoing(
+                    key,
+                    addr,
+                    self.shared.clone(),
+                    self.events_tx.clone(),
+                    rx,
+                    stats,
+                ));
+            }
+            Action::Accept { key, addr } => self.accept(key, addr),
+            Action::Send(key, cmd) => self.send(key, cmd),
+            Action::StartWebSeed { key, url } => self.start_web_seed(key, url),
+            Action::ResetWebSeed(key) => {
+                if let Some(Link::Web(tx, _)) = self.links.get(&key) {
+                    let _ = tx.send(WebCmd::Reset);
+                }
+            }
+            Action::Verify(jobs) => {
+                let store = self.shared.store.clone();
+                let tx = self.events_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    // After a failed write (disk full, say) the store
+                    // refuses every later one, so at most one half-written
+                    // piece is left.
+                    let done: Vec<Verified> = jobs
+                        .into_iter()
+                        .map(|j| j.run(store.layout(), |p, d| store.write_piece(p, d)))
+                        .collect();
+                    let _ = tx.blocking_send(Event::Verified(done));
+                });
+            }
+            Action::Recheck(range) => self.recheck(range),
+            Action::Have(p) => self.shared.have.set(p as usize),
+            Action::HaveBytes(n) => self.shared.have_bytes.store(n, Ordering::Release),
+            Action::Complete => {
+                if let Some(tx) = self.complete_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Action::SuperSeedOver => {
+                tracing::info!(
+                    "super-seeding done: every piece is in the swarm, {} bytes sent",
+                    self.shared.uploaded.load(Ordering::Relaxed)
+                );
+                self.shared.super_seed.store(false, Ordering::Relaxed);
+            }
+            Action::Publish => {
+                self.progress_tx.send_replace(self.core.progress().clone());
+            }
+            Action::Finished(_) | Action::Failed(_) => {}
+        }
+    }
+
+    fn accept(&mut self, key: PeerKey, addr: SocketAddr) {
+        let Some((stream, _, handshake)) = self.incoming.take().filter(|(_, a, _)| *a == addr)
+        else {
+            // Nothing to run: the core hears the connection is gone.
+            let gone = PeerEvent::Gone("connection lost before it was taken".into());
+            self.core.handle(Instant::now(), Input::Peer(key, gone));
+            return;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(PeerStats::default());
+        self.links.insert(key, Link::Peer(tx, stats.clone()));
+        tokio::spawn(peer::run_incoming(
+            key,
+            stream,
+            addr,
+            handshake,
+            self.shared.clone(),
+            self.events_tx.clone(),
+            rx,
+            stats,
+        ));
+    }
+
+    /// A command to a peer goes as it is; a web seed's task takes the
+    /// fetching part of it, and ends when its channel is dropped.
+    fn send(&mut self, key: PeerKey, cmd: PeerCmd) {
+        match self.links.get(&key) {
+            Some(Link::Peer(tx, _)) => {
+                let _ = tx.send(cmd);
+            }
+            Some(Link::Web(tx, _)) => {
+                let web = match cmd {
+                    PeerCmd::Request(blocks) => WebCmd::Fetch(blocks),
+                    PeerCmd::Cancel(b) => WebCmd::Cancel(b),
+                    PeerCmd::Close(_) => {
+                        self.links.remove(&key);
+                        return;
+                    }
+                    _ => return,
+                };
+                let _ = tx.send(web);
+            }
+            None => {}
+        }
+    }
+
+    fn start_web_seed(&mut self, key: PeerKey, url: String) {
+        let (Some(files), Some(client)) = (self.web_files.remove(&url), self.web_client.clone())
+        else {
+            return;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(PeerStats::default());
+        self.links.insert(key, Link::Web(tx, stats.clone()));
+        tokio::spawn(webseed::run(
+            webseed::Seed {
+                key,
+                files,
+                meta: self.meta.clone(),
+                shared: self.shared.clone(),
+                stats,
+                client,
+                events: self.events_tx.clone(),
+            },
+            rx,
+        ));
+    }
+
+    /// Checks what is on disk of `range`, off the runtime.
+    fn recheck(&self, range: std::ops::Range<u32>) {
+        let store = self.shared.store.clone();
+        let tx = self.events_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::new();
+            let mut good = Vec::new();
+            for p in range.clone() {
+                match store.check_piece(p, &mut buf) {
+                    Ok(crate::store::PieceCheck::Good) => good.push(p),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("piece {p}: {e}"),
+                }
+            }
+            let _ = tx.blocking_send(Event::Rechecked { range, good });
+        });
+    }
+}
