@@ -44,10 +44,11 @@ use crate::metainfo::Metainfo;
 use crate::peer::{PeerCmd, PeerEvent, PeerKey};
 use crate::store::{Layout, StoreError};
 use crate::torrent::choker::Choker;
+use crate::torrent::hashes;
 use crate::torrent::picker::Picker;
 use crate::torrent::status::{Outcome, PeerSource, Progress, State};
+use crate::torrent::superseed;
 use crate::torrent::webseed::WebEvent;
-use crate::torrent::{hashes, superseed};
 
 pub use assembly::{PieceJob, Verified};
 
@@ -198,6 +199,22 @@ pub enum Action {
     Failed(StoreError),
 }
 
+/// The totals of a torrent having `have`, before anything happened.
+fn first_progress(meta: &Metainfo, have: &Bitfield) -> Progress {
+    let mut file_done = vec![0u64; meta.files.len()];
+    for p in have.iter_ones() {
+        for s in meta.piece_slices(p as u32) {
+            file_done[s.file] += s.len;
+        }
+    }
+    Progress {
+        total: meta.total_length,
+        piece_count: meta.piece_count(),
+        file_done,
+        ..Default::default()
+    }
+}
+
 /// One torrent's state and decisions.
 pub struct Core {
     meta: Arc<Metainfo>,
@@ -265,18 +282,7 @@ impl Core {
             cfg.options.free_ride,
             rand::Rng::gen(&mut rng),
         );
-        let mut file_done = vec![0u64; meta.files.len()];
-        for p in have.iter_ones() {
-            for s in meta.piece_slices(p as u32) {
-                file_done[s.file] += s.len;
-            }
-        }
-        let progress = Progress {
-            total: meta.total_length,
-            piece_count: meta.piece_count(),
-            file_done,
-            ..Default::default()
-        };
+        let progress = first_progress(&meta, have);
         let super_seed = (cfg.options.super_seed && have.is_full())
             .then(|| superseed::SuperSeed::new(meta.piece_count()));
         let mut core = Core {

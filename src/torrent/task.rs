@@ -54,6 +54,12 @@ impl From<(PeerKey, PeerEvent)> for Event {
     }
 }
 
+impl From<(PeerKey, WebEvent)> for Event {
+    fn from((key, ev): (PeerKey, WebEvent)) -> Event {
+        Event::Web(key, ev)
+    }
+}
+
 /// A running source's task, as the runner reaches it.
 enum Link {
     Peer(mpsc::UnboundedSender<PeerCmd>, Arc<PeerStats>),

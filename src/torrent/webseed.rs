@@ -35,7 +35,6 @@ use url::Url;
 use crate::metainfo::{bencode, Metainfo};
 use crate::peer::wire::BlockRef;
 use crate::peer::{PeerKey, PeerStats, Shared};
-use crate::torrent::Event;
 
 /// Requests in flight to one server at once.
 pub const CONNECTIONS: usize = 3;
@@ -211,15 +210,20 @@ fn describe(e: &reqwest::Error) -> String {
     parts.join(": ")
 }
 
+/// What a web seed task reports to: its owner's event channel, whose
+/// event type wraps ours (so this module needs nothing of its owner's).
+pub trait Report: From<(PeerKey, WebEvent)> + Send + 'static {}
+impl<E: From<(PeerKey, WebEvent)> + Send + 'static> Report for E {}
+
 /// One server, as its task knows it.
-pub struct Seed {
+pub struct Seed<E> {
     pub key: PeerKey,
     pub files: Vec<Option<Url>>,
     pub meta: Arc<Metainfo>,
     pub shared: Arc<Shared>,
     pub stats: Arc<PeerStats>,
     pub client: reqwest::Client,
-    pub events: mpsc::Sender<Event>,
+    pub events: mpsc::Sender<E>,
 }
 
 fn offset(piece_length: u64, b: BlockRef) -> u64 {
@@ -249,7 +253,7 @@ fn next_run(queue: &mut BTreeMap<u64, BlockRef>) -> Vec<BlockRef> {
 }
 
 /// The task of one web seed: runs until the coordinator drops its sender.
-pub async fn run(seed: Seed, mut cmds: mpsc::UnboundedReceiver<WebCmd>) {
+pub async fn run<E: Report>(seed: Seed<E>, mut cmds: mpsc::UnboundedReceiver<WebCmd>) {
     let seed = Arc::new(seed);
     let plen = seed.meta.piece_length;
     let mut queue: BTreeMap<u64, BlockRef> = BTreeMap::new();
@@ -299,7 +303,7 @@ struct Run {
 impl Run {
     /// Reports every block whose bytes are all in. Err when the torrent is
     /// gone.
-    async fn deliver(&mut self, seed: &Seed) -> Result<(), String> {
+    async fn deliver<E: Report>(&mut self, seed: &Seed<E>) -> Result<(), String> {
         while let Some(&b) = self.blocks.get(self.sent) {
             let from = (offset(seed.meta.piece_length, b) - self.start) as usize;
             let to = from + b.length as usize;
@@ -307,7 +311,7 @@ impl Run {
                 break;
             }
             let data = Bytes::copy_from_slice(&self.buf[from..to]);
-            let ev = Event::Web(seed.key, WebEvent::Block { block: b, data });
+            let ev = E::from((seed.key, WebEvent::Block { block: b, data }));
             seed.events
                 .send(ev)
                 .await
@@ -318,7 +322,7 @@ impl Run {
     }
 }
 
-async fn fetch_run(seed: Arc<Seed>, blocks: Vec<BlockRef>) {
+async fn fetch_run<E: Report>(seed: Arc<Seed<E>>, blocks: Vec<BlockRef>) {
     let Some(&first) = blocks.first() else {
         return;
     };
@@ -352,7 +356,7 @@ async fn fetch_run(seed: Arc<Seed>, blocks: Vec<BlockRef>) {
         if !blocks.is_empty() {
             let _ = seed
                 .events
-                .send(Event::Web(seed.key, WebEvent::Failed { blocks, why }))
+                .send(E::from((seed.key, WebEvent::Failed { blocks, why })))
                 .await;
         }
     }
@@ -360,8 +364,8 @@ async fn fetch_run(seed: Arc<Seed>, blocks: Vec<BlockRef>) {
 
 /// Fetches `n` bytes at `off` of a file of `file_len` bytes into `run`,
 /// reporting blocks as they complete.
-async fn fetch_range(
-    seed: &Seed,
+async fn fetch_range<E: Report>(
+    seed: &Seed<E>,
     url: &Url,
     off: u64,
     n: u64,

@@ -39,25 +39,7 @@ impl Core {
                 client,
                 listen_port,
                 pex,
-            } => {
-                let Some(s) = self.sources.get_mut(key) else {
-                    return;
-                };
-                let Kind::Peer(p) = &mut s.kind else {
-                    return;
-                };
-                p.pex = pex;
-                if let (None, Some(port)) = (p.listen, listen_port.filter(|p| *p != 0)) {
-                    p.listen = Some(SocketAddr::new(p.addr.ip(), port));
-                }
-                if let Some(q) = reqq {
-                    p.reqq = (q as usize).clamp(1, MAX_QUEUE);
-                    s.depth = s.depth.min(p.reqq);
-                }
-                if let Some(c) = client {
-                    tracing::debug!("{}: client {c}", p.addr);
-                }
-            }
+            } => self.on_extended(key, reqq, client, listen_port, pex),
             PeerEvent::Pex(added) => self.on_pex(key, added),
             PeerEvent::Choked => {
                 let Some(p) = self.sources.peer_mut(key) else {
@@ -152,6 +134,35 @@ impl Core {
         }
         // Hash requests need no unchoke (BEP 52): ask at once.
         self.request_hashes(key);
+    }
+
+    /// Its extension handshake: peer exchange, the port it listens on,
+    /// how many requests it queues.
+    fn on_extended(
+        &mut self,
+        key: PeerKey,
+        reqq: Option<u32>,
+        client: Option<String>,
+        listen_port: Option<u16>,
+        pex: bool,
+    ) {
+        let Some(s) = self.sources.get_mut(key) else {
+            return;
+        };
+        let Kind::Peer(p) = &mut s.kind else {
+            return;
+        };
+        p.pex = pex;
+        if let (None, Some(port)) = (p.listen, listen_port.filter(|p| *p != 0)) {
+            p.listen = Some(SocketAddr::new(p.addr.ip(), port));
+        }
+        if let Some(q) = reqq {
+            p.reqq = (q as usize).clamp(1, MAX_QUEUE);
+            s.depth = s.depth.min(p.reqq);
+        }
+        if let Some(c) = client {
+            tracing::debug!("{}: client {c}", p.addr);
+        }
     }
 
     /// A later bitfield replaces what we knew (aria2 sends them as
