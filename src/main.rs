@@ -86,6 +86,47 @@ struct SwarmFlags {
     /// no data for this many seconds. Off by default: a watched download waits.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: Option<u64>,
+    #[command(flatten)]
+    harness: HarnessFlags,
+}
+
+/// Knobs for the swarm harness (benches/swarm, docs/swarm.md), not a user
+/// interface: hidden, and usually set through the environment.
+#[derive(clap::Args)]
+struct HarnessFlags {
+    /// Regular upload slots of the choker.
+    #[arg(
+        long,
+        hide = true,
+        env = "SHOAL_TEST_UPLOAD_SLOTS",
+        default_value_t = 4
+    )]
+    test_upload_slots: usize,
+    /// Never unchoke anyone: an honest free rider.
+    #[arg(long, hide = true, env = "SHOAL_TEST_FREE_RIDE", value_parser = clap::builder::FalseyValueParser::new())]
+    test_free_ride: bool,
+}
+
+impl NetFlags {
+    /// The session these flags ask for; the DHT keeps its nodes in
+    /// `state_dir`.
+    fn session(
+        &self,
+        port: Option<u16>,
+        state_dir: Option<PathBuf>,
+    ) -> shoal::session::SessionConfig {
+        shoal::session::SessionConfig {
+            port,
+            dht: (!self.no_dht).then(|| shoal::discovery::dht::Config {
+                port: self.dht_port,
+                bootstrap: (!self.dht_bootstrap.is_empty()).then(|| self.dht_bootstrap.clone()),
+                state_dir: state_dir.or_else(shoal::discovery::dht::default_state_dir),
+            }),
+            lsd: !self.no_lsd,
+            encryption: self.encryption,
+            ..Default::default()
+        }
+    }
 }
 
 /// `--encryption`: its three values, shown in the help.
@@ -379,36 +420,33 @@ impl SwarmFlags {
         keep_seeding: bool,
         overwrite: bool,
     ) -> cli::RunArgs {
+        let mut session = self.net.session(self.port, self.state_dir);
+        session.upload_limit = self.upload_limit;
+        session.download_limit = self.download_limit;
         cli::RunArgs {
             torrent,
             dir,
-            port: self.port,
             peers: self.peers,
-            keep_seeding,
-            max_peers: self.max_peers as usize,
             quiet: self.quiet,
             json: self.json,
-            upload_limit: self.upload_limit,
-            download_limit: self.download_limit,
             overwrite,
             save_torrent: None,
-            dht: cli::DhtArgs {
-                off: self.net.no_dht,
-                port: self.net.dht_port,
-                bootstrap: self.net.dht_bootstrap,
-                state_dir: self.state_dir,
-            },
-            no_pex: self.net.no_pex,
-            no_lsd: self.net.no_lsd,
-            no_web_seeds: self.no_web_seeds,
-            encryption: self.net.encryption,
             only: Vec::new(),
             select: None,
             list: false,
-            seed_ratio: self.seed_ratio,
-            seed_time: self.seed_time,
-            super_seed: self.super_seed,
             stall_timeout: self.stall_timeout,
+            session,
+            options: shoal::torrent::Options {
+                max_peers: self.max_peers as usize,
+                upload_slots: self.harness.test_upload_slots,
+                keep_seeding: keep_seeding || self.seed_ratio.is_some() || self.seed_time.is_some(),
+                seed_ratio: self.seed_ratio,
+                seed_time: self.seed_time,
+                super_seed: self.super_seed,
+                pex: !self.net.no_pex,
+                web_seeds: !self.no_web_seeds,
+                free_ride: self.harness.test_free_ride,
+            },
         }
     }
 }
@@ -545,28 +583,25 @@ fn main() -> ExitCode {
                     )
                     .exit();
             }
+            let mut session = net.session(port, None);
+            session.upload_limit = upload_limit;
+            session.download_limit = download_limit;
+            session.max_connections = Some(max_connections as usize);
             cli::serve(cli::ServeArgs {
                 listen,
                 state_dir,
                 download_dir,
                 token,
                 allowed_hosts: allow_hosts,
-                port,
-                max_peers: max_peers as usize,
-                max_connections: max_connections as usize,
-                seed_ratio,
-                seed_time,
-                upload_limit,
-                download_limit,
-                dht: cli::DhtArgs {
-                    off: net.no_dht,
-                    port: net.dht_port,
-                    bootstrap: net.dht_bootstrap,
-                    state_dir: None,
+                session,
+                options: shoal::torrent::Options {
+                    max_peers: max_peers as usize,
+                    keep_seeding: true,
+                    seed_ratio,
+                    seed_time,
+                    pex: !net.no_pex,
+                    ..Default::default()
                 },
-                no_pex: net.no_pex,
-                no_lsd: net.no_lsd,
-                encryption: net.encryption,
             })
         }
         Command::Add {

@@ -1420,6 +1420,10 @@ mod tests {
             c.on_message(Message::HashRequest(lacking)),
             Ok(None)
         ));
+        // While both earlier jobs are still counted the reject comes from
+        // the connection's own writer, which the run loop flushes after
+        // each message; so does the test (it hung once in a few runs).
+        c.writer.flush().unwrap();
         assert_eq!(next().await, Message::HashReject(lacking));
     }
 

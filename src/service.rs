@@ -64,12 +64,10 @@ pub struct ServiceConfig {
     pub state_dir: PathBuf,
     /// Every torrent's data goes under this folder.
     pub download_root: PathBuf,
-    pub max_peers: usize,
-    pub pex: bool,
-    /// Stop seeding a torrent once it uploaded this many times its size,
-    /// or after this long (state `done`); never without.
-    pub seed_ratio: Option<f64>,
-    pub seed_time: Option<Duration>,
+    /// Every torrent's knobs (`serve --max-peers`, `--seed-ratio` …). A
+    /// torrent keeps seeding until `seed_ratio` or `seed_time` (state
+    /// `done`); never stops without.
+    pub options: crate::torrent::Options,
 }
 
 /// What to add.
@@ -1127,64 +1125,12 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
                 );
                 return;
             };
-            loop {
-                let (status_tx, status_rx) =
-                    watch::channel(crate::discovery::fetch::Status::default());
-                if let Some(e) = svc.entries().iter_mut().find(|e| e.hash == hash) {
-                    e.fetching = Some(status_rx);
+            match resolve(&svc, hash, generation, &magnet, &mut stop).await {
+                Some((meta, found)) => {
+                    learned = found;
+                    meta
                 }
-                let got = crate::discovery::fetch::fetch(
-                    &magnet,
-                    &[],
-                    svc.session().dht(),
-                    crate::peer::new_peer_id(),
-                    svc.session().encryption(),
-                    status_tx,
-                    stop.clone(),
-                )
-                .await;
-                match got {
-                    Ok((info, found)) => {
-                        let bytes = crate::peer::metadata::torrent_file(
-                            &info,
-                            &magnet.trackers,
-                            &magnet.web_seeds,
-                        );
-                        match Metainfo::from_bytes(&bytes) {
-                            Ok(m) => {
-                                let m = Arc::new(m);
-                                svc.set_meta(hash, m.clone(), &bytes);
-                                learned = found;
-                                break m;
-                            }
-                            Err(e) => {
-                                svc.ended(
-                                    hash,
-                                    generation,
-                                    Some(format!(
-                                        "the fetched metadata is not a valid torrent: {e}"
-                                    )),
-                                    false,
-                                );
-                                return;
-                            }
-                        }
-                    }
-                    Err(crate::discovery::fetch::FetchError::Interrupted) => {
-                        svc.ended(hash, generation, None, false);
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::info!("{}: {e}; trying again", hex::encode(hash));
-                        tokio::select! {
-                            _ = tokio::time::sleep(METADATA_RETRY) => {}
-                            _ = stop.wait_for(|s| *s) => {
-                                svc.ended(hash, generation, None, false);
-                                return;
-                            }
-                        }
-                    }
-                }
+                None => return,
             }
         }
     };
@@ -1201,22 +1147,19 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
     let opts = TorrentOptions {
         dir,
         peers: peers.clone(),
-        keep_seeding: true,
-        require_complete: false,
-        max_peers: svc.inner.cfg.max_peers,
-        overwrite: false,
-        pex: svc.inner.cfg.pex,
-        selection,
-        high,
-        seed_ratio: svc.inner.cfg.seed_ratio,
-        seed_time: svc.inner.cfg.seed_time,
-        super_seed: false,
-        stall_timeout: None,
         learned: learned
             .into_iter()
-            .filter(|(a, _): &(SocketAddr, _)| !a.ip().is_unspecified() && !peers.contains(a))
+            .filter(|(a, _): &(SocketAddr, _)| !peers.contains(a))
             .collect(),
-        web_seeds: true,
+        require_complete: false,
+        overwrite: false,
+        selection,
+        high,
+        stall_timeout: None,
+        torrent: crate::torrent::Options {
+            keep_seeding: true,
+            ..svc.inner.cfg.options.clone()
+        },
     };
     let result = svc.session().run_torrent(meta, opts, ctl).await;
     match result {
@@ -1232,6 +1175,53 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
                 Some(crate::out::escape(&msg).into_owned()),
                 false,
             );
+        }
+    }
+}
+
+/// A magnet's metadata, fetched again after [`METADATA_RETRY`] until it
+/// comes (its status shown in the entry meanwhile) or the run is stopped;
+/// None when the run ended (recorded in the entry).
+async fn resolve(
+    svc: &Service,
+    hash: [u8; 20],
+    generation: u64,
+    magnet: &Magnet,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(Arc<Metainfo>, Vec<(SocketAddr, crate::torrent::PeerSource)>)> {
+    loop {
+        let (status_tx, status_rx) = watch::channel(crate::discovery::fetch::Status::default());
+        if let Some(e) = svc.entries().iter_mut().find(|e| e.hash == hash) {
+            e.fetching = Some(status_rx);
+        }
+        let got = svc
+            .session()
+            .resolve_magnet(magnet, &[], status_tx, stop.clone())
+            .await;
+        match got {
+            Ok(r) => {
+                let meta = Arc::new(r.meta);
+                svc.set_meta(hash, meta.clone(), &r.torrent);
+                return Some((meta, r.learned));
+            }
+            Err(crate::session::ResolveError::Interrupted) => {
+                svc.ended(hash, generation, None, false);
+                return None;
+            }
+            Err(e @ crate::session::ResolveError::Invalid(_)) => {
+                svc.ended(hash, generation, Some(e.to_string()), false);
+                return None;
+            }
+            Err(e) => {
+                tracing::info!("{}: {e}; trying again", hex::encode(hash));
+                tokio::select! {
+                    _ = tokio::time::sleep(METADATA_RETRY) => {}
+                    _ = stop.wait_for(|s| *s) => {
+                        svc.ended(hash, generation, None, false);
+                        return None;
+                    }
+                }
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -196,9 +196,17 @@ fn killed_download_resumes_to_correct_result() {
             d,
             &format!("leecher{round}"),
         );
-        std::thread::sleep(Duration::from_millis(1500));
-        let have =
-            last_event(&l.stdout(), "progress").map_or(0, |p| p["have_bytes"].as_u64().unwrap());
+        // Killed as soon as it verified more than last time (a loaded
+        // machine may take its time to get there).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let have = loop {
+            let have = last_event(&l.stdout(), "progress")
+                .map_or(0, |p| p["have_bytes"].as_u64().unwrap());
+            if have > had_at_kill || Instant::now() > deadline {
+                break have;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(have < total(), "download finished before the kill");
         assert!(
             have >= had_at_kill,

@@ -32,6 +32,7 @@ pub enum DhtError {
     Bootstrap(String),
 }
 
+#[derive(Clone, Debug, Default)]
 pub struct Config {
     /// UDP port; None picks a free one.
     pub port: Option<u16>,

@@ -484,36 +484,28 @@ fn content_folder_hint(m: &Metainfo, dir: &Path) -> Option<String> {
     })
 }
 
+/// `download` and `seed`.
 pub struct RunArgs {
+    /// The .torrent file or magnet link.
     pub torrent: PathBuf,
     pub dir: PathBuf,
-    pub port: Option<u16>,
+    /// `--peer`, resolved when the run starts.
     pub peers: Vec<String>,
-    pub keep_seeding: bool,
-    pub max_peers: usize,
     pub quiet: bool,
     pub json: bool,
-    pub upload_limit: Option<u64>,
-    pub download_limit: Option<u64>,
     pub overwrite: bool,
     /// For a magnet: where to write the .torrent made of the fetched metadata.
     pub save_torrent: Option<PathBuf>,
-    pub dht: DhtArgs,
-    pub no_pex: bool,
-    pub no_lsd: bool,
-    pub no_web_seeds: bool,
-    /// Which connections are encrypted (`--encryption`).
-    pub encryption: crate::peer::mse::Policy,
     /// File selection: globs, numbers as `--list` shows them; list and exit.
     pub only: Vec<String>,
     pub select: Option<String>,
     pub list: bool,
-    /// Stop seeding at this upload ratio or after this long.
-    pub seed_ratio: Option<f64>,
-    pub seed_time: Option<std::time::Duration>,
-    pub super_seed: bool,
     /// Seconds without data after which a download gives up.
     pub stall_timeout: Option<u64>,
+    /// The session: port, DHT, local discovery, limits, encryption.
+    pub session: crate::session::SessionConfig,
+    /// The torrent's knobs.
+    pub options: crate::torrent::Options,
 }
 
 /// `shoal serve`.
@@ -523,17 +515,10 @@ pub struct ServeArgs {
     pub download_dir: PathBuf,
     pub token: Option<String>,
     pub allowed_hosts: Vec<String>,
-    pub port: Option<u16>,
-    pub max_peers: usize,
-    pub max_connections: usize,
-    pub seed_ratio: Option<f64>,
-    pub seed_time: Option<std::time::Duration>,
-    pub upload_limit: Option<u64>,
-    pub download_limit: Option<u64>,
-    pub dht: DhtArgs,
-    pub no_pex: bool,
-    pub no_lsd: bool,
-    pub encryption: crate::peer::mse::Policy,
+    /// The session; its DHT keeps its nodes in the state folder.
+    pub session: crate::session::SessionConfig,
+    /// Every torrent's knobs.
+    pub options: crate::torrent::Options,
 }
 
 /// The token of a service on a non-loopback address: the one given, else
@@ -578,32 +563,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let remote = !a.listen.ip().is_loopback();
     let token = service_token(&state_dir, a.token.clone(), remote)?;
     let rt = runtime()?;
-    let dht_args = DhtArgs {
-        state_dir: Some(state_dir.clone()),
-        ..a.dht
-    };
-    let (dht, lsd) = {
-        let _guard = rt.enter();
-        let lsd = if a.no_lsd {
-            None
-        } else {
-            crate::discovery::lsd::Lsd::start()
-                .inspect_err(|e| tracing::info!("no local discovery: {e}"))
-                .ok()
-        };
-        (start_dht(&dht_args, a.port)?, lsd)
-    };
+    let mut session_cfg = a.session;
+    if let Some(d) = session_cfg.dht.as_mut() {
+        d.state_dir = Some(state_dir.clone());
+    }
     rt.block_on(async {
-        let session = crate::session::Session::start(crate::session::SessionConfig {
-            port: a.port,
-            dht: dht.clone(),
-            lsd,
-            upload_limit: a.upload_limit,
-            download_limit: a.download_limit,
-            max_connections: Some(a.max_connections),
-            encryption: a.encryption,
-        })
-        .await?;
+        let session = crate::session::Session::start(session_cfg).await?;
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .with_context(|| format!("cannot listen on {}", a.listen))?;
@@ -612,10 +577,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             crate::service::ServiceConfig {
                 state_dir: state_dir.clone(),
                 download_root: a.download_dir.clone(),
-                max_peers: a.max_peers,
-                pex: !a.no_pex,
-                seed_ratio: a.seed_ratio,
-                seed_time: a.seed_time,
+                options: a.options.clone(),
             },
         )
         .await?;
@@ -664,9 +626,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         tracing::info!("signal {signal}: stopping");
         eprintln!("stopping: announcing to trackers and saving state");
         svc.shutdown().await;
-        if let Some(dht) = &dht {
-            dht.save().await;
-        }
+        session.save().await;
         anyhow::Ok(())
     })
 }
@@ -794,23 +754,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// The magnet phase of `download MAGNET`: fetches the info dictionary from
-/// peers (BEP 9), shows how it goes, and returns the torrent it makes, with
-/// the peers learned on the way.
-fn resolve_magnet(
-    rt: &tokio::runtime::Runtime,
+/// peers through the session (BEP 9), shows how it goes, and returns the
+/// torrent it makes, with the peers learned on the way.
+async fn resolve_magnet(
+    session: &crate::session::Session,
     magnet: &Magnet,
     a: &RunArgs,
     peers: &[std::net::SocketAddr],
-    dht: Option<&crate::discovery::dht::Dht>,
     display: Display,
-) -> Result<(
-    Metainfo,
-    Vec<(std::net::SocketAddr, crate::torrent::PeerSource)>,
-)> {
+    signals: &crate::face::single::Signals,
+) -> Result<crate::session::Resolved> {
     let (status_tx, mut status_rx) =
         tokio::sync::watch::channel(crate::discovery::fetch::Status::default());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let signal = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
     let label = magnet
         .name
         .clone()
@@ -821,64 +776,55 @@ fn resolve_magnet(
             json!({"state": "fetching metadata", "status": "fetching metadata"}),
         );
     }
-    let fetched = rt.block_on(async {
-        let sig = signal.clone();
-        let watcher = tokio::spawn(async move {
-            sig.store(crate::session::wait_for_signal().await, std::sync::atomic::Ordering::SeqCst);
-            let _ = stop_tx.send(true);
-        });
-        let bar = (display == Display::Bars).then(|| {
-            let pb = crate::face::ui::spinner();
-            pb.set_message(crate::face::ui::fit_spinner(&format!("{label}: fetching metadata")));
-            pb
-        });
-        let show = async {
-            while status_rx.changed().await.is_ok() {
-                let s = status_rx.borrow_and_update().clone();
-                if let Some(pb) = &bar {
-                    let mut msg = format!(
-                        "{label}: fetching metadata ({} peers, {} known)",
-                        s.connected, s.known
-                    );
-                    if let Some(e) = &s.last_error {
-                        msg.push_str(&format!(" - {e}"));
-                    }
-                    pb.set_message(crate::face::ui::fit_spinner(&msg));
-                }
-            }
-            std::future::pending::<()>().await;
-        };
-        let r = tokio::select! {
-            r = crate::discovery::fetch::fetch(magnet, peers, dht, crate::peer::new_peer_id(), a.encryption, status_tx, stop_rx) => r,
-            _ = show => unreachable!("show never ends"),
-        };
-        if let Some(pb) = bar {
-            crate::face::ui::remove(&pb);
-        }
-        watcher.abort();
-        r
+    let bar = (display == Display::Bars).then(|| {
+        let pb = crate::face::ui::spinner();
+        pb.set_message(crate::face::ui::fit_spinner(&format!(
+            "{label}: fetching metadata"
+        )));
+        pb
     });
-    let (info, learned) = match fetched {
-        Ok(x) => x,
-        Err(crate::discovery::fetch::FetchError::Interrupted) => {
-            let signal = signal.load(std::sync::atomic::Ordering::SeqCst);
+    let show = async {
+        while status_rx.changed().await.is_ok() {
+            let s = status_rx.borrow_and_update().clone();
+            if let Some(pb) = &bar {
+                let mut msg = format!(
+                    "{label}: fetching metadata ({} peers, {} known)",
+                    s.connected, s.known
+                );
+                if let Some(e) = &s.last_error {
+                    msg.push_str(&format!(" - {e}"));
+                }
+                pb.set_message(crate::face::ui::fit_spinner(&msg));
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    let resolved = tokio::select! {
+        r = session.resolve_magnet(magnet, peers, status_tx, signals.stop()) => r,
+        _ = show => unreachable!("show never ends"),
+    };
+    if let Some(pb) = bar {
+        crate::face::ui::remove(&pb);
+    }
+    let r = match resolved {
+        Ok(r) => r,
+        Err(crate::session::ResolveError::Interrupted) => {
             return Err(Interrupted {
-                signal: if signal == 0 { libc::SIGINT } else { signal },
+                signal: signals.which().unwrap_or(libc::SIGINT),
                 message: "interrupted while fetching metadata".into(),
             }
             .into());
         }
         Err(e) => return Err(e.into()),
     };
-    let bytes = crate::peer::metadata::torrent_file(&info, &magnet.trackers, &magnet.web_seeds);
-    let m = Metainfo::from_bytes(&bytes).context("the fetched metadata is not a valid torrent")?;
     if let Some(path) = &a.save_torrent {
-        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, &r.torrent).with_context(|| format!("writing {}", path.display()))?;
     }
+    let m = &r.meta;
     match display {
         Display::Json => crate::face::ui::emit(
             "metadata",
-            json!({"name": m.name, "info_hash": m.info_hash.hex(), "size": info.len(), "saved_to": a.save_torrent}),
+            json!({"name": m.name, "info_hash": m.info_hash.hex(), "size": m.info_bytes().map_or(0, |b| b.len()), "saved_to": a.save_torrent}),
         ),
         Display::Bars | Display::Plain => crate::face::ui::say(&format!(
             "metadata: {} ({}, {} files) from the swarm",
@@ -888,48 +834,11 @@ fn resolve_magnet(
         )),
         Display::Silent => {}
     }
-    Ok((m, learned))
-}
-
-/// DHT settings of `download` and `seed`.
-pub struct DhtArgs {
-    pub off: bool,
-    pub port: Option<u16>,
-    pub bootstrap: Vec<String>,
-    pub state_dir: Option<PathBuf>,
-}
-
-/// Starts the process's DHT node: on `--dht-port`, else the UDP side of
-/// `--port` (another free port if that one is taken), else a free port.
-fn start_dht(d: &DhtArgs, listen_port: Option<u16>) -> Result<Option<crate::discovery::dht::Dht>> {
-    if d.off {
-        return Ok(None);
-    }
-    let cfg = |port| crate::discovery::dht::Config {
-        port,
-        bootstrap: (!d.bootstrap.is_empty()).then(|| d.bootstrap.clone()),
-        state_dir: d
-            .state_dir
-            .clone()
-            .or_else(crate::discovery::dht::default_state_dir),
-    };
-    let dht = match (d.port, listen_port) {
-        (Some(p), _) => crate::discovery::dht::Dht::start(cfg(Some(p)))?,
-        (None, Some(p)) => match crate::discovery::dht::Dht::start(cfg(Some(p))) {
-            Ok(dht) => dht,
-            Err(crate::discovery::dht::DhtError::Bind { .. }) => {
-                crate::discovery::dht::Dht::start(cfg(None))?
-            }
-            Err(e) => return Err(e.into()),
-        },
-        (None, None) => crate::discovery::dht::Dht::start(cfg(None))?,
-    };
-    Ok(Some(dht))
+    Ok(r)
 }
 
 /// `download` (seed = false) and `seed` (seed = true). With `--json` an
 /// error is also an `error` event, so a reader of stdout alone learns why.
-/// `download` (seed = false) and `seed` (seed = true).
 pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
     let json = a.json;
     let r = run_torrent_inner(a, seed);
@@ -949,28 +858,26 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         list_files(m);
         return Ok(());
     }
-    let rt = runtime()?;
-    let (dht, lsd) = {
-        let _guard = rt.enter();
-        let lsd = if a.no_lsd {
-            None
-        } else {
-            crate::discovery::lsd::Lsd::start()
-                .inspect_err(|e| tracing::info!("no local discovery: {e}"))
-                .ok()
-        };
-        (start_dht(&a.dht, a.port)?, lsd)
-    };
-    let mut learned = Vec::new();
-    let m = match source {
-        Source::Torrent(m) => *m,
+    runtime()?.block_on(run_in_session(a, seed, display, peers, source))
+}
+
+/// A session of its own for one torrent: its magnet phase if it came as
+/// a link, then its run, then the report.
+async fn run_in_session(
+    mut a: RunArgs,
+    seed: bool,
+    display: Display,
+    peers: Vec<std::net::SocketAddr>,
+    source: Source,
+) -> Result<()> {
+    let signals = crate::face::single::Signals::watch();
+    let session_cfg = std::mem::take(&mut a.session);
+    let session = crate::session::Session::start(session_cfg).await?;
+    let (m, learned) = match source {
+        Source::Torrent(m) => (*m, Vec::new()),
         Source::Magnet(mg) => {
-            let (m, found) = resolve_magnet(&rt, &mg, &a, &peers, dht.as_ref(), display)?;
-            learned = found
-                .into_iter()
-                .filter(|(p, _)| !peers.contains(p))
-                .collect();
-            m
+            let r = resolve_magnet(&session, &mg, &a, &peers, display, &signals).await?;
+            (r.meta, r.learned)
         }
     };
     if a.list {
@@ -999,34 +906,25 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     }
     let name = esc(&m.name).into_owned();
     let dest = a.dir.join(&m.name);
-    let opts = crate::face::single::Options {
+    let opts = crate::session::TorrentOptions {
         dir: a.dir.clone(),
-        port: a.port,
         peers,
-        keep_seeding: seed || a.keep_seeding || a.seed_ratio.is_some() || a.seed_time.is_some(),
-        require_complete: seed,
-        max_peers: a.max_peers,
-        display,
-        upload_limit: a.upload_limit,
-        download_limit: a.download_limit,
-        overwrite: a.overwrite,
-        dht: dht.clone(),
-        pex: !a.no_pex,
-        lsd,
-        selection,
-        seed_ratio: a.seed_ratio,
-        seed_time: a.seed_time,
-        super_seed: a.super_seed,
-        stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
         learned,
-        web_seeds: !a.no_web_seeds,
-        encryption: a.encryption,
+        require_complete: seed,
+        overwrite: a.overwrite,
+        selection,
+        high: None,
+        stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
+        torrent: a.options.clone(),
     };
-    let summary = rt.block_on(crate::face::single::run(m, opts));
-    if let Some(dht) = &dht {
-        rt.block_on(dht.save());
-    }
-    let summary = summary?;
+    let summary = crate::face::single::run(&session, m, opts, display, &signals).await;
+    session.save().await;
+    report(&a, &name, &dest, summary?)
+}
+
+/// The run's last words: the `done` event or the summary line, and its
+/// end as an error when it did not complete.
+fn report(a: &RunArgs, name: &str, dest: &Path, summary: crate::session::Summary) -> Result<()> {
     let p = &summary.progress;
     let secs = summary.elapsed.as_secs_f64();
     // Copies of the torrent sent: what --seed-ratio counts, so the two agree.
@@ -1063,7 +961,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
                 human_bytes((n as f64 / secs.max(0.001)) as u64)
             ),
         };
-        let ratio = if seed || a.keep_seeding || a.seed_ratio.is_some() || a.seed_time.is_some() {
+        let ratio = if a.options.keep_seeding {
             format!(", ratio {ratio:.2}")
         } else {
             String::new()

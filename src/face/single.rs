@@ -3,8 +3,6 @@
 //! follows what the session publishes (notices, progress snapshots); the
 //! session never calls it.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,87 +12,64 @@ use tokio::sync::{mpsc, watch};
 
 use crate::face::ui::{self, Display};
 use crate::metainfo::Metainfo;
-use crate::session::{self, Control, Notice, Session, SessionConfig, Summary};
+use crate::session::{self, Control, Notice, Session, Summary, TorrentOptions};
 use crate::torrent::Outcome;
-use crate::torrent::PeerSource;
 use crate::units::human_bytes;
 
-/// One `download` or `seed` run: the session's settings and the torrent's.
-pub struct Options {
-    pub dir: PathBuf,
-    pub port: Option<u16>,
-    pub peers: Vec<SocketAddr>,
-    pub keep_seeding: bool,
-    /// `seed`: the data must already be complete.
-    pub require_complete: bool,
-    pub max_peers: usize,
-    /// How the run is shown (the caller's business).
-    pub display: Display,
-    /// Upload limit in bytes per second.
-    pub upload_limit: Option<u64>,
-    /// Download limit in bytes per second.
-    pub download_limit: Option<u64>,
-    /// Replace files in the way that shoal did not create (`--overwrite`).
-    pub overwrite: bool,
-    /// The process's DHT node, unless turned off.
-    pub dht: Option<crate::discovery::dht::Dht>,
-    /// Peer exchange (BEP 11), unless turned off; never for private torrents.
-    pub pex: bool,
-    /// The process's local discovery socket (BEP 14), unless turned off.
-    pub lsd: Option<crate::discovery::lsd::Lsd>,
-    /// The files to download (`--only`, `--select`); None: all.
-    pub selection: Option<Vec<bool>>,
-    /// When to stop seeding (`--seed-ratio`, `--seed-time`); never without.
-    pub seed_ratio: Option<f64>,
-    pub seed_time: Option<Duration>,
-    /// Super-seed (BEP 16) when the data is complete at the start.
-    pub super_seed: bool,
-    /// Give up when an incomplete download got no data for this long.
-    pub stall_timeout: Option<Duration>,
-    /// Peers a magnet's metadata phase found, with where from.
-    pub learned: Vec<(SocketAddr, PeerSource)>,
-    /// Fetch from the torrent's web seeds (BEP 19), unless `--no-web-seeds`.
-    pub web_seeds: bool,
-    /// Which connections are encrypted (`--encryption`).
-    pub encryption: crate::peer::mse::Policy,
+/// Ctrl-C and SIGTERM, watched from the start of a run to its end (the
+/// magnet phase and the check of a big folder must stop on them like
+/// everything else): they set the stop flag, and which one came is kept.
+pub struct Signals {
+    stop: watch::Receiver<bool>,
+    signal: Arc<AtomicI32>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-/// Runs the torrent until it is done or a signal stops it.
-pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let signal = Arc::new(AtomicI32::new(0));
-    // Signals are watched from the start: the check of a big folder can
-    // take minutes and must stop on Ctrl-C like everything else.
-    let signals = {
-        let signal = signal.clone();
-        tokio::spawn(async move {
-            signal.store(session::wait_for_signal().await, Ordering::SeqCst);
-            let _ = stop_tx.send(true);
-            // Keep the sender: the torrent sees `true`, not a closed channel.
-            std::future::pending::<()>().await;
-        })
-    };
-    let display = opts.display;
-    let session = Session::start(SessionConfig {
-        port: opts.port,
-        dht: opts.dht,
-        lsd: opts.lsd,
-        upload_limit: opts.upload_limit,
-        download_limit: opts.download_limit,
-        max_connections: None,
-        encryption: opts.encryption,
-    })
-    .await;
-    let session = match session {
-        Ok(s) => s,
-        Err(e) => {
-            signals.abort();
-            return Err(e);
-        }
-    };
+impl Signals {
+    pub fn watch() -> Signals {
+        let (stop_tx, stop) = watch::channel(false);
+        let signal = Arc::new(AtomicI32::new(0));
+        let task = {
+            let signal = signal.clone();
+            tokio::spawn(async move {
+                signal.store(session::wait_for_signal().await, Ordering::SeqCst);
+                let _ = stop_tx.send(true);
+                // Keep the sender: the torrent sees `true`, not a closed channel.
+                std::future::pending::<()>().await;
+            })
+        };
+        Signals { stop, signal, task }
+    }
+
+    /// Set once a signal came.
+    pub fn stop(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
+    }
+
+    /// The signal that came, if one did.
+    pub fn which(&self) -> Option<i32> {
+        Some(self.signal.load(Ordering::SeqCst)).filter(|s| *s != 0)
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs the torrent in `session` until it is done or a signal stops it,
+/// showing it as `display` says.
+pub async fn run(
+    session: &Session,
+    meta: Metainfo,
+    opts: TorrentOptions,
+    display: Display,
+    signals: &Signals,
+) -> Result<Summary> {
     let meta = Arc::new(meta);
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
-    let mut ctl = Control::new(stop_rx);
+    let mut ctl = Control::new(signals.stop());
     ctl.notices = Some(notice_tx);
     let progress_rx = ctl.progress.subscribe();
     let shower = tokio::spawn(show(
@@ -105,25 +80,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         progress_rx,
         ctl.checked.clone(),
     ));
-    let topts = session::TorrentOptions {
-        dir: opts.dir,
-        peers: opts.peers,
-        keep_seeding: opts.keep_seeding,
-        require_complete: opts.require_complete,
-        max_peers: opts.max_peers,
-        overwrite: opts.overwrite,
-        pex: opts.pex,
-        selection: opts.selection,
-        high: None,
-        seed_ratio: opts.seed_ratio,
-        seed_time: opts.seed_time,
-        super_seed: opts.super_seed,
-        stall_timeout: opts.stall_timeout,
-        learned: opts.learned,
-        web_seeds: opts.web_seeds,
-    };
-    let result = session.run_torrent(meta, topts, ctl).await;
-    signals.abort();
+    let result = session.run_torrent(meta, opts, ctl).await;
     // The torrent is gone, so the display sees its channels close and
     // clears its bars; cut it short only if it hangs.
     let abort = shower.abort_handle();
@@ -135,7 +92,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     }
     let mut summary = result?;
     if matches!(summary.outcome, Outcome::Interrupted) {
-        summary.signal = Some(signal.load(Ordering::SeqCst)).filter(|s| *s != 0);
+        summary.signal = signals.which();
     }
     Ok(summary)
 }

@@ -413,6 +413,41 @@ pub fn seeder(dir: &Path, torrent: &Path, from: &Path, extra: &[&str]) -> (Proc,
     ];
     args.extend_from_slice(extra);
     let p = Proc::spawn(&args, dir, "seeder");
-    wait_listening(port);
+    if extra.windows(2).any(|w| w == ["--encryption", "require"]) {
+        wait_listening(port);
+    } else {
+        wait_serving(port, info_hash(torrent));
+    }
     (p, port)
+}
+
+/// Waits until the process on `port` answers a handshake for the torrent
+/// `info_hash`: a session listens from its start, but takes a torrent's
+/// peers only once that torrent's data is checked, and a test peer that
+/// came in between would be dropped.
+pub fn wait_serving(port: u16, info_hash: [u8; 20]) {
+    use std::io::Read;
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut hs = vec![19u8];
+            hs.extend_from_slice(b"BitTorrent protocol");
+            hs.extend_from_slice(&[0; 8]);
+            hs.extend_from_slice(&info_hash);
+            hs.extend_from_slice(b"-TT0001-waitserving0");
+            let mut theirs = [0u8; 68];
+            if s.write_all(&hs).is_ok()
+                && s.read_exact(&mut theirs).is_ok()
+                && theirs[28..48] == info_hash
+            {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "nothing serves the torrent on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
