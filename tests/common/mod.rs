@@ -107,7 +107,17 @@ impl Proc {
         Proc::spawn_with(args, log_dir, name, true)
     }
 
+    /// Like `spawn_dht` with `SHOAL_LOG` set to `log` (the default shows
+    /// shoal's own debug lines only, not those of its crates).
+    pub fn spawn_dht_log(args: &[&str], log_dir: &Path, name: &str, log: &str) -> Proc {
+        Proc::spawn_full(args, log_dir, name, true, log)
+    }
+
     fn spawn_with(args: &[&str], log_dir: &Path, name: &str, dht: bool) -> Proc {
+        Proc::spawn_full(args, log_dir, name, dht, "shoal=debug")
+    }
+
+    fn spawn_full(args: &[&str], log_dir: &Path, name: &str, dht: bool, log: &str) -> Proc {
         let out = log_dir.join(format!("{name}.out"));
         let err = log_dir.join(format!("{name}.err"));
         let mut cmd = Command::new(shoal_bin());
@@ -123,7 +133,7 @@ impl Proc {
         cmd.env("SHOAL_NO_LSD", "1");
         let child = cmd
             .args(args)
-            .env("SHOAL_LOG", "shoal=debug")
+            .env("SHOAL_LOG", log)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())

@@ -48,6 +48,8 @@ pub const DEFAULT_BOOTSTRAP_NODES: [&str; 4] = [
 ];
 
 const REFRESH_TABLE_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// Longest wait between two attempts to bootstrap an empty routing table.
+const MAX_BOOTSTRAP_RETRY: Duration = Duration::from_secs(60);
 const PING_TABLE_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// Result of `tick_get_queries`: completed queries and whether self-findnode finished.
@@ -70,6 +72,12 @@ pub struct Rpc {
     last_table_refresh: Instant,
     /// Last time we pinged nodes in the routing table.
     last_table_ping: Instant,
+    /// Bootstrap attempts in a row that left the routing table empty.
+    bootstrap_failures: u32,
+    /// No new bootstrap attempt before this, while the table is empty: a
+    /// node that answers at once with errors (or with nothing we can add)
+    /// must not be asked again at once, forever.
+    next_bootstrap: Instant,
     /// Closest responding nodes to specific target
     ///
     /// as well as the:
@@ -135,6 +143,8 @@ impl Rpc {
 
             last_table_refresh: Instant::now(),
             last_table_ping: Instant::now(),
+            bootstrap_failures: 0,
+            next_bootstrap: Instant::now(),
 
             dht_size_estimates_sum: 0.0,
             responders_based_dht_size_estimates_count: 0,
@@ -235,13 +245,15 @@ impl Rpc {
 
         self.cleanup_done_queries(&done_get_queries, &mut done_put_queries);
 
+        // Before the maintenance below, which must see the back-off this
+        // sets when the table is still empty.
+        if finished_self_findnode {
+            self.bootstrap_done(Instant::now());
+        }
+
         self.periodic_node_maintenance();
 
         let new_query_response = self.handle_message();
-
-        if finished_self_findnode {
-            self.log_bootstrap(self.id());
-        }
 
         RpcTickReport {
             done_get_queries,
@@ -774,7 +786,9 @@ impl Rpc {
         let ping_is_due = self.last_table_ping.elapsed() >= PING_TABLE_INTERVAL;
 
         // Decide first, act once: avoid double populate in the same tick.
-        let should_populate = self.routing_table.is_empty() || refresh_is_due;
+        // An empty table is filled again as soon as the back-off allows.
+        let should_populate = refresh_is_due
+            || (self.routing_table.is_empty() && Instant::now() >= self.next_bootstrap);
 
         if refresh_is_due {
             self.try_switching_to_server_mode();
@@ -1095,15 +1109,47 @@ impl Rpc {
             })
     }
 
-    /// Check if routing table is empty and log an error if so.
-    fn log_bootstrap(&self, self_id: &Id) {
+    /// After a find_node for our own id: if the routing table is still
+    /// empty, schedule the next attempt with exponential back-off and log
+    /// the first failure of a streak as an error (the rest at debug level);
+    /// otherwise reset the back-off.
+    fn bootstrap_done(&mut self, now: Instant) {
+        let self_id = *self.id();
         let table_size = self.routing_table.size();
         if table_size == 0 {
-            error!("Could not bootstrap the routing table");
+            self.bootstrap_failures = self.bootstrap_failures.saturating_add(1);
+            let retry_in = bootstrap_retry_delay(self.bootstrap_failures);
+            self.next_bootstrap = now + retry_in;
+            if self.bootstrap_failures == 1 {
+                error!(?retry_in, "Could not bootstrap the routing table");
+            } else {
+                debug!(
+                    attempts = self.bootstrap_failures,
+                    ?retry_in,
+                    "Could not bootstrap the routing table"
+                );
+            }
         } else {
-            debug!(?self_id, table_size, "Populated the routing table");
+            if self.bootstrap_failures > 0 {
+                info!(
+                    failed_attempts = self.bootstrap_failures,
+                    table_size, "Populated the routing table"
+                );
+            } else {
+                debug!(?self_id, table_size, "Populated the routing table");
+            }
+            self.bootstrap_failures = 0;
+            self.next_bootstrap = now;
         }
     }
+}
+
+/// Wait before the next bootstrap attempt after `failures` attempts in a
+/// row left the routing table empty: 1 s, 2 s, 4 s … up to
+/// [MAX_BOOTSTRAP_RETRY].
+fn bootstrap_retry_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exp).min(MAX_BOOTSTRAP_RETRY)
 }
 
 struct CachedIterativeQuery {
@@ -1257,5 +1303,59 @@ mod tests {
         assert_eq!(outcome.invalid_responses, 1);
         assert_eq!(outcome.responded(), 1);
         assert_eq!(outcome.timed_out(), 0);
+    }
+
+    #[test]
+    fn bootstrap_retry_delay_doubles_up_to_a_cap() {
+        let secs: Vec<u64> = (1..=8)
+            .map(|n| bootstrap_retry_delay(n).as_secs())
+            .collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(bootstrap_retry_delay(u32::MAX), MAX_BOOTSTRAP_RETRY);
+    }
+
+    /// The only bootstrap node answers every query with a KRPC error at
+    /// once. Without back-off the empty routing table was filled again on
+    /// every tick: one query (and one error log line) per round trip,
+    /// thousands a second on loopback.
+    #[test]
+    fn backs_off_from_a_bootstrap_node_that_answers_errors() {
+        let hostile = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        hostile.set_nonblocking(true).unwrap();
+        let addr = match hostile.local_addr().unwrap() {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => unreachable!(),
+        };
+        let mut rpc = Rpc::new(config::Config {
+            bootstrap: Some(vec![addr]),
+            bind_address: Some(Ipv4Addr::LOCALHOST),
+            ..Default::default()
+        })
+        .unwrap();
+        let start = Instant::now();
+        let mut queries = 0;
+        while start.elapsed() < Duration::from_millis(2500) {
+            rpc.tick();
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = hostile.recv_from(&mut buf) {
+                let query = Message::from_bytes(&buf[..n]).unwrap();
+                queries += 1;
+                let reply = Message {
+                    transaction_id: query.transaction_id,
+                    version: None,
+                    requester_ip: None,
+                    message_type: MessageType::Error(ErrorSpecific {
+                        code: 201,
+                        description: "A Generic Error Ocurred".into(),
+                    }),
+                    read_only: false,
+                };
+                hostile.send_to(&reply.to_bytes().unwrap(), from).unwrap();
+            }
+        }
+        // Each attempt is a find_node and a ping: at 0 s, then 1 s after the
+        // first failure, then 2 s after the second (past the window).
+        assert!(queries <= 4, "{queries} queries in 2.5 s");
+        assert!(rpc.bootstrap_failures >= 1);
     }
 }
