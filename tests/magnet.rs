@@ -218,3 +218,204 @@ fn oversized_metadata_is_refused() {
     assert!(!d.join("out").exists() || list_files(&d.join("out")).is_empty());
     let _ = h.join();
 }
+
+/// The size of the info dictionary of torrent `t` (what an honest peer
+/// advertises as `metadata_size`).
+fn metadata_size(t: &Path) -> u64 {
+    let m = shoal::metainfo::Metainfo::from_file(t).unwrap();
+    m.info_bytes().unwrap().len() as u64
+}
+
+/// Four peers that advertise the metadata and then only send keep-alives
+/// come first in the magnet; the honest seeder is the fifth. They held all
+/// four metadata slots forever (any byte reset the read timeout), so the
+/// seeder was never dialled. A peer that brings nothing for a few seconds
+/// now leaves its slot to the next one.
+#[test]
+fn four_silent_metadata_peers_do_not_block_the_fifth() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (t, _seed, port) = seeded(d);
+    let hash = info_hash(&t);
+    let silent: Vec<fake::SilentPeer> = (0..4)
+        .map(|_| fake::SilentPeer::start(hash, metadata_size(&t)))
+        .collect();
+    let mut peers: Vec<u16> = silent.iter().map(|s| s.port).collect();
+    peers.push(port);
+    let start = std::time::Instant::now();
+    let mut p = Proc::spawn(
+        &[
+            "download",
+            &magnet(&t, &peers),
+            "-o",
+            d.join("out").to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
+            "--json",
+        ],
+        d,
+        "magnet",
+    );
+    assert!(
+        p.wait(Duration::from_secs(90)).success(),
+        "{}",
+        tail(&p.stderr(), 30)
+    );
+    let requests: Vec<u64> = silent
+        .iter()
+        .map(|s| s.requests.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    eprintln!(
+        "complete in {:.1}s; requests the silent peers got: {requests:?}",
+        start.elapsed().as_secs_f64()
+    );
+    assert_same_tree(&d.join("src"), &d.join("out"));
+}
+
+/// The same with the honest seeder known only from the DHT (its
+/// `get_peers` values), the four silent peers from the magnet.
+#[test]
+fn four_silent_metadata_peers_do_not_block_a_dht_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(
+        &d.join("src"),
+        &[("pack/a.bin", 300_000), ("pack/sub/b.bin", 123_457)],
+    );
+    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], 16384);
+    let hash = info_hash(&t);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let boot = mainline::Dht::builder()
+        .server_mode()
+        .no_bootstrap()
+        .bind_address(std::net::Ipv4Addr::LOCALHOST)
+        .build()
+        .unwrap()
+        .as_async();
+    let boot_addr = rt.block_on(boot.info()).local_addr().to_string();
+    let seed_port = free_port();
+    let _seeder = Proc::spawn_dht(
+        &[
+            "seed",
+            t.to_str().unwrap(),
+            "--from",
+            d.join("src").to_str().unwrap(),
+            "--port",
+            &seed_port.to_string(),
+            "--dht-bootstrap",
+            &boot_addr,
+            "--state-dir",
+            d.join("state-seed").to_str().unwrap(),
+            "--quiet",
+        ],
+        d,
+        "seeder",
+    );
+    wait_listening(seed_port);
+    // Until the seeder's announce is in: a node of the test's own asks.
+    let probe = mainline::Dht::builder()
+        .bootstrap(&[boot_addr.as_str()])
+        .bind_address(std::net::Ipv4Addr::LOCALHOST)
+        .build()
+        .unwrap()
+        .as_async();
+    let id = mainline::Id::from_bytes(hash).unwrap();
+    let start = std::time::Instant::now();
+    while !rt.block_on(async {
+        use futures_util::StreamExt;
+        let mut s = probe.get_peers(id);
+        while let Some(batch) = s.next().await {
+            if batch.iter().any(|a| a.port() == seed_port) {
+                return true;
+            }
+        }
+        false
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the seeder never announced itself to the DHT"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let silent: Vec<fake::SilentPeer> = (0..4)
+        .map(|_| fake::SilentPeer::start(hash, metadata_size(&t)))
+        .collect();
+    let peers: Vec<u16> = silent.iter().map(|s| s.port).collect();
+    let start = std::time::Instant::now();
+    let mut p = Proc::spawn_dht(
+        &[
+            "download",
+            &magnet(&t, &peers),
+            "-o",
+            d.join("out").to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
+            "--dht-bootstrap",
+            &boot_addr,
+            "--state-dir",
+            d.join("state-leech").to_str().unwrap(),
+            "--json",
+        ],
+        d,
+        "magnet",
+    );
+    assert!(
+        p.wait(Duration::from_secs(90)).success(),
+        "{}",
+        tail(&p.stderr(), 30)
+    );
+    eprintln!(
+        "complete in {:.1}s (DHT peer)",
+        start.elapsed().as_secs_f64()
+    );
+    assert_same_tree(&d.join("src"), &d.join("out"));
+}
+
+/// A peer whose extended handshake is not a bencoded dictionary is broken
+/// or hostile: dropped at once and never dialled again (it was ignored,
+/// and the peer kept its slot for as long as it sent keep-alives). With no
+/// other peer the run fails, saying why.
+#[test]
+fn a_non_dictionary_extended_handshake_drops_the_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hash = [5u8; 20];
+    let bad = fake::SilentPeer::with_handshake(hash, b"li1ei2ee".to_vec());
+    let mut p = Proc::spawn(
+        &[
+            "download",
+            &format!(
+                "magnet:?xt=urn:btih:{}&x.pe=127.0.0.1:{}",
+                hex::encode(hash),
+                bad.port
+            ),
+            "-o",
+            d.join("out").to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
+            "--quiet",
+        ],
+        d,
+        "magnet",
+    );
+    let st = p.wait(Duration::from_secs(60));
+    let err = p.stderr();
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad extended handshake: not a dictionary; dropped"),
+        "{err}"
+    );
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: no peer has the metadata (tried 1: "),
+        "{err}"
+    );
+    assert_eq!(
+        bad.handshakes.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "dialled again"
+    );
+}
