@@ -419,3 +419,46 @@ fn a_non_dictionary_extended_handshake_drops_the_peer() {
         "dialled again"
     );
 }
+
+/// A magnet nobody serves, with a tracker that answers with no peers: the
+/// metadata phase would go on forever. `--stall-timeout` ends it (it was
+/// ignored until the metadata came), exit 1 with one line that says why.
+#[test]
+fn a_dead_magnet_stops_at_the_stall_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tracker = Tracker::start();
+    let m = format!(
+        "magnet:?xt=urn:btih:{}&dn=gone&tr={}",
+        "cd".repeat(20),
+        tracker.url()
+    );
+    let out = d.join("out");
+    let mut p = Proc::spawn_log(
+        &[
+            "download",
+            &m,
+            "-o",
+            out.to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
+            "--stall-timeout",
+            "2",
+        ],
+        d,
+        "magnet",
+        "",
+    );
+    let st = p.wait(Duration::from_secs(60));
+    let err = p.stderr();
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        "error: stalled: no metadata for 2.0s (0 peers, 0 known; no peers found)\n"
+    );
+    assert!(
+        !tracker.events.lock().unwrap().is_empty(),
+        "never announced"
+    );
+    assert!(!out.exists() || list_files(&out).is_empty());
+}

@@ -102,6 +102,14 @@ pub struct Status {
 /// metadata piece of this many bytes.
 type Progress = (SocketAddr, usize);
 
+/// What a source of peers says.
+enum Found {
+    Peers(PeerSource, Vec<SocketAddr>),
+    /// It failed, as one line for the status ("tracker H: connection
+    /// refused, retry in 5s").
+    Trouble(String),
+}
+
 /// Fetches and verifies the info dictionary of `magnet`. `extra` are peers
 /// given on the command line. Returns the info bytes and every peer
 /// address learned, with where it came from (for the download to start
@@ -156,7 +164,11 @@ pub async fn fetch(
         let wake = plan.wake_at(now.into_std()).map(Instant::from_std);
         tokio::select! {
             got = found_rx.recv(), if sources_open => match got {
-                Some((source, addrs)) => {
+                Some(Found::Trouble(why)) => {
+                    last.clone_from(&why);
+                    status.send_modify(|s| s.last_error = Some(why));
+                }
+                Some(Found::Peers(source, addrs)) => {
                     for a in addrs {
                         let a = SocketAddr::new(a.ip().to_canonical(), a.port());
                         if plan.learn(a) {
@@ -220,12 +232,9 @@ async fn start_sources(
     extra: &[SocketAddr],
     dht: Option<&crate::discovery::dht::Dht>,
     peer_id: [u8; 20],
-) -> (
-    mpsc::Receiver<(PeerSource, Vec<SocketAddr>)>,
-    Vec<tokio::task::JoinHandle<()>>,
-) {
+) -> (mpsc::Receiver<Found>, Vec<tokio::task::JoinHandle<()>>) {
     let info_hash = magnet.info_hash.0;
-    let (found_tx, found_rx) = mpsc::channel::<(PeerSource, Vec<SocketAddr>)>(16);
+    let (found_tx, found_rx) = mpsc::channel::<Found>(16);
     let mut tasks = Vec::new();
     if !magnet.trackers.is_empty() {
         let trackers = TrackerList::new(
@@ -244,7 +253,11 @@ async fn start_sources(
         tasks.push(tokio::spawn(async move {
             loop {
                 let peers = dht.get_peers(info_hash).await;
-                if found.send((PeerSource::Dht, peers)).await.is_err() {
+                if found
+                    .send(Found::Peers(PeerSource::Dht, peers))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_secs(15)).await;
@@ -259,7 +272,9 @@ async fn start_sources(
             Err(e) => tracing::warn!("magnet peer {host}: {e}"),
         }
     }
-    let _ = found_tx.send((PeerSource::Manual, initial)).await;
+    let _ = found_tx
+        .send(Found::Peers(PeerSource::Manual, initial))
+        .await;
     (found_rx, tasks)
 }
 
@@ -269,7 +284,7 @@ async fn announce(
     mut trackers: TrackerList,
     info_hash: [u8; 20],
     peer_id: [u8; 20],
-    found: mpsc::Sender<(PeerSource, Vec<SocketAddr>)>,
+    found: mpsc::Sender<Found>,
 ) {
     let mut failures = 0u32;
     loop {
@@ -289,7 +304,8 @@ async fn announce(
         let wait = match trackers.announce(&req).await {
             Ok((_, resp)) => {
                 failures = 0;
-                if found.send((PeerSource::Tracker, resp.peers)).await.is_err() {
+                let peers = Found::Peers(PeerSource::Tracker, resp.peers);
+                if found.send(peers).await.is_err() {
                     return;
                 }
                 // Sooner than the tracker's interval while we still lack
@@ -301,7 +317,14 @@ async fn announce(
             Err(e) => {
                 failures += 1;
                 tracing::warn!("tracker: {e}");
-                tracker::retry_delay(failures).min(Duration::from_secs(30))
+                let wait = tracker::retry_delay(failures).min(Duration::from_secs(30));
+                let who = trackers.last_failed().unwrap_or("?");
+                let why = crate::torrent::short_reason(&e.to_string());
+                let line = format!("tracker {who}: {why}, retry in {}s", wait.as_secs());
+                if found.send(Found::Trouble(line)).await.is_err() {
+                    return;
+                }
+                wait
             }
         };
         tokio::time::sleep(wait).await;
