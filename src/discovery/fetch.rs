@@ -188,9 +188,9 @@ pub async fn fetch(
                 Ok((_, Ok(info))) => break Ok(info),
                 Ok((id, Err(e))) => {
                     if let Some(addr) = tasks.remove(&id) {
-                        last = judge(&mut plan, addr, &e);
-                        let msg = last.clone();
-                        status.send_modify(|s| s.last_error = Some(msg));
+                        let line;
+                        (last, line) = judge(&mut plan, addr, &e);
+                        status.send_modify(|s| s.last_error = Some(line));
                     }
                 }
                 Err(e) => {
@@ -213,14 +213,32 @@ pub async fn fetch(
     Ok((info, known))
 }
 
-/// Logs a peer's failure with what becomes of it; returns it as one line.
-fn judge(plan: &mut Plan, addr: SocketAddr, e: &PeerFail) -> String {
-    match plan.failed(addr, e.failure(), Instant::now().into_std()) {
-        Verdict::Dropped => tracing::warn!("{addr}: {e}; dropped"),
-        Verdict::RetryIn(wait) => tracing::info!("{addr}: {e}; retry in {}s", wait.as_secs()),
-        Verdict::GaveUp => tracing::info!("{addr}: {e}; giving up on it"),
-    }
-    format!("{addr}: {e}")
+/// Logs a peer's failure with what becomes of it. Returns it as one line
+/// in full (for the error if no peer serves) and in short, for the status
+/// ("peer 10.0.0.2:6881: connection refused, retry in 2s").
+fn judge(plan: &mut Plan, addr: SocketAddr, e: &PeerFail) -> (String, String) {
+    let then = match plan.failed(addr, e.failure(), Instant::now().into_std()) {
+        Verdict::Dropped => {
+            tracing::warn!("{addr}: {e}; dropped");
+            "dropped".to_string()
+        }
+        Verdict::RetryIn(wait) => {
+            tracing::info!("{addr}: {e}; retry in {}s", wait.as_secs());
+            format!("retry in {}s", wait.as_secs())
+        }
+        Verdict::GaveUp => {
+            tracing::info!("{addr}: {e}; giving up on it");
+            "given up".to_string()
+        }
+    };
+    let why = match e {
+        PeerFail::Connect(_) | PeerFail::Io(_) => crate::torrent::short_reason(&e.to_string()),
+        _ => e.to_string(),
+    };
+    (
+        format!("{addr}: {e}"),
+        format!("peer {addr}: {why}, {then}"),
+    )
 }
 
 /// Starts the sources of peer addresses: the magnet's trackers and the DHT
@@ -316,7 +334,9 @@ async fn announce(
             }
             Err(e) => {
                 failures += 1;
-                tracing::warn!("tracker: {e}");
+                // TrackerList warned about it already (once until it
+                // answers); the status says it each time.
+                tracing::debug!("tracker: {e}");
                 let wait = tracker::retry_delay(failures).min(Duration::from_secs(30));
                 let who = trackers.last_failed().unwrap_or("?");
                 let why = crate::torrent::short_reason(&e.to_string());

@@ -907,6 +907,9 @@ async fn fetch_metadata(
         sig.store(signals.next().await, std::sync::atomic::Ordering::SeqCst);
         let _ = stop_tx.send(true);
     });
+    // As under the download's bars: an echoed ^C would leave the spinner
+    // behind. Safe to turn off, the signals being caught (`signals`).
+    let _no_echo = (display == Display::Bars).then(crate::face::ui::NoEcho::new);
     let bar = (display == Display::Bars).then(|| {
         let pb = crate::face::ui::spinner();
         pb.set_message(crate::face::ui::fit_spinner(&format!(
