@@ -20,12 +20,17 @@ fn magnet(t: &Path, peers: &[u16]) -> String {
     m
 }
 
-fn seeded(d: &Path) -> (std::path::PathBuf, Proc, u16) {
+/// The data under `d/src/pack` and its torrent, `d/pack.torrent`.
+fn pack(d: &Path) -> std::path::PathBuf {
     make_tree(
         &d.join("src"),
         &[("pack/a.bin", 300_000), ("pack/sub/b.bin", 123_457)],
     );
-    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], 16384);
+    create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], 16384)
+}
+
+fn seeded(d: &Path) -> (std::path::PathBuf, Proc, u16) {
+    let t = pack(d);
     let (p, port) = seeder(d, &t, &d.join("src"), &["--quiet"]);
     (t, p, port)
 }
@@ -135,17 +140,8 @@ fn serve_lies(
 fn a_peer_sending_bad_metadata_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_tree(
-        &d.join("src"),
-        &[("pack/a.bin", 300_000), ("pack/sub/b.bin", 123_457)],
-    );
-    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], 16384);
-    let real = std::fs::read(&t).unwrap();
-    let size = {
-        // The info dictionary's length, from `shoal info` of the file.
-        let m = shoal::metainfo::Metainfo::from_bytes(&real).unwrap();
-        m.info_bytes().unwrap().len() as u64
-    };
+    let t = pack(d);
+    let size = metadata_size(&t);
     let (liar, h) = lying_peer(info_hash(&t), size, vec![b'x'; size as usize]);
     // Only the liar answers at first; the honest seeder comes up a moment
     // later (its address refused until then, and tried again).
@@ -236,40 +232,45 @@ fn four_silent_metadata_peers_do_not_block_the_fifth() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (t, _seed, port) = seeded(d);
-    let hash = info_hash(&t);
+    let secs = past_four_silent_peers(d, &t, &[port], None);
+    eprintln!("complete in {secs:.1}s");
+}
+
+/// Downloads the magnet of `t` into `d/out`, four silent peers first in its
+/// `x.pe`, then `after`; with the DHT through `boot` if given. Returns the
+/// seconds it took.
+fn past_four_silent_peers(d: &Path, t: &Path, after: &[u16], boot: Option<&str>) -> f64 {
     let silent: Vec<fake::SilentPeer> = (0..4)
-        .map(|_| fake::SilentPeer::start(hash, metadata_size(&t)))
+        .map(|_| fake::SilentPeer::start(info_hash(t), metadata_size(t)))
         .collect();
     let mut peers: Vec<u16> = silent.iter().map(|s| s.port).collect();
-    peers.push(port);
+    peers.extend_from_slice(after);
+    let (m, out, port) = (magnet(t, &peers), d.join("out"), free_port().to_string());
+    let state = d.join("state-leech");
+    let mut args = vec!["download", &m, "-o", out.to_str().unwrap(), "--port", &port];
+    args.push("--json");
     let start = std::time::Instant::now();
-    let mut p = Proc::spawn(
-        &[
-            "download",
-            &magnet(&t, &peers),
-            "-o",
-            d.join("out").to_str().unwrap(),
-            "--port",
-            &free_port().to_string(),
-            "--json",
-        ],
-        d,
-        "magnet",
-    );
+    let mut p = match boot {
+        Some(b) => {
+            let dht = ["--dht-bootstrap", b, "--state-dir", state.to_str().unwrap()];
+            args.extend_from_slice(&dht);
+            Proc::spawn_dht(&args, d, "magnet")
+        }
+        None => Proc::spawn(&args, d, "magnet"),
+    };
     assert!(
         p.wait(Duration::from_secs(90)).success(),
         "{}",
         tail(&p.stderr(), 30)
     );
+    let secs = start.elapsed().as_secs_f64();
+    assert_same_tree(&d.join("src"), &out);
     let requests: Vec<u64> = silent
         .iter()
         .map(|s| s.requests.load(std::sync::atomic::Ordering::Relaxed))
         .collect();
-    eprintln!(
-        "complete in {:.1}s; requests the silent peers got: {requests:?}",
-        start.elapsed().as_secs_f64()
-    );
-    assert_same_tree(&d.join("src"), &d.join("out"));
+    eprintln!("requests the silent peers got: {requests:?}");
+    secs
 }
 
 /// The same with the honest seeder known only from the DHT (its
@@ -278,11 +279,7 @@ fn four_silent_metadata_peers_do_not_block_the_fifth() {
 fn four_silent_metadata_peers_do_not_block_a_dht_peer() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_tree(
-        &d.join("src"),
-        &[("pack/a.bin", 300_000), ("pack/sub/b.bin", 123_457)],
-    );
-    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], 16384);
+    let t = pack(d);
     let hash = info_hash(&t);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -340,38 +337,8 @@ fn four_silent_metadata_peers_do_not_block_a_dht_peer() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let silent: Vec<fake::SilentPeer> = (0..4)
-        .map(|_| fake::SilentPeer::start(hash, metadata_size(&t)))
-        .collect();
-    let peers: Vec<u16> = silent.iter().map(|s| s.port).collect();
-    let start = std::time::Instant::now();
-    let mut p = Proc::spawn_dht(
-        &[
-            "download",
-            &magnet(&t, &peers),
-            "-o",
-            d.join("out").to_str().unwrap(),
-            "--port",
-            &free_port().to_string(),
-            "--dht-bootstrap",
-            &boot_addr,
-            "--state-dir",
-            d.join("state-leech").to_str().unwrap(),
-            "--json",
-        ],
-        d,
-        "magnet",
-    );
-    assert!(
-        p.wait(Duration::from_secs(90)).success(),
-        "{}",
-        tail(&p.stderr(), 30)
-    );
-    eprintln!(
-        "complete in {:.1}s (DHT peer)",
-        start.elapsed().as_secs_f64()
-    );
-    assert_same_tree(&d.join("src"), &d.join("out"));
+    let secs = past_four_silent_peers(d, &t, &[], Some(&boot_addr));
+    eprintln!("complete in {secs:.1}s (DHT peer)");
 }
 
 /// A peer whose extended handshake is not a bencoded dictionary is broken
