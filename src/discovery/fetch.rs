@@ -130,6 +130,13 @@ pub async fn fetch(
     };
     let (mut found_rx, sources) = start_sources(magnet, extra, dht, peer_id).await;
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<Progress>();
+    let peer = Dial {
+        info_hash,
+        check,
+        peer_id,
+        encryption,
+        progress: progress_tx,
+    };
     let mut plan = Plan::default();
     let mut known: Vec<(SocketAddr, PeerSource)> = Vec::new();
     let mut running = tokio::task::JoinSet::new();
@@ -141,15 +148,7 @@ pub async fn fetch(
         let now = Instant::now();
         while let Some(addr) = plan.next(now.into_std()) {
             tried += 1;
-            let peer = from_peer(
-                addr,
-                info_hash,
-                check,
-                peer_id,
-                encryption,
-                progress_tx.clone(),
-            );
-            tasks.insert(running.spawn(peer).id(), addr);
+            tasks.insert(running.spawn(from_peer(addr, peer.clone())).id(), addr);
         }
         status.send_modify(|s| {
             s.known = known.len();
@@ -168,14 +167,7 @@ pub async fn fetch(
                     last.clone_from(&why);
                     status.send_modify(|s| s.last_error = Some(why));
                 }
-                Some(Found::Peers(source, addrs)) => {
-                    for a in addrs {
-                        let a = SocketAddr::new(a.ip().to_canonical(), a.port());
-                        if plan.learn(a) {
-                            known.push((a, source));
-                        }
-                    }
-                }
+                Some(Found::Peers(source, addrs)) => learn(&mut plan, &mut known, source, addrs),
                 // Trackers gave up and every fixed source was read: only
                 // the peers already learned are left.
                 None => sources_open = false,
@@ -211,6 +203,22 @@ pub async fn fetch(
     let info = result?;
     status.send_modify(|s| s.size = Some(info.len() as u64));
     Ok((info, known))
+}
+
+/// Takes the addresses a source found into the plan; new ones are known
+/// from then on, with where they came from.
+fn learn(
+    plan: &mut Plan,
+    known: &mut Vec<(SocketAddr, PeerSource)>,
+    source: PeerSource,
+    addrs: Vec<SocketAddr>,
+) {
+    for a in addrs {
+        let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+        if plan.learn(a) {
+            known.push((a, source));
+        }
+    }
 }
 
 /// Logs a peer's failure with what becomes of it. Returns it as one line
@@ -351,17 +359,27 @@ async fn announce(
     }
 }
 
-/// Fetches the whole info dictionary from one peer and checks its hash,
-/// telling `progress` each time it gets somewhere.
-async fn from_peer(
-    addr: SocketAddr,
+/// What every peer's fetch is given.
+#[derive(Clone)]
+struct Dial {
     info_hash: [u8; 20],
     check: InfoCheck,
     peer_id: [u8; 20],
     encryption: Policy,
+    /// Told each time a peer gets somewhere.
     progress: mpsc::UnboundedSender<Progress>,
-) -> Result<Vec<u8>, PeerFail> {
+}
+
+/// Fetches the whole info dictionary from one peer and checks its hash.
+async fn from_peer(addr: SocketAddr, dial: Dial) -> Result<Vec<u8>, PeerFail> {
     use crate::peer::PeerError;
+    let Dial {
+        info_hash,
+        check,
+        peer_id,
+        encryption,
+        progress,
+    } = dial;
     let mut ours = wire::Handshake::new(info_hash, peer_id);
     if matches!(check, InfoCheck::V2(_)) {
         ours.reserved[7] |= wire::V2_BIT;
