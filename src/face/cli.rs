@@ -753,88 +753,30 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// The magnet phase of `download MAGNET`: fetches the info dictionary from
-/// peers through the session (BEP 9), shows how it goes, and returns the
-/// torrent it makes, with the peers learned on the way.
-async fn resolve_magnet(
-    session: &crate::session::Session,
-    magnet: &Magnet,
-    a: &RunArgs,
-    peers: &[std::net::SocketAddr],
-    display: Display,
-    signals: &crate::face::single::Signals,
-) -> Result<crate::session::Resolved> {
-    let (status_tx, mut status_rx) =
-        tokio::sync::watch::channel(crate::discovery::fetch::Status::default());
-    let label = magnet
-        .name
-        .clone()
-        .unwrap_or_else(|| magnet.info_hash.hex()[..8].to_string());
-    if display == Display::Json {
-        crate::face::ui::emit(
-            "state",
-            json!({"state": "fetching metadata", "status": "fetching metadata"}),
-        );
-    }
-    let bar = (display == Display::Bars).then(|| {
-        let pb = crate::face::ui::spinner();
-        pb.set_message(crate::face::ui::fit_spinner(&format!(
-            "{label}: fetching metadata"
-        )));
-        pb
-    });
-    let show = async {
-        while status_rx.changed().await.is_ok() {
-            let s = status_rx.borrow_and_update().clone();
-            if let Some(pb) = &bar {
-                let mut msg = format!(
-                    "{label}: fetching metadata ({} peers, {} known)",
-                    s.connected, s.known
-                );
-                if let Some(e) = &s.last_error {
-                    msg.push_str(&format!(" - {e}"));
-                }
-                pb.set_message(crate::face::ui::fit_spinner(&msg));
-            }
-        }
-        std::future::pending::<()>().await;
-    };
-    let resolved = tokio::select! {
-        r = session.resolve_magnet(magnet, peers, status_tx, signals.stop()) => r,
-        _ = show => unreachable!("show never ends"),
-    };
-    if let Some(pb) = bar {
-        crate::face::ui::remove(&pb);
-    }
-    let r = match resolved {
-        Ok(r) => r,
-        Err(crate::session::ResolveError::Interrupted) => {
-            return Err(Interrupted {
-                signal: signals.which().unwrap_or(libc::SIGINT),
-                message: "interrupted while fetching metadata".into(),
-            }
-            .into());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(path) = &a.save_torrent {
-        std::fs::write(path, &r.torrent).with_context(|| format!("writing {}", path.display()))?;
-    }
-    let m = &r.meta;
-    match display {
-        Display::Json => crate::face::ui::emit(
-            "metadata",
-            json!({"name": m.name, "info_hash": m.info_hash.hex(), "size": m.info_bytes().map_or(0, |b| b.len()), "saved_to": a.save_torrent}),
-        ),
-        Display::Bars | Display::Plain => crate::face::ui::say(&format!(
-            "metadata: {} ({}, {} files) from the swarm",
-            esc(&m.name),
-            human_bytes(m.total_length),
-            m.files.iter().filter(|f| f.is_data()).count()
-        )),
-        Display::Silent => {}
-    }
-    Ok(r)
+/// The `done` event of a `--json` run: `outcome` is `complete`,
+/// `interrupted` or `stalled` (docs/json.md).
+pub(crate) fn emit_done(outcome: &str, path: &Path, p: &crate::torrent::Progress, secs: f64) {
+    crate::face::ui::emit(
+        "done",
+        json!({
+            "complete": p.complete,
+            "outcome": outcome,
+            "path": path.to_string_lossy(),
+            "downloaded": p.downloaded,
+            "uploaded": p.uploaded,
+            "have_bytes": p.have_bytes,
+            "total": p.total,
+            "hash_failures": p.hash_failures,
+            "banned": p.banned,
+            "seconds": secs,
+            "ratio": ratio(p),
+        }),
+    );
+}
+
+/// Copies of the torrent sent: what --seed-ratio counts, so the two agree.
+fn ratio(p: &crate::torrent::Progress) -> f64 {
+    p.uploaded as f64 / p.total.max(1) as f64
 }
 
 /// `download` (seed = false) and `seed` (seed = true). With `--json` an
@@ -870,13 +812,20 @@ async fn run_in_session(
     peers: Vec<std::net::SocketAddr>,
     source: Source,
 ) -> Result<()> {
-    let signals = crate::face::single::Signals::watch();
+    let stop = crate::face::single::Stop::on_signals();
     let session_cfg = std::mem::take(&mut a.session);
     let session = crate::session::Session::start(session_cfg).await?;
     let (m, learned) = match source {
         Source::Torrent(m) => (*m, Vec::new()),
         Source::Magnet(mg) => {
-            let r = resolve_magnet(&session, &mg, &a, &peers, display, &signals).await?;
+            let resolved =
+                crate::face::magnet::resolve(&session, &mg, &a, &peers, display, &stop).await;
+            // Nodes learned while the metadata was sought count next time,
+            // whether or not it came.
+            if resolved.is_err() {
+                session.save().await;
+            }
+            let r = resolved?;
             (r.meta, r.learned)
         }
     };
@@ -917,7 +866,7 @@ async fn run_in_session(
         stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
         torrent: a.options.clone(),
     };
-    let summary = crate::face::single::run(&session, m, opts, display, &signals).await;
+    let summary = crate::face::single::run(&session, m, opts, display, &stop).await;
     session.save().await;
     report(&a, &name, &dest, summary?)
 }
@@ -927,30 +876,14 @@ async fn run_in_session(
 fn report(a: &RunArgs, name: &str, dest: &Path, summary: crate::session::Summary) -> Result<()> {
     let p = &summary.progress;
     let secs = summary.elapsed.as_secs_f64();
-    // Copies of the torrent sent: what --seed-ratio counts, so the two agree.
-    let ratio = p.uploaded as f64 / p.total.max(1) as f64;
+    let ratio = ratio(p);
     let outcome = if summary.stalled.is_some() {
         "stalled".to_string()
     } else {
         format!("{:?}", summary.outcome).to_lowercase()
     };
     if a.json {
-        crate::face::ui::emit(
-            "done",
-            json!({
-                "complete": summary.complete,
-                "outcome": outcome,
-                "path": dest.to_string_lossy(),
-                "downloaded": p.downloaded,
-                "uploaded": p.uploaded,
-                "have_bytes": p.have_bytes,
-                "total": p.total,
-                "hash_failures": p.hash_failures,
-                "banned": p.banned,
-                "seconds": secs,
-                "ratio": ratio,
-            }),
-        );
+        emit_done(&outcome, dest, p, secs);
     } else if !a.quiet {
         // Bytes, and their average rate when there were any.
         let moved = |n: u64| match n {

@@ -16,33 +16,35 @@ use crate::session::{self, Control, Notice, Session, Summary, TorrentOptions};
 use crate::torrent::Outcome;
 use crate::units::human_bytes;
 
-/// Ctrl-C and SIGTERM, watched from the start of a run to its end (the
+/// Ctrl-C and SIGTERM, caught from the start of a run to its end (the
 /// magnet phase and the check of a big folder must stop on them like
 /// everything else): they set the stop flag, and which one came is kept.
-pub struct Signals {
+pub struct Stop {
     stop: watch::Receiver<bool>,
     signal: Arc<AtomicI32>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Signals {
-    pub fn watch() -> Signals {
+impl Stop {
+    /// Caught from here on (needs a tokio runtime).
+    pub fn on_signals() -> Stop {
+        let mut signals = session::Signals::new();
         let (stop_tx, stop) = watch::channel(false);
         let signal = Arc::new(AtomicI32::new(0));
         let task = {
             let signal = signal.clone();
             tokio::spawn(async move {
-                signal.store(session::wait_for_signal().await, Ordering::SeqCst);
+                signal.store(signals.next().await, Ordering::SeqCst);
                 let _ = stop_tx.send(true);
                 // Keep the sender: the torrent sees `true`, not a closed channel.
                 std::future::pending::<()>().await;
             })
         };
-        Signals { stop, signal, task }
+        Stop { stop, signal, task }
     }
 
     /// Set once a signal came.
-    pub fn stop(&self) -> watch::Receiver<bool> {
+    pub fn flag(&self) -> watch::Receiver<bool> {
         self.stop.clone()
     }
 
@@ -52,7 +54,7 @@ impl Signals {
     }
 }
 
-impl Drop for Signals {
+impl Drop for Stop {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -65,11 +67,11 @@ pub async fn run(
     meta: Metainfo,
     opts: TorrentOptions,
     display: Display,
-    signals: &Signals,
+    stop: &Stop,
 ) -> Result<Summary> {
     let meta = Arc::new(meta);
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
-    let mut ctl = Control::new(signals.stop());
+    let mut ctl = Control::new(stop.flag());
     ctl.notices = Some(notice_tx);
     let progress_rx = ctl.progress.subscribe();
     let shower = tokio::spawn(show(
@@ -92,7 +94,7 @@ pub async fn run(
     }
     let mut summary = result?;
     if matches!(summary.outcome, Outcome::Interrupted) {
-        summary.signal = signals.which();
+        summary.signal = stop.which();
     }
     Ok(summary)
 }

@@ -21,6 +21,8 @@ pub struct Resolved {
     pub meta: Metainfo,
     /// The .torrent file made of the fetched metadata.
     pub torrent: Vec<u8>,
+    /// Bytes of the info dictionary fetched.
+    pub info_len: usize,
     /// Peers found on the way (not those given), with where from.
     pub learned: Vec<(SocketAddr, PeerSource)>,
 }
@@ -71,6 +73,7 @@ impl Session {
         Ok(Resolved {
             meta,
             torrent,
+            info_len: info.len(),
             learned,
         })
     }

@@ -512,22 +512,14 @@ async fn watch_stall(mut rx: watch::Receiver<Progress>, limit: Option<Duration>)
     let Some(limit) = limit else {
         return std::future::pending().await;
     };
-    let mut last = (0, 0);
-    let mut since = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let p = rx.borrow_and_update().clone();
-        let now = tokio::time::Instant::now();
-        if p.complete || (p.have_bytes, p.downloaded) != last {
-            last = (p.have_bytes, p.downloaded);
-            since = now;
-        } else if now.duration_since(since) >= limit {
-            return format!(
-                "stalled: no data for {} ({} peers; {})",
-                human_duration(limit),
-                p.peers,
-                crate::out::escape(&p.status)
-            );
-        }
-    }
+    let p = super::wait_stalled(&mut rx, limit, |p| {
+        (!p.complete).then_some((p.have_bytes, p.downloaded))
+    })
+    .await;
+    format!(
+        "stalled: no data for {} ({} peers; {})",
+        human_duration(limit),
+        p.peers,
+        crate::out::escape(&p.status)
+    )
 }
