@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::peer::Shared;
-use crate::torrent::{Event, PeerSource, Progress};
+use crate::torrent::{Event, Input, PeerSource, Progress};
 use tracker::{AnnounceRequest, TrackerList};
 
 /// Announces the torrent on the LAN (BEP 14) at once and every five
@@ -39,7 +39,7 @@ pub async fn lsd_loop(
                 Ok((a, ip)) if a.info_hashes.contains(&info_hash) && !ip.is_unspecified() => {
                     let peer = SocketAddr::new(ip.to_canonical(), a.port);
                     tracing::debug!("LSD: {peer}");
-                    if events.send(Event::Peers(PeerSource::Lsd, vec![peer])).await.is_err() {
+                    if events.send(Input::Peers(PeerSource::Lsd, vec![peer]).into()).await.is_err() {
                         return;
                     }
                 }
@@ -72,7 +72,7 @@ pub async fn dht_loop(
         tracing::debug!("DHT: {} peers", peers.len());
         if !peers.is_empty()
             && events
-                .send(Event::Peers(PeerSource::Dht, peers))
+                .send(Input::Peers(PeerSource::Dht, peers).into())
                 .await
                 .is_err()
         {
@@ -123,7 +123,7 @@ pub async fn announce_loop(
         let wait = match trackers.announce(&req).await {
             Ok((url, resp)) => {
                 failures = 0;
-                let _ = events.send(Event::TrackerStatus(None)).await;
+                let _ = events.send(Input::TrackerStatus(None).into()).await;
                 early = Some(tracker::earliest_reannounce(resp.min_interval));
                 let wait = tracker::reannounce_after(resp.interval, resp.min_interval);
                 tracing::info!(
@@ -132,10 +132,10 @@ pub async fn announce_loop(
                     wait
                 );
                 if let Some(w) = resp.warning {
-                    let _ = events.send(Event::TrackerWarning(w)).await;
+                    let _ = events.send(Input::TrackerWarning(w).into()).await;
                 }
                 let _ = events
-                    .send(Event::Peers(PeerSource::Tracker, resp.peers))
+                    .send(Input::Peers(PeerSource::Tracker, resp.peers).into())
                     .await;
                 event = tracker::Event::None;
                 wait
@@ -147,7 +147,7 @@ pub async fn announce_loop(
                 let who = trackers.last_failed().unwrap_or("?");
                 let why = crate::torrent::short_reason(&e.to_string());
                 let status = format!("tracker {who}: {why}, retry in {}s", wait.as_secs());
-                let _ = events.send(Event::TrackerStatus(Some(status))).await;
+                let _ = events.send(Input::TrackerStatus(Some(status)).into()).await;
                 wait
             }
         };
@@ -348,7 +348,7 @@ mod tests {
             None,
         ));
         // `started` answered: the tracker's peers arrive as an event.
-        while !matches!(ev_rx.recv().await, Some(Event::Peers(..))) {}
+        while !matches!(ev_rx.recv().await, Some(Event::Input(Input::Peers(..)))) {}
         // The download completes and the process stops at once.
         shared.have_bytes.store(total, Ordering::Release);
         complete_tx.send(()).unwrap();

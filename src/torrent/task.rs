@@ -23,40 +23,36 @@ use crate::torrent::core::{Action, Config, Core, Input, Options, Traffic, Verifi
 use crate::torrent::status::{Outcome, PeerSource, Progress};
 use crate::torrent::webseed::{self, WebCmd, WebEvent};
 
-/// What the task hears from the tasks around it.
+/// What the task hears from the tasks around it (peer and web seed
+/// tasks, discovery loops, hash jobs, the accept loop).
 #[derive(Debug)]
 pub enum Event {
-    Peer(PeerKey, PeerEvent),
+    /// What the core takes as it is.
+    Input(Input),
+    /// A connection the accept loop took for this torrent, its handshake
+    /// read: the core decides on it, the stream waits here meanwhile.
     Incoming {
         stream: peer::mse::Stream,
         addr: SocketAddr,
         handshake: Handshake,
     },
-    Peers(PeerSource, Vec<SocketAddr>),
-    TrackerWarning(String),
-    /// The last announce failed (`Some(why)`, naming the tracker) or
-    /// worked (`None`); shown while no peer is connected.
-    TrackerStatus(Option<String>),
-    Verified(Vec<Verified>),
-    /// What `range` (pieces of a file whose layer just came) holds on
-    /// disk: the pieces in `good` passed their check.
-    Rechecked {
-        range: std::ops::Range<u32>,
-        good: Vec<u32>,
-    },
-    /// From the task of the web seed with this key.
-    Web(PeerKey, WebEvent),
+}
+
+impl From<Input> for Event {
+    fn from(input: Input) -> Event {
+        Event::Input(input)
+    }
 }
 
 impl From<(PeerKey, PeerEvent)> for Event {
     fn from((key, ev): (PeerKey, PeerEvent)) -> Event {
-        Event::Peer(key, ev)
+        Event::Input(Input::Peer(key, ev))
     }
 }
 
 impl From<(PeerKey, WebEvent)> for Event {
     fn from((key, ev): (PeerKey, WebEvent)) -> Event {
-        Event::Web(key, ev)
+        Event::Input(Input::Web(key, ev))
     }
 }
 
@@ -217,13 +213,12 @@ impl Task {
     }
 
     fn on_event(&mut self, ev: Event) {
-        let now = Instant::now();
         let input = match ev {
-            Event::Peer(key, ev) => {
-                if matches!(ev, PeerEvent::Gone(_)) {
-                    self.links.remove(&key);
+            Event::Input(input) => {
+                if let Input::Peer(key, PeerEvent::Gone(_)) = &input {
+                    self.links.remove(key);
                 }
-                Input::Peer(key, ev)
+                input
             }
             Event::Incoming {
                 stream,
@@ -234,14 +229,8 @@ impl Task {
                 self.incoming = Some((stream, addr, handshake));
                 Input::Incoming { addr, peer_id }
             }
-            Event::Peers(source, addrs) => Input::Peers(source, addrs),
-            Event::TrackerWarning(w) => Input::TrackerWarning(w),
-            Event::TrackerStatus(s) => Input::TrackerStatus(s),
-            Event::Verified(batch) => Input::Verified(batch),
-            Event::Rechecked { range, good } => Input::Rechecked { range, good },
-            Event::Web(key, ev) => Input::Web(key, ev),
         };
-        self.core.handle(now, input);
+        self.core.handle(Instant::now(), input);
     }
 
     /// Tells the core the byte counters of the torrent and of each
@@ -307,17 +296,9 @@ impl Task {
     fn act(&mut self, action: Action) {
         match action {
             Action::Connect { key, addr } => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let stats = Arc::new(PeerStats::default());
-                self.links.insert(key, Link::Peer(tx, stats.clone()));
-                tokio::spawn(peer::run_outgoing(
-                    key,
-                    addr,
-                    self.shared.clone(),
-                    self.events_tx.clone(),
-                    rx,
-                    stats,
-                ));
+                let (rx, stats) = self.link_peer(key);
+                let (shared, events) = (self.shared.clone(), self.events_tx.clone());
+                tokio::spawn(peer::run_outgoing(key, addr, shared, events, rx, stats));
             }
             Action::Accept { key, addr } => self.accept(key, addr),
             Action::Send(key, cmd) => self.send(key, cmd),
@@ -338,7 +319,7 @@ impl Task {
                         .into_iter()
                         .map(|j| j.run(store.layout(), |p, d| store.write_piece(p, d)))
                         .collect();
-                    let _ = tx.blocking_send(Event::Verified(done));
+                    let _ = tx.blocking_send(Input::Verified(done).into());
                 });
             }
             Action::Recheck(range) => self.recheck(range),
@@ -371,9 +352,7 @@ impl Task {
             self.core.handle(Instant::now(), Input::Peer(key, gone));
             return;
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let stats = Arc::new(PeerStats::default());
-        self.links.insert(key, Link::Peer(tx, stats.clone()));
+        let (rx, stats) = self.link_peer(key);
         tokio::spawn(peer::run_incoming(
             key,
             stream,
@@ -384,6 +363,14 @@ impl Task {
             rx,
             stats,
         ));
+    }
+
+    /// The command channel and byte counters of a new peer task under `key`.
+    fn link_peer(&mut self, key: PeerKey) -> (mpsc::UnboundedReceiver<PeerCmd>, Arc<PeerStats>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(PeerStats::default());
+        self.links.insert(key, Link::Peer(tx, stats.clone()));
+        (rx, stats)
     }
 
     /// A command to a peer goes as it is; a web seed's task takes the
@@ -445,7 +432,7 @@ impl Task {
                     Err(e) => tracing::debug!("piece {p}: {e}"),
                 }
             }
-            let _ = tx.blocking_send(Event::Rechecked { range, good });
+            let _ = tx.blocking_send(Input::Rechecked { range, good }.into());
         });
     }
 }

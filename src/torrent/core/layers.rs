@@ -77,14 +77,11 @@ impl Core {
         match fetch.on_hashes(key, &req, &got, self.now) {
             hashes::Outcome::Kept | hashes::Outcome::Unknown => {}
             hashes::Outcome::Bad => {
-                if let Some(s) = self.sources.get_mut(key) {
-                    s.strikes += 1;
-                }
+                self.strike(
+                    key,
+                    "piece hashes that do not lead to the file's root; not asked again",
+                );
                 if let Some(p) = self.sources.peer_mut(key) {
-                    tracing::warn!(
-                        "{}: sent piece hashes that do not lead to the file's root; not asked again",
-                        p.addr
-                    );
                     p.hashes_ok = false;
                 }
                 self.progress.hash_failures += 1;

@@ -103,6 +103,17 @@ impl Core {
         self.repair.suspects.insert(piece, list);
     }
 
+    /// A strike for a peer that sent hashes (`what`) that do not check out.
+    pub(super) fn strike(&mut self, key: PeerKey, what: &str) {
+        let Some(s) = self.sources.get_mut(key) else {
+            return;
+        };
+        s.strikes += 1;
+        if let Some(p) = s.as_peer() {
+            tracing::warn!("{}: sent {what}", p.addr);
+        }
+    }
+
     /// Bans whoever sent blocks under `key`: a connected peer or a web seed.
     pub(super) fn ban_sender(&mut self, key: PeerKey, why: &str) {
         if let Some(sender) = self.sources.get(key).map(|s| s.sender()) {
@@ -244,15 +255,8 @@ impl Core {
         };
         let verdict = c.pending.on_answer(key, got);
         if verdict == leaves::Verdict::Lie {
-            if let Some(s) = self.sources.get_mut(key) {
-                s.strikes += 1;
-            }
-            if let Some(p) = self.sources.peer(key) {
-                tracing::warn!(
-                    "{}: sent leaf hashes of piece {piece} that do not lead to its hash",
-                    p.addr
-                );
-            }
+            let what = format!("leaf hashes of piece {piece} that do not lead to its hash");
+            self.strike(key, &what);
             self.ask_leaves(piece);
             return true;
         }

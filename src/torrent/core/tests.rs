@@ -199,13 +199,7 @@ fn unanswered_leaf_hashes_fall_back_to_the_whole_piece() {
 fn a_lost_piece_is_fetched_again() {
     let mut h = harness(4);
     let seed = h.seed(1);
-    h.peer(seed, PeerEvent::Unchoked);
-    let (asked, _) = h.requests(seed);
-    let p = asked[0].index;
-    for b in asked.into_iter().filter(|b| b.index == p) {
-        h.block(seed, b, false);
-    }
-    h.settle();
+    let p = h.send_one_piece(seed, false);
     assert!(h.core.picker.have().get(p as usize));
     assert!(!h.core.is_complete());
     h.peer(seed, PeerEvent::PieceLost(p));
@@ -667,13 +661,7 @@ fn runs_are_reproducible_from_the_seed() {
 fn a_banned_peer_is_refused_when_it_comes_back() {
     let mut h = harness(4);
     let liar = h.seed(1);
-    h.peer(liar, PeerEvent::Unchoked);
-    let (asked, _) = h.requests(liar);
-    let p = asked[0].index;
-    for b in asked.iter().filter(|b| b.index == p) {
-        h.block(liar, *b, true);
-    }
-    h.settle();
+    h.send_one_piece(liar, true);
     assert!(h.requests(liar).1, "a lone sender of a bad piece is banned");
     assert_eq!(h.core.progress().banned, 1);
     h.peer(liar, PeerEvent::Gone("banned".into()));

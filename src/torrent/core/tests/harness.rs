@@ -375,6 +375,19 @@ impl Harness {
         }
     }
 
+    /// Peer `key` unchokes us and sends the first piece it is asked for
+    /// (all honest or all corrupt), which is checked; that piece.
+    pub(super) fn send_one_piece(&mut self, key: PeerKey, corrupt: bool) -> u32 {
+        self.peer(key, PeerEvent::Unchoked);
+        let (asked, _) = self.requests(key);
+        let p = asked[0].index;
+        for b in asked.into_iter().filter(|b| b.index == p) {
+            self.block(key, b, corrupt);
+        }
+        self.settle();
+        p
+    }
+
     /// Peer `key` answers every request honestly until the download is
     /// complete; it must never be banned.
     pub(super) fn serve_until_complete(&mut self, key: PeerKey) {
