@@ -10,12 +10,8 @@ pub mod v2;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use serde_bencode::value::Value;
 use sha1::{Digest, Sha1};
@@ -173,41 +169,21 @@ pub struct Metainfo {
 }
 
 impl Metainfo {
-    /// Loads a .torrent file. A torrent with more than [`HASHES_IN_MEMORY`]
-    /// bytes of piece hashes keeps the file open and reads them from it.
-    pub fn from_file(path: &Path) -> Result<Metainfo, MetainfoError> {
-        Metainfo::from_file_with(path, HASHES_IN_MEMORY)
-    }
-
-    pub(crate) fn from_file_with(path: &Path, in_memory: usize) -> Result<Metainfo, MetainfoError> {
-        let io = |err| MetainfoError::Io {
-            path: path.to_path_buf(),
-            err,
-        };
-        let mut file = File::open(path).map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
-        let size = meta.len();
-        if size > MAX_TORRENT_FILE {
-            return Err(MetainfoError::FileTooLarge {
-                path: path.to_path_buf(),
-                size,
-            });
-        }
-        let mut bytes = Vec::with_capacity(size as usize);
-        (&mut file)
-            .take(MAX_TORRENT_FILE + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        let torrent = Arc::new(TorrentFile {
-            path: path.to_path_buf(),
-            stamp: stamp(&meta),
-            file,
-        });
-        Metainfo::parse(&bytes, |span, pieces_len| {
-            if pieces_len.unwrap_or(0) > in_memory && torrent.stamp.0 == bytes.len() as u64 {
-                (Backing::File(torrent), span.start as u64)
+    /// Parses `buf`, the whole of a torrent file that `source` can read
+    /// again (the store keeps the file open): with more than `in_memory`
+    /// bytes of piece hashes the info dictionary is not kept in memory but
+    /// read from `source` when needed, as a torrent of a million pieces
+    /// would otherwise cost 20 MB for the whole run.
+    pub fn from_source(
+        buf: &[u8],
+        source: Arc<dyn Source>,
+        in_memory: usize,
+    ) -> Result<Metainfo, MetainfoError> {
+        Metainfo::parse(buf, |span, pieces_len| {
+            if pieces_len.unwrap_or(0) > in_memory {
+                (Backing::Source(source), span.start as u64)
             } else {
-                (Backing::Memory(bytes[span].into()), 0)
+                (Backing::Memory(buf[span].into()), 0)
             }
         })
     }
@@ -422,7 +398,7 @@ impl Metainfo {
 
     /// Whether the piece hashes are read from the .torrent file on demand.
     pub fn hashes_on_disk(&self) -> bool {
-        matches!(self.hashes.backing, Backing::File(_))
+        matches!(self.hashes.backing, Backing::Source(_))
     }
 
     /// The exact bytes of the info dictionary (for the info-hash, and for
@@ -430,7 +406,7 @@ impl Metainfo {
     pub fn info_bytes(&self) -> Result<Cow<'_, [u8]>, MetainfoError> {
         match &self.hashes.backing {
             Backing::Memory(b) => Ok(Cow::Borrowed(b)),
-            Backing::File(f) => {
+            Backing::Source(f) => {
                 let mut out = vec![0; self.info_len];
                 f.read_at(self.info_at, &mut out)?;
                 let same = match &self.v2 {
@@ -438,7 +414,7 @@ impl Metainfo {
                     _ => Sha1::digest(&out)[..] == self.info_hash.0,
                 };
                 if !same {
-                    return Err(MetainfoError::Changed(f.path.clone()));
+                    return Err(MetainfoError::Changed(f.path().to_path_buf()));
                 }
                 Ok(Cow::Owned(out))
             }
@@ -542,41 +518,18 @@ impl Metainfo {
 enum Backing {
     /// Its bytes, in memory.
     Memory(Arc<[u8]>),
-    /// The .torrent file it was read from, kept open.
-    File(Arc<TorrentFile>),
+    /// The torrent file it was read from, read again when needed.
+    Source(Arc<dyn Source>),
 }
 
-#[derive(Debug)]
-struct TorrentFile {
-    file: File,
-    path: PathBuf,
-    /// Length and modification time when parsed: a file rewritten since
-    /// would give wrong hashes, and wrong hashes would blame honest peers.
-    stamp: (u64, Option<SystemTime>),
-}
-
-fn stamp(m: &std::fs::Metadata) -> (u64, Option<SystemTime>) {
-    (m.len(), m.modified().ok())
-}
-
-impl TorrentFile {
-    fn read_at(&self, at: u64, out: &mut [u8]) -> Result<(), MetainfoError> {
-        let io = |err| MetainfoError::Io {
-            path: self.path.clone(),
-            err,
-        };
-        let changed = || MetainfoError::Changed(self.path.clone());
-        if stamp(&self.file.metadata().map_err(io)?) != self.stamp {
-            return Err(changed());
-        }
-        self.file.read_exact_at(out, at).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                changed()
-            } else {
-                io(e)
-            }
-        })
-    }
+/// A torrent file's bytes outside memory, read again when needed (the
+/// store's open .torrent file). It must fail with
+/// [`MetainfoError::Changed`] rather than return other bytes than those
+/// parsed: wrong hashes would blame honest peers.
+pub trait Source: Send + Sync + fmt::Debug {
+    fn read_at(&self, at: u64, out: &mut [u8]) -> Result<(), MetainfoError>;
+    /// Where it is, for errors.
+    fn path(&self) -> &Path;
 }
 
 impl Backing {
@@ -590,7 +543,7 @@ impl Backing {
                 out.copy_from_slice(src);
                 Ok(())
             }
-            Backing::File(f) => f.read_at(at, out),
+            Backing::Source(f) => f.read_at(at, out),
         }
     }
 }
@@ -1570,49 +1523,6 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
-    }
-
-    /// Torrents with many pieces read their hashes from the open .torrent
-    /// file. Replacing the file (a rename) does not disturb that; rewriting
-    /// it in place is noticed.
-    #[test]
-    fn piece_hashes_read_from_the_torrent_file() {
-        let pieces: Vec<u8> = (0..100u8).collect();
-        let mut t =
-            b"d7:comment2:hi4:infod6:lengthi80e4:name1:a12:piece lengthi16e6:pieces100:".to_vec();
-        t.extend_from_slice(&pieces);
-        t.extend_from_slice(b"ee");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.torrent");
-        std::fs::write(&path, &t).unwrap();
-        let in_memory = Metainfo::from_file(&path).unwrap();
-        assert!(!in_memory.hashes_on_disk());
-        let m = Metainfo::from_file_with(&path, 99).unwrap();
-        assert!(m.hashes_on_disk());
-        assert_eq!(m.info_hash, in_memory.info_hash);
-        assert_eq!(m.info_bytes().unwrap(), in_memory.info_bytes().unwrap());
-        assert_eq!(m.to_bytes().unwrap(), in_memory.to_bytes().unwrap());
-        for i in 0..5u32 {
-            let want: [u8; 20] = pieces[i as usize * 20..][..20].try_into().unwrap();
-            assert_eq!(m.piece_hash(i).unwrap(), want);
-        }
-        assert!(matches!(m.piece_hash(5), Err(MetainfoError::BadPiece(5))));
-
-        let tmp = dir.path().join("new");
-        std::fs::write(&tmp, b"d4:spami1ee").unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-        assert_eq!(m.piece_hash(4).unwrap()[..], pieces[80..]);
-
-        let m = Metainfo::from_file_with(&path, 0);
-        assert!(m.is_err(), "the replacement is not a torrent");
-        std::fs::write(&path, &t).unwrap();
-        let m = Metainfo::from_file_with(&path, 0).unwrap();
-        let mut other = t.clone();
-        other.extend_from_slice(b"\n");
-        std::fs::write(&path, &other).unwrap();
-        let err = m.piece_hash(0).unwrap_err();
-        assert!(matches!(err, MetainfoError::Changed(_)), "{err}");
-        assert!(m.info_bytes().is_err());
     }
 
     #[test]

@@ -5,6 +5,11 @@
 
 pub mod create;
 pub mod ownership;
+mod torrent_file;
+
+pub use torrent_file::load_torrent;
+#[cfg(test)]
+pub(crate) use torrent_file::load_with;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

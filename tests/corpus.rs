@@ -141,7 +141,7 @@ fn dir() -> PathBuf {
 }
 
 fn load(name: &str) -> Result<Metainfo, shoal::metainfo::MetainfoError> {
-    Metainfo::from_file(&dir().join(format!("{name}.torrent")))
+    shoal::store::load_torrent(&dir().join(format!("{name}.torrent")))
 }
 
 #[test]

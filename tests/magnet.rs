@@ -218,7 +218,7 @@ fn oversized_metadata_is_refused() {
 /// The size of the info dictionary of torrent `t` (what an honest peer
 /// advertises as `metadata_size`).
 fn metadata_size(t: &Path) -> u64 {
-    let m = shoal::metainfo::Metainfo::from_file(t).unwrap();
+    let m = shoal::store::load_torrent(t).unwrap();
     m.info_bytes().unwrap().len() as u64
 }
 

@@ -579,7 +579,7 @@ fn a_v2_magnet_completes_and_survives_a_restart() {
         "16384",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let m = shoal::metainfo::Metainfo::from_file(&t).unwrap();
+    let m = shoal::store::load_torrent(&t).unwrap();
     let v2 = hex::encode(m.v2.as_ref().unwrap().info_hash);
     let short = &v2[..40];
     let (mut seeder, seed_port) = seeder(d, &t, &src, &["--quiet"]);

@@ -63,8 +63,8 @@ fn download(d: &Path, t: &Path, port: u16, out: &str) -> Proc {
 fn created_v2_and_hybrid_torrents_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let v2 = Metainfo::from_file(&create(d, "--v2", "v2.torrent")).unwrap();
-    let hy = Metainfo::from_file(&create(d, "--hybrid", "hy.torrent")).unwrap();
+    let v2 = shoal::store::load_torrent(&create(d, "--v2", "v2.torrent")).unwrap();
+    let hy = shoal::store::load_torrent(&create(d, "--hybrid", "hy.torrent")).unwrap();
     assert_eq!(v2.version(), Version::V2);
     assert_eq!(hy.version(), Version::Hybrid);
     for m in [&v2, &hy] {
@@ -132,7 +132,7 @@ fn v2_data_that_fails_its_merkle_check_is_not_had() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(!o.status.success(), "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
-    let m = Metainfo::from_file(&t).unwrap();
+    let m = shoal::store::load_torrent(&t).unwrap();
     assert_eq!(v["bad"].as_u64(), Some(1), "{out}");
     assert_eq!(
         v["good"].as_u64(),
@@ -146,7 +146,7 @@ fn hybrid_seeder_answers_under_both_hashes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let t = create(d, "--hybrid", "hy.torrent");
-    let m = Metainfo::from_file(&t).unwrap();
+    let m = shoal::store::load_torrent(&t).unwrap();
     let (mut seeder, port) = seeder(d, &t, &d.join("src"), &[]);
     for h in m.info_hashes() {
         let (_f, hs) = common::fake::Fake::connect(port, h.0, *b"-XX0000-000000000000");
@@ -190,7 +190,7 @@ fn other_readers_of_shoal_hybrids() {
         assert!(out.contains("./pack/.pad/"), "{out}");
         // ...but it hashes the info dictionary differently (as it does for
         // libtorrent's hybrids), so it cannot join a hybrid's swarm.
-        let m = Metainfo::from_file(&t).unwrap();
+        let m = shoal::store::load_torrent(&t).unwrap();
         assert!(out.contains("Info Hash: "), "{out}");
         assert!(
             !out.contains(&format!("Info Hash: {}", m.info_hash.hex())),
@@ -337,7 +337,7 @@ fn create_v2_magnet(d: &Path) -> (std::path::PathBuf, String) {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let m = Metainfo::from_file(&t).unwrap();
+    let m = shoal::store::load_torrent(&t).unwrap();
     let v2 = m.v2.as_ref().unwrap();
     assert!(v2.files.iter().any(|f| f.pieces > 512));
     (t, btmh(&v2.info_hash))
@@ -434,7 +434,7 @@ fn lying_hashes_are_not_taken() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (t, _) = create_v2_magnet(d);
-    let m = Metainfo::from_file(&t).unwrap();
+    let m = shoal::store::load_torrent(&t).unwrap();
     let v2 = m.v2.as_ref().unwrap();
     // The torrent as a magnet gives it: the info dictionary alone.
     let bare = d.join("bare.torrent");
@@ -446,7 +446,11 @@ fn lying_hashes_are_not_taken() {
         .filter(|f| f.pieces > 1)
         .map(|f| (f.first_piece, f.first_piece + f.pieces))
         .collect();
-    assert!(!Metainfo::from_file(&bare).unwrap().v2.unwrap().complete());
+    assert!(!shoal::store::load_torrent(&bare)
+        .unwrap()
+        .v2
+        .unwrap()
+        .complete());
     // `verify` cannot check such a torrent's data, and says so.
     let o = Command::new(shoal_bin())
         .arg("verify")
@@ -636,7 +640,7 @@ fn shoal_downloads_a_libtorrent_v2_magnet() {
     let mut words = line.split(' ').skip(1);
     let port: u16 = words.next().unwrap().parse().unwrap();
     let hash = words.next().unwrap();
-    let m = Metainfo::from_file(&d.join("lt.torrent")).unwrap();
+    let m = shoal::store::load_torrent(&d.join("lt.torrent")).unwrap();
     assert_eq!(m.version(), Version::V2);
     assert_eq!(hex::encode(m.v2.as_ref().unwrap().info_hash), hash);
     let magnet = format!("magnet:?xt=urn:btmh:1220{hash}");
@@ -960,7 +964,7 @@ fn one_bad_block_of_a_v2_piece_is_found_by_its_leaf_hashes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let t = create(d, "--v2", "v2.torrent");
-    let m = Metainfo::from_file(&t).unwrap();
+    let m = shoal::store::load_torrent(&t).unwrap();
     // The honest seeder is slow, so the corrupter gets most requests.
     let (mut honest, honest_port) = seeder(d, &t, &d.join("src"), &["--upload-limit", "96k"]);
     let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1038,7 +1042,7 @@ fn libtorrent_gets_leaf_hashes_from_shoal() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let t = create(d, "--v2", "t.torrent");
-    let m = Metainfo::from_file(&t).unwrap();
+    let m = shoal::store::load_torrent(&t).unwrap();
     let (mut seeder, port) = seeder(d, &t, &d.join("src"), &["--upload-limit", "96k"]);
     let port2 = free_port();
     let port2_s = port2.to_string();

@@ -594,7 +594,7 @@ fn magnet_web_seed_is_used_after_the_metadata() {
     let server = WebServer::start(&d.join("src"), Mode::Honest);
     // The torrent itself names no web seed: only the magnet does.
     let t = create(&d.join("src/pack"), &d.join("pack.torrent"), 16384, &[]);
-    let meta = shoal::metainfo::Metainfo::from_file(&t).unwrap();
+    let meta = shoal::store::load_torrent(&t).unwrap();
     let info = meta.info_bytes().unwrap().into_owned();
     let port = metadata_only_peer(meta.info_hash.0, info);
     let ws: String =

@@ -30,7 +30,7 @@ pub fn load_source(arg: &str) -> Result<Source> {
 }
 
 pub fn load_torrent(path: &Path) -> Result<Metainfo> {
-    let m = Metainfo::from_file(path).map_err(|e| match e {
+    let m = crate::store::load_torrent(path).map_err(|e| match e {
         MetainfoError::Io { .. } | MetainfoError::FileTooLarge { .. } => anyhow::Error::new(e),
         e => anyhow::Error::new(e).context(format!("{}", path.display())),
     })?;

@@ -436,3 +436,63 @@ impl Task {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sha1::{Digest, Sha1};
+
+    use crate::metainfo::NewTorrent;
+    use crate::store::{Layout, PieceData, StoreError};
+    use crate::torrent::PieceJob;
+
+    /// A hash job of a torrent that reads its piece hashes from its
+    /// .torrent file (one of more than 52k pieces): once the file is
+    /// rewritten, the job reports the error (the run stops on it; no peer
+    /// is blamed) and writes nothing; before, it checks and writes.
+    #[test]
+    fn a_job_reports_hashes_that_cannot_be_read() {
+        let piece = vec![7u8; 16384];
+        let nt = NewTorrent {
+            name: "t".into(),
+            length: 2 * 16384,
+            piece_length: 16384,
+            pieces: [Sha1::digest(&piece), Sha1::digest(&piece)].concat(),
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.torrent");
+        std::fs::write(&path, nt.to_bytes()).unwrap();
+        let meta = crate::store::load_with(&path, 0).unwrap();
+        assert!(meta.hashes_on_disk());
+        let layout = Layout::from_metainfo(&meta);
+        let job = |p: u32| {
+            let mut data = PieceData::default();
+            data.set_len(piece.len(), 0);
+            data.copy_from_slice(&piece);
+            PieceJob {
+                piece: p,
+                data,
+                senders: vec![1],
+                with_blocks: false,
+            }
+        };
+        let mut written = Vec::new();
+        let v = job(0).run(&layout, |p, _| {
+            written.push(p);
+            Ok(())
+        });
+        assert!(v.ok && v.write.is_ok());
+        std::fs::write(&path, b"d4:spami1ee").unwrap();
+        let v = job(1).run(&layout, |p, _| {
+            written.push(p);
+            Ok(())
+        });
+        assert!(!v.ok);
+        assert!(
+            matches!(v.write, Err(StoreError::Hashes(_))),
+            "{:?}",
+            v.write
+        );
+        assert_eq!(written, vec![0]);
+    }
+}
