@@ -131,6 +131,8 @@ struct Live {
     loops: Vec<JoinHandle<()>>,
     _stall: AbortOnDrop,
     _route: RouteGuard,
+    /// The claim on the folder (its locks), held until the run is over.
+    _claim: Option<Claim>,
 }
 
 impl Session {
@@ -187,8 +189,12 @@ impl Session {
         ctl: Control,
         stop: &mut Stop,
     ) -> Result<Live> {
-        let have = claimed.have;
-        let shared = Arc::new(self.shared(&meta, &opts, claimed.store, &have));
+        let Claimed {
+            store,
+            have,
+            _claim,
+        } = claimed;
+        let shared = Arc::new(self.shared(&meta, &opts, store, &have));
         let (events_tx, events) = mpsc::channel(1024);
         let progress_rx = ctl.progress.subscribe();
         let (complete_tx, complete_rx) = oneshot::channel();
@@ -235,6 +241,7 @@ impl Session {
             tracker,
             loops,
             _route: route,
+            _claim,
         })
     }
 
@@ -445,6 +452,7 @@ impl Live {
             loops,
             _stall,
             _route,
+            _claim,
         } = self;
         let result = task.run(events, stop).await;
         drop(_stall);
