@@ -2,6 +2,7 @@
 //! runtime, no sockets, no disk, no clock.
 
 mod harness;
+mod pair;
 
 use std::time::Duration;
 
