@@ -10,7 +10,9 @@
 //! choice comes from a generator seeded by its [`Config`], so a run is a
 //! function of its inputs: the real client runs it in one tokio task
 //! (`torrent::task`), a test or a simulator feeds it by hand on virtual
-//! time.
+//! time (`core/tests/harness.rs` plays the peers of one core;
+//! `core/tests/pair.rs` wires two cores to each other, a swarm simulator
+//! at its smallest).
 //!
 //! Inside, each part owns its fields: the table of block sources (peers
 //! and web seeds alike, `sources`), the dialer (known addresses, back-off,
