@@ -113,6 +113,21 @@ impl Shared {
         hs
     }
 
+    /// The hashes this torrent's swarm is known by: the v1 hash (or a
+    /// v2-only torrent's cut v2 hash) and, for a hybrid, its v2 hash cut to
+    /// 20 bytes. A peer may answer a handshake under any of them: a BEP 52
+    /// peer answers a hybrid's v1 handshake under the v2 hash when both
+    /// set the upgrade bit.
+    pub fn info_hashes(&self) -> Vec<[u8; 20]> {
+        let mut out = vec![self.info_hash];
+        if let Some(v2) = &self.store.layout().v2 {
+            if v2.short_hash() != self.info_hash {
+                out.push(v2.short_hash());
+            }
+        }
+        out
+    }
+
     pub fn piece_size(&self, piece: u32) -> u64 {
         let start = piece as u64 * self.piece_length;
         self.total_length
@@ -281,11 +296,9 @@ pub async fn run_outgoing<E: Report>(
     events: mpsc::Sender<E>,
 ) {
     let result = async {
+        let ours = shared.handshake(shared.info_hash);
         let (stream, theirs) =
-            connect(addr, shared.handshake(shared.info_hash), shared.encryption).await?;
-        if theirs.info_hash != shared.info_hash {
-            return Err(PeerError::WrongInfoHash);
-        }
+            connect(addr, ours, shared.encryption, &shared.info_hashes()).await?;
         run(key, stream, addr, theirs, false, &shared, &events).await
     }
     .await;
@@ -307,8 +320,30 @@ async fn dial(addr: SocketAddr) -> Result<TcpStream, PeerError> {
 /// as `policy` says: behind an MSE key exchange offering what it allows
 /// (`prefer`: plain text and RC4, and a second connection in plain text
 /// if the exchange fails; `require`: RC4 only), or plain (`plain`). The
-/// caller checks the info-hash the peer answered with.
+/// peer's answer must name one of `accept`, the hashes of the torrent
+/// (ours included): a hybrid's peer may answer a v1 handshake under the
+/// v2 hash (BEP 52 upgrade).
 pub async fn connect(
+    addr: SocketAddr,
+    ours: Handshake,
+    policy: Policy,
+    accept: &[[u8; 20]],
+) -> Result<(mse::Stream, Handshake), PeerError> {
+    let asked = ours.info_hash;
+    let (stream, theirs) = exchange_handshakes(addr, ours, policy).await?;
+    if theirs.info_hash != asked {
+        if !accept.contains(&theirs.info_hash) {
+            return Err(PeerError::WrongInfoHash);
+        }
+        tracing::debug!(
+            "{addr}: answered under the torrent's other hash {} (BEP 52 upgrade)",
+            hex::encode(theirs.info_hash)
+        );
+    }
+    Ok((stream, theirs))
+}
+
+async fn exchange_handshakes(
     addr: SocketAddr,
     ours: Handshake,
     policy: Policy,
@@ -388,12 +423,14 @@ pub async fn read_handshake<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Hand
 /// encrypted (MSE) key exchange for one of `info_hashes`, as `policy`
 /// allows: `require` refuses a plain handshake, `plain` a peer that offers
 /// only RC4. Everything is under one deadline. Returns the stream, which
-/// runs through RC4 from here on if that was selected.
+/// runs through RC4 from here on if that was selected, the handshake, and
+/// for an MSE exchange the info-hash it was keyed with (the handshake
+/// inside may name another hash of the same torrent: the caller checks).
 pub async fn read_incoming_handshake(
     mut tcp: TcpStream,
     info_hashes: &[[u8; 20]],
     policy: Policy,
-) -> Result<(mse::Stream, Handshake), PeerError> {
+) -> Result<(mse::Stream, Handshake, Option<[u8; 20]>), PeerError> {
     let work = async move {
         let mut buf = [0u8; Handshake::LEN];
         tcp.read_exact(&mut buf[..20]).await?;
@@ -404,7 +441,7 @@ pub async fn read_incoming_handshake(
                 ));
             }
             tcp.read_exact(&mut buf[20..]).await?;
-            return Ok((mse::Stream::plain(tcp), Handshake::decode(&buf)?));
+            return Ok((mse::Stream::plain(tcp), Handshake::decode(&buf)?, None));
         }
         let accepted = mse::accept(&mut tcp, &buf[..20], info_hashes, policy).await?;
         // The initial payload carries the start of the handshake (all
@@ -419,7 +456,7 @@ pub async fn read_incoming_handshake(
         buf[..got].copy_from_slice(&accepted.initial);
         let mut stream = mse::Stream::new(tcp, accepted.rc4);
         stream.read_exact(&mut buf[got..]).await?;
-        Ok((stream, Handshake::decode(&buf)?))
+        Ok((stream, Handshake::decode(&buf)?, Some(accepted.info_hash)))
     };
     match timeout(HANDSHAKE_TIMEOUT, work).await {
         Err(_) => Err(PeerError::HandshakeTimeout),
@@ -1703,7 +1740,7 @@ mod tests {
     #[tokio::test]
     async fn prefer_retries_a_peer_without_mse_in_plain_text_once() {
         let (addr, count) = plain_only_peer().await;
-        let (stream, theirs) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Prefer)
+        let (stream, theirs) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Prefer, &[])
             .await
             .unwrap();
         assert!(!stream.is_encrypted());
@@ -1714,14 +1751,14 @@ mod tests {
     #[tokio::test]
     async fn require_never_falls_back_to_plain_text() {
         let (addr, count) = plain_only_peer().await;
-        let err = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Require)
+        let err = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Require, &[])
             .await
             .err()
             .unwrap();
         assert!(matches!(err, PeerError::Mse(_)), "{err}");
         assert_eq!(count.load(Ordering::SeqCst), 1);
         // And plain dials plain at once.
-        let (stream, _) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Plain)
+        let (stream, _) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Plain, &[])
             .await
             .unwrap();
         assert!(!stream.is_encrypted());
@@ -1744,7 +1781,7 @@ mod tests {
             let addr = l.local_addr().unwrap();
             let server = tokio::spawn(async move {
                 let (tcp, _) = l.accept().await.unwrap();
-                let (mut s, hs) = read_incoming_handshake(tcp, &[[5; 20]], theirs)
+                let (mut s, hs, _) = read_incoming_handshake(tcp, &[[5; 20]], theirs)
                     .await
                     .unwrap();
                 s.send(&Handshake::new(hs.info_hash, [8; 20]).encode())
@@ -1756,7 +1793,7 @@ mod tests {
                 w.write_bytes(Bytes::from(got)).await.unwrap();
                 (hs, w)
             });
-            let (s, hs) = connect(addr, Handshake::new([5; 20], [6; 20]), ours)
+            let (s, hs) = connect(addr, Handshake::new([5; 20], [6; 20]), ours, &[])
                 .await
                 .unwrap();
             assert_eq!(s.is_encrypted(), rc4, "{ours}/{theirs}");
@@ -1773,6 +1810,37 @@ mod tests {
         }
     }
 
+    /// A hybrid's peer may answer our v1 handshake under the torrent's
+    /// other (v2) hash, in plain text or inside MSE: taken when it is one
+    /// of the torrent's hashes, refused when it is not.
+    #[tokio::test]
+    async fn an_answer_under_another_hash_of_the_torrent_is_taken() {
+        for policy in [Policy::Plain, Policy::Require] {
+            for (accept, ok) in [(&[[5; 20], [9; 20]][..], true), (&[[5; 20]][..], false)] {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = l.local_addr().unwrap();
+                let server = tokio::spawn(async move {
+                    let (tcp, _) = l.accept().await.unwrap();
+                    let (mut s, hs, _) = read_incoming_handshake(tcp, &[[5; 20]], Policy::Prefer)
+                        .await
+                        .unwrap();
+                    assert_eq!(hs.info_hash, [5; 20]);
+                    s.send(&Handshake::new([9; 20], [8; 20]).encode())
+                        .await
+                        .unwrap();
+                    let _ = s.read(&mut [0u8; 1]).await;
+                });
+                let got = connect(addr, Handshake::new([5; 20], [6; 20]), policy, accept).await;
+                match got {
+                    Ok((_, theirs)) if ok => assert_eq!(theirs.info_hash, [9; 20]),
+                    Err(PeerError::WrongInfoHash) if !ok => {}
+                    other => panic!("{policy}, accept {accept:?}: {:?}", other.map(|r| r.1)),
+                }
+                server.abort();
+            }
+        }
+    }
+
     #[tokio::test]
     async fn require_refuses_a_plain_handshake_and_plain_an_rc4_only_peer() {
         for (dial, answer) in [
@@ -1785,7 +1853,7 @@ mod tests {
                 let (tcp, _) = l.accept().await.unwrap();
                 read_incoming_handshake(tcp, &[[5; 20]], answer).await.err()
             });
-            assert!(connect(addr, Handshake::new([5; 20], [6; 20]), dial)
+            assert!(connect(addr, Handshake::new([5; 20], [6; 20]), dial, &[])
                 .await
                 .is_err());
             assert!(server.await.unwrap().is_some(), "{dial}/{answer}");

@@ -12,6 +12,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -110,6 +111,16 @@ pub async fn fetch(
         Some(v2) if !magnet.has_v1 => InfoCheck::V2(v2),
         _ => InfoCheck::V1(info_hash),
     };
+    // Every hash the magnet names (a hybrid's v1 and cut v2): a peer may
+    // answer under either.
+    let mut hashes = vec![info_hash];
+    hashes.extend(magnet.info_hash_v2.map(|v2| {
+        let mut short = [0u8; 20];
+        short.copy_from_slice(&v2[..20]);
+        short
+    }));
+    hashes.dedup();
+    let hashes: Arc<[[u8; 20]]> = hashes.into();
     let (found_tx, mut found_rx) = mpsc::channel::<(PeerSource, Vec<SocketAddr>)>(16);
     let tracker_task = (!magnet.trackers.is_empty()).then(|| {
         let trackers = TrackerList::new(
@@ -157,10 +168,11 @@ pub async fn fetch(
         while running.len() < PARALLEL {
             let Some(addr) = queue.pop_front() else { break };
             tried += 1;
+            let hashes = hashes.clone();
             running.spawn(async move {
                 (
                     addr,
-                    from_peer(addr, info_hash, check, peer_id, encryption).await,
+                    from_peer(addr, &hashes, check, peer_id, encryption).await,
                 )
             });
         }
@@ -279,26 +291,26 @@ async fn announce(
 }
 
 /// Fetches the whole info dictionary from one peer and checks its hash.
+/// `hashes` are the magnet's: the first is dialled with, and the peer may
+/// answer under any (the v2 bit is set when the magnet names a v2 hash).
 async fn from_peer(
     addr: SocketAddr,
-    info_hash: [u8; 20],
+    hashes: &[[u8; 20]],
     check: InfoCheck,
     peer_id: [u8; 20],
     encryption: Policy,
 ) -> Result<Vec<u8>, PeerFail> {
     use crate::peer::PeerError;
-    let mut ours = wire::Handshake::new(info_hash, peer_id);
-    if matches!(check, InfoCheck::V2(_)) {
+    let mut ours = wire::Handshake::new(hashes[0], peer_id);
+    if matches!(check, InfoCheck::V2(_)) || hashes.len() > 1 {
         ours.reserved[7] |= wire::V2_BIT;
     }
-    let (mut stream, theirs) = match crate::peer::connect(addr, ours, encryption).await {
+    let (mut stream, theirs) = match crate::peer::connect(addr, ours, encryption, hashes).await {
         Err(PeerError::ConnectTimeout) => return Err(PeerFail::Connect("timed out".into())),
         Err(PeerError::Connect(e)) => return Err(PeerFail::Connect(e.to_string())),
+        Err(PeerError::WrongInfoHash) => return Err(PeerFail::WrongInfoHash),
         r => r?,
     };
-    if theirs.info_hash != info_hash {
-        return Err(PeerFail::WrongInfoHash);
-    }
     if !theirs.supports_extensions() {
         return Err(PeerFail::NoMetadata);
     }
