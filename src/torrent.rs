@@ -410,6 +410,11 @@ struct WebSeed {
     /// Counted by the picker as a source of every piece.
     counted: bool,
     strikes: u32,
+    /// It ignores `Range` and is read whole: any byte it sends shows it
+    /// is alive, a block or not (it may be reading past pieces we have).
+    whole_files: bool,
+    /// Its byte count at the last second's look.
+    seen_bytes: u64,
 }
 
 impl WebSeed {
@@ -425,6 +430,8 @@ impl WebSeed {
             retry_at: None,
             counted: true,
             strikes: 0,
+            whole_files: false,
+            seen_bytes: 0,
         }
     }
 
@@ -1202,11 +1209,7 @@ impl Torrent {
         if p.peer_choking || !p.am_interested || self.picker.is_complete() {
             return;
         }
-        // Hashing is behind the network: let it catch up before asking for
-        // more, so memory stays bounded.
-        if self.verifying * self.meta.piece_length as usize > MAX_VERIFY_BYTES
-            && self.verifying >= 4
-        {
+        if self.verify_backlog() {
             return;
         }
         let depth = if p.snubbed { 1 } else { p.depth.min(p.reqq) };
@@ -1219,6 +1222,12 @@ impl Torrent {
         if !out.is_empty() {
             p.send(PeerCmd::Request(out));
         }
+    }
+
+    /// Hashing is behind the network: it catches up before more pieces
+    /// are asked for or started, so memory stays bounded.
+    fn verify_backlog(&self) -> bool {
+        self.verifying * self.meta.piece_length as usize > MAX_VERIFY_BYTES && self.verifying >= 4
     }
 
     fn fill_all(&mut self) {
@@ -1775,6 +1784,7 @@ impl Torrent {
                     stats: stats.clone(),
                     client: client.clone(),
                     events: self.events_tx.clone(),
+                    unwanted: self.picker.unwanted().cloned(),
                 },
                 cmd_rx,
             ));
@@ -1806,6 +1816,29 @@ impl Torrent {
                 }
                 self.on_block(key, block, data);
             }
+            WebEvent::Offered { block, data } => {
+                w.last_block = Instant::now();
+                if w.active() {
+                    w.failures = 0;
+                }
+                // A new piece only while hashing keeps up (memory stays
+                // bounded); a later read of the file brings it again.
+                // Asked of it a moment ago: the ask is answered.
+                if self.picker.is_requested(key, block) {
+                    let _ = w.cmd.send(WebCmd::Cancel(block));
+                }
+                if !self.verify_backlog() {
+                    self.picker.start_if_free(block.index);
+                }
+                self.on_block(key, block, data);
+            }
+            WebEvent::IgnoresRanges => {
+                w.whole_files = true;
+                tracing::info!(
+                    "web seed {}: ignores Range requests; reading whole files from the start",
+                    w.url
+                );
+            }
             WebEvent::Failed { blocks, why } => {
                 let active = w.active();
                 for b in blocks {
@@ -1821,10 +1854,7 @@ impl Torrent {
 
     /// Tops up the blocks asked of a web seed to its queue depth.
     fn fill_web(&mut self, key: PeerKey) {
-        if self.picker.is_complete()
-            || (self.verifying * self.meta.piece_length as usize > MAX_VERIFY_BYTES
-                && self.verifying >= 4)
-        {
+        if self.picker.is_complete() || self.verify_backlog() {
             return;
         }
         let Some(w) = self.webseeds.get_mut(&key) else {
@@ -1887,8 +1917,12 @@ impl Torrent {
         let mut stalled = Vec::new();
         let mut again = Vec::new();
         for (k, w) in self.webseeds.iter_mut() {
-            w.down
-                .update(w.stats.downloaded.load(Ordering::Relaxed), secs);
+            let bytes = w.stats.downloaded.load(Ordering::Relaxed);
+            w.down.update(bytes, secs);
+            if w.whole_files && bytes != w.seen_bytes {
+                w.last_block = now;
+            }
+            w.seen_bytes = bytes;
             let bdp = (w.down.get() * WEB_QUEUE_SECONDS / BLOCK_LEN as u64) as usize;
             w.depth = bdp.clamp(WEB_MIN_QUEUE, WEB_MAX_QUEUE);
             match w.retry_at {

@@ -237,11 +237,7 @@ fn libtorrent_downloads_a_shoal_v2_only_torrent() {
 /// are to be skipped (SHOAL_SKIP_INTEROP=1); fails when it is missing.
 /// The interpreter is named in `.ci/python`, which `.ci/deps` checks too.
 fn libtorrent_python() -> Option<&'static str> {
-    let py = include_str!("../.ci/python")
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .expect(".ci/python names no interpreter");
+    let py = python();
     if std::env::var("SHOAL_SKIP_INTEROP").is_ok_and(|v| v == "1") {
         eprintln!("note: libtorrent cell skipped: SHOAL_SKIP_INTEROP=1");
         return None;

@@ -17,6 +17,16 @@ pub fn shoal_bin() -> &'static str {
     env!("CARGO_BIN_EXE_shoal")
 }
 
+/// The Python interpreter the tests run (libtorrent's binding, `python3 -m
+/// http.server`): named once, in `.ci/python`, which `.ci/deps` checks.
+pub fn python() -> &'static str {
+    include_str!("../../.ci/python")
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .expect(".ci/python names no interpreter")
+}
+
 /// Deterministic, incompressible-looking bytes.
 pub fn data(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
