@@ -1146,6 +1146,11 @@ impl Conn<'_> {
                 } else {
                     metadata::serve(&self.shared.metadata, piece)
                 };
+                let sent = matches!(answer, metadata::Msg::Data { .. });
+                tracing::debug!(
+                    "metadata piece {piece} {}",
+                    if sent { "sent" } else { "refused" }
+                );
                 self.writer.msg(&Message::Extended {
                     id: their_id,
                     payload: Bytes::from(answer.encode()),
