@@ -52,18 +52,7 @@ async fn sweep_files(server: &Server, mut first: Option<Answer>) -> Result<(), S
         }
         let read_all = match server.seed.files.get(f) {
             Some(Some(url)) => read_file(server, f, url, answer, &mut blocks, &mut pace).await?,
-            // Pad files are zeros.
-            _ => {
-                let file = &meta.files[f];
-                let mut out = Vec::new();
-                blocks.feed(file.offset, &vec![0; file.length as usize], &mut out);
-                for (b, data, whole) in out {
-                    if server.offer(b, data, whole).await? {
-                        pace.sent(b.index);
-                    }
-                }
-                true
-            }
+            _ => pad_file(server, f, &mut blocks, &mut pace).await?,
         };
         if !read_all {
             blocks.reset();
@@ -132,6 +121,32 @@ async fn read_file(
             }
         }
     }
+}
+
+/// A pad file's zeros (BEP 47: never fetched), fed as far as needed, a
+/// bounded chunk at a time. True if fed whole.
+async fn pad_file(
+    server: &Server,
+    f: usize,
+    blocks: &mut Blocks,
+    pace: &mut Pace,
+) -> Result<bool, String> {
+    let file = &server.seed.meta.files[f];
+    let zeros = vec![0u8; 1 << 16];
+    let (mut pos, end) = (0u64, server.needed_end(f));
+    let mut out = Vec::new();
+    while pos < end {
+        let n = (end - pos).min(zeros.len() as u64);
+        blocks.feed(file.offset + pos, &zeros[..n as usize], &mut out);
+        pos += n;
+        for (b, data, whole) in out.drain(..) {
+            if server.offer(b, data, whole).await? {
+                pace.sent(b.index);
+            }
+        }
+        pace.wait(server).await;
+    }
+    Ok(pos == file.length)
 }
 
 /// A plain GET of a whole file: 200 expected.
