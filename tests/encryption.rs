@@ -370,6 +370,13 @@ fn hostile_mse_peers_are_dropped_and_rc4_still_works() {
     let t = torrent(d, &src, None);
     let ih = common::info_hash(&t);
     let (mut seeder, port) = shoal_seeder(d, &t, &src, "seeder", &[]);
+    // Serving (its check done), so the real session at the end cannot
+    // meet a torrent not running yet.
+    drop(common::fake::Fake::connect(
+        port,
+        ih,
+        *b"-XX0001-readyprobe00",
+    ));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let dial = || tokio::net::TcpStream::connect(("127.0.0.1", port));
