@@ -9,7 +9,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::service::*;
@@ -46,6 +46,13 @@ fn list(port: u16) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
+/// A fresh folder, the service's state folder and download folder in it.
+fn folders() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, dl) = (dir.path().join("state"), dir.path().join("dl"));
+    (dir, state, dl)
+}
+
 /// A pack of three files and its torrent.
 fn pack(d: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let src = d.join("src");
@@ -65,10 +72,9 @@ fn pack(d: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 /// torrent and no folder behind.
 #[test]
 fn refused_adds_leave_no_folders() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state, dl) = folders();
     let d = dir.path();
     let (_, t) = pack(d);
-    let (state, dl) = (d.join("state"), d.join("dl"));
     let svc = serve(d, &state, &dl, &[], "serve");
     let port = svc.port;
     let (status, v) = upload(port, "?download_dir=made/q3", b"d4:infod6:lengthi-1eee");
@@ -97,10 +103,9 @@ fn refused_adds_leave_no_folders() {
 /// written, until its files are chosen and it is resumed.
 #[test]
 fn only_lists_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state, dl) = folders();
     let d = dir.path();
     let (src, t) = pack(d);
-    let (state, dl) = (d.join("state"), d.join("dl"));
     let svc = serve(d, &state, &dl, &[], "serve");
     let port = svc.port;
     for only in [
@@ -473,9 +478,8 @@ fn wait_rss_below(pid: u32, limit_kib: u64) -> u64 {
 /// bodies are read at once (503 for more).
 #[test]
 fn unfinished_requests_are_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state, dl) = folders();
     let d = dir.path();
-    let (state, dl) = (d.join("state"), d.join("dl"));
     let svc = serve(d, &state, &dl, &[], "serve");
     let port = svc.port;
 
@@ -520,9 +524,8 @@ fn unfinished_requests_are_cut_off() {
 /// close.
 #[test]
 fn unfinished_big_bodies_hold_little_memory_and_give_it_back() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state, dl) = folders();
     let d = dir.path();
-    let (state, dl) = (d.join("state"), d.join("dl"));
     let svc = serve(d, &state, &dl, &[], "serve");
     let (port, pid) = (svc.port, svc.proc.child.id());
     let base = wait_rss_below(pid, u64::MAX);
@@ -561,14 +564,16 @@ fn unfinished_big_bodies_hold_little_memory_and_give_it_back() {
 /// error, exit 2.
 #[test]
 fn an_empty_token_is_a_usage_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state, dl) = folders();
     let d = dir.path();
-    let (state, dl) = (d.join("state"), d.join("dl"));
-    for (args, env) in [
+    for (i, (args, env)) in [
         (vec!["serve", "--token", ""], None),
         (vec!["serve"], Some("")),
         (vec!["serve", "--token", "  "], None),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let listen = format!("127.0.0.1:{}", free_port());
         let mut cmd = std::process::Command::new(shoal_bin());
         cmd.args(&args)
@@ -580,36 +585,19 @@ fn an_empty_token_is_a_usage_error() {
         if let Some(v) = env {
             cmd.env("SHOAL_TOKEN", v);
         }
-        let mut child = cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let (out, err) = (d.join(format!("{i}.out")), d.join(format!("{i}.err")));
+        let mut p = Proc {
+            child: cmd
+                .stdout(std::fs::File::create(&out).unwrap())
+                .stderr(std::fs::File::create(&err).unwrap())
+                .spawn()
+                .unwrap(),
+            out,
+            err,
         };
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(2),
-            "{args:?} {env:?}: {err}"
-        );
-        assert!(err.contains("token is empty"), "{err}");
+        let status = p.wait(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(2), "{args:?} {env:?}: {}", p.stderr());
+        assert!(p.stderr().contains("token is empty"), "{}", p.stderr());
     }
 }
 
@@ -617,9 +605,8 @@ fn an_empty_token_is_a_usage_error() {
 /// (and sent in every live update).
 #[test]
 fn magnet_names_are_capped() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state, dl) = folders();
     let d = dir.path();
-    let (state, dl) = (d.join("state"), d.join("dl"));
     let svc = serve(d, &state, &dl, &["--token", "s3cret"], "serve");
     let port = svc.port;
     let auth = ("Authorization", "Bearer s3cret");
@@ -651,9 +638,8 @@ fn magnet_names_are_capped() {
 /// Retry-After, while other sources go on.
 #[test]
 fn wrong_tokens_are_limited_per_source() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state, dl) = folders();
     let d = dir.path();
-    let (state, dl) = (d.join("state"), d.join("dl"));
     let svc = serve(d, &state, &dl, &["--token", "s3cret"], "serve");
     let port = svc.port;
     // Guessing: 10 wrong tokens, then 429 for this source, right or wrong.
@@ -719,9 +705,8 @@ fn wrong_tokens_are_limited_per_source() {
 /// the previous good copy, with a warning, instead of refusing to start.
 #[test]
 fn state_saves_never_overlap_and_a_damaged_file_starts_from_its_backup() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state, dl) = folders();
     let d = dir.path();
-    let (state, dl) = (d.join("state"), d.join("dl"));
     let mut svc = serve(d, &state, &dl, &[], "serve1");
     let port = svc.port;
     let workers: Vec<_> = (0..8u8)
