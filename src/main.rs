@@ -109,6 +109,16 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// An access token: never empty (an empty one would let an empty cookie in).
+fn parse_token(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "the access token is empty; give one, or leave out --token and SHOAL_TOKEN".into(),
+        );
+    }
+    Ok(s.to_string())
+}
+
 fn parse_selection(s: &str) -> Result<String, String> {
     shoal::torrent::selection::parse_numbers(s, usize::MAX).map_err(|e| e.to_string())?;
     Ok(s.to_string())
@@ -262,7 +272,7 @@ enum Command {
         #[arg(long)]
         allow_remote: bool,
         /// Require this access token on every API request (default: none on loopback; generated into the state folder otherwise).
-        #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
+        #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true, value_parser = parse_token)]
         token: Option<String>,
         /// Also accept requests whose Host is NAME (e.g. the machine's DNS name); repeatable.
         #[arg(long = "allow-host", value_name = "NAME")]
@@ -294,6 +304,9 @@ enum Command {
         /// Folder for the service's state: its torrents, DHT nodes, token (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Refuse torrents with more files than this.
+        #[arg(long, value_name = "N", default_value_t = shoal::service::DEFAULT_MAX_FILES as u64, value_parser = clap::value_parser!(u64).range(1..=shoal::metainfo::MAX_FILES as u64))]
+        max_files: u64,
         #[command(flatten)]
         net: NetFlags,
     },
@@ -536,6 +549,7 @@ fn main() -> ExitCode {
             upload_limit,
             download_limit,
             state_dir,
+            max_files,
             net,
         } => {
             if !listen.ip().is_loopback() && !allow_remote {
@@ -559,6 +573,7 @@ fn main() -> ExitCode {
                 seed_time,
                 upload_limit,
                 download_limit,
+                max_files: max_files as usize,
                 dht: cli::DhtArgs {
                     off: net.no_dht,
                     port: net.dht_port,

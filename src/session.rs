@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,8 +25,9 @@ use crate::discovery::{announce_loop, dht_loop, lsd_loop};
 use crate::limit::{ConnectionCap, RateLimit};
 use crate::metainfo::Metainfo;
 use crate::peer::{new_peer_id, read_incoming_handshake, Shared};
+use crate::store::confine::Root;
 use crate::store::ownership;
-use crate::store::{hash_threads, Layout, PieceCheck, Store};
+use crate::store::{hash_threads, Layout, PieceCheck, Store, StoreError};
 use crate::torrent::{Config, Event, Outcome, PeerSource, Progress, Torrent};
 use crate::units::human_duration;
 
@@ -50,6 +51,10 @@ pub struct SessionConfig {
 #[derive(Clone)]
 pub struct TorrentOptions {
     pub dir: PathBuf,
+    /// The trusted folder `dir` lies in (the service's download root):
+    /// `dir` and everything below it are reached from there without
+    /// following links (`store::confine`). None: `dir` itself.
+    pub base: Option<PathBuf>,
     pub peers: Vec<SocketAddr>,
     pub keep_seeding: bool,
     pub require_complete: bool,
@@ -245,11 +250,7 @@ fn initial_check(
     cancel: &AtomicBool,
 ) -> Result<Vec<PieceCheck>> {
     let count = store.layout().piece_count() as usize;
-    let any_file = (0..store.layout().files.len()).any(|i| {
-        store.layout().files[i].length > 0
-            && store.file_path(i).map(|p| p.exists()).unwrap_or(false)
-    });
-    if !any_file {
+    if !store.any_file_on_disk() {
         return Ok(vec![PieceCheck::Missing; count]);
     }
     let notify = |n: Notice| {
@@ -356,21 +357,34 @@ impl Session {
         // Everything on disk is checked through a read-only store first: a
         // download decides whether it may write into the folder (ownership)
         // before it creates or changes a single file.
+        let root = match &opts.base {
+            Some(base) => Root::under(base, &opts.dir).with_context(|| {
+                format!("{} is not inside {}", opts.dir.display(), base.display())
+            })?,
+            None => Root::at(&opts.dir),
+        };
         if !opts.require_complete {
-            std::fs::create_dir_all(&opts.dir)
-                .with_context(|| format!("cannot create {}", opts.dir.display()))?;
+            root.create_dirs(Path::new("")).map_err(|e| {
+                if crate::store::confine::is_link_error(&e) {
+                    anyhow::Error::new(StoreError::Symlink(opts.dir.clone()))
+                } else {
+                    anyhow::Error::new(e).context(format!("cannot create {}", opts.dir.display()))
+                }
+            })?;
         }
         // Files left out are never created; the bytes they share with wanted
         // pieces live in a sparse part file beside the ownership record.
         let skip = opts.selection.as_ref().map(|sel| {
             let skipped: Vec<bool> = sel.iter().map(|s| !s).collect();
-            let part = opts
-                .dir
-                .join(ownership::DIR_NAME)
-                .join(format!("{}.part", meta.info_hash.hex()));
-            (skipped, part)
+            (skipped, ownership::part_path(&meta.info_hash.hex()))
         });
-        let mut reader = Store::open_read(layout.clone(), &opts.dir);
+        // Seeding reads the user's folder as they laid it out (links too).
+        let read_root = if opts.require_complete {
+            root.clone().trust_links()
+        } else {
+            root.clone()
+        };
+        let mut reader = Store::open_read_in(layout.clone(), read_root);
         if let Some((skipped, part)) = &skip {
             reader.set_skipped(skipped.clone(), part.clone());
         }
@@ -412,7 +426,7 @@ impl Session {
             drop(reader);
             let claim = ownership::prepare(
                 &meta,
-                &opts.dir,
+                &root,
                 &checks,
                 opts.overwrite,
                 opts.selection.as_deref(),
@@ -424,7 +438,7 @@ impl Session {
                 );
             }
             (
-                Arc::new(Store::open_write_selected(layout, &opts.dir, skip)?),
+                Arc::new(Store::open_write_selected(layout, root, skip)?),
                 Some(claim),
             )
         };

@@ -338,7 +338,8 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
         bail!("{}: not a folder", dir.display());
     }
     let store = Store::open_read(Layout::from_metainfo(&m), dir);
-    let lengths = crate::store::ownership::lengths_on_disk(&m, dir);
+    let lengths =
+        crate::store::ownership::lengths_on_disk(&m, &crate::store::confine::Root::trusting(dir));
     if lengths.iter().all(Option::is_none) {
         if let Some(hint) = content_folder_hint(&m, dir) {
             bail!("{hint}");
@@ -530,6 +531,7 @@ pub struct ServeArgs {
     pub seed_time: Option<std::time::Duration>,
     pub upload_limit: Option<u64>,
     pub download_limit: Option<u64>,
+    pub max_files: usize,
     pub dht: DhtArgs,
     pub no_pex: bool,
     pub no_lsd: bool,
@@ -539,6 +541,10 @@ pub struct ServeArgs {
 /// The token of a service on a non-loopback address: the one given, else
 /// the one kept in the state folder, else a new one written there (0600).
 fn service_token(state_dir: &Path, given: Option<String>, remote: bool) -> Result<Option<String>> {
+    if given.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        // main refuses it as a usage error; a library caller gets this.
+        bail!("the access token is empty");
+    }
     if given.is_some() || !remote {
         return Ok(given);
     }
@@ -616,6 +622,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 pex: !a.no_pex,
                 seed_ratio: a.seed_ratio,
                 seed_time: a.seed_time,
+                max_files: a.max_files,
             },
         )
         .await?;
@@ -653,7 +660,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 }
             );
         }
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let server = tokio::spawn(crate::service::http::serve(listener, app));
         let signal = tokio::select! {
             s = crate::session::wait_for_signal() => s,
             r = server => {

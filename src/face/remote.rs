@@ -274,15 +274,40 @@ pub fn pause_resume(r: &Remote, hashes: &[String], verb: &str) -> Result<()> {
 pub fn remove(r: &Remote, hashes: &[String], delete_data: bool) -> Result<()> {
     for h in hashes {
         let full = r.resolve(h)?;
-        r.send(
+        let v = r.send(
             r.client
                 .delete(r.url(&format!("/api/torrents/{full}")))
                 .query(&[("delete_data", delete_data)]),
         )?;
+        if !delete_data {
+            crate::outln!("removed {full}");
+            continue;
+        }
+        let deleted = v
+            .get("deleted")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let kept = v
+            .get("kept")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         crate::outln!(
-            "removed {full}{}",
-            if delete_data { " and its data" } else { "" }
+            "removed {full} and its data: {} deleted{}",
+            crate::face::cli::plural(deleted as u64, "file", "files"),
+            if kept.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} kept",
+                    crate::face::cli::plural(kept.len() as u64, "file", "files")
+                )
+            }
         );
+        for k in &kept {
+            let s = |key: &str| k.get(key).and_then(Value::as_str).unwrap_or("?");
+            crate::outln!("kept {}: {}", esc(s("path")), esc(s("why")));
+        }
     }
     Ok(())
 }

@@ -107,6 +107,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     ));
     let topts = session::TorrentOptions {
         dir: opts.dir,
+        base: None,
         peers: opts.peers,
         keep_seeding: opts.keep_seeding,
         require_complete: opts.require_complete,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod service;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

@@ -1,0 +1,198 @@
+//! The life of one torrent in the service: its metadata first if it came
+//! as a magnet, then `Session::run_torrent` with the entry's settings;
+//! how it ended (and the pieces it had) goes back into the entry.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::{data_files, Priority, Service, METADATA_RETRY};
+use crate::bitfield::Bitfield;
+use crate::metainfo::magnet::Magnet;
+use crate::metainfo::Metainfo;
+use crate::peer::Shared;
+use crate::session::{Control, TorrentOptions};
+use crate::torrent::Outcome;
+
+/// How a run ended: an error to show, whether it finished, its pieces.
+type RunEnd = (Option<String>, bool, Option<Bitfield>);
+
+/// The life of one torrent in the service: its metadata first if it came
+/// as a magnet, then the run; its end is recorded in the entry.
+pub(super) async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
+    let (error, finished, have) = run_entry(&svc, hash, ctl).await;
+    svc.ended(hash, generation, error, finished, have);
+}
+
+async fn run_entry(svc: &Service, hash: [u8; 20], ctl: Control) -> RunEnd {
+    let (meta, magnet, dir, peers) = {
+        let entries = svc.entries();
+        let Some(e) = entries.iter().find(|e| e.hash == hash) else {
+            return (None, false, None);
+        };
+        (
+            e.meta.clone(),
+            e.saved.magnet.clone(),
+            e.saved.dir.clone(),
+            e.saved.peers.clone(),
+        )
+    };
+    let (meta, learned) = match meta {
+        Some(m) => (m, Vec::new()),
+        None => match fetch_meta(svc, hash, magnet.as_deref(), ctl.stop.clone()).await {
+            Ok(got) => got,
+            Err(error) => return (error, false, None),
+        },
+    };
+    let Some(priorities) = svc
+        .entries()
+        .iter()
+        .find(|e| e.hash == hash)
+        .map(|e| e.saved.priorities.clone())
+    else {
+        return (None, false, None);
+    };
+    let (selection, high) = selection_of(&meta, &priorities);
+    let opts = TorrentOptions {
+        dir,
+        base: Some(svc.inner.root.clone()),
+        peers: peers.clone(),
+        keep_seeding: true,
+        require_complete: false,
+        max_peers: svc.inner.cfg.max_peers,
+        overwrite: false,
+        pex: svc.inner.cfg.pex,
+        selection,
+        high,
+        seed_ratio: svc.inner.cfg.seed_ratio,
+        seed_time: svc.inner.cfg.seed_time,
+        super_seed: false,
+        stall_timeout: None,
+        learned: learned
+            .into_iter()
+            .filter(|(a, _): &(SocketAddr, _)| !a.ip().is_unspecified() && !peers.contains(a))
+            .collect(),
+        web_seeds: true,
+    };
+    // The running torrent's piece map is kept for when it no longer runs.
+    let mut shared_rx = ctl.shared.subscribe();
+    let mut last: Option<Arc<Shared>> = None;
+    let run = svc.session().run_torrent(meta, opts, ctl);
+    tokio::pin!(run);
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            Ok(()) = shared_rx.changed() => {
+                if let Some(s) = shared_rx.borrow_and_update().clone() {
+                    last = Some(s);
+                }
+            }
+        }
+    };
+    let have = last.map(|s| s.have.snapshot());
+    match result {
+        Ok(summary) => (None, matches!(summary.outcome, Outcome::Complete), have),
+        Err(e) => {
+            let msg = format!("{e:#}").replace(['\n', '\r'], " ");
+            (Some(crate::out::escape(&msg).into_owned()), false, have)
+        }
+    }
+}
+
+/// A magnet's metadata, fetched from peers until it comes or the run is
+/// stopped (Err(None)); Err(Some) for an error to show.
+async fn fetch_meta(
+    svc: &Service,
+    hash: [u8; 20],
+    magnet: Option<&str>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(Arc<Metainfo>, Vec<(SocketAddr, crate::torrent::PeerSource)>), Option<String>> {
+    let Some(Ok(magnet)) = magnet.map(Magnet::parse) else {
+        return Err(Some("no torrent file and no magnet link".into()));
+    };
+    loop {
+        let (status_tx, status_rx) = watch::channel(crate::discovery::fetch::Status::default());
+        if let Some(e) = svc.entries().iter_mut().find(|e| e.hash == hash) {
+            e.fetching = Some(status_rx);
+        }
+        let got = crate::discovery::fetch::fetch(
+            &magnet,
+            &[],
+            svc.session().dht(),
+            crate::peer::new_peer_id(),
+            svc.session().encryption(),
+            status_tx,
+            stop.clone(),
+        )
+        .await;
+        match got {
+            Ok((info, found)) => {
+                let bytes =
+                    crate::peer::metadata::torrent_file(&info, &magnet.trackers, &magnet.web_seeds);
+                let m = Metainfo::from_bytes(&bytes).map_err(|e| {
+                    Some(format!("the fetched metadata is not a valid torrent: {e}"))
+                })?;
+                let m = Arc::new(m);
+                svc.set_meta(hash, m.clone(), &bytes).map_err(Some)?;
+                return Ok((m, found));
+            }
+            Err(crate::discovery::fetch::FetchError::Interrupted) => return Err(None),
+            Err(e) => {
+                tracing::info!("{}: {e}; trying again", hex::encode(hash));
+                tokio::select! {
+                    _ = tokio::time::sleep(METADATA_RETRY) => {}
+                    _ = stop.wait_for(|s| *s) => return Err(None),
+                }
+            }
+        }
+    }
+}
+
+/// The session's file selection and high-priority files (over all of
+/// `meta.files`) from the API's priorities (over its data files).
+fn selection_of(
+    meta: &Metainfo,
+    priorities: &[Priority],
+) -> (Option<Vec<bool>>, Option<Vec<bool>>) {
+    let files = data_files(meta);
+    let pr = |i: usize| priorities.get(i).copied().unwrap_or(Priority::Normal);
+    let mut selected = vec![false; meta.files.len()];
+    let mut high = vec![false; meta.files.len()];
+    for (i, &f) in files.iter().enumerate() {
+        selected[f] = pr(i) != Priority::Skip;
+        high[f] = pr(i) == Priority::High;
+    }
+    let all = files.iter().all(|&f| selected[f]);
+    (
+        (!all).then_some(selected),
+        high.iter().any(|h| *h).then_some(high),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities_become_a_selection() {
+        use crate::metainfo::NewTorrent;
+        let t = NewTorrent {
+            name: "pack".into(),
+            files: Some(vec![
+                (vec!["a".into()], 20),
+                (vec!["b".into()], 20),
+                (vec!["c".into()], 24),
+            ]),
+            piece_length: 16,
+            pieces: vec![0; 20 * 4],
+            ..Default::default()
+        };
+        let m = Metainfo::from_bytes(&t.to_bytes()).unwrap();
+        let p = [Priority::Normal, Priority::Skip, Priority::High];
+        let (sel, high) = selection_of(&m, &p);
+        assert_eq!(sel, Some(vec![true, false, true]));
+        assert_eq!(high, Some(vec![false, false, true]));
+        assert_eq!(selection_of(&m, &[Priority::Normal; 3]), (None, None));
+    }
+}
