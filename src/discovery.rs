@@ -126,6 +126,7 @@ pub async fn announce_loop(
                 let _ = events.send(Event::TrackerStatus(None)).await;
                 early = Some(tracker::earliest_reannounce(resp.min_interval));
                 let wait = tracker::reannounce_after(resp.interval, resp.min_interval);
+                trackers.log_failures(wait);
                 tracing::info!(
                     "{url}: {} peers, next announce in {:?}",
                     resp.peers.len(),
@@ -143,7 +144,7 @@ pub async fn announce_loop(
             Err(e) => {
                 failures += 1;
                 let wait = tracker::retry_delay(failures);
-                tracing::info!("announce failed: {e}; retrying in {}s", wait.as_secs());
+                trackers.log_failures(wait);
                 let who = trackers.last_failed().unwrap_or("?");
                 let why = crate::torrent::short_reason(&e.to_string());
                 let status = format!("tracker {who}: {why}, retry in {}s", wait.as_secs());

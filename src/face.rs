@@ -2,6 +2,9 @@
 //! JSON events, and the client verbs that talk to a running service.
 
 pub mod cli;
+pub mod lines;
+pub mod log;
 pub mod remote;
 pub mod single;
+pub mod term;
 pub mod ui;

@@ -413,7 +413,29 @@ impl SwarmFlags {
     }
 }
 
+/// On a terminal, log records are short human lines, a cause's repeats
+/// counted on its line (`face::log`); with `SHOAL_LOG` set, or a stderr
+/// that is not a terminal (a log file), tracing's full format.
 fn init_logging(quiet: bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let given = std::env::var_os("SHOAL_LOG").is_some();
+    if !given && std::io::stderr().is_terminal() {
+        let level = if quiet {
+            tracing::Level::ERROR
+        } else {
+            tracing::Level::WARN
+        };
+        // shoal's own info records may be repeats of a warning shown.
+        let filter = tracing_subscriber::filter::Targets::new()
+            .with_target("shoal", if quiet { level } else { tracing::Level::INFO })
+            .with_default(level);
+        tracing_subscriber::registry()
+            .with(shoal::face::log::HumanLayer.with_filter(filter))
+            .init();
+        return;
+    }
     let default = if quiet { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -421,7 +443,7 @@ fn init_logging(quiet: bool) {
         .with_env_filter(filter)
         // Through the bars' MultiProgress: a log line lifts the bars out of
         // the way instead of leaving a stale copy of them above it.
-        .with_writer(shoal::face::ui::LogWriter)
+        .with_writer(shoal::face::log::LogWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
@@ -622,10 +644,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(i) = e.downcast_ref::<cli::Interrupted>() {
-                eprintln!("{i}");
+                shoal::face::term::say(&i.to_string());
                 return ExitCode::from(i.exit_code());
             }
-            eprintln!("error: {}", one_line(&e));
+            shoal::face::term::say(&format!("error: {}", one_line(&e)));
             ExitCode::from(1)
         }
     }

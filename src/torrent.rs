@@ -1862,7 +1862,7 @@ impl Torrent {
             self.picker.remove_seed();
         }
         self.picker.peer_gone(key);
-        tracing::warn!("web seed {url}: {why}; retry in {}s", wait.as_secs());
+        tracing::warn!(retry_in = wait.as_secs(), "web seed {url}: {why}");
         self.web_failure = Some((url, web_reason(why), Some(wait.as_secs())));
     }
 

@@ -270,8 +270,10 @@ async fn announce(
             }
             Err(e) => {
                 failures += 1;
-                tracing::warn!("tracker: {e}");
-                tracker::retry_delay(failures).min(Duration::from_secs(30))
+                tracing::debug!("tracker: {e}");
+                let wait = tracker::retry_delay(failures).min(Duration::from_secs(30));
+                trackers.log_failures(wait);
+                wait
             }
         };
         tokio::time::sleep(wait).await;

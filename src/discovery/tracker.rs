@@ -247,6 +247,31 @@ pub struct TrackerList {
     /// Host (and port) of the last tracker that failed: what a status line
     /// names. Never the whole URL, which may hold a passkey.
     last_failed: Option<String>,
+    /// The trackers that failed in the last announce, for [`Self::log_failures`].
+    failures: Vec<Failure>,
+}
+
+/// A tracker that failed an announce: its host (and port), why, and
+/// whether it is the first failure since it last answered.
+#[derive(Clone, Debug)]
+struct Failure {
+    tracker: String,
+    reason: String,
+    first: bool,
+}
+
+/// `host:port` of a tracker URL (never the rest, which may hold a passkey).
+fn host_of(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("?").to_string();
+            match u.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            }
+        }
+        Err(_) => "?".into(),
+    }
 }
 
 impl TrackerList {
@@ -292,6 +317,7 @@ impl TrackerList {
             config,
             http_client: None,
             last_failed: None,
+            failures: Vec::new(),
         }
     }
 
@@ -352,6 +378,21 @@ impl TrackerList {
         tiers
     }
 
+    /// Logs each tracker that failed in the last announce once, as one
+    /// cause: a warning the first time since it last answered, info for
+    /// the repeats (which a terminal counts on the warning's line), with
+    /// when it is tried again.
+    pub fn log_failures(&mut self, retry: Duration) {
+        for f in self.failures.drain(..) {
+            let retry_in = retry.as_secs();
+            if f.first {
+                tracing::warn!(retry_in, "tracker {}: {}", f.tracker, f.reason);
+            } else {
+                tracing::info!(retry_in, "tracker {}: {}", f.tracker, f.reason);
+            }
+        }
+    }
+
     /// True when no usable tracker remains (e.g. a trackerless or DHT-only torrent).
     pub fn is_empty(&self) -> bool {
         self.tiers.is_empty()
@@ -376,6 +417,7 @@ impl TrackerList {
         req: &AnnounceRequest,
     ) -> Result<(String, AnnounceResponse), TrackerError> {
         let mut last_err = TrackerError::NoTrackers;
+        self.failures.clear();
         for t in 0..self.tiers.len() {
             for i in 0..self.tiers[t].len() {
                 let result = match &mut self.tiers[t][i].backend {
@@ -408,19 +450,15 @@ impl TrackerList {
                     }
                     Err(e) => {
                         let entry = &mut self.tiers[t][i];
-                        if entry.warned {
-                            tracing::debug!(tracker = %entry.url, error = %e, "announce failed");
-                        } else {
-                            entry.warned = true;
-                            tracing::warn!(tracker = %entry.url, error = %e, "announce failed");
-                        }
-                        self.last_failed = url::Url::parse(&self.tiers[t][i].url).ok().map(|u| {
-                            let host = u.host_str().unwrap_or("?").to_string();
-                            match u.port() {
-                                Some(p) => format!("{host}:{p}"),
-                                None => host,
-                            }
+                        tracing::debug!(tracker = %entry.url, error = %e, "announce failed");
+                        let tracker = host_of(&entry.url);
+                        self.failures.push(Failure {
+                            tracker: tracker.clone(),
+                            reason: crate::torrent::short_reason(&e.to_string()),
+                            first: !entry.warned,
                         });
+                        entry.warned = true;
+                        self.last_failed = Some(tracker);
                         last_err = e;
                     }
                 }
@@ -679,9 +717,11 @@ mod tests {
                 .await
                 .unwrap();
             assert!(r.is_err());
+            list.log_failures(Duration::from_secs(5));
         }
         let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-        assert_eq!(text.matches("announce failed").count(), 10, "{text}");
+        assert_eq!(text.matches(" WARN ").count(), 10, "{text}");
+        assert_eq!(text.matches(": connection refused").count(), 10, "{text}");
     }
 
     /// Trackers may gzip their answers (large peer lists, or a proxy in

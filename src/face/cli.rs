@@ -198,10 +198,7 @@ fn check_url(flag: &str, u: &str, schemes: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// "1 piece", "2 pieces".
-pub fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
+pub use crate::face::lines::plural;
 
 pub fn create_cmd(a: CreateArgs) -> Result<()> {
     let trackers: Vec<String> = a
@@ -827,23 +824,34 @@ fn resolve_magnet(
             sig.store(crate::session::wait_for_signal().await, std::sync::atomic::Ordering::SeqCst);
             let _ = stop_tx.send(true);
         });
-        let bar = (display == Display::Bars).then(|| {
-            let pb = crate::face::ui::spinner();
-            pb.set_message(crate::face::ui::fit_spinner(&format!("{label}: fetching metadata")));
-            pb
-        });
+        // One line among the bars, made anew for the width ten times a
+        // second (a resize takes effect at once) and on each change.
+        let bar = (display == Display::Bars).then(crate::face::ui::line_bar);
+        let _no_echo = bar.as_ref().and_then(|_| crate::face::ui::keys_unechoed());
         let show = async {
-            while status_rx.changed().await.is_ok() {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            let mut last_width = 0;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    r = status_rx.changed() => if r.is_err() {
+                        break;
+                    },
+                }
                 let s = status_rx.borrow_and_update().clone();
                 if let Some(pb) = &bar {
-                    let mut msg = format!(
-                        "{label}: fetching metadata ({} peers, {} known)",
-                        s.connected, s.known
-                    );
-                    if let Some(e) = &s.last_error {
-                        msg.push_str(&format!(" - {e}"));
+                    let width = crate::face::term::width();
+                    if width != last_width {
+                        crate::face::log::refit(width);
+                        last_width = width;
                     }
-                    pb.set_message(crate::face::ui::fit_spinner(&msg));
+                    pb.set_message(crate::face::lines::magnet_line(
+                        &label,
+                        s.connected,
+                        s.known,
+                        s.last_error.as_deref(),
+                        width,
+                    ));
                 }
             }
             std::future::pending::<()>().await;
@@ -881,10 +889,14 @@ fn resolve_magnet(
             json!({"name": m.name, "info_hash": m.info_hash.hex(), "size": info.len(), "saved_to": a.save_torrent}),
         ),
         Display::Bars | Display::Plain => crate::face::ui::say(&format!(
-            "metadata: {} ({}, {} files) from the swarm",
+            "metadata: {} ({}, {}) from the swarm",
             esc(&m.name),
             human_bytes(m.total_length),
-            m.files.iter().filter(|f| f.is_data()).count()
+            plural(
+                m.files.iter().filter(|f| f.is_data()).count() as u64,
+                "file",
+                "files"
+            )
         )),
         Display::Silent => {}
     }
@@ -942,6 +954,7 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
 
 fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     let display = Display::choose(a.json, a.quiet);
+    let _live = (display == Display::Bars).then(crate::face::term::Live::hold);
     let peers = resolve_peers(&a.peers)?;
     let source = load_source(&a.torrent.to_string_lossy())?;
     // Listing a .torrent's files needs no network at all.
@@ -1147,12 +1160,5 @@ mod tests {
         for bad in ["", "m", "1x", "1h30", "-5", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn plurals() {
-        assert_eq!(plural(1, "piece", "pieces"), "1 piece");
-        assert_eq!(plural(0, "piece", "pieces"), "0 pieces");
-        assert_eq!(plural(3, "piece", "pieces"), "3 pieces");
     }
 }

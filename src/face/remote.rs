@@ -200,7 +200,7 @@ fn rate(n: u64) -> String {
 
 fn eta(v: &Value) -> String {
     match v.get("eta").and_then(Value::as_u64) {
-        Some(s) => crate::face::ui::human_duration(Duration::from_secs(s)),
+        Some(s) => crate::units::human_eta(Duration::from_secs(s)),
         None => "-".into(),
     }
 }
@@ -216,7 +216,9 @@ pub fn list(r: &Remote, as_json: bool) -> Result<()> {
         crate::outln!("no torrents (add one with `shoal add FILE|MAGNET`)");
         return Ok(());
     }
-    let width = crate::face::ui::term_width().max(40);
+    // On a terminal names are cut to its width; into a pipe or a file they
+    // are whole, for whatever reads them.
+    let width = crate::face::ui::stdout_is_terminal().then(|| crate::face::term::width().max(40));
     crate::outln!(
         "{:<8}  {:<11}  {:>6}  {:>11}  {:>11}  {:>5}  {:>7}  NAME",
         "HASH",
@@ -241,12 +243,14 @@ pub fn list(r: &Remote, as_json: bool) -> Result<()> {
             n("peers"),
             eta(t),
         );
-        let room = width.saturating_sub(line.chars().count()).max(10);
         let name = esc(&s("name")).into_owned();
-        let name: String = if name.chars().count() > room {
-            name.chars().take(room - 1).chain(['…']).collect()
-        } else {
-            name
+        let name = match width {
+            Some(w) => crate::face::term::cut_end(
+                &name,
+                w.saturating_sub(1 + crate::face::term::width_of(&line))
+                    .max(10),
+            ),
+            None => name,
         };
         crate::outln!("{line}{name}");
         if let Some(e) = t.get("error").and_then(Value::as_str) {
