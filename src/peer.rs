@@ -260,6 +260,10 @@ pub enum PeerError {
     Closed(String),
     #[error("peer closed the connection")]
     Eof,
+    /// Closed at our plain-text handshake, as a peer that takes only
+    /// encrypted connections does (`--encryption plain` cannot reach it).
+    #[error("dropped our plain-text handshake (it may require encryption)")]
+    PlainDropped,
     #[error(transparent)]
     Mse(#[from] crate::peer::mse::MseError),
 }
@@ -343,8 +347,22 @@ pub async fn connect(
     let mut tcp = dial(addr).await?;
     tcp.write_all(&ours).await?;
     let mut stream = mse::Stream::plain(tcp);
-    let theirs = read_handshake(&mut stream).await?;
+    let theirs = match read_handshake(&mut stream).await {
+        Err(PeerError::Io(e)) if policy == Policy::Plain && dropped(&e) => {
+            return Err(PeerError::PlainDropped)
+        }
+        r => r?,
+    };
     Ok((stream, theirs))
+}
+
+/// The other side closed or reset the connection.
+fn dropped(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// Runs a connection the listener accepted, whose handshake it already read.

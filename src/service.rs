@@ -26,7 +26,7 @@ use crate::metainfo::Metainfo;
 use crate::peer::Shared;
 use crate::session::{Control, Session, TorrentOptions};
 use crate::store::ownership;
-use crate::torrent::{Outcome, PeerView, Progress, State};
+use crate::torrent::{Outcome, PeerView, Progress, State, TrackerView};
 
 /// The biggest .torrent accepted, uploaded or fetched from a URL.
 pub const MAX_TORRENT_SIZE: usize = 16 << 20;
@@ -86,6 +86,9 @@ pub struct AddRequest {
     /// Files to download, by the index the API lists them with; None: all.
     pub only: Option<Vec<usize>>,
     pub paused: bool,
+    /// Replace files in the way that shoal did not create (for its first
+    /// run; `resume` with overwrite asks again).
+    pub overwrite: bool,
 }
 
 /// A torrent as the list shows it.
@@ -110,6 +113,14 @@ pub struct TorrentView {
     /// While checking: the share of the data hashed so far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check_progress: Option<f64>,
+    /// While running, one line on what is going on: the state, or while
+    /// no peer is connected why not ("waiting for peers: tracker H:P
+    /// unreachable, DHT off").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Its error is files in the way that shoal did not create: resuming
+    /// with overwrite replaces them.
+    pub clash: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -128,6 +139,9 @@ pub struct TorrentDetail {
     pub piece_count: u32,
     pub files: Vec<FileView>,
     pub trackers: Vec<String>,
+    /// Each tracker's state: status, last and next announce, seeders and
+    /// leechers, last error.
+    pub tracker_status: Vec<TrackerView>,
 }
 
 /// What changed, for the live stream.
@@ -154,6 +168,9 @@ struct Saved {
     priorities: Vec<Priority>,
     #[serde(default)]
     paused: bool,
+    /// The next run may replace files in the way (taken by that run).
+    #[serde(default)]
+    overwrite: bool,
     /// Seeding reached its ratio or time: not started again until resumed.
     #[serde(default)]
     done: bool,
@@ -188,6 +205,8 @@ struct Entry {
     meta: Option<Arc<Metainfo>>,
     run: Option<Running>,
     error: Option<String>,
+    /// The error is files in the way (`TorrentView::clash`).
+    clash: bool,
     /// The run ended on its own: complete, and seeding is over.
     finished: bool,
     progress: watch::Receiver<Progress>,
@@ -249,6 +268,7 @@ impl Entry {
             let all = self.meta.as_ref().map_or(0, |m| m.total_length);
             self.checked.load(Ordering::Relaxed) as f64 / all.max(1) as f64
         });
+        let status = (running && state == "downloading").then(|| p.status.clone());
         TorrentView {
             info_hash: self.saved.info_hash.clone(),
             name: self.saved.name.clone(),
@@ -271,6 +291,8 @@ impl Entry {
             download_dir: self.saved.dir.display().to_string(),
             added: self.saved.added,
             check_progress,
+            status,
+            clash: self.clash && self.error.is_some(),
         }
     }
 }
@@ -513,6 +535,7 @@ impl Service {
             meta,
             run: None,
             error,
+            clash: false,
             progress: watch::channel(Progress::default()).1,
             shared: watch::channel(None).1,
             checked: Arc::default(),
@@ -611,6 +634,7 @@ impl Service {
                 .unwrap_or_default(),
             priorities,
             paused: req.paused,
+            overwrite: req.overwrite,
             done: false,
             added: now_secs(),
             uploaded: 0,
@@ -630,6 +654,7 @@ impl Service {
                 meta: meta.map(Arc::new),
                 run: None,
                 error: None,
+                clash: false,
                 finished: false,
                 progress: watch::channel(Progress::default()).1,
                 shared: watch::channel(None).1,
@@ -674,6 +699,30 @@ impl Service {
         let mut entries = self.entries();
         let e = find_entry(&mut entries, hash, hex_hash)?;
         let p = e.progress.borrow();
+        let tracker_status = if p.trackers.is_empty() {
+            // Not running: the torrent's trackers, none contacted.
+            e.meta
+                .as_ref()
+                .map(|m| m.tracker_tiers())
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .flat_map(|(tier, urls)| urls.into_iter().map(move |u| (tier, u)))
+                .map(|(tier, url)| TrackerView {
+                    url: crate::out::escape(&url).into_owned(),
+                    tier,
+                    status: "not contacted",
+                    last_announce: None,
+                    next_announce: None,
+                    seeders: None,
+                    leechers: None,
+                    peers: None,
+                    error: None,
+                })
+                .collect()
+        } else {
+            p.trackers.clone()
+        };
         let (files, trackers, piece_count) = match &e.meta {
             Some(m) => {
                 let files = data_files(m)
@@ -708,6 +757,7 @@ impl Service {
             piece_count,
             files,
             trackers,
+            tracker_status,
         })
     }
 
@@ -748,15 +798,26 @@ impl Service {
         self.view_of(hash, hex_hash)
     }
 
-    pub async fn resume(&self, hex_hash: &str) -> Result<TorrentView, ServiceError> {
+    /// Resumes a paused, failed or finished torrent; with `overwrite`, its
+    /// next run replaces files in the way that shoal did not create (what
+    /// a torrent stopped by such files needs).
+    pub async fn resume(
+        &self,
+        hex_hash: &str,
+        overwrite: bool,
+    ) -> Result<TorrentView, ServiceError> {
         let hash = parse_hash(hex_hash)?;
         {
             let mut entries = self.entries();
             let e = find_entry(&mut entries, hash, hex_hash)?;
+            if overwrite {
+                e.saved.overwrite = true;
+            }
             if e.saved.paused || e.error.is_some() || (e.run.is_none() && e.finished) {
                 e.saved.paused = false;
                 e.saved.done = false;
                 e.error = None;
+                e.clash = false;
                 e.finished = false;
             }
         }
@@ -1017,8 +1078,9 @@ fn initial_priorities(n: usize, only: Option<&[usize]>) -> Result<Vec<Priority>,
     Ok(p)
 }
 
-/// Fetches a .torrent over HTTP(S), capped in size and time.
-async fn fetch_torrent(url: &str) -> Result<Vec<u8>, ServiceError> {
+/// Fetches a .torrent over HTTP(S), capped in size and time (for the
+/// service's adds and `shoal download URL`).
+pub async fn fetch_torrent(url: &str) -> Result<Vec<u8>, ServiceError> {
     let parsed =
         url::Url::parse(url).map_err(|e| ServiceError::Invalid(format!("bad url {url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -1101,9 +1163,9 @@ fn delete_data_of(meta: &Metainfo, dir: &Path) -> Result<(), ServiceError> {
 /// as a magnet, then the run; its end is recorded in the entry.
 async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
     let mut stop = ctl.stop.clone();
-    let (meta, magnet, dir, priorities, peers) = {
-        let entries = svc.entries();
-        let Some(e) = entries.iter().find(|e| e.hash == hash) else {
+    let (meta, magnet, dir, priorities, peers, overwrite) = {
+        let mut entries = svc.entries();
+        let Some(e) = entries.iter_mut().find(|e| e.hash == hash) else {
             return;
         };
         (
@@ -1112,6 +1174,9 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
             e.saved.dir.clone(),
             e.saved.priorities.clone(),
             e.saved.peers.clone(),
+            // For this run only: files that appear in the way later are
+            // asked about again.
+            std::mem::take(&mut e.saved.overwrite),
         )
     };
     let mut learned = Vec::new();
@@ -1204,7 +1269,7 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
         keep_seeding: true,
         require_complete: false,
         max_peers: svc.inner.cfg.max_peers,
-        overwrite: false,
+        overwrite,
         pex: svc.inner.cfg.pex,
         selection,
         high,
@@ -1225,7 +1290,26 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
             svc.ended(hash, generation, None, finished);
         }
         Err(e) => {
-            let msg = format!("{e:#}").replace(['\n', '\r'], " ");
+            let clash = e.downcast_ref::<ownership::OwnershipError>();
+            let msg = match clash {
+                // The CLI's hint names `--overwrite`; here it is a resume.
+                Some(ownership::OwnershipError::Foreign {
+                    what,
+                    verb,
+                    them,
+                    list,
+                }) => format!(
+                    "refusing to overwrite {what} not created by shoal that {verb} not match the torrent: {list}; move {them} away, or resume with overwrite to replace {them} (the page's Overwrite button, or `shoal resume --overwrite {}`)",
+                    hex::encode(hash)
+                ),
+                _ => format!("{e:#}").replace(['\n', '\r'], " "),
+            };
+            let clash = matches!(clash, Some(ownership::OwnershipError::Foreign { .. }));
+            if let Some(entry) = svc.entries().iter_mut().find(|x| {
+                x.hash == hash && x.run.as_ref().is_some_and(|r| r.generation == generation)
+            }) {
+                entry.clash = clash;
+            }
             svc.ended(
                 hash,
                 generation,

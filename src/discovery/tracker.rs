@@ -236,6 +236,27 @@ struct Entry {
     /// Set once its failure was shown: a torrent with thousands of dead
     /// trackers would otherwise print a warning for each at every retry.
     warned: bool,
+    /// What its last announce got, for [`TrackerList::views`].
+    seen: Seen,
+}
+
+/// A tracker's last announce, as the API's tracker table shows it.
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    tier: usize,
+    /// Its last announce was answered (`Some(true)`) or failed.
+    answered: Option<bool>,
+    at: Option<u64>,
+    seeders: Option<u32>,
+    leechers: Option<u32>,
+    peers: Option<usize>,
+    error: Option<String>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The trackers of one torrent, in BEP 12 tiers.
@@ -244,24 +265,42 @@ pub struct TrackerList {
     config: TrackerConfig,
     /// Built on first HTTP use, so UDP-only torrents never set up TLS.
     http_client: Option<reqwest::Client>,
-    /// Host (and port) of the last tracker that failed: what a status line
-    /// names. Never the whole URL, which may hold a passkey.
-    last_failed: Option<String>,
     /// The trackers that failed in the last announce, for [`Self::log_failures`].
     failures: Vec<Failure>,
+    /// When the next announce is due (Unix seconds), as its owner said.
+    next: Option<u64>,
 }
 
-/// A tracker that failed an announce: its host (and port), why, and
-/// whether it is the first failure since it last answered.
+/// A tracker that failed an announce: its host (and port), why, whether
+/// it could not be reached at all, and whether it is the first failure
+/// since it last answered.
 #[derive(Clone, Debug)]
 struct Failure {
     tracker: String,
     reason: String,
+    unreachable: bool,
     first: bool,
 }
 
+impl TrackerError {
+    /// The tracker could not be reached (no answer at all), as opposed
+    /// to one that answered with a refusal or nonsense.
+    fn unreachable(&self) -> bool {
+        match self {
+            TrackerError::Timeout | TrackerError::Resolve(_) | TrackerError::Io(_) => true,
+            TrackerError::Http(s) => {
+                let s = s.to_ascii_lowercase();
+                ["connect", "dns", "timed out", "timeout"]
+                    .iter()
+                    .any(|w| s.contains(w))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// `host:port` of a tracker URL (never the rest, which may hold a passkey).
-fn host_of(url: &str) -> String {
+pub fn host_of(url: &str) -> String {
     match Url::parse(url) {
         Ok(u) => {
             let host = u.host_str().unwrap_or("?").to_string();
@@ -316,14 +355,9 @@ impl TrackerList {
             tiers,
             config,
             http_client: None,
-            last_failed: None,
             failures: Vec::new(),
+            next: None,
         }
-    }
-
-    /// `host:port` of the tracker whose failure the last error is.
-    pub fn last_failed(&self) -> Option<&str> {
-        self.last_failed.as_deref()
     }
 
     fn parse_tiers(
@@ -365,6 +399,10 @@ impl TrackerList {
                         url: key,
                         backend,
                         warned: false,
+                        seen: Seen {
+                            tier: tiers.len(),
+                            ..Seen::default()
+                        },
                     });
                 }
             }
@@ -391,6 +429,49 @@ impl TrackerList {
                 tracing::info!(retry_in, "tracker {}: {}", f.tracker, f.reason);
             }
         }
+    }
+
+    /// Why the last announce, which no tracker answered, brought no
+    /// peers: "tracker H:P unreachable" (or "trackers unreachable" when
+    /// several were tried), or "tracker H:P: what it said".
+    pub fn failure_summary(&self) -> Option<String> {
+        let last = self.failures.last()?;
+        if self.failures.len() > 1 && self.failures.iter().all(|f| f.unreachable) {
+            return Some(format!("{} trackers unreachable", self.failures.len()));
+        }
+        Some(if last.unreachable {
+            format!("tracker {} unreachable", last.tracker)
+        } else {
+            format!("tracker {}: {}", last.tracker, last.reason)
+        })
+    }
+
+    /// Records when the next announce is due.
+    pub fn schedule(&mut self, wait: Duration) {
+        self.next = Some(unix_now() + wait.as_secs());
+    }
+
+    /// Each tracker's state after its last announce, tier by tier.
+    pub fn views(&self) -> Vec<crate::torrent::TrackerView> {
+        self.tiers
+            .iter()
+            .flatten()
+            .map(|e| crate::torrent::TrackerView {
+                url: crate::out::escape(&e.url).into_owned(),
+                tier: e.seen.tier,
+                status: match e.seen.answered {
+                    Some(true) => "working",
+                    Some(false) => "failing",
+                    None => "not contacted",
+                },
+                last_announce: e.seen.at,
+                next_announce: self.next,
+                seeders: e.seen.seeders,
+                leechers: e.seen.leechers,
+                peers: e.seen.peers,
+                error: e.seen.error.clone(),
+            })
+            .collect()
     }
 
     /// True when no usable tracker remains (e.g. a trackerless or DHT-only torrent).
@@ -441,6 +522,15 @@ impl TrackerList {
                     Ok(resp) => {
                         let mut entry = self.tiers[t].remove(i);
                         entry.warned = false;
+                        entry.seen = Seen {
+                            tier: entry.seen.tier,
+                            answered: Some(true),
+                            at: Some(unix_now()),
+                            seeders: resp.seeders,
+                            leechers: resp.leechers,
+                            peers: Some(resp.peers.len()),
+                            error: None,
+                        };
                         let url = entry.url.clone();
                         self.tiers[t].insert(0, entry);
                         if let Some(w) = &resp.warning {
@@ -452,13 +542,17 @@ impl TrackerList {
                         let entry = &mut self.tiers[t][i];
                         tracing::debug!(tracker = %entry.url, error = %e, "announce failed");
                         let tracker = host_of(&entry.url);
+                        let reason = crate::torrent::short_reason(&e.to_string());
+                        entry.seen.answered = Some(false);
+                        entry.seen.at = Some(unix_now());
+                        entry.seen.error = Some(reason.clone());
                         self.failures.push(Failure {
-                            tracker: tracker.clone(),
-                            reason: crate::torrent::short_reason(&e.to_string()),
+                            tracker,
+                            reason,
+                            unreachable: e.unreachable(),
                             first: !entry.warned,
                         });
                         entry.warned = true;
-                        self.last_failed = Some(tracker);
                         last_err = e;
                     }
                 }

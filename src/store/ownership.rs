@@ -16,7 +16,8 @@
 //! unless `--overwrite` is given. `DIR/.shoal/<info-hash>.lock` is held
 //! (flock) for as long as the download runs, so a second shoal process on
 //! the same torrent and folder is refused, and files another running shoal
-//! owns are refused even with `--overwrite`.
+//! owns are refused even with `--overwrite`; it is deleted when the run
+//! ends.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -134,10 +135,33 @@ impl Record {
     }
 }
 
-/// Held while a download runs; released when dropped (or the process dies).
+/// Held while a download runs; released when dropped (or the process
+/// dies). Dropped, it also deletes its file, which nobody needs once no
+/// one holds it: no `.lock` is left beside the data after a run.
 #[derive(Debug)]
 pub struct Lock {
+    /// Holds the flock until dropped.
     _file: File,
+    path: PathBuf,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Deleted while still held: whoever opened the old file and waits
+        // for it sees, once they have it, that it is no longer the one
+        // at the path, and takes a new one (`acquire`).
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether `file` is still the file at `path` (not deleted or replaced
+/// since it was opened).
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn try_flock(file: &File) -> io::Result<bool> {
@@ -160,16 +184,22 @@ impl Lock {
         let folder = dir.join(DIR_NAME);
         std::fs::create_dir_all(&folder).map_err(io_err(&folder))?;
         let path = lock_path(dir, info_hash_hex);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        if !try_flock(&file).map_err(io_err(&path))? {
-            return Err(OwnershipError::Busy(dir.to_path_buf()));
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            if !try_flock(&file).map_err(io_err(&path))? {
+                return Err(OwnershipError::Busy(dir.to_path_buf()));
+            }
+            // Its holder may have deleted it between our open and our
+            // lock: then the lock is on a file nobody else will see.
+            if still_at(&file, &path) {
+                return Ok(Lock { _file: file, path });
+            }
         }
-        Ok(Lock { _file: file })
     }
 }
 
@@ -507,9 +537,37 @@ mod tests {
         // While it is held, a second download of the torrent is refused.
         let again = prepare(&m, dir.path(), &checks, false, None).unwrap_err();
         assert!(matches!(again, OwnershipError::Busy(_)), "{again}");
+        let lock = lock_path(dir.path(), &m.info_hash.hex());
+        assert!(lock.exists());
         drop(claim);
+        // Released, its file is gone: no `.lock` is left after a run.
+        assert!(!lock.exists());
         // Once released, the files are shoal's and resume without --overwrite.
         prepare(&m, dir.path(), &checks, false, None).unwrap();
+    }
+
+    /// A lock file deleted by its holder between our open and our flock
+    /// is not taken as the lock: the next holder locks the file at the
+    /// path, which the holder after it finds locked.
+    #[test]
+    fn a_lock_deleted_under_us_is_taken_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let hex = "ab".repeat(20);
+        let first = Lock::acquire(dir.path(), &hex).unwrap();
+        let path = lock_path(dir.path(), &hex);
+        // Someone opened the file while it was held…
+        let stale = OpenOptions::new().write(true).open(&path).unwrap();
+        drop(first);
+        // …and gets its flock now, but it is not the file at the path.
+        assert!(try_flock(&stale).unwrap() && !still_at(&stale, &path));
+        let second = Lock::acquire(dir.path(), &hex).unwrap();
+        assert!(path.exists());
+        assert!(matches!(
+            Lock::acquire(dir.path(), &hex),
+            Err(OwnershipError::Busy(_))
+        ));
+        drop(second);
+        assert!(!path.exists());
     }
 
     #[test]
