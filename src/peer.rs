@@ -53,6 +53,19 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 const UPLOAD_HIGH_WATER: usize = 2 << 20;
 /// One disk batch for uploads: bounded so one peer cannot hog the pool.
 const UPLOAD_BATCH_BYTES: usize = 1 << 20;
+
+/// Bytes of one upload batch: a batch waits for the upload limit as a
+/// whole before it is sent, so under a limit it is what the limit lets
+/// through in a quarter of a second (one block at least); a 1 MiB batch at
+/// 40 KiB/s went out as one burst after 25 s of silence.
+fn upload_batch_cap(limit: Option<u64>) -> usize {
+    match limit {
+        Some(rate) => usize::try_from(rate / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(16 << 10, UPLOAD_BATCH_BYTES),
+        None => UPLOAD_BATCH_BYTES,
+    }
+}
 /// Leaf-hash answers (BEP 52, base layer 0) being computed for one peer:
 /// each reads and hashes up to 8 MiB, so more wait for a reject.
 const MAX_LEAF_JOBS: usize = 2;
@@ -1203,8 +1216,9 @@ impl Conn<'_> {
         }
         let mut blocks = Vec::new();
         let mut bytes = 0usize;
+        let most = upload_batch_cap(self.shared.upload_limit.rate());
         while let Some(b) = self.uploads.front() {
-            if bytes > 0 && bytes + b.length as usize > UPLOAD_BATCH_BYTES {
+            if bytes > 0 && bytes + b.length as usize > most {
                 break;
             }
             bytes += b.length as usize;
@@ -1263,6 +1277,16 @@ mod tests {
     use super::*;
     use crate::metainfo::{Metainfo, NewTorrent};
     use crate::store::Layout;
+
+    /// Under an upload limit a batch is a quarter second of it (a block at
+    /// least), so data leaves as it is allowed to, not as one late burst.
+    #[test]
+    fn upload_batches_follow_the_limit() {
+        assert_eq!(upload_batch_cap(None), UPLOAD_BATCH_BYTES);
+        assert_eq!(upload_batch_cap(Some(40 << 10)), 16 << 10);
+        assert_eq!(upload_batch_cap(Some(1 << 20)), 256 << 10);
+        assert_eq!(upload_batch_cap(Some(u64::MAX)), UPLOAD_BATCH_BYTES);
+    }
 
     /// A connection's message handling over a real loopback socket.
     async fn with_conn<T>(pieces: u32, f: impl FnOnce(&mut Conn<'_>) -> T) -> T {

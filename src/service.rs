@@ -263,7 +263,8 @@ impl Entry {
         } else {
             (0, 0)
         };
-        let eta = (running && down_rate > 0 && total > have).then(|| (total - have) / down_rate);
+        let eta =
+            (running && down_rate > 0 && total > have).then(|| (total - have).div_ceil(down_rate));
         let check_progress = (state == "checking").then(|| {
             let all = self.meta.as_ref().map_or(0, |m| m.total_length);
             self.checked.load(Ordering::Relaxed) as f64 / all.max(1) as f64

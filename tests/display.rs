@@ -741,3 +741,58 @@ fn seed_time_says_for_how_long() {
     );
     assert!(!err.contains("until Ctrl-C"), "{err}");
 }
+
+/// The README's first command, as a new user runs it (with this build's
+/// binary for `target/release/shoal`, a free port for 6890 and a scratch
+/// folder for /tmp/shoal-demo): the download shows a progress bar before
+/// it completes, so the headline feature is seen.
+#[test]
+fn the_readme_first_command_shows_a_progress_bar() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let first = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.lines().next())
+        .expect("a ```sh block in README.md");
+    let cmd = first
+        .strip_prefix("cargo build --release && ")
+        .unwrap_or_else(|| panic!("the first command builds first: {first}"));
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("shoal-demo");
+    let port = free_port().to_string();
+    let cmd = cmd
+        .replace("target/release/shoal", &format!("'{}'", shoal_bin()))
+        .replace("6890", &port)
+        .replace("/tmp/shoal-demo", &demo.display().to_string());
+    let cmd = format!("cd '{}' && {cmd}", env!("CARGO_MANIFEST_DIR"));
+    let t = Tmux::start(80, &cmd);
+    // A bar part of the way: neither 0 % nor 100 %.
+    let bar = |l: &String| {
+        l.strip_prefix("sample ").is_some_and(|r| {
+            let r = r.trim_start();
+            starts_with_percent(r)
+                && r.contains('[')
+                && !r.starts_with("0%")
+                && !r.starts_with("100%")
+        })
+    };
+    let screens = t.watch(Duration::from_secs(60), exited);
+    assert!(
+        screens.iter().flatten().any(bar),
+        "no progress bar seen; last screen:\n{}",
+        show(screens.last().unwrap())
+    );
+    let last = screens.last().unwrap();
+    assert!(last.iter().any(|l| l == "EXIT=0"), "{}", show(last));
+    assert!(
+        last.iter()
+            .any(|l| l.starts_with("sample: 146.6 KiB of 146.6 KiB verified")),
+        "{}",
+        show(last)
+    );
+    assert_same_tree(
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/sample")),
+        &demo.join("sample"),
+    );
+}

@@ -383,8 +383,9 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
     if let Some(v2) = m.v2.as_ref().filter(|v| m.v2_only() && !v.complete()) {
         let n = v2.files.iter().filter(|f| !f.checkable()).count();
         bail!(
-            "{}: {n} file(s) have no piece layer in this torrent (a magnet's metadata has none), so their pieces cannot be checked; verify with the complete .torrent",
-            torrent.display()
+            "{}: {} no piece layer in this torrent (a magnet's metadata has none), so their pieces cannot be checked; verify with the complete .torrent",
+            torrent.display(),
+            plural(n as u64, "file has", "files have")
         );
     }
     if !dir.is_dir() {
@@ -487,8 +488,8 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
             );
         }
         crate::outln!(
-            "{} pieces: {} good, {} missing, {} bad",
-            checks.len(),
+            "{}: {} good, {} missing, {} bad",
+            plural(checks.len() as u64, "piece", "pieces"),
             total.good,
             total.missing,
             total.bad
@@ -496,9 +497,9 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
     }
     if total.good as usize != checks.len() {
         bail!(
-            "incomplete: {} of {} pieces missing, {} bad",
+            "incomplete: {} of {} missing, {} bad",
             total.missing,
-            checks.len(),
+            plural(checks.len() as u64, "piece", "pieces"),
             total.bad
         );
     }
@@ -1188,17 +1189,18 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         return Err(Interrupted {
             signal,
             message: format!(
-                "interrupted with {} of {} pieces verified; run the same command again to resume",
-                p.pieces_have, p.piece_count
+                "interrupted with {} of {} verified; run the same command again to resume",
+                p.pieces_have,
+                plural(p.piece_count.into(), "piece", "pieces")
             ),
         }
         .into());
     }
     if !summary.complete {
         bail!(
-            "stopped with {} of {} pieces verified; run the same command again to resume",
+            "stopped with {} of {} verified; run the same command again to resume",
             p.pieces_have,
-            p.piece_count
+            plural(p.piece_count.into(), "piece", "pieces")
         );
     }
     Ok(())

@@ -122,7 +122,8 @@ fn eta(p: &Progress) -> String {
     if p.down_rate == 0 {
         return "∞".into();
     }
-    crate::units::human_eta(std::time::Duration::from_secs(left / p.down_rate))
+    // Rounded up: "0s" is for when it is done.
+    crate::units::human_eta(std::time::Duration::from_secs(left.div_ceil(p.down_rate)))
 }
 
 /// " (tracker 5, dht 30, pex 5)": where the connected peers came from.
@@ -319,7 +320,7 @@ mod tests {
             "800.0 KiB/s",
             "↑ 0 B/s",
             "peers 1/1",
-            "eta 2s",
+            "eta 3s",
             "downloading",
         ] {
             assert!(wide.contains(field), "{field} missing: {wide:?}");
