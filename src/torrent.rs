@@ -2123,10 +2123,14 @@ impl Torrent {
                 _ => format!("connecting to {} peers", self.connecting.len()),
             }
         } else if let Some((addr, why, wait)) = &self.last_failure {
-            format!("peer {addr}: {why}, retry in {wait}s")
+            let wait = crate::units::human_eta(Duration::from_secs(*wait));
+            format!("peer {addr}: {why}, retry in {wait}")
         } else if let Some((url, why, wait)) = &self.web_failure {
             match wait {
-                Some(wait) => format!("web seed {url}: {why}, retry in {wait}s"),
+                Some(wait) => format!(
+                    "web seed {url}: {why}, retry in {}",
+                    crate::units::human_eta(Duration::from_secs(*wait))
+                ),
                 None => format!("web seed {url}: banned: {why}"),
             }
         } else {

@@ -475,6 +475,19 @@ fn tracker_failures_are_one_counted_line_above_the_bar() {
         } else {
             assert!(note.contains("(2×), next try in "), "{note:?}");
         }
+        // Ctrl-C: the line stays, once, above the summary.
+        t.keys("C-c");
+        let screens = t.watch(Duration::from_secs(20), exited);
+        let last = screens.last().unwrap();
+        let notes: Vec<usize> = (0..last.len())
+            .filter(|&i| last[i].starts_with("tracker 127.0.0.1:"))
+            .collect();
+        let summary = last
+            .iter()
+            .position(|l| l.starts_with(&format!("{NAME}: ")));
+        assert_eq!(notes.len(), 1, "{width} columns:\n{}", show(last));
+        assert!(summary > Some(notes[0]), "{width} columns:\n{}", show(last));
+        assert!(last.iter().all(|l| !is_main_bar(l)), "{}", show(last));
     }
 }
 
@@ -520,19 +533,25 @@ fn a_resize_leaves_no_torn_fragment() {
         let mut t = Tmux::start(from, &format!("{SHELL_HISTORY}{cmd}"));
         t.watch(Duration::from_secs(30), |s| {
             s.iter().any(|l| l.starts_with("tracker 127.0.0.1:"))
-                && s.iter().any(|l| is_main_bar(l) && l.contains('['))
+                && s.iter()
+                    .any(|l| is_main_bar(l) && l.contains("unreachable"))
         });
         for width in [to, from] {
             t.resize(width);
             // The next frames are made for the new width.
             let screens = t.watch(Duration::from_secs(10), |s| {
-                let bar = s.iter().find(|l| is_main_bar(l));
+                // Narrower: a bar that fits; wider again: one that
+                // would not have fit the narrow width. It is the last
+                // line (a re-wrapped old bar goes on below its start).
+                let bar = s.iter().rev().find(|l| !l.is_empty());
                 bar.is_some_and(|b| {
-                    b.chars().count() < width && (width < from || b.contains("eta"))
+                    is_main_bar(b) && {
+                        let n = b.chars().count();
+                        n < width && (width == to || n >= to)
+                    }
                 })
             });
-            std::thread::sleep(Duration::from_millis(500));
-            let s = t.screen();
+            let s = screens.last().unwrap().clone();
             let bars = s.iter().filter(|l| is_main_bar(l)).count();
             let notes = s
                 .iter()
@@ -557,7 +576,6 @@ fn a_resize_leaves_no_torn_fragment() {
                     show(&s)
                 );
             }
-            drop(screens);
         }
     }
 }

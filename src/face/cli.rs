@@ -1019,7 +1019,9 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
 
 fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     let display = Display::choose(a.json, a.quiet);
-    let _live = (display == Display::Bars).then(crate::face::term::Live::hold);
+    // Held until the bars are gone, before the summary is printed below
+    // them (log notes then become lines above it).
+    let live = (display == Display::Bars).then(crate::face::term::Live::hold);
     let peers = resolve_peers(&a.peers)?;
     let source = load_source(&a.torrent.to_string_lossy())?;
     // Listing a .torrent's files needs no network at all.
@@ -1112,6 +1114,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         encryption: a.encryption,
     };
     let summary = rt.block_on(crate::face::single::run(m, opts));
+    drop(live);
     if let Some(dht) = &dht {
         rt.block_on(dht.save());
     }

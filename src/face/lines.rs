@@ -185,6 +185,10 @@ pub fn main_line(name: &str, p: &Progress, width: usize) -> String {
             ),
         );
         fields.extend([sent, up, peers, bar, sizes]);
+    } else if explains && p.down_rate == 0 {
+        // Nothing comes in and the status says why: a rate of 0 and an
+        // ETA of ∞ would only take its room.
+        fields.extend([bar, sizes, peers, up]);
     } else {
         fields.extend([
             bar,

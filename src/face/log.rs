@@ -185,7 +185,7 @@ pub fn note(level: Level, text: &str, retry_in: Option<u64>) {
     n.live.push(note);
     if n.live.len() > LIVE_NOTES {
         let old = n.live.remove(0);
-        retire(old);
+        retire(old, false);
     }
 }
 
@@ -197,11 +197,14 @@ fn is_power_of_ten(mut n: u64) -> bool {
 }
 
 /// Takes a note's line from among the bars and prints it above them for
-/// good.
-fn retire(note: Note) {
+/// good; once the run is `over`, without a next try that will not come.
+fn retire(mut note: Note, over: bool) {
     if let Some(bar) = &note.bar {
         bar.finish_and_clear();
         term::multi().remove(bar);
+    }
+    if over {
+        note.retry_in = None;
     }
     term::say(&note.full());
 }
@@ -221,7 +224,7 @@ pub fn refit(width: usize) {
 pub fn settle() {
     let mut n = notes();
     for note in std::mem::take(&mut n.live) {
-        retire(note);
+        retire(note, true);
     }
 }
 

@@ -168,17 +168,24 @@ impl Screen {
 
     /// Rows above the frame's first (as indicatif counts it) that its
     /// last `n` rows now take too, the terminal having re-wrapped them.
+    /// The cursor sits after the last line's last column: re-wrapped, it
+    /// lands on row `cols / width` of that line, which is a row of its own
+    /// when the line fills its rows exactly (120 columns at 60).
     fn torn_rows(f: &Frame, n: usize, now: usize) -> usize {
         if now >= f.width || f.lines.is_empty() {
             return 0;
         }
         let (mut before, mut after) = (0, 0);
-        for &cols in f.lines.iter().rev() {
+        for (i, &cols) in f.lines.iter().rev().enumerate() {
             if before >= n {
                 break;
             }
             before += rows(cols, f.width);
-            after += rows(cols, now);
+            after += if i == 0 {
+                cols / now.max(1) + 1
+            } else {
+                rows(cols, now)
+            };
         }
         after.saturating_sub(before)
     }
@@ -393,6 +400,9 @@ mod tests {
         assert_eq!(Screen::torn_rows(&f, 2, 50), 2);
         assert_eq!(Screen::torn_rows(&f, 2, 80), 0);
         assert_eq!(Screen::torn_rows(&f, 2, 120), 0);
-        assert_eq!(Screen::torn_rows(&f, 1, 40), 1);
+        // At 40 the last line fills two rows exactly: the cursor is on a
+        // third.
+        assert_eq!(Screen::torn_rows(&f, 1, 40), 2);
+        assert_eq!(Screen::torn_rows(&f, 2, 40), 3);
     }
 }
