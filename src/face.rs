@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod lines;
 pub mod log;
+pub mod magnet;
 pub mod manual;
 pub mod remote;
 pub mod single;

@@ -855,117 +855,30 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// The magnet phase of `download MAGNET`: fetches the info dictionary from
-/// peers (BEP 9), shows how it goes, and returns the torrent it makes, with
-/// the peers learned on the way.
-fn resolve_magnet(
-    rt: &tokio::runtime::Runtime,
-    magnet: &Magnet,
-    a: &RunArgs,
-    peers: &[std::net::SocketAddr],
-    dht: Option<&crate::discovery::dht::Dht>,
-    display: Display,
-) -> Result<(
-    Metainfo,
-    Vec<(std::net::SocketAddr, crate::torrent::PeerSource)>,
-)> {
-    let (status_tx, mut status_rx) =
-        tokio::sync::watch::channel(crate::discovery::fetch::Status::default());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let signal = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
-    let label = magnet
-        .name
-        .clone()
-        .unwrap_or_else(|| magnet.info_hash.hex()[..8].to_string());
-    if display == Display::Json {
-        crate::face::ui::emit(
-            "state",
-            json!({"state": "fetching metadata", "status": "fetching metadata"}),
-        );
-    }
-    let fetched = rt.block_on(async {
-        let sig = signal.clone();
-        let watcher = tokio::spawn(async move {
-            sig.store(crate::session::wait_for_signal().await, std::sync::atomic::Ordering::SeqCst);
-            let _ = stop_tx.send(true);
-        });
-        // One line among the bars, made anew for the width ten times a
-        // second (a resize takes effect at once) and on each change.
-        let bar = (display == Display::Bars).then(crate::face::ui::line_bar);
-        let _no_echo = bar.as_ref().and_then(|_| crate::face::ui::keys_unechoed());
-        let show = async {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
-            let mut last_width = 0;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    r = status_rx.changed() => if r.is_err() {
-                        break;
-                    },
-                }
-                let s = status_rx.borrow_and_update().clone();
-                if let Some(pb) = &bar {
-                    let width = crate::face::term::width();
-                    if width != last_width {
-                        crate::face::log::refit(width);
-                        last_width = width;
-                    }
-                    pb.set_message(crate::face::lines::magnet_line(
-                        &label,
-                        s.connected,
-                        s.known,
-                        s.last_error.as_deref(),
-                        width,
-                    ));
-                }
-            }
-            std::future::pending::<()>().await;
-        };
-        let r = tokio::select! {
-            r = crate::discovery::fetch::fetch(magnet, peers, dht, crate::peer::new_peer_id(), a.encryption, status_tx, stop_rx) => r,
-            _ = show => unreachable!("show never ends"),
-        };
-        if let Some(pb) = bar {
-            crate::face::ui::remove(&pb);
-        }
-        watcher.abort();
-        r
-    });
-    let (info, learned) = match fetched {
-        Ok(x) => x,
-        Err(crate::discovery::fetch::FetchError::Interrupted) => {
-            let signal = signal.load(std::sync::atomic::Ordering::SeqCst);
-            return Err(Interrupted {
-                signal: if signal == 0 { libc::SIGINT } else { signal },
-                message: "interrupted while fetching metadata".into(),
-            }
-            .into());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let bytes = crate::peer::metadata::torrent_file(&info, &magnet.trackers, &magnet.web_seeds);
-    let m = Metainfo::from_bytes(&bytes).context("the fetched metadata is not a valid torrent")?;
-    if let Some(path) = &a.save_torrent {
-        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-    }
-    match display {
-        Display::Json => crate::face::ui::emit(
-            "metadata",
-            json!({"name": m.name, "info_hash": m.info_hash.hex(), "size": info.len(), "saved_to": a.save_torrent}),
-        ),
-        Display::Bars | Display::Plain => crate::face::ui::say(&format!(
-            "metadata: {} ({}, {}) from the swarm",
-            esc(&m.name),
-            human_bytes(m.total_length),
-            plural(
-                m.files.iter().filter(|f| f.is_data()).count() as u64,
-                "file",
-                "files"
-            )
-        )),
-        Display::Silent => {}
-    }
-    Ok((m, learned))
+/// The `done` event of a `--json` run: `outcome` is `complete`,
+/// `interrupted` or `stalled` (docs/json.md).
+pub(crate) fn emit_done(outcome: &str, path: &Path, p: &crate::torrent::Progress, secs: f64) {
+    crate::face::ui::emit(
+        "done",
+        json!({
+            "complete": p.complete,
+            "outcome": outcome,
+            "path": path.to_string_lossy(),
+            "downloaded": p.downloaded,
+            "uploaded": p.uploaded,
+            "have_bytes": p.have_bytes,
+            "total": p.total,
+            "hash_failures": p.hash_failures,
+            "banned": p.banned,
+            "seconds": secs,
+            "ratio": ratio(p),
+        }),
+    );
+}
+
+/// Copies of the torrent sent: what --seed-ratio counts, so the two agree.
+fn ratio(p: &crate::torrent::Progress) -> f64 {
+    p.uploaded as f64 / p.total.max(1) as f64
 }
 
 /// DHT settings of `download` and `seed`.
@@ -1045,7 +958,14 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     let m = match source {
         Source::Torrent(m) => *m,
         Source::Magnet(mg) => {
-            let (m, found) = resolve_magnet(&rt, &mg, &a, &peers, dht.as_ref(), display)?;
+            let resolved =
+                crate::face::magnet::resolve(&rt, &mg, &a, &peers, dht.as_ref(), display);
+            // Nodes learned while the metadata was sought count next time,
+            // whether or not it came.
+            if let (Err(_), Some(dht)) = (&resolved, &dht) {
+                rt.block_on(dht.save());
+            }
+            let (m, found) = resolved?;
             learned = found
                 .into_iter()
                 .filter(|(p, _)| !peers.contains(p))
@@ -1121,30 +1041,14 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     let summary = summary?;
     let p = &summary.progress;
     let secs = summary.elapsed.as_secs_f64();
-    // Copies of the torrent sent: what --seed-ratio counts, so the two agree.
-    let ratio = p.uploaded as f64 / p.total.max(1) as f64;
+    let ratio = ratio(p);
     let outcome = if summary.stalled.is_some() {
         "stalled".to_string()
     } else {
         format!("{:?}", summary.outcome).to_lowercase()
     };
     if a.json {
-        crate::face::ui::emit(
-            "done",
-            json!({
-                "complete": summary.complete,
-                "outcome": outcome,
-                "path": dest.to_string_lossy(),
-                "downloaded": p.downloaded,
-                "uploaded": p.uploaded,
-                "have_bytes": p.have_bytes,
-                "total": p.total,
-                "hash_failures": p.hash_failures,
-                "banned": p.banned,
-                "seconds": secs,
-                "ratio": ratio,
-            }),
-        );
+        emit_done(&outcome, &dest, p, secs);
     } else if !a.quiet {
         // Bytes, and their average rate when there were any.
         let moved = |n: u64| match n {

@@ -271,7 +271,7 @@ pub fn progress_json(p: &Progress) -> serde_json::Value {
 /// when dropped. indicatif leaves the cursor at the right edge after the
 /// last bar; an echoed `^C` (or any key) wraps it to the next line, and
 /// the final clear then starts a line too low and leaves a bar behind.
-struct NoEcho(Option<libc::termios>);
+pub(crate) struct NoEcho(Option<libc::termios>);
 
 /// Whether we own the terminal on stdin now. Only the foreground job may
 /// change its settings: a background one (`shoal download … &`) would be
@@ -286,7 +286,7 @@ fn foreground() -> bool {
 }
 
 impl NoEcho {
-    fn new() -> NoEcho {
+    pub(crate) fn new() -> NoEcho {
         #[cfg(unix)]
         {
             let fd = libc::STDIN_FILENO;
