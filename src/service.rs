@@ -709,16 +709,8 @@ impl Service {
                 .into_iter()
                 .enumerate()
                 .flat_map(|(tier, urls)| urls.into_iter().map(move |u| (tier, u)))
-                .map(|(tier, url)| TrackerView {
-                    url: crate::out::escape(&url).into_owned(),
-                    tier,
-                    status: "not contacted",
-                    last_announce: None,
-                    next_announce: None,
-                    seeders: None,
-                    leechers: None,
-                    peers: None,
-                    error: None,
+                .map(|(tier, url)| {
+                    TrackerView::not_contacted(crate::out::escape(&url).into_owned(), tier)
                 })
                 .collect()
         } else {

@@ -227,6 +227,23 @@ pub struct TrackerView {
     pub error: Option<String>,
 }
 
+impl TrackerView {
+    /// A tracker not asked yet.
+    pub fn not_contacted(url: String, tier: usize) -> TrackerView {
+        TrackerView {
+            url,
+            tier,
+            status: "not contacted",
+            last_announce: None,
+            next_announce: None,
+            seeders: None,
+            leechers: None,
+            peers: None,
+            error: None,
+        }
+    }
+}
+
 /// One connected peer, as the service's API shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PeerView {
@@ -3310,17 +3327,7 @@ mod tests {
             h.t.progress.status,
             "waiting for peers: no tracker, DHT off"
         );
-        let tracker = TrackerView {
-            url: "http://127.0.0.1:1/announce".into(),
-            tier: 0,
-            status: "not contacted",
-            last_announce: None,
-            next_announce: None,
-            seeders: None,
-            leechers: None,
-            peers: None,
-            error: None,
-        };
+        let tracker = TrackerView::not_contacted("http://127.0.0.1:1/announce".into(), 0);
         h.t.set_sources(vec![tracker.clone()], true);
         h.t.publish();
         assert_eq!(h.t.progress.status, "waiting for peers");

@@ -341,6 +341,22 @@ fn kill_profile_users(profile: &Path) {
     }
 }
 
+/// Chromium's path (the test fails saying how to install it and
+/// chromedriver when they are missing), a scratch cell, and the folder
+/// screenshots go to.
+fn browser_cell(name: &'static str) -> (PathBuf, Cell, PathBuf) {
+    let (Some(chromium), Some(_)) = (on_path("chromium"), on_path("chromedriver")) else {
+        panic!(
+            "the browser test needs Debian's chromium and chromedriver on PATH. Install them \
+             with `sudo apt-get install -y chromium chromium-driver` (or run `bash .ci/deps` \
+             as root)."
+        );
+    };
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    (chromium, Cell::new(name), shots)
+}
+
 #[derive(Debug)]
 struct Row {
     hash: String,
@@ -355,17 +371,8 @@ fn row<'a>(rows: &'a [Row], hash: &str) -> Option<&'a Row> {
 
 #[test]
 fn the_web_page_adds_downloads_and_pauses() {
-    let (Some(chromium), Some(_)) = (on_path("chromium"), on_path("chromedriver")) else {
-        panic!(
-            "the browser test needs Debian's chromium and chromedriver on PATH. Install them \
-             with `sudo apt-get install -y chromium chromium-driver` (or run `bash .ci/deps` \
-             as root)."
-        );
-    };
-    let cell = Cell::new("browser");
+    let (chromium, cell, shots) = browser_cell("browser");
     let d = cell.path();
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    std::fs::create_dir_all(&shots).unwrap();
 
     // Torrent A: one file, no tracker; the magnet link names its seeder.
     make_tree(&d.join("src-a"), &[("alpha.bin", 3 * 1024 * 1024 + 12_345)]);
@@ -790,62 +797,6 @@ fn the_web_page_adds_downloads_and_pauses() {
     assert!(errors.is_empty(), "script errors: {errors:#?}");
 }
 
-/// An HTTP tracker that answers every announce with no peers and counts
-/// of 3 seeders and 7 leechers; its thread ends with the test.
-struct CountingTracker {
-    port: u16,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl CountingTracker {
-    fn start() -> CountingTracker {
-        use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let st = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                let Ok((mut s, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                let _ = s.set_nonblocking(false);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf);
-                let body = b"d8:completei3e10:incompletei7e8:intervali1800e5:peers0:e";
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(head.as_bytes());
-                let _ = s.write_all(body);
-            }
-        });
-        CountingTracker {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/announce", self.port)
-    }
-}
-
-impl Drop for CountingTracker {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// `shoal create` with tiers of trackers given as they are.
 fn create_with_tiers(src: &Path, out: &Path, tiers: &[String]) -> PathBuf {
     let mut args = vec![
@@ -881,17 +832,8 @@ fn create_with_tiers(src: &Path, out: &Path, tiers: &[String]) -> PathBuf {
 /// Screenshots at 1280 and 800 px go to target/tmp/browser/.
 #[test]
 fn the_page_says_why_and_offers_overwrite() {
-    let (Some(chromium), Some(_)) = (on_path("chromium"), on_path("chromedriver")) else {
-        panic!(
-            "the browser test needs Debian's chromium and chromedriver on PATH. Install them \
-             with `sudo apt-get install -y chromium chromium-driver` (or run `bash .ci/deps` \
-             as root)."
-        );
-    };
-    let cell = Cell::new("browser-why");
+    let (chromium, cell, shots) = browser_cell("browser-why");
     let d = cell.path();
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    std::fs::create_dir_all(&shots).unwrap();
 
     // W: its only tracker refuses; the DHT is off (tests set SHOAL_NO_DHT).
     let dead = format!("http://127.0.0.1:{}/announce", free_port());
@@ -907,12 +849,16 @@ fn the_page_says_why_and_offers_overwrite() {
         .trim_end_matches("/announce")
         .to_string();
     // T: a dead tracker in the first tier, a counting one in the second.
-    let counting = CountingTracker::start();
+    // A tracker that answers with no peers, and counts of 3 and 7.
+    let counting = common::HttpServer::serve(
+        "/announce",
+        b"d8:completei3e10:incompletei7e8:intervali1800e5:peers0:e".to_vec(),
+    );
     make_tree(&d.join("src-t"), &[("tracked.bin", 50_000)]);
     let tt = create_with_tiers(
         &d.join("src-t/tracked.bin"),
         &d.join("t.torrent"),
-        &[dead.clone(), counting.url()],
+        &[dead.clone(), counting.url("/announce")],
     );
     let hash_t = hex::encode(common::info_hash(&tt));
     // C: seeded here; a file of the same name, not shoal's, is in the way.

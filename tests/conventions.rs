@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -83,63 +83,6 @@ fn files_are_numbered_from_0_everywhere() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
 }
 
-/// Serves `body` to every GET for `path` (404 otherwise) until dropped.
-struct Http {
-    port: u16,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Http {
-    fn serve(path: &'static str, body: Vec<u8>) -> Http {
-        use std::sync::atomic::Ordering;
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        l.set_nonblocking(true).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let st = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                let Ok((mut s, _)) = l.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                let _ = s.set_nonblocking(false);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut req = [0u8; 2048];
-                let n = s.read(&mut req).unwrap_or(0);
-                let head = String::from_utf8_lossy(&req[..n]);
-                let found = head.starts_with(&format!("GET {path} "));
-                let (status, b): (&str, &[u8]) = if found {
-                    ("200 OK", &body)
-                } else {
-                    ("404 Not Found", b"")
-                };
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    b.len()
-                );
-                let _ = s.write_all(b);
-            }
-        });
-        Http {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Http {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// `download` takes an http(s) URL of a .torrent and a bare info-hash, as
 /// `shoal add` does; neither leaves a `.lock` behind.
 #[test]
@@ -149,8 +92,8 @@ fn download_takes_a_url_and_a_bare_info_hash() {
     let t = pack(d);
     let (_seed, port) = seeder(d, &t, &d.join("src"), &["--quiet"]);
     let peer = format!("127.0.0.1:{port}");
-    let web = Http::serve("/pack.torrent", std::fs::read(&t).unwrap());
-    let url = format!("http://127.0.0.1:{}/pack.torrent", web.port);
+    let web = HttpServer::serve("/pack.torrent", std::fs::read(&t).unwrap());
+    let url = web.url("/pack.torrent");
     let hash = hex::encode(info_hash(&t));
     for (name, source) in [("url", url.as_str()), ("hash", hash.as_str())] {
         let out = d.join(name);
