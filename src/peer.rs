@@ -53,6 +53,19 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 const UPLOAD_HIGH_WATER: usize = 2 << 20;
 /// One disk batch for uploads: bounded so one peer cannot hog the pool.
 const UPLOAD_BATCH_BYTES: usize = 1 << 20;
+
+/// Bytes of one upload batch: a batch waits for the upload limit as a
+/// whole before it is sent, so under a limit it is what the limit lets
+/// through in a quarter of a second (one block at least); a 1 MiB batch at
+/// 40 KiB/s went out as one burst after 25 s of silence.
+fn upload_batch_cap(limit: Option<u64>) -> usize {
+    match limit {
+        Some(rate) => usize::try_from(rate / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(16 << 10, UPLOAD_BATCH_BYTES),
+        None => UPLOAD_BATCH_BYTES,
+    }
+}
 /// Leaf-hash answers (BEP 52, base layer 0) being computed for one peer:
 /// each reads and hashes up to 8 MiB, so more wait for a reject.
 const MAX_LEAF_JOBS: usize = 2;
@@ -275,6 +288,10 @@ pub enum PeerError {
     Closed(String),
     #[error("peer closed the connection")]
     Eof,
+    /// Closed at our plain-text handshake, as a peer that takes only
+    /// encrypted connections does (`--encryption plain` cannot reach it).
+    #[error("dropped our plain-text handshake (it may require encryption)")]
+    PlainDropped,
     #[error(transparent)]
     Mse(#[from] crate::peer::mse::MseError),
 }
@@ -378,8 +395,22 @@ async fn exchange_handshakes(
     let mut tcp = dial(addr).await?;
     tcp.write_all(&ours).await?;
     let mut stream = mse::Stream::plain(tcp);
-    let theirs = read_handshake(&mut stream).await?;
+    let theirs = match read_handshake(&mut stream).await {
+        Err(PeerError::Io(e)) if policy == Policy::Plain && dropped(&e) => {
+            return Err(PeerError::PlainDropped)
+        }
+        r => r?,
+    };
     Ok((stream, theirs))
+}
+
+/// The other side closed or reset the connection.
+fn dropped(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// Runs a connection the listener accepted, whose handshake it already read.
@@ -1227,8 +1258,9 @@ impl Conn<'_> {
         }
         let mut blocks = Vec::new();
         let mut bytes = 0usize;
+        let most = upload_batch_cap(self.shared.upload_limit.rate());
         while let Some(b) = self.uploads.front() {
-            if bytes > 0 && bytes + b.length as usize > UPLOAD_BATCH_BYTES {
+            if bytes > 0 && bytes + b.length as usize > most {
                 break;
             }
             bytes += b.length as usize;
@@ -1287,6 +1319,16 @@ mod tests {
     use super::*;
     use crate::metainfo::{Metainfo, NewTorrent};
     use crate::store::Layout;
+
+    /// Under an upload limit a batch is a quarter second of it (a block at
+    /// least), so data leaves as it is allowed to, not as one late burst.
+    #[test]
+    fn upload_batches_follow_the_limit() {
+        assert_eq!(upload_batch_cap(None), UPLOAD_BATCH_BYTES);
+        assert_eq!(upload_batch_cap(Some(40 << 10)), 16 << 10);
+        assert_eq!(upload_batch_cap(Some(1 << 20)), 256 << 10);
+        assert_eq!(upload_batch_cap(Some(u64::MAX)), UPLOAD_BATCH_BYTES);
+    }
 
     /// A connection's message handling over a real loopback socket.
     async fn with_conn<T>(pieces: u32, f: impl FnOnce(&mut Conn<'_>) -> T) -> T {

@@ -36,7 +36,7 @@ use crate::metainfo::Metainfo;
 use crate::peer::Shared;
 use crate::session::{Control, Session};
 use crate::store::confine::Root;
-use crate::torrent::{PeerView, Progress, State};
+use crate::torrent::{PeerView, Progress, State, TrackerView};
 pub use files::{resolve_dir, DataRemoval, Kept};
 use state::{Saved, Saver};
 
@@ -103,6 +103,9 @@ pub struct AddRequest {
     /// Files to download, by the index the API lists them with; None: all.
     pub only: Option<Vec<usize>>,
     pub paused: bool,
+    /// Replace files in the way that shoal did not create (for its first
+    /// run; `resume` with overwrite asks again).
+    pub overwrite: bool,
 }
 
 /// A torrent as the list shows it.
@@ -127,6 +130,14 @@ pub struct TorrentView {
     /// While checking: the share of the data hashed so far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check_progress: Option<f64>,
+    /// While running, one line on what is going on: the state, or while
+    /// no peer is connected why not ("waiting for peers: tracker H:P
+    /// unreachable, DHT off").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Its error is files in the way that shoal did not create: resuming
+    /// with overwrite replaces them.
+    pub clash: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -145,6 +156,9 @@ pub struct TorrentDetail {
     pub piece_count: u32,
     pub files: Vec<FileView>,
     pub trackers: Vec<String>,
+    /// Each tracker's state: status, last and next announce, seeders and
+    /// leechers, last error.
+    pub tracker_status: Vec<TrackerView>,
 }
 
 /// What changed, for the live stream.
@@ -166,6 +180,8 @@ struct Entry {
     meta: Option<Arc<Metainfo>>,
     run: Option<Running>,
     error: Option<String>,
+    /// The error is files in the way (`TorrentView::clash`).
+    clash: bool,
     /// The run ended on its own: complete, and seeding is over.
     finished: bool,
     progress: watch::Receiver<Progress>,
@@ -249,11 +265,13 @@ impl Entry {
         } else {
             (0, 0)
         };
-        let eta = (running && down_rate > 0 && total > have).then(|| (total - have) / down_rate);
+        let eta =
+            (running && down_rate > 0 && total > have).then(|| (total - have).div_ceil(down_rate));
         let check_progress = (state == "checking").then(|| {
             let all = self.meta.as_ref().map_or(0, |m| m.total_length);
             self.checked.load(Ordering::Relaxed) as f64 / all.max(1) as f64
         });
+        let status = (running && state == "downloading").then(|| p.status.clone());
         TorrentView {
             info_hash: self.saved.info_hash.clone(),
             name: self.saved.name.clone(),
@@ -276,6 +294,8 @@ impl Entry {
             download_dir: self.saved.dir.display().to_string(),
             added: self.saved.added,
             check_progress,
+            status,
+            clash: self.clash && self.error.is_some(),
         }
     }
 }
@@ -485,6 +505,7 @@ impl Service {
             meta,
             run: None,
             error,
+            clash: false,
             progress: watch::channel(Progress::default()).1,
             shared: watch::channel(None).1,
             checked: Arc::default(),
@@ -607,6 +628,7 @@ impl Service {
                 Vec::new()
             },
             paused: req.paused,
+            overwrite: req.overwrite,
             added: now_secs(),
             total: meta.as_ref().map_or(0, |m| m.total_length),
             ..Saved::default()
@@ -623,6 +645,7 @@ impl Service {
                 meta: meta.map(Arc::new),
                 run: None,
                 error: None,
+                clash: false,
                 finished: false,
                 progress: watch::channel(Progress::default()).1,
                 shared: watch::channel(None).1,
@@ -648,6 +671,25 @@ impl Service {
         let hash = parse_hash(hex_hash)?;
         let mut entries = self.entries();
         let e = find_entry(&mut entries, hash, hex_hash)?;
+        let tracker_status = {
+            let p = e.progress.borrow();
+            if p.trackers.is_empty() {
+                // Not running: the torrent's trackers, none contacted.
+                e.meta
+                    .as_ref()
+                    .map(|m| m.tracker_tiers())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                    .flat_map(|(tier, urls)| urls.into_iter().map(move |u| (tier, u)))
+                    .map(|(tier, url)| {
+                        TrackerView::not_contacted(crate::out::escape(&url).into_owned(), tier)
+                    })
+                    .collect()
+            } else {
+                p.trackers.clone()
+            }
+        };
         let (files, trackers, piece_count) = match &e.meta {
             Some(m) => {
                 let done = e.file_done(m);
@@ -682,6 +724,7 @@ impl Service {
             piece_count,
             files,
             trackers,
+            tracker_status,
         })
     }
 
@@ -722,15 +765,26 @@ impl Service {
         self.view_of(hash, hex_hash)
     }
 
-    pub async fn resume(&self, hex_hash: &str) -> Result<TorrentView, ServiceError> {
+    /// Resumes a paused, failed or finished torrent; with `overwrite`, its
+    /// next run replaces files in the way that shoal did not create (what
+    /// a torrent stopped by such files needs).
+    pub async fn resume(
+        &self,
+        hex_hash: &str,
+        overwrite: bool,
+    ) -> Result<TorrentView, ServiceError> {
         let hash = parse_hash(hex_hash)?;
         {
             let mut entries = self.entries();
             let e = find_entry(&mut entries, hash, hex_hash)?;
+            if overwrite {
+                e.saved.overwrite = true;
+            }
             if e.saved.paused || e.error.is_some() || (e.run.is_none() && e.finished) {
                 e.saved.paused = false;
                 e.saved.done = false;
                 e.error = None;
+                e.clash = false;
                 e.finished = false;
             }
         }
@@ -984,8 +1038,9 @@ async fn finish_run(run: Option<Running>) {
     let _ = tokio::time::timeout(Duration::from_secs(10), run.task).await;
 }
 
-/// Fetches a .torrent over HTTP(S), capped in size and time.
-async fn fetch_torrent(url: &str) -> Result<Vec<u8>, ServiceError> {
+/// Fetches a .torrent over HTTP(S), capped in size and time (for the
+/// service's adds and `shoal download URL`).
+pub async fn fetch_torrent(url: &str) -> Result<Vec<u8>, ServiceError> {
     let parsed =
         url::Url::parse(url).map_err(|e| ServiceError::Invalid(format!("bad url {url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {

@@ -516,6 +516,16 @@ impl Session {
             progress_tx,
             complete_tx,
         );
+        let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
+        let announces = !(trackers.is_empty() || meta.tracker_tiers().is_empty());
+        torrent.set_sources(
+            if announces {
+                trackers.views()
+            } else {
+                Vec::new()
+            },
+            self.inner.dht.is_some() && !meta.private,
+        );
         if let Some(sel) = &opts.selection {
             torrent.set_unwanted(&crate::torrent::selection::unwanted_pieces(&meta, sel));
         }
@@ -533,9 +543,8 @@ impl Session {
             torrent.add_web_seeds(&meta.url_list);
         }
 
-        let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
         let (tracker_ctl, tracker_ctl_rx) = mpsc::channel(4);
-        let tracker_task = if trackers.is_empty() || meta.tracker_tiers().is_empty() {
+        let tracker_task = if !announces {
             None
         } else {
             Some(tokio::spawn(announce_loop(

@@ -104,9 +104,12 @@ pub enum Event {
     },
     Peers(PeerSource, Vec<SocketAddr>),
     TrackerWarning(String),
-    /// The last announce failed (`Some(why)`, naming the tracker) or
-    /// worked (`None`); shown while no peer is connected.
+    /// What the trackers say about the lack of peers (`Some`: none
+    /// answered, "tracker H:P unreachable", or the one that answered had
+    /// no peer), or `None` (peers came); shown while no peer is connected.
     TrackerStatus(Option<String>),
+    /// Each tracker's state after an announce, for the service's API.
+    Trackers(Vec<TrackerView>),
     Verified(Vec<Verified>),
     /// What `range` (pieces of a file whose layer just came) holds on
     /// disk: the pieces in `good` passed their check.
@@ -199,6 +202,46 @@ pub struct Progress {
     /// The connected peers, refreshed about once a second.
     #[serde(skip)]
     pub peer_list: Arc<Vec<PeerView>>,
+    /// The trackers' states after their last announce.
+    pub trackers: Vec<TrackerView>,
+}
+
+/// One tracker of a torrent after its last announce, as the service's
+/// API shows it. Times are Unix seconds.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TrackerView {
+    pub url: String,
+    /// Its BEP 12 tier, from 0.
+    pub tier: usize,
+    /// `working` (its last announce was answered), `failing`, or `not
+    /// contacted` (not asked yet, or another of its tier answered first).
+    pub status: &'static str,
+    pub last_announce: Option<u64>,
+    pub next_announce: Option<u64>,
+    /// Seeders and leechers it counted (`complete`, `incomplete`).
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
+    /// Peers in its last answer.
+    pub peers: Option<usize>,
+    /// Why its last announce failed.
+    pub error: Option<String>,
+}
+
+impl TrackerView {
+    /// A tracker not asked yet.
+    pub fn not_contacted(url: String, tier: usize) -> TrackerView {
+        TrackerView {
+            url,
+            tier,
+            status: "not contacted",
+            last_announce: None,
+            next_announce: None,
+            seeders: None,
+            leechers: None,
+            peers: None,
+            error: None,
+        }
+    }
 }
 
 /// One connected peer, as the service's API shows it.
@@ -485,6 +528,9 @@ pub struct Torrent {
     /// before the next try.
     last_failure: Option<(SocketAddr, String, u64)>,
     tracker_status: Option<String>,
+    /// Where peers may come from, for the status that says why there are
+    /// none: the torrent has usable trackers, the DHT is on for it.
+    sources: (bool, bool),
     complete_tx: Option<tokio::sync::oneshot::Sender<()>>,
     /// Verified bytes of pieces left out by a file selection.
     have_unwanted_bytes: u64,
@@ -571,6 +617,7 @@ impl Torrent {
             state: State::Connecting,
             last_failure: None,
             tracker_status: None,
+            sources: (false, false),
             complete_tx: Some(complete_tx),
             have_unwanted_bytes: 0,
             webseeds: HashMap::new(),
@@ -879,6 +926,7 @@ impl Torrent {
             Event::Peers(source, addrs) => self.add_peers(source, addrs),
             Event::TrackerWarning(w) => tracing::warn!("tracker: {}", crate::out::escape(&w)),
             Event::TrackerStatus(s) => self.tracker_status = s,
+            Event::Trackers(t) => self.progress.trackers = t,
             Event::Verified(batch) => return self.on_verified_batch(batch),
             Event::Rechecked { range, good } => self.on_rechecked(range, good),
             Event::Web(key, ev) => self.on_web_event(key, ev),
@@ -1898,7 +1946,7 @@ impl Torrent {
             self.picker.remove_seed();
         }
         self.picker.peer_gone(key);
-        tracing::warn!("web seed {url}: {why}; retry in {}s", wait.as_secs());
+        tracing::warn!(retry_in = wait.as_secs(), "web seed {url}: {why}");
         self.web_failure = Some((url, web_reason(why), Some(wait.as_secs())));
     }
 
@@ -2132,18 +2180,51 @@ impl Torrent {
                 _ => format!("connecting to {} peers", self.connecting.len()),
             }
         } else if let Some((addr, why, wait)) = &self.last_failure {
-            format!("peer {addr}: {why}, retry in {wait}s")
+            let wait = crate::units::human_eta(Duration::from_secs(*wait));
+            format!("peer {addr}: {why}, retry in {wait}")
         } else if let Some((url, why, wait)) = &self.web_failure {
             match wait {
-                Some(wait) => format!("web seed {url}: {why}, retry in {wait}s"),
+                Some(wait) => format!(
+                    "web seed {url}: {why}, retry in {}",
+                    crate::units::human_eta(Duration::from_secs(*wait))
+                ),
                 None => format!("web seed {url}: banned: {why}"),
             }
-        } else if let Some(t) = &self.tracker_status {
-            t.clone()
         } else {
-            "waiting for peers".to_string()
+            self.waiting_for_peers()
         };
         (state, text)
+    }
+
+    /// "waiting for peers: tracker 10.0.0.1:6969 unreachable, DHT off":
+    /// why no peer came, from what the trackers said and which sources
+    /// are off.
+    fn waiting_for_peers(&self) -> String {
+        let (trackers, dht) = self.sources;
+        let mut why: Vec<String> = Vec::new();
+        match &self.tracker_status {
+            Some(t) => why.push(t.clone()),
+            None if !trackers => why.push("no tracker".into()),
+            None => {}
+        }
+        if self.meta.private {
+            why.push("private: trackers only".into());
+        } else if !dht {
+            why.push("DHT off".into());
+        }
+        if why.is_empty() {
+            "waiting for peers".into()
+        } else {
+            format!("waiting for peers: {}", why.join(", "))
+        }
+    }
+
+    /// Where peers may come from (see `sources`), as the session set up:
+    /// the trackers (none yet contacted) and whether the DHT is on.
+    pub fn set_sources(&mut self, trackers: Vec<TrackerView>, dht: bool) {
+        self.sources = (!trackers.is_empty(), dht);
+        self.progress.trackers = trackers;
+        self.publish();
     }
 
     /// Tells peers about new pieces, batched per tick: one command (and one
@@ -3282,15 +3363,23 @@ mod tests {
         h.t.second(1.0, Instant::now());
         h.t.publish();
         assert_eq!(h.t.progress.state, State::Connecting);
+        assert_eq!(
+            h.t.progress.status,
+            "waiting for peers: no tracker, DHT off"
+        );
+        let tracker = TrackerView::not_contacted("http://127.0.0.1:1/announce".into(), 0);
+        h.t.set_sources(vec![tracker.clone()], true);
+        h.t.publish();
         assert_eq!(h.t.progress.status, "waiting for peers");
+        h.t.set_sources(vec![tracker], false);
         h.t.on_event(Event::TrackerStatus(Some(
-            "tracker 127.0.0.1:1: connection refused".into(),
+            "tracker 127.0.0.1:1 unreachable".into(),
         )))
         .unwrap();
         h.t.publish();
         assert_eq!(
             h.t.progress.status,
-            "tracker 127.0.0.1:1: connection refused"
+            "waiting for peers: tracker 127.0.0.1:1 unreachable, DHT off"
         );
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         h.t.known.insert(

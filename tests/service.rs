@@ -493,3 +493,120 @@ fn a_v2_magnet_completes_and_survives_a_restart() {
     assert!(svc.proc.stop().success(), "{}", svc.proc.stderr());
     assert!(seeder.stop().success(), "{}", tail(&seeder.stderr(), 30));
 }
+
+/// Files in the way: refused with a message that says how to overwrite
+/// (no flag that does not exist), `shoal resume --overwrite` and `shoal
+/// add --overwrite` replace them; `shoal add --only` and the API number
+/// files as `download --list` does (from 0); `shoal list` into a pipe
+/// prints whole names; `shoal add` takes a bare info-hash.
+#[test]
+fn overwrite_numbers_and_list_as_the_cli_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src");
+    let long = "a-long-folder-name-that-is-much-wider-than-any-terminal-a-table-would-cut-it-at-0123456789";
+    make_tree(
+        &src,
+        &[
+            ("pack/a.bin", 200_000),
+            ("pack/b.bin", 100_000),
+            ("pack/c.bin", 50_000),
+            (&format!("{long}/x.bin"), 60_000),
+        ],
+    );
+    let tracker = Tracker::start();
+    let pack = create_torrent(
+        &src.join("pack"),
+        &d.join("pack.torrent"),
+        &[tracker.url()],
+        16384,
+    );
+    let other = create_torrent(
+        &src.join(long),
+        &d.join("long.torrent"),
+        &[tracker.url()],
+        16384,
+    );
+    let (_s1, _) = seeder(d, &pack, &src, &["--quiet"]);
+    let (_s2, _) = seeder(d, &other, &src, &["--quiet"]);
+    let list = shoal(&["download", pack.to_str().unwrap(), "--list"]);
+    let listed: Vec<(String, String)> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[f.len() - 1].to_string())
+        })
+        .collect();
+    assert_eq!(
+        listed[0],
+        ("0".to_string(), "pack/a.bin".to_string()),
+        "{listed:?}"
+    );
+
+    let (state, dl) = (d.join("state"), d.join("dl"));
+    std::fs::create_dir_all(dl.join("pack")).unwrap();
+    std::fs::write(dl.join("pack/a.bin"), b"my own a.bin").unwrap();
+    let svc = serve(d, &state, &dl, &[], "serve");
+    let url = format!("http://127.0.0.1:{}", svc.port);
+    let add = |args: &[&str]| {
+        let mut a = vec!["add", "--url", &url];
+        a.extend_from_slice(args);
+        let o = shoal(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    add(&["--only", "0-1", pack.to_str().unwrap()]);
+    let h = hex::encode(info_hash(&pack));
+    let t = wait_for(svc.port, &h, "refused", |t| t["state"] == "error");
+    assert_eq!(t["clash"], true, "{t}");
+    let msg = t["error"].as_str().unwrap();
+    assert!(
+        msg.contains("a.bin") && msg.contains(&format!("shoal resume --overwrite {h}")),
+        "{msg}"
+    );
+    assert!(!msg.contains("pass --overwrite"), "{msg}");
+    assert_eq!(
+        std::fs::read(dl.join("pack/a.bin")).unwrap(),
+        b"my own a.bin"
+    );
+    // The API's numbers are --list's: 0 and 1 chosen, 2 left out.
+    let (_, detail) = json(svc.port, "GET", &format!("/api/torrents/{h}"), None);
+    for f in detail["files"].as_array().unwrap() {
+        let n = f["index"].as_u64().unwrap() as usize;
+        assert_eq!(f["path"], listed[n].1.as_str(), "{detail}");
+        let want = if n < 2 { "normal" } else { "skip" };
+        assert_eq!(f["priority"], want, "{detail}");
+    }
+    let o = shoal(&["resume", "--url", &url, "--overwrite", &h[..8]]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = wait_for(svc.port, &h, "complete", |t| {
+        t["progress"].as_f64() == Some(1.0)
+    });
+    assert_eq!(t["clash"], false, "{t}");
+    assert_eq!(
+        std::fs::read(dl.join("pack/a.bin")).unwrap(),
+        std::fs::read(src.join("pack/a.bin")).unwrap()
+    );
+    assert!(!dl.join("pack/c.bin").exists(), "file 2 was not chosen");
+
+    // `add --overwrite`: no refusal at all.
+    std::fs::create_dir_all(dl.join(long)).unwrap();
+    std::fs::write(dl.join(long).join("x.bin"), b"mine too").unwrap();
+    add(&["--overwrite", other.to_str().unwrap()]);
+    let h2 = hex::encode(info_hash(&other));
+    wait_for(svc.port, &h2, "complete", complete);
+    assert_same_tree(&src.join(long), &dl.join(long));
+
+    // A bare info-hash is a magnet link naming only it.
+    let bare = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+    add(&[bare]);
+    wait_for(svc.port, bare, "added", |t| t["state"] == "metadata");
+
+    // Into a pipe, `shoal list` prints names whole.
+    let o = shoal(&["list", "--url", &url]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.lines().any(|l| l.ends_with(&format!("  {long}"))),
+        "{out}"
+    );
+}

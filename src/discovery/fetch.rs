@@ -352,13 +352,15 @@ async fn announce(
             }
             Err(e) => {
                 failures += 1;
-                // TrackerList warned about it already (once until it
-                // answers); the status says it each time.
+                // The status says it each time; the log once per tracker
+                // until it answers (TrackerList::log_failures).
                 tracing::debug!("tracker: {e}");
                 let wait = tracker::retry_delay(failures).min(Duration::from_secs(30));
-                let who = trackers.last_failed().unwrap_or("?");
-                let why = crate::torrent::short_reason(&e.to_string());
-                let line = format!("tracker {who}: {why}, retry in {}s", wait.as_secs());
+                let why = trackers.failure_summary().unwrap_or_else(|| {
+                    format!("tracker: {}", crate::torrent::short_reason(&e.to_string()))
+                });
+                trackers.log_failures(wait);
+                let line = format!("{why}, retry in {}", crate::units::human_eta(wait));
                 if found.send(Found::Trouble(line)).await.is_err() {
                     return;
                 }

@@ -97,10 +97,14 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     let mut ctl = Control::new(stop_rx);
     ctl.notices = Some(notice_tx);
     let progress_rx = ctl.progress.subscribe();
+    let plan = ui::SeedPlan {
+        ratio: opts.seed_ratio,
+        time: opts.seed_time,
+    };
     let shower = tokio::spawn(show(
         session.clone(),
         meta.clone(),
-        display,
+        (display, plan),
         notice_rx,
         progress_rx,
         ctl.checked.clone(),
@@ -146,7 +150,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
 async fn show(
     session: Session,
     meta: Arc<Metainfo>,
-    display: Display,
+    (display, plan): (Display, ui::SeedPlan),
     mut notices: mpsc::UnboundedReceiver<Notice>,
     progress: watch::Receiver<crate::torrent::Progress>,
     checked: Arc<AtomicU64>,
@@ -208,7 +212,7 @@ async fn show(
                     serde_json::json!({"port": port, "ipv4": v4, "ipv6": v6}),
                     &format!("listening on port {port} ({})", session.families_label()),
                 );
-                ui::show(meta, progress, display).await;
+                ui::show(meta, progress, display, plan).await;
                 return;
             }
         }

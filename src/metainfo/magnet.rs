@@ -156,6 +156,19 @@ fn cut(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// A bare info-hash (40 hex or 32 base32 characters for v1, 64 hex for
+/// v2) as the magnet link that names it, so every command that takes a
+/// magnet takes the hash alone too; None for anything else.
+pub fn from_bare_hash(s: &str) -> Option<String> {
+    let s = s.trim();
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(format!("magnet:?xt=urn:btmh:1220{s}"));
+    }
+    parse_btih(s)
+        .ok()
+        .map(|_| format!("magnet:?xt=urn:btih:{s}"))
+}
+
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
@@ -190,6 +203,21 @@ mod tests {
     use super::*;
 
     const HEX: &str = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+
+    #[test]
+    fn bare_hashes_become_magnets() {
+        let m = Magnet::parse(&from_bare_hash(HEX).unwrap()).unwrap();
+        assert_eq!(m.info_hash.hex(), HEX);
+        let b32 = data_encoding::BASE32.encode(&hex::decode(HEX).unwrap());
+        let m = Magnet::parse(&from_bare_hash(&b32.to_lowercase()).unwrap()).unwrap();
+        assert_eq!(m.info_hash.hex(), HEX);
+        let v2 = "a".repeat(64);
+        let m = Magnet::parse(&from_bare_hash(&v2).unwrap()).unwrap();
+        assert_eq!(m.info_hash_v2, Some([0xaa; 32]));
+        for not in ["", "t.torrent", &HEX[..39], "zz".repeat(20).as_str()] {
+            assert_eq!(from_bare_hash(not), None, "{not}");
+        }
+    }
 
     #[test]
     fn hex_and_base32_agree() {

@@ -32,6 +32,7 @@ use crate::service::{AddRequest, AddSource, Priority, Service, ServiceError, Ser
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
 const STYLE_CSS: &str = include_str!("../web/style.css");
+const FAVICON: &str = include_str!("../web/favicon.svg");
 const COOKIE: &str = "shoal_token";
 
 pub struct ApiConfig {
@@ -96,6 +97,15 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
         .route(
             "/style.css",
             get(|| async { page(STYLE_CSS, "text/css; charset=utf-8") }),
+        )
+        // Browsers ask for /favicon.ico on their own; the page names the SVG.
+        .route(
+            "/favicon.svg",
+            get(|| async { page(FAVICON, "image/svg+xml") }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { page(FAVICON, "image/svg+xml") }),
         )
         .route("/api/torrents", get(list).post(add))
         .route("/api/torrents/{hash}", get(detail).delete(remove))
@@ -249,6 +259,7 @@ struct AddQuery {
     /// "0,2"
     only: Option<String>,
     paused: Option<bool>,
+    overwrite: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +271,8 @@ struct AddJson {
     only: Option<Vec<usize>>,
     #[serde(default)]
     paused: bool,
+    #[serde(default)]
+    overwrite: bool,
 }
 
 fn parse_only(s: &str) -> Result<Vec<usize>, ServiceError> {
@@ -306,6 +319,7 @@ async fn add(
             download_dir: j.download_dir,
             only: j.only,
             paused: j.paused,
+            overwrite: j.overwrite,
         }
     } else if kind.starts_with("application/x-bittorrent") || body.first() == Some(&b'd') {
         let only = match q.only.as_deref().map(parse_only).transpose() {
@@ -317,6 +331,7 @@ async fn add(
             download_dir: q.download_dir,
             only,
             paused: q.paused.unwrap_or(false),
+            overwrite: q.overwrite.unwrap_or(false),
         }
     } else {
         return error(
@@ -388,8 +403,21 @@ async fn pause(State(st): State<Arc<AppState>>, Path(hash): Path<String>) -> Res
     }
 }
 
-async fn resume(State(st): State<Arc<AppState>>, Path(hash): Path<String>) -> Response {
-    match st.svc.resume(&hash).await {
+#[derive(Deserialize, Default)]
+struct ResumeQuery {
+    #[serde(default)]
+    overwrite: bool,
+}
+
+async fn resume(
+    State(st): State<Arc<AppState>>,
+    Path(hash): Path<String>,
+    query: Result<Query<ResumeQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "overwrite must be true or false");
+    };
+    match st.svc.resume(&hash, q.overwrite).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }

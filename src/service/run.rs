@@ -13,6 +13,7 @@ use crate::metainfo::magnet::Magnet;
 use crate::metainfo::Metainfo;
 use crate::peer::Shared;
 use crate::session::{Control, TorrentOptions};
+use crate::store::ownership::OwnershipError;
 use crate::torrent::Outcome;
 
 /// How a run ended: an error to show, whether it finished, its pieces.
@@ -21,14 +22,14 @@ type RunEnd = (Option<String>, bool, Option<Bitfield>);
 /// The life of one torrent in the service: its metadata first if it came
 /// as a magnet, then the run; its end is recorded in the entry.
 pub(super) async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
-    let (error, finished, have) = run_entry(&svc, hash, ctl).await;
+    let (error, finished, have) = run_entry(&svc, hash, generation, ctl).await;
     svc.ended(hash, generation, error, finished, have);
 }
 
-async fn run_entry(svc: &Service, hash: [u8; 20], ctl: Control) -> RunEnd {
-    let (meta, magnet, dir, peers) = {
-        let entries = svc.entries();
-        let Some(e) = entries.iter().find(|e| e.hash == hash) else {
+async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control) -> RunEnd {
+    let (meta, magnet, dir, peers, overwrite) = {
+        let mut entries = svc.entries();
+        let Some(e) = entries.iter_mut().find(|e| e.hash == hash) else {
             return (None, false, None);
         };
         (
@@ -36,6 +37,9 @@ async fn run_entry(svc: &Service, hash: [u8; 20], ctl: Control) -> RunEnd {
             e.saved.magnet.clone(),
             e.saved.dir.clone(),
             e.saved.peers.clone(),
+            // For this run only: files that appear in the way later are
+            // asked about again.
+            std::mem::take(&mut e.saved.overwrite),
         )
     };
     let (meta, learned) = match meta {
@@ -61,7 +65,7 @@ async fn run_entry(svc: &Service, hash: [u8; 20], ctl: Control) -> RunEnd {
         keep_seeding: true,
         require_complete: false,
         max_peers: svc.inner.cfg.max_peers,
-        overwrite: false,
+        overwrite,
         pex: svc.inner.cfg.pex,
         selection,
         high,
@@ -94,7 +98,28 @@ async fn run_entry(svc: &Service, hash: [u8; 20], ctl: Control) -> RunEnd {
     match result {
         Ok(summary) => (None, matches!(summary.outcome, Outcome::Complete), have),
         Err(e) => {
-            let msg = format!("{e:#}").replace(['\n', '\r'], " ");
+            let clash = e.downcast_ref::<OwnershipError>();
+            let msg = match clash {
+                // The CLI's hint names `--overwrite`; here it is a resume.
+                Some(OwnershipError::Foreign {
+                    what,
+                    verb,
+                    them,
+                    list,
+                }) => format!(
+                    "refusing to overwrite {what} not created by shoal that {verb} not match the \
+                     torrent: {list}; move {them} away, or resume with overwrite to replace {them} \
+                     (the page's Overwrite button, or `shoal resume --overwrite {}`)",
+                    hex::encode(hash)
+                ),
+                _ => format!("{e:#}").replace(['\n', '\r'], " "),
+            };
+            let clash = matches!(clash, Some(OwnershipError::Foreign { .. }));
+            if let Some(entry) = svc.entries().iter_mut().find(|x| {
+                x.hash == hash && x.run.as_ref().is_some_and(|r| r.generation == generation)
+            }) {
+                entry.clash = clash;
+            }
             (Some(crate::out::escape(&msg).into_owned()), false, have)
         }
     }

@@ -49,6 +49,9 @@ pub(super) struct Saved {
     pub only: Vec<usize>,
     #[serde(default)]
     pub paused: bool,
+    /// The next run may replace files in the way (taken by that run).
+    #[serde(default)]
+    pub overwrite: bool,
     /// Seeding reached its ratio or time: not started again until resumed.
     #[serde(default)]
     pub done: bool,

@@ -19,7 +19,8 @@
 //! torrent, however many files it has. A second shoal process on the same
 //! torrent and folder is refused by it, and files another running shoal
 //! owns — its record in this folder or in any folder above it names them
-//! and its lock is held — are refused even with `--overwrite`.
+//! and its lock is held — are refused even with `--overwrite`. The lock
+//! file is deleted when the run ends.
 //!
 //! Everything here goes through a [`Root`]: no record, lock or file is
 //! reached through a symbolic link below the trusted folder.
@@ -173,10 +174,34 @@ impl Record {
 /// A record longer than this is not read (a torrent's files are capped).
 const MAX_RECORD: u64 = 256 << 20;
 
-/// Held while a download runs; released when dropped (or the process dies).
+/// Held while a download runs; released when dropped (or the process
+/// dies). Dropped, it also deletes its file, which nobody needs once no
+/// one holds it: no `.lock` is left beside the data after a run.
 #[derive(Debug)]
 pub struct Lock {
+    /// Holds the flock until dropped.
     _file: File,
+    root: Root,
+    rel: PathBuf,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Deleted while still held: whoever opened the old file and waits
+        // for it sees, once they have it, that it is no longer the one
+        // at the path, and takes a new one (`acquire`).
+        let _ = self.root.remove_file(&self.rel);
+    }
+}
+
+/// Whether `file` is still the file at `rel` under `root` (not deleted or
+/// replaced since it was opened).
+fn still_at(file: &File, root: &Root, rel: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), root.metadata(rel)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn try_flock(file: &File) -> io::Result<bool> {
@@ -197,11 +222,21 @@ impl Lock {
     /// Locks the torrent's record under `root`, creating `.shoal` there.
     pub fn acquire(root: &Root, info_hash_hex: &str) -> Result<Lock, OwnershipError> {
         let rel = lock_path(info_hash_hex);
-        let file = root.open(&rel, Mode::Write).map_err(io_err(root, &rel))?;
-        if !try_flock(&file).map_err(io_err(root, &rel))? {
-            return Err(OwnershipError::Busy(root.path()));
+        loop {
+            let file = root.open(&rel, Mode::Write).map_err(io_err(root, &rel))?;
+            if !try_flock(&file).map_err(io_err(root, &rel))? {
+                return Err(OwnershipError::Busy(root.path()));
+            }
+            // Its holder may have deleted it between our open and our
+            // lock: then the lock is on a file nobody else will see.
+            if still_at(&file, root, &rel) {
+                return Ok(Lock {
+                    _file: file,
+                    root: root.clone(),
+                    rel,
+                });
+            }
         }
-        Ok(Lock { _file: file })
     }
 }
 
@@ -543,9 +578,38 @@ mod tests {
         // While it is held, a second download of the torrent is refused.
         let again = prepare(&m, &Root::at(dir.path()), &checks, false, None).unwrap_err();
         assert!(matches!(again, OwnershipError::Busy(_)), "{again}");
+        let lock = dir.path().join(lock_path(&m.info_hash.hex()));
+        assert!(lock.exists());
         drop(claim);
+        // Released, its file is gone: no `.lock` is left after a run.
+        assert!(!lock.exists());
         // Once released, the files are shoal's and resume without --overwrite.
         prepare(&m, &Root::at(dir.path()), &checks, false, None).unwrap();
+    }
+
+    /// A lock file deleted by its holder between our open and our flock
+    /// is not taken as the lock: the next holder locks the file at the
+    /// path, which the holder after it finds locked.
+    #[test]
+    fn a_lock_deleted_under_us_is_taken_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let hex = "ab".repeat(20);
+        let root = Root::at(dir.path());
+        let first = Lock::acquire(&root, &hex).unwrap();
+        let path = dir.path().join(lock_path(&hex));
+        // Someone opened the file while it was held…
+        let stale = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        drop(first);
+        // …and gets its flock now, but it is not the file at the path.
+        assert!(try_flock(&stale).unwrap() && !still_at(&stale, &root, &lock_path(&hex)));
+        let second = Lock::acquire(&root, &hex).unwrap();
+        assert!(path.exists());
+        assert!(matches!(
+            Lock::acquire(&root, &hex),
+            Err(OwnershipError::Busy(_))
+        ));
+        drop(second);
+        assert!(!path.exists());
     }
 
     #[test]
