@@ -541,7 +541,7 @@ fn whole_file_server_is_read_only_as_far_as_needed() {
         &[server.url("")],
     );
     let out = d.join("out");
-    let mut p = download(d, t.to_str().unwrap(), &out, &["--select", "1"], "leecher");
+    let mut p = download(d, t.to_str().unwrap(), &out, &["--select", "0"], "leecher");
     let done = finish(&mut p);
     assert_eq!(done["hash_failures"], 0, "{done}");
     let a = std::fs::read(out.join("pack/a.bin")).unwrap();
