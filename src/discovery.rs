@@ -123,9 +123,16 @@ pub async fn announce_loop(
         let wait = match trackers.announce(&req).await {
             Ok((url, resp)) => {
                 failures = 0;
-                let _ = events.send(Input::TrackerStatus(None).into()).await;
+                let why = resp
+                    .peers
+                    .is_empty()
+                    .then(|| format!("no peers from tracker {}", tracker::host_of(&url)));
+                let _ = events.send(Input::TrackerStatus(why).into()).await;
                 early = Some(tracker::earliest_reannounce(resp.min_interval));
                 let wait = tracker::reannounce_after(resp.interval, resp.min_interval);
+                trackers.log_failures(wait);
+                trackers.schedule(wait);
+                let _ = events.send(Input::Trackers(trackers.views()).into()).await;
                 tracing::info!(
                     "{url}: {} peers, next announce in {:?}",
                     resp.peers.len(),
@@ -143,11 +150,12 @@ pub async fn announce_loop(
             Err(e) => {
                 failures += 1;
                 let wait = tracker::retry_delay(failures);
-                tracing::info!("announce failed: {e}; retrying in {}s", wait.as_secs());
-                let who = trackers.last_failed().unwrap_or("?");
-                let why = crate::torrent::short_reason(&e.to_string());
-                let status = format!("tracker {who}: {why}, retry in {}s", wait.as_secs());
-                let _ = events.send(Input::TrackerStatus(Some(status)).into()).await;
+                tracing::debug!("announce failed: {e}");
+                let status = trackers.failure_summary();
+                trackers.log_failures(wait);
+                trackers.schedule(wait);
+                let _ = events.send(Input::TrackerStatus(status).into()).await;
+                let _ = events.send(Input::Trackers(trackers.views()).into()).await;
                 wait
             }
         };

@@ -2,7 +2,11 @@
 //! JSON events, and the client verbs that talk to a running service.
 
 pub mod cli;
+pub mod lines;
+pub mod log;
 pub mod magnet;
+pub mod manual;
 pub mod remote;
 pub mod single;
+pub mod term;
 pub mod ui;

@@ -150,6 +150,16 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// An access token: never empty (an empty one would let an empty cookie in).
+fn parse_token(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "the access token is empty; give one, or leave out --token and SHOAL_TOKEN".into(),
+        );
+    }
+    Ok(s.to_string())
+}
+
 fn parse_selection(s: &str) -> Result<String, String> {
     shoal::torrent::selection::parse_numbers(s, usize::MAX).map_err(|e| e.to_string())?;
     Ok(s.to_string())
@@ -193,7 +203,9 @@ fn parse_download_source(s: &str) -> Result<PathBuf, String> {
 /// Seeding needs the data's hashes before anything is served; a magnet
 /// link has none until its metadata is fetched.
 fn parse_seed_source(s: &str) -> Result<PathBuf, String> {
-    if is_magnet(s) {
+    let bare_hash =
+        !std::path::Path::new(s).exists() && shoal::metainfo::magnet::from_bare_hash(s).is_some();
+    if is_magnet(s) || bare_hash {
         return Err(
             "seed needs a .torrent file; for a magnet link use `shoal download MAGNET --seed`"
                 .into(),
@@ -206,7 +218,7 @@ fn parse_seed_source(s: &str) -> Result<PathBuf, String> {
 enum Command {
     /// Show what a .torrent file or magnet link holds.
     Info {
-        /// A .torrent file or a magnet: URI.
+        /// A .torrent file, a magnet: URI, an http(s) URL of a .torrent, or a bare info-hash.
         torrent: String,
         /// Print one JSON object instead of text.
         #[arg(long)]
@@ -246,7 +258,7 @@ enum Command {
     },
     /// Download a torrent into DIR, verifying every piece; exit 0 when done.
     Download {
-        /// The .torrent file or magnet link to download.
+        /// The .torrent file, magnet link, http(s) URL of a .torrent, or bare info-hash to download.
         #[arg(value_parser = parse_download_source)]
         torrent: PathBuf,
         /// Folder to download into: files go to DIR/<name>.
@@ -264,7 +276,7 @@ enum Command {
         /// Download only the files whose path matches this glob (e.g. '*.mkv'); repeatable.
         #[arg(long, value_name = "GLOB")]
         only: Vec<String>,
-        /// Download only these files, by the numbers --list shows (e.g. 1,3-5).
+        /// Download only these files, by the numbers --list shows (from 0, e.g. 0,2-4).
         #[arg(long, value_name = "LIST", value_parser = parse_selection)]
         select: Option<String>,
         /// List the torrent's files with their numbers and sizes, then exit.
@@ -303,7 +315,7 @@ enum Command {
         #[arg(long)]
         allow_remote: bool,
         /// Require this access token on every API request (default: none on loopback; generated into the state folder otherwise).
-        #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
+        #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true, value_parser = parse_token)]
         token: Option<String>,
         /// Also accept requests whose Host is NAME (e.g. the machine's DNS name); repeatable.
         #[arg(long = "allow-host", value_name = "NAME")]
@@ -335,23 +347,29 @@ enum Command {
         /// Folder for the service's state: its torrents, DHT nodes, token (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Refuse torrents with more files than this.
+        #[arg(long, value_name = "N", default_value_t = shoal::service::DEFAULT_MAX_FILES as u64, value_parser = clap::value_parser!(u64).range(1..=shoal::metainfo::MAX_FILES as u64))]
+        max_files: u64,
         #[command(flatten)]
         net: NetFlags,
     },
-    /// Add torrents to a running service: .torrent files, magnet links or URLs.
+    /// Add torrents to a running service: .torrent files, magnet links, URLs or info-hashes.
     Add {
-        /// .torrent files, magnet: links or http(s) URLs of .torrent files.
+        /// .torrent files, magnet: links, http(s) URLs of .torrent files, or bare info-hashes.
         #[arg(required = true, value_name = "TORRENT")]
         sources: Vec<String>,
         /// Folder under the service's download folder.
         #[arg(long, value_name = "DIR")]
         dir: Option<String>,
-        /// Download only these files, by index from 0 (e.g. 0,2).
-        #[arg(long, value_name = "LIST")]
+        /// Download only these files, by the numbers `download --list` shows (from 0, e.g. 0,2-4).
+        #[arg(long, value_name = "LIST", value_parser = parse_selection)]
         only: Option<String>,
         /// Add without starting.
         #[arg(long)]
         paused: bool,
+        /// Replace files in the way that shoal did not create and that do not match the torrent (they are refused otherwise).
+        #[arg(long)]
+        overwrite: bool,
         #[command(flatten)]
         remote: RemoteFlags,
     },
@@ -370,10 +388,13 @@ enum Command {
         #[command(flatten)]
         remote: RemoteFlags,
     },
-    /// Resume paused torrents of a running service.
+    /// Resume paused (or failed) torrents of a running service.
     Resume {
         #[arg(required = true, value_name = "HASH")]
         hashes: Vec<String>,
+        /// Let the next run replace files in the way that shoal did not create (a torrent stopped by them).
+        #[arg(long)]
+        overwrite: bool,
         #[command(flatten)]
         remote: RemoteFlags,
     },
@@ -452,7 +473,29 @@ impl SwarmFlags {
     }
 }
 
+/// On a terminal, log records are short human lines, a cause's repeats
+/// counted on its line (`face::log`); with `SHOAL_LOG` set, or a stderr
+/// that is not a terminal (a log file), tracing's full format.
 fn init_logging(quiet: bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let given = std::env::var_os("SHOAL_LOG").is_some();
+    if !given && std::io::stderr().is_terminal() {
+        let level = if quiet {
+            tracing::Level::ERROR
+        } else {
+            tracing::Level::WARN
+        };
+        // shoal's own info records may be repeats of a warning shown.
+        let filter = tracing_subscriber::filter::Targets::new()
+            .with_target("shoal", if quiet { level } else { tracing::Level::INFO })
+            .with_default(level);
+        tracing_subscriber::registry()
+            .with(shoal::face::log::HumanLayer.with_filter(filter))
+            .init();
+        return;
+    }
     let default = if quiet { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -460,7 +503,7 @@ fn init_logging(quiet: bool) {
         .with_env_filter(filter)
         // Through the bars' MultiProgress: a log line lifts the bars out of
         // the way instead of leaving a stale copy of them above it.
-        .with_writer(shoal::face::ui::LogWriter)
+        .with_writer(shoal::face::log::LogWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
@@ -574,6 +617,7 @@ fn main() -> ExitCode {
             upload_limit,
             download_limit,
             state_dir,
+            max_files,
             net,
         } => {
             if !listen.ip().is_loopback() && !allow_remote {
@@ -595,6 +639,7 @@ fn main() -> ExitCode {
                 token,
                 allowed_hosts: allow_hosts,
                 session,
+                max_files: max_files as usize,
                 options: shoal::torrent::Options {
                     max_peers: max_peers as usize,
                     keep_seeding: true,
@@ -610,6 +655,7 @@ fn main() -> ExitCode {
             dir,
             only,
             paused,
+            overwrite,
             remote,
         } => remote.connect().and_then(|r| {
             shoal::face::remote::add(
@@ -619,6 +665,7 @@ fn main() -> ExitCode {
                     dir,
                     only,
                     paused,
+                    overwrite,
                 },
             )
         }),
@@ -627,10 +674,14 @@ fn main() -> ExitCode {
             .and_then(|r| shoal::face::remote::list(&r, json)),
         Command::Pause { hashes, remote } => remote
             .connect()
-            .and_then(|r| shoal::face::remote::pause_resume(&r, &hashes, "pause")),
-        Command::Resume { hashes, remote } => remote
+            .and_then(|r| shoal::face::remote::pause_resume(&r, &hashes, "pause", false)),
+        Command::Resume {
+            hashes,
+            overwrite,
+            remote,
+        } => remote
             .connect()
-            .and_then(|r| shoal::face::remote::pause_resume(&r, &hashes, "resume")),
+            .and_then(|r| shoal::face::remote::pause_resume(&r, &hashes, "resume", overwrite)),
         Command::Remove {
             hashes,
             delete_data,
@@ -646,22 +697,18 @@ fn main() -> ExitCode {
             shoal::out::bytes(&buf);
             Ok(())
         }
-        Command::Man => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut buf)
-                .map(|()| shoal::out::bytes(&buf))
-                .map_err(anyhow::Error::from)
-        }
+        Command::Man => shoal::face::manual::render(Cli::command())
+            .map(|page| shoal::out::bytes(&page))
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(i) = e.downcast_ref::<cli::Interrupted>() {
-                eprintln!("{i}");
+                shoal::face::term::say(&i.to_string());
                 return ExitCode::from(i.exit_code());
             }
-            eprintln!("error: {}", one_line(&e));
+            shoal::face::term::say(&format!("error: {}", one_line(&e)));
             ExitCode::from(1)
         }
     }

@@ -55,6 +55,19 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 const UPLOAD_HIGH_WATER: usize = 2 << 20;
 /// One disk batch for uploads: bounded so one peer cannot hog the pool.
 const UPLOAD_BATCH_BYTES: usize = 1 << 20;
+
+/// Bytes of one upload batch: a batch waits for the upload limit as a
+/// whole before it is sent, so under a limit it is what the limit lets
+/// through in a quarter of a second (one block at least); a 1 MiB batch at
+/// 40 KiB/s went out as one burst after 25 s of silence.
+fn upload_batch_cap(limit: Option<u64>) -> usize {
+    match limit {
+        Some(rate) => usize::try_from(rate / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(16 << 10, UPLOAD_BATCH_BYTES),
+        None => UPLOAD_BATCH_BYTES,
+    }
+}
 /// Leaf-hash answers (BEP 52, base layer 0) being computed for one peer:
 /// each reads and hashes up to 8 MiB, so more wait for a reject.
 const MAX_LEAF_JOBS: usize = 2;
@@ -165,6 +178,10 @@ pub enum PeerError {
     Closed(String),
     #[error("peer closed the connection")]
     Eof,
+    /// Closed at our plain-text handshake, as a peer that takes only
+    /// encrypted connections does (`--encryption plain` cannot reach it).
+    #[error("dropped our plain-text handshake (it may require encryption)")]
+    PlainDropped,
     #[error(transparent)]
     Mse(#[from] crate::peer::mse::MseError),
 }
@@ -189,11 +206,9 @@ pub async fn run_outgoing<E: Report>(
     stats: Arc<PeerStats>,
 ) {
     let result = async {
+        let ours = shared.handshake(shared.info_hash);
         let (stream, theirs) =
-            connect(addr, shared.handshake(shared.info_hash), shared.encryption).await?;
-        if theirs.info_hash != shared.info_hash {
-            return Err(PeerError::WrongInfoHash);
-        }
+            connect(addr, ours, shared.encryption, &shared.info_hashes()).await?;
         let link = (cmds, stats);
         run(key, stream, addr, theirs, false, &shared, &events, link).await
     }
@@ -216,8 +231,30 @@ async fn dial(addr: SocketAddr) -> Result<TcpStream, PeerError> {
 /// as `policy` says: behind an MSE key exchange offering what it allows
 /// (`prefer`: plain text and RC4, and a second connection in plain text
 /// if the exchange fails; `require`: RC4 only), or plain (`plain`). The
-/// caller checks the info-hash the peer answered with.
+/// peer's answer must name one of `accept`, the hashes of the torrent
+/// (ours included): a hybrid's peer may answer a v1 handshake under the
+/// v2 hash (BEP 52 upgrade).
 pub async fn connect(
+    addr: SocketAddr,
+    ours: Handshake,
+    policy: Policy,
+    accept: &[[u8; 20]],
+) -> Result<(mse::Stream, Handshake), PeerError> {
+    let asked = ours.info_hash;
+    let (stream, theirs) = exchange_handshakes(addr, ours, policy).await?;
+    if theirs.info_hash != asked {
+        if !accept.contains(&theirs.info_hash) {
+            return Err(PeerError::WrongInfoHash);
+        }
+        tracing::debug!(
+            "{addr}: answered under the torrent's other hash {} (BEP 52 upgrade)",
+            hex::encode(theirs.info_hash)
+        );
+    }
+    Ok((stream, theirs))
+}
+
+async fn exchange_handshakes(
     addr: SocketAddr,
     ours: Handshake,
     policy: Policy,
@@ -252,8 +289,22 @@ pub async fn connect(
     let mut tcp = dial(addr).await?;
     tcp.write_all(&ours).await?;
     let mut stream = mse::Stream::plain(tcp);
-    let theirs = read_handshake(&mut stream).await?;
+    let theirs = match read_handshake(&mut stream).await {
+        Err(PeerError::Io(e)) if policy == Policy::Plain && dropped(&e) => {
+            return Err(PeerError::PlainDropped)
+        }
+        r => r?,
+    };
     Ok((stream, theirs))
+}
+
+/// The other side closed or reset the connection.
+fn dropped(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// Runs a connection the listener accepted, whose handshake it already
@@ -302,12 +353,14 @@ pub async fn read_handshake<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Hand
 /// encrypted (MSE) key exchange for one of `info_hashes`, as `policy`
 /// allows: `require` refuses a plain handshake, `plain` a peer that offers
 /// only RC4. Everything is under one deadline. Returns the stream, which
-/// runs through RC4 from here on if that was selected.
+/// runs through RC4 from here on if that was selected, the handshake, and
+/// for an MSE exchange the info-hash it was keyed with (the handshake
+/// inside may name another hash of the same torrent: the caller checks).
 pub async fn read_incoming_handshake(
     mut tcp: TcpStream,
     info_hashes: &[[u8; 20]],
     policy: Policy,
-) -> Result<(mse::Stream, Handshake), PeerError> {
+) -> Result<(mse::Stream, Handshake, Option<[u8; 20]>), PeerError> {
     let work = async move {
         let mut buf = [0u8; Handshake::LEN];
         tcp.read_exact(&mut buf[..20]).await?;
@@ -318,7 +371,7 @@ pub async fn read_incoming_handshake(
                 ));
             }
             tcp.read_exact(&mut buf[20..]).await?;
-            return Ok((mse::Stream::plain(tcp), Handshake::decode(&buf)?));
+            return Ok((mse::Stream::plain(tcp), Handshake::decode(&buf)?, None));
         }
         let accepted = mse::accept(&mut tcp, &buf[..20], info_hashes, policy).await?;
         // The initial payload carries the start of the handshake (all
@@ -333,7 +386,7 @@ pub async fn read_incoming_handshake(
         buf[..got].copy_from_slice(&accepted.initial);
         let mut stream = mse::Stream::new(tcp, accepted.rc4);
         stream.read_exact(&mut buf[got..]).await?;
-        Ok((stream, Handshake::decode(&buf)?))
+        Ok((stream, Handshake::decode(&buf)?, Some(accepted.info_hash)))
     };
     match timeout(HANDSHAKE_TIMEOUT, work).await {
         Err(_) => Err(PeerError::HandshakeTimeout),
@@ -1024,6 +1077,11 @@ impl Conn<'_> {
                 } else {
                     metadata::serve(&self.shared.metadata, piece)
                 };
+                let sent = matches!(answer, metadata::Msg::Data { .. });
+                tracing::debug!(
+                    "metadata piece {piece} {}",
+                    if sent { "sent" } else { "refused" }
+                );
                 self.writer.msg(&Message::Extended {
                     id: their_id,
                     payload: Bytes::from(answer.encode()),
@@ -1100,8 +1158,9 @@ impl Conn<'_> {
         }
         let mut blocks = Vec::new();
         let mut bytes = 0usize;
+        let most = upload_batch_cap(self.shared.upload_limit.rate());
         while let Some(b) = self.uploads.front() {
-            if bytes > 0 && bytes + b.length as usize > UPLOAD_BATCH_BYTES {
+            if bytes > 0 && bytes + b.length as usize > most {
                 break;
             }
             bytes += b.length as usize;
@@ -1161,6 +1220,16 @@ mod tests {
     use crate::bitfield::AtomicBitfield;
     use crate::metainfo::{Metainfo, NewTorrent};
     use crate::store::{Layout, Store};
+
+    /// Under an upload limit a batch is a quarter second of it (a block at
+    /// least), so data leaves as it is allowed to, not as one late burst.
+    #[test]
+    fn upload_batches_follow_the_limit() {
+        assert_eq!(upload_batch_cap(None), UPLOAD_BATCH_BYTES);
+        assert_eq!(upload_batch_cap(Some(40 << 10)), 16 << 10);
+        assert_eq!(upload_batch_cap(Some(1 << 20)), 256 << 10);
+        assert_eq!(upload_batch_cap(Some(u64::MAX)), UPLOAD_BATCH_BYTES);
+    }
 
     /// A connection's message handling over a real loopback socket.
     async fn with_conn<T>(pieces: u32, f: impl FnOnce(&mut Conn<'_>) -> T) -> T {
@@ -1623,7 +1692,7 @@ mod tests {
     #[tokio::test]
     async fn prefer_retries_a_peer_without_mse_in_plain_text_once() {
         let (addr, count) = plain_only_peer().await;
-        let (stream, theirs) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Prefer)
+        let (stream, theirs) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Prefer, &[])
             .await
             .unwrap();
         assert!(!stream.is_encrypted());
@@ -1634,14 +1703,14 @@ mod tests {
     #[tokio::test]
     async fn require_never_falls_back_to_plain_text() {
         let (addr, count) = plain_only_peer().await;
-        let err = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Require)
+        let err = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Require, &[])
             .await
             .err()
             .unwrap();
         assert!(matches!(err, PeerError::Mse(_)), "{err}");
         assert_eq!(count.load(Ordering::SeqCst), 1);
         // And plain dials plain at once.
-        let (stream, _) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Plain)
+        let (stream, _) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Plain, &[])
             .await
             .unwrap();
         assert!(!stream.is_encrypted());
@@ -1664,7 +1733,7 @@ mod tests {
             let addr = l.local_addr().unwrap();
             let server = tokio::spawn(async move {
                 let (tcp, _) = l.accept().await.unwrap();
-                let (mut s, hs) = read_incoming_handshake(tcp, &[[5; 20]], theirs)
+                let (mut s, hs, _) = read_incoming_handshake(tcp, &[[5; 20]], theirs)
                     .await
                     .unwrap();
                 s.send(&Handshake::new(hs.info_hash, [8; 20]).encode())
@@ -1676,7 +1745,7 @@ mod tests {
                 w.write_bytes(Bytes::from(got)).await.unwrap();
                 (hs, w)
             });
-            let (s, hs) = connect(addr, Handshake::new([5; 20], [6; 20]), ours)
+            let (s, hs) = connect(addr, Handshake::new([5; 20], [6; 20]), ours, &[])
                 .await
                 .unwrap();
             assert_eq!(s.is_encrypted(), rc4, "{ours}/{theirs}");
@@ -1693,6 +1762,37 @@ mod tests {
         }
     }
 
+    /// A hybrid's peer may answer our v1 handshake under the torrent's
+    /// other (v2) hash, in plain text or inside MSE: taken when it is one
+    /// of the torrent's hashes, refused when it is not.
+    #[tokio::test]
+    async fn an_answer_under_another_hash_of_the_torrent_is_taken() {
+        for policy in [Policy::Plain, Policy::Require] {
+            for (accept, ok) in [(&[[5; 20], [9; 20]][..], true), (&[[5; 20]][..], false)] {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = l.local_addr().unwrap();
+                let server = tokio::spawn(async move {
+                    let (tcp, _) = l.accept().await.unwrap();
+                    let (mut s, hs, _) = read_incoming_handshake(tcp, &[[5; 20]], Policy::Prefer)
+                        .await
+                        .unwrap();
+                    assert_eq!(hs.info_hash, [5; 20]);
+                    s.send(&Handshake::new([9; 20], [8; 20]).encode())
+                        .await
+                        .unwrap();
+                    let _ = s.read(&mut [0u8; 1]).await;
+                });
+                let got = connect(addr, Handshake::new([5; 20], [6; 20]), policy, accept).await;
+                match got {
+                    Ok((_, theirs)) if ok => assert_eq!(theirs.info_hash, [9; 20]),
+                    Err(PeerError::WrongInfoHash) if !ok => {}
+                    other => panic!("{policy}, accept {accept:?}: {:?}", other.map(|r| r.1)),
+                }
+                server.abort();
+            }
+        }
+    }
+
     #[tokio::test]
     async fn require_refuses_a_plain_handshake_and_plain_an_rc4_only_peer() {
         for (dial, answer) in [
@@ -1705,7 +1805,7 @@ mod tests {
                 let (tcp, _) = l.accept().await.unwrap();
                 read_incoming_handshake(tcp, &[[5; 20]], answer).await.err()
             });
-            assert!(connect(addr, Handshake::new([5; 20], [6; 20]), dial)
+            assert!(connect(addr, Handshake::new([5; 20], [6; 20]), dial, &[])
                 .await
                 .is_err());
             assert!(server.await.unwrap().is_some(), "{dial}/{answer}");

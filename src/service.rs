@@ -6,12 +6,21 @@
 //! of a magnet, then `Session::run_torrent`). Pause, resume, a change of
 //! file priorities and removal stop that task and, where needed, start a
 //! new one; the task's end is recorded in the entry. The entries live
-//! behind one mutex that is never held across an await.
+//! behind one mutex that is never held across an await. The list is saved
+//! by one writer task (`state`).
+//!
+//! Every torrent's folder is reached from the download root without
+//! following links (`store::confine`), when its data is written and when it
+//! is deleted, so a folder replaced by a link after the torrent was added
+//! leads nowhere outside the root.
 
 pub mod api;
+mod files;
+pub mod http;
+mod run;
+mod state;
 
-use std::net::SocketAddr;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,21 +30,27 @@ use thiserror::Error;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::bitfield::Bitfield;
 use crate::metainfo::magnet::Magnet;
 use crate::metainfo::Metainfo;
 use crate::peer::Shared;
-use crate::session::{Control, Session, TorrentOptions};
-use crate::store::ownership;
-use crate::torrent::{Outcome, PeerView, Progress, State};
+use crate::session::{Control, Session};
+use crate::store::confine::Root;
+use crate::torrent::{PeerView, Progress, State, TrackerView};
+pub use files::{resolve_dir, DataRemoval, Kept};
+use state::{Saved, Saver};
 
 /// The biggest .torrent accepted, uploaded or fetched from a URL.
 pub const MAX_TORRENT_SIZE: usize = 16 << 20;
+/// Files per torrent, at most, unless `--max-files` says otherwise: a
+/// torrent of 100,000 empty files is 3.4 MB.
+pub const DEFAULT_MAX_FILES: usize = 50_000;
+/// An http(s) URL to fetch a .torrent from longer than this is refused.
+const MAX_URL_LEN: usize = 8192;
 /// A magnet whose metadata could not be fetched is tried again after this.
 const METADATA_RETRY: Duration = Duration::from_secs(30);
 /// Stats are saved this often (and at every change and at exit).
 const SAVE_EVERY: Duration = Duration::from_secs(30);
-const STATE_FILE: &str = "torrents.json";
-const STATE_VERSION: u64 = 1;
 
 #[derive(Debug, Error)]
 pub enum ServiceError {
@@ -68,6 +83,8 @@ pub struct ServiceConfig {
     /// torrent keeps seeding until `seed_ratio` or `seed_time` (state
     /// `done`); never stops without.
     pub options: crate::torrent::Options,
+    /// Torrents with more files are refused (`--max-files`).
+    pub max_files: usize,
 }
 
 /// What to add.
@@ -84,6 +101,9 @@ pub struct AddRequest {
     /// Files to download, by the index the API lists them with; None: all.
     pub only: Option<Vec<usize>>,
     pub paused: bool,
+    /// Replace files in the way that shoal did not create (for its first
+    /// run; `resume` with overwrite asks again).
+    pub overwrite: bool,
 }
 
 /// A torrent as the list shows it.
@@ -108,6 +128,14 @@ pub struct TorrentView {
     /// While checking: the share of the data hashed so far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check_progress: Option<f64>,
+    /// While running, one line on what is going on: the state, or while
+    /// no peer is connected why not ("waiting for peers: tracker H:P
+    /// unreachable, DHT off").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Its error is files in the way that shoal did not create: resuming
+    /// with overwrite replaces them.
+    pub clash: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -126,6 +154,9 @@ pub struct TorrentDetail {
     pub piece_count: u32,
     pub files: Vec<FileView>,
     pub trackers: Vec<String>,
+    /// Each tracker's state: status, last and next announce, seeders and
+    /// leechers, last error.
+    pub tracker_status: Vec<TrackerView>,
 }
 
 /// What changed, for the live stream.
@@ -133,45 +164,6 @@ pub struct TorrentDetail {
 pub enum ServiceEvent {
     Added(String),
     Removed(String),
-}
-
-/// One torrent as saved in the state folder.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Saved {
-    info_hash: String,
-    name: String,
-    dir: PathBuf,
-    /// For a torrent added by magnet whose metadata is not fetched yet.
-    #[serde(default)]
-    magnet: Option<String>,
-    /// Peers the magnet named (`x.pe`), dialled on every run.
-    #[serde(default)]
-    peers: Vec<SocketAddr>,
-    /// One per data file (the API's file indices); empty until known.
-    #[serde(default)]
-    priorities: Vec<Priority>,
-    #[serde(default)]
-    paused: bool,
-    /// Seeding reached its ratio or time: not started again until resumed.
-    #[serde(default)]
-    done: bool,
-    added: u64,
-    /// Payload totals of earlier runs.
-    #[serde(default)]
-    uploaded: u64,
-    #[serde(default)]
-    downloaded: u64,
-    /// Last known verified bytes and total, shown while not running.
-    #[serde(default)]
-    have_bytes: u64,
-    #[serde(default)]
-    total: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StateFile {
-    version: u64,
-    torrents: Vec<Saved>,
 }
 
 struct Running {
@@ -186,6 +178,8 @@ struct Entry {
     meta: Option<Arc<Metainfo>>,
     run: Option<Running>,
     error: Option<String>,
+    /// The error is files in the way (`TorrentView::clash`).
+    clash: bool,
     /// The run ended on its own: complete, and seeding is over.
     finished: bool,
     progress: watch::Receiver<Progress>,
@@ -193,6 +187,9 @@ struct Entry {
     checked: Arc<AtomicU64>,
     /// While fetching a magnet's metadata: how it goes.
     fetching: Option<watch::Receiver<crate::discovery::fetch::Status>>,
+    /// The piece map of the last run, shown while not running (paused,
+    /// done, checking again, or restored after a restart).
+    have: Option<Bitfield>,
 }
 
 impl Entry {
@@ -220,6 +217,30 @@ impl Entry {
         }
     }
 
+    /// The piece map: the running torrent's, else the last run's.
+    fn piece_map(&self) -> Option<Bitfield> {
+        match &*self.shared.borrow() {
+            Some(s) => Some(s.have.snapshot()),
+            None => self.have.clone(),
+        }
+    }
+
+    /// Verified bytes per file of `meta.files`: the running torrent's, else
+    /// from the last run's piece map (a paused torrent after a restart).
+    fn file_done(&self, meta: &Metainfo) -> Vec<u64> {
+        let p = self.progress.borrow();
+        if self.shared.borrow().is_some() || self.have.is_none() {
+            return p.file_done.clone();
+        }
+        let mut done = vec![0u64; meta.files.len()];
+        for piece in self.have.iter().flat_map(|h| h.iter_ones()) {
+            for s in meta.piece_slices(piece as u32) {
+                done[s.file] += s.len;
+            }
+        }
+        done
+    }
+
     fn view(&self) -> TorrentView {
         let p = self.progress.borrow().clone();
         let running = self.run.is_some() && self.shared.borrow().is_some();
@@ -242,11 +263,13 @@ impl Entry {
         } else {
             (0, 0)
         };
-        let eta = (running && down_rate > 0 && total > have).then(|| (total - have) / down_rate);
+        let eta =
+            (running && down_rate > 0 && total > have).then(|| (total - have).div_ceil(down_rate));
         let check_progress = (state == "checking").then(|| {
             let all = self.meta.as_ref().map_or(0, |m| m.total_length);
             self.checked.load(Ordering::Relaxed) as f64 / all.max(1) as f64
         });
+        let status = (running && state == "downloading").then(|| p.status.clone());
         TorrentView {
             info_hash: self.saved.info_hash.clone(),
             name: self.saved.name.clone(),
@@ -269,6 +292,8 @@ impl Entry {
             download_dir: self.saved.dir.display().to_string(),
             added: self.saved.added,
             check_progress,
+            status,
+            clash: self.clash && self.error.is_some(),
         }
     }
 }
@@ -280,6 +305,7 @@ struct Inner {
     entries: Mutex<Vec<Entry>>,
     events: broadcast::Sender<ServiceEvent>,
     generation: AtomicU64,
+    saver: Arc<Saver>,
     /// Held for the service's life: one service per state folder.
     _lock: std::fs::File,
 }
@@ -317,67 +343,6 @@ fn lock_state_dir(dir: &Path) -> Result<std::fs::File, ServiceError> {
     Ok(f)
 }
 
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new
-/// one, never half of one.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Where `request` (relative to `root`, or absolute inside it) points,
-/// created if missing. Refused if it leaves the root, also through a
-/// symbolic link.
-pub fn resolve_dir(root: &Path, request: Option<&str>) -> Result<PathBuf, ServiceError> {
-    let Some(req) = request.filter(|r| !r.trim().is_empty()) else {
-        return Ok(root.to_path_buf());
-    };
-    let req = Path::new(req);
-    if req
-        .components()
-        .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
-    {
-        return Err(ServiceError::Forbidden(format!(
-            "download_dir {} may not contain '..'",
-            req.display()
-        )));
-    }
-    let wanted = if req.is_absolute() {
-        req.to_path_buf()
-    } else {
-        root.join(req)
-    };
-    if !wanted.starts_with(root) {
-        return Err(ServiceError::Forbidden(format!(
-            "download_dir {} is outside the service's download folder {}",
-            wanted.display(),
-            root.display()
-        )));
-    }
-    // The deepest folder that exists must resolve inside the root: a link
-    // inside it to elsewhere does not count as inside.
-    let mut existing = wanted.as_path();
-    while !existing.exists() {
-        existing = existing.parent().unwrap_or(root);
-    }
-    let real = existing
-        .canonicalize()
-        .map_err(|e| ServiceError::Failed(format!("{}: {e}", existing.display())))?;
-    if !real.starts_with(root) {
-        return Err(ServiceError::Forbidden(format!(
-            "download_dir {} leads outside the service's download folder {}",
-            wanted.display(),
-            root.display()
-        )));
-    }
-    std::fs::create_dir_all(&wanted)
-        .map_err(|e| ServiceError::Failed(format!("cannot create {}: {e}", wanted.display())))?;
-    Ok(wanted)
-}
-
 fn parse_hash(hex_hash: &str) -> Result<[u8; 20], ServiceError> {
     let mut out = [0u8; 20];
     hex::decode_to_slice(hex_hash, &mut out)
@@ -405,6 +370,7 @@ impl Service {
             .download_root
             .canonicalize()
             .map_err(|e| ServiceError::Failed(format!("{}: {e}", cfg.download_root.display())))?;
+        let loaded = state::load(&cfg.state_dir)?;
         let svc = Service {
             inner: Arc::new(Inner {
                 session,
@@ -412,16 +378,23 @@ impl Service {
                 entries: Mutex::new(Vec::new()),
                 events: broadcast::channel(256).0,
                 generation: AtomicU64::new(0),
+                saver: Saver::new(),
                 _lock: lock,
                 cfg,
             }),
         };
-        svc.restore()?;
-        let saver = Arc::downgrade(&svc.inner);
+        let weak = Arc::downgrade(&svc.inner);
+        tokio::spawn(svc.inner.saver.clone().run(
+            svc.inner.cfg.state_dir.clone(),
+            loaded.stamp(),
+            move || weak.upgrade().map(|inner| Service { inner }.snapshot()),
+        ));
+        svc.restore(loaded.torrents);
+        let weak = Arc::downgrade(&svc.inner);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(SAVE_EVERY).await;
-                let Some(inner) = saver.upgrade() else { return };
+                let Some(inner) = weak.upgrade() else { return };
                 Service { inner }.save();
             }
         });
@@ -444,16 +417,8 @@ impl Service {
         self.inner.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn restore(&self) -> Result<(), ServiceError> {
-        let path = self.inner.cfg.state_dir.join(STATE_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(ServiceError::Failed(format!("{}: {e}", path.display()))),
-        };
-        let state: StateFile = serde_json::from_slice(&bytes)
-            .map_err(|e| ServiceError::Failed(format!("{} is damaged: {e}", path.display())))?;
-        for saved in state.torrents {
+    fn restore(&self, torrents: Vec<Saved>) {
+        for mut saved in torrents {
             let Ok(hash) = parse_hash(&saved.info_hash) else {
                 tracing::warn!("state: skipping a torrent with a bad info-hash");
                 continue;
@@ -480,11 +445,37 @@ impl Service {
                     None
                 }
             };
-            self.insert(saved, hash, meta, error);
+            if meta.is_none() && !saved.priorities.is_empty() {
+                // Older versions kept a magnet's `only` as priorities.
+                let only: Vec<usize> = (0..saved.priorities.len())
+                    .filter(|&i| saved.priorities[i] != Priority::Skip)
+                    .collect();
+                saved.only = files::check_only(&only, self.inner.cfg.max_files).unwrap_or_default();
+                saved.priorities.clear();
+            }
+            if let Some(m) = &meta {
+                error = error.or_else(|| self.too_many_files(m).err());
+            }
+            let have = saved.have.as_deref().and_then(|b64| {
+                let bytes = data_encoding::BASE64.decode(b64.as_bytes()).ok()?;
+                Bitfield::from_wire(&bytes, meta.as_ref()?.piece_count() as usize).ok()
+            });
+            self.insert(saved, hash, meta, error, have);
         }
         let hashes: Vec<[u8; 20]> = self.entries().iter().map(|e| e.hash).collect();
         for h in hashes {
             self.start_entry(h);
+        }
+    }
+
+    /// Refuses a torrent with more data files than `--max-files`.
+    fn too_many_files(&self, meta: &Metainfo) -> Result<(), String> {
+        let n = data_files(meta).len();
+        let max = self.inner.cfg.max_files;
+        if n > max {
+            return Err(format!(
+                "the torrent has {n} files; this service takes at most {max} (--max-files)"
+            ));
         }
         Ok(())
     }
@@ -503,6 +494,7 @@ impl Service {
         hash: [u8; 20],
         meta: Option<Arc<Metainfo>>,
         error: Option<String>,
+        have: Option<Bitfield>,
     ) {
         let entry = Entry {
             finished: saved.done,
@@ -511,18 +503,19 @@ impl Service {
             meta,
             run: None,
             error,
+            clash: false,
             progress: watch::channel(Progress::default()).1,
             shared: watch::channel(None).1,
             checked: Arc::default(),
             fetching: None,
+            have,
         };
         self.entries().push(entry);
     }
 
-    /// Saves the list of torrents (atomically) with their current totals.
-    pub fn save(&self) {
-        let torrents: Vec<Saved> = self
-            .entries()
+    /// The list of torrents to save, with their current totals.
+    fn snapshot(&self) -> Vec<Saved> {
+        self.entries()
             .iter()
             .map(|e| {
                 let mut s = e.saved.clone();
@@ -533,26 +526,35 @@ impl Service {
                     s.have_bytes = v.have_bytes;
                     s.total = v.total;
                 }
+                s.have = e
+                    .piece_map()
+                    .map(|b| data_encoding::BASE64.encode(b.as_bytes()));
                 s
             })
-            .collect();
-        let state = StateFile {
-            version: STATE_VERSION,
-            torrents,
-        };
-        let path = self.inner.cfg.state_dir.join(STATE_FILE);
-        match serde_json::to_vec_pretty(&state) {
-            Ok(bytes) => {
-                if let Err(e) = write_atomic(&path, &bytes) {
-                    tracing::warn!("saving {}: {e}", path.display());
-                }
-            }
-            Err(e) => tracing::warn!("saving {}: {e}", path.display()),
-        }
+            .collect()
     }
 
-    /// Adds a torrent; returns its info-hash in hex.
+    /// Asks the writer to save the list of torrents; returns at once.
+    pub fn save(&self) -> u64 {
+        self.inner.saver.request()
+    }
+
+    /// Saves the list of torrents and waits until it is on disk.
+    pub async fn save_now(&self) {
+        let n = self.save();
+        self.inner.saver.wait(n).await;
+    }
+
+    /// Adds a torrent; returns its info-hash in hex. Everything the request
+    /// names is checked before anything is stored or created, so a refused
+    /// add leaves no trace (no entry, no folder, no .torrent).
     pub async fn add(&self, req: AddRequest) -> Result<String, ServiceError> {
+        let max_files = self.inner.cfg.max_files;
+        let only = req
+            .only
+            .as_deref()
+            .map(|o| files::check_only(o, max_files))
+            .transpose()?;
         let dir = resolve_dir(&self.inner.root, req.download_dir.as_deref())?;
         let (meta, magnet, raw) = match req.source {
             AddSource::Torrent(bytes) => {
@@ -565,6 +567,12 @@ impl Service {
                     .map_err(|e| ServiceError::Invalid(format!("bad magnet link: {e}")))?;
                 (None, Some((m, uri)), None)
             }
+            AddSource::Url(url) if url.len() > MAX_URL_LEN => {
+                return Err(ServiceError::Invalid(format!(
+                    "url is {} bytes long; at most {MAX_URL_LEN}",
+                    url.len()
+                )));
+            }
             AddSource::Url(url) => {
                 if url.trim_start().to_ascii_lowercase().starts_with("magnet:") {
                     let m = Magnet::parse(&url)
@@ -572,8 +580,9 @@ impl Service {
                     (None, Some((m, url)), None)
                 } else {
                     let bytes = fetch_torrent(&url).await?;
-                    let m = Metainfo::from_bytes(&bytes)
-                        .map_err(|e| ServiceError::Invalid(format!("{url}: {e}")))?;
+                    let m = Metainfo::from_bytes(&bytes).map_err(|e| {
+                        ServiceError::Invalid(format!("{}: {e}", crate::out::escape(&url)))
+                    })?;
                     (Some(m), None, Some(bytes))
                 }
             }
@@ -592,29 +601,35 @@ impl Service {
         }
         let mut priorities = Vec::new();
         if let Some(m) = &meta {
-            priorities = initial_priorities(data_files(m).len(), req.only.as_deref())?;
+            self.too_many_files(m).map_err(ServiceError::Invalid)?;
+            priorities = files::initial_priorities(data_files(m).len(), only.as_deref())
+                .map_err(ServiceError::Invalid)?;
         }
         if let Some(bytes) = &raw {
-            write_atomic(&self.torrent_path(&hex_hash), bytes)
+            state::write_atomic(&self.torrent_path(&hex_hash), bytes)
                 .map_err(|e| ServiceError::Failed(format!("saving the torrent: {e}")))?;
         }
         let saved = Saved {
             info_hash: hex_hash.clone(),
             name: crate::out::escape(&name).into_owned(),
             dir,
-            magnet: magnet.as_ref().map(|(_, uri)| uri.clone()),
+            magnet: magnet.as_ref().map(|(_, uri)| uri.trim().to_string()),
             peers: magnet
                 .as_ref()
                 .map(|(m, _)| m.peers.clone())
                 .unwrap_or_default(),
             priorities,
+            // A magnet's `only` applies once its files are known.
+            only: if meta.is_none() {
+                only.unwrap_or_default()
+            } else {
+                Vec::new()
+            },
             paused: req.paused,
-            done: false,
+            overwrite: req.overwrite,
             added: now_secs(),
-            uploaded: 0,
-            downloaded: 0,
-            have_bytes: 0,
             total: meta.as_ref().map_or(0, |m| m.total_length),
+            ..Saved::default()
         };
         {
             // Checked again under the lock: two adds of one torrent race.
@@ -628,39 +643,22 @@ impl Service {
                 meta: meta.map(Arc::new),
                 run: None,
                 error: None,
+                clash: false,
                 finished: false,
                 progress: watch::channel(Progress::default()).1,
                 shared: watch::channel(None).1,
                 checked: Arc::default(),
                 fetching: None,
+                have: None,
             });
         }
-        // A magnet's `only` applies once its files are known.
-        if let (Some(only), true) = (req.only, magnet.is_some()) {
-            self.pending_only(hash, only);
-        }
         self.start_entry(hash);
-        self.save();
+        self.save_now().await;
         let _ = self
             .inner
             .events
             .send(ServiceEvent::Added(hex_hash.clone()));
         Ok(hex_hash)
-    }
-
-    fn pending_only(&self, hash: [u8; 20], only: Vec<usize>) {
-        // Kept as "skip everything but these" in the priorities of a
-        // torrent whose file count is not known yet: the indices listed,
-        // with a length one past the largest, are fixed up on metadata.
-        let mut entries = self.entries();
-        if let Some(e) = entries.iter_mut().find(|e| e.hash == hash) {
-            let n = only.iter().max().map_or(0, |m| m + 1);
-            let mut p = vec![Priority::Skip; n];
-            for i in only {
-                p[i] = Priority::Normal;
-            }
-            e.saved.priorities = p;
-        }
     }
 
     pub fn list(&self) -> Vec<TorrentView> {
@@ -671,9 +669,28 @@ impl Service {
         let hash = parse_hash(hex_hash)?;
         let mut entries = self.entries();
         let e = find_entry(&mut entries, hash, hex_hash)?;
-        let p = e.progress.borrow();
+        let tracker_status = {
+            let p = e.progress.borrow();
+            if p.trackers.is_empty() {
+                // Not running: the torrent's trackers, none contacted.
+                e.meta
+                    .as_ref()
+                    .map(|m| m.tracker_tiers())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                    .flat_map(|(tier, urls)| urls.into_iter().map(move |u| (tier, u)))
+                    .map(|(tier, url)| {
+                        TrackerView::not_contacted(crate::out::escape(&url).into_owned(), tier)
+                    })
+                    .collect()
+            } else {
+                p.trackers.clone()
+            }
+        };
         let (files, trackers, piece_count) = match &e.meta {
             Some(m) => {
+                let done = e.file_done(m);
                 let files = data_files(m)
                     .into_iter()
                     .enumerate()
@@ -681,7 +698,7 @@ impl Service {
                         index: i,
                         path: crate::out::escape(&m.files[f].path.to_string_lossy()).into_owned(),
                         length: m.files[f].length,
-                        done: p.file_done.get(f).copied().unwrap_or(0),
+                        done: done.get(f).copied().unwrap_or(0),
                         priority: e
                             .saved
                             .priorities
@@ -700,12 +717,12 @@ impl Service {
             }
             None => (Vec::new(), Vec::new(), 0),
         };
-        drop(p);
         Ok(TorrentDetail {
             torrent: e.view(),
             piece_count,
             files,
             trackers,
+            tracker_status,
         })
     }
 
@@ -726,9 +743,9 @@ impl Service {
         let mut entries = self.entries();
         let e = find_entry(&mut entries, hash, hex_hash)?;
         let count = e.meta.as_ref().map_or(0, |m| m.piece_count());
-        let bits = match &*e.shared.borrow() {
-            Some(s) => s.have.snapshot().as_bytes().to_vec(),
-            None => vec![0; (count as usize).div_ceil(8)],
+        let bits = match e.piece_map() {
+            Some(b) if b.len() == count as usize => b.as_bytes().to_vec(),
+            _ => vec![0; (count as usize).div_ceil(8)],
         };
         Ok((count, bits))
     }
@@ -742,30 +759,46 @@ impl Service {
             e.run.take()
         };
         finish_run(run).await;
-        self.save();
+        self.save_now().await;
         self.view_of(hash, hex_hash)
     }
 
-    pub async fn resume(&self, hex_hash: &str) -> Result<TorrentView, ServiceError> {
+    /// Resumes a paused, failed or finished torrent; with `overwrite`, its
+    /// next run replaces files in the way that shoal did not create (what
+    /// a torrent stopped by such files needs).
+    pub async fn resume(
+        &self,
+        hex_hash: &str,
+        overwrite: bool,
+    ) -> Result<TorrentView, ServiceError> {
         let hash = parse_hash(hex_hash)?;
         {
             let mut entries = self.entries();
             let e = find_entry(&mut entries, hash, hex_hash)?;
+            if overwrite {
+                e.saved.overwrite = true;
+            }
             if e.saved.paused || e.error.is_some() || (e.run.is_none() && e.finished) {
                 e.saved.paused = false;
                 e.saved.done = false;
                 e.error = None;
+                e.clash = false;
                 e.finished = false;
             }
         }
         self.start_entry(hash);
-        self.save();
+        self.save_now().await;
         self.view_of(hash, hex_hash)
     }
 
     /// Removes a torrent; with `delete_data` also the files it wrote
-    /// (never a file that was in the folder before it came).
-    pub async fn remove(&self, hex_hash: &str, delete_data: bool) -> Result<(), ServiceError> {
+    /// (never a file that was in the folder before it came), and says
+    /// which of its files it deleted and which it kept.
+    pub async fn remove(
+        &self,
+        hex_hash: &str,
+        delete_data: bool,
+    ) -> Result<DataRemoval, ServiceError> {
         let hash = parse_hash(hex_hash)?;
         let entry = {
             let mut entries = self.entries();
@@ -776,26 +809,26 @@ impl Service {
             entries.remove(i)
         };
         let hex_hash = entry.saved.info_hash.clone();
-        if let Some(run) = entry.run {
-            let _ = run.stop.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(10), run.task).await;
-        }
+        finish_run(entry.run).await;
         let _ = std::fs::remove_file(self.torrent_path(&hex_hash));
-        self.save();
+        self.save_now().await;
         let _ = self
             .inner
             .events
             .send(ServiceEvent::Removed(hex_hash.clone()));
-        if delete_data {
-            if let Some(meta) = &entry.meta {
-                let dir = entry.saved.dir.clone();
-                let meta = meta.clone();
-                tokio::task::spawn_blocking(move || delete_data_of(&meta, &dir))
-                    .await
-                    .map_err(|e| ServiceError::Failed(e.to_string()))??;
-            }
-        }
-        Ok(())
+        let (Some(meta), true) = (entry.meta, delete_data) else {
+            return Ok(DataRemoval::default());
+        };
+        let root = Root::under(&self.inner.root, &entry.saved.dir).ok_or_else(|| {
+            ServiceError::Forbidden(format!(
+                "{} is outside the service's download folder {}; its data was not deleted",
+                entry.saved.dir.display(),
+                self.inner.root.display()
+            ))
+        })?;
+        tokio::task::spawn_blocking(move || files::delete_data_of(&meta, &root))
+            .await
+            .map_err(|e| ServiceError::Failed(e.to_string()))
     }
 
     /// Sets file priorities (API file index → priority); a running torrent
@@ -846,7 +879,7 @@ impl Service {
             // Not if paused: the new priorities apply when it resumes.
             self.start_entry(hash);
         }
-        self.save();
+        self.save_now().await;
         Ok(self.detail(hex_hash)?.files)
     }
 
@@ -865,7 +898,7 @@ impl Service {
         for (_, task) in waits {
             let _ = tokio::time::timeout(Duration::from_secs(8), task).await;
         }
-        self.save();
+        self.save_now().await;
     }
 
     fn view_of(&self, hash: [u8; 20], hex_hash: &str) -> Result<TorrentView, ServiceError> {
@@ -900,7 +933,7 @@ impl Service {
             checked: e.checked.clone(),
             notices: None,
         };
-        let task = tokio::spawn(drive(self.clone(), hash, generation, ctl));
+        let task = tokio::spawn(run::drive(self.clone(), hash, generation, ctl));
         e.run = Some(Running {
             stop: stop_tx,
             task,
@@ -908,13 +941,24 @@ impl Service {
         });
     }
 
-    /// Records the end of run `generation` (unless a newer run replaced it).
-    fn ended(&self, hash: [u8; 20], generation: u64, error: Option<String>, finished: bool) {
+    /// Records the end of run `generation` (unless a newer run replaced
+    /// it), with the piece map it ended with.
+    fn ended(
+        &self,
+        hash: [u8; 20],
+        generation: u64,
+        error: Option<String>,
+        finished: bool,
+        have: Option<Bitfield>,
+    ) {
         {
             let mut entries = self.entries();
             let Some(e) = entries.iter_mut().find(|e| e.hash == hash) else {
                 return;
             };
+            if have.is_some() {
+                e.have = have;
+            }
             let p = e.progress.borrow().clone();
             e.saved.uploaded += p.uploaded;
             e.saved.downloaded += p.downloaded;
@@ -938,40 +982,37 @@ impl Service {
         self.save();
     }
 
-    fn set_meta(&self, hash: [u8; 20], meta: Arc<Metainfo>, bytes: &[u8]) {
+    /// A magnet's metadata is in: saved with the torrent, and its `only`
+    /// applied. An error (too many files, `only` past the end) stops the
+    /// run before anything is written; the torrent stays, in `error`.
+    fn set_meta(&self, hash: [u8; 20], meta: Arc<Metainfo>, bytes: &[u8]) -> Result<(), String> {
         let hex_hash = hex::encode(hash);
-        if let Err(e) = write_atomic(&self.torrent_path(&hex_hash), bytes) {
+        if let Err(e) = state::write_atomic(&self.torrent_path(&hex_hash), bytes) {
             tracing::warn!("saving the torrent of {hex_hash}: {e}");
         }
-        {
+        let result = {
             let mut entries = self.entries();
-            if let Some(e) = entries.iter_mut().find(|e| e.hash == hash) {
-                let n = data_files(&meta).len();
-                // `only` given with the magnet: indices past the end are dropped.
-                let pending = std::mem::take(&mut e.saved.priorities);
-                let mut p = vec![
-                    if pending.is_empty() {
-                        Priority::Normal
-                    } else {
-                        Priority::Skip
-                    };
-                    n
-                ];
-                for (i, pr) in pending.into_iter().enumerate().take(n) {
-                    p[i] = pr;
-                }
-                if p.iter().all(|x| *x == Priority::Skip) {
-                    p = vec![Priority::Normal; n];
-                }
-                e.saved.priorities = p;
-                e.saved.name = crate::out::escape(&meta.name).into_owned();
-                e.saved.total = meta.total_length;
-                e.saved.magnet = None;
-                e.meta = Some(meta);
-                e.fetching = None;
-            }
-        }
+            let Some(e) = entries.iter_mut().find(|e| e.hash == hash) else {
+                return Err("removed".into());
+            };
+            let n = data_files(&meta).len();
+            let only = std::mem::take(&mut e.saved.only);
+            let (priorities, error) = if only.is_empty() {
+                (vec![Priority::Normal; n], None)
+            } else {
+                files::pending_priorities(n, &only)
+            };
+            e.saved.priorities = priorities;
+            e.saved.name = crate::out::escape(&meta.name).into_owned();
+            e.saved.total = meta.total_length;
+            e.saved.magnet = None;
+            let result = self.too_many_files(&meta).and(error.map_or(Ok(()), Err));
+            e.meta = Some(meta);
+            e.fetching = None;
+            result
+        };
         self.save();
+        result
     }
 }
 
@@ -995,28 +1036,9 @@ async fn finish_run(run: Option<Running>) {
     let _ = tokio::time::timeout(Duration::from_secs(10), run.task).await;
 }
 
-fn initial_priorities(n: usize, only: Option<&[usize]>) -> Result<Vec<Priority>, ServiceError> {
-    let Some(only) = only else {
-        return Ok(vec![Priority::Normal; n]);
-    };
-    let mut p = vec![Priority::Skip; n];
-    for &i in only {
-        if i >= n {
-            return Err(ServiceError::Invalid(format!(
-                "no file {i}: the torrent has {n} files (0 to {})",
-                n.saturating_sub(1)
-            )));
-        }
-        p[i] = Priority::Normal;
-    }
-    if only.is_empty() {
-        return Err(ServiceError::Invalid("\"only\" lists no file".into()));
-    }
-    Ok(p)
-}
-
-/// Fetches a .torrent over HTTP(S), capped in size and time.
-async fn fetch_torrent(url: &str) -> Result<Vec<u8>, ServiceError> {
+/// Fetches a .torrent over HTTP(S), capped in size and time (for the
+/// service's adds and `shoal download URL`).
+pub async fn fetch_torrent(url: &str) -> Result<Vec<u8>, ServiceError> {
     let parsed =
         url::Url::parse(url).map_err(|e| ServiceError::Invalid(format!("bad url {url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -1056,259 +1078,4 @@ async fn fetch_torrent(url: &str) -> Result<Vec<u8>, ServiceError> {
         }
     }
     Ok(body)
-}
-
-/// Deletes the files of `meta` under `dir` that shoal's record says it
-/// created or took over, its part file and record, and the folders left
-/// empty by that (never `dir` itself).
-fn delete_data_of(meta: &Metainfo, dir: &Path) -> Result<(), ServiceError> {
-    let hex_hash = meta.info_hash.hex();
-    let record = ownership::Record::load(dir, &hex_hash);
-    let mut parents = Vec::new();
-    for f in meta.files.iter().filter(|f| f.is_data()) {
-        if !record.owns(&f.path) {
-            continue;
-        }
-        let path = dir.join(&f.path);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ServiceError::Failed(format!("{}: {e}", path.display()))),
-        }
-        let mut p = path.parent();
-        while let Some(d) = p.filter(|d| d.starts_with(dir) && *d != dir) {
-            parents.push(d.to_path_buf());
-            p = d.parent();
-        }
-    }
-    let state = dir.join(ownership::DIR_NAME);
-    for ext in ["part", "json", "lock"] {
-        let _ = std::fs::remove_file(state.join(format!("{hex_hash}.{ext}")));
-    }
-    parents.push(state);
-    // Deepest first; a folder with anything else in it stays.
-    parents.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    parents.dedup();
-    for d in parents {
-        let _ = std::fs::remove_dir(d);
-    }
-    Ok(())
-}
-
-/// The life of one torrent in the service: its metadata first if it came
-/// as a magnet, then the run; its end is recorded in the entry.
-async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
-    let mut stop = ctl.stop.clone();
-    let (meta, magnet, dir, priorities, peers) = {
-        let entries = svc.entries();
-        let Some(e) = entries.iter().find(|e| e.hash == hash) else {
-            return;
-        };
-        (
-            e.meta.clone(),
-            e.saved.magnet.clone(),
-            e.saved.dir.clone(),
-            e.saved.priorities.clone(),
-            e.saved.peers.clone(),
-        )
-    };
-    let mut learned = Vec::new();
-    let meta = match meta {
-        Some(m) => m,
-        None => {
-            let Some(Ok(magnet)) = magnet.as_deref().map(Magnet::parse) else {
-                svc.ended(
-                    hash,
-                    generation,
-                    Some("no torrent file and no magnet link".into()),
-                    false,
-                );
-                return;
-            };
-            match resolve(&svc, hash, generation, &magnet, &mut stop).await {
-                Some((meta, found)) => {
-                    learned = found;
-                    meta
-                }
-                None => return,
-            }
-        }
-    };
-    let priorities = if priorities.is_empty() {
-        svc.entries()
-            .iter()
-            .find(|e| e.hash == hash)
-            .map(|e| e.saved.priorities.clone())
-            .unwrap_or_default()
-    } else {
-        priorities
-    };
-    let (selection, high) = selection_of(&meta, &priorities);
-    let opts = TorrentOptions {
-        dir,
-        peers: peers.clone(),
-        learned: learned
-            .into_iter()
-            .filter(|(a, _): &(SocketAddr, _)| !peers.contains(a))
-            .collect(),
-        require_complete: false,
-        overwrite: false,
-        selection,
-        high,
-        stall_timeout: None,
-        torrent: crate::torrent::Options {
-            keep_seeding: true,
-            ..svc.inner.cfg.options.clone()
-        },
-    };
-    let result = svc.session().run_torrent(meta, opts, ctl).await;
-    match result {
-        Ok(summary) => {
-            let finished = matches!(summary.outcome, Outcome::Complete);
-            svc.ended(hash, generation, None, finished);
-        }
-        Err(e) => {
-            let msg = format!("{e:#}").replace(['\n', '\r'], " ");
-            svc.ended(
-                hash,
-                generation,
-                Some(crate::out::escape(&msg).into_owned()),
-                false,
-            );
-        }
-    }
-}
-
-/// A magnet's metadata, fetched again after [`METADATA_RETRY`] until it
-/// comes (its status shown in the entry meanwhile) or the run is stopped;
-/// None when the run ended (recorded in the entry).
-async fn resolve(
-    svc: &Service,
-    hash: [u8; 20],
-    generation: u64,
-    magnet: &Magnet,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<(Arc<Metainfo>, Vec<(SocketAddr, crate::torrent::PeerSource)>)> {
-    loop {
-        let (status_tx, status_rx) = watch::channel(crate::discovery::fetch::Status::default());
-        if let Some(e) = svc.entries().iter_mut().find(|e| e.hash == hash) {
-            e.fetching = Some(status_rx);
-        }
-        let got = svc
-            .session()
-            .resolve_magnet(magnet, &[], status_tx, stop.clone())
-            .await;
-        match got {
-            Ok(r) => {
-                let meta = Arc::new(r.meta);
-                svc.set_meta(hash, meta.clone(), &r.torrent);
-                return Some((meta, r.learned));
-            }
-            Err(crate::session::ResolveError::Interrupted) => {
-                svc.ended(hash, generation, None, false);
-                return None;
-            }
-            Err(e @ crate::session::ResolveError::Invalid(_)) => {
-                svc.ended(hash, generation, Some(e.to_string()), false);
-                return None;
-            }
-            Err(e) => {
-                tracing::info!("{}: {e}; trying again", hex::encode(hash));
-                tokio::select! {
-                    _ = tokio::time::sleep(METADATA_RETRY) => {}
-                    _ = stop.wait_for(|s| *s) => {
-                        svc.ended(hash, generation, None, false);
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The session's file selection and high-priority files (over all of
-/// `meta.files`) from the API's priorities (over its data files).
-fn selection_of(
-    meta: &Metainfo,
-    priorities: &[Priority],
-) -> (Option<Vec<bool>>, Option<Vec<bool>>) {
-    let files = data_files(meta);
-    let pr = |i: usize| priorities.get(i).copied().unwrap_or(Priority::Normal);
-    let mut selected = vec![false; meta.files.len()];
-    let mut high = vec![false; meta.files.len()];
-    for (i, &f) in files.iter().enumerate() {
-        selected[f] = pr(i) != Priority::Skip;
-        high[f] = pr(i) == Priority::High;
-    }
-    let all = files.iter().all(|&f| selected[f]);
-    (
-        (!all).then_some(selected),
-        high.iter().any(|h| *h).then_some(high),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn download_dirs_stay_inside_the_root() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        let root = root.canonicalize().unwrap();
-        assert_eq!(resolve_dir(&root, None).unwrap(), root);
-        assert_eq!(resolve_dir(&root, Some("a/b")).unwrap(), root.join("a/b"));
-        assert!(root.join("a/b").is_dir());
-        let inside = root.join("c");
-        assert_eq!(
-            resolve_dir(&root, Some(inside.to_str().unwrap())).unwrap(),
-            inside
-        );
-        for bad in ["../x", "a/../../x", "/etc", "/tmp"] {
-            assert!(
-                matches!(
-                    resolve_dir(&root, Some(bad)),
-                    Err(ServiceError::Forbidden(_))
-                ),
-                "{bad}"
-            );
-        }
-        // A link inside the root to a folder outside it is outside.
-        let outside = tmp.path().join("elsewhere");
-        std::fs::create_dir_all(&outside).unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
-        assert!(matches!(
-            resolve_dir(&root, Some("link/sub")),
-            Err(ServiceError::Forbidden(_))
-        ));
-        assert!(!outside.join("sub").exists());
-    }
-
-    #[test]
-    fn priorities_become_a_selection() {
-        use crate::metainfo::NewTorrent;
-        let t = NewTorrent {
-            name: "pack".into(),
-            files: Some(vec![
-                (vec!["a".into()], 20),
-                (vec!["b".into()], 20),
-                (vec!["c".into()], 24),
-            ]),
-            piece_length: 16,
-            pieces: vec![0; 20 * 4],
-            ..Default::default()
-        };
-        let m = Metainfo::from_bytes(&t.to_bytes()).unwrap();
-        let p = [Priority::Normal, Priority::Skip, Priority::High];
-        let (sel, high) = selection_of(&m, &p);
-        assert_eq!(sel, Some(vec![true, false, true]));
-        assert_eq!(high, Some(vec![false, false, true]));
-        assert_eq!(selection_of(&m, &[Priority::Normal; 3]), (None, None));
-        assert!(initial_priorities(3, Some(&[3])).is_err());
-        assert_eq!(
-            initial_priorities(3, Some(&[0, 2])).unwrap(),
-            vec![Priority::Normal, Priority::Skip, Priority::Normal]
-        );
-    }
 }

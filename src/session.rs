@@ -56,6 +56,10 @@ pub struct SessionConfig {
 #[derive(Clone)]
 pub struct TorrentOptions {
     pub dir: PathBuf,
+    /// The trusted folder `dir` lies in (the service's download root):
+    /// `dir` and everything below it are reached from there without
+    /// following links (`store::confine`). None: `dir` itself.
+    pub base: Option<PathBuf>,
     /// Peers given by hand (`--peer`).
     pub peers: Vec<SocketAddr>,
     /// Peers a magnet's metadata phase found, with where from.

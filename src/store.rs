@@ -3,6 +3,7 @@
 //! use it). Only pieces whose SHA-1 matched are ever written, so whatever is
 //! on disk is either verified data or will fail its check on resume.
 
+pub mod confine;
 pub mod create;
 pub mod ownership;
 mod torrent_file;
@@ -16,6 +17,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use confine::{Mode, Root};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -98,7 +101,7 @@ pub enum StoreError {
     Io { path: PathBuf, err: io::Error },
     #[error("{0}: refusing a path that leaves the output folder")]
     UnsafePath(PathBuf),
-    #[error("{0}: refusing to write through a symbolic link")]
+    #[error("{0}: refusing to go through a symbolic link")]
     Symlink(PathBuf),
     #[error("{0}: exists but is not a regular file")]
     NotAFile(PathBuf),
@@ -110,8 +113,6 @@ pub enum StoreError {
     NotWritten(u32, String),
     #[error("reading piece hashes: {0}")]
     Hashes(#[from] MetainfoError),
-    #[error("{0} is being written by another process")]
-    Locked(PathBuf),
     #[error("interrupted")]
     Interrupted,
 }
@@ -204,15 +205,14 @@ pub enum PieceCheck {
 }
 
 pub struct Store {
-    root: PathBuf,
+    /// Every file is opened from here, never through a link (`confine`).
+    /// Another process on the same files is kept out by the torrent's one
+    /// lock (`ownership`), not by a descriptor per file: a torrent of
+    /// 100,000 files must not hold 100,000 of them.
+    root: Root,
     layout: Layout,
     writable: bool,
     handles: Mutex<HashMap<usize, Arc<File>>>,
-    /// One descriptor per file opened for writing, holding an exclusive
-    /// flock for the store's lifetime. Kept apart from `handles` (which
-    /// are closed and reopened as the LRU turns): a lock must not lapse
-    /// while we still write, nor conflict with our own newer handle.
-    locks: Mutex<HashMap<usize, File>>,
     /// SHA-1 of a full piece of zeros, for pieces that lie in holes.
     zero_hash: std::sync::OnceLock<[u8; 20]>,
     /// The same for v2: the merkle hash of a full piece of zeros inside a
@@ -222,6 +222,7 @@ pub struct Store {
     /// pieces they have in common with wanted files goes to one sparse part
     /// file, at the bytes' offsets in the torrent.
     skipped: Vec<bool>,
+    /// Relative to `root`.
     part_path: Option<PathBuf>,
     /// Serialises writes (two threads writing one file fight over its inode
     /// lock in the kernel, which spins and burns the other core), and holds
@@ -369,14 +370,19 @@ impl Writer {
 }
 
 impl Store {
-    /// A store for reading (verify, seed). Missing files read as missing.
+    /// A store for reading a folder the user named (verify, seed, create):
+    /// links in it are followed. Missing files read as missing.
     pub fn open_read(layout: Layout, root: &Path) -> Store {
+        Store::open_read_in(layout, Root::trusting(root))
+    }
+
+    /// A store for reading the folder `root`.
+    pub fn open_read_in(layout: Layout, root: Root) -> Store {
         Store {
-            root: root.to_path_buf(),
+            root,
             layout,
             writable: false,
             handles: Mutex::new(HashMap::new()),
-            locks: Mutex::default(),
             zero_hash: Default::default(),
             zero_root: Default::default(),
             skipped: Vec::new(),
@@ -389,22 +395,21 @@ impl Store {
     /// A store for downloading: creates folders and files on first write,
     /// and zero-length files right away.
     pub fn open_write(layout: Layout, root: &Path) -> Result<Store, StoreError> {
-        Store::open_write_selected(layout, root, None)
+        Store::open_write_selected(layout, Root::at(root), None)
     }
 
-    /// `open_write` leaving out the files marked in `skip` (see
-    /// [`Store::set_skipped`]), which are not created.
+    /// `open_write` into `root`, leaving out the files marked in `skip`
+    /// (see [`Store::set_skipped`]), which are not created.
     pub fn open_write_selected(
         layout: Layout,
-        root: &Path,
+        root: Root,
         skip: Option<(Vec<bool>, PathBuf)>,
     ) -> Result<Store, StoreError> {
         let mut store = Store {
-            root: root.to_path_buf(),
+            root,
             layout,
             writable: true,
             handles: Mutex::new(HashMap::new()),
-            locks: Mutex::default(),
             zero_hash: Default::default(),
             zero_root: Default::default(),
             skipped: Vec::new(),
@@ -416,25 +421,19 @@ impl Store {
             store.set_skipped(skipped, part);
         }
         for (i, f) in store.layout.files.iter().enumerate() {
-            if !f.is_data() || store.is_skipped(i) {
-                continue;
-            }
-            if f.length == 0 {
+            if f.is_data() && !store.is_skipped(i) && f.length == 0 {
+                // Made now (no piece ever writes it); its handle is let go
+                // at once, so 100,000 empty files cost no descriptors.
                 store.handle(i)?;
-            } else {
-                // Files already there are locked now, not at their first
-                // write: a second process must be refused at its start.
-                let path = store.file_path(i)?;
-                if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
-                    store.lock_file(i, &path)?;
-                }
+                store.lock().remove(&i);
             }
         }
         Ok(store)
     }
 
     /// Leaves out the files marked in `skipped` (file selection): their
-    /// bytes, where a wanted piece has some, live in `part` instead.
+    /// bytes, where a wanted piece has some, live in `part` (a path
+    /// relative to the store's folder) instead.
     pub fn set_skipped(&mut self, skipped: Vec<bool>, part: PathBuf) {
         self.skipped = skipped;
         self.part_path = Some(part);
@@ -457,13 +456,25 @@ impl Store {
         &self.layout
     }
 
-    pub fn root(&self) -> &Path {
+    pub fn root(&self) -> &Root {
         &self.root
     }
 
+    /// Where file `file` is, for messages.
     pub fn file_path(&self, file: usize) -> Result<PathBuf, StoreError> {
         let rel = &self.layout.files[file].path;
-        safe_join(&self.root, rel).ok_or_else(|| StoreError::UnsafePath(rel.clone()))
+        safe_join(&self.root.path(), rel).ok_or_else(|| StoreError::UnsafePath(rel.clone()))
+    }
+
+    /// Whether any file of the torrent with data in it is on disk.
+    pub fn any_file_on_disk(&self) -> bool {
+        self.layout.files.iter().any(|f| {
+            f.length > 0
+                && self
+                    .root
+                    .metadata(&f.path)
+                    .is_ok_and(|m| m.is_file() && m.len() > 0)
+        })
     }
 
     fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -473,76 +484,40 @@ impl Store {
         }
     }
 
-    /// Refuses any symlink between the output folder and the file: a link
-    /// planted in the folder must not make us write outside it.
-    fn check_no_symlinks(&self, path: &Path) -> Result<(), StoreError> {
-        let mut cur = self.root.clone();
-        let rel = path.strip_prefix(&self.root).unwrap_or(path);
-        for c in rel.components() {
-            cur.push(c);
-            match std::fs::symlink_metadata(&cur) {
-                Ok(md) if md.file_type().is_symlink() => return Err(StoreError::Symlink(cur)),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) => return Err(Store::io_err(&cur)(e)),
-            }
-        }
-        Ok(())
-    }
-
     /// The open handle for file `i`, or None when reading and it does not exist.
     fn handle(&self, i: usize) -> Result<Option<Arc<File>>, StoreError> {
         if let Some(h) = self.lock().get(&i) {
             return Ok(Some(h.clone()));
         }
-        let (path, length) = match (i, &self.part_path) {
+        let (rel, length) = match (i, &self.part_path) {
             (PART, Some(part)) => (part.clone(), self.layout.total_length),
             (PART, None) => return Err(StoreError::BadPiece(u32::MAX)),
-            _ => (self.file_path(i)?, self.layout.files[i].length),
+            _ => (
+                self.layout.files[i].path.clone(),
+                self.layout.files[i].length,
+            ),
         };
-        let file = if self.writable {
-            self.check_no_symlinks(&path)?;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(Store::io_err(dir))?;
-                self.check_no_symlinks(&path)?;
-            }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(|e| self.open_error(&path, e))?;
-            let md = file.metadata().map_err(Store::io_err(&path))?;
-            if !md.is_file() {
-                return Err(StoreError::NotAFile(path));
-            }
-            self.lock_file(i, &path)?;
-            // Sparse pre-allocation: the file gets its final size at once,
-            // without writing zeros. Never shrink what is there.
-            if md.len() < length {
-                file.set_len(length).map_err(Store::io_err(&path))?;
-            }
-            file
+        let path = || safe_join(&self.root.path(), &rel).unwrap_or_else(|| rel.clone());
+        let mode = if self.writable {
+            Mode::Write
         } else {
-            match OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-            {
-                Ok(file) => {
-                    // A folder opens read-only too; it is not the file.
-                    let md = file.metadata().map_err(Store::io_err(&path))?;
-                    if !md.is_file() {
-                        return Err(StoreError::NotAFile(path));
-                    }
-                    file
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(self.open_error(&path, e)),
-            }
+            Mode::Read
         };
+        let file = match self.root.open(&rel, mode) {
+            Ok(f) => f,
+            Err(e) if !self.writable && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.open_error(&path(), e)),
+        };
+        // A folder opens read-only too; it is not the file.
+        let md = file.metadata().map_err(Store::io_err(&path()))?;
+        if !md.is_file() {
+            return Err(StoreError::NotAFile(path()));
+        }
+        // Sparse pre-allocation: the file gets its final size at once,
+        // without writing zeros. Never shrink what is there.
+        if self.writable && md.len() < length {
+            file.set_len(length).map_err(Store::io_err(&path()))?;
+        }
         let file = Arc::new(file);
         let mut handles = self.lock();
         if handles.len() >= MAX_OPEN_FILES {
@@ -554,41 +529,8 @@ impl Store {
         Ok(Some(file))
     }
 
-    /// Takes the advisory lock on file `i` once: two processes filling the
-    /// same file would mix their data, so the second is refused.
-    fn lock_file(&self, i: usize, path: &Path) -> Result<(), StoreError> {
-        use std::os::fd::AsRawFd;
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if locks.contains_key(&i) {
-            return Ok(());
-        }
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-        {
-            Ok(f) => f,
-            // Out of descriptors: writing on unlocked beats stopping.
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
-                tracing::debug!("{}: not locked: {e}", path.display());
-                return Ok(());
-            }
-            Err(e) => return Err(self.open_error(path, e)),
-        };
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(StoreError::Locked(path.to_path_buf()));
-            }
-            return Err(Store::io_err(path)(e));
-        }
-        locks.insert(i, file);
-        Ok(())
-    }
-
     fn open_error(&self, path: &Path, e: io::Error) -> StoreError {
-        if e.raw_os_error() == Some(libc::ELOOP) {
+        if confine::is_link_error(&e) {
             StoreError::Symlink(path.to_path_buf())
         } else if e.raw_os_error() == Some(libc::EISDIR) {
             StoreError::NotAFile(path.to_path_buf())

@@ -18,6 +18,6 @@ pub mod webseed;
 
 pub use self::core::{Action, Config, Core, Input, Options, PieceJob, Traffic, Verified};
 pub use self::status::{
-    short_reason, Outcome, PeerSource, PeerView, Progress, State, WEB_SEED_LABEL,
+    short_reason, Outcome, PeerSource, PeerView, Progress, State, TrackerView, WEB_SEED_LABEL,
 };
 pub use self::task::{Event, Task};

@@ -341,6 +341,22 @@ fn kill_profile_users(profile: &Path) {
     }
 }
 
+/// Chromium's path (the test fails saying how to install it and
+/// chromedriver when they are missing), a scratch cell, and the folder
+/// screenshots go to.
+fn browser_cell(name: &'static str) -> (PathBuf, Cell, PathBuf) {
+    let (Some(chromium), Some(_)) = (on_path("chromium"), on_path("chromedriver")) else {
+        panic!(
+            "the browser test needs Debian's chromium and chromedriver on PATH. Install them \
+             with `sudo apt-get install -y chromium chromium-driver` (or run `bash .ci/deps` \
+             as root)."
+        );
+    };
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    (chromium, Cell::new(name), shots)
+}
+
 #[derive(Debug)]
 struct Row {
     hash: String,
@@ -355,17 +371,8 @@ fn row<'a>(rows: &'a [Row], hash: &str) -> Option<&'a Row> {
 
 #[test]
 fn the_web_page_adds_downloads_and_pauses() {
-    let (Some(chromium), Some(_)) = (on_path("chromium"), on_path("chromedriver")) else {
-        panic!(
-            "the browser test needs Debian's chromium and chromedriver on PATH. Install them \
-             with `sudo apt-get install -y chromium chromium-driver` (or run `bash .ci/deps` \
-             as root)."
-        );
-    };
-    let cell = Cell::new("browser");
+    let (chromium, cell, shots) = browser_cell("browser");
     let d = cell.path();
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    std::fs::create_dir_all(&shots).unwrap();
 
     // Torrent A: one file, no tracker; the magnet link names its seeder.
     make_tree(&d.join("src-a"), &[("alpha.bin", 3 * 1024 * 1024 + 12_345)]);
@@ -782,6 +789,296 @@ fn the_web_page_adds_downloads_and_pauses() {
 
     // No script error on the way (failed requests, like the 409, are not
     // script errors).
+    let errors: Vec<Value> = b
+        .console()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE" && e["source"] == "javascript")
+        .collect();
+    assert!(errors.is_empty(), "script errors: {errors:#?}");
+}
+
+/// `shoal create` with tiers of trackers given as they are.
+fn create_with_tiers(src: &Path, out: &Path, tiers: &[String]) -> PathBuf {
+    let mut args = vec![
+        "create".to_string(),
+        src.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+        "--piece-length".into(),
+        "16384".into(),
+    ];
+    for t in tiers {
+        args.extend(["-t".to_string(), t.clone()]);
+    }
+    let o = std::process::Command::new(common::shoal_bin())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out.to_path_buf()
+}
+
+/// What the page says when something is wrong, in a real browser:
+/// - a torrent with no peer says why in its row ("Waiting for peers",
+///   "tracker 127.0.0.1:P unreachable, DHT off"), not "Downloading";
+/// - the detail pane has a tracker table: a failing tracker with its
+///   error, a working one with its seeders and leechers, when each was
+///   last asked and will be next;
+/// - an error of the add bar goes once an add succeeds;
+/// - the page has a favicon (and /favicon.ico answers);
+/// - files in the way of a download are offered to be overwritten, and
+///   the button does it: the download completes over them.
+///
+/// Screenshots at 1280 and 800 px go to target/tmp/browser/.
+#[test]
+fn the_page_says_why_and_offers_overwrite() {
+    let (chromium, cell, shots) = browser_cell("browser-why");
+    let d = cell.path();
+
+    // W: its only tracker refuses; the DHT is off (tests set SHOAL_NO_DHT).
+    let dead = format!("http://127.0.0.1:{}/announce", free_port());
+    make_tree(&d.join("src-w"), &[("wait.bin", 50_000)]);
+    let tw = create_with_tiers(
+        &d.join("src-w/wait.bin"),
+        &d.join("w.torrent"),
+        std::slice::from_ref(&dead),
+    );
+    let hash_w = hex::encode(common::info_hash(&tw));
+    let dead_port = dead
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/announce")
+        .to_string();
+    // T: a dead tracker in the first tier, a counting one in the second.
+    // A tracker that answers with no peers, and counts of 3 and 7.
+    let counting = common::HttpServer::serve(
+        "/announce",
+        b"d8:completei3e10:incompletei7e8:intervali1800e5:peers0:e".to_vec(),
+    );
+    make_tree(&d.join("src-t"), &[("tracked.bin", 50_000)]);
+    let tt = create_with_tiers(
+        &d.join("src-t/tracked.bin"),
+        &d.join("t.torrent"),
+        &[dead.clone(), counting.url("/announce")],
+    );
+    let hash_t = hex::encode(common::info_hash(&tt));
+    // C: seeded here; a file of the same name, not shoal's, is in the way.
+    make_tree(&d.join("src-c"), &[("clash.bin", 300_000)]);
+    let tc = create_torrent(&d.join("src-c/clash.bin"), &d.join("c.torrent"), &[], 16384);
+    let hash_c = hex::encode(common::info_hash(&tc));
+    std::fs::create_dir_all(d.join("log-c")).unwrap();
+    let (_seed_c, port_c) = seeder(&d.join("log-c"), &tc, &d.join("src-c"), &["--quiet"]);
+    let dl = d.join("downloads");
+    std::fs::create_dir_all(&dl).unwrap();
+    std::fs::write(dl.join("clash.bin"), b"my own notes, not the torrent's").unwrap();
+
+    let api = free_port();
+    let args = [
+        "serve".to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{api}"),
+        "--state-dir".into(),
+        d.join("state").display().to_string(),
+        "--download-dir".into(),
+        dl.display().to_string(),
+        "--port".into(),
+        free_port().to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _serve = Proc::spawn(&args, d, "serve");
+    wait_listening(api);
+    let serve_log = || {
+        std::fs::read_to_string(d.join("serve.err"))
+            .map(|l| tail(&l, 40))
+            .unwrap_or_default()
+    };
+    let b = Browser::start(d, &chromium, &shots);
+    let context = |what: &str| {
+        let shot = b.screenshot(&format!("failed-why-{what}.png"));
+        format!(
+            "table: {:#?}\nscreenshot: {}\nserve's log (tail):\n{}",
+            b.rows(),
+            shot.display(),
+            serve_log()
+        )
+    };
+    b.goto(&format!("http://127.0.0.1:{api}/"));
+
+    // The favicon: named by the page, served, and /favicon.ico too.
+    let icon = b.js("const l = document.querySelector('link[rel=icon]'); \
+         return l ? l.getAttribute('href') : null");
+    assert_eq!(icon, "/favicon.svg");
+    for path in ["/favicon.svg", "/favicon.ico"] {
+        let (status, body) = http(api, "GET", path, None).unwrap();
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            body.as_str().is_some_and(|s| s.starts_with("<svg")),
+            "{path}: {body}"
+        );
+    }
+
+    // An add that fails leaves a line; the next add that works takes it away.
+    b.type_into("#magnet", "not a link at all");
+    b.click("#add-button");
+    wait_for(
+        "the add bar's error",
+        Duration::from_secs(10),
+        || (b.js("return document.querySelectorAll('#errors .error').length") == 1).then_some(()),
+        || context("add-error"),
+    );
+    b.js("document.getElementById('magnet').value = ''");
+    b.type_into("#file-input", tw.to_str().unwrap());
+    wait_for(
+        "W's row, and the error gone",
+        Duration::from_secs(20),
+        || {
+            (row(&b.rows(), &hash_w).is_some()
+                && b.js("return document.querySelectorAll('#errors .error').length") == 0)
+                .then_some(())
+        },
+        || context("add-cleared"),
+    );
+    b.type_into("#file-input", tt.to_str().unwrap());
+    // C by a magnet link naming its seeder (it has no tracker).
+    b.type_into(
+        "#magnet",
+        &format!("magnet:?xt=urn:btih:{hash_c}&dn=clash.bin&x.pe=127.0.0.1:{port_c}"),
+    );
+    b.click("#add-button");
+
+    // W says why it has no peer.
+    let why = wait_for(
+        "W to say why it waits",
+        Duration::from_secs(30),
+        || {
+            let v = b.js(&format!(
+                "const tr = document.querySelector(\"tr[data-hash='{hash_w}']\"); \
+                 return tr ? [tr.querySelector('.c-state .state').innerText, \
+                              tr.querySelector('.c-state .why').innerText] : null"
+            ));
+            let l = v.as_array()?;
+            (l[1].as_str()?.contains("unreachable")).then(|| {
+                (
+                    l[0].as_str().unwrap_or("").to_string(),
+                    l[1].as_str().unwrap_or("").to_string(),
+                )
+            })
+        },
+        || context("why"),
+    );
+    assert_eq!(why.0, "Waiting for peers", "{why:?}");
+    assert_eq!(
+        why.1,
+        format!("tracker 127.0.0.1:{dead_port} unreachable, DHT off"),
+        "{why:?}"
+    );
+
+    // T's trackers: the failing one with its error, the working one with
+    // its counts, and when they were and will be asked.
+    b.click(&format!("tr[data-hash='{hash_t}'] .name-button"));
+    let trackers = wait_for(
+        "T's tracker table",
+        Duration::from_secs(30),
+        || {
+            let v = b.js(
+                "const t = (tr, c) => { const e = tr.querySelector(c); return e ? e.innerText : ''; };
+                 return Array.from(document.querySelectorAll('#trackers tr')).map(tr =>
+                   [t(tr, '.t-url .mono'), t(tr, '.t-status'), t(tr, '.t-last'),
+                    t(tr, '.t-next'), t(tr, '.t-counts'), t(tr, '.t-error')])",
+            );
+            let rows = v.as_array()?.clone();
+            let ready = rows.len() == 2
+                && rows.iter().any(|r| r[1] == "Working")
+                && rows.iter().any(|r| r[1] == "Failing");
+            ready.then_some(rows)
+        },
+        || context("trackers"),
+    );
+    let by = |status: &str| {
+        trackers
+            .iter()
+            .find(|r| r[1] == status)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    let failing = by("Failing");
+    assert_eq!(failing[0], format!("127.0.0.1:{dead_port}"), "{failing:?}");
+    assert_eq!(failing[5], "connection refused", "{failing:?}");
+    assert!(failing[2].ends_with(" ago"), "{failing:?}");
+    let working = by("Working");
+    assert_eq!(working[4], "3 / 7", "{working:?}");
+    assert!(
+        working[2].ends_with(" ago") && working[3].starts_with("next in "),
+        "{working:?}"
+    );
+    assert_eq!(working[5], "", "{working:?}");
+    for (width, name) in [(1280, "page-why-1280.png"), (800, "page-why-800.png")] {
+        b.s(
+            "POST",
+            "/goog/cdp/execute",
+            Some(
+                json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+                "width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": false}}),
+            ),
+        );
+        let v = b.js("return [window.innerWidth, document.documentElement.scrollWidth]");
+        assert!(
+            v[1].as_u64() <= v[0].as_u64(),
+            "sideways scroll at {width}: {v}"
+        );
+        b.screenshot(name);
+    }
+    b.s(
+        "POST",
+        "/goog/cdp/execute",
+        Some(json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}})),
+    );
+
+    // C: refused for the file in the way, with an Overwrite button that
+    // does it; the download then completes over that file.
+    b.click(&format!("tr[data-hash='{hash_c}'] .name-button"));
+    wait_for(
+        "C's overwrite offer",
+        Duration::from_secs(30),
+        || {
+            (b.js("const e = document.getElementById('detail-overwrite'); \
+                   return !!e && !e.hidden && e.offsetParent !== null")
+                == true)
+                .then_some(())
+        },
+        || context("clash"),
+    );
+    let msg = b.js("return document.getElementById('detail-error').innerText");
+    let msg = msg.as_str().unwrap_or("");
+    assert!(
+        msg.contains("clash.bin")
+            && msg.contains("resume with overwrite")
+            && msg.contains(&format!("shoal resume --overwrite {hash_c}")),
+        "{msg}"
+    );
+    b.screenshot("page-clash.png");
+    b.click("#detail-overwrite");
+    wait_for(
+        "C complete over the file that was in the way",
+        Duration::from_secs(60),
+        || {
+            row(&b.rows(), &hash_c)
+                .is_some_and(|r| {
+                    r.progress.starts_with("100 %")
+                        && ["Seeding", "Done"].contains(&r.state.as_str())
+                })
+                .then_some(())
+        },
+        || context("overwrite"),
+    );
+    assert_eq!(
+        std::fs::read(dl.join("clash.bin")).unwrap(),
+        std::fs::read(d.join("src-c/clash.bin")).unwrap(),
+        "clash.bin as downloaded"
+    );
     let errors: Vec<Value> = b
         .console()
         .into_iter()

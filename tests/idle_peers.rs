@@ -91,6 +91,21 @@ fn wait_for_peers(p: &Proc, n: u64) {
     }
 }
 
+/// Waits until a `--json` shoal runs its torrent (its first `progress`
+/// event): a connection before that finds no torrent there and is closed,
+/// which under load made the crowd miss a slow start.
+fn wait_running(p: &Proc) {
+    let start = Instant::now();
+    while last_event(&p.stdout(), "progress").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not running\n{}",
+            tail(&p.stderr(), 20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Past the grace period in which a new peer cannot be closed for another.
 const GRACE: Duration = Duration::from_secs(11);
 
@@ -102,6 +117,7 @@ fn idle_crowd_on_the_seeder_does_not_lock_out_a_leecher() {
     let t = create_torrent(&d.join("src/pack"), &d.join("t.torrent"), &[], PIECE);
     let ih = info_hash(&t);
     let (seeder, port) = seeder(d, &t, &d.join("src"), &["--json"]);
+    wait_running(&seeder);
     let crowd = Crowd::start(port, ih);
     wait_for_peers(&seeder, 50);
     std::thread::sleep(GRACE);
@@ -149,6 +165,7 @@ fn idle_crowd_on_the_leecher_does_not_lock_out_a_seeder() {
         "leecher",
     );
     wait_listening(lport);
+    wait_running(&l);
     let crowd = Crowd::start(lport, ih);
     wait_for_peers(&l, 50);
     std::thread::sleep(GRACE);

@@ -175,6 +175,31 @@ fn every_event_matches_docs_json_md() {
     assert_eq!(checking["total"], total, "{checking}");
     let resuming = run2.iter().find(|v| v["event"] == "resuming").unwrap();
     assert_eq!(resuming["have_bytes"], total, "{resuming}");
+    // The order the docs give is the order printed.
+    let order = ["checking", "resuming", "listening", "seeding", "state"];
+    let seen_at: Vec<usize> = order
+        .iter()
+        .map(|e| k.iter().position(|x| x == e).unwrap())
+        .collect();
+    assert!(seen_at.windows(2).all(|w| w[0] < w[1]), "{k:?}");
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json.md")).unwrap();
+    let para = doc
+        .split("\n\n")
+        .find(|p| p.starts_with("Order of a run"))
+        .expect("docs/json.md's order of a run");
+    let doc_at: Vec<usize> = order[..4]
+        .iter()
+        .map(|e| {
+            para.find(&format!("`{e}`"))
+                .unwrap_or_else(|| panic!("docs/json.md's order lacks `{e}`"))
+        })
+        .collect();
+    assert!(
+        doc_at.windows(2).all(|w| w[0] < w[1]),
+        "docs/json.md's order: {para}"
+    );
+    assert!(para.contains("130 or 143"), "{para}");
 
     // 3. A partial copy and a peer that refuses: stalls, with an error event.
     std::fs::remove_file(out.join("pack/c.bin")).unwrap();
@@ -217,6 +242,35 @@ fn every_event_matches_docs_json_md() {
         "endgame without peers: {}",
         x.stdout()
     );
+
+    // 3b. Interrupted (SIGTERM) before it completed: `done`, then `error`
+    // saying how far it got, and exit 143, as docs/json.md says.
+    let mut y = Proc::spawn(
+        &[
+            "download",
+            t,
+            "-o",
+            o,
+            "--peer",
+            &format!("127.0.0.1:{closed}"),
+            "--json",
+        ],
+        d,
+        "interrupted",
+    );
+    let start = std::time::Instant::now();
+    while !y.stdout().contains(r#""event":"state""#) {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", y.stdout());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = y.stop();
+    assert_eq!(status.code(), Some(143), "{}", y.stderr());
+    let run5 = check_lines(&y.stdout(), &schema, "interrupted download");
+    let k = kinds(&run5);
+    assert_eq!(k[k.len() - 2..], ["done", "error"], "{k:?}");
+    assert_eq!(run5[k.len() - 2]["outcome"], "interrupted");
+    let msg = run5.last().unwrap()["message"].as_str().unwrap();
+    assert!(msg.starts_with("interrupted with "), "{msg}");
 
     // 4. A magnet link: the metadata comes first.
     let magnet = format!(

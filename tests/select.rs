@@ -1,8 +1,8 @@
 //! File selection: `--list`, `--select`, `--only`. A three-file torrent
-//! whose files share pieces: files 1 and 3 selected download exactly
-//! those (byte checks), file 2 is never created (its share of the shared
+//! whose files share pieces: files 0 and 2 selected download exactly
+//! those (byte checks), file 1 is never created (its share of the shared
 //! pieces sits in the part file under .shoal/), and a later run selecting
-//! file 2 completes it.
+//! file 1 completes it.
 
 mod common;
 
@@ -52,13 +52,13 @@ fn selected_files_only_then_the_rest() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(
-        lines[1].trim_start().starts_with("2 ") && lines[1].ends_with("pack/b.txt"),
+        lines[1].trim_start().starts_with("1 ") && lines[1].ends_with("pack/b.txt"),
         "{text}"
     );
     assert!(!d.join("out").exists(), "--list wrote something");
 
     let (_seed, port) = seeder(d, &t, &d.join("src"), &["--quiet"]);
-    let mut p = download(d, &t, port, &["--select", "1,3"], "sel");
+    let mut p = download(d, &t, port, &["--select", "0,2"], "sel");
     assert!(p.wait(Duration::from_secs(60)).success(), "{}", p.stderr());
     let out = d.join("out/pack");
     for f in ["a.mkv", "c.mkv"] {
@@ -107,9 +107,9 @@ fn bad_selections_are_refused() {
     };
     let o = run(&["--select", "1-x"]);
     assert_eq!(o.status.code(), Some(2));
-    let o = run(&["--select", "3"]);
+    let o = run(&["--select", "2"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("file 3 does not exist"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("file 2 does not exist"));
     let o = run(&["--only", "*.iso"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("matches no file"));

@@ -8,139 +8,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::service::*;
 use common::*;
 use serde_json::Value;
-
-/// One HTTP/1.1 request with `Connection: close`; (status, head, body).
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    s.write_all(req.as_bytes()).unwrap();
-    // A refused upload may close before reading it all.
-    let _ = s.write_all(body);
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let end = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(&resp)));
-    let head = String::from_utf8_lossy(&resp[..end]).into_owned();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut body = resp[end + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = unchunk(&body);
-    }
-    (status, head, body)
-}
-
-fn unchunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(nl) = b.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
-        b = &b[nl + 2 + n + 2..];
-    }
-    out
-}
-
-fn json(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let (bytes, headers): (Vec<u8>, Vec<(&str, &str)>) = match &body {
-        Some(v) => (
-            v.to_string().into_bytes(),
-            vec![("Content-Type", "application/json")],
-        ),
-        None => (Vec::new(), vec![]),
-    };
-    let (status, _, body) = http(port, method, path, &headers, &bytes);
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
-fn torrent_of(list: &Value, hash: &str) -> Value {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["info_hash"] == hash)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
-/// Polls the list until `f` holds for torrent `hash`.
-fn wait_for(port: u16, hash: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let (_, list) = json(port, "GET", "/api/torrents", None);
-        let t = torrent_of(&list, hash);
-        if f(&t) {
-            return t;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "{hash}: not {what} after 90 s: {t}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn complete(t: &Value) -> bool {
-    t["progress"].as_f64() == Some(1.0) && t["state"] == "seeding"
-}
-
-struct Service {
-    proc: Proc,
-    port: u16,
-}
-
-fn serve(d: &Path, state: &Path, dl: &Path, extra: &[&str], name: &str) -> Service {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let peer_port = free_port().to_string();
-    let mut args = vec![
-        "serve",
-        "--listen",
-        &listen,
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--download-dir",
-        dl.to_str().unwrap(),
-        "--port",
-        &peer_port,
-    ];
-    args.extend_from_slice(extra);
-    let proc = Proc::spawn(&args, d, name);
-    wait_listening(port);
-    Service { proc, port }
-}
-
-fn shoal(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(shoal_bin())
-        .args(args)
-        .env("SHOAL_NO_DHT", "1")
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn torrents_and_magnets_complete_pause_resume_remove_and_survive_a_restart() {
@@ -620,4 +492,121 @@ fn a_v2_magnet_completes_and_survives_a_restart() {
     );
     assert!(svc.proc.stop().success(), "{}", svc.proc.stderr());
     assert!(seeder.stop().success(), "{}", tail(&seeder.stderr(), 30));
+}
+
+/// Files in the way: refused with a message that says how to overwrite
+/// (no flag that does not exist), `shoal resume --overwrite` and `shoal
+/// add --overwrite` replace them; `shoal add --only` and the API number
+/// files as `download --list` does (from 0); `shoal list` into a pipe
+/// prints whole names; `shoal add` takes a bare info-hash.
+#[test]
+fn overwrite_numbers_and_list_as_the_cli_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src");
+    let long = "a-long-folder-name-that-is-much-wider-than-any-terminal-a-table-would-cut-it-at-0123456789";
+    make_tree(
+        &src,
+        &[
+            ("pack/a.bin", 200_000),
+            ("pack/b.bin", 100_000),
+            ("pack/c.bin", 50_000),
+            (&format!("{long}/x.bin"), 60_000),
+        ],
+    );
+    let tracker = Tracker::start();
+    let pack = create_torrent(
+        &src.join("pack"),
+        &d.join("pack.torrent"),
+        &[tracker.url()],
+        16384,
+    );
+    let other = create_torrent(
+        &src.join(long),
+        &d.join("long.torrent"),
+        &[tracker.url()],
+        16384,
+    );
+    let (_s1, _) = seeder(d, &pack, &src, &["--quiet"]);
+    let (_s2, _) = seeder(d, &other, &src, &["--quiet"]);
+    let list = shoal(&["download", pack.to_str().unwrap(), "--list"]);
+    let listed: Vec<(String, String)> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[f.len() - 1].to_string())
+        })
+        .collect();
+    assert_eq!(
+        listed[0],
+        ("0".to_string(), "pack/a.bin".to_string()),
+        "{listed:?}"
+    );
+
+    let (state, dl) = (d.join("state"), d.join("dl"));
+    std::fs::create_dir_all(dl.join("pack")).unwrap();
+    std::fs::write(dl.join("pack/a.bin"), b"my own a.bin").unwrap();
+    let svc = serve(d, &state, &dl, &[], "serve");
+    let url = format!("http://127.0.0.1:{}", svc.port);
+    let add = |args: &[&str]| {
+        let mut a = vec!["add", "--url", &url];
+        a.extend_from_slice(args);
+        let o = shoal(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    add(&["--only", "0-1", pack.to_str().unwrap()]);
+    let h = hex::encode(info_hash(&pack));
+    let t = wait_for(svc.port, &h, "refused", |t| t["state"] == "error");
+    assert_eq!(t["clash"], true, "{t}");
+    let msg = t["error"].as_str().unwrap();
+    assert!(
+        msg.contains("a.bin") && msg.contains(&format!("shoal resume --overwrite {h}")),
+        "{msg}"
+    );
+    assert!(!msg.contains("pass --overwrite"), "{msg}");
+    assert_eq!(
+        std::fs::read(dl.join("pack/a.bin")).unwrap(),
+        b"my own a.bin"
+    );
+    // The API's numbers are --list's: 0 and 1 chosen, 2 left out.
+    let (_, detail) = json(svc.port, "GET", &format!("/api/torrents/{h}"), None);
+    for f in detail["files"].as_array().unwrap() {
+        let n = f["index"].as_u64().unwrap() as usize;
+        assert_eq!(f["path"], listed[n].1.as_str(), "{detail}");
+        let want = if n < 2 { "normal" } else { "skip" };
+        assert_eq!(f["priority"], want, "{detail}");
+    }
+    let o = shoal(&["resume", "--url", &url, "--overwrite", &h[..8]]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = wait_for(svc.port, &h, "complete", |t| {
+        t["progress"].as_f64() == Some(1.0)
+    });
+    assert_eq!(t["clash"], false, "{t}");
+    assert_eq!(
+        std::fs::read(dl.join("pack/a.bin")).unwrap(),
+        std::fs::read(src.join("pack/a.bin")).unwrap()
+    );
+    assert!(!dl.join("pack/c.bin").exists(), "file 2 was not chosen");
+
+    // `add --overwrite`: no refusal at all.
+    std::fs::create_dir_all(dl.join(long)).unwrap();
+    std::fs::write(dl.join(long).join("x.bin"), b"mine too").unwrap();
+    add(&["--overwrite", other.to_str().unwrap()]);
+    let h2 = hex::encode(info_hash(&other));
+    wait_for(svc.port, &h2, "complete", complete);
+    assert_same_tree(&src.join(long), &dl.join(long));
+
+    // A bare info-hash is a magnet link naming only it.
+    let bare = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+    add(&[bare]);
+    wait_for(svc.port, bare, "added", |t| t["state"] == "metadata");
+
+    // Into a pipe, `shoal list` prints names whole.
+    let o = shoal(&["list", "--url", &url]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.lines().any(|l| l.ends_with(&format!("  {long}"))),
+        "{out}"
+    );
 }

@@ -252,7 +252,8 @@ fn a_second_process_on_the_same_files_is_refused() {
     );
     // The same file reached through another folder (a single-file torrent
     // of the video, downloaded into out/movie): its own records know
-    // nothing of the first download, but the file's lock does.
+    // nothing of the first download, but the first download's record in
+    // the folder above names the file, and its lock is held.
     let lone = d.join("lone.torrent");
     let video = d.join("src/movie/video.mkv");
     create_torrent(&video, &lone, &[], 16384);
@@ -261,7 +262,7 @@ fn a_second_process_on_the_same_files_is_refused() {
         &out.join("movie"),
         &dead,
         &["--overwrite"],
-        "is being written by another process",
+        "being downloaded by another shoal process",
     );
     assert_eq!(
         std::fs::metadata(out.join("movie/video.mkv"))

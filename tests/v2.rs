@@ -235,8 +235,9 @@ fn libtorrent_downloads_a_shoal_v2_only_torrent() {
 
 /// The Python with libtorrent's binding, or None when the interop tests
 /// are to be skipped (SHOAL_SKIP_INTEROP=1); fails when it is missing.
+/// The interpreter is named in `.ci/python`, which `.ci/deps` checks too.
 fn libtorrent_python() -> Option<&'static str> {
-    let py = "/usr/bin/python3";
+    let py = python();
     if std::env::var("SHOAL_SKIP_INTEROP").is_ok_and(|v| v == "1") {
         eprintln!("note: libtorrent cell skipped: SHOAL_SKIP_INTEROP=1");
         return None;
@@ -249,8 +250,9 @@ fn libtorrent_python() -> Option<&'static str> {
         .output();
     assert!(
         probe.is_ok_and(|o| o.status.success()),
-        "this test needs libtorrent's Python binding: `sudo apt-get install -y python3-libtorrent` \
-         (or run `bash .ci/deps` as root), or set SHOAL_SKIP_INTEROP=1 to skip the interop tests"
+        "this test needs libtorrent's Python binding for {py}: `sudo apt-get install -y \
+         python3-libtorrent` (or run `bash .ci/deps` as root), or set SHOAL_SKIP_INTEROP=1 to \
+         skip the interop tests"
     );
     Some(py)
 }
@@ -598,6 +600,62 @@ impl Drop for Kill {
     }
 }
 
+/// libtorrent seeding a torrent it made of `d/src/pack` (`mode`: "v2"
+/// or "hybrid"), killed when dropped.
+struct LtSeeder {
+    _proc: Kill,
+    port: u16,
+    /// The v2 info-hash, and the v1 one for a hybrid.
+    v2: String,
+    v1: Option<String>,
+    torrent: std::path::PathBuf,
+}
+
+impl LtSeeder {
+    fn start(py: &str, d: &Path, mode: &str) -> LtSeeder {
+        let script = d.join("seed.py");
+        std::fs::write(&script, LT_SEED).unwrap();
+        let log = d.join("lt-seed.out");
+        let torrent = d.join("lt.torrent");
+        let proc = Kill(
+            Command::new(py)
+                .arg(&script)
+                .arg(d.join("src/pack"))
+                .arg(&torrent)
+                .arg("120")
+                .arg(mode)
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::fs::File::create(d.join("lt-seed.err")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let t0 = std::time::Instant::now();
+        let line = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(l) = text.lines().find(|l| l.starts_with("seeding ")) {
+                break l.to_string();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "libtorrent did not start seeding: {text}{}",
+                std::fs::read_to_string(d.join("lt-seed.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let words: Vec<&str> = line.split(' ').collect();
+        LtSeeder {
+            _proc: proc,
+            port: words[1].parse().unwrap(),
+            v2: words[2].to_string(),
+            v1: words
+                .get(3)
+                .filter(|w| w.len() == 40)
+                .map(|w| w.to_string()),
+            torrent,
+        }
+    }
+}
+
 /// libtorrent makes and seeds a v2-only torrent of [`MAGNET_FILES`];
 /// shoal downloads it from its `urn:btmh:` magnet: the metadata by BEP 9,
 /// the piece layers by hash requests to libtorrent (two chunks with an
@@ -610,41 +668,12 @@ fn shoal_downloads_a_libtorrent_v2_magnet() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make_tree(&d.join("src"), MAGNET_FILES);
-    let script = d.join("seed.py");
-    std::fs::write(&script, LT_SEED).unwrap();
-    let log = d.join("lt-seed.out");
-    let _lt = Kill(
-        Command::new(py)
-            .arg(&script)
-            .arg(d.join("src/pack"))
-            .arg(d.join("lt.torrent"))
-            .arg("120")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(d.join("lt-seed.err")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let t0 = std::time::Instant::now();
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.starts_with("seeding ")) {
-            break l.to_string();
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "libtorrent did not start seeding: {text}{}",
-            std::fs::read_to_string(d.join("lt-seed.err")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut words = line.split(' ').skip(1);
-    let port: u16 = words.next().unwrap().parse().unwrap();
-    let hash = words.next().unwrap();
-    let m = shoal::store::load_torrent(&d.join("lt.torrent")).unwrap();
+    let lt = LtSeeder::start(py, d, "v2");
+    let m = shoal::store::load_torrent(&lt.torrent).unwrap();
     assert_eq!(m.version(), Version::V2);
-    assert_eq!(hex::encode(m.v2.as_ref().unwrap().info_hash), hash);
-    let magnet = format!("magnet:?xt=urn:btmh:1220{hash}");
-    let mut l = download_magnet(d, &magnet, &[port], "out");
+    assert_eq!(hex::encode(m.v2.as_ref().unwrap().info_hash), lt.v2);
+    let magnet = format!("magnet:?xt=urn:btmh:1220{}", lt.v2);
+    let mut l = download_magnet(d, &magnet, &[lt.port], "out");
     let status = l.wait(Duration::from_secs(120));
     assert!(status.success(), "{}", tail(&l.stderr(), 40));
     assert_eq!(l.done_event()["complete"], true);
@@ -656,6 +685,52 @@ fn shoal_downloads_a_libtorrent_v2_magnet() {
         tail(&err, 40)
     );
     assert_same_tree(&d.join("src"), &d.join("out"));
+}
+
+/// libtorrent makes and seeds a hybrid, with encryption off; shoal
+/// dials it with the v1 hash and the BEP 52 upgrade bit, libtorrent
+/// answers under the v2 hash (cut to 20 bytes), and shoal takes that
+/// answer and downloads (issue 19: it used to drop the connection as
+/// "for another torrent" and got 0 bytes). From the .torrent file, and
+/// from a magnet naming both hashes (the metadata fetch takes the
+/// upgraded answer too).
+#[test]
+fn shoal_downloads_a_libtorrent_hybrid() {
+    let Some(py) = libtorrent_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"), MAGNET_FILES);
+    let lt = LtSeeder::start(py, d, "hybrid");
+    let m = shoal::store::load_torrent(&lt.torrent).unwrap();
+    assert_eq!(m.version(), Version::Hybrid);
+    let v1 = lt.v1.clone().expect("a hybrid has a v1 hash");
+    assert_eq!(m.info_hash.hex(), v1);
+    let magnet = format!("magnet:?xt=urn:btih:{v1}&xt=urn:btmh:1220{}", lt.v2);
+    for (what, source) in [
+        ("torrent", lt.torrent.to_str().unwrap()),
+        ("magnet", &magnet),
+    ] {
+        let out = format!("out-{what}");
+        let mut l = download_magnet(d, source, &[lt.port], &out);
+        let status = l.wait(Duration::from_secs(120));
+        let err = l.stderr();
+        assert!(status.success(), "{what}: {}", tail(&err, 40));
+        assert_eq!(l.done_event()["complete"], true, "{what}");
+        assert_same_tree(&d.join("src"), &d.join(&out));
+        // libtorrent took part, and answered under the v2 hash.
+        assert!(
+            err.contains(": client libtorrent/"),
+            "{what}: {}",
+            tail(&err, 40)
+        );
+        assert!(
+            err.contains(&format!("other hash {} (BEP 52 upgrade)", &lt.v2[..40])),
+            "{what}: {}",
+            tail(&err, 40)
+        );
+    }
 }
 
 /// libtorrent downloads from a shoal seeder by the `urn:btmh:` magnet:
@@ -711,16 +786,19 @@ fn libtorrent_downloads_a_v2_magnet_from_shoal() {
     assert!(seeder.stop().success(), "{}", tail(&seeder.stderr(), 30));
 }
 
-/// Makes a v2-only torrent of a folder with libtorrent, seeds it, and
-/// prints "seeding PORT V2HASH" once its check is done.
+/// Makes a torrent of a folder with libtorrent (argv[4]: `v2` for
+/// v2-only, `hybrid`), seeds it with encryption off, and prints
+/// "seeding PORT V2HASH V1HASH" (`-` for no v1 hash) once its check is
+/// done.
 const LT_SEED: &str = r#"
 import sys, time, os
 sys.path.append('/usr/lib/python3/dist-packages')
 import libtorrent as lt
-src, torrent_out, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
+src, torrent_out, limit, mode = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 fs = lt.file_storage()
 lt.add_files(fs, src)
-ct = lt.create_torrent(fs, 16384, flags=lt.create_torrent.v2_only)
+flags = lt.create_torrent.v2_only if mode == 'v2' else 0
+ct = lt.create_torrent(fs, 16384, flags=flags)
 lt.set_piece_hashes(ct, os.path.dirname(src))
 open(torrent_out, 'wb').write(lt.bencode(ct.generate()))
 ti = lt.torrent_info(torrent_out)
@@ -735,7 +813,9 @@ h = s.add_torrent(p)
 t0 = time.time()
 while not h.status().is_seeding and time.time() - t0 < limit:
     time.sleep(0.1)
-print('seeding', s.listen_port(), ti.info_hashes().v2.to_bytes().hex(), flush=True)
+ih = ti.info_hashes()
+print('seeding', s.listen_port(), ih.v2.to_bytes().hex(),
+      ih.v1.to_bytes().hex() if ih.has_v1() else '-', flush=True)
 while time.time() - t0 < limit:
     time.sleep(0.5)
 "#;
@@ -857,14 +937,17 @@ type CorrupterLog = (Option<(u32, u32)>, Vec<(u32, u32)>);
 /// A peer on `listener` that has every piece of the v2-only torrent `m`
 /// (data under `src`) and serves every block right but one: the first
 /// second block it is asked for of a multi-piece file's full piece has a
-/// byte flipped. It rejects hash requests. `shared`: only a block whose
-/// piece's first block was not asked of it (so someone else most likely
-/// sent that one). Ends when `stop` is set.
+/// byte flipped. It rejects hash requests. `shared`: until it has spoiled
+/// one, it rejects requests for the first block of such pieces, so the
+/// spoiled block's piece always has another contributor (whatever the
+/// leecher's request pattern under load). It serves no block before `go`
+/// is set. Ends when `stop` is set.
 fn corrupter(
     listener: std::net::TcpListener,
     m: &Metainfo,
     src: &Path,
     shared: bool,
+    go: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (
     std::thread::JoinHandle<()>,
@@ -906,8 +989,6 @@ fn corrupter(
             if f.read_handshake().is_err() {
                 continue;
             }
-            // Pieces whose first block was asked of us.
-            let mut asked: Vec<u32> = Vec::new();
             let mut hs = Handshake::new(short, *b"-BB0000-000000000000");
             hs.reserved[7] |= V2_BIT;
             f.send_raw(&hs.encode());
@@ -919,8 +1000,15 @@ fn corrupter(
                         f.send(&Message::HashReject(r));
                     }
                     Ok(Some(Message::Request(b))) => {
-                        if b.begin == 0 {
-                            asked.push(b.index);
+                        while !go.load(std::sync::atomic::Ordering::SeqCst)
+                            && !stop.load(std::sync::atomic::Ordering::SeqCst)
+                        {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        let unspoiled = log2.lock().unwrap().0.is_none();
+                        if shared && unspoiled && b.begin == 0 && targets.contains(&b.index) {
+                            f.send(&Message::Reject(b));
+                            continue;
                         }
                         let start = b.index as usize * piece + b.begin as usize;
                         let Some(data) = space.get(start..start + b.length as usize) else {
@@ -930,10 +1018,7 @@ fn corrupter(
                         let mut l = log2.lock().unwrap();
                         if l.0.is_some() {
                             l.1.push((b.index, b.begin));
-                        } else if b.begin == 16384
-                            && targets.contains(&b.index)
-                            && !(shared && asked.contains(&b.index))
-                        {
+                        } else if b.begin == 16384 && targets.contains(&b.index) {
                             data[7] ^= 0xff;
                             l.0 = Some((b.index, b.begin));
                         }
@@ -970,7 +1055,21 @@ fn one_bad_block_of_a_v2_piece_is_found_by_its_leaf_hashes() {
     let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let fake_port = fake.local_addr().unwrap().port();
     let stop = StopOnDrop(Default::default());
-    let (fake_thread, log) = corrupter(fake, &m, &d.join("src/pack"), false, stop.0.clone());
+    let go = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (fake_thread, log) = corrupter(
+        fake,
+        &m,
+        &d.join("src/pack"),
+        false,
+        go.clone(),
+        stop.0.clone(),
+    );
+    // The honest seeder serving (its check done) before the leecher dials.
+    drop(common::fake::Fake::connect(
+        honest_port,
+        m.info_hash.0,
+        *b"-XX0001-readyprobe00",
+    ));
 
     let own = free_port().to_string();
     let (fp, hp) = (
@@ -995,6 +1094,20 @@ fn one_bad_block_of_a_v2_piece_is_found_by_its_leaf_hashes() {
         d,
         "leecher",
     );
+    // The corrupter serves once the leecher is connected to the honest
+    // seeder too, which it asks for the leaf hashes (under load it may
+    // otherwise get a whole piece from the corrupter alone first, and
+    // rightly fall back to fetching it whole from nobody else).
+    let t0 = std::time::Instant::now();
+    while !honest.stderr().contains("connected, peer id -SH0100-") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the leecher never reached the honest seeder:\n{}",
+            tail(&l.stderr(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    go.store(true, std::sync::atomic::Ordering::SeqCst);
     let status = l.wait(Duration::from_secs(90));
     drop(stop);
     assert!(status.success(), "{}", tail(&l.stderr(), 40));
@@ -1006,9 +1119,11 @@ fn one_bad_block_of_a_v2_piece_is_found_by_its_leaf_hashes() {
     let err = l.stderr();
     assert_eq!(done["hash_failures"], 1, "{done}\n{}", tail(&err, 40));
     assert_eq!(done["banned"], 1, "{done}");
-    // Re-downloaded: the bad block (16 KiB; a whole piece is 32 KiB).
+    // Re-downloaded: at least the bad block. (Not a byte count's upper
+    // bound: under load endgame duplicates add to it. The log lines below
+    // show only the bad block was asked for again, not the whole piece.)
     let extra = done["downloaded"].as_u64().unwrap() - m.total_length;
-    assert!(extra >= 16384 && extra < u64::from(PIECE), "{done}");
+    assert!(extra >= 16384, "{done}");
     assert!(
         err.contains(&format!(
             "piece {}: leaf hashes show 1 bad block(s) of 2; fetching only those",
@@ -1065,7 +1180,8 @@ fn libtorrent_gets_leaf_hashes_from_shoal() {
     let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let fake_port = fake.local_addr().unwrap().port();
     let stop = StopOnDrop(Default::default());
-    let (fake_thread, log) = corrupter(fake, &m, &d.join("src/pack"), true, stop.0.clone());
+    let go = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (fake_thread, log) = corrupter(fake, &m, &d.join("src/pack"), true, go, stop.0.clone());
     let script = d.join("get.py");
     let get = LT_GET
         .replace(

@@ -3,8 +3,9 @@
 //! multi-file torrents byte for byte; with a shoal seeder both serve; a
 //! server sending wrong bytes is banned while the peer finishes the job; a
 //! broken server (404, wrong `Content-Range`, a body that never ends, a
-//! redirect loop, `Range` ignored) is survived with a status that says
-//! what is wrong; a magnet's `ws=` is used once the metadata came.
+//! redirect loop) is survived with a status that says what is wrong; a
+//! server that ignores `Range` (ours, and `python3 -m http.server`) is
+//! read whole and used; a magnet's `ws=` is used once the metadata came.
 
 mod common;
 
@@ -32,6 +33,8 @@ enum Mode {
     RedirectLoop,
     /// 200 and the whole file, whatever the range.
     IgnoresRange,
+    /// The same, with the file's byte 1000 from its end flipped.
+    IgnoresRangeAndLies,
 }
 
 /// An HTTP/1.1 server of the files under `root`, one thread per
@@ -135,7 +138,7 @@ fn answer(
     let decoded = percent_encoding::percent_decode_str(&path).decode_utf8_lossy();
     let rel = decoded.trim_start_matches('/');
     let file = root.join(rel);
-    let content = match std::fs::read(&file) {
+    let mut content = match std::fs::read(&file) {
         Ok(c) if !rel.split('/').any(|e| e == "..") => c,
         _ => {
             return s.write_all(
@@ -144,8 +147,12 @@ fn answer(
         }
     };
     let len = content.len() as u64;
+    if mode == Mode::IgnoresRangeAndLies && len > 1000 {
+        content[len as usize - 1000] ^= 1;
+    }
+    let ignores = matches!(mode, Mode::IgnoresRange | Mode::IgnoresRangeAndLies);
     let (a, b) = match range {
-        Some((a, b)) if a < len && mode != Mode::IgnoresRange => (a, b.min(len - 1)),
+        Some((a, b)) if a < len && !ignores => (a, b.min(len - 1)),
         _ => {
             let h =
                 format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
@@ -446,9 +453,178 @@ fn web_seed_in_a_redirect_loop() {
     broken(Mode::RedirectLoop, "too many redirects");
 }
 
+/// A server that answers every `Range` request with 200 and the whole
+/// file: its answer is read from the start and every piece in it kept
+/// (issue 19: it used to be backed off as "ignores Range requests" and
+/// retried forever). The first wave of requests (one per connection) is
+/// all it takes: the last answer back is read, the others dropped.
 #[test]
 fn web_seed_ignoring_ranges() {
-    broken(Mode::IgnoresRange, "ignores Range requests");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"), &[("big.bin", 5_000_000)]);
+    let server = WebServer::start(&d.join("src"), Mode::IgnoresRange);
+    let url = server.url("big.bin");
+    let t = create(
+        &d.join("src/big.bin"),
+        &d.join("big.torrent"),
+        65536,
+        std::slice::from_ref(&url),
+    );
+    let out = d.join("out");
+    let mut p = download(d, t.to_str().unwrap(), &out, &[], "leecher");
+    let done = finish(&mut p);
+    assert_same_tree(&d.join("src"), &out);
+    assert_eq!(done["hash_failures"], 0, "{done}");
+    let err = p.stderr();
+    assert!(
+        err.contains("ignores Range requests; reading whole files"),
+        "{}",
+        tail(&err, 30)
+    );
+    assert!(!err.contains("retry in"), "{}", tail(&err, 30));
+    // One whole read of the file, give or take the dropped answers.
+    let downloaded = done["downloaded"].as_u64().unwrap();
+    assert!(downloaded < 2 * 5_000_000, "{done}");
+    assert!(server.requests() <= 6, "{} requests", server.requests());
+}
+
+/// A whole-file server whose last piece is wrong: every other piece it
+/// sent is kept, the bad one names it and it is banned (alone, the
+/// download then stalls one piece short).
+#[test]
+fn whole_file_server_sending_a_bad_piece_is_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"), &[("f.bin", 1_000_000)]);
+    let server = WebServer::start(&d.join("src"), Mode::IgnoresRangeAndLies);
+    let t = create(
+        &d.join("src/f.bin"),
+        &d.join("f.torrent"),
+        65536,
+        &[server.url("f.bin")],
+    );
+    let out = d.join("out");
+    let mut p = download(
+        d,
+        t.to_str().unwrap(),
+        &out,
+        &["--stall-timeout", "3"],
+        "leecher",
+    );
+    let status = p.wait(Duration::from_secs(60));
+    assert!(!status.success(), "{}", tail(&p.stderr(), 30));
+    let done = p.done_event();
+    assert_eq!(done["outcome"], "stalled", "{done}");
+    assert_eq!(done["banned"], 1, "{done}");
+    assert_eq!(done["hash_failures"], 1, "{done}");
+    // Pieces 0..15 (15 × 64 KiB) kept; the last (16 960 bytes) not.
+    assert_eq!(done["have_bytes"], 15 * 65536, "{done}");
+}
+
+/// A whole-file server and a file selection: the file left out is read
+/// only as far as the piece it shares with the selected one, then the
+/// connection is dropped; the rest of it never comes.
+#[test]
+fn whole_file_server_is_read_only_as_far_as_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(
+        &d.join("src"),
+        &[("pack/a.bin", 1_000_000), ("pack/b.bin", 20_000_000)],
+    );
+    let server = WebServer::start(&d.join("src"), Mode::IgnoresRange);
+    let t = create(
+        &d.join("src/pack"),
+        &d.join("pack.torrent"),
+        65536,
+        &[server.url("")],
+    );
+    let out = d.join("out");
+    let mut p = download(d, t.to_str().unwrap(), &out, &["--select", "0"], "leecher");
+    let done = finish(&mut p);
+    assert_eq!(done["hash_failures"], 0, "{done}");
+    let a = std::fs::read(out.join("pack/a.bin")).unwrap();
+    assert!(a == std::fs::read(d.join("src/pack/a.bin")).unwrap());
+    // a.bin (read whole, perhaps twice by the first wave of requests) and
+    // b.bin's first piece: far less than b.bin's 20 MB.
+    let downloaded = done["downloaded"].as_u64().unwrap();
+    assert!(downloaded < 5_000_000, "{done}");
+}
+
+/// Python's own web server (`python3 -m http.server`, which has no
+/// `Range` support) as the only source, single-file and multi-file
+/// torrents: both complete byte for byte.
+#[test]
+fn python_http_server_as_the_web_seed() {
+    if std::env::var("SHOAL_SKIP_INTEROP").is_ok_and(|v| v == "1") {
+        eprintln!("note: python_http_server_as_the_web_seed skipped: SHOAL_SKIP_INTEROP=1");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let www = d.join("www");
+    make_tree(
+        &www,
+        &[
+            ("one.bin", 3_000_001),
+            ("pack/a b.bin", 1_000_000),
+            ("pack/sub/c#1.bin", 7_777_777),
+            ("pack/z.bin", 40_000),
+        ],
+    );
+    let port = free_port();
+    let py = common::python();
+    let server = std::process::Command::new(py)
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+        .arg(&www)
+        .arg(port.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(d.join("http.out")).unwrap())
+        .stderr(std::fs::File::create(d.join("http.err")).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{py} -m http.server: {e}"));
+    let _server = Kill(server);
+    wait_listening(port);
+    let base = format!("http://127.0.0.1:{port}/");
+    for (what, src, url) in [
+        ("single", www.join("one.bin"), format!("{base}one.bin")),
+        ("multi", www.join("pack"), base.clone()),
+    ] {
+        let t = create(&src, &d.join(format!("{what}.torrent")), 32768, &[url]);
+        let out = d.join(format!("out-{what}"));
+        let mut p = download(d, t.to_str().unwrap(), &out, &[], what);
+        let done = finish(&mut p);
+        assert_eq!(done["hash_failures"], 0, "{what}: {done}");
+        let name = src.file_name().unwrap();
+        let (want, got) = (src.clone(), out.join(name));
+        if src.is_dir() {
+            assert_same_tree(&want, &got);
+        } else {
+            assert!(
+                std::fs::read(&want).unwrap() == std::fs::read(&got).unwrap(),
+                "{what}"
+            );
+        }
+        assert!(
+            p.stderr().contains("ignores Range requests"),
+            "{what}: {}",
+            tail(&p.stderr(), 30)
+        );
+    }
+    // The server's own log: whole files (200), never a 206.
+    let log = std::fs::read_to_string(d.join("http.err")).unwrap_or_default();
+    assert!(log.contains("\" 200 ") && !log.contains("\" 206 "), "{log}");
+}
+
+/// A child process killed (and reaped) when dropped.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// All the broken servers and one good one in the same torrent: the good

@@ -14,6 +14,7 @@ mod plan;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -128,10 +129,19 @@ pub async fn fetch(
         Some(v2) if !magnet.has_v1 => InfoCheck::V2(v2),
         _ => InfoCheck::V1(info_hash),
     };
+    // Every hash the magnet names (a hybrid's v1 and cut v2): a peer may
+    // answer under either.
+    let mut hashes = vec![info_hash];
+    hashes.extend(magnet.info_hash_v2.map(|v2| {
+        let mut short = [0u8; 20];
+        short.copy_from_slice(&v2[..20]);
+        short
+    }));
+    hashes.dedup();
     let (mut found_rx, sources) = start_sources(magnet, extra, dht, peer_id).await;
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<Progress>();
     let peer = Dial {
-        info_hash,
+        hashes: hashes.into(),
         check,
         peer_id,
         encryption,
@@ -342,13 +352,15 @@ async fn announce(
             }
             Err(e) => {
                 failures += 1;
-                // TrackerList warned about it already (once until it
-                // answers); the status says it each time.
+                // The status says it each time; the log once per tracker
+                // until it answers (TrackerList::log_failures).
                 tracing::debug!("tracker: {e}");
                 let wait = tracker::retry_delay(failures).min(Duration::from_secs(30));
-                let who = trackers.last_failed().unwrap_or("?");
-                let why = crate::torrent::short_reason(&e.to_string());
-                let line = format!("tracker {who}: {why}, retry in {}s", wait.as_secs());
+                let why = trackers.failure_summary().unwrap_or_else(|| {
+                    format!("tracker: {}", crate::torrent::short_reason(&e.to_string()))
+                });
+                trackers.log_failures(wait);
+                let line = format!("{why}, retry in {}", crate::units::human_eta(wait));
                 if found.send(Found::Trouble(line)).await.is_err() {
                     return;
                 }
@@ -362,7 +374,9 @@ async fn announce(
 /// What every peer's fetch is given.
 #[derive(Clone)]
 struct Dial {
-    info_hash: [u8; 20],
+    /// The magnet's hashes: the first is dialled with, and a peer may
+    /// answer under any (a hybrid's v2 hash cut to 20 bytes: BEP 52).
+    hashes: Arc<[[u8; 20]]>,
     check: InfoCheck,
     peer_id: [u8; 20],
     encryption: Policy,
@@ -374,24 +388,23 @@ struct Dial {
 async fn from_peer(addr: SocketAddr, dial: Dial) -> Result<Vec<u8>, PeerFail> {
     use crate::peer::PeerError;
     let Dial {
-        info_hash,
+        hashes,
         check,
         peer_id,
         encryption,
         progress,
     } = dial;
-    let mut ours = wire::Handshake::new(info_hash, peer_id);
-    if matches!(check, InfoCheck::V2(_)) {
+    let mut ours = wire::Handshake::new(hashes[0], peer_id);
+    // The upgrade bit when the magnet names a v2 hash.
+    if matches!(check, InfoCheck::V2(_)) || hashes.len() > 1 {
         ours.reserved[7] |= wire::V2_BIT;
     }
-    let (mut stream, theirs) = match crate::peer::connect(addr, ours, encryption).await {
+    let (mut stream, theirs) = match crate::peer::connect(addr, ours, encryption, &hashes).await {
         Err(PeerError::ConnectTimeout) => return Err(PeerFail::Connect("timed out".into())),
         Err(PeerError::Connect(e)) => return Err(PeerFail::Connect(e.to_string())),
+        Err(PeerError::WrongInfoHash) => return Err(PeerFail::WrongInfoHash),
         r => r?,
     };
-    if theirs.info_hash != info_hash {
-        return Err(PeerFail::WrongInfoHash);
-    }
     if !theirs.supports_extensions() {
         return Err(PeerFail::NoMetadata);
     }

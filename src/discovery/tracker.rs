@@ -236,6 +236,27 @@ struct Entry {
     /// Set once its failure was shown: a torrent with thousands of dead
     /// trackers would otherwise print a warning for each at every retry.
     warned: bool,
+    /// What its last announce got, for [`TrackerList::views`].
+    seen: Seen,
+}
+
+/// A tracker's last announce, as the API's tracker table shows it.
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    tier: usize,
+    /// Its last announce was answered (`Some(true)`) or failed.
+    answered: Option<bool>,
+    at: Option<u64>,
+    seeders: Option<u32>,
+    leechers: Option<u32>,
+    peers: Option<usize>,
+    error: Option<String>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The trackers of one torrent, in BEP 12 tiers.
@@ -244,9 +265,52 @@ pub struct TrackerList {
     config: TrackerConfig,
     /// Built on first HTTP use, so UDP-only torrents never set up TLS.
     http_client: Option<reqwest::Client>,
-    /// Host (and port) of the last tracker that failed: what a status line
-    /// names. Never the whole URL, which may hold a passkey.
-    last_failed: Option<String>,
+    /// The trackers that failed in the last announce, for [`Self::log_failures`].
+    failures: Vec<Failure>,
+    /// When the next announce is due (Unix seconds), as its owner said.
+    next: Option<u64>,
+}
+
+/// A tracker that failed an announce: its host (and port), why, whether
+/// it could not be reached at all, and whether it is the first failure
+/// since it last answered.
+#[derive(Clone, Debug)]
+struct Failure {
+    tracker: String,
+    reason: String,
+    unreachable: bool,
+    first: bool,
+}
+
+impl TrackerError {
+    /// The tracker could not be reached (no answer at all), as opposed
+    /// to one that answered with a refusal or nonsense.
+    fn unreachable(&self) -> bool {
+        match self {
+            TrackerError::Timeout | TrackerError::Resolve(_) | TrackerError::Io(_) => true,
+            TrackerError::Http(s) => {
+                let s = s.to_ascii_lowercase();
+                ["connect", "dns", "timed out", "timeout"]
+                    .iter()
+                    .any(|w| s.contains(w))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `host:port` of a tracker URL (never the rest, which may hold a passkey).
+pub fn host_of(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("?").to_string();
+            match u.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            }
+        }
+        Err(_) => "?".into(),
+    }
 }
 
 impl TrackerList {
@@ -291,13 +355,9 @@ impl TrackerList {
             tiers,
             config,
             http_client: None,
-            last_failed: None,
+            failures: Vec::new(),
+            next: None,
         }
-    }
-
-    /// `host:port` of the tracker whose failure the last error is.
-    pub fn last_failed(&self) -> Option<&str> {
-        self.last_failed.as_deref()
     }
 
     fn parse_tiers(
@@ -339,6 +399,10 @@ impl TrackerList {
                         url: key,
                         backend,
                         warned: false,
+                        seen: Seen {
+                            tier: tiers.len(),
+                            ..Seen::default()
+                        },
                     });
                 }
             }
@@ -350,6 +414,64 @@ impl TrackerList {
             }
         }
         tiers
+    }
+
+    /// Logs each tracker that failed in the last announce once, as one
+    /// cause: a warning the first time since it last answered, info for
+    /// the repeats (which a terminal counts on the warning's line), with
+    /// when it is tried again.
+    pub fn log_failures(&mut self, retry: Duration) {
+        for f in self.failures.drain(..) {
+            let retry_in = retry.as_secs();
+            if f.first {
+                tracing::warn!(retry_in, "tracker {}: {}", f.tracker, f.reason);
+            } else {
+                tracing::info!(retry_in, "tracker {}: {}", f.tracker, f.reason);
+            }
+        }
+    }
+
+    /// Why the last announce, which no tracker answered, brought no
+    /// peers: "tracker H:P unreachable" (or "trackers unreachable" when
+    /// several were tried), or "tracker H:P: what it said".
+    pub fn failure_summary(&self) -> Option<String> {
+        let last = self.failures.last()?;
+        if self.failures.len() > 1 && self.failures.iter().all(|f| f.unreachable) {
+            return Some(format!("{} trackers unreachable", self.failures.len()));
+        }
+        Some(if last.unreachable {
+            format!("tracker {} unreachable", last.tracker)
+        } else {
+            format!("tracker {}: {}", last.tracker, last.reason)
+        })
+    }
+
+    /// Records when the next announce is due.
+    pub fn schedule(&mut self, wait: Duration) {
+        self.next = Some(unix_now() + wait.as_secs());
+    }
+
+    /// Each tracker's state after its last announce, tier by tier.
+    pub fn views(&self) -> Vec<crate::torrent::TrackerView> {
+        self.tiers
+            .iter()
+            .flatten()
+            .map(|e| crate::torrent::TrackerView {
+                url: crate::out::escape(&e.url).into_owned(),
+                tier: e.seen.tier,
+                status: match e.seen.answered {
+                    Some(true) => "working",
+                    Some(false) => "failing",
+                    None => "not contacted",
+                },
+                last_announce: e.seen.at,
+                next_announce: self.next,
+                seeders: e.seen.seeders,
+                leechers: e.seen.leechers,
+                peers: e.seen.peers,
+                error: e.seen.error.clone(),
+            })
+            .collect()
     }
 
     /// True when no usable tracker remains (e.g. a trackerless or DHT-only torrent).
@@ -376,6 +498,7 @@ impl TrackerList {
         req: &AnnounceRequest,
     ) -> Result<(String, AnnounceResponse), TrackerError> {
         let mut last_err = TrackerError::NoTrackers;
+        self.failures.clear();
         for t in 0..self.tiers.len() {
             for i in 0..self.tiers[t].len() {
                 let result = match &mut self.tiers[t][i].backend {
@@ -399,6 +522,15 @@ impl TrackerList {
                     Ok(resp) => {
                         let mut entry = self.tiers[t].remove(i);
                         entry.warned = false;
+                        entry.seen = Seen {
+                            tier: entry.seen.tier,
+                            answered: Some(true),
+                            at: Some(unix_now()),
+                            seeders: resp.seeders,
+                            leechers: resp.leechers,
+                            peers: Some(resp.peers.len()),
+                            error: None,
+                        };
                         let url = entry.url.clone();
                         self.tiers[t].insert(0, entry);
                         if let Some(w) = &resp.warning {
@@ -408,19 +540,19 @@ impl TrackerList {
                     }
                     Err(e) => {
                         let entry = &mut self.tiers[t][i];
-                        if entry.warned {
-                            tracing::debug!(tracker = %entry.url, error = %e, "announce failed");
-                        } else {
-                            entry.warned = true;
-                            tracing::warn!(tracker = %entry.url, error = %e, "announce failed");
-                        }
-                        self.last_failed = url::Url::parse(&self.tiers[t][i].url).ok().map(|u| {
-                            let host = u.host_str().unwrap_or("?").to_string();
-                            match u.port() {
-                                Some(p) => format!("{host}:{p}"),
-                                None => host,
-                            }
+                        tracing::debug!(tracker = %entry.url, error = %e, "announce failed");
+                        let tracker = host_of(&entry.url);
+                        let reason = crate::torrent::short_reason(&e.to_string());
+                        entry.seen.answered = Some(false);
+                        entry.seen.at = Some(unix_now());
+                        entry.seen.error = Some(reason.clone());
+                        self.failures.push(Failure {
+                            tracker,
+                            reason,
+                            unreachable: e.unreachable(),
+                            first: !entry.warned,
                         });
+                        entry.warned = true;
                         last_err = e;
                     }
                 }
@@ -679,9 +811,11 @@ mod tests {
                 .await
                 .unwrap();
             assert!(r.is_err());
+            list.log_failures(Duration::from_secs(5));
         }
         let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-        assert_eq!(text.matches("announce failed").count(), 10, "{text}");
+        assert_eq!(text.matches(" WARN ").count(), 10, "{text}");
+        assert_eq!(text.matches(": connection refused").count(), 10, "{text}");
     }
 
     /// Trackers may gzip their answers (large peer lists, or a proxy in

@@ -19,6 +19,9 @@ pub enum Source {
     Magnet(Magnet),
 }
 
+/// A .torrent file, a magnet link, an http(s) URL of a .torrent, or a
+/// bare info-hash (as a magnet link naming only it): what `download`,
+/// `info` and `shoal add` all take. A file of that name wins.
 pub fn load_source(arg: &str) -> Result<Source> {
     if arg
         .get(..7)
@@ -26,7 +29,25 @@ pub fn load_source(arg: &str) -> Result<Source> {
     {
         return Ok(Source::Magnet(Magnet::parse(arg)?));
     }
-    Ok(Source::Torrent(Box::new(load_torrent(Path::new(arg))?)))
+    let path = Path::new(arg);
+    if !path.exists() {
+        if let Some(uri) = crate::metainfo::magnet::from_bare_hash(arg) {
+            return Ok(Source::Magnet(Magnet::parse(&uri)?));
+        }
+        let lower = arg.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let bytes = rt.block_on(crate::service::fetch_torrent(arg))?;
+            let m = Metainfo::from_bytes(&bytes).with_context(|| esc(arg).into_owned())?;
+            for w in &m.warnings {
+                tracing::warn!("{}: {}", esc(arg), esc(w));
+            }
+            return Ok(Source::Torrent(Box::new(m)));
+        }
+    }
+    Ok(Source::Torrent(Box::new(load_torrent(path)?)))
 }
 
 pub fn load_torrent(path: &Path) -> Result<Metainfo> {
@@ -40,6 +61,35 @@ pub fn load_torrent(path: &Path) -> Result<Metainfo> {
     Ok(m)
 }
 
+/// The files `shoal info` lists, with their numbers (data files from 0,
+/// as `--list` and `--select` count them; None for a pad file). A
+/// v2-only torrent's pad entries are not in it (they only align its files
+/// to pieces here), so they are left out.
+fn listed_files(m: &Metainfo) -> Vec<(Option<usize>, &crate::metainfo::FileEntry)> {
+    let mut n = 0;
+    m.files
+        .iter()
+        .filter(|f| !(f.pad && m.version() == Version::V2))
+        .map(|f| {
+            let number = f.is_data().then(|| {
+                n += 1;
+                n - 1
+            });
+            (number, f)
+        })
+        .collect()
+}
+
+/// The size `shoal info` gives: for a v2-only torrent its files' content
+/// (its pads are ours, not the torrent's), else the torrent's total.
+fn listed_size(m: &Metainfo) -> u64 {
+    if m.version() == Version::V2 {
+        m.files.iter().filter(|f| !f.pad).map(|f| f.length).sum()
+    } else {
+        m.total_length
+    }
+}
+
 pub fn info_json(m: &Metainfo) -> serde_json::Value {
     json!({
         "source": "torrent",
@@ -51,7 +101,7 @@ pub fn info_json(m: &Metainfo) -> serde_json::Value {
             Version::Hybrid => "hybrid",
         },
         "info_hash_v2": m.v2.as_ref().map(|v| hex::encode(v.info_hash)),
-        "total_size": m.total_length,
+        "total_size": listed_size(m),
         "piece_length": m.piece_length,
         "piece_count": m.piece_count(),
         "private": m.private,
@@ -61,7 +111,8 @@ pub fn info_json(m: &Metainfo) -> serde_json::Value {
         "creation_date": m.creation_date,
         "created_by": m.created_by,
         "comment": m.comment,
-        "files": m.files.iter().map(|f| json!({
+        "files": listed_files(m).into_iter().map(|(n, f)| json!({
+            "index": n,
             "path": f.path.to_string_lossy(),
             "size": f.length,
             "pad": f.pad,
@@ -90,11 +141,8 @@ pub fn info(arg: &str, as_json: bool) -> Result<()> {
                 }
                 (None, _) => crate::outln!("info-hash:     {}", m.info_hash),
             }
-            crate::outln!(
-                "size:          {} ({} bytes)",
-                human_bytes(m.total_length),
-                m.total_length
-            );
+            let size = listed_size(&m);
+            crate::outln!("size:          {} ({size} bytes)", human_bytes(size));
             crate::outln!(
                 "piece length:  {} ({} bytes)",
                 human_bytes(m.piece_length),
@@ -126,11 +174,19 @@ pub fn info(arg: &str, as_json: bool) -> Result<()> {
             if let Some(c) = &m.comment {
                 crate::outln!("comment:       {}", esc(c));
             }
-            crate::outln!("files ({}):", m.files.len());
-            for f in &m.files {
-                let tag = if f.pad { "  (pad)" } else { "" };
+            let files = listed_files(&m);
+            let data = files.iter().filter(|(n, _)| n.is_some()).count();
+            let width = data.saturating_sub(1).to_string().len();
+            crate::outln!("files ({data}, numbered as --select takes them):");
+            for (n, f) in files {
+                let tag = match (f.pad, f.symlink) {
+                    (true, _) => "  (pad)",
+                    (_, true) => "  (symlink)",
+                    _ => "",
+                };
+                let n = n.map_or(String::new(), |n| n.to_string());
                 crate::outln!(
-                    "  {:>12}  {}{tag}",
+                    "  {n:>width$}  {:>10}  {}{tag}",
                     human_bytes(f.length),
                     esc(&f.path.display().to_string())
                 );
@@ -198,10 +254,7 @@ fn check_url(flag: &str, u: &str, schemes: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// "1 piece", "2 pieces".
-pub fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
+pub use crate::face::lines::plural;
 
 pub fn create_cmd(a: CreateArgs) -> Result<()> {
     let trackers: Vec<String> = a
@@ -330,17 +383,21 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
     if let Some(v2) = m.v2.as_ref().filter(|v| m.v2_only() && !v.complete()) {
         let n = v2.files.iter().filter(|f| !f.checkable()).count();
         bail!(
-            "{}: {n} file(s) have no piece layer in this torrent (a magnet's metadata has none), so their pieces cannot be checked; verify with the complete .torrent",
-            torrent.display()
+            "{}: {} no piece layer in this torrent (a magnet's metadata has none), so their pieces cannot be checked; verify with the complete .torrent",
+            torrent.display(),
+            plural(n as u64, "file has", "files have")
         );
     }
     if !dir.is_dir() {
         bail!("{}: not a folder", dir.display());
     }
     let store = Store::open_read(Layout::from_metainfo(&m), dir);
-    let lengths = crate::store::ownership::lengths_on_disk(&m, dir);
+    let lengths =
+        crate::store::ownership::lengths_on_disk(&m, &crate::store::confine::Root::trusting(dir));
     if lengths.iter().all(Option::is_none) {
-        if let Some(hint) = content_folder_hint(&m, dir) {
+        if let Some(hint) =
+            content_folder_hint(&m, dir, |parent| format!("shoal verify TORRENT {parent}"))
+        {
             bail!("{hint}");
         }
     }
@@ -432,8 +489,8 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
             );
         }
         crate::outln!(
-            "{} pieces: {} good, {} missing, {} bad",
-            checks.len(),
+            "{}: {} good, {} missing, {} bad",
+            plural(checks.len() as u64, "piece", "pieces"),
             total.good,
             total.missing,
             total.bad
@@ -441,9 +498,9 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
     }
     if total.good as usize != checks.len() {
         bail!(
-            "incomplete: {} of {} pieces missing, {} bad",
+            "incomplete: {} of {} missing, {} bad",
             total.missing,
-            checks.len(),
+            plural(checks.len() as u64, "piece", "pieces"),
             total.bad
         );
     }
@@ -458,9 +515,14 @@ pub fn verify(torrent: &Path, dir: &Path, as_json: bool) -> Result<()> {
 }
 
 /// When `dir` holds none of the torrent's files but looks like its content
-/// folder itself (a common slip: `verify T out/name` for `verify T out`),
-/// says so and names the folder to give instead.
-fn content_folder_hint(m: &Metainfo, dir: &Path) -> Option<String> {
+/// folder itself (a common slip: `verify T out/name` for `verify T out`,
+/// `seed T --from out/name` for `--from out`), says so and what to type
+/// instead (`command` of the folder that holds it).
+fn content_folder_hint(
+    m: &Metainfo,
+    dir: &Path,
+    command: impl Fn(&str) -> String,
+) -> Option<String> {
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -476,10 +538,10 @@ fn content_folder_hint(m: &Metainfo, dir: &Path) -> Option<String> {
     };
     looks_like.then(|| {
         format!(
-            "none of the torrent's files are under {}, which looks like its content folder itself; give the folder that holds {:?}: shoal verify TORRENT {}",
+            "none of the torrent's files are under {}, which looks like its content folder itself; give the folder that holds {:?}: {}",
             dir.display(),
             m.name,
-            parent.display()
+            command(&parent.display().to_string())
         )
     })
 }
@@ -519,11 +581,17 @@ pub struct ServeArgs {
     pub session: crate::session::SessionConfig,
     /// Every torrent's knobs.
     pub options: crate::torrent::Options,
+    /// Torrents with more files are refused (`--max-files`).
+    pub max_files: usize,
 }
 
 /// The token of a service on a non-loopback address: the one given, else
 /// the one kept in the state folder, else a new one written there (0600).
 fn service_token(state_dir: &Path, given: Option<String>, remote: bool) -> Result<Option<String>> {
+    if given.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        // main refuses it as a usage error; a library caller gets this.
+        bail!("the access token is empty");
+    }
     if given.is_some() || !remote {
         return Ok(given);
     }
@@ -578,6 +646,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 state_dir: state_dir.clone(),
                 download_root: a.download_dir.clone(),
                 options: a.options.clone(),
+                max_files: a.max_files,
             },
         )
         .await?;
@@ -615,7 +684,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 }
             );
         }
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let server = tokio::spawn(crate::service::http::serve(listener, app));
         let signal = tokio::select! {
             s = crate::session::wait_for_signal() => s,
             r = server => {
@@ -665,15 +734,16 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(total))
 }
 
-/// `download --list`: the files with the numbers `--select` takes.
+/// `download --list`: the files with the numbers `--select` takes (from
+/// 0, as everywhere).
 fn list_files(m: &Metainfo) {
     let data = crate::torrent::selection::data_files(m);
-    let width = data.len().to_string().len();
+    let width = data.len().saturating_sub(1).to_string().len();
     for (n, &i) in data.iter().enumerate() {
         let f = &m.files[i];
         crate::outln!(
             "{:>width$}  {:>10}  {}",
-            n + 1,
+            n,
             human_bytes(f.length),
             esc(&f.path.display().to_string())
         );
@@ -793,6 +863,9 @@ pub fn run_torrent(a: RunArgs, seed: bool) -> Result<()> {
 
 fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     let display = Display::choose(a.json, a.quiet);
+    // Held until the bars are gone, before the summary is printed below
+    // them (log notes then become lines above it).
+    let live = (display == Display::Bars).then(crate::face::term::Live::hold);
     let peers = resolve_peers(&a.peers)?;
     let source = load_source(&a.torrent.to_string_lossy())?;
     // Listing a .torrent's files needs no network at all.
@@ -800,7 +873,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         list_files(m);
         return Ok(());
     }
-    runtime()?.block_on(run_in_session(a, seed, display, peers, source))
+    runtime()?.block_on(run_in_session(a, seed, display, peers, source, live))
 }
 
 /// A session of its own for one torrent: its magnet phase if it came as
@@ -811,6 +884,7 @@ async fn run_in_session(
     display: Display,
     peers: Vec<std::net::SocketAddr>,
     source: Source,
+    live: Option<crate::face::term::Live>,
 ) -> Result<()> {
     let stop = crate::face::single::Stop::on_signals();
     let session_cfg = std::mem::take(&mut a.session);
@@ -832,6 +906,20 @@ async fn run_in_session(
     if a.list {
         list_files(&m);
         return Ok(());
+    }
+    if seed
+        && crate::store::ownership::lengths_on_disk(
+            &m,
+            &crate::store::confine::Root::trusting(&a.dir),
+        )
+        .iter()
+        .all(Option::is_none)
+    {
+        if let Some(hint) = content_folder_hint(&m, &a.dir, |parent| {
+            format!("shoal seed TORRENT --from {parent}")
+        }) {
+            bail!("{hint}");
+        }
     }
     let selection = crate::torrent::selection::choose(&m, &a.only, a.select.as_deref())?;
     if let Some(sel) = &selection {
@@ -857,6 +945,7 @@ async fn run_in_session(
     let dest = a.dir.join(&m.name);
     let opts = crate::session::TorrentOptions {
         dir: a.dir.clone(),
+        base: None,
         peers,
         learned,
         require_complete: seed,
@@ -867,6 +956,7 @@ async fn run_in_session(
         torrent: a.options.clone(),
     };
     let summary = crate::face::single::run(&session, m, opts, display, &stop).await;
+    drop(live);
     session.save().await;
     report(&a, &name, &dest, summary?)
 }
@@ -931,17 +1021,18 @@ fn report(a: &RunArgs, name: &str, dest: &Path, summary: crate::session::Summary
         return Err(Interrupted {
             signal,
             message: format!(
-                "interrupted with {} of {} pieces verified; run the same command again to resume",
-                p.pieces_have, p.piece_count
+                "interrupted with {} of {} verified; run the same command again to resume",
+                p.pieces_have,
+                plural(p.piece_count.into(), "piece", "pieces")
             ),
         }
         .into());
     }
     if !summary.complete {
         bail!(
-            "stopped with {} of {} pieces verified; run the same command again to resume",
+            "stopped with {} of {} verified; run the same command again to resume",
             p.pieces_have,
-            p.piece_count
+            plural(p.piece_count.into(), "piece", "pieces")
         );
     }
     Ok(())
@@ -978,12 +1069,5 @@ mod tests {
         for bad in ["", "m", "1x", "1h30", "-5", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn plurals() {
-        assert_eq!(plural(1, "piece", "pieces"), "1 piece");
-        assert_eq!(plural(0, "piece", "pieces"), "0 pieces");
-        assert_eq!(plural(3, "piece", "pieces"), "3 pieces");
     }
 }

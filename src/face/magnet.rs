@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::face::cli::{emit_done, Interrupted, RunArgs};
+use crate::face::cli::{emit_done, plural, Interrupted, RunArgs};
 use crate::face::single::Stop;
 use crate::face::ui::{human_bytes, Display};
 use crate::metainfo::magnet::Magnet;
@@ -68,10 +68,14 @@ pub(crate) async fn resolve(
             json!({"name": m.name, "info_hash": m.info_hash.hex(), "size": r.info_len, "saved_to": a.save_torrent}),
         ),
         Display::Bars | Display::Plain => crate::face::ui::say(&format!(
-            "metadata: {} ({}, {} files) from the swarm",
+            "metadata: {} ({}, {}) from the swarm",
             esc(&m.name),
             human_bytes(m.total_length),
-            m.files.iter().filter(|f| f.is_data()).count()
+            plural(
+                m.files.iter().filter(|f| f.is_data()).count() as u64,
+                "file",
+                "files"
+            )
         )),
         Display::Silent => {}
     }
@@ -112,13 +116,9 @@ async fn fetch_metadata(
     // As under the download's bars: an echoed ^C would leave the spinner
     // behind. Safe to turn off, the signals being caught (`stop`).
     let _no_echo = (display == Display::Bars).then(crate::face::ui::NoEcho::new);
-    let bar = (display == Display::Bars).then(|| {
-        let pb = crate::face::ui::spinner();
-        pb.set_message(crate::face::ui::fit_spinner(&format!(
-            "{label}: fetching metadata"
-        )));
-        pb
-    });
+    // One line among the bars, made anew for the width ten times a
+    // second (a resize takes effect at once) and on each change.
+    let bar = (display == Display::Bars).then(crate::face::ui::line_bar);
     let mut stall_rx = status_rx.clone();
     let stalled = async {
         let Some(limit) = a.stall_timeout.map(std::time::Duration::from_secs) else {
@@ -135,17 +135,29 @@ async fn fetch_metadata(
         )
     };
     let show = async {
-        while status_rx.changed().await.is_ok() {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        let mut last_width = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                r = status_rx.changed() => if r.is_err() {
+                    break;
+                },
+            }
             let s = status_rx.borrow_and_update().clone();
             if let Some(pb) = &bar {
-                let mut msg = format!(
-                    "{label}: fetching metadata ({} peers, {} known)",
-                    s.connected, s.known
-                );
-                if let Some(e) = &s.last_error {
-                    msg.push_str(&format!(" - {e}"));
+                let width = crate::face::term::width();
+                if width != last_width {
+                    crate::face::log::refit(width);
+                    last_width = width;
                 }
-                pb.set_message(crate::face::ui::fit_spinner(&msg));
+                pb.set_message(crate::face::lines::magnet_line(
+                    &label,
+                    s.connected,
+                    s.known,
+                    s.last_error.as_deref(),
+                    width,
+                ));
             }
         }
         std::future::pending::<()>().await;

@@ -130,20 +130,26 @@ pub struct AddArgs<'a> {
     pub dir: Option<String>,
     pub only: Option<String>,
     pub paused: bool,
+    /// Replace files in the way that shoal did not create.
+    pub overwrite: bool,
 }
 
-/// `shoal add`: .torrent files, magnet links or URLs.
+/// `shoal add`: .torrent files, magnet links, URLs or bare info-hashes.
 pub fn add(r: &Remote, a: AddArgs<'_>) -> Result<()> {
+    // File numbers as `download --list` shows them (from 0), ranges too.
     let only: Option<Vec<usize>> = match &a.only {
         Some(s) => Some(
-            s.split(',')
-                .map(|x| x.trim().parse::<usize>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| anyhow::anyhow!("--only {s}: expected file numbers like 0,2"))?,
+            crate::torrent::selection::parse_numbers(s, usize::MAX)
+                .map_err(|_| anyhow::anyhow!("--only {s}: expected file numbers like 0,2-4"))?,
         ),
         None => None,
     };
     for src in a.sources {
+        // A file of that name wins over a bare info-hash.
+        let magnet = (!Path::new(src).exists())
+            .then(|| crate::metainfo::magnet::from_bare_hash(src))
+            .flatten();
+        let src = magnet.as_ref().unwrap_or(src);
         let lower = src.to_ascii_lowercase();
         let req = if lower.starts_with("magnet:")
             || lower.starts_with("http://")
@@ -154,7 +160,7 @@ pub fn add(r: &Remote, a: AddArgs<'_>) -> Result<()> {
             } else {
                 "url"
             };
-            let mut body = json!({ key: src, "paused": a.paused });
+            let mut body = json!({ key: src, "paused": a.paused, "overwrite": a.overwrite });
             if let Some(d) = &a.dir {
                 body["download_dir"] = json!(d);
             }
@@ -168,12 +174,16 @@ pub fn add(r: &Remote, a: AddArgs<'_>) -> Result<()> {
         } else {
             let path = Path::new(src);
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", esc(src)))?;
-            let mut q: Vec<(&str, String)> = vec![("paused", a.paused.to_string())];
+            let mut q: Vec<(&str, String)> = vec![
+                ("paused", a.paused.to_string()),
+                ("overwrite", a.overwrite.to_string()),
+            ];
             if let Some(d) = &a.dir {
                 q.push(("download_dir", d.clone()));
             }
-            if let Some(o) = &a.only {
-                q.push(("only", o.clone()));
+            if let Some(o) = &only {
+                let list: Vec<String> = o.iter().map(usize::to_string).collect();
+                q.push(("only", list.join(",")));
             }
             r.client
                 .post(r.url("/api/torrents"))
@@ -200,7 +210,7 @@ fn rate(n: u64) -> String {
 
 fn eta(v: &Value) -> String {
     match v.get("eta").and_then(Value::as_u64) {
-        Some(s) => crate::face::ui::human_duration(Duration::from_secs(s)),
+        Some(s) => crate::units::human_eta(Duration::from_secs(s)),
         None => "-".into(),
     }
 }
@@ -216,7 +226,9 @@ pub fn list(r: &Remote, as_json: bool) -> Result<()> {
         crate::outln!("no torrents (add one with `shoal add FILE|MAGNET`)");
         return Ok(());
     }
-    let width = crate::face::ui::term_width().max(40);
+    // On a terminal names are cut to its width; into a pipe or a file they
+    // are whole, for whatever reads them.
+    let width = crate::face::ui::stdout_is_terminal().then(|| crate::face::term::width().max(40));
     crate::outln!(
         "{:<8}  {:<11}  {:>6}  {:>11}  {:>11}  {:>5}  {:>7}  NAME",
         "HASH",
@@ -241,12 +253,14 @@ pub fn list(r: &Remote, as_json: bool) -> Result<()> {
             n("peers"),
             eta(t),
         );
-        let room = width.saturating_sub(line.chars().count()).max(10);
         let name = esc(&s("name")).into_owned();
-        let name: String = if name.chars().count() > room {
-            name.chars().take(room - 1).chain(['…']).collect()
-        } else {
-            name
+        let name = match width {
+            Some(w) => crate::face::term::cut_end(
+                &name,
+                w.saturating_sub(1 + crate::face::term::width_of(&line))
+                    .max(10),
+            ),
+            None => name,
         };
         crate::outln!("{line}{name}");
         if let Some(e) = t.get("error").and_then(Value::as_str) {
@@ -256,14 +270,18 @@ pub fn list(r: &Remote, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `shoal pause|resume HASH…`.
-pub fn pause_resume(r: &Remote, hashes: &[String], verb: &str) -> Result<()> {
+/// `shoal pause|resume HASH…`; `resume --overwrite` lets the next run
+/// replace files in the way.
+pub fn pause_resume(r: &Remote, hashes: &[String], verb: &str, overwrite: bool) -> Result<()> {
     for h in hashes {
         let full = r.resolve(h)?;
-        let v = r.send(
-            r.client
-                .post(r.url(&format!("/api/torrents/{full}/{verb}"))),
-        )?;
+        let mut req = r
+            .client
+            .post(r.url(&format!("/api/torrents/{full}/{verb}")));
+        if overwrite {
+            req = req.query(&[("overwrite", "true")]);
+        }
+        let v = r.send(req)?;
         let state = v.get("state").and_then(Value::as_str).unwrap_or("?");
         crate::outln!("{full} {state}");
     }
@@ -274,15 +292,40 @@ pub fn pause_resume(r: &Remote, hashes: &[String], verb: &str) -> Result<()> {
 pub fn remove(r: &Remote, hashes: &[String], delete_data: bool) -> Result<()> {
     for h in hashes {
         let full = r.resolve(h)?;
-        r.send(
+        let v = r.send(
             r.client
                 .delete(r.url(&format!("/api/torrents/{full}")))
                 .query(&[("delete_data", delete_data)]),
         )?;
+        if !delete_data {
+            crate::outln!("removed {full}");
+            continue;
+        }
+        let deleted = v
+            .get("deleted")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let kept = v
+            .get("kept")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         crate::outln!(
-            "removed {full}{}",
-            if delete_data { " and its data" } else { "" }
+            "removed {full} and its data: {} deleted{}",
+            crate::face::cli::plural(deleted as u64, "file", "files"),
+            if kept.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} kept",
+                    crate::face::cli::plural(kept.len() as u64, "file", "files")
+                )
+            }
         );
+        for k in &kept {
+            let s = |key: &str| k.get(key).and_then(Value::as_str).unwrap_or("?");
+            crate::outln!("kept {}: {}", esc(s("path")), esc(s("why")));
+        }
     }
     Ok(())
 }

@@ -74,10 +74,14 @@ pub async fn run(
     let mut ctl = Control::new(stop.flag());
     ctl.notices = Some(notice_tx);
     let progress_rx = ctl.progress.subscribe();
+    let plan = ui::SeedPlan {
+        ratio: opts.torrent.seed_ratio,
+        time: opts.torrent.seed_time,
+    };
     let shower = tokio::spawn(show(
         session.clone(),
         meta.clone(),
-        display,
+        (display, plan),
         notice_rx,
         progress_rx,
         ctl.checked.clone(),
@@ -104,7 +108,7 @@ pub async fn run(
 async fn show(
     session: Session,
     meta: Arc<Metainfo>,
-    display: Display,
+    (display, plan): (Display, ui::SeedPlan),
     mut notices: mpsc::UnboundedReceiver<Notice>,
     progress: watch::Receiver<crate::torrent::Progress>,
     checked: Arc<AtomicU64>,
@@ -166,7 +170,7 @@ async fn show(
                     serde_json::json!({"port": port, "ipv4": v4, "ipv6": v6}),
                     &format!("listening on port {port} ({})", session.families_label()),
                 );
-                ui::show(meta, progress, display).await;
+                ui::show(meta, progress, display, plan).await;
                 return;
             }
         }

@@ -1,24 +1,28 @@
-//! Terminal output: sizes, dates, progress bars and `--json` events. Bars
-//! are hidden when stdout is not a terminal, so scripts and logs stay
-//! clean. Everything written to stderr while bars are up (log lines,
-//! notices) goes through one [`MultiProgress`], which lifts the bars out
-//! of the way and redraws them below, so no stale copy is left behind.
+//! What a run shows: progress bars (hidden when stdout is not a
+//! terminal, so scripts and logs stay clean) and `--json` events. Bars
+//! are drawn through the terminal's one `MultiProgress`
+//! ([`term::multi`]), which lifts them out of the way of anything printed
+//! above them, so no stale copy is left behind; their lines are made in
+//! `lines`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
+use crate::face::lines::{file_line, main_line};
+pub use crate::face::term::say;
+use crate::face::term::{self, width_of};
 use crate::metainfo::Metainfo;
 use crate::torrent::{Progress, State};
 
+pub use crate::units::{human_bytes, human_duration, human_eta};
+
 /// Version of the `--json` event schema (docs/json.md); raised on any
 /// change that could break a reader.
-pub use crate::units::{human_bytes, human_duration};
-
 pub const JSON_VERSION: u64 = 1;
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
@@ -47,54 +51,6 @@ pub fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
 }
 
-/// The one place bars are drawn; log lines and notices are printed
-/// through it.
-fn multi() -> &'static MultiProgress {
-    static MULTI: OnceLock<MultiProgress> = OnceLock::new();
-    MULTI.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)))
-}
-
-/// Writes a line to stderr above the bars (if any).
-pub fn say(line: &str) {
-    multi().suspend(|| {
-        let _ = writeln!(std::io::stderr(), "{line}");
-    });
-}
-
-/// A `tracing` writer that prints each log record above the bars.
-pub struct LogWriter;
-
-/// One log record, written out when tracing drops it.
-pub struct LogLine(Vec<u8>);
-
-impl Write for LogLine {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for LogLine {
-    fn drop(&mut self) {
-        if self.0.is_empty() {
-            return;
-        }
-        multi().suspend(|| {
-            let _ = std::io::stderr().write_all(&self.0);
-        });
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
-    type Writer = LogLine;
-    fn make_writer(&'a self) -> LogLine {
-        LogLine(Vec::new())
-    }
-}
-
 /// Seconds since the Unix epoch, with a fraction.
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -121,7 +77,7 @@ pub fn event_json(event: &str, fields: serde_json::Value) -> serde_json::Value {
 /// mid-word is hard to read.
 pub fn join_to_fit(parts: &[(&str, String)]) -> String {
     let width = if stdout_is_terminal() {
-        term_width()
+        term::width()
     } else {
         usize::MAX
     };
@@ -216,32 +172,22 @@ pub fn bytes_bar(total: u64, message: &str) -> ProgressBar {
     );
     pb.set_message(message.to_string());
     if stdout_is_terminal() {
-        return multi().add(pb);
+        return term::add(pb);
     }
     pb
 }
 
-/// A spinner with a message (a magnet's metadata fetch), drawn with the
-/// bars so log lines go above it.
-pub fn spinner() -> ProgressBar {
-    let pb = multi().add(ProgressBar::new_spinner());
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    pb.enable_steady_tick(Duration::from_millis(120));
-    pb
-}
-
-/// A spinner's message cut to the terminal's width.
-pub fn fit_spinner(msg: &str) -> String {
-    cut_end(msg, term_width().saturating_sub(3))
+/// A line among the bars whose text the caller sets (made for the width
+/// with `lines`): a magnet's metadata fetch, say.
+pub fn line_bar() -> ProgressBar {
+    term::add(
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()).with_style(line_style()),
+    )
 }
 
 /// Clears a bar and takes it off the screen.
 pub fn remove(pb: &ProgressBar) {
-    pb.finish_and_clear();
-    multi().remove(pb);
+    term::remove(pb);
 }
 
 /// Runs `work` while a bar follows the `done` counter.
@@ -263,8 +209,9 @@ pub fn with_counter_bar<T>(total: u64, message: &str, work: impl FnOnce(&AtomicU
         ticker.thread().unpark();
         out
     });
-    pb.finish_and_clear();
-    multi().remove(&pb);
+    if stdout_is_terminal() {
+        term::remove(&pb);
+    }
     out
 }
 
@@ -297,37 +244,6 @@ impl Display {
     }
 }
 
-fn eta(p: &Progress) -> String {
-    let left = p.total.saturating_sub(p.have_bytes);
-    if left == 0 {
-        return "-".into();
-    }
-    if p.down_rate == 0 {
-        return "∞".into();
-    }
-    let s = left / p.down_rate;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// " (tracker 5, dht 30, pex 5)": where the connected peers came from.
-pub fn peer_sources(p: &Progress) -> String {
-    if p.peer_sources.is_empty() {
-        return String::new();
-    }
-    let parts: Vec<String> = p
-        .peer_sources
-        .iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-    format!(" ({})", parts.join(", "))
-}
-
 pub fn progress_json(p: &Progress) -> serde_json::Value {
     event_json(
         "progress",
@@ -348,235 +264,6 @@ pub fn progress_json(p: &Progress) -> serde_json::Value {
             "hash_failures": p.hash_failures,
             "banned": p.banned,
         }),
-    )
-}
-
-/// Columns of the terminal on stderr (where bars go), asked anew at each
-/// redraw so a resize takes effect at once.
-pub fn term_width() -> usize {
-    #[cfg(unix)]
-    {
-        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-        // SAFETY: TIOCGWINSZ fills a winsize, which we own.
-        let r = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) };
-        if r == 0 && ws.ws_col > 0 {
-            return ws.ws_col as usize;
-        }
-    }
-    80
-}
-
-fn width_of(s: &str) -> usize {
-    s.chars().count()
-}
-
-/// `s` cut to `n` columns, with `…` where it was cut.
-fn cut_end(s: &str, n: usize) -> String {
-    if width_of(s) <= n {
-        return s.to_string();
-    }
-    if n == 0 {
-        return String::new();
-    }
-    let mut out: String = s.chars().take(n - 1).collect();
-    out.push('…');
-    out
-}
-
-/// `s` cut to `n` columns from the left, keeping its end (a file name
-/// matters more than its folders).
-fn cut_start(s: &str, n: usize) -> String {
-    let w = width_of(s);
-    if w <= n {
-        return s.to_string();
-    }
-    if n == 0 {
-        return String::new();
-    }
-    let mut out = String::from("…");
-    out.extend(s.chars().skip(w - (n - 1)));
-    out
-}
-
-fn bar(done: u64, total: u64, inner: usize) -> String {
-    let filled = if total == 0 {
-        inner
-    } else {
-        ((done as u128 * inner as u128) / total as u128) as usize
-    };
-    let mut s = String::with_capacity(inner + 2);
-    s.push('[');
-    for i in 0..inner {
-        s.push(if i < filled {
-            '='
-        } else if i == filled {
-            '>'
-        } else {
-            ' '
-        });
-    }
-    s.push(']');
-    s
-}
-
-fn percent(done: u64, total: u64) -> String {
-    // An empty torrent or file is complete.
-    let pct = done.saturating_mul(100).checked_div(total).unwrap_or(100);
-    format!("{pct:>3}%")
-}
-
-/// A field of a bar line that is shown only if there is room.
-struct Opt {
-    /// Place on the line (fields are shown sorted by it).
-    order: u8,
-    text: String,
-    /// Columns below which the field is dropped rather than cut; 0: never cut.
-    min: usize,
-    /// Cut from the left (paths keep their file name).
-    cut_left: bool,
-}
-
-fn opt(order: u8, text: String) -> Opt {
-    Opt {
-        order,
-        text,
-        min: 0,
-        cut_left: false,
-    }
-}
-
-/// The bar's place among the optional fields. Its width depends on the
-/// terminal's only (a quarter of it, 12 to 42 columns), so the bars of
-/// all lines are alike whatever else fits; if that much does not fit when
-/// its turn comes, 12.
-const BAR: &str = "\u{0}bar";
-
-/// A line that fits `width` columns: `fixed` fields always (cut if they
-/// must), then `optional` ones in order of importance while they fit.
-/// Narrow terminals thus drop the least important fields instead of
-/// wrapping the line.
-fn fit(width: usize, fixed: Vec<(u8, String)>, optional: Vec<Opt>, bar_for: (u64, u64)) -> String {
-    // The last column stays empty: a line that fills it makes some
-    // terminals wrap the cursor, and the next redraw lands one line low.
-    let width = width.saturating_sub(1);
-    let mut parts: Vec<(u8, String)> = Vec::new();
-    let mut used = 0;
-    for (order, text) in fixed {
-        let sep = usize::from(!parts.is_empty());
-        let text = cut_end(&text, width.saturating_sub(used + sep));
-        used += sep + width_of(&text);
-        parts.push((order, text));
-    }
-    let mut bar_at = None;
-    let bar_inner = (width / 4).clamp(12, 42) - 2;
-    for o in optional {
-        let room = width.saturating_sub(used + 1);
-        if o.text == BAR {
-            let inner = if room >= bar_inner + 2 { bar_inner } else { 10 };
-            if room >= inner + 2 {
-                bar_at = Some((o.order, inner));
-                used += inner + 3;
-            }
-            continue;
-        }
-        let text = if width_of(&o.text) <= room {
-            o.text
-        } else if o.min > 0 && room >= o.min {
-            if o.cut_left {
-                cut_start(&o.text, room)
-            } else {
-                cut_end(&o.text, room)
-            }
-        } else {
-            continue;
-        };
-        used += 1 + width_of(&text);
-        parts.push((o.order, text));
-    }
-    if let Some((order, inner)) = bar_at {
-        parts.push((order, bar(bar_for.0, bar_for.1, inner)));
-    }
-    parts.sort_by_key(|(o, _)| *o);
-    let line: Vec<String> = parts.into_iter().map(|(_, t)| t).collect();
-    line.join(" ")
-}
-
-/// The torrent's line: name and percent always, then as room allows its
-/// status, a bar, download rate, eta, sizes, peers, upload rate and where
-/// the peers came from.
-pub fn main_line(name: &str, p: &Progress, width: usize) -> String {
-    // Names and a tracker's words are a stranger's: no control characters.
-    let name = cut_end(&crate::out::escape(name), 24.min(width / 4).max(4));
-    let status = Opt {
-        order: 9,
-        text: crate::out::escape(&p.status).into_owned(),
-        min: 12,
-        cut_left: false,
-    };
-    // A status that explains (why there are no peers) comes first; the
-    // plain state name ("downloading") only if there is room left. A seed
-    // has nothing left to receive: its state, upload rate and peers matter.
-    let seeding = matches!(p.state, State::Seeding | State::Done);
-    let explains = seeding || p.status != p.state.label();
-    let mut fields = Vec::with_capacity(8);
-    let mut status = Some(status);
-    if explains {
-        fields.extend(status.take());
-    }
-    let bar = opt(2, BAR.into());
-    let down = opt(4, format!("↓ {:>10}/s", human_bytes(p.down_rate)));
-    let up = opt(5, format!("↑ {}/s", human_bytes(p.up_rate)));
-    let peers = opt(6, format!("peers {}/{}", p.peers, p.known_peers));
-    let sizes = opt(
-        3,
-        format!("{}/{}", human_bytes(p.have_bytes), human_bytes(p.total)),
-    );
-    if seeding {
-        fields.extend([up, peers, bar, sizes]);
-    } else {
-        fields.extend([
-            bar,
-            down,
-            opt(8, format!("eta {}", eta(p))),
-            sizes,
-            peers,
-            up,
-        ]);
-    }
-    let sources = peer_sources(p);
-    if !sources.is_empty() {
-        fields.push(opt(7, sources.trim_start().to_string()));
-    }
-    fields.extend(status);
-    fit(
-        width,
-        vec![(0, name), (1, percent(p.have_bytes, p.total))],
-        fields,
-        (p.have_bytes, p.total),
-    )
-}
-
-/// A file's line: indented percent, then its path (cut from the left), a
-/// bar and sizes as room allows.
-pub fn file_line(path: &str, done: u64, len: u64, width: usize) -> String {
-    fit(
-        width,
-        vec![(0, format!("  {}", percent(done, len)))],
-        vec![
-            opt(2, BAR.into()),
-            // Padded, so the paths of all file lines start in one column.
-            opt(
-                3,
-                format!("{:>10}/{:<10}", human_bytes(done), human_bytes(len)),
-            ),
-            Opt {
-                order: 4,
-                text: crate::out::escape(path).into_owned(),
-                min: 8,
-                cut_left: true,
-            },
-        ],
-        (done, len),
     )
 }
 
@@ -635,119 +322,171 @@ fn line_style() -> ProgressStyle {
     ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
+/// How long a seed goes on: what `--seed-time` and `--seed-ratio` said.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeedPlan {
+    pub ratio: Option<f64>,
+    pub time: Option<Duration>,
+}
+
+impl SeedPlan {
+    /// "for 6s", "until ratio 2.00", "for 1h00m or until ratio 2.00",
+    /// "until Ctrl-C".
+    pub fn until(&self) -> String {
+        let time = self.time.map(|t| format!("for {}", human_eta(t)));
+        let ratio = self.ratio.map(|r| format!("until ratio {r:.2}"));
+        match (time, ratio) {
+            (Some(t), Some(r)) => format!("{t} or {r}"),
+            (Some(t), None) => t,
+            (None, Some(r)) => r,
+            (None, None) => "until Ctrl-C".into(),
+        }
+    }
+}
+
+/// The line said when seeding starts: after a download, or at once.
+fn seeding_said(name: &str, plan: &SeedPlan, after_download: bool) -> String {
+    let name = crate::out::escape(name);
+    if after_download {
+        format!("{name}: download complete, seeding {}", plan.until())
+    } else {
+        format!("{name}: seeding {}", plan.until())
+    }
+}
+
 /// Follows the torrent's progress until its channel closes (the
 /// coordinator is gone). Bars redraw ten times a second and clear at the
 /// end; JSON prints a `progress` line a second, a `state` line when the
 /// state or status changes and `seeding` when seeding starts.
-pub async fn show(meta: Arc<Metainfo>, mut rx: watch::Receiver<Progress>, display: Display) {
+pub async fn show(
+    meta: Arc<Metainfo>,
+    mut rx: watch::Receiver<Progress>,
+    display: Display,
+    plan: SeedPlan,
+) {
     match display {
         Display::Silent => while rx.changed().await.is_ok() {},
         Display::Plain => {
-            let mut last = rx.borrow_and_update().state;
-            while rx.changed().await.is_ok() {
+            let mut last: Option<State> = None;
+            loop {
                 let now = rx.borrow_and_update().state;
-                if now == State::Seeding && last != State::Seeding {
-                    say(&format!(
-                        "{}: download complete, seeding until Ctrl-C",
-                        crate::out::escape(&meta.name)
-                    ));
+                if now == State::Seeding && last != Some(State::Seeding) {
+                    let after = last.is_some_and(|s| s != State::Checking);
+                    say(&seeding_said(&meta.name, &plan, after));
                 }
-                last = now;
-            }
-        }
-        Display::Json => {
-            let mut last: Option<(State, String)> = None;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                let ticked = tokio::select! {
-                    _ = tick.tick() => true,
-                    r = rx.changed() => {
-                        if r.is_err() {
-                            return;
-                        }
-                        false
-                    }
-                };
-                let p = rx.borrow_and_update().clone();
-                let now = (p.state, p.status.clone());
-                if last.as_ref() != Some(&now) {
-                    if p.state == State::Seeding
-                        && last.as_ref().map(|l| l.0) != Some(State::Seeding)
-                    {
-                        emit(
-                            "seeding",
-                            serde_json::json!({"have_bytes": p.have_bytes, "total": p.total}),
-                        );
-                    }
-                    emit(
-                        "state",
-                        serde_json::json!({"state": p.state.label(), "status": p.status}),
-                    );
-                    last = Some(now);
-                }
-                if ticked {
-                    crate::outln!("{}", progress_json(&p));
-                }
-            }
-        }
-        Display::Bars => {
-            // Echo must come back, so a signal may not end us the default
-            // way while it is off: with a handler installed (the session
-            // acts on it), SIGINT and SIGTERM no longer kill outright.
-            #[cfg(unix)]
-            let handlers = {
-                use tokio::signal::unix::{signal, SignalKind};
-                (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                )
-            };
-            #[cfg(unix)]
-            let _no_echo = match handlers {
-                (Ok(_), Ok(_)) => Some(NoEcho::new()),
-                _ => None,
-            };
-            let multi = multi();
-            let main = multi.add(ProgressBar::new_spinner());
-            main.set_style(line_style());
-            let mut file_bars: Vec<(usize, ProgressBar)> = Vec::new();
-            let mut last_state = None;
-            loop {
-                let p = rx.borrow_and_update().clone();
-                if p.state == State::Seeding
-                    && last_state.is_some_and(|s| s != State::Seeding && s != State::Checking)
-                {
-                    say(&format!(
-                        "{}: download complete, seeding until Ctrl-C",
-                        crate::out::escape(&meta.name)
-                    ));
-                }
-                last_state = Some(p.state);
-                let width = term_width();
-                main.set_message(main_line(&meta.name, &p, width));
-                if meta.multi_file {
-                    update_file_bars(&meta, &p, multi, &mut file_bars, width);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if rx.has_changed().is_err() {
+                last = Some(now);
+                if rx.changed().await.is_err() {
                     break;
                 }
             }
-            for (_, b) in file_bars {
-                b.finish_and_clear();
-                multi.remove(&b);
+        }
+        Display::Json => show_json(&mut rx).await,
+        Display::Bars => show_bars(&meta, &mut rx, &plan).await,
+    }
+}
+
+async fn show_json(rx: &mut watch::Receiver<Progress>) {
+    let mut last: Option<(State, String)> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let ticked = tokio::select! {
+            _ = tick.tick() => true,
+            r = rx.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                false
             }
-            main.finish_and_clear();
-            multi.remove(&main);
+        };
+        let p = rx.borrow_and_update().clone();
+        let now = (p.state, p.status.clone());
+        if last.as_ref() != Some(&now) {
+            if p.state == State::Seeding && last.as_ref().map(|l| l.0) != Some(State::Seeding) {
+                emit(
+                    "seeding",
+                    serde_json::json!({"have_bytes": p.have_bytes, "total": p.total}),
+                );
+            }
+            emit(
+                "state",
+                serde_json::json!({"state": p.state.label(), "status": p.status}),
+            );
+            last = Some(now);
+        }
+        if ticked {
+            crate::outln!("{}", progress_json(&p));
         }
     }
+}
+
+/// Turns off the echo of keys while bars are up (see [`NoEcho`]), until
+/// the guard is dropped. Needs a tokio runtime.
+pub fn keys_unechoed() -> Option<impl Drop> {
+    // Echo must come back, so a signal may not end us the default way
+    // while it is off: with a handler installed (the session acts on it),
+    // SIGINT and SIGTERM no longer kill outright.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(_), Ok(_)) => Some(NoEcho::new()),
+            _ => None,
+        }
+    }
+    #[cfg(not(unix))]
+    None::<NoEcho>
+}
+
+async fn show_bars(meta: &Metainfo, rx: &mut watch::Receiver<Progress>, plan: &SeedPlan) {
+    let _no_echo = keys_unechoed();
+    let main = line_bar();
+    let mut file_bars: Vec<(usize, ProgressBar)> = Vec::new();
+    let mut last_state = None;
+    let mut last_width = 0;
+    loop {
+        let p = rx.borrow_and_update().clone();
+        if p.state == State::Seeding && last_state != Some(State::Seeding) {
+            let after = last_state.is_some_and(|s| s != State::Checking);
+            say(&seeding_said(&meta.name, plan, after));
+        }
+        last_state = Some(p.state);
+        let width = term::width();
+        if width != last_width {
+            crate::face::log::refit(width);
+            last_width = width;
+        }
+        main.set_message(main_line(&meta.name, &p, width));
+        if meta.multi_file {
+            update_file_bars(meta, &p, &mut file_bars, width);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if rx.has_changed().is_err() {
+            break;
+        }
+    }
+    for (_, b) in file_bars {
+        term::remove(&b);
+    }
+    term::remove(&main);
+}
+
+/// A file's path inside the torrent's folder: every file line would
+/// otherwise start with the same folder name.
+fn inner_path(meta: &Metainfo, i: usize) -> String {
+    let path = &meta.files[i].path;
+    path.strip_prefix(&meta.name)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 /// Bars for the files being filled in right now (at most five).
 fn update_file_bars(
     meta: &Metainfo,
     p: &Progress,
-    multi: &MultiProgress,
     bars: &mut Vec<(usize, ProgressBar)>,
     width: usize,
 ) {
@@ -755,16 +494,10 @@ fn update_file_bars(
         let done = p.file_done.get(*i).copied().unwrap_or(0);
         let f = &meta.files[*i];
         if done >= f.length {
-            bar.finish_and_clear();
-            multi.remove(bar);
+            term::remove(bar);
             false
         } else {
-            bar.set_message(file_line(
-                &f.path.display().to_string(),
-                done,
-                f.length,
-                width,
-            ));
+            bar.set_message(file_line(&inner_path(meta, *i), done, f.length, width));
             true
         }
     });
@@ -776,14 +509,8 @@ fn update_file_bars(
         if !f.is_data() || done == 0 || done >= f.length || bars.iter().any(|(j, _)| *j == i) {
             continue;
         }
-        let bar = multi.add(ProgressBar::new_spinner());
-        bar.set_style(line_style());
-        bar.set_message(file_line(
-            &f.path.display().to_string(),
-            done,
-            f.length,
-            width,
-        ));
+        let bar = line_bar();
+        bar.set_message(file_line(&inner_path(meta, i), done, f.length, width));
         bars.push((i, bar));
     }
 }
@@ -804,76 +531,22 @@ mod tests {
         assert_eq!(format_date(951_782_400), "2000-02-29 00:00:00 UTC");
     }
 
-    fn progress(have: u64, status: &str, state: State) -> Progress {
-        Progress {
-            state,
-            status: status.into(),
-            total: 5 << 20,
-            have_bytes: have,
-            piece_count: 80,
-            down_rate: 800 << 10,
-            peers: 1,
-            known_peers: 1,
-            ..Default::default()
-        }
-    }
-
-    /// Every line fits, narrow ones drop fields rather than wrap, and
-    /// wide ones show everything.
     #[test]
-    fn lines_fit_the_width() {
-        let p = progress(3 << 20, "downloading", State::Downloading);
-        for width in [20, 40, 60, 80, 120, 200] {
-            let l = main_line("display-test", &p, width);
-            assert!(width_of(&l) < width, "{width}: {l:?}");
-            assert!(l.starts_with("disp"), "{width}: {l:?}");
-            let f = file_line("some/folder/with/a/long/file-name.bin", 500, 1000, width);
-            assert!(width_of(&f) < width, "{width}: {f:?}");
-            assert!(f.starts_with("   50%"), "{width}: {f:?}");
-        }
-        let wide = main_line("display-test", &p, 120);
-        for field in [
-            "[",
-            "3.0 MiB/5.0 MiB",
-            "800.0 KiB/s",
-            "↑ 0 B/s",
-            "peers 1/1",
-            "eta 2s",
-            "downloading",
-        ] {
-            assert!(wide.contains(field), "{field} missing: {wide:?}");
-        }
-        let narrow = main_line("display-test", &p, 60);
-        assert!(
-            narrow.contains("800.0 KiB/s") && narrow.contains('['),
-            "{narrow:?}"
+    fn seeding_says_for_how_long() {
+        let plan = SeedPlan {
+            ratio: None,
+            time: Some(Duration::from_secs(6)),
+        };
+        assert_eq!(seeding_said("pack", &plan, false), "pack: seeding for 6s");
+        assert_eq!(
+            seeding_said("pack", &SeedPlan::default(), true),
+            "pack: download complete, seeding until Ctrl-C"
         );
-        let f = file_line("some/folder/with/a/long/file-name.bin", 500, 1000, 60);
-        assert!(f.ends_with("file-name.bin") && f.contains('…'), "{f:?}");
-    }
-
-    /// A seed shows what it sends, not an ETA or what it no longer receives.
-    #[test]
-    fn a_seed_shows_its_upload() {
-        let mut p = progress(5 << 20, "seeding", State::Seeding);
-        p.up_rate = 300 << 10;
-        let l = main_line("display-test", &p, 60);
-        assert!(
-            l.contains("seeding") && l.contains("↑ 300.0 KiB/s"),
-            "{l:?}"
-        );
-        assert!(!l.contains("eta") && !l.contains('↓'), "{l:?}");
-    }
-
-    /// Why nothing moves is worth more than a bar at 0 %.
-    #[test]
-    fn an_explaining_status_comes_first() {
-        let why = "peer 127.0.0.1:9: connection refused, retry in 10s";
-        let p = progress(0, why, State::Connecting);
-        let l = main_line("display-test", &p, 80);
-        assert!(l.ends_with(why), "{l:?}");
-        let l = main_line("display-test", &p, 60);
-        assert!(l.contains("connection refused"), "{l:?}");
+        let both = SeedPlan {
+            ratio: Some(2.0),
+            time: Some(Duration::from_secs(5400)),
+        };
+        assert_eq!(both.until(), "for 1h30m or until ratio 2.00");
     }
 
     #[test]

@@ -8,6 +8,18 @@ use url::Url;
 
 use crate::metainfo::InfoHash;
 
+/// A magnet link longer than this is refused: it is kept (a service saves
+/// it until the metadata comes), so a 15 MB one must not get in.
+pub const MAX_URI_LEN: usize = 64 << 10;
+/// `dn` is cut to this many bytes: the name is shown everywhere and sent
+/// in every live update of the service.
+pub const MAX_NAME_LEN: usize = 1024;
+/// Trackers, web seeds and `x.pe` peers kept from one link, at most each.
+pub const MAX_ENTRIES: usize = 200;
+/// A tracker, web seed or `x.pe` value longer than this is dropped (no
+/// host name or URL of a real one is that long).
+pub const MAX_VALUE_LEN: usize = 2048;
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum MagnetError {
     #[error("not a magnet URI (expected `magnet:?…`)")]
@@ -23,6 +35,8 @@ pub enum MagnetError {
     BadInfoHashV2(String),
     #[error("magnet URI names two different info-hashes")]
     ConflictingInfoHash,
+    #[error("magnet URI is {0} bytes long; over {MAX_URI_LEN} is refused")]
+    TooLong(usize),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +61,9 @@ pub struct Magnet {
 impl Magnet {
     pub fn parse(uri: &str) -> Result<Magnet, MagnetError> {
         let uri = uri.trim();
+        if uri.len() > MAX_URI_LEN {
+            return Err(MagnetError::TooLong(uri.len()));
+        }
         if !uri
             .get(..7)
             .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
@@ -87,11 +104,14 @@ impl Magnet {
                     }
                     info_hash = Some(h);
                 }
-                ("dn", _) => m.name = Some(v.into_owned()),
+                ("dn", _) => m.name = Some(cut(&v, MAX_NAME_LEN)),
                 ("tr", _) => push_unique(&mut m.trackers, v.trim()),
                 ("ws", _) => push_unique(&mut m.web_seeds, v.trim()),
                 ("x", "x.pe") => match v.parse::<SocketAddr>() {
-                    Ok(a) => m.peers.push(a),
+                    Ok(a) if m.peers.len() < MAX_ENTRIES && !m.peers.contains(&a) => {
+                        m.peers.push(a)
+                    }
+                    Ok(_) => {}
                     Err(_) => push_unique(&mut m.peer_hosts, v.trim()),
                 },
                 _ => {}
@@ -114,9 +134,39 @@ impl Magnet {
 }
 
 fn push_unique(list: &mut Vec<String>, v: &str) {
-    if !v.is_empty() && !list.iter().any(|x| x == v) {
+    if !v.is_empty()
+        && v.len() <= MAX_VALUE_LEN
+        && list.len() < MAX_ENTRIES
+        && !list.iter().any(|x| x == v)
+    {
         list.push(v.to_string());
     }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary, marked with
+/// an ellipsis when cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// A bare info-hash (40 hex or 32 base32 characters for v1, 64 hex for
+/// v2) as the magnet link that names it, so every command that takes a
+/// magnet takes the hash alone too; None for anything else.
+pub fn from_bare_hash(s: &str) -> Option<String> {
+    let s = s.trim();
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(format!("magnet:?xt=urn:btmh:1220{s}"));
+    }
+    parse_btih(s)
+        .ok()
+        .map(|_| format!("magnet:?xt=urn:btih:{s}"))
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -153,6 +203,21 @@ mod tests {
     use super::*;
 
     const HEX: &str = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+
+    #[test]
+    fn bare_hashes_become_magnets() {
+        let m = Magnet::parse(&from_bare_hash(HEX).unwrap()).unwrap();
+        assert_eq!(m.info_hash.hex(), HEX);
+        let b32 = data_encoding::BASE32.encode(&hex::decode(HEX).unwrap());
+        let m = Magnet::parse(&from_bare_hash(&b32.to_lowercase()).unwrap()).unwrap();
+        assert_eq!(m.info_hash.hex(), HEX);
+        let v2 = "a".repeat(64);
+        let m = Magnet::parse(&from_bare_hash(&v2).unwrap()).unwrap();
+        assert_eq!(m.info_hash_v2, Some([0xaa; 32]));
+        for not in ["", "t.torrent", &HEX[..39], "zz".repeat(20).as_str()] {
+            assert_eq!(from_bare_hash(not), None, "{not}");
+        }
+    }
 
     #[test]
     fn hex_and_base32_agree() {
@@ -228,6 +293,41 @@ mod tests {
             )),
             Err(MagnetError::ConflictingInfoHash)
         );
+    }
+
+    /// Huge names, values and lists are capped: nothing of a link's size
+    /// is kept but the link itself, and that is at most 64 KiB.
+    #[test]
+    fn lengths_are_capped() {
+        let long = Magnet::parse(&format!(
+            "magnet:?xt=urn:btih:{HEX}&dn={}",
+            "x".repeat(15 << 20)
+        ));
+        assert_eq!(long, Err(MagnetError::TooLong(15 * 1024 * 1024 + 64)));
+        let name = "é".repeat(3000);
+        let m = Magnet::parse(&format!("magnet:?xt=urn:btih:{HEX}&dn={name}")).unwrap();
+        let got = m.name.unwrap();
+        assert!(
+            got.len() <= MAX_NAME_LEN && got.ends_with('…'),
+            "{}",
+            got.len()
+        );
+        assert!(got.starts_with("éé"));
+        let mut uri = format!(
+            "magnet:?xt=urn:btih:{HEX}&x.pe=h.example:1{}",
+            "x".repeat(3000)
+        );
+        for i in 0..1000 {
+            uri.push_str(&format!(
+                "&x.pe=10.0.{}.{}:1&tr=udp://t{i}:1",
+                i / 250,
+                i % 250
+            ));
+        }
+        let m = Magnet::parse(&uri).unwrap();
+        assert_eq!(m.peers.len(), MAX_ENTRIES);
+        assert_eq!(m.trackers.len(), MAX_ENTRIES);
+        assert!(m.peer_hosts.is_empty(), "an over-long value is dropped");
     }
 
     const V2: &str = "caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e";

@@ -64,6 +64,21 @@ impl Shared {
         hs
     }
 
+    /// The hashes this torrent's swarm is known by: the v1 hash (or a
+    /// v2-only torrent's cut v2 hash) and, for a hybrid, its v2 hash cut to
+    /// 20 bytes. A peer may answer a handshake under any of them: a BEP 52
+    /// peer answers a hybrid's v1 handshake under the v2 hash when both
+    /// set the upgrade bit.
+    pub fn info_hashes(&self) -> Vec<[u8; 20]> {
+        let mut out = vec![self.info_hash];
+        if let Some(v2) = &self.store.layout().v2 {
+            if v2.short_hash() != self.info_hash {
+                out.push(v2.short_hash());
+            }
+        }
+        out
+    }
+
     pub fn piece_size(&self, piece: u32) -> u64 {
         self.meta.piece_size(piece)
     }

@@ -4,13 +4,15 @@
 //! Every request passes one guard first: the Host header must name this
 //! service (against DNS rebinding), an Origin header must be its own
 //! (against other pages' requests; no CORS headers are ever sent), and
-//! with a token configured `/api` needs it.
+//! with a token configured `/api` needs it; a source that sends too many
+//! wrong tokens waits (`http::Attempts`). Then its body is read whole,
+//! under deadlines (`http::read_body`), before a handler runs.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -24,11 +26,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::service::http::{self, Attempts, Uploads};
 use crate::service::{AddRequest, AddSource, Priority, Service, ServiceError, ServiceEvent};
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
 const STYLE_CSS: &str = include_str!("../web/style.css");
+const FAVICON: &str = include_str!("../web/favicon.svg");
 const COOKIE: &str = "shoal_token";
 
 pub struct ApiConfig {
@@ -45,6 +49,7 @@ struct AppState {
     token: Option<String>,
     hosts: Vec<String>,
     port: u16,
+    attempts: Attempts,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -78,6 +83,7 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
             .map(|h| h.to_ascii_lowercase())
             .collect(),
         port: cfg.listen.port(),
+        attempts: Attempts::default(),
     });
     Router::new()
         .route(
@@ -92,6 +98,15 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
             "/style.css",
             get(|| async { page(STYLE_CSS, "text/css; charset=utf-8") }),
         )
+        // Browsers ask for /favicon.ico on their own; the page names the SVG.
+        .route(
+            "/favicon.svg",
+            get(|| async { page(FAVICON, "image/svg+xml") }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { page(FAVICON, "image/svg+xml") }),
+        )
         .route("/api/torrents", get(list).post(add))
         .route("/api/torrents/{hash}", get(detail).delete(remove))
         .route("/api/torrents/{hash}/peers", get(peers))
@@ -104,6 +119,10 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
         .route("/api/login", post(login))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(crate::service::MAX_TORRENT_SIZE))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(Uploads::default()),
+            http::read_body,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -206,9 +225,15 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
     }
     let path = req.uri().path();
     if let Some(want) = &st.token {
-        if path.starts_with("/api") && path != "/api/login" {
-            let ok = token_of(headers).is_some_and(|t| constant_eq(&t, want));
-            if !ok {
+        if path.starts_with("/api") {
+            let ip = source_ip(&req);
+            if let Some(wait) = st.attempts.blocked(ip, Instant::now()) {
+                return http::too_many(ip, wait);
+            }
+            // An empty token never matches, even an empty one configured.
+            let ok = token_of(headers).is_some_and(|t| !t.is_empty() && constant_eq(&t, want));
+            if !ok && path != "/api/login" {
+                st.attempts.failed(ip, Instant::now());
                 return error(
                     StatusCode::UNAUTHORIZED,
                     "an access token is required (Authorization: Bearer TOKEN)",
@@ -217,6 +242,11 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
         }
     }
     next.run(req).await
+}
+
+/// Where a request came from (unknown: one source for all).
+fn source_ip(req: &Request) -> IpAddr {
+    http::peer_of(req).map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip())
 }
 
 async fn list(State(st): State<Arc<AppState>>) -> Response {
@@ -229,6 +259,7 @@ struct AddQuery {
     /// "0,2"
     only: Option<String>,
     paused: Option<bool>,
+    overwrite: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +271,8 @@ struct AddJson {
     only: Option<Vec<usize>>,
     #[serde(default)]
     paused: bool,
+    #[serde(default)]
+    overwrite: bool,
 }
 
 fn parse_only(s: &str) -> Result<Vec<usize>, ServiceError> {
@@ -286,6 +319,7 @@ async fn add(
             download_dir: j.download_dir,
             only: j.only,
             paused: j.paused,
+            overwrite: j.overwrite,
         }
     } else if kind.starts_with("application/x-bittorrent") || body.first() == Some(&b'd') {
         let only = match q.only.as_deref().map(parse_only).transpose() {
@@ -293,10 +327,11 @@ async fn add(
             Err(e) => return e.into_response(),
         };
         AddRequest {
-            source: AddSource::Torrent(body.to_vec()),
+            source: AddSource::Torrent(Vec::from(body)),
             download_dir: q.download_dir,
             only,
             paused: q.paused.unwrap_or(false),
+            overwrite: q.overwrite.unwrap_or(false),
         }
     } else {
         return error(
@@ -350,7 +385,13 @@ async fn remove(
         return error(StatusCode::BAD_REQUEST, "delete_data must be true or false");
     };
     match st.svc.remove(&hash, q.delete_data).await {
-        Ok(()) => Json(json!({ "info_hash": hash.to_ascii_lowercase() })).into_response(),
+        Ok(gone) if q.delete_data => Json(json!({
+            "info_hash": hash.to_ascii_lowercase(),
+            "deleted": gone.deleted,
+            "kept": gone.kept,
+        }))
+        .into_response(),
+        Ok(_) => Json(json!({ "info_hash": hash.to_ascii_lowercase() })).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -362,8 +403,21 @@ async fn pause(State(st): State<Arc<AppState>>, Path(hash): Path<String>) -> Res
     }
 }
 
-async fn resume(State(st): State<Arc<AppState>>, Path(hash): Path<String>) -> Response {
-    match st.svc.resume(&hash).await {
+#[derive(Deserialize, Default)]
+struct ResumeQuery {
+    #[serde(default)]
+    overwrite: bool,
+}
+
+async fn resume(
+    State(st): State<Arc<AppState>>,
+    Path(hash): Path<String>,
+    query: Result<Query<ResumeQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "overwrite must be true or false");
+    };
+    match st.svc.resume(&hash, q.overwrite).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
@@ -468,16 +522,18 @@ struct Login {
     token: String,
 }
 
-async fn login(
-    State(st): State<Arc<AppState>>,
-    body: Result<Json<Login>, JsonRejection>,
-) -> Response {
-    let Ok(Json(l)) = body else {
+async fn login(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let ip = source_ip(&req);
+    let body = axum::body::to_bytes(req.into_body(), http::SMALL_BODY).await;
+    let Some(l) = body
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Login>(&b).ok())
+    else {
         return error(StatusCode::BAD_REQUEST, "send {\"token\": \"…\"}");
     };
     match &st.token {
         None => StatusCode::NO_CONTENT.into_response(),
-        Some(want) if constant_eq(&l.token, want) => {
+        Some(want) if !l.token.is_empty() && constant_eq(&l.token, want) => {
             let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", l.token);
             match HeaderValue::from_str(&cookie) {
                 Ok(v) => (StatusCode::NO_CONTENT, [(header::SET_COOKIE, v)]).into_response(),
@@ -487,7 +543,10 @@ async fn login(
                 ),
             }
         }
-        Some(_) => error(StatusCode::UNAUTHORIZED, "wrong token"),
+        Some(_) => {
+            st.attempts.failed(ip, Instant::now());
+            error(StatusCode::UNAUTHORIZED, "wrong token")
+        }
     }
 }
 

@@ -136,14 +136,19 @@ pub(super) async fn accept_loop(listener: TcpListener, routes: Routes, encryptio
                 Err(_) => return,
             };
             match read_incoming_handshake(stream, &hashes, encryption).await {
-                Ok((stream, hs)) => {
+                Ok((stream, hs, keyed)) => {
                     if stream.is_encrypted() {
                         tracing::debug!("{addr}: encrypted handshake, RC4 selected");
                     }
-                    let route = routes
-                        .lock()
-                        .ok()
-                        .and_then(|r| r.get(&hs.info_hash).cloned());
+                    let route = routes.lock().ok().and_then(|r| {
+                        let to = r.get(&hs.info_hash)?;
+                        // Inside MSE, the handshake may name the torrent's
+                        // other hash (a hybrid's), never another torrent.
+                        match keyed.map(|k| r.get(&k)) {
+                            Some(Some(k)) if !k.same_channel(to) => None,
+                            _ => Some(to.clone()),
+                        }
+                    });
                     match route {
                         Some(events) => {
                             let _ = events
@@ -160,5 +165,55 @@ pub(super) async fn accept_loop(listener: TcpListener, routes: Routes, encryptio
                 Err(e) => tracing::debug!("{addr}: bad handshake: {e}"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::mse::{self, Policy};
+    use crate::peer::wire::Handshake;
+    use tokio::io::AsyncReadExt;
+
+    /// Inside MSE, the handshake may name the other hash of the torrent
+    /// the exchange was keyed with (a hybrid's v1 and cut v2), and is
+    /// routed to it; a hash of another torrent of the session is not.
+    #[tokio::test]
+    async fn an_encrypted_handshake_is_routed_only_within_its_torrent() {
+        let (hybrid_tx, mut hybrid_rx) = mpsc::channel(4);
+        let (other_tx, mut other_rx) = mpsc::channel(4);
+        let routes: Routes = Arc::default();
+        {
+            let mut r = routes.lock().unwrap();
+            r.insert([1; 20], hybrid_tx.clone());
+            r.insert([2; 20], hybrid_tx);
+            r.insert([3; 20], other_tx);
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(accept_loop(listener, routes, Policy::Prefer));
+        for (key, named) in [([1; 20], [2; 20]), ([2; 20], [1; 20]), ([1; 20], [3; 20])] {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let hs = Handshake::new(named, [9; 20]).encode();
+            mse::initiate(&mut tcp, &key, Policy::Require, &hs)
+                .await
+                .unwrap();
+            if named == [3; 20] {
+                // Dropped: the connection closes and nobody got it.
+                let mut byte = [0u8; 1];
+                let closed = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut byte));
+                assert!(matches!(closed.await, Ok(Ok(0)) | Ok(Err(_))));
+                assert!(other_rx.try_recv().is_err(), "routed to another torrent");
+                continue;
+            }
+            let got = tokio::time::timeout(Duration::from_secs(10), hybrid_rx.recv())
+                .await
+                .unwrap();
+            match got {
+                Some(Event::Incoming { handshake, .. }) => assert_eq!(handshake.info_hash, named),
+                _ => panic!("not routed to the hybrid"),
+            }
+        }
+        task.abort();
     }
 }

@@ -10,7 +10,7 @@
 //! 4. **stop**: the `stopped` announce (acknowledged or given up on, so a
 //!    dead tracker never holds up the exit), discovery loops ended.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use crate::discovery::tracker::TrackerList;
 use crate::discovery::{announce_loop, dht_loop, lsd_loop};
 use crate::metainfo::Metainfo;
 use crate::peer::{new_peer_id, Shared};
+use crate::store::confine::Root;
 use crate::store::ownership::{self, Claim};
 use crate::store::{hash_threads, Layout, PieceCheck, Store, StoreError};
 use crate::torrent::{Outcome, PeerSource, Progress, Task};
@@ -105,6 +106,8 @@ impl Drop for AbortOnDrop {
 
 /// What the check found on disk.
 struct Checked {
+    /// The torrent's folder, reached without following links.
+    root: Root,
     reader: Arc<Store>,
     checks: Vec<PieceCheck>,
     have: Bitfield,
@@ -210,6 +213,16 @@ impl Session {
             events_tx.clone(),
             ctl.progress,
             complete_tx,
+        );
+        let trackers = TrackerList::new(meta.announce.clone(), meta.announce_list.clone());
+        let announces = !(trackers.is_empty() || meta.tracker_tiers().is_empty());
+        task.set_sources(
+            if announces {
+                trackers.views()
+            } else {
+                Vec::new()
+            },
+            self.inner.dht.is_some() && !meta.private,
         );
         if let Some(sel) = &opts.selection {
             task.set_unwanted(&crate::torrent::selection::unwanted_pieces(&meta, sel));
@@ -348,21 +361,36 @@ async fn check(
     stop: &Stop,
     ctl: &Control,
 ) -> Result<Option<Checked>> {
+    // Everything on disk is checked through a read-only store first: a
+    // download decides whether it may write into the folder (ownership)
+    // before it creates or changes a single file.
+    let root = match &opts.base {
+        Some(base) => Root::under(base, &opts.dir)
+            .with_context(|| format!("{} is not inside {}", opts.dir.display(), base.display()))?,
+        None => Root::at(&opts.dir),
+    };
     if !opts.require_complete {
-        std::fs::create_dir_all(&opts.dir)
-            .with_context(|| format!("cannot create {}", opts.dir.display()))?;
+        root.create_dirs(Path::new("")).map_err(|e| {
+            if crate::store::confine::is_link_error(&e) {
+                anyhow::Error::new(StoreError::Symlink(opts.dir.clone()))
+            } else {
+                anyhow::Error::new(e).context(format!("cannot create {}", opts.dir.display()))
+            }
+        })?;
     }
     // Files left out are never created; the bytes they share with wanted
     // pieces live in a sparse part file beside the ownership record.
     let skip = opts.selection.as_ref().map(|sel| {
         let skipped: Vec<bool> = sel.iter().map(|s| !s).collect();
-        let part = opts
-            .dir
-            .join(ownership::DIR_NAME)
-            .join(format!("{}.part", meta.info_hash.hex()));
-        (skipped, part)
+        (skipped, ownership::part_path(&meta.info_hash.hex()))
     });
-    let mut reader = Store::open_read(Layout::from_metainfo(meta), &opts.dir);
+    // Seeding reads the user's folder as they laid it out (links too).
+    let read_root = if opts.require_complete {
+        root.clone().trust_links()
+    } else {
+        root.clone()
+    };
+    let mut reader = Store::open_read_in(Layout::from_metainfo(meta), read_root);
     if let Some((skipped, part)) = &skip {
         reader.set_skipped(skipped.clone(), part.clone());
     }
@@ -389,6 +417,7 @@ async fn check(
         );
     }
     Ok(Some(Checked {
+        root,
         reader,
         checks,
         have,
@@ -406,7 +435,7 @@ fn claim(meta: &Metainfo, opts: &TorrentOptions, c: Checked, ctl: &Control) -> R
         drop(c.reader);
         let claim = ownership::prepare(
             meta,
-            &opts.dir,
+            &c.root,
             &c.checks,
             opts.overwrite,
             opts.selection.as_deref(),
@@ -418,7 +447,7 @@ fn claim(meta: &Metainfo, opts: &TorrentOptions, c: Checked, ctl: &Control) -> R
             );
         }
         let layout = Layout::from_metainfo(meta);
-        let store = Store::open_write_selected(layout, &opts.dir, c.skip)?;
+        let store = Store::open_write_selected(layout, c.root, c.skip)?;
         (Arc::new(store), Some(claim))
     };
     let have = c.have;
@@ -482,11 +511,7 @@ fn initial_check(
     cancel: &AtomicBool,
 ) -> Result<Vec<PieceCheck>, StoreError> {
     let count = store.layout().piece_count() as usize;
-    let any_file = (0..store.layout().files.len()).any(|i| {
-        store.layout().files[i].length > 0
-            && store.file_path(i).map(|p| p.exists()).unwrap_or(false)
-    });
-    if !any_file {
+    if !store.any_file_on_disk() {
         return Ok(vec![PieceCheck::Missing; count]);
     }
     let notify = |n: Notice| {

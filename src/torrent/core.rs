@@ -48,7 +48,7 @@ use crate::store::{Layout, StoreError};
 use crate::torrent::choker::Choker;
 use crate::torrent::hashes;
 use crate::torrent::picker::Picker;
-use crate::torrent::status::{Outcome, PeerSource, Progress, State};
+use crate::torrent::status::{Outcome, PeerSource, Progress, State, TrackerView};
 use crate::torrent::superseed;
 use crate::torrent::webseed::WebEvent;
 
@@ -134,9 +134,12 @@ pub enum Input {
     /// Addresses from a discovery source.
     Peers(PeerSource, Vec<SocketAddr>),
     TrackerWarning(String),
-    /// The last announce failed (`Some(why)`, naming the tracker) or
-    /// worked (`None`); shown while no peer is connected.
+    /// What the trackers say about the lack of peers (`Some`: none
+    /// answered, "tracker H:P unreachable", or the one that answered had
+    /// no peer), or `None` (peers came); shown while no peer is connected.
     TrackerStatus(Option<String>),
+    /// Each tracker's state after an announce, for the service's API.
+    Trackers(Vec<TrackerView>),
     /// Answers to [`Action::Verify`], one per piece of the job.
     Verified(Vec<Verified>),
     /// The answer to [`Action::Recheck`]: the pieces of `range` found
@@ -174,7 +177,13 @@ pub enum Action {
     /// (fetch), `Cancel` and `Close` (it ends); nothing else is sent it.
     Send(PeerKey, PeerCmd),
     /// Start fetching from the web seed `url` under `key`.
-    StartWebSeed { key: PeerKey, url: String },
+    /// `unwanted`: pieces a file selection left out, never read from a
+    /// whole file.
+    StartWebSeed {
+        key: PeerKey,
+        url: String,
+        unwanted: Option<Bitfield>,
+    },
     /// The web seed `key` backs off: drop its queue and requests in flight.
     ResetWebSeed(PeerKey),
     /// Check these complete pieces and write the good ones
@@ -256,6 +265,9 @@ pub struct Core {
     progress: Progress,
     peer_list_at: Option<Instant>,
     tracker_status: Option<String>,
+    /// Where peers may come from, for the status that says why there are
+    /// none: the torrent has usable trackers, the DHT is on for it.
+    origins: (bool, bool),
     /// The newest web seed failure: its URL, why, and the wait before the
     /// next try (None: banned).
     web_failure: Option<(String, String, Option<u64>)>,
@@ -318,6 +330,7 @@ impl Core {
             progress,
             peer_list_at: None,
             tracker_status: None,
+            origins: (false, false),
             web_failure: None,
             complete_told: false,
             seeding_since: None,
@@ -350,6 +363,7 @@ impl Core {
             Input::Peers(source, addrs) => self.add_peers(source, addrs),
             Input::TrackerWarning(w) => tracing::warn!("tracker: {}", crate::out::escape(&w)),
             Input::TrackerStatus(s) => self.tracker_status = s,
+            Input::Trackers(t) => self.progress.trackers = t,
             Input::Verified(batch) => self.on_verified_batch(batch),
             Input::Rechecked { range, good } => self.on_rechecked(range, good),
             Input::WebSeed(url) => self.add_web_seed(url),
@@ -423,6 +437,15 @@ impl Core {
     /// Leaves out the pieces in `unwanted` (they touch only files the user
     /// did not select): never asked for, not needed for completion, and
     /// not counted in the progress totals.
+    /// Where peers may come from, as the session set up: the trackers
+    /// (none yet contacted) and whether the DHT is on. Read by the status
+    /// that says why no peer came.
+    pub fn set_sources(&mut self, trackers: Vec<TrackerView>, dht: bool) {
+        self.origins = (!trackers.is_empty(), dht);
+        self.progress.trackers = trackers;
+        self.publish();
+    }
+
     pub fn set_unwanted(&mut self, unwanted: &Bitfield) {
         self.picker.set_unwanted(unwanted);
         let size = |p: usize| self.meta.piece_size(p as u32);

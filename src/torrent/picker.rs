@@ -246,6 +246,27 @@ impl Picker {
         }
     }
 
+    /// The pieces a file selection left out (None: every piece is wanted).
+    pub fn unwanted(&self) -> Option<&Bitfield> {
+        self.unwanted.as_ref()
+    }
+
+    /// Whether `peer` has `block` requested.
+    pub fn is_requested(&self, peer: PeerKey, block: BlockRef) -> bool {
+        self.requests.get(&peer).is_some_and(|r| r.contains(&block))
+    }
+
+    /// Starts piece `p` if it is free (wanted, not had, held or started),
+    /// so blocks of it that came unasked can be taken: a web seed that
+    /// ignores `Range` sends whole files. False when it is not free.
+    pub fn start_if_free(&mut self, p: u32) -> bool {
+        if !self.is_free(p) {
+            return false;
+        }
+        self.start_piece(p);
+        true
+    }
+
     /// False for pieces a file selection left out.
     pub fn wants(&self, p: u32) -> bool {
         self.unwanted.as_ref().is_none_or(|u| !u.get(p as usize))
@@ -1099,6 +1120,43 @@ mod tests {
 
     /// Held pieces (a v2 file whose piece layer is not known yet) are
     /// never picked and keep the download incomplete until released.
+    /// Blocks that came unasked (a web seed streaming a whole file): a
+    /// free piece is started for them and they are taken; a piece not
+    /// wanted, held, had or already started is not started again.
+    #[test]
+    fn unasked_blocks_of_a_free_piece_are_taken() {
+        let n = 6;
+        let mut p = picker(n, 2 * KIB16, u64::from(n) * 2 * u64::from(KIB16), 4);
+        p.hold(&bits(6, &[2]));
+        let b = |index, begin| BlockRef {
+            index,
+            begin,
+            length: KIB16,
+        };
+        assert!(matches!(p.on_block(9, b(0, 0)), BlockOutcome::Duplicate));
+        assert!(p.start_if_free(0));
+        assert!(!p.start_if_free(0), "already started");
+        for begin in [0, KIB16] {
+            assert!(matches!(
+                p.on_block(9, b(0, begin)),
+                BlockOutcome::Accepted { .. }
+            ));
+        }
+        p.piece_passed(0);
+        p.check();
+        for q in [0, 2] {
+            assert!(!p.start_if_free(q), "piece {q}");
+        }
+        assert!(p.start_if_free(3));
+        p.check();
+        // (The invariant check does not know unwanted pieces.)
+        let mut p = picker(n, 2 * KIB16, u64::from(n) * 2 * u64::from(KIB16), 4);
+        assert!(p.unwanted().is_none());
+        p.set_unwanted(&bits(6, &[1]));
+        assert!(!p.start_if_free(1), "not wanted");
+        assert_eq!(p.unwanted().map(|u| u.get(1)), Some(true));
+    }
+
     #[test]
     fn held_pieces_wait_for_release() {
         let n = 8;

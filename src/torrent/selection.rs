@@ -1,5 +1,9 @@
-//! Which files of a torrent to download (`--only GLOB`, `--select 1,3-5`),
+//! Which files of a torrent to download (`--only GLOB`, `--select 0,2-4`),
 //! and which pieces that leaves out. Pure: no I/O.
+//!
+//! Files are numbered from 0, pad files left out, everywhere a number
+//! names one: `download --list` and `--select`, `shoal info`, `shoal add
+//! --only`, and the service's API (`index`, `only`, priorities).
 
 use thiserror::Error;
 
@@ -8,9 +12,9 @@ use crate::metainfo::Metainfo;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SelectionError {
-    #[error("--select {0:?}: expected file numbers and ranges such as 1,3-5 (see --list)")]
+    #[error("{0:?}: expected file numbers and ranges such as 0,2-4, from 0 (see --list)")]
     Syntax(String),
-    #[error("--select: file {0} does not exist; the torrent has {1} files (see --list)")]
+    #[error("--select: file {0} does not exist; the torrent's files are 0 to {} (see --list)", .1.saturating_sub(1))]
     OutOfRange(usize, usize),
     #[error("--only {0:?}: {1}")]
     Glob(String, String),
@@ -18,14 +22,14 @@ pub enum SelectionError {
     Empty,
 }
 
-/// The torrent's data files (pads left out), as `--list` numbers them from 1.
+/// The torrent's data files (pads left out), as `--list` numbers them from 0.
 pub fn data_files(meta: &Metainfo) -> Vec<usize> {
     (0..meta.files.len())
         .filter(|&i| meta.files[i].is_data())
         .collect()
 }
 
-/// "1,3-5" → [1, 3, 4, 5], checked against `count` files.
+/// "0,2-4" → [0, 2, 3, 4], checked against `count` files (numbered from 0).
 pub fn parse_numbers(spec: &str, count: usize) -> Result<Vec<usize>, SelectionError> {
     let bad = || SelectionError::Syntax(spec.to_string());
     let mut out = Vec::new();
@@ -36,10 +40,10 @@ pub fn parse_numbers(spec: &str, count: usize) -> Result<Vec<usize>, SelectionEr
         };
         let a: usize = a.parse().map_err(|_| bad())?;
         let b: usize = b.parse().map_err(|_| bad())?;
-        if a == 0 || b < a {
+        if b < a {
             return Err(bad());
         }
-        if b > count {
+        if b >= count {
             return Err(SelectionError::OutOfRange(b, count));
         }
         out.extend(a..=b);
@@ -64,7 +68,7 @@ pub fn choose(
     let mut chosen = vec![false; meta.files.len()];
     if let Some(spec) = select {
         for n in parse_numbers(spec, data.len())? {
-            chosen[data[n - 1]] = true;
+            chosen[data[n]] = true;
         }
     }
     let opts = glob::MatchOptions {
@@ -137,10 +141,10 @@ mod tests {
 
     #[test]
     fn numbers_and_ranges() {
-        assert_eq!(parse_numbers("1,3-5", 5), Ok(vec![1, 3, 4, 5]));
-        assert_eq!(parse_numbers(" 2 , 2-3 ", 3), Ok(vec![2, 3]));
-        assert_eq!(parse_numbers("4", 3), Err(SelectionError::OutOfRange(4, 3)));
-        for bad in ["", "0", "3-1", "a", "1,,2", "-2"] {
+        assert_eq!(parse_numbers("0,2-4", 5), Ok(vec![0, 2, 3, 4]));
+        assert_eq!(parse_numbers(" 1 , 1-2 ", 3), Ok(vec![1, 2]));
+        assert_eq!(parse_numbers("3", 3), Err(SelectionError::OutOfRange(3, 3)));
+        for bad in ["", "3-1", "a", "1,,2", "-2"] {
             assert!(parse_numbers(bad, 9).is_err(), "{bad}");
         }
     }
@@ -151,7 +155,7 @@ mod tests {
         assert_eq!(choose(&m, &[], None), Ok(None));
         let c = choose(&m, &["*.mkv".into()], None).unwrap().unwrap();
         assert_eq!(c, vec![true, false, true]);
-        let c = choose(&m, &["pack/b.*".into()], Some("3"))
+        let c = choose(&m, &["pack/b.*".into()], Some("2"))
             .unwrap()
             .unwrap();
         assert_eq!(c, vec![false, true, true]);
@@ -159,12 +163,12 @@ mod tests {
             choose(&m, &["*.iso".into()], None),
             Err(SelectionError::Empty)
         );
-        // Files 1 and 3: bytes 0-19 and 40-63; piece 1 (16-31) touches
-        // file 1, piece 2 (32-47) touches file 3: nothing is left out.
-        let c = choose(&m, &[], Some("1,3")).unwrap().unwrap();
+        // Files 0 and 2: bytes 0-19 and 40-63; piece 1 (16-31) touches
+        // file 0, piece 2 (32-47) touches file 2: nothing is left out.
+        let c = choose(&m, &[], Some("0,2")).unwrap().unwrap();
         assert!(unwanted_pieces(&m, &c).none());
-        // File 2 alone: pieces 1 and 2 only.
-        let c = choose(&m, &[], Some("2")).unwrap().unwrap();
+        // File 1 alone: pieces 1 and 2 only.
+        let c = choose(&m, &[], Some("1")).unwrap().unwrap();
         let u = unwanted_pieces(&m, &c);
         assert_eq!(u.iter_ones().collect::<Vec<_>>(), vec![0, 3]);
     }

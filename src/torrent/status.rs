@@ -66,6 +66,46 @@ pub struct Progress {
     /// The connected peers, refreshed about once a second.
     #[serde(skip)]
     pub peer_list: Arc<Vec<PeerView>>,
+    /// The trackers' states after their last announce.
+    pub trackers: Vec<TrackerView>,
+}
+
+/// One tracker of a torrent after its last announce, as the service's
+/// API shows it. Times are Unix seconds.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TrackerView {
+    pub url: String,
+    /// Its BEP 12 tier, from 0.
+    pub tier: usize,
+    /// `working` (its last announce was answered), `failing`, or `not
+    /// contacted` (not asked yet, or another of its tier answered first).
+    pub status: &'static str,
+    pub last_announce: Option<u64>,
+    pub next_announce: Option<u64>,
+    /// Seeders and leechers it counted (`complete`, `incomplete`).
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
+    /// Peers in its last answer.
+    pub peers: Option<usize>,
+    /// Why its last announce failed.
+    pub error: Option<String>,
+}
+
+impl TrackerView {
+    /// A tracker not asked yet.
+    pub fn not_contacted(url: String, tier: usize) -> TrackerView {
+        TrackerView {
+            url,
+            tier,
+            status: "not contacted",
+            last_announce: None,
+            next_announce: None,
+            seeders: None,
+            leechers: None,
+            peers: None,
+            error: None,
+        }
+    }
 }
 
 /// One connected peer, as the service's API shows it.

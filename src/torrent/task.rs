@@ -119,6 +119,12 @@ impl Task {
         task
     }
 
+    /// Where peers may come from: the trackers and whether the DHT is on.
+    pub fn set_sources(&mut self, trackers: Vec<crate::torrent::TrackerView>, dht: bool) {
+        self.core.set_sources(trackers, dht);
+        self.step();
+    }
+
     /// Leaves out the pieces in `unwanted` (a file selection).
     pub fn set_unwanted(&mut self, unwanted: &Bitfield) {
         self.core.set_unwanted(unwanted);
@@ -302,7 +308,7 @@ impl Task {
             }
             Action::Accept { key, addr } => self.accept(key, addr),
             Action::Send(key, cmd) => self.send(key, cmd),
-            Action::StartWebSeed { key, url } => self.start_web_seed(key, url),
+            Action::StartWebSeed { key, url, unwanted } => self.start_web_seed(key, url, unwanted),
             Action::ResetWebSeed(key) => {
                 if let Some(Link::Web(tx, _)) = self.links.get(&key) {
                     let _ = tx.send(WebCmd::Reset);
@@ -396,7 +402,7 @@ impl Task {
         }
     }
 
-    fn start_web_seed(&mut self, key: PeerKey, url: String) {
+    fn start_web_seed(&mut self, key: PeerKey, url: String, unwanted: Option<Bitfield>) {
         let (Some(files), Some(client)) = (self.web_files.remove(&url), self.web_client.clone())
         else {
             return;
@@ -413,6 +419,7 @@ impl Task {
                 stats,
                 client,
                 events: self.events_tx.clone(),
+                unwanted,
             },
             rx,
         ));

@@ -18,11 +18,15 @@
 //! read past the length asked for, so a server sending a huge body costs
 //! no memory. Redirects are followed [`MAX_REDIRECTS`] times at most, and a
 //! server silent for [`IDLE_TIMEOUT`] fails the request.
+//!
+//! A server that answers a `Range` request with 200 and the whole file
+//! (`python3 -m http.server`, many static hosts) is read whole from then
+//! on, one connection at a time ([`whole`]).
 
 use std::collections::BTreeMap;
 use std::error::Error as _;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,9 +36,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use url::Url;
 
+use crate::bitfield::{AtomicBitfield, Bitfield};
 use crate::metainfo::{bencode, Metainfo};
 use crate::peer::wire::BlockRef;
 use crate::peer::{PeerKey, PeerStats, Shared};
+
+mod whole;
 
 /// Requests in flight to one server at once.
 pub const CONNECTIONS: usize = 3;
@@ -67,6 +74,15 @@ pub enum WebEvent {
         block: BlockRef,
         data: Bytes,
     },
+    /// A block of a whole file the server sent unasked (it ignores
+    /// `Range`): to be taken if its piece is still needed and free.
+    Offered {
+        block: BlockRef,
+        data: Bytes,
+    },
+    /// The server answers `Range` requests with whole files; from now on
+    /// it is read file by file from the start, on one connection.
+    IgnoresRanges,
     /// A request failed; these blocks of it were not delivered.
     Failed {
         blocks: Vec<BlockRef>,
@@ -210,12 +226,12 @@ fn describe(e: &reqwest::Error) -> String {
     parts.join(": ")
 }
 
+/// One server, as its task knows it.
 /// What a web seed task reports to: its owner's event channel, whose
 /// event type wraps ours (so this module needs nothing of its owner's).
 pub trait Report: From<(PeerKey, WebEvent)> + Send + 'static {}
 impl<E: From<(PeerKey, WebEvent)> + Send + 'static> Report for E {}
 
-/// One server, as its task knows it.
 pub struct Seed<E> {
     pub key: PeerKey,
     pub files: Vec<Option<Url>>,
@@ -224,6 +240,45 @@ pub struct Seed<E> {
     pub stats: Arc<PeerStats>,
     pub client: reqwest::Client,
     pub events: mpsc::Sender<E>,
+    /// Pieces a file selection left out: never read from a whole file.
+    pub unwanted: Option<Bitfield>,
+}
+
+/// What one server's requests share: the seed, and the blocks the
+/// coordinator asked for that no request has taken yet.
+struct Server<E> {
+    seed: Seed<E>,
+    /// By offset in the torrent.
+    queue: Mutex<BTreeMap<u64, BlockRef>>,
+    /// Pieces a whole-file read sent every block of, in order.
+    sent_whole: AtomicBitfield,
+}
+
+impl<E: Report> Server<E> {
+    fn queue(&self) -> MutexGuard<'_, BTreeMap<u64, BlockRef>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn send(&self, ev: WebEvent) -> Result<(), String> {
+        self.seed
+            .events
+            .send(E::from((self.seed.key, ev)))
+            .await
+            .map_err(|_| "torrent stopped".to_string())
+    }
+}
+
+/// Why a request stopped early.
+enum Stop {
+    Failed(String),
+    /// A 200 with the whole file for a part of it: the answer, unread.
+    Whole(reqwest::Response),
+}
+
+impl From<String> for Stop {
+    fn from(why: String) -> Stop {
+        Stop::Failed(why)
+    }
 }
 
 fn offset(piece_length: u64, b: BlockRef) -> u64 {
@@ -254,38 +309,65 @@ fn next_run(queue: &mut BTreeMap<u64, BlockRef>) -> Vec<BlockRef> {
 
 /// The task of one web seed: runs until the coordinator drops its sender.
 pub async fn run<E: Report>(seed: Seed<E>, mut cmds: mpsc::UnboundedReceiver<WebCmd>) {
-    let seed = Arc::new(seed);
     let plen = seed.meta.piece_length;
-    let mut queue: BTreeMap<u64, BlockRef> = BTreeMap::new();
-    let mut fetches = JoinSet::new();
+    let pieces = Bitfield::new(seed.meta.piece_count() as usize);
+    let server = Arc::new(Server {
+        seed,
+        queue: Mutex::default(),
+        sent_whole: AtomicBitfield::from_bitfield(&pieces),
+    });
+    let mut fetches: JoinSet<Option<whole::Answer>> = JoinSet::new();
+    // Set once the server answered a Range request with the whole file.
+    let mut whole_files = false;
     loop {
-        while fetches.len() < CONNECTIONS {
-            let run = next_run(&mut queue);
-            if run.is_empty() {
-                break;
+        if whole_files {
+            if fetches.is_empty() && !server.queue().is_empty() {
+                fetches.spawn(whole::sweep(server.clone(), None));
             }
-            fetches.spawn(fetch_run(seed.clone(), run));
+        } else {
+            while fetches.len() < CONNECTIONS {
+                let run = next_run(&mut server.queue());
+                if run.is_empty() {
+                    break;
+                }
+                fetches.spawn(fetch_run(server.clone(), run));
+            }
         }
         tokio::select! {
             cmd = cmds.recv() => match cmd {
                 None => break,
                 Some(WebCmd::Fetch(blocks)) => {
+                    let mut queue = server.queue();
                     for b in blocks {
                         queue.insert(offset(plen, b), b);
                     }
                 }
                 Some(WebCmd::Cancel(b)) => {
                     let at = offset(plen, b);
+                    let mut queue = server.queue();
                     if queue.get(&at) == Some(&b) {
                         queue.remove(&at);
                     }
                 }
                 Some(WebCmd::Reset) => {
-                    queue.clear();
+                    server.queue().clear();
                     fetches.abort_all();
                 }
             },
-            Some(_) = fetches.join_next(), if !fetches.is_empty() => {}
+            Some(done) = fetches.join_next(), if !fetches.is_empty() => {
+                let Ok(Some(answer)) = done else { continue };
+                if !whole_files {
+                    whole_files = true;
+                    if server.send(WebEvent::IgnoresRanges).await.is_err() {
+                        break;
+                    }
+                }
+                // One connection from now on: the last request to come
+                // back reads its answer, the others are dropped.
+                if fetches.is_empty() {
+                    fetches.spawn(whole::sweep(server.clone(), Some(answer)));
+                }
+            }
         }
     }
     fetches.shutdown().await;
@@ -303,29 +385,30 @@ struct Run {
 impl Run {
     /// Reports every block whose bytes are all in. Err when the torrent is
     /// gone.
-    async fn deliver<E: Report>(&mut self, seed: &Seed<E>) -> Result<(), String> {
+    async fn deliver<E: Report>(&mut self, server: &Server<E>) -> Result<(), String> {
         while let Some(&b) = self.blocks.get(self.sent) {
-            let from = (offset(seed.meta.piece_length, b) - self.start) as usize;
+            let from = (offset(server.seed.meta.piece_length, b) - self.start) as usize;
             let to = from + b.length as usize;
             if self.buf.len() < to {
                 break;
             }
             let data = Bytes::copy_from_slice(&self.buf[from..to]);
-            let ev = E::from((seed.key, WebEvent::Block { block: b, data }));
-            seed.events
-                .send(ev)
-                .await
-                .map_err(|_| "torrent stopped".to_string())?;
+            server.send(WebEvent::Block { block: b, data }).await?;
             self.sent += 1;
         }
         Ok(())
     }
 }
 
-async fn fetch_run<E: Report>(seed: Arc<Seed<E>>, blocks: Vec<BlockRef>) {
-    let Some(&first) = blocks.first() else {
-        return;
-    };
+/// Fetches one run. A server that ignores `Range` gets the run's
+/// undelivered blocks back in the queue, and its answer is returned to be
+/// read whole.
+async fn fetch_run<E: Report>(
+    server: Arc<Server<E>>,
+    blocks: Vec<BlockRef>,
+) -> Option<whole::Answer> {
+    let seed = &server.seed;
+    let &first = blocks.first()?;
     let start = offset(seed.meta.piece_length, first);
     let len: u64 = blocks.iter().map(|b| b.length as u64).sum();
     let mut run = Run {
@@ -339,25 +422,37 @@ async fn fetch_run<E: Report>(seed: Arc<Seed<E>>, blocks: Vec<BlockRef>) {
         result = match seed.files.get(s.file) {
             Some(Some(url)) => {
                 let file_len = seed.meta.files.get(s.file).map_or(0, |f| f.length);
-                fetch_range(&seed, url, s.offset, s.len, file_len, &mut run).await
+                fetch_range(&server, url, s.offset, s.len, file_len, &mut run)
+                    .await
+                    .map_err(|stop| (s.file, stop))
             }
             // Pad files are zeros.
             _ => {
                 run.buf.resize(run.buf.len() + s.len as usize, 0);
-                run.deliver(&seed).await
+                run.deliver(&server)
+                    .await
+                    .map_err(|why| (s.file, Stop::Failed(why)))
             }
         };
         if result.is_err() {
             break;
         }
     }
-    if let Err(why) = result {
-        let blocks = run.blocks.split_off(run.sent);
-        if !blocks.is_empty() {
-            let _ = seed
-                .events
-                .send(E::from((seed.key, WebEvent::Failed { blocks, why })))
-                .await;
+    let blocks = run.blocks.split_off(run.sent);
+    match result {
+        Ok(()) => None,
+        Err((file, Stop::Whole(resp))) => {
+            let mut queue = server.queue();
+            for b in blocks {
+                queue.insert(offset(seed.meta.piece_length, b), b);
+            }
+            Some(whole::Answer { file, resp })
+        }
+        Err((_, Stop::Failed(why))) => {
+            if !blocks.is_empty() {
+                let _ = server.send(WebEvent::Failed { blocks, why }).await;
+            }
+            None
         }
     }
 }
@@ -365,13 +460,14 @@ async fn fetch_run<E: Report>(seed: Arc<Seed<E>>, blocks: Vec<BlockRef>) {
 /// Fetches `n` bytes at `off` of a file of `file_len` bytes into `run`,
 /// reporting blocks as they complete.
 async fn fetch_range<E: Report>(
-    seed: &Seed<E>,
+    server: &Server<E>,
     url: &Url,
     off: u64,
     n: u64,
     file_len: u64,
     run: &mut Run,
-) -> Result<(), String> {
+) -> Result<(), Stop> {
+    let seed = &server.seed;
     let last = off + n - 1;
     let request = seed
         .client
@@ -379,7 +475,7 @@ async fn fetch_range<E: Report>(
         .header(reqwest::header::RANGE, format!("bytes={off}-{last}"))
         .send();
     let mut resp = match tokio::time::timeout(ANSWER_TIMEOUT, request).await {
-        Err(_) => return Err(format!("no answer in {}s", ANSWER_TIMEOUT.as_secs())),
+        Err(_) => return Err(format!("no answer in {}s", ANSWER_TIMEOUT.as_secs()).into()),
         Ok(r) => r.map_err(|e| describe(&e))?,
     };
     let status = resp.status();
@@ -395,50 +491,65 @@ async fn fetch_range<E: Report>(
                     if let Some(t) = total.filter(|t| *t != file_len) {
                         return Err(format!(
                             "the file is {t} bytes there, the torrent says {file_len}"
-                        ));
+                        )
+                        .into());
                     }
                 }
                 _ => {
                     return Err(format!(
                         "wrong Content-Range {header:?} (asked for bytes {off}-{last})"
-                    ))
+                    )
+                    .into())
                 }
             }
         }
         200 if off == 0 && n == file_len => {}
-        200 => return Err("ignores Range requests (200 for part of a file)".into()),
-        _ => return Err(format!("HTTP {status}")),
+        200 => return Err(Stop::Whole(resp)),
+        _ => return Err(format!("HTTP {status}").into()),
     }
     if let Some(l) = resp.content_length().filter(|l| *l != n) {
-        return Err(format!("sends {l} bytes for the {n} asked for"));
+        return Err(format!("sends {l} bytes for the {n} asked for").into());
     }
     let mut got = 0u64;
     loop {
-        let chunk = match tokio::time::timeout(IDLE_TIMEOUT, resp.chunk()).await {
-            Err(_) => return Err(format!("no data for {}s", IDLE_TIMEOUT.as_secs())),
-            Ok(c) => c.map_err(|e| describe(&e))?,
-        };
-        let Some(chunk) = chunk else {
+        let Some(chunk) = next_chunk(seed, &mut resp).await? else {
             break;
         };
         let k = chunk.len() as u64;
         if got + k > n {
-            return Err(format!("sent more than the {n} bytes asked for"));
+            return Err(format!("sent more than the {n} bytes asked for").into());
         }
         got += k;
+        run.buf.extend_from_slice(&chunk);
+        run.deliver(server).await?;
+    }
+    if got < n {
+        return Err(format!("the answer ended after {got} of {n} bytes").into());
+    }
+    Ok(())
+}
+
+/// The next piece of an answer's body (None at its end), counted as
+/// downloaded and paced by the download limit. Fails after
+/// [`IDLE_TIMEOUT`] without a byte.
+async fn next_chunk<E>(
+    seed: &Seed<E>,
+    resp: &mut reqwest::Response,
+) -> Result<Option<Bytes>, String> {
+    let chunk = match tokio::time::timeout(IDLE_TIMEOUT, resp.chunk()).await {
+        Err(_) => return Err(format!("no data for {}s", IDLE_TIMEOUT.as_secs())),
+        Ok(c) => c.map_err(|e| describe(&e))?,
+    };
+    if let Some(chunk) = &chunk {
+        let k = chunk.len() as u64;
         seed.stats.downloaded.fetch_add(k, Ordering::Relaxed);
         seed.shared.downloaded.fetch_add(k, Ordering::Relaxed);
-        run.buf.extend_from_slice(&chunk);
-        run.deliver(seed).await?;
         let wait = seed.shared.download_limit.reserve(k);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
     }
-    if got < n {
-        return Err(format!("the answer ended after {got} of {n} bytes"));
-    }
-    Ok(())
+    Ok(chunk)
 }
 
 #[cfg(test)]

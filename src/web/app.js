@@ -34,18 +34,23 @@
     return (i === 0 ? v.toFixed(0) : v >= 100 ? v.toFixed(0) : v.toFixed(1)) + " " + UNITS[i] + "/s";
   }
 
-  function duration(s) {
+  // Time left or until something, as shoal writes it everywhere (the
+  // terminal's bars, `shoal list`): 42s, 3m07s, 2h05m, 3d04h.
+  function eta(s) {
     if (s == null || !isFinite(s) || s < 0) return "–";
-    s = Math.round(s);
-    if (s < 60) return s + " s";
-    const m = Math.round(s / 60);
-    if (s < 3600) return m + " min";
-    const h = Math.floor(s / 3600);
-    const rm = Math.round((s % 3600) / 60);
-    if (s < 86400) return rm ? h + " h " + rm + " min" : h + " h";
-    const d = Math.floor(s / 86400);
-    const rh = Math.round((s % 86400) / 3600);
-    return rh ? d + " d " + rh + " h" : d + " d";
+    s = Math.floor(s);
+    const two = (n) => String(n).padStart(2, "0");
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m" + two(s % 60) + "s";
+    if (s < 86400) return Math.floor(s / 3600) + "h" + two(Math.floor((s % 3600) / 60)) + "m";
+    return Math.floor(s / 86400) + "d" + two(Math.floor((s % 86400) / 3600)) + "h";
+  }
+
+  // A moment as seen from now: "3m07s ago", "in 28m00s".
+  function since(unix) {
+    if (!unix) return "–";
+    const d = Math.round(unix - Date.now() / 1000);
+    return d > 0 ? "in " + eta(d) : eta(-d) + " ago";
   }
 
   function percent(p) {
@@ -75,8 +80,26 @@
     return STATE_LABELS[s] || String(s || "unknown");
   }
 
+  function capital(s) {
+    return s ? s[0].toUpperCase() + s.slice(1) : s;
+  }
+
+  // What a torrent is doing, and why, as [label, reason]. A running
+  // torrent with no peer says why not ("Waiting for peers", "tracker
+  // 10.0.0.1:6969 unreachable, DHT off") rather than "Downloading".
+  function stateWhy(t) {
+    const status = typeof t.status === "string" ? t.status : "";
+    if (t.state === "downloading" && !t.peers && status && status !== "downloading" && status !== "endgame") {
+      const i = status.indexOf(": ");
+      if (status.startsWith("waiting for peers")) return ["Waiting for peers", i > 0 ? status.slice(i + 2) : ""];
+      return ["Connecting", status];
+    }
+    return [stateLabel(t.state), ""];
+  }
+
+  // Paused, or stopped by an error: its button resumes it.
   function isPaused(t) {
-    return t.state === "paused";
+    return t.state === "paused" || t.state === "error";
   }
 
   // ---- DOM helpers ---------------------------------------------------------
@@ -109,7 +132,8 @@
 
   // ---- errors -------------------------------------------------------------
 
-  function showError(msg) {
+  // An error line; `kind` ("add") lets a later success take it away.
+  function showError(msg, kind) {
     const list = $("errors");
     // The same message twice in a row is shown once.
     for (const li of list.children) {
@@ -123,9 +147,17 @@
     const close = el("button", { type: "button", class: "dismiss", "aria-label": "Dismiss" }, "×");
     const li = el("li", { class: "error" }, el("span", { class: "msg" }, msg), close);
     li.dataset.msg = msg;
+    if (kind) li.dataset.kind = kind;
     close.addEventListener("click", () => li.remove());
     list.append(li);
     while (list.children.length > 4) list.firstElementChild.remove();
+  }
+
+  // A success makes the errors of earlier tries of the same kind moot.
+  function clearErrors(kind) {
+    for (const li of Array.from($("errors").children)) {
+      if (li.dataset.kind === kind) li.remove();
+    }
   }
 
   // ---- the API ------------------------------------------------------------
@@ -197,12 +229,13 @@
     const prate = el("span", { class: "prate" });
     const pct = el("span");
     const state = el("span", { class: "state" });
+    const why = el("span", { class: "why" });
     const toggle = el("button", { type: "button", class: "small toggle" });
     const tds = {
       name: el("td", { class: "c-name" }, name, sub),
       size: el("td", { class: "c-size num" }),
       progress: el("td", { class: "c-progress" }, bar, el("span", { class: "pct" }, pct, prate)),
-      state: el("td", { class: "c-state" }, state),
+      state: el("td", { class: "c-state" }, state, why),
       down: el("td", { class: "c-down num" }),
       up: el("td", { class: "c-up num" }),
       peers: el("td", { class: "c-peers num" }),
@@ -224,7 +257,7 @@
       const t = torrents.get(h);
       if (t) pauseOrResume(t);
     });
-    const r = { tr, tds, name, sub, fill, bar, pct, prate, state, toggle };
+    const r = { tr, tds, name, sub, fill, bar, pct, prate, state, why, toggle };
     rowOf.set(h, r);
     return r;
   }
@@ -234,7 +267,8 @@
     setText(r.name, name);
     r.name.setAttribute("title", name);
     r.name.setAttribute("aria-expanded", selected === t.info_hash ? "true" : "false");
-    setText(r.sub, [t.total ? bytes(t.total) : null, stateLabel(t.state)].filter(Boolean).join(" · "));
+    const [label, reason] = stateWhy(t);
+    setText(r.sub, [t.total ? bytes(t.total) : null, label, reason].filter(Boolean).join(" · "));
     setText(r.tds.size, t.total ? bytes(t.total) : "–");
     // While checking, the bar shows how much of the data has been hashed
     // (check_progress, when the service gives it).
@@ -246,14 +280,16 @@
     r.bar.dataset.state = t.state;
     setText(r.pct, checking ? "checked " + percent(t.check_progress) : percent(t.progress));
     setText(r.prate, t.down_rate ? " · ↓ " + rate(t.down_rate) : "");
-    setText(r.state, stateLabel(t.state));
-    r.state.className = "state s-" + String(t.state).replace(/[^a-z]/g, "");
+    setText(r.state, label);
+    setText(r.why, reason);
+    r.why.hidden = !reason;
+    r.state.className = "state s-" + String(t.state).replace(/[^a-z]/g, "") + (reason ? " s-waiting" : "");
     if (t.state === "error" && t.error) r.state.setAttribute("title", t.error);
     else r.state.removeAttribute("title");
     setText(r.tds.down, rate(t.down_rate));
     setText(r.tds.up, rate(t.up_rate));
     setText(r.tds.peers, t.known_peers != null && t.known_peers > t.peers ? t.peers + " / " + t.known_peers : String(t.peers ?? "–"));
-    setText(r.tds.eta, t.progress >= 1 ? "–" : duration(t.eta));
+    setText(r.tds.eta, t.progress >= 1 ? "–" : eta(t.eta));
     setText(r.toggle, isPaused(t) ? "Resume" : "Pause");
     r.toggle.setAttribute("aria-label", (isPaused(t) ? "Resume " : "Pause ") + name);
     r.tr.classList.toggle("selected", selected === t.info_hash);
@@ -351,14 +387,15 @@
 
   async function addTorrentFile(file) {
     if (file.size > 16 * 1024 * 1024) {
-      showError(file.name + " is too big for a .torrent file (over 16 MiB)");
+      showError(file.name + " is too big for a .torrent file (over 16 MiB)", "add");
       return;
     }
     try {
       const r = await api("POST", "/api/torrents", file, "application/x-bittorrent");
+      clearErrors("add");
       if (r && r.info_hash) flash(r.info_hash);
     } catch (e) {
-      if (e.status !== 401) showError("Could not add " + file.name + ": " + e.message);
+      if (e.status !== 401) showError("Could not add " + file.name + ": " + e.message, "add");
     }
   }
 
@@ -371,15 +408,16 @@
     else if (/^[0-9a-f]{40}$/i.test(text) || /^[a-z2-7]{32}$/i.test(text)) body = { magnet: "magnet:?xt=urn:btih:" + text };
     else if (/^[0-9a-f]{64}$/i.test(text)) body = { magnet: "magnet:?xt=urn:btmh:1220" + text };
     else {
-      showError("That is not a magnet link, a .torrent URL or an info-hash");
+      showError("That is not a magnet link, a .torrent URL or an info-hash", "add");
       return false;
     }
     try {
       const r = await api("POST", "/api/torrents", body);
+      clearErrors("add");
       if (r && r.info_hash) flash(r.info_hash);
       return true;
     } catch (e) {
-      if (e.status !== 401) showError("Could not add the link: " + e.message);
+      if (e.status !== 401) showError("Could not add the link: " + e.message, "add");
       return false;
     }
   }
@@ -461,8 +499,8 @@
     fileRows.clear();
     $("files").replaceChildren();
     $("peers").replaceChildren();
-    $("detail-trackers").replaceChildren();
-    $("detail-trackers").hidden = true;
+    $("trackers").replaceChildren();
+    setText($("trackers-count"), "");
     setText($("peers-count"), "");
     setText($("pieces-count"), "");
     lastPieces = null;
@@ -506,6 +544,24 @@
     const t = torrents.get(selected);
     if (t) pauseOrResume(t);
   });
+  $("detail-overwrite").addEventListener("click", async () => {
+    const h = selected;
+    const t = torrents.get(h);
+    if (!h) return;
+    const button = $("detail-overwrite");
+    button.disabled = true;
+    try {
+      const updated = await api("POST", "/api/torrents/" + enc(h) + "/resume?overwrite=true");
+      if (updated && updated.info_hash) {
+        torrents.set(updated.info_hash, updated);
+        renderList(Array.from(torrents.values()));
+      }
+    } catch (e) {
+      if (e.status !== 401) showError("Could not overwrite for " + ((t && t.name) || h) + ": " + e.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
   $("detail-remove").addEventListener("click", () => {
     const t = torrents.get(selected);
     if (t) askRemove(t);
@@ -514,21 +570,24 @@
   function updateDetailSummary(t) {
     setText($("detail-name"), t.name || t.info_hash);
     setText($("detail-toggle"), isPaused(t) ? "Resume" : "Pause");
-    const err = $("detail-error");
+    const box = $("detail-error-box");
     if (t.state === "error" && t.error) {
-      setText(err, t.error);
-      err.hidden = false;
-    } else err.hidden = true;
+      setText($("detail-error"), t.error);
+      box.hidden = false;
+    } else box.hidden = true;
+    // Files in the way that shoal did not create: replacing them is one
+    // press away, since the message says how.
+    $("detail-overwrite").hidden = !(t.state === "error" && t.clash);
     const ratio = t.downloaded ? (t.uploaded / t.downloaded).toFixed(2) : t.uploaded ? "∞" : "–";
     const stats = [
-      ["State", stateLabel(t.state)],
+      ["State", stateWhy(t).filter(Boolean).join(": ")],
       ["Progress", percent(t.progress)],
       ["Have", bytes(t.have_bytes) + " of " + (t.total ? bytes(t.total) : "?")],
       ["Downloaded", bytes(t.downloaded)],
       ["Uploaded", bytes(t.uploaded) + " (ratio " + ratio + ")"],
       ["Rates", "↓ " + (rate(t.down_rate) === "–" ? "0 B/s" : rate(t.down_rate)) + " · ↑ " + (rate(t.up_rate) === "–" ? "0 B/s" : rate(t.up_rate))],
       ["Peers", t.peers + " connected, " + (t.known_peers ?? "?") + " known"],
-      ["ETA", t.progress >= 1 ? "–" : duration(t.eta)],
+      ["ETA", t.progress >= 1 ? "–" : eta(t.eta)],
       ["Folder", t.download_dir || "–"],
       ["Added", date(t.added)],
       ["Info-hash", t.info_hash],
@@ -552,7 +611,7 @@
       const d = info.value;
       updateDetailSummary(Object.assign({}, torrents.get(h) || {}, d));
       renderFiles(h, d.files || []);
-      renderTrackers(d.trackers || []);
+      renderTrackers(d.tracker_status || []);
     } else if (info.reason && info.reason.status === 404) {
       closeDetail();
       return;
@@ -564,12 +623,45 @@
     }
   }
 
+  const TRACKER_STATES = { working: "Working", failing: "Failing", "not contacted": "Not contacted" };
+
+  // A tracker as the table names it: its host and port (the rest of its
+  // URL, which may hold a passkey, is in the tooltip).
+  function hostOf(url) {
+    try {
+      return new URL(url).host || String(url);
+    } catch (e) {
+      return String(url);
+    }
+  }
+
+  // One row per tracker: its status, last and next announce, the seeders
+  // and leechers it counted, and why its last announce failed.
   function renderTrackers(list) {
-    const dl = $("detail-trackers");
-    dl.hidden = list.length === 0;
-    if (!list.length) return;
-    if (!dl.firstChild) dl.append(el("dt", null, "Trackers"), el("dd"));
-    setText(dl.lastChild, list.join("\n"));
+    setText($("trackers-count"), "(" + list.length + ")");
+    const rows = list.map((tr) => {
+      const counts = tr.seeders == null && tr.leechers == null ? "–" : (tr.seeders ?? "?") + " / " + (tr.leechers ?? "?");
+      return el(
+        "tr",
+        { class: "t-" + String(tr.status).replace(/[^a-z]/g, "") },
+        el(
+          "td",
+          { class: "t-url" },
+          el("span", { class: "mono", title: String(tr.url) }, hostOf(tr.url)),
+          tr.error ? el("span", { class: "t-error" }, String(tr.error)) : null
+        ),
+        el("td", { class: "t-status" }, TRACKER_STATES[tr.status] || String(tr.status)),
+        el(
+          "td",
+          { class: "t-when" },
+          el("span", { class: "t-last" }, since(tr.last_announce)),
+          el("span", { class: "t-next muted" }, tr.next_announce ? "next " + since(tr.next_announce) : "")
+        ),
+        el("td", { class: "num t-counts" }, counts)
+      );
+    });
+    if (!rows.length) rows.push(el("tr", { class: "none" }, el("td", { colspan: "4" }, "No tracker: peers come from the DHT, peer exchange and the local network")));
+    $("trackers").replaceChildren(...rows);
   }
 
   function renderFiles(h, files) {

@@ -22,13 +22,29 @@ impl Fake {
         }
     }
 
-    /// Connects and completes a handshake for `info_hash`.
+    /// Connects and completes a handshake for `info_hash`. A seeder
+    /// listens before its torrent takes connections (it checks its data
+    /// first, slowly on a loaded machine): a connection closed unanswered
+    /// is tried again, for up to 30 s.
     pub fn connect(port: u16, info_hash: [u8; 20], peer_id: [u8; 20]) -> (Fake, Handshake) {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        let mut f = Fake::new(s);
-        f.send_raw(&Handshake::new(info_hash, peer_id).encode());
-        let hs = f.read_handshake().expect("handshake");
-        (f, hs)
+        let start = Instant::now();
+        loop {
+            let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            let mut f = Fake::new(s);
+            f.send_raw(&Handshake::new(info_hash, peer_id).encode());
+            match f.read_handshake() {
+                Ok(hs) => return (f, hs),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+                    ) && start.elapsed() < Duration::from_secs(30) =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("handshake: {e}"),
+            }
+        }
     }
 
     pub fn read_handshake(&mut self) -> std::io::Result<Handshake> {

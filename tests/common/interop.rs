@@ -67,7 +67,8 @@ pub fn should_run(test: &str, needed: &[Program]) -> bool {
 
 /// One cell's scratch folder. It is world-readable (opentracker drops
 /// privileges to `nobody` and must read its whitelist there). When the test
-/// panics the folder is kept, with every program's log, and its path printed.
+/// panics (or with `SHOAL_KEEP_CELLS=1`) the folder is kept, with every
+/// program's log, and its path printed.
 pub struct Cell {
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
@@ -100,11 +101,17 @@ impl Cell {
 impl Drop for Cell {
     fn drop(&mut self) {
         let secs = self.start.elapsed().as_secs_f64();
-        if std::thread::panicking() {
+        let keep = std::env::var("SHOAL_KEEP_CELLS").is_ok_and(|v| v == "1");
+        if std::thread::panicking() || keep {
             if let Some(d) = self.dir.take() {
                 let kept = d.keep();
+                let how = if std::thread::panicking() {
+                    "FAILED after"
+                } else {
+                    "passed in"
+                };
                 eprintln!(
-                    "{}: FAILED after {secs:.1}s; logs kept in {}",
+                    "{}: {how} {secs:.1}s; logs kept in {}",
                     self.name,
                     kept.display()
                 );
@@ -497,7 +504,7 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
     split_response(&resp)
 }
 
-fn split_response(resp: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+pub fn split_response(resp: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad HTTP response");
     let head_end = find(resp, b"\r\n\r\n").ok_or_else(bad)?;
     let head = String::from_utf8_lossy(&resp[..head_end]);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod service;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -15,6 +16,16 @@ use std::time::{Duration, Instant};
 
 pub fn shoal_bin() -> &'static str {
     env!("CARGO_BIN_EXE_shoal")
+}
+
+/// The Python interpreter the tests run (libtorrent's binding, `python3 -m
+/// http.server`): named once, in `.ci/python`, which `.ci/deps` checks.
+pub fn python() -> &'static str {
+    include_str!("../../.ci/python")
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .expect(".ci/python names no interpreter")
 }
 
 /// Deterministic, incompressible-looking bytes.
@@ -469,5 +480,68 @@ pub fn wait_serving(port: u16, info_hash: [u8; 20]) {
             "nothing serves the torrent on {port}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A tiny HTTP server on loopback answering `GET path` (the query string
+/// ignored) with a fixed body and anything else with 404, until dropped:
+/// a .torrent to fetch, a tracker with a canned answer.
+pub struct HttpServer {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    pub fn serve(path: &'static str, body: Vec<u8>) -> HttpServer {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut req = [0u8; 4096];
+                let n = std::io::Read::read(&mut s, &mut req).unwrap_or(0);
+                let head = String::from_utf8_lossy(&req[..n]);
+                let asked = head.split_whitespace().nth(1).unwrap_or("");
+                let found = asked.split('?').next() == Some(path);
+                let (status, b): (&str, &[u8]) = if found {
+                    ("200 OK", &body)
+                } else {
+                    ("404 Not Found", b"")
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    b.len()
+                );
+                let _ = s.write_all(b);
+            }
+        });
+        HttpServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -102,6 +102,12 @@ impl Core {
             self.send(key, PeerCmd::Close(why.into()));
             return;
         }
+        // The peer id's client tag (e.g. -TR3000-): names clients that
+        // send no BEP 10 handshake.
+        tracing::debug!(
+            "{addr}: connected, peer id {}",
+            crate::out::escape(&String::from_utf8_lossy(&peer_id[..8]))
+        );
         let peer = Peer {
             addr,
             peer_id,

@@ -48,16 +48,41 @@ impl Core {
             };
         }
         if let Some((addr, why, wait)) = &self.dialer.last_failure {
-            format!("peer {addr}: {why}, retry in {wait}s")
+            let wait = crate::units::human_eta(Duration::from_secs(*wait));
+            format!("peer {addr}: {why}, retry in {wait}")
         } else if let Some((url, why, wait)) = &self.web_failure {
             match wait {
-                Some(wait) => format!("web seed {url}: {why}, retry in {wait}s"),
+                Some(wait) => format!(
+                    "web seed {url}: {why}, retry in {}",
+                    crate::units::human_eta(Duration::from_secs(*wait))
+                ),
                 None => format!("web seed {url}: banned: {why}"),
             }
-        } else if let Some(t) = &self.tracker_status {
-            t.clone()
         } else {
-            "waiting for peers".to_string()
+            self.waiting_for_peers()
+        }
+    }
+
+    /// "waiting for peers: tracker 10.0.0.1:6969 unreachable, DHT off":
+    /// why no peer came, from what the trackers said and which sources
+    /// are off.
+    fn waiting_for_peers(&self) -> String {
+        let (trackers, dht) = self.origins;
+        let mut why: Vec<String> = Vec::new();
+        match &self.tracker_status {
+            Some(t) => why.push(t.clone()),
+            None if !trackers => why.push("no tracker".into()),
+            None => {}
+        }
+        if self.meta.private {
+            why.push("private: trackers only".into());
+        } else if !dht {
+            why.push("DHT off".into());
+        }
+        if why.is_empty() {
+            "waiting for peers".into()
+        } else {
+            format!("waiting for peers: {}", why.join(", "))
         }
     }
 

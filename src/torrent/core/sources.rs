@@ -99,6 +99,11 @@ pub(super) struct Web {
     pub(super) retry_at: Option<Instant>,
     /// Counted by the picker as a source of every piece.
     pub(super) counted: bool,
+    /// It ignores `Range` and is read whole: any byte it sends shows it
+    /// is alive, a block or not (it may be reading past pieces we have).
+    pub(super) whole_files: bool,
+    /// Its byte count at the last second's look.
+    pub(super) seen_bytes: u64,
 }
 
 /// Who sent a block, kept with a failed piece so a ban reaches it even
@@ -131,6 +136,8 @@ impl Source {
             failures: 0,
             retry_at: None,
             counted: true,
+            whole_files: false,
+            seen_bytes: 0,
         };
         Source::new(Kind::Web(web), WEB_MIN_QUEUE, now)
     }
@@ -212,6 +219,12 @@ impl Source {
     /// asked again.
     fn second(&mut self, secs: f64, now: Instant, outstanding: usize) -> Second {
         self.down.update(self.downloaded, secs);
+        if let Kind::Web(w) = &mut self.kind {
+            if w.whole_files && self.downloaded != w.seen_bytes {
+                self.last_block = now;
+            }
+            w.seen_bytes = self.downloaded;
+        }
         let quiet = outstanding > 0 && now.duration_since(self.last_block) > SNUB_AFTER;
         match &mut self.kind {
             Kind::Peer(p) => {

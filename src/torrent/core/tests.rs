@@ -12,7 +12,7 @@ use crate::peer::{PeerCmd, PeerEvent};
 use crate::store::StoreError;
 use crate::torrent::leaves;
 use crate::torrent::picker::BLOCK_LEN;
-use crate::torrent::status::{Outcome, PeerSource, State, WEB_SEED_LABEL};
+use crate::torrent::status::{Outcome, PeerSource, State, TrackerView, WEB_SEED_LABEL};
 use crate::torrent::webseed::WebEvent;
 
 use super::dialer::{EVICT_AFTER, SHORT_LIVED};
@@ -573,14 +573,22 @@ fn without_peers_the_status_says_why() {
     let mut h = harness(4);
     h.run_for(Duration::from_secs(1));
     assert_eq!(h.core.progress().state, State::Connecting);
+    assert_eq!(
+        h.core.progress().status,
+        "waiting for peers: no tracker, DHT off"
+    );
+    let tracker = TrackerView::not_contacted("http://127.0.0.1:1/announce".into(), 0);
+    h.core.set_sources(vec![tracker.clone()], true);
+    h.tick();
     assert_eq!(h.core.progress().status, "waiting for peers");
+    h.core.set_sources(vec![tracker], false);
     h.input(Input::TrackerStatus(Some(
-        "tracker 127.0.0.1:1: connection refused".into(),
+        "tracker 127.0.0.1:1 unreachable".into(),
     )));
     h.tick();
     assert_eq!(
         h.core.progress().status,
-        "tracker 127.0.0.1:1: connection refused"
+        "waiting for peers: tracker 127.0.0.1:1 unreachable, DHT off"
     );
     h.input(Input::Peers(PeerSource::Manual, vec![addr(9)]));
     let (key, _) = h.connects[0];

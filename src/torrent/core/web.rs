@@ -29,7 +29,9 @@ impl Core {
         tracing::debug!("web seed {shown}: in use");
         self.picker.add_seed();
         self.sources.insert(key, Source::web(shown, self.now));
-        self.out.push_back(Action::StartWebSeed { key, url });
+        let unwanted = self.picker.unwanted().cloned();
+        self.out
+            .push_back(Action::StartWebSeed { key, url, unwanted });
         if self.state == State::Connecting {
             self.state = State::Downloading;
         }
@@ -43,6 +45,28 @@ impl Core {
         };
         match ev {
             WebEvent::Block { block, data } => self.on_block(key, block, data),
+            WebEvent::Offered { block, data } => {
+                // A new piece only while hashing keeps up (memory stays
+                // bounded); a later read of the file brings it again.
+                // Asked of it a moment ago: the ask is answered.
+                if self.picker.is_requested(key, block) {
+                    self.send(key, PeerCmd::Cancel(block));
+                }
+                if !self.assembly.backlogged(self.meta.piece_length) {
+                    self.picker.start_if_free(block.index);
+                }
+                self.on_block(key, block, data);
+            }
+            WebEvent::IgnoresRanges => {
+                let Some(w) = self.sources.get_mut(key).and_then(|s| s.as_web_mut()) else {
+                    return;
+                };
+                w.whole_files = true;
+                tracing::info!(
+                    "web seed {}: ignores Range requests; reading whole files from the start",
+                    w.url
+                );
+            }
             WebEvent::Failed { blocks, why } => {
                 let active = w.active();
                 for b in blocks {
@@ -73,7 +97,7 @@ impl Core {
             self.picker.remove_seed();
         }
         self.picker.peer_gone(key);
-        tracing::warn!("web seed {url}: {why}; retry in {}s", wait.as_secs());
+        tracing::warn!(retry_in = wait.as_secs(), "web seed {url}: {why}");
         self.web_failure = Some((url, web_reason(why), Some(wait.as_secs())));
     }
 

@@ -193,7 +193,7 @@ impl Harness {
                 Action::Recheck(r) => self.rechecks.push(r),
                 Action::Connect { key, addr } => self.connects.push((key, addr)),
                 Action::Accept { key, addr } => self.accepts.push((key, addr)),
-                Action::StartWebSeed { key, url } => self.web_seeds.push((key, url)),
+                Action::StartWebSeed { key, url, .. } => self.web_seeds.push((key, url)),
                 Action::ResetWebSeed(k) => self.resets.push(k),
                 Action::Complete => self.completes += 1,
                 Action::Finished(o) => self.finished = Some(o),
