@@ -106,13 +106,15 @@ pub async fn announce_loop(
         AnnounceRequest {
             info_hash: shared.info_hash,
             peer_id: shared.peer_id,
-            port: shared.listen_port,
+            port: shared.reach.announce_port(shared.listen_port),
             uploaded: shared.uploaded.load(Ordering::Relaxed),
             downloaded: shared.downloaded.load(Ordering::Relaxed),
             left: shared.total_length.saturating_sub(have),
             event,
             numwant: 80,
             key,
+            ip: shared.reach.announce_ip(),
+            ipv6: shared.reach.ipv6(),
         }
     };
     loop {

@@ -39,6 +39,9 @@ struct NetFlags {
     /// Do not announce or look for peers on the local network (BEP 14; also: SHOAL_NO_LSD=1).
     #[arg(long, env = "SHOAL_NO_LSD", value_parser = clap::builder::FalseyValueParser::new())]
     no_lsd: bool,
+    /// Do not ask the router to forward the listening port (UPnP, NAT-PMP/PCP; also: SHOAL_NO_PORT_MAPPING=1).
+    #[arg(long, env = "SHOAL_NO_PORT_MAPPING", value_parser = clap::builder::FalseyValueParser::new())]
+    no_port_mapping: bool,
 }
 
 /// Flags `download` and `seed` share.
@@ -401,6 +404,7 @@ impl SwarmFlags {
             },
             no_pex: self.net.no_pex,
             no_lsd: self.net.no_lsd,
+            no_port_mapping: self.net.no_port_mapping,
             no_web_seeds: self.no_web_seeds,
             encryption: self.net.encryption,
             only: Vec::new(),
@@ -567,6 +571,7 @@ fn main() -> ExitCode {
                 },
                 no_pex: net.no_pex,
                 no_lsd: net.no_lsd,
+                no_port_mapping: net.no_port_mapping,
                 encryption: net.encryption,
             })
         }

@@ -94,6 +94,8 @@ pub struct Shared {
     pub downloaded: AtomicU64,
     /// Verified bytes on disk; trackers get `left` from it.
     pub have_bytes: AtomicU64,
+    /// How others reach us (the session's port mapping), for announces.
+    pub reach: Arc<crate::reach::Reach>,
 }
 
 impl Shared {
@@ -151,6 +153,7 @@ impl Shared {
             uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
+            reach: Default::default(),
         }
     }
 }

@@ -6,7 +6,11 @@
 //! (stopped announce, data left resumable).
 //!
 //! `shoal download` runs one torrent in a session of its own; `shoal
-//! serve` runs many in one (see `service`).
+//! serve` runs many in one (see `service`). The session also keeps the
+//! listening port open from outside (`portmap`: UPnP, NAT-PMP/PCP), and
+//! its owner calls `close` at the end so the router forgets the mapping.
+
+pub mod portmap;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -44,6 +48,9 @@ pub struct SessionConfig {
     pub max_connections: Option<usize>,
     /// Which connections are encrypted (MSE), both ways.
     pub encryption: crate::peer::mse::Policy,
+    /// Ask the router to forward the port (UPnP, NAT-PMP/PCP), and where
+    /// to look for it; None: off (`--no-port-mapping`).
+    pub port_mapping: Option<portmap::Config>,
 }
 
 /// The settings of one torrent in a session.
@@ -150,6 +157,8 @@ struct Inner {
     connections: Arc<ConnectionCap>,
     encryption: crate::peer::mse::Policy,
     accept: tokio::task::AbortHandle,
+    reach: Arc<crate::reach::Reach>,
+    portmap: Option<portmap::PortMap>,
 }
 
 impl Drop for Inner {
@@ -167,6 +176,13 @@ impl Session {
         let routes = Routes::default();
         let accept =
             tokio::spawn(accept_loop(listener, routes.clone(), cfg.encryption)).abort_handle();
+        let reach = Arc::new(crate::reach::Reach::default());
+        if local.is_ipv6() {
+            reach.set_ipv6(global_ipv6());
+        }
+        let portmap = cfg
+            .port_mapping
+            .map(|c| portmap::PortMap::start(local.port(), c, reach.clone()));
         Ok(Session {
             inner: Arc::new(Inner {
                 port: local.port(),
@@ -180,6 +196,8 @@ impl Session {
                 connections: Arc::new(ConnectionCap::new(cfg.max_connections)),
                 encryption: cfg.encryption,
                 accept,
+                reach,
+                portmap,
             }),
         })
     }
@@ -208,6 +226,29 @@ impl Session {
 
     pub fn download_limit(&self) -> &RateLimit {
         &self.inner.download_limit
+    }
+
+    /// What the port mapping is doing (`Off` when turned off); watch it
+    /// for changes.
+    pub fn port_mapping(&self) -> watch::Receiver<portmap::MappingStatus> {
+        match &self.inner.portmap {
+            Some(p) => p.status(),
+            None => watch::channel(portmap::MappingStatus::Off).1,
+        }
+    }
+
+    /// How others reach this session (the mapped external address).
+    pub fn reach(&self) -> &Arc<crate::reach::Reach> {
+        &self.inner.reach
+    }
+
+    /// Ends the session's ties to the outside before the process exits:
+    /// the router's mappings are removed (a few seconds at most). The
+    /// owner calls it once its torrents have stopped.
+    pub async fn close(&self) {
+        if let Some(p) = &self.inner.portmap {
+            p.close().await;
+        }
     }
 
     /// "IPv4 and IPv6", "IPv6 only" or "IPv4 only".
@@ -462,6 +503,7 @@ impl Session {
             uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
+            reach: self.inner.reach.clone(),
         });
 
         let (events_tx, events_rx) = mpsc::channel(1024);
@@ -606,6 +648,18 @@ struct AbortOnDrop(tokio::task::AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Our global IPv6 address: the source the kernel would pick toward a
+/// global destination (a connected UDP socket sends nothing), if public.
+fn global_ipv6() -> Option<Ipv6Addr> {
+    let s = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).ok()?;
+    // Any global unicast address does; no packet leaves.
+    s.connect(("2001:4860:4860::8888", 9)).ok()?;
+    match s.local_addr().ok()?.ip() {
+        std::net::IpAddr::V6(ip) if crate::reach::is_public(ip.into()) => Some(ip),
+        _ => None,
     }
 }
 

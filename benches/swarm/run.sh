@@ -228,7 +228,7 @@ else
 fi
 
 now() { date +%s.%N; }
-common=(--no-dht --no-lsd --no-pex --json)
+common=(--no-dht --no-lsd --no-pex --no-port-mapping --json)
 # dht NAME: a peer's DHT flags when trackerless (its own state folder: the
 # default one would be shared by every peer on this machine).
 dht() {

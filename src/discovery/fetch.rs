@@ -326,6 +326,8 @@ async fn announce(
             event: tracker::Event::Started,
             numwant: 80,
             key: rand::random(),
+            ip: None,
+            ipv6: None,
         };
         let wait = match trackers.announce(&req).await {
             Ok((_, resp)) => {

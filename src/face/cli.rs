@@ -501,6 +501,8 @@ pub struct RunArgs {
     pub dht: DhtArgs,
     pub no_pex: bool,
     pub no_lsd: bool,
+    /// Do not map the listening port on the router (`--no-port-mapping`).
+    pub no_port_mapping: bool,
     pub no_web_seeds: bool,
     /// Which connections are encrypted (`--encryption`).
     pub encryption: crate::peer::mse::Policy,
@@ -533,6 +535,7 @@ pub struct ServeArgs {
     pub dht: DhtArgs,
     pub no_pex: bool,
     pub no_lsd: bool,
+    pub no_port_mapping: bool,
     pub encryption: crate::peer::mse::Policy,
 }
 
@@ -602,6 +605,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             download_limit: a.download_limit,
             max_connections: Some(a.max_connections),
             encryption: a.encryption,
+            port_mapping: (!a.no_port_mapping)
+                .then(crate::session::portmap::Config::from_env),
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(a.listen)
@@ -664,6 +669,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         tracing::info!("signal {signal}: stopping");
         eprintln!("stopping: announcing to trackers and saving state");
         svc.shutdown().await;
+        session.close().await;
         if let Some(dht) = &dht {
             dht.save().await;
         }
@@ -956,6 +962,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         learned,
         web_seeds: !a.no_web_seeds,
         encryption: a.encryption,
+        port_mapping: !a.no_port_mapping,
     };
     let summary = rt.block_on(crate::face::single::run(m, opts));
     if let Some(dht) = &dht {

@@ -57,6 +57,8 @@ pub struct Options {
     pub web_seeds: bool,
     /// Which connections are encrypted (`--encryption`).
     pub encryption: crate::peer::mse::Policy,
+    /// Ask the router to forward the port, unless `--no-port-mapping`.
+    pub port_mapping: bool,
 }
 
 /// Runs the torrent until it is done or a signal stops it.
@@ -83,6 +85,9 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         download_limit: opts.download_limit,
         max_connections: None,
         encryption: opts.encryption,
+        port_mapping: opts
+            .port_mapping
+            .then(crate::session::portmap::Config::from_env),
     })
     .await;
     let session = match session {
@@ -124,6 +129,8 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
     };
     let result = session.run_torrent(meta, topts, ctl).await;
     signals.abort();
+    // The router forgets the mapping before we go (also after Ctrl-C).
+    session.close().await;
     // The torrent is gone, so the display sees its channels close and
     // clears its bars; cut it short only if it hangs.
     let abort = shower.abort_handle();
@@ -138,6 +145,23 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         summary.signal = Some(signal.load(Ordering::SeqCst)).filter(|s| *s != 0);
     }
     Ok(summary)
+}
+
+/// Says what the port mapping does each time that changes (nothing when
+/// it is off): "port 6881 open via UPnP (external 203.0.113.7:6881)".
+async fn show_mapping(
+    mut rx: watch::Receiver<session::portmap::MappingStatus>,
+    display: Display,
+) {
+    loop {
+        let s = rx.borrow_and_update().clone();
+        if s != session::portmap::MappingStatus::Off {
+            ui::report(display, "port_mapping", s.json(), &s.line());
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Shows one run: the check of the data on disk, "resuming", where the
@@ -207,7 +231,9 @@ async fn show(
                     serde_json::json!({"port": port, "ipv4": v4, "ipv6": v6}),
                     &format!("listening on port {port} ({})", session.families_label()),
                 );
+                let mapping = tokio::spawn(show_mapping(session.port_mapping(), display));
                 ui::show(meta, progress, display).await;
+                mapping.abort();
                 return;
             }
         }

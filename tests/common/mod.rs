@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod nat;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -137,6 +138,7 @@ impl Proc {
             cmd.env("SHOAL_NO_DHT", "1");
         }
         cmd.env("SHOAL_NO_LSD", "1");
+        cmd.env("SHOAL_NO_PORT_MAPPING", "1");
         if log.is_empty() {
             cmd.env_remove("SHOAL_LOG");
         } else {
