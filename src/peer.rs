@@ -582,6 +582,8 @@ struct Conn<'a> {
     /// When its last `ut_pex` arrived: one a minute is the rule, and a
     /// peer sending them faster is ignored until the minute is up.
     last_pex_in: Option<Instant>,
+    /// The peer's address: its `yourip` (BEP 24) is a vote under it.
+    addr: Option<SocketAddr>,
 }
 
 /// What an upload batch read: the `piece` messages to send, their payload
@@ -626,11 +628,13 @@ async fn run<E: Report>(
     .map_err(|_| PeerError::Closed("torrent stopped".into()))?;
 
     let mut c = Conn::new(shared, fast, write_half, stats);
+    c.addr = Some(addr);
 
     if theirs.supports_extensions() {
         let ext = ExtendedHandshake {
             v: Some(format!("shoal {}", env!("CARGO_PKG_VERSION"))),
-            p: Some(shared.listen_port),
+            // The port to dial back: the router's, once it forwards one.
+            p: Some(shared.reach.announce_port(shared.listen_port)),
             reqq: Some(MAX_PEER_REQUESTS as u32),
             m: {
                 let mut m = std::collections::BTreeMap::new();
@@ -794,6 +798,7 @@ impl<'a> Conn<'a> {
             their_ut_metadata: None,
             their_ut_pex: None,
             last_pex_in: None,
+            addr: None,
         }
     }
 }
@@ -938,6 +943,9 @@ impl Conn<'_> {
                         self.their_ut_metadata =
                             h.m.get("ut_metadata").copied().filter(|id| *id != 0);
                         self.their_ut_pex = h.m.get("ut_pex").copied().filter(|id| *id != 0);
+                        if let (Some(addr), Some(ip)) = (self.addr, &h.yourip) {
+                            self.shared.reach.heard_yourip(addr.ip(), ip);
+                        }
                         PeerEvent::Extended {
                             pex: self.shared.pex && self.their_ut_pex.is_some(),
                             reqq: h.reqq,

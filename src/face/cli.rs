@@ -605,8 +605,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             download_limit: a.download_limit,
             max_connections: Some(a.max_connections),
             encryption: a.encryption,
-            port_mapping: (!a.no_port_mapping)
-                .then(crate::session::portmap::Config::from_env),
+            port_mapping: (!a.no_port_mapping).then(crate::session::portmap::Config::from_env),
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(a.listen)
@@ -658,6 +657,23 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 }
             );
         }
+        // What the router did with the peer port, once settled and on
+        // each change (as `download` says it).
+        let mapping = tokio::spawn({
+            use crate::session::portmap::MappingStatus as Mapping;
+            let mut rx = session.port_mapping();
+            async move {
+                loop {
+                    let s = rx.borrow_and_update().clone();
+                    if !matches!(s, Mapping::Off | Mapping::Trying { .. }) {
+                        eprintln!("{}", s.line());
+                    }
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         let signal = tokio::select! {
             s = crate::session::wait_for_signal() => s,
@@ -669,6 +685,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         tracing::info!("signal {signal}: stopping");
         eprintln!("stopping: announcing to trackers and saving state");
         svc.shutdown().await;
+        mapping.abort();
         session.close().await;
         if let Some(dht) = &dht {
             dht.save().await;

@@ -149,10 +149,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
 
 /// Says what the port mapping does each time that changes (nothing when
 /// it is off): "port 6881 open via UPnP (external 203.0.113.7:6881)".
-async fn show_mapping(
-    mut rx: watch::Receiver<session::portmap::MappingStatus>,
-    display: Display,
-) {
+async fn show_mapping(mut rx: watch::Receiver<session::portmap::MappingStatus>, display: Display) {
     loop {
         let s = rx.borrow_and_update().clone();
         if s != session::portmap::MappingStatus::Off {

@@ -464,16 +464,14 @@ async fn run(
 }
 
 /// Removes what is held, all at once, within `REMOVE_TIME`.
-async fn close(
-    held: Vec<Held>,
-    reach: Arc<crate::reach::Reach>,
-    ack: Option<oneshot::Sender<()>>,
-) {
+async fn close(held: Vec<Held>, reach: Arc<crate::reach::Reach>, ack: Option<oneshot::Sender<()>>) {
     reach.set_mapped(None);
     let n = held.len();
     let all = futures_util::future::join_all(held.into_iter().map(Held::remove));
     if tokio::time::timeout(REMOVE_TIME, all).await.is_err() {
-        tracing::warn!("port mapping: removing {n} mappings took too long; they expire with their lease");
+        tracing::warn!(
+            "port mapping: removing {n} mappings took too long; they expire with their lease"
+        );
     }
     if let Some(ack) = ack {
         let _ = ack.send(());
@@ -512,7 +510,10 @@ mod tests {
             ],
         );
         assert_eq!(s.state(), "failed");
-        assert_eq!(s.line(), "port 6881 not open: no UPnP/NAT-PMP router answered");
+        assert_eq!(
+            s.line(),
+            "port 6881 not open: no UPnP/NAT-PMP router answered"
+        );
         assert_eq!(s.external(), None);
     }
 
@@ -529,10 +530,7 @@ mod tests {
                 out(Method::NatPmp, vec![], Some(Failure::NoAnswer)),
             ],
         );
-        assert_eq!(
-            s.line(),
-            "port 6881 not open: UPnP: error 501 ActionFailed"
-        );
+        assert_eq!(s.line(), "port 6881 not open: UPnP: error 501 ActionFailed");
     }
 
     #[test]
@@ -601,7 +599,11 @@ mod tests {
             )],
         );
         assert_eq!(s.state(), "failed");
-        assert!(s.line().contains("NAT-PMP: TCP: out of resources"), "{}", s.line());
+        assert!(
+            s.line().contains("NAT-PMP: TCP: out of resources"),
+            "{}",
+            s.line()
+        );
     }
 
     #[test]
@@ -614,7 +616,10 @@ mod tests {
                 None,
             )],
         );
-        assert_eq!(s.line(), "port 6881 open via UPnP (external port 7000, TCP only)");
+        assert_eq!(
+            s.line(),
+            "port 6881 open via UPnP (external port 7000, TCP only)"
+        );
         assert_eq!(s.external(), None);
     }
 

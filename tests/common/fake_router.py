@@ -26,6 +26,8 @@ import time
 
 ARGS = None
 LOCK = threading.Lock()
+# Held across a whole add or delete (UPnP and NAT-PMP requests come at once).
+MAP_LOCK = threading.RLock()
 # (proto, external port) -> (client ip, internal port, nft handle)
 MAPPINGS = {}
 START = time.time()
@@ -58,6 +60,11 @@ def nft_del(handle):
 
 
 def add_mapping(proto, ext, client, port):
+    with MAP_LOCK:
+        return add_mapping_locked(proto, ext, client, port)
+
+
+def add_mapping_locked(proto, ext, client, port):
     with LOCK:
         old = MAPPINGS.pop((proto, ext), None)
     if old:
@@ -71,6 +78,11 @@ def add_mapping(proto, ext, client, port):
 
 
 def del_mapping(proto, ext):
+    with MAP_LOCK:
+        return del_mapping_locked(proto, ext)
+
+
+def del_mapping_locked(proto, ext):
     with LOCK:
         old = MAPPINGS.pop((proto, ext), None)
     if old:
@@ -243,15 +255,20 @@ def ssdp(http_port):
         st = re.search(r"(?im)^ST:\s*(.*)$", text)
         st = st.group(1).strip() if st else ""
         log(f"ssdp M-SEARCH {st} from {peer[0]}:{peer[1]}")
-        if ARGS.hostile == "ssdp-flood":
-            junk = [b"HTTP/1.1 200 OK\r\n\r\n", b"\xff" * 1400, b"LOCATION: ftp://x/\r\n",
-                    b"HTTP/1.1 200 OK\r\nLOCATION: http://10.99.99.99:1/x\r\n\r\n"]
-            for i in range(5000):
-                s.sendto(junk[i % len(junk)], peer)
+        junk = [b"HTTP/1.1 200 OK\r\n\r\n", b"\xff" * 40, b"LOCATION: ftp://x/\r\n",
+                b"HTTP/1.1 200 OK\r\nLOCATION: http://10.99.99.99:1/x\r\n\r\n"]
+        # A flood: 100 bad answers (few enough that the good one after
+        # them still fits in the asker's socket buffer), the good one,
+        # then 5000 more.
+        flood = ARGS.hostile == "ssdp-flood"
+        for i in range(100 if flood else 0):
+            s.sendto(junk[i % len(junk)], peer)
         reply = ("HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\n"
                  f"ST: {st}\r\nUSN: uuid:fake-router::{st}\r\nEXT:\r\nSERVER: fake/1 UPnP/1.1 fake/1\r\n"
                  f"LOCATION: http://{ARGS.lan}:{http_port}/desc.xml\r\n\r\n")
         s.sendto(reply.encode(), peer)
+        for i in range(5000 if flood else 0):
+            s.sendto(junk[i % len(junk)], peer)
 
 
 # ------------------------------------------------------------- NAT-PMP

@@ -4,6 +4,7 @@
 
 pub mod fake;
 pub mod nat;
+pub mod schema;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

@@ -95,8 +95,18 @@ impl Nat {
         let pid = std::process::id() % 100_000;
         let (a, b) = (format!("pa{pid}x{n}"), format!("pb{pid}x{n}"));
         let (c, d) = (format!("pc{pid}x{n}"), format!("pd{pid}x{n}"));
-        run("ip", &["link", "add", &a, "netns", h, "type", "veth", "peer", "name", &b, "netns", r])?;
-        run("ip", &["link", "add", &c, "netns", r, "type", "veth", "peer", "name", &d, "netns", i])?;
+        run(
+            "ip",
+            &[
+                "link", "add", &a, "netns", h, "type", "veth", "peer", "name", &b, "netns", r,
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "link", "add", &c, "netns", r, "type", "veth", "peer", "name", &d, "netns", i,
+            ],
+        )?;
         for (ns, from, to, addr) in [
             (h, &a, "eth0", format!("{HOME}/24")),
             (r, &b, "lan0", format!("{LAN_GW}/24")),
@@ -108,7 +118,10 @@ impl Nat {
             run("ip", &["-n", ns, "link", "set", to, "up"])?;
         }
         run("ip", &["-n", h, "route", "add", "default", "via", LAN_GW])?;
-        run("ip", &["netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        run(
+            "ip",
+            &["netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        )?;
         let rules = format!(
             "table ip {TABLE} {{\n\
                chain prerouting {{ type nat hook prerouting priority -100; }}\n\
@@ -145,7 +158,17 @@ impl Nat {
     pub fn dnat_rules(&self) -> Vec<String> {
         let out = run(
             "ip",
-            &["netns", "exec", &self.router, "nft", "list", "chain", "ip", TABLE, "prerouting"],
+            &[
+                "netns",
+                "exec",
+                &self.router,
+                "nft",
+                "list",
+                "chain",
+                "ip",
+                TABLE,
+                "prerouting",
+            ],
         )
         .unwrap_or_default();
         out.lines()
@@ -191,8 +214,7 @@ impl Nat {
         need("python3", "python3");
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/fake_router.py");
         let mut argv = vec![
-            "python3", script, "--lan", LAN_GW, "--wan", WAN, "--table", TABLE, "--wan-if",
-            "wan0",
+            "python3", script, "--lan", LAN_GW, "--wan", WAN, "--table", TABLE, "--wan-if", "wan0",
         ];
         argv.extend_from_slice(extra);
         let router = self.router.clone();

@@ -157,8 +157,20 @@ async fn request(
         .await
         .map_err(|e| match e {
             natpmp::Failure::Timeout | natpmp::Failure::Socket(_) => Failure::NoAnswer,
-            e => Failure::Refused(short_reason(&e.to_string())),
+            e => Failure::Refused(refusal(&e)),
         })
+}
+
+/// A NAT-PMP refusal in a few words, with RFC 6886's result code.
+fn refusal(e: &natpmp::Failure) -> String {
+    match e {
+        natpmp::Failure::UnsupportedVersion(_) => "unsupported version (result 1)".into(),
+        natpmp::Failure::NotAuthorized => "not authorized (result 2)".into(),
+        natpmp::Failure::NetworkFailure => "network failure (result 3)".into(),
+        natpmp::Failure::OutOfResources => "out of resources (result 4)".into(),
+        natpmp::Failure::UnsupportedOpcode => "unsupported opcode (result 5)".into(),
+        e => short_reason(&format!("invalid answer: {e}")),
+    }
 }
 
 /// The IPv4 default route's gateway in the text of `/proc/net/route`

@@ -38,11 +38,7 @@ impl Lease {
             .remove_port(protocol(g.proto), g.external_port)
             .await
         {
-            Ok(()) => tracing::info!(
-                "UPnP: removed {} port {}",
-                g.proto.label(),
-                g.external_port
-            ),
+            Ok(()) => tracing::info!("UPnP: removed {} port {}", g.proto.label(), g.external_port),
             Err(e) => tracing::info!(
                 "UPnP: removing {} port {}: {}",
                 g.proto.label(),
@@ -174,10 +170,10 @@ async fn add(
                 .add_port(p, want, local, 0, DESCRIPTION)
                 .await
                 .map(|()| (want, 0))
-                .map_err(|e| short_reason(&e.to_string()));
+                .map_err(|e| add_error(&e));
         }
         Err(AddPortError::PortInUse | AddPortError::SamePortValuesRequired) => {}
-        Err(e) => return Err(short_reason(&e.to_string())),
+        Err(e) => return Err(add_error(&e)),
     }
     match gw.add_any_port(p, local, lease, DESCRIPTION).await {
         Ok(0) => Err("the router granted port 0".into()),
@@ -189,7 +185,27 @@ async fn add(
                 Err(e) => Err(short_reason(&e.to_string())),
             }
         }
+        Err(AddAnyPortError::RequestError(e)) => Err(request_error(&e)),
         Err(e) => Err(short_reason(&e.to_string())),
+    }
+}
+
+/// "error 501 ActionFailed" rather than the crate's wording; a device's
+/// text is cut short.
+fn add_error(e: &AddPortError) -> String {
+    match e {
+        AddPortError::RequestError(r) => request_error(r),
+        e => short_reason(&e.to_string()),
+    }
+}
+
+fn request_error(e: &igd_next::RequestError) -> String {
+    match e {
+        igd_next::RequestError::ErrorCode(code, text) => {
+            short_reason(&format!("error {code} {text}"))
+        }
+        igd_next::RequestError::InvalidResponse(_) => "invalid answer".into(),
+        e => short_reason(&e.to_string()),
     }
 }
 
