@@ -1581,6 +1581,35 @@ mod tests {
         .await;
     }
 
+    /// BEP 24: a peer's `yourip` is one vote under its address; one peer
+    /// (even over several connections) never decides our address, two
+    /// that agree do, and a malformed claim is ignored without a
+    /// disconnect.
+    #[tokio::test]
+    async fn yourip_is_a_vote_of_one_peer() {
+        let hs = |ip: &[u8]| {
+            let ext = ExtendedHandshake {
+                yourip: Some(ip.to_vec()),
+                ..Default::default()
+            };
+            Message::Extended {
+                id: 0,
+                payload: Bytes::from(ext.encode()),
+            }
+        };
+        with_conn(4, |c| {
+            c.addr = Some("198.51.100.1:6881".parse().unwrap());
+            assert!(c.on_message(hs(&[9, 9, 9, 9])).is_ok());
+            assert!(c.on_message(hs(&[9, 9, 9, 9])).is_ok());
+            assert_eq!(c.shared.reach.seen_by_peers(), None, "a liar alone");
+            assert!(c.on_message(hs(&[1, 2, 3])).is_ok(), "malformed: ignored");
+            c.addr = Some("203.0.114.9:51413".parse().unwrap());
+            assert!(c.on_message(hs(&[9, 9, 9, 9])).is_ok());
+            assert_eq!(c.shared.reach.seen_by_peers(), Some([9, 9, 9, 9].into()));
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn requests_are_checked_before_queueing() {
         with_conn(4, |c| {

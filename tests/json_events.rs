@@ -146,12 +146,14 @@ fn every_event_matches_docs_json_md() {
     );
     assert_eq!(run4[meta_at.unwrap()]["saved_to"], Value::Null);
 
-    // Every documented event was seen in one of the runs.
+    // Every documented event was seen in one of the runs; `port_mapping`
+    // needs a router, so tests/portmap.rs checks its runs against the
+    // same schema.
     let seen: Vec<&str> = [&run1, &run2, &run3, &run4]
         .iter()
         .flat_map(|r| kinds(r))
         .collect();
-    for ev in schema.keys().filter(|e| *e != "*") {
+    for ev in schema.keys().filter(|e| *e != "*" && *e != "port_mapping") {
         assert!(seen.contains(&ev.as_str()), "no run printed `{ev}`");
     }
 }

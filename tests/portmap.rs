@@ -65,6 +65,20 @@ fn leech(net: &Nat, t: &Path, d: &Path, stall: &str) -> Proc {
     )
 }
 
+/// A seeder at home of a small torrent without a tracker: for tests of
+/// what the router is asked and answers.
+fn small_seeder(net: &Nat, d: &Path, mapping: Mapping) -> Proc {
+    make_tree(&d.join("src"), &[("pack/a.bin", 100_000)]);
+    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], 16384);
+    net.shoal(
+        &net.home,
+        &seed_args(&t, &d.join("src"), &[]),
+        d,
+        "seeder",
+        mapping,
+    )
+}
+
 /// Waits until the seeder's tracker answered its first announce, so the
 /// leecher's first announce already names it.
 fn wait_announced(seeder: &Proc) {
@@ -242,15 +256,7 @@ fn miniupnpd_is_asked_and_its_refusal_reported() {
     nat::wait_for(Duration::from_secs(20), "miniupnpd", || {
         nat::run("ip", &["netns", "exec", &router, "ss", "-lun"]).is_ok_and(|s| s.contains(":5351"))
     });
-    make_tree(&d.join("src"), &[("pack/a.bin", 100_000)]);
-    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], 16384);
-    let mut seeder = net.shoal(
-        &net.home,
-        &seed_args(&t, &d.join("src"), &[]),
-        d,
-        "seeder",
-        Mapping::DefaultRoute,
-    );
+    let mut seeder = small_seeder(&net, d, Mapping::DefaultRoute);
     let m = nat::settled_mapping(&mut seeder, Duration::from_secs(60));
     let log = std::fs::read_to_string(log).unwrap();
     for asked in [
@@ -281,15 +287,7 @@ fn against(flags: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let router_log = net.fake_router(flags, d);
-    make_tree(&d.join("src"), &[("pack/a.bin", 100_000)]);
-    let t = create_torrent(&d.join("src/pack"), &d.join("pack.torrent"), &[], 16384);
-    let mut seeder = net.shoal(
-        &net.home,
-        &seed_args(&t, &d.join("src"), &[]),
-        d,
-        "seeder",
-        Mapping::Gateway,
-    );
+    let mut seeder = small_seeder(&net, d, Mapping::Gateway);
     let m = nat::settled_mapping(&mut seeder, Duration::from_secs(60));
     assert!(
         seeder.child.try_wait().unwrap().is_none(),
@@ -438,4 +436,67 @@ fn the_service_maps_its_port_and_says_so() {
     );
     let log = std::fs::read_to_string(router_log).unwrap();
     assert!(log.contains("upnp DeletePortMapping TCP 6881"), "{log}");
+}
+
+/// A router that grants NAT-PMP leases of 12 s: shoal renews each before
+/// it runs out (at half, but not under 10 s), and a renewal never removes
+/// the mapping it renewed.
+#[test]
+fn a_short_lease_is_renewed_and_kept() {
+    let mut net = Nat::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let router_log = net.fake_router(&["--no-upnp", "--pmp-lifetime", "12"], d);
+    let mut seeder = small_seeder(&net, d, Mapping::Gateway);
+    let m = nat::settled_mapping(&mut seeder, Duration::from_secs(60));
+    assert_eq!(m["method"], "NAT-PMP", "{m}");
+    let asked = || {
+        std::fs::read_to_string(&router_log)
+            .unwrap()
+            .matches("pmp map tcp 6881 ext 6881 life 7200")
+            .count()
+    };
+    // The first mapping and two renewals.
+    nat::wait_for(Duration::from_secs(90), "two renewals", || asked() >= 3);
+    let log = std::fs::read_to_string(&router_log).unwrap();
+    assert!(!log.contains("life 0"), "a mapping was removed: {log}");
+    assert!(
+        net.dnat_rules()
+            .iter()
+            .any(|r| r.contains("tcp dport 6881")),
+        "{log}"
+    );
+    // Nothing changed for whoever watches: one settled event.
+    let events = nat::mapping_events(&seeder.stdout());
+    assert_eq!(
+        events.iter().filter(|e| e["state"] == "open").count(),
+        1,
+        "{events:?}"
+    );
+    assert!(interrupt(&mut seeder).success());
+    assert!(net.dnat_rules().is_empty());
+}
+
+/// Ctrl-C while the router is still answering the first requests: what it
+/// grants in the moment after is removed before shoal exits.
+#[test]
+fn ctrl_c_while_mapping_leaves_no_rule() {
+    let mut net = Nat::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let router_log = net.fake_router(&["--no-pmp", "--slow-add", "0.5"], d);
+    let mut seeder = small_seeder(&net, d, Mapping::Gateway);
+    nat::wait_for(Duration::from_secs(60), "the first AddPortMapping", || {
+        std::fs::read_to_string(&router_log)
+            .unwrap()
+            .contains("upnp AddPortMapping TCP 6881")
+    });
+    assert!(interrupt(&mut seeder).success());
+    let rules = net.dnat_rules();
+    let log = std::fs::read_to_string(&router_log).unwrap();
+    assert!(
+        rules.is_empty(),
+        "rules left after Ctrl-C: {rules:?}\n{log}"
+    );
+    assert!(log.contains("nft add tcp 6881"), "{log}");
 }

@@ -29,6 +29,10 @@ const PERMANENT_REFRESH: Duration = Duration::from_secs(20 * 60);
 const MIN_RENEW: Duration = Duration::from_secs(10);
 /// Time left for removing mappings when the session closes.
 pub const REMOVE_TIME: Duration = Duration::from_secs(3);
+/// A round under way when the session closes may finish this long, so
+/// what it was granted is removed too (what comes later runs out with its
+/// lease).
+const FINISH_TIME: Duration = Duration::from_secs(2);
 /// The longest any error text from a router is shown.
 const MAX_REASON: usize = 120;
 
@@ -382,6 +386,20 @@ impl Held {
         }
     }
 
+    /// Whether `other` is this mapping renewed. A UPnP mapping is named by
+    /// its external port; NAT-PMP and PCP keep one mapping per internal
+    /// port and protocol (removing the old one would remove the new).
+    fn renewed_by(&self, other: &Held) -> bool {
+        let (a, b) = (self.granted(), other.granted());
+        match (self, other) {
+            (Held::Upnp(_), Held::Upnp(_)) => {
+                a.proto == b.proto && a.external_port == b.external_port
+            }
+            (Held::Pmp(_), Held::Pmp(_)) => a.proto == b.proto,
+            _ => false,
+        }
+    }
+
     async fn remove(self) {
         match self {
             Held::Upnp(l) => l.remove().await,
@@ -403,11 +421,16 @@ async fn run(
     let mut failed_rounds = 0u32;
     loop {
         // Renewals ask for the external ports granted before.
+        let before: Vec<(bool, Proto, u16)> = held
+            .iter()
+            .map(Held::granted)
+            .map(|g| (g.method == Method::Upnp, g.proto, g.external_port))
+            .collect();
         let prefer = |upnp: bool, p: Proto| {
-            held.iter()
-                .map(Held::granted)
-                .find(|g| (g.method == Method::Upnp) == upnp && g.proto == p)
-                .map(|g| g.external_port)
+            before
+                .iter()
+                .find(|(u, q, _)| *u == upnp && *q == p)
+                .map(|(_, _, port)| *port)
         };
         let round = async {
             tokio::join!(
@@ -415,27 +438,28 @@ async fn run(
                 pmp::map(port, &cfg, |p| prefer(false, p)),
             )
         };
+        let mut round = std::pin::pin!(round);
         let ((u_out, u_held), (p_out, p_held)) = tokio::select! {
-            r = round => r,
-            ack = stop.recv() => return close(held, reach, ack).await,
-        };
-        let new: Vec<Held> = u_held
-            .into_iter()
-            .map(Held::Upnp)
-            .chain(p_held.into_iter().map(Held::Pmp))
-            .collect();
-        // Mappings the routers no longer confirm (another external port
-        // now, or a method that failed this time) are taken away.
-        for old in std::mem::take(&mut held) {
-            if !new.iter().any(|n| n.granted() == old.granted()) {
-                old.remove().await;
+            r = &mut round => r,
+            ack = stop.recv() => {
+                // Closing mid-round: what the round is granted goes too.
+                if let Ok(((_, u), (_, p))) = tokio::time::timeout(FINISH_TIME, round).await {
+                    held = merge(held, u, p).await;
+                }
+                return close(held, reach, ack).await;
             }
-        }
-        held = new;
+        };
+        held = merge(held, u_held, p_held).await;
         let now = choose(port, &[u_out, p_out]);
-        if *status.borrow() != now {
-            tracing::info!("{}", now.line());
-        }
+        // Watchers hear of changes only, not of each renewal.
+        status.send_if_modified(|s| {
+            let changed = *s != now;
+            if changed {
+                tracing::info!("{}", now.line());
+                *s = now.clone();
+            }
+            changed
+        });
         reach.set_mapped(match &now {
             MappingStatus::Open {
                 external_ip,
@@ -444,7 +468,6 @@ async fn run(
             } => Some((*external_ip, *external_port)),
             _ => None,
         });
-        status.send_replace(now);
         let granted: Vec<Granted> = held.iter().map(|h| h.granted().clone()).collect();
         let wait = match renew_in(&granted) {
             Some(w) => {
@@ -461,6 +484,22 @@ async fn run(
             ack = stop.recv() => return close(held, reach, ack).await,
         }
     }
+}
+
+/// The mappings of a new round, after removing those of the old that it
+/// did not renew (another external port now, or a method that failed).
+async fn merge(old: Vec<Held>, upnp: Vec<upnp::Lease>, pmp: Vec<pmp::Lease>) -> Vec<Held> {
+    let new: Vec<Held> = upnp
+        .into_iter()
+        .map(Held::Upnp)
+        .chain(pmp.into_iter().map(Held::Pmp))
+        .collect();
+    for o in old {
+        if !new.iter().any(|n| o.renewed_by(n)) {
+            o.remove().await;
+        }
+    }
+    new
 }
 
 /// Removes what is held, all at once, within `REMOVE_TIME`.

@@ -7,7 +7,8 @@ rule in the namespace it runs in; deleting the mapping deletes the rule.
 
 Run inside the router namespace by tests/portmap.rs:
   fake_router.py --lan IP --wan IP --table NAME --wan-if IF [--no-upnp]
-                 [--no-pmp] [--hostile MODE]
+                 [--no-pmp] [--hostile MODE] [--pmp-lifetime SECS]
+                 [--slow-add SECS]
 MODE (one): huge-desc, deep-desc, elsewhere, wrong-port, ssdp-flood,
 pmp-wrong-source, junk-soap.
 Each request is logged on stdout, one line each ("upnp AddPortMapping TCP
@@ -66,7 +67,14 @@ def add_mapping(proto, ext, client, port):
 
 def add_mapping_locked(proto, ext, client, port):
     with LOCK:
-        old = MAPPINGS.pop((proto, ext), None)
+        old = MAPPINGS.get((proto, ext))
+        renewal = bool(old and old[:2] == (client, port) and old[2] is not None)
+        if not renewal:
+            MAPPINGS.pop((proto, ext), None)
+    if renewal:
+        # The same mapping asked again: a renewal keeps its rule.
+        log(f"nft keep {proto} {ext} handle {old[2]}")
+        return True
     if old:
         nft_del(old[2])
     h = nft_add(proto, ext, client, port)
@@ -169,6 +177,7 @@ def control(action, body, peer_ip):
             f"lease {arg(body, 'NewLeaseDuration')} from {peer_ip}")
         if proto not in ("tcp", "udp") or not ext or not port or client != peer_ip:
             return fault(402, "Invalid Args")
+        time.sleep(ARGS.slow_add)
         if ARGS.hostile == "elsewhere":
             # Claims success, maps nothing for the asker: its table shows
             # the port going to another host.
@@ -307,7 +316,7 @@ def pmp():
             ext = ext or internal
             code = 0 if add_mapping(proto, ext, peer[0], internal) else 3
             out.sendto(struct.pack("!BBHIHHI", 0, op | 0x80, code, epoch, internal, ext,
-                                   min(life, 3600)), peer)
+                                   min(life, ARGS.pmp_lifetime)), peer)
         else:
             out.sendto(struct.pack("!BBHI", 0, op | 0x80, 5, epoch), peer)
 
@@ -322,6 +331,8 @@ def main():
     p.add_argument("--no-upnp", action="store_true")
     p.add_argument("--no-pmp", action="store_true")
     p.add_argument("--hostile", default="")
+    p.add_argument("--pmp-lifetime", type=int, default=3600)
+    p.add_argument("--slow-add", type=float, default=0.0)
     ARGS = p.parse_args()
     threads = []
     if not ARGS.no_upnp:
