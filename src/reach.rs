@@ -15,11 +15,12 @@ const MAX_VOTERS: usize = 64;
 const MIN_AGREEING: usize = 2;
 
 /// The session's view of its own reachability.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Reach {
     /// External TCP port and, if the router said it, address of a
-    /// mapping the router granted.
-    mapped: Mutex<Option<(Option<IpAddr>, u16)>>,
+    /// mapping the router granted; announce loops watch it, so trackers
+    /// learn a new external port at once.
+    mapped: tokio::sync::watch::Sender<Option<(Option<IpAddr>, u16)>>,
     /// Our global IPv6 address, if we listen on IPv6 and have one.
     ipv6: Mutex<Option<Ipv6Addr>>,
     votes: Mutex<Votes>,
@@ -79,17 +80,34 @@ impl Votes {
     }
 }
 
+impl Default for Reach {
+    fn default() -> Reach {
+        Reach {
+            mapped: tokio::sync::watch::Sender::new(None),
+            ipv6: Mutex::default(),
+            votes: Mutex::default(),
+        }
+    }
+}
+
 impl Reach {
     /// What the port mapping got: the external address (if known) and
-    /// port, or None when nothing is mapped.
+    /// port, or None when nothing is mapped. Watchers hear of changes.
     pub fn set_mapped(&self, mapped: Option<(Option<IpAddr>, u16)>) {
-        if let Ok(mut m) = self.mapped.lock() {
+        self.mapped.send_if_modified(|m| {
+            let changed = *m != mapped;
             *m = mapped;
-        }
+            changed
+        });
     }
 
     pub fn mapped(&self) -> Option<(Option<IpAddr>, u16)> {
-        self.mapped.lock().ok().and_then(|m| *m)
+        *self.mapped.borrow()
+    }
+
+    /// Changes of the mapping, for whoever announces our address.
+    pub fn watch_mapped(&self) -> tokio::sync::watch::Receiver<Option<(Option<IpAddr>, u16)>> {
+        self.mapped.subscribe()
     }
 
     pub fn set_ipv6(&self, ip: Option<Ipv6Addr>) {

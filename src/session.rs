@@ -583,6 +583,7 @@ impl Session {
                 dht.clone(),
                 meta.info_hash.0,
                 listen_port,
+                self.inner.reach.clone(),
                 events_tx.clone(),
                 progress_rx.clone(),
                 opts.max_peers,

@@ -858,7 +858,9 @@ impl Torrent {
     /// Trackers list us among the peers; on loopback every peer shares the
     /// address, so our own listening port is what gives us away.
     fn is_self(&self, a: SocketAddr) -> bool {
-        a.port() == self.shared.listen_port && (a.ip().is_loopback() || a.ip().is_unspecified())
+        (a.port() == self.shared.listen_port && (a.ip().is_loopback() || a.ip().is_unspecified()))
+            // Trackers give us our own address as the router shows it.
+            || self.shared.reach.external() == Some(a)
     }
 
     fn on_event(&mut self, ev: Event) -> Result<(), StoreError> {

@@ -96,7 +96,7 @@ fn interrupt(p: &mut Proc) -> std::process::ExitStatus {
 /// Seeds from home with mapping done as `extra_router` lets the fake
 /// router answer, checks what shoal reported, lets the leecher download
 /// through the router, then checks the rule goes with shoal.
-fn download_through_router(router_flags: &[&str], method: &str) {
+fn download_through_router(router_flags: &[&str], method: &str, external_port: u16) {
     let mut net = Nat::new();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -111,17 +111,21 @@ fn download_through_router(router_flags: &[&str], method: &str) {
         Mapping::Gateway,
     );
     let m = nat::settled_mapping(&mut seeder, Duration::from_secs(60));
-    let want = format!("port 6881 open via {method} (external {}:6881)", nat::WAN);
+    let want = format!(
+        "port 6881 open via {method} (external {}:{external_port})",
+        nat::WAN
+    );
     assert_eq!(m["state"], "open", "{m}");
     assert_eq!(m["message"], want.as_str(), "{m}");
     assert_eq!(m["external_ip"], nat::WAN);
-    assert_eq!(m["external_port"], 6881);
+    assert_eq!(m["external_port"], external_port);
     assert_eq!(m["udp"], true, "{m}");
     let rules = net.dnat_rules();
     assert!(
         rules
             .iter()
-            .any(|r| r.contains("tcp dport 6881") && r.contains(&format!("{}:6881", nat::HOME))),
+            .any(|r| r.contains(&format!("tcp dport {external_port} "))
+                && r.contains(&format!("{}:6881", nat::HOME))),
         "no DNAT rule for the seeder: {rules:?}"
     );
 
@@ -138,7 +142,9 @@ fn download_through_router(router_flags: &[&str], method: &str) {
     // The leecher only knew the router's address (from the tracker): the
     // data came in through the DNAT rule.
     assert!(
-        leecher.stderr().contains(&format!("{}:6881", nat::WAN)),
+        leecher
+            .stderr()
+            .contains(&format!("{}:{external_port}", nat::WAN)),
         "{}",
         tail(&leecher.stderr(), 30)
     );
@@ -155,17 +161,24 @@ fn download_through_router(router_flags: &[&str], method: &str) {
 
 #[test]
 fn upnp_and_nat_pmp_open_the_port_for_an_outside_leecher() {
-    download_through_router(&[], "UPnP");
+    download_through_router(&[], "UPnP", 6881);
 }
 
 #[test]
 fn nat_pmp_alone_opens_the_port() {
-    download_through_router(&["--no-upnp"], "NAT-PMP");
+    download_through_router(&["--no-upnp"], "NAT-PMP", 6881);
 }
 
 #[test]
 fn upnp_alone_opens_the_port() {
-    download_through_router(&["--no-pmp"], "UPnP");
+    download_through_router(&["--no-pmp"], "UPnP", 6881);
+}
+
+/// The router forwards another port (7881) to our 6881: that is the port
+/// announced to the tracker (and so the one the leecher dials).
+#[test]
+fn the_external_port_is_announced() {
+    download_through_router(&["--no-upnp", "--pmp-port-offset", "1000"], "NAT-PMP", 7881);
 }
 
 /// The control: the same network with `--no-port-mapping`. The router is

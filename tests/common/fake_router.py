@@ -8,7 +8,7 @@ rule in the namespace it runs in; deleting the mapping deletes the rule.
 Run inside the router namespace by tests/portmap.rs:
   fake_router.py --lan IP --wan IP --table NAME --wan-if IF [--no-upnp]
                  [--no-pmp] [--hostile MODE] [--pmp-lifetime SECS]
-                 [--slow-add SECS]
+                 [--slow-add SECS] [--pmp-port-offset N]
 MODE (one): huge-desc, deep-desc, elsewhere, wrong-port, ssdp-flood,
 pmp-wrong-source, junk-soap.
 Each request is logged on stdout, one line each ("upnp AddPortMapping TCP
@@ -314,6 +314,9 @@ def pmp():
                 out.sendto(struct.pack("!BBHIHHI", 0, op | 0x80, 0, epoch, internal, 0, 0), peer)
                 continue
             ext = ext or internal
+            if ext == internal:
+                # Another port than asked (what a busy router does).
+                ext += ARGS.pmp_port_offset
             code = 0 if add_mapping(proto, ext, peer[0], internal) else 3
             out.sendto(struct.pack("!BBHIHHI", 0, op | 0x80, code, epoch, internal, ext,
                                    min(life, ARGS.pmp_lifetime)), peer)
@@ -332,6 +335,7 @@ def main():
     p.add_argument("--no-pmp", action="store_true")
     p.add_argument("--hostile", default="")
     p.add_argument("--pmp-lifetime", type=int, default=3600)
+    p.add_argument("--pmp-port-offset", type=int, default=0)
     p.add_argument("--slow-add", type=float, default=0.0)
     ARGS = p.parse_args()
     threads = []
