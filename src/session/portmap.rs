@@ -356,11 +356,13 @@ impl PortMap {
         self.status.clone()
     }
 
-    /// Removes every mapping (bounded by `REMOVE_TIME`) and stops.
+    /// Removes every mapping and stops: at most `FINISH_TIME` for a round
+    /// under way, then `REMOVE_TIME`.
     pub async fn close(&self) {
         let (ack, done) = oneshot::channel();
         if self.stop.send(ack).await.is_ok() {
-            let _ = tokio::time::timeout(REMOVE_TIME + Duration::from_secs(1), done).await;
+            let limit = FINISH_TIME + REMOVE_TIME + Duration::from_secs(1);
+            let _ = tokio::time::timeout(limit, done).await;
         }
         self.task.abort();
     }
