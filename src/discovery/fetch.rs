@@ -92,6 +92,13 @@ pub struct Status {
     pub last_error: Option<String>,
 }
 
+/// How the metadata phase dials peers: as whom, encrypted how, over what.
+pub struct Dialling {
+    pub peer_id: [u8; 20],
+    pub encryption: Policy,
+    pub net: std::sync::Arc<crate::peer::transport::Net>,
+}
+
 /// Fetches and verifies the info dictionary of `magnet`. `extra` are peers
 /// given on the command line. Returns the info bytes and every peer
 /// address learned, with where it came from (for the download to start
@@ -100,11 +107,15 @@ pub async fn fetch(
     magnet: &Magnet,
     extra: &[SocketAddr],
     dht: Option<&crate::discovery::dht::Dht>,
-    peer_id: [u8; 20],
-    encryption: Policy,
+    how: Dialling,
     status: watch::Sender<Status>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(Vec<u8>, Vec<(SocketAddr, PeerSource)>), FetchError> {
+    let Dialling {
+        peer_id,
+        encryption,
+        net,
+    } = how;
     let info_hash = magnet.info_hash.0;
     let check = match magnet.info_hash_v2 {
         Some(v2) if !magnet.has_v1 => InfoCheck::V2(v2),
@@ -157,10 +168,11 @@ pub async fn fetch(
         while running.len() < PARALLEL {
             let Some(addr) = queue.pop_front() else { break };
             tried += 1;
+            let net = net.clone();
             running.spawn(async move {
                 (
                     addr,
-                    from_peer(addr, info_hash, check, peer_id, encryption).await,
+                    from_peer(&net, addr, info_hash, check, peer_id, encryption).await,
                 )
             });
         }
@@ -280,6 +292,7 @@ async fn announce(
 
 /// Fetches the whole info dictionary from one peer and checks its hash.
 async fn from_peer(
+    net: &crate::peer::transport::Net,
     addr: SocketAddr,
     info_hash: [u8; 20],
     check: InfoCheck,
@@ -291,7 +304,7 @@ async fn from_peer(
     if matches!(check, InfoCheck::V2(_)) {
         ours.reserved[7] |= wire::V2_BIT;
     }
-    let (mut stream, theirs) = match crate::peer::connect(addr, ours, encryption).await {
+    let (mut stream, theirs) = match crate::peer::connect(net, addr, ours, encryption).await {
         Err(PeerError::ConnectTimeout) => return Err(PeerFail::Connect("timed out".into())),
         Err(PeerError::Connect(e)) => return Err(PeerFail::Connect(e.to_string())),
         r => r?,

@@ -504,6 +504,8 @@ pub struct RunArgs {
     pub no_web_seeds: bool,
     /// Which connections are encrypted (`--encryption`).
     pub encryption: crate::peer::mse::Policy,
+    /// TCP, uTP or both (`--transport`).
+    pub transport: crate::peer::transport::Mode,
     /// File selection: globs, numbers as `--list` shows them; list and exit.
     pub only: Vec<String>,
     pub select: Option<String>,
@@ -534,6 +536,7 @@ pub struct ServeArgs {
     pub no_pex: bool,
     pub no_lsd: bool,
     pub encryption: crate::peer::mse::Policy,
+    pub transport: crate::peer::transport::Mode,
 }
 
 /// The token of a service on a non-loopback address: the one given, else
@@ -591,7 +594,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 .inspect_err(|e| tracing::info!("no local discovery: {e}"))
                 .ok()
         };
-        (start_dht(&dht_args, a.port)?, lsd)
+        (start_dht(&dht_args, a.port, a.transport)?, lsd)
     };
     rt.block_on(async {
         let session = crate::session::Session::start(crate::session::SessionConfig {
@@ -602,6 +605,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             download_limit: a.download_limit,
             max_connections: Some(a.max_connections),
             encryption: a.encryption,
+            transport: a.transport,
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(a.listen)
@@ -821,15 +825,35 @@ fn resolve_magnet(
             json!({"state": "fetching metadata", "status": "fetching metadata"}),
         );
     }
+    // The download's session starts once the metadata is here: this phase
+    // dials from a uTP socket of its own (any port), closed when it ends.
+    let utp = match a.transport.utp() {
+        true => {
+            let _guard = rt.enter();
+            let u = crate::peer::utp::UtpNet::bind(0, 256).context("uTP socket")?;
+            Some(std::sync::Arc::new(u))
+        }
+        false => None,
+    };
+    let how = crate::discovery::fetch::Dialling {
+        peer_id: crate::peer::new_peer_id(),
+        encryption: a.encryption,
+        net: std::sync::Arc::new(crate::peer::transport::Net::new(a.transport, utp)),
+    };
     let fetched = rt.block_on(async {
         let sig = signal.clone();
         let watcher = tokio::spawn(async move {
-            sig.store(crate::session::wait_for_signal().await, std::sync::atomic::Ordering::SeqCst);
+            sig.store(
+                crate::session::wait_for_signal().await,
+                std::sync::atomic::Ordering::SeqCst,
+            );
             let _ = stop_tx.send(true);
         });
         let bar = (display == Display::Bars).then(|| {
             let pb = crate::face::ui::spinner();
-            pb.set_message(crate::face::ui::fit_spinner(&format!("{label}: fetching metadata")));
+            pb.set_message(crate::face::ui::fit_spinner(&format!(
+                "{label}: fetching metadata"
+            )));
             pb
         });
         let show = async {
@@ -849,7 +873,7 @@ fn resolve_magnet(
             std::future::pending::<()>().await;
         };
         let r = tokio::select! {
-            r = crate::discovery::fetch::fetch(magnet, peers, dht, crate::peer::new_peer_id(), a.encryption, status_tx, stop_rx) => r,
+            r = crate::discovery::fetch::fetch(magnet, peers, dht, how, status_tx, stop_rx) => r,
             _ = show => unreachable!("show never ends"),
         };
         if let Some(pb) = bar {
@@ -899,9 +923,20 @@ pub struct DhtArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-/// Starts the process's DHT node: on `--dht-port`, else the UDP side of
-/// `--port` (another free port if that one is taken), else a free port.
-fn start_dht(d: &DhtArgs, listen_port: Option<u16>) -> Result<Option<crate::discovery::dht::Dht>> {
+/// Starts the process's DHT node: on `--dht-port`; else, given `--port`
+/// P, on UDP P+1 when uTP is on (uTP has the UDP side of P: the DHT is a
+/// separate node with its own socket, see docs/design.md) or on UDP P
+/// itself with `--transport tcp` (another free port if that one is
+/// taken); else on a free port.
+fn start_dht(
+    d: &DhtArgs,
+    listen_port: Option<u16>,
+    transport: crate::peer::transport::Mode,
+) -> Result<Option<crate::discovery::dht::Dht>> {
+    let listen_port = match listen_port {
+        Some(p) if transport.utp() => p.checked_add(1),
+        p => p,
+    };
     if d.off {
         return Ok(None);
     }
@@ -959,7 +994,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
                 .inspect_err(|e| tracing::info!("no local discovery: {e}"))
                 .ok()
         };
-        (start_dht(&a.dht, a.port)?, lsd)
+        (start_dht(&a.dht, a.port, a.transport)?, lsd)
     };
     let mut learned = Vec::new();
     let m = match source {
@@ -1021,6 +1056,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         learned,
         web_seeds: !a.no_web_seeds,
         encryption: a.encryption,
+        transport: a.transport,
     };
     let summary = rt.block_on(crate::face::single::run(m, opts));
     if let Some(dht) = &dht {

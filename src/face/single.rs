@@ -57,6 +57,8 @@ pub struct Options {
     pub web_seeds: bool,
     /// Which connections are encrypted (`--encryption`).
     pub encryption: crate::peer::mse::Policy,
+    /// TCP, uTP or both (`--transport`).
+    pub transport: crate::peer::transport::Mode,
 }
 
 /// Runs the torrent until it is done or a signal stops it.
@@ -83,6 +85,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         download_limit: opts.download_limit,
         max_connections: None,
         encryption: opts.encryption,
+        transport: opts.transport,
     })
     .await;
     let session = match session {
@@ -201,11 +204,20 @@ async fn show(
             Notice::Ready => {
                 let (v4, v6) = session.families();
                 let port = session.port();
+                let transport = session.transport();
+                let how = match transport {
+                    crate::peer::transport::Mode::Both => "TCP and uTP",
+                    crate::peer::transport::Mode::Tcp => "TCP",
+                    crate::peer::transport::Mode::Utp => "uTP",
+                };
                 ui::report(
                     display,
                     "listening",
-                    serde_json::json!({"port": port, "ipv4": v4, "ipv6": v6}),
-                    &format!("listening on port {port} ({})", session.families_label()),
+                    serde_json::json!({"port": port, "ipv4": v4, "ipv6": v6, "transport": transport.name()}),
+                    &format!(
+                        "listening on port {port} ({how}, {})",
+                        session.families_label()
+                    ),
                 );
                 ui::show(meta, progress, display).await;
                 return;
