@@ -378,7 +378,7 @@ async fn handshake_over(
         let failed = match exchange {
             Ok(Ok(rc4)) => {
                 tracing::debug!(
-                    "{addr}: encrypted handshake over {t}, {} selected",
+                    "{addr}: encrypted handshake, {} selected (over {t})",
                     if rc4.is_some() { "RC4" } else { "plain text" }
                 );
                 let mut stream = mse::Stream::new(socket, rc4);

@@ -805,7 +805,7 @@ async fn hand_on(socket: Socket, addr: SocketAddr, ctx: AcceptCtx) {
     match read_incoming_handshake(socket, &hashes, ctx.encryption).await {
         Ok((stream, hs)) => {
             if stream.is_encrypted() {
-                tracing::debug!("{addr}: encrypted handshake over {transport}, RC4 selected");
+                tracing::debug!("{addr}: encrypted handshake, RC4 selected (over {transport})");
             }
             let route = ctx
                 .routes

@@ -83,7 +83,8 @@ fn six_leechers_share_within_one_and_a_half_times_the_bound() {
     let ratio: f64 = last
         .rsplit("ratio=")
         .next()
-        .and_then(|r| r.trim().parse().ok())
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.parse().ok())
         .unwrap_or_else(|| panic!("no ratio in {last:?}"));
     eprintln!("{stdout}");
     assert!(ratio <= 1.5, "T/T* = {ratio} > 1.5:\n{stdout}");

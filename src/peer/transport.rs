@@ -365,7 +365,7 @@ impl Net {
             // The first failed outright: the second alone.
             Some(Err(e)) => {
                 tracing::debug!("{addr}: over {first}: {e}");
-                self.dial(addr, second).await
+                self.dial(addr, second).await.map_err(|e2| telling(e, e2))
             }
             None => {
                 let b = self.dial(addr, second);
@@ -373,11 +373,11 @@ impl Net {
                 tokio::select! {
                     r = &mut a => match r {
                         Ok(s) => Ok(s),
-                        Err(_) => b.await,
+                        Err(e) => b.await.map_err(|e2| telling(e, e2)),
                     },
                     r = &mut b => match r {
                         Ok(s) => Ok(s),
-                        Err(_) => a.await,
+                        Err(e) => a.await.map_err(|e2| telling(e2, e)),
                     },
                 }
             }
@@ -410,6 +410,15 @@ impl Net {
                 }
             }
         }
+    }
+}
+
+/// Of two failures, the one that says more: "connection refused" over
+/// TCP tells the user something, uTP's silence (a timeout) does not.
+fn telling(a: PeerError, b: PeerError) -> PeerError {
+    match a {
+        PeerError::ConnectTimeout => b,
+        a => a,
     }
 }
 
