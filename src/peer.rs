@@ -309,7 +309,7 @@ pub async fn run_outgoing<E: Report>(
 /// offering what it allows (`prefer`: plain text and RC4, and a second
 /// connection in plain text if the exchange fails; `require`: RC4 only),
 /// or plain (`plain`). A transport that does not connect, or whose
-/// handshake fails, hands over to the next; the one that worked is
+/// handshake times out, hands over to the next; the one that worked is
 /// remembered. The caller checks the info-hash the peer answered with.
 pub async fn connect(
     net: &Net,
@@ -328,6 +328,10 @@ pub async fn connect(
             net.worked(addr, t);
             return Ok(done);
         }
+        // A peer that answered and then closed (a duplicate connection, a
+        // torrent it does not have) would do the same over the other
+        // transport; one whose handshake never came back may not.
+        Err(e) if !matches!(e, PeerError::HandshakeTimeout) => return Err(e),
         Err(e) => {
             tracing::debug!("{addr}: over {t}: {e}");
             e
@@ -665,6 +669,10 @@ async fn run<E: Report>(
     }
     let fast = theirs.supports_fast();
     let transport = stream.get_ref().transport();
+    tracing::debug!(
+        "{addr}: connected over {transport} ({})",
+        if incoming { "incoming" } else { "outgoing" }
+    );
     let (mut reader, write_half) = stream.into_split();
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(PeerStats::default());
@@ -732,6 +740,8 @@ async fn run<E: Report>(
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Option<UploadBatch> = None;
+    let gone = shared.net.gone(addr, transport, std::time::Instant::now());
+    tokio::pin!(gone);
 
     loop {
         if batch.is_none() && !c.am_choking && c.writer.queued() < UPLOAD_HIGH_WATER {
@@ -813,6 +823,9 @@ async fn run<E: Report>(
             }
             _ = c.writer.drained.notified(),
                 if batch.is_none() && !c.uploads.is_empty() && c.writer.queued() >= UPLOAD_HIGH_WATER => {}
+            _ = &mut gone => {
+                return Err(PeerError::Io(std::io::ErrorKind::ConnectionRefused.into()));
+            }
             _ = tick.tick() => {
                 if last_read.elapsed() > IDLE_TIMEOUT {
                     return Err(PeerError::Idle);

@@ -229,7 +229,7 @@ fn hostile_utp_traffic_does_not_stop_a_download() {
     // Wait for the first bytes: the connection is up.
     let start = Instant::now();
     loop {
-        let (utp, _) = transports_seen(&leecher.stdout());
+        let (utp, _) = transports_seen(&leecher.stderr());
         if utp > 0 {
             break;
         }

@@ -340,6 +340,16 @@ impl Net {
         }
     }
 
+    /// Resolves when a uTP connection to `addr` opened at `since` is gone
+    /// for good: its UDP port answered "port unreachable" (the peer's
+    /// process ended). Never for TCP, whose socket says so itself.
+    pub async fn gone(&self, addr: SocketAddr, t: Transport, since: std::time::Instant) {
+        match (t, &self.utp) {
+            (Transport::Utp, Some(u)) => u.unreachable().wait_since(addr, since).await,
+            _ => std::future::pending().await,
+        }
+    }
+
     /// Opens a connection to `addr` over the first of `order` that
     /// connects: the first gets [`HEAD_START`], then the second is dialled
     /// beside it and whichever connects first is kept (the other attempt
@@ -401,11 +411,9 @@ impl Net {
                 let utp = self.utp.as_ref().ok_or_else(|| {
                     PeerError::Connect(std::io::Error::other("uTP is off (--transport tcp)"))
                 })?;
-                match tokio::time::timeout(UTP_CONNECT_TIMEOUT, utp.socket().connect(addr)).await {
+                match tokio::time::timeout(UTP_CONNECT_TIMEOUT, utp.connect(addr)).await {
                     Err(_) => Err(PeerError::ConnectTimeout),
-                    Ok(Err(e)) => Err(PeerError::Connect(std::io::Error::other(format!(
-                        "uTP: {e}"
-                    )))),
+                    Ok(Err(e)) => Err(PeerError::Connect(e)),
                     Ok(Ok(s)) => Ok(Socket::Utp(s)),
                 }
             }
@@ -506,6 +514,23 @@ mod tests {
         // uTP alone does not connect.
         let e = n.dial(addr, Transport::Utp).await.err().unwrap();
         assert!(matches!(e, PeerError::ConnectTimeout), "{e}");
+    }
+
+    /// A TCP peer whose UDP port is closed: the ICMP "port unreachable"
+    /// ends the uTP attempt at once, so TCP is dialled without waiting
+    /// out the head start.
+    #[tokio::test]
+    async fn a_closed_udp_port_falls_to_tcp_at_once() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let n = Net::new(Mode::Both, Some(Arc::new(UtpNet::bind(0, 16).unwrap())));
+        let e = n.dial(addr, Transport::Utp).await.err().unwrap();
+        assert!(
+            matches!(&e, PeerError::Connect(io) if io.kind() == std::io::ErrorKind::ConnectionRefused),
+            "{e}"
+        );
+        let s = n.dial_first(addr, &n.order(addr)).await.unwrap();
+        assert_eq!(s.transport(), Transport::Tcp);
     }
 
     /// Two uTP endpoints on loopback: a dial connects over uTP at once and

@@ -186,12 +186,62 @@ pub fn parse(packet: &[u8]) -> Option<UtpHeader> {
     }
 }
 
+/// Addresses whose UDP port answered "port unreachable" (ICMP) lately:
+/// a uTP connect to one of them fails at once instead of timing out, so
+/// a peer without uTP is dialled over TCP without waiting; and a uTP
+/// connection to a peer whose process is gone ends at once, as a TCP
+/// connection does on its RST, instead of after uTP's inactivity timeout
+/// (libtorrent does the same).
+#[derive(Default)]
+pub struct Unreachable {
+    recent: Mutex<HashMap<SocketAddr, Instant>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Unreachable {
+    /// Entries kept at most, and for how long.
+    const MAX: usize = 1024;
+    const KEEP: Duration = Duration::from_secs(10);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Instant>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, addr: SocketAddr, now: Instant) {
+        let mut m = self.lock();
+        if m.len() >= Self::MAX {
+            m.retain(|_, t| now.saturating_duration_since(*t) < Self::KEEP);
+        }
+        if m.len() < Self::MAX {
+            m.insert(addr, now);
+        }
+        drop(m);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once `addr` is reported unreachable after `since`.
+    pub async fn wait_since(&self, addr: SocketAddr, since: Instant) {
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().get(&addr).is_some_and(|t| *t >= since) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// The UDP socket as `librqbit-utp` sees it: reads pass the [`Guard`];
 /// a read error (an ICMP error queued on the socket) is logged and
-/// skipped rather than ending uTP for the whole session.
+/// skipped rather than ending uTP for the whole session, and a "port
+/// unreachable" is noted in [`Unreachable`].
 pub struct UdpTransport {
     sock: UdpSocket,
     guard: Mutex<Guard>,
+    unreachable: Arc<Unreachable>,
 }
 
 impl UdpTransport {
@@ -212,6 +262,78 @@ impl UdpTransport {
     }
 }
 
+/// Whether a failed send is, for uTP, a lost packet rather than an error
+/// that must end the connection:
+/// - ENOBUFS: the uplink's queue (qdisc) is full, as when a router drops
+///   the packet; uTP's loss recovery deals with it, and ending the
+///   connection would hit exactly when the link is busiest;
+/// - ECONNREFUSED and the unreachables: with IP_RECVERR an ICMP error
+///   from *another* destination is reported on the socket's next call,
+///   which may be a send to a peer that is fine (the error queue says
+///   whom it was about; see [`queued_errors`]).
+fn lost_not_failed(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENOBUFS
+                | libc::ECONNREFUSED
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+        )
+    )
+}
+
+impl UdpTransport {
+    /// Binds UDP `port` (both families where the system allows).
+    fn bind(port: u16) -> std::io::Result<UdpTransport> {
+        let addr = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+        let sock = UdpSocket::bind_udp(
+            addr,
+            BindOpts {
+                request_dualstack: true,
+                reuseport: false,
+                device: None,
+            },
+        )
+        .or_else(|_| {
+            UdpSocket::bind_udp(
+                SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
+                BindOpts::default(),
+            )
+        })
+        .map_err(std::io::Error::other)?;
+        let sref = socket2::SockRef::from(sock.socket());
+        let _ = sref.set_recv_buffer_size(RECV_BUFFER);
+        let _ = sref.set_send_buffer_size(RECV_BUFFER);
+        dont_fragment(sock.socket());
+        receive_errors(sock.socket());
+        Ok(UdpTransport {
+            sock,
+            guard: Mutex::new(Guard::new(Instant::now())),
+            unreachable: Arc::default(),
+        })
+    }
+
+    /// A send's result as uTP should see it: [`lost_not_failed`] errors
+    /// become a packet sent (and lost), and ICMP errors queued on the
+    /// socket are read and noted.
+    fn sent(&self, r: std::io::Result<usize>, len: usize) -> std::io::Result<usize> {
+        match r {
+            Err(e) if lost_not_failed(&e) => {
+                tracing::trace!("uTP: a packet lost to {e}");
+                let refused = queued_errors(self.sock.socket());
+                let now = Instant::now();
+                for a in refused {
+                    self.unreachable.add(a, now);
+                }
+                Ok(len)
+            }
+            r => r,
+        }
+    }
+}
+
 impl PollSendToVectored for UdpTransport {
     fn poll_send_to_vectored(
         &self,
@@ -219,7 +341,10 @@ impl PollSendToVectored for UdpTransport {
         bufs: &[std::io::IoSlice<'_>],
         target: SocketAddr,
     ) -> Poll<std::io::Result<usize>> {
-        self.sock.poll_send_to_vectored(cx, bufs, target)
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.sock
+            .poll_send_to_vectored(cx, bufs, target)
+            .map(|r| self.sent(r, len))
     }
 }
 
@@ -237,15 +362,22 @@ impl librqbit_utp::Transport for UdpTransport {
                     self.report(now);
                 }
                 Err(e) => {
-                    tracing::debug!("uTP socket: {e}");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let refused = queued_errors(self.sock.socket());
+                    tracing::debug!("uTP socket: {e} (port unreachable: {refused:?})");
+                    let now = Instant::now();
+                    for a in &refused {
+                        self.unreachable.add(*a, now);
+                    }
+                    if refused.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                 }
             }
         }
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> std::io::Result<usize> {
-        self.sock.send_to(buf, target).await
+        self.sent(self.sock.send_to(buf, target).await, buf.len())
     }
 
     fn poll_send_to(
@@ -254,7 +386,9 @@ impl librqbit_utp::Transport for UdpTransport {
         buf: &[u8],
         target: SocketAddr,
     ) -> Poll<std::io::Result<usize>> {
-        self.sock.poll_send_to(cx, buf, target)
+        self.sock
+            .poll_send_to(cx, buf, target)
+            .map(|r| self.sent(r, buf.len()))
     }
 
     fn bind_addr(&self) -> SocketAddr {
@@ -270,6 +404,7 @@ pub struct UtpNet {
     socket: Arc<Inner>,
     port: u16,
     cancel: tokio_util::sync::CancellationToken,
+    unreachable: Arc<Unreachable>,
 }
 
 impl Drop for UtpNet {
@@ -282,31 +417,9 @@ impl UtpNet {
     /// Binds UDP `port` (both families where the system allows) and starts
     /// uTP on it, with at most `max_connections` uTP connections at once.
     pub fn bind(port: u16, max_connections: usize) -> std::io::Result<UtpNet> {
-        let addr = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
-        let sock = UdpSocket::bind_udp(
-            addr,
-            BindOpts {
-                request_dualstack: true,
-                reuseport: false,
-                device: None,
-            },
-        )
-        .or_else(|_| {
-            UdpSocket::bind_udp(
-                SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
-                BindOpts::default(),
-            )
-        })
-        .map_err(std::io::Error::other)?;
-        let bound = sock.bind_addr().port();
-        let sref = socket2::SockRef::from(sock.socket());
-        let _ = sref.set_recv_buffer_size(RECV_BUFFER);
-        let _ = sref.set_send_buffer_size(RECV_BUFFER);
-        dont_fragment(sock.socket());
-        let transport = UdpTransport {
-            sock,
-            guard: Mutex::new(Guard::new(Instant::now())),
-        };
+        let transport = UdpTransport::bind(port)?;
+        let bound = transport.sock.bind_addr().port();
+        let unreachable = transport.unreachable.clone();
         let cancel = tokio_util::sync::CancellationToken::new();
         let opts = SocketOpts {
             cancellation_token: cancel.clone(),
@@ -326,6 +439,7 @@ impl UtpNet {
             socket,
             port: bound,
             cancel,
+            unreachable,
         })
     }
 
@@ -333,8 +447,126 @@ impl UtpNet {
         &self.socket
     }
 
+    /// Opens a uTP connection to `addr`; fails at once with "connection
+    /// refused" when its UDP port answers "port unreachable".
+    pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<librqbit_utp::UtpStream> {
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        let since = Instant::now();
+        tokio::select! {
+            r = self.socket.connect(addr) => r.map_err(std::io::Error::other),
+            // Said as TCP says it: the status line shows it as is.
+            _ = self.unreachable.wait_since(addr, since) => {
+                Err(std::io::ErrorKind::ConnectionRefused.into())
+            }
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Where "port unreachable" answers are noted.
+    pub fn unreachable(&self) -> &Unreachable {
+        &self.unreachable
+    }
+}
+
+/// Asks for ICMP errors on the socket (IP_RECVERR): without it Linux
+/// keeps "port unreachable" from an unconnected UDP socket, and a uTP
+/// dial to a peer without uTP could only time out.
+fn receive_errors(sock: &tokio::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let on: libc::c_int = 1;
+    for (level, opt) in [
+        (libc::IPPROTO_IP, libc::IP_RECVERR),
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
+    ] {
+        // SAFETY: a valid socket, and an int option of the right size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                opt,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+/// Reads the socket's error queue (MSG_ERRQUEUE, without blocking) and
+/// returns the destinations that answered "port unreachable".
+fn queued_errors(sock: &tokio::net::UdpSocket) -> Vec<SocketAddr> {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let mut out = Vec::new();
+    // A bounded drain: the queue is short, and a loop must end.
+    for _ in 0..64 {
+        // SAFETY: plain C structs, zeroed, handed to recvmsg with their
+        // sizes; the control messages are walked with the CMSG macros
+        // within `msg_controllen`, and read unaligned.
+        unsafe {
+            let mut name: libc::sockaddr_storage = std::mem::zeroed();
+            let mut data = [0u8; 64];
+            let mut control = [0u8; 256];
+            let mut iov = libc::iovec {
+                iov_base: data.as_mut_ptr().cast(),
+                iov_len: data.len(),
+            };
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+            msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = control.len() as _;
+            if libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) < 0 {
+                break;
+            }
+            let mut refused = false;
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                let h = &*c;
+                let ours = (h.cmsg_level == libc::IPPROTO_IP && h.cmsg_type == libc::IP_RECVERR)
+                    || (h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_RECVERR);
+                if ours {
+                    let e: libc::sock_extended_err =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    refused |= e.ee_errno == libc::ECONNREFUSED as u32
+                        && (e.ee_origin == libc::SO_EE_ORIGIN_ICMP
+                            || e.ee_origin == libc::SO_EE_ORIGIN_ICMP6);
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+            if refused {
+                if let Some(a) = sockaddr(&name) {
+                    out.push(SocketAddr::new(a.ip().to_canonical(), a.port()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The address in a `sockaddr_storage` filled by the kernel.
+fn sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match s.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says it is a sockaddr_in, which fits.
+            let a: libc::sockaddr_in =
+                unsafe { std::ptr::read_unaligned((s as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says it is a sockaddr_in6, which fits.
+            let a: libc::sockaddr_in6 =
+                unsafe { std::ptr::read_unaligned((s as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
+        }
+        _ => None,
     }
 }
 
@@ -462,6 +694,46 @@ mod tests {
         }
         assert_eq!(passed, SYN_GLOBAL_BURST as usize);
         assert!(g.tracked() <= MAX_TRACKED);
+    }
+
+    #[test]
+    fn a_full_queue_or_someone_elses_icmp_error_is_a_lost_packet() {
+        for errno in [libc::ENOBUFS, libc::ECONNREFUSED, libc::EHOSTUNREACH] {
+            assert!(lost_not_failed(&std::io::Error::from_raw_os_error(errno)));
+        }
+        for errno in [libc::EBADF, libc::EMSGSIZE, libc::EINVAL] {
+            assert!(!lost_not_failed(&std::io::Error::from_raw_os_error(errno)));
+        }
+    }
+
+    /// With IP_RECVERR, a "port unreachable" from one peer surfaces on the
+    /// socket's next call, here a send to another: that send must not be
+    /// an error, and the refusal is noted for the right address.
+    #[tokio::test]
+    async fn an_icmp_error_for_one_peer_does_not_fail_a_send_to_another() {
+        use librqbit_utp::Transport;
+        let t = UdpTransport::bind(0).unwrap();
+        let closed = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        let alive = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let since = Instant::now();
+        for _ in 0..20 {
+            t.send_to(b"x", closed).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            t.send_to(b"y", alive.local_addr().unwrap()).await.unwrap();
+        }
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            t.unreachable.wait_since(closed, since),
+        )
+        .await
+        .expect("the refusal was noted");
+        assert!(!t
+            .unreachable
+            .lock()
+            .contains_key(&alive.local_addr().unwrap()));
     }
 
     #[test]
