@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # LEDBAT on a user's uplink: a host seeds to one leecher through a
-# 4 Mbit/s uplink with a 200 ms queue (tc tbf), first alone, then while
+# router whose uplink is 4 Mbit/s with a 200 ms queue (tc tbf on the
+# router, as in a home modem: the host's own link is fast, so nothing on
+# the host holds TCP back), first alone, then while
 # iperf3 pushes a TCP flow through the same uplink, with ping measuring the
 # round trip through that queue all along. Once with --transport utp and
 # once with --transport tcp, in one run. Prints, per transport and phase,
@@ -9,8 +11,8 @@
 #
 #   bash benches/ledbat.sh [--rate 4mbit] [--queue 200ms] [--phase SECONDS] [--keep DIR]
 #
-# Two namespaces (shlb<pid>-up, -down) joined by a veth pair, addresses in
-# 10.215.0.0/16 that exist only there; everything is removed at exit, on
+# Three namespaces (shlb<pid>-up, -rt, -down) joined by veth pairs,
+# addresses in 10.215.0.0/16 that exist only there; everything is removed at exit, on
 # Ctrl-C and on failure. Needs root, iproute2, iperf3, ping, python3 and a
 # release build (built if missing or older than the sources).
 set -euo pipefail
@@ -38,14 +40,14 @@ if [ -z "${SHOAL_BIN:-}" ] && { [ ! -x "$bin" ] || [ -n "$(find "$root/src" "$ro
 fi
 
 tag=shlb$$
-up=$tag-up down=$tag-down
+up=$tag-up rt=$tag-rt down=$tag-down
 work=$(mktemp -d /tmp/$tag.XXXX)
 cleanup() {
-  for s in "$up" "$down"; do
+  for s in "$up" "$rt" "$down"; do
     ip netns pids "$s" 2>/dev/null | xargs -r kill 2>/dev/null || true
   done
   sleep 0.3
-  for s in "$up" "$down"; do
+  for s in "$up" "$rt" "$down"; do
     ip netns pids "$s" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$s" 2>/dev/null || true
   done
@@ -56,17 +58,25 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ip netns add "$up"
-ip netns add "$down"
-ip link add "u$tag" netns "$up" type veth peer name "d$tag" netns "$down"
+for s in "$up" "$rt" "$down"; do ip netns add "$s"; done
+ip link add "u$tag" netns "$up" type veth peer name "a$tag" netns "$rt"
+ip link add "d$tag" netns "$down" type veth peer name "b$tag" netns "$rt"
 ip -n "$up" link set "u$tag" name eth0
 ip -n "$down" link set "d$tag" name eth0
-ip -n "$up" addr add 10.215.0.1/24 dev eth0
-ip -n "$down" addr add 10.215.0.2/24 dev eth0
+ip -n "$rt" link set "a$tag" name lan
+ip -n "$rt" link set "b$tag" name wan
+ip -n "$up" addr add 10.215.1.2/24 dev eth0
+ip -n "$rt" addr add 10.215.1.1/24 dev lan
+ip -n "$rt" addr add 10.215.2.1/24 dev wan
+ip -n "$down" addr add 10.215.2.2/24 dev eth0
 for s in "$up" "$down"; do ip -n "$s" link set eth0 up; ip -n "$s" link set lo up; done
+for i in lan wan lo; do ip -n "$rt" link set "$i" up; done
+ip netns exec "$rt" sysctl -qw net.ipv4.ip_forward=1
+ip -n "$up" route add default via 10.215.1.1
+ip -n "$down" route add default via 10.215.2.1
 # The uplink: RATE, and a queue that holds QUEUE worth of packets before
-# dropping (what a home router's buffer does).
-ip netns exec "$up" tc qdisc add dev eth0 root tbf rate "$RATE" burst 16kb latency "$QUEUE"
+# dropping (what a home router's buffer does), on the router's way out.
+ip netns exec "$rt" tc qdisc add dev wan root tbf rate "$RATE" burst 16kb latency "$QUEUE"
 
 # Data for a seeder that never runs out within a run.
 bytes_per_s=$(python3 -c "import re,sys
@@ -89,30 +99,39 @@ EOF
 }
 
 # tx_bytes: bytes sent out of the uplink so far.
-tx_bytes() { ip netns exec "$up" cat /sys/class/net/eth0/statistics/tx_bytes; }
+tx_bytes() { ip netns exec "$rt" cat /sys/class/net/wan/statistics/tx_bytes; }
 
 ip netns exec "$down" iperf3 -s -D -p 5201 --logfile "$work/iperf-server.log"
-results=()
+sleep 0.5
+# The reference: a bulk TCP upload alone, what fills a modem's buffer.
+ip netns exec "$up" iperf3 -c 10.215.2.2 -p 5201 -t "$PHASE" -J > "$work/alone-iperf.log" &
+iperf=$!
+ip netns exec "$up" ping -i 0.2 -w "$PHASE" 10.215.2.2 > "$work/alone-ping.txt" || true
+wait "$iperf" || true
+read -r alone_med alone_p90 < <(ping_stats "$work/alone-ping.txt")
+alone_kbit=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(int(d['end']['sum_received']['bits_per_second']/1000))" "$work/alone-iperf.log")
+echo "== iperf3 TCP alone: ping RTT median ${alone_med} ms, p90 ${alone_p90} ms; TCP ${alone_kbit} kbit/s"
+results=("ledbat: iperf3_alone rtt=${alone_med}ms rtt_p90=${alone_p90}ms tcp=${alone_kbit}kbit/s")
 for t in utp tcp; do
   log=$work/$t
-  ip netns exec "$up" ping -i 0.2 -w "$PHASE" 10.215.0.2 > "$log-idle.txt" || true
+  ip netns exec "$up" ping -i 0.2 -w "$PHASE" 10.215.2.2 > "$log-idle.txt" || true
   read -r idle_med idle_p90 < <(ping_stats "$log-idle.txt")
   ip netns exec "$up" env SHOAL_NO_DHT=1 SHOAL_NO_LSD=1 SHOAL_LOG=warn "$bin" seed "$work/t.torrent" \
     --from "$work/src" --port 7000 --transport "$t" --json > "$log-seed.log" 2>&1 &
   sleep 1
   ip netns exec "$down" env SHOAL_NO_DHT=1 SHOAL_NO_LSD=1 SHOAL_LOG=warn "$bin" download "$work/t.torrent" \
-    -o "$work/dl-$t" --port 7001 --peer 10.215.0.1:7000 --transport "$t" --json > "$log-leech.log" 2>&1 &
+    -o "$work/dl-$t" --port 7001 --peer 10.215.1.2:7000 --transport "$t" --json > "$log-leech.log" 2>&1 &
   # Let the transfer ramp up, then measure it alone.
   sleep 10
   b0=$(tx_bytes)
-  ip netns exec "$up" ping -i 0.2 -w "$PHASE" 10.215.0.2 > "$log-seed.txt" || true
+  ip netns exec "$up" ping -i 0.2 -w "$PHASE" 10.215.2.2 > "$log-seed.txt" || true
   b1=$(tx_bytes)
   read -r seed_med seed_p90 < <(ping_stats "$log-seed.txt")
   seed_kbit=$(( (b1 - b0) * 8 / 1000 / PHASE ))
   # Now a TCP flow through the same uplink, and ping beside both.
-  ip netns exec "$up" iperf3 -c 10.215.0.2 -p 5201 -t "$PHASE" -J > "$log-iperf.log" &
+  ip netns exec "$up" iperf3 -c 10.215.2.2 -p 5201 -t "$PHASE" -J > "$log-iperf.log" &
   iperf=$!
-  ip netns exec "$up" ping -i 0.2 -w "$PHASE" 10.215.0.2 > "$log-both.txt" || true
+  ip netns exec "$up" ping -i 0.2 -w "$PHASE" 10.215.2.2 > "$log-both.txt" || true
   wait "$iperf" || true
   read -r both_med both_p90 < <(ping_stats "$log-both.txt")
   b2=$(tx_bytes)
@@ -125,7 +144,7 @@ print(int(float(m[1])*{'':1,'k':1e3,'m':1e6,'g':1e9}[m[2]]/1000))" "$RATE")
   shoal_with=$(( total_kbit - iperf_kbit ))
   [ "$shoal_with" -ge 0 ] || shoal_with=0
   for s in "$up" "$down"; do
-    ip netns pids "$s" | xargs -r ps -o pid=,comm= -p | awk '$2=="shoal"{print $1}' | xargs -r kill -INT || true
+    ip netns pids "$s" | xargs -r ps -o pid=,comm= -p | awk '$2=="shoal"{print $1}' | xargs -r kill -INT 2>/dev/null || true
   done
   sleep 2
   echo "== --transport $t (link $RATE, queue $QUEUE, $PHASE s phases)"

@@ -11,11 +11,14 @@
 //! a queue, and `current - base` is the queuing delay our packets met.
 //!
 //! The window then moves in proportion to how far that delay is from the
-//! target: `cwnd += GAIN * (target - queuing) / target * acked * MSS / cwnd`
-//! (at most one MSS per round trip at GAIN 1, and never faster than slow
-//! start), shrinking as soon as the queue passes the target. Loss halves
-//! the window (at most once per round trip), a retransmission timeout
-//! drops it to one segment, as TCP does.
+//! target. Below it: `cwnd += GAIN * (target - queuing) / target * acked *
+//! MSS / cwnd` (RFC 6817: at most one MSS per round trip at GAIN 1, never
+//! faster than slow start). Above it the window shrinks by `(queuing /
+//! target - 1)` of itself per round trip, at most by half (LEDBAT++'s
+//! multiplicative decrease), so it makes room for other traffic within a
+//! few round trips rather than RFC 6817's one MSS per round trip. Loss
+//! halves the window (at most once per round trip), a retransmission
+//! timeout restarts slow start from the minimum window, as TCP does.
 
 use std::time::{Duration, Instant};
 
@@ -244,9 +247,20 @@ impl CongestionController for Ledbat {
             }
         }
         if !self.slow_start {
-            let off_target = ((self.target_us - queuing) / self.target_us).clamp(-1.0, 1.0);
             let mss = self.mss as f64;
-            let change = GAIN * off_target * acked * mss / self.cwnd.max(mss);
+            let grow = GAIN * acked * mss / self.cwnd.max(mss);
+            let change = if queuing <= self.target_us {
+                // Below the target: RFC 6817's linear growth, in
+                // proportion to how far below it we are.
+                grow * (self.target_us - queuing) / self.target_us
+            } else {
+                // Above it: LEDBAT++'s multiplicative decrease (draft-irtf-
+                // iccrg-ledbat-plus-plus), in proportion to how far above it
+                // we are and to the window, at most half the window per RTT:
+                // RFC 6817's one MSS per RTT takes tens of seconds to make
+                // room for a TCP flow on a slow uplink.
+                (grow - (queuing / self.target_us - 1.0) * acked).max(-acked / 2.0)
+            };
             // Never faster than slow start.
             self.cwnd += change.min(acked);
         }
@@ -334,17 +348,33 @@ mod tests {
         assert!(c.in_slow_start(), "{c:?}");
         let now = run(&mut c, now, 2, 0, |_| 95);
         assert!(!c.in_slow_start(), "{c:?}");
-        // Far above the target: the window falls every round trip, by
-        // about a segment (GAIN 1), to the minimum of two segments.
+        // Far above the target (4 × the target): the window halves every
+        // round trip, never more, down to the minimum of two segments.
         let mut last = c.window();
         let mut t = now;
-        for _ in 0..3000 {
+        for _ in 0..30 {
             t = run(&mut c, t, 1, 0, |_| 400);
             assert!(c.window() <= last, "{} after {last}", c.window());
-            assert!(c.window() + 2 * MSS >= last, "{} after {last}", c.window());
+            assert!(
+                2 * c.window() + 2 * MSS >= last,
+                "{} after {last}",
+                c.window()
+            );
             last = c.window();
         }
         assert_eq!(c.window(), 2 * MSS);
+        // Just above it (110 ms): about a tenth of the window per round trip.
+        let mut d = fresh();
+        let t = run(&mut d, now, 8, 0, |_| 0);
+        let t = run(&mut d, t, 1, 0, |_| 95);
+        assert!(!d.in_slow_start());
+        let before = d.window();
+        run(&mut d, t, 1, 0, |_| 110);
+        let fell = before - d.window();
+        assert!(
+            fell * 20 > before && fell * 5 < before,
+            "fell {fell} of {before}"
+        );
         assert_eq!(c.queuing_delay(), Some(Duration::from_millis(400)));
     }
 
