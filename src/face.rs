@@ -2,6 +2,7 @@
 //! JSON events, and the client verbs that talk to a running service.
 
 pub mod cli;
+pub mod magnet;
 pub mod remote;
 pub mod single;
 pub mod ui;

@@ -87,7 +87,8 @@ struct SwarmFlags {
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Give up (exit 1, saying why) when an incomplete download received
-    /// no data for this many seconds. Off by default: a watched download waits.
+    /// no data for this many seconds (for a magnet link, from the start:
+    /// the metadata counts). Off by default: a watched download waits.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: Option<u64>,
 }

@@ -716,37 +716,88 @@ async fn watch_stall(mut rx: watch::Receiver<Progress>, limit: Option<Duration>)
     let Some(limit) = limit else {
         return std::future::pending().await;
     };
-    let mut last = (0, 0);
+    let p = wait_stalled(&mut rx, limit, |p| {
+        (!p.complete).then_some((p.have_bytes, p.downloaded))
+    })
+    .await;
+    format!(
+        "stalled: no data for {} ({} peers; {})",
+        human_duration(limit),
+        p.peers,
+        crate::out::escape(&p.status)
+    )
+}
+
+/// Resolves once `moved` of the watched value has stayed the same for
+/// `limit`, with the value then. `moved` is what grows while data comes
+/// in; None (a complete download) never stalls. The one clock behind
+/// `--stall-timeout`, for the download and for a magnet's metadata.
+pub async fn wait_stalled<T: Clone, K: PartialEq>(
+    rx: &mut watch::Receiver<T>,
+    limit: Duration,
+    moved: impl Fn(&T) -> Option<K>,
+) -> T {
+    let mut last = None;
     let mut since = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let p = rx.borrow_and_update().clone();
+        let v = rx.borrow_and_update().clone();
         let now = tokio::time::Instant::now();
-        if p.complete || (p.have_bytes, p.downloaded) != last {
-            last = (p.have_bytes, p.downloaded);
+        let key = moved(&v);
+        if key.is_none() || key != last {
+            last = key;
             since = now;
         } else if now.duration_since(since) >= limit {
-            return format!(
-                "stalled: no data for {} ({} peers; {})",
-                human_duration(limit),
-                p.peers,
-                crate::out::escape(&p.status)
-            );
+            return v;
         }
     }
 }
 
 /// Waits for Ctrl-C or SIGTERM and says which (its number).
 pub async fn wait_for_signal() -> i32 {
-    use tokio::signal::unix::{signal, SignalKind};
-    if let Ok(mut term) = signal(SignalKind::terminate()) {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return libc::SIGINT,
-            _ = term.recv() => return libc::SIGTERM,
+    Signals::new().next().await
+}
+
+/// Ctrl-C and SIGTERM, caught from the moment this is made (not from the
+/// first wait): a run that says it started can be stopped cleanly at once.
+/// Needs a tokio runtime.
+pub struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    pub fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
-    libc::SIGINT
+
+    /// The next of them to come, by number.
+    pub async fn next(&mut self) -> i32 {
+        async fn on(s: &mut Option<tokio::signal::unix::Signal>) {
+            let got = match s {
+                Some(s) => s.recv().await,
+                None => None,
+            };
+            // None: no handler, or the runtime is going away; no signal.
+            if got.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        tokio::select! {
+            _ = on(&mut self.int) => libc::SIGINT,
+            _ = on(&mut self.term) => libc::SIGTERM,
+        }
+    }
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals::new()
+    }
 }
 
 /// What the accept loops share.

@@ -251,3 +251,67 @@ fn every_event_matches_docs_json_md() {
         assert!(seen.contains(&ev.as_str()), "no run printed `{ev}`");
     }
 }
+
+/// A magnet stopped while its metadata is sought (a tracker that knows no
+/// peers keeps that phase going) ends like any run: a `done` event with
+/// the outcome, then `error`; exit 130 for SIGINT, 143 for SIGTERM, 1 for
+/// `--stall-timeout`. No `done` was printed before.
+#[test]
+fn a_magnet_stopped_before_its_metadata_prints_done() {
+    let schema = schema();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tracker = Tracker::start();
+    let hash = "ef".repeat(20);
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{hash}&dn=some/../thing&tr={}",
+        tracker.url()
+    );
+    let out = d.join("out");
+    let run = |name: &str, extra: &[&str]| {
+        let port = free_port().to_string();
+        let mut args = vec!["download", &magnet, "-o", out.to_str().unwrap()];
+        args.extend_from_slice(&["--port", &port, "--json"]);
+        args.extend_from_slice(extra);
+        Proc::spawn(&args, d, name)
+    };
+    for (sig, code, name) in [
+        (libc::SIGINT, 130, "sigint"),
+        (libc::SIGTERM, 143, "sigterm"),
+    ] {
+        let mut p = run(name, &[]);
+        // The phase said it started: its signals are caught from then on.
+        let start = std::time::Instant::now();
+        while !p.stdout().contains(r#""state":"fetching metadata""#) {
+            assert!(start.elapsed() < Duration::from_secs(30), "{}", p.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p.signal(sig);
+        let st = p.wait(Duration::from_secs(30));
+        assert_eq!(st.code(), Some(code), "{name}: {}", p.stderr());
+        let events = check_lines(&p.stdout(), &schema, name);
+        assert_eq!(kinds(&events), ["state", "done", "error"], "{name}");
+        let done = &events[1];
+        assert_eq!(done["outcome"], "interrupted", "{done}");
+        assert_eq!(done["complete"], false, "{done}");
+        assert_eq!(done["total"], 0, "{done}");
+        // The magnet's name, cleaned as a torrent's would be.
+        let path = out.join("some..thing");
+        assert_eq!(done["path"], path.to_str().unwrap(), "{done}");
+        assert_eq!(events[2]["message"], "interrupted while fetching metadata");
+    }
+    let mut p = run("stalled", &["--stall-timeout", "2"]);
+    let st = p.wait(Duration::from_secs(60));
+    assert_eq!(st.code(), Some(1), "{}", p.stderr());
+    let events = check_lines(&p.stdout(), &schema, "stalled");
+    assert_eq!(kinds(&events), ["state", "done", "error"]);
+    assert_eq!(events[1]["outcome"], "stalled", "{}", events[1]);
+    let msg = events[2]["message"].as_str().unwrap();
+    assert!(msg.starts_with("stalled: no metadata for 2.0s ("), "{msg}");
+    assert!(
+        p.stderr().ends_with(&format!("error: {msg}\n")),
+        "{}",
+        p.stderr()
+    );
+    assert!(!out.exists() || list_files(&out).is_empty());
+}

@@ -797,122 +797,30 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// The magnet phase of `download MAGNET`: fetches the info dictionary from
-/// peers (BEP 9), shows how it goes, and returns the torrent it makes, with
-/// the peers learned on the way.
-fn resolve_magnet(
-    rt: &tokio::runtime::Runtime,
-    magnet: &Magnet,
-    a: &RunArgs,
-    peers: &[std::net::SocketAddr],
-    dht: Option<&crate::discovery::dht::Dht>,
-    display: Display,
-) -> Result<(
-    Metainfo,
-    Vec<(std::net::SocketAddr, crate::torrent::PeerSource)>,
-)> {
-    let (status_tx, mut status_rx) =
-        tokio::sync::watch::channel(crate::discovery::fetch::Status::default());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let signal = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
-    let label = magnet
-        .name
-        .clone()
-        .unwrap_or_else(|| magnet.info_hash.hex()[..8].to_string());
-    if display == Display::Json {
-        crate::face::ui::emit(
-            "state",
-            json!({"state": "fetching metadata", "status": "fetching metadata"}),
-        );
-    }
-    // The download's session starts once the metadata is here: this phase
-    // dials from a uTP socket of its own (any port), closed when it ends.
-    let utp = match a.transport.utp() {
-        true => {
-            let _guard = rt.enter();
-            let u = crate::peer::utp::UtpNet::bind(0, 256).context("uTP socket")?;
-            Some(std::sync::Arc::new(u))
-        }
-        false => None,
-    };
-    let how = crate::discovery::fetch::Dialling {
-        peer_id: crate::peer::new_peer_id(),
-        encryption: a.encryption,
-        net: std::sync::Arc::new(crate::peer::transport::Net::new(a.transport, utp)),
-    };
-    let fetched = rt.block_on(async {
-        let sig = signal.clone();
-        let watcher = tokio::spawn(async move {
-            sig.store(
-                crate::session::wait_for_signal().await,
-                std::sync::atomic::Ordering::SeqCst,
-            );
-            let _ = stop_tx.send(true);
-        });
-        let bar = (display == Display::Bars).then(|| {
-            let pb = crate::face::ui::spinner();
-            pb.set_message(crate::face::ui::fit_spinner(&format!(
-                "{label}: fetching metadata"
-            )));
-            pb
-        });
-        let show = async {
-            while status_rx.changed().await.is_ok() {
-                let s = status_rx.borrow_and_update().clone();
-                if let Some(pb) = &bar {
-                    let mut msg = format!(
-                        "{label}: fetching metadata ({} peers, {} known)",
-                        s.connected, s.known
-                    );
-                    if let Some(e) = &s.last_error {
-                        msg.push_str(&format!(" - {e}"));
-                    }
-                    pb.set_message(crate::face::ui::fit_spinner(&msg));
-                }
-            }
-            std::future::pending::<()>().await;
-        };
-        let r = tokio::select! {
-            r = crate::discovery::fetch::fetch(magnet, peers, dht, how, status_tx, stop_rx) => r,
-            _ = show => unreachable!("show never ends"),
-        };
-        if let Some(pb) = bar {
-            crate::face::ui::remove(&pb);
-        }
-        watcher.abort();
-        r
-    });
-    let (info, learned) = match fetched {
-        Ok(x) => x,
-        Err(crate::discovery::fetch::FetchError::Interrupted) => {
-            let signal = signal.load(std::sync::atomic::Ordering::SeqCst);
-            return Err(Interrupted {
-                signal: if signal == 0 { libc::SIGINT } else { signal },
-                message: "interrupted while fetching metadata".into(),
-            }
-            .into());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let bytes = crate::peer::metadata::torrent_file(&info, &magnet.trackers, &magnet.web_seeds);
-    let m = Metainfo::from_bytes(&bytes).context("the fetched metadata is not a valid torrent")?;
-    if let Some(path) = &a.save_torrent {
-        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-    }
-    match display {
-        Display::Json => crate::face::ui::emit(
-            "metadata",
-            json!({"name": m.name, "info_hash": m.info_hash.hex(), "size": info.len(), "saved_to": a.save_torrent}),
-        ),
-        Display::Bars | Display::Plain => crate::face::ui::say(&format!(
-            "metadata: {} ({}, {} files) from the swarm",
-            esc(&m.name),
-            human_bytes(m.total_length),
-            m.files.iter().filter(|f| f.is_data()).count()
-        )),
-        Display::Silent => {}
-    }
-    Ok((m, learned))
+/// The `done` event of a `--json` run: `outcome` is `complete`,
+/// `interrupted` or `stalled` (docs/json.md).
+pub(crate) fn emit_done(outcome: &str, path: &Path, p: &crate::torrent::Progress, secs: f64) {
+    crate::face::ui::emit(
+        "done",
+        json!({
+            "complete": p.complete,
+            "outcome": outcome,
+            "path": path.to_string_lossy(),
+            "downloaded": p.downloaded,
+            "uploaded": p.uploaded,
+            "have_bytes": p.have_bytes,
+            "total": p.total,
+            "hash_failures": p.hash_failures,
+            "banned": p.banned,
+            "seconds": secs,
+            "ratio": ratio(p),
+        }),
+    );
+}
+
+/// Copies of the torrent sent: what --seed-ratio counts, so the two agree.
+fn ratio(p: &crate::torrent::Progress) -> f64 {
+    p.uploaded as f64 / p.total.max(1) as f64
 }
 
 /// DHT settings of `download` and `seed`.
@@ -1000,7 +908,14 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     let m = match source {
         Source::Torrent(m) => *m,
         Source::Magnet(mg) => {
-            let (m, found) = resolve_magnet(&rt, &mg, &a, &peers, dht.as_ref(), display)?;
+            let resolved =
+                crate::face::magnet::resolve(&rt, &mg, &a, &peers, dht.as_ref(), display);
+            // Nodes learned while the metadata was sought count next time,
+            // whether or not it came.
+            if let (Err(_), Some(dht)) = (&resolved, &dht) {
+                rt.block_on(dht.save());
+            }
+            let (m, found) = resolved?;
             learned = found
                 .into_iter()
                 .filter(|(p, _)| !peers.contains(p))
@@ -1065,30 +980,14 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     let summary = summary?;
     let p = &summary.progress;
     let secs = summary.elapsed.as_secs_f64();
-    // Copies of the torrent sent: what --seed-ratio counts, so the two agree.
-    let ratio = p.uploaded as f64 / p.total.max(1) as f64;
+    let ratio = ratio(p);
     let outcome = if summary.stalled.is_some() {
         "stalled".to_string()
     } else {
         format!("{:?}", summary.outcome).to_lowercase()
     };
     if a.json {
-        crate::face::ui::emit(
-            "done",
-            json!({
-                "complete": summary.complete,
-                "outcome": outcome,
-                "path": dest.to_string_lossy(),
-                "downloaded": p.downloaded,
-                "uploaded": p.uploaded,
-                "have_bytes": p.have_bytes,
-                "total": p.total,
-                "hash_failures": p.hash_failures,
-                "banned": p.banned,
-                "seconds": secs,
-                "ratio": ratio,
-            }),
-        );
+        emit_done(&outcome, &dest, p, secs);
     } else if !a.quiet {
         // Bytes, and their average rate when there were any.
         let moved = |n: u64| match n {

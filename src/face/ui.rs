@@ -597,7 +597,7 @@ pub fn file_line(path: &str, done: u64, len: u64, width: usize) -> String {
 /// when dropped. indicatif leaves the cursor at the right edge after the
 /// last bar; an echoed `^C` (or any key) wraps it to the next line, and
 /// the final clear then starts a line too low and leaves a bar behind.
-struct NoEcho(Option<libc::termios>);
+pub(crate) struct NoEcho(Option<libc::termios>);
 
 /// Whether we own the terminal on stdin now. Only the foreground job may
 /// change its settings: a background one (`shoal download … &`) would be
@@ -612,7 +612,7 @@ fn foreground() -> bool {
 }
 
 impl NoEcho {
-    fn new() -> NoEcho {
+    pub(crate) fn new() -> NoEcho {
         #[cfg(unix)]
         {
             let fd = libc::STDIN_FILENO;

@@ -111,3 +111,116 @@ impl Fake {
         false
     }
 }
+
+/// A magnet peer that does everything right up to the metadata and then
+/// only sends keep-alives: plain handshake with the extension bit, an
+/// extended handshake advertising `ut_metadata` and the real metadata
+/// size, and never an answer to a request. Encrypted (MSE) attempts are
+/// closed, as a peer without encryption does. Every connection lives until
+/// the peer is dropped, which stops and joins its threads.
+pub struct SilentPeer {
+    pub port: u16,
+    /// `ut_metadata` requests received, over all connections.
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Plain-text handshakes for our torrent received (connections).
+    pub handshakes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentPeer {
+    pub fn start(info_hash: [u8; 20], size: u64) -> SilentPeer {
+        let ext = format!("d1:md11:ut_metadatai7ee13:metadata_sizei{size}ee");
+        SilentPeer::with_handshake(info_hash, ext.into_bytes())
+    }
+
+    /// The same, sending `ext` as its extended handshake.
+    pub fn with_handshake(info_hash: [u8; 20], ext: Vec<u8>) -> SilentPeer {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let port = l.local_addr().expect("addr").port();
+        let requests = Arc::new(AtomicU64::new(0));
+        let handshakes = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = (requests.clone(), handshakes.clone());
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !st.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        let (counts, st, ext) = (counts.clone(), st.clone(), ext.clone());
+                        conns.push(std::thread::spawn(move || {
+                            silent(s, info_hash, &ext, (&counts.0, &counts.1), &st);
+                        }));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        SilentPeer {
+            port,
+            requests,
+            handshakes,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SilentPeer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn silent(
+    s: TcpStream,
+    info_hash: [u8; 20],
+    ext: &[u8],
+    (requests, handshakes): (&std::sync::atomic::AtomicU64, &std::sync::atomic::AtomicU64),
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering;
+    let _ = s.set_nonblocking(false);
+    let mut f = Fake::new(s);
+    let Ok(hs) = f.read_handshake() else { return };
+    if hs.info_hash != info_hash {
+        return;
+    }
+    handshakes.fetch_add(1, Ordering::Relaxed);
+    let mut ours = Handshake::new(info_hash, *b"-XX0001-silentsilent");
+    ours.reserved[5] |= 0x10;
+    if !f.send_raw(&ours.encode())
+        || !f.send(&Message::Extended {
+            id: 0,
+            payload: ext.to_vec().into(),
+        })
+    {
+        return;
+    }
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match f.recv(Duration::from_millis(200)) {
+            Ok(Some(Message::Extended { id: 7, .. })) => {
+                requests.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        if last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            if !f.send_raw(&[0, 0, 0, 0]) {
+                return;
+            }
+        }
+    }
+}

@@ -148,7 +148,23 @@ impl Proc {
         Proc::spawn_with(args, log_dir, name, true)
     }
 
+    /// Like `spawn` with `SHOAL_LOG` set to `log` (the default shows
+    /// shoal's own debug lines only, not those of its crates); "" shows
+    /// what a user sees.
+    pub fn spawn_log(args: &[&str], log_dir: &Path, name: &str, log: &str) -> Proc {
+        Proc::spawn_full(args, log_dir, name, false, log)
+    }
+
+    /// `spawn_dht` with `SHOAL_LOG` set to `log`, as `spawn_log`.
+    pub fn spawn_dht_log(args: &[&str], log_dir: &Path, name: &str, log: &str) -> Proc {
+        Proc::spawn_full(args, log_dir, name, true, log)
+    }
+
     fn spawn_with(args: &[&str], log_dir: &Path, name: &str, dht: bool) -> Proc {
+        Proc::spawn_full(args, log_dir, name, dht, "shoal=debug")
+    }
+
+    fn spawn_full(args: &[&str], log_dir: &Path, name: &str, dht: bool, log: &str) -> Proc {
         let out = log_dir.join(format!("{name}.out"));
         let err = log_dir.join(format!("{name}.err"));
         let mut cmd = Command::new(shoal_bin());
@@ -162,9 +178,13 @@ impl Proc {
             cmd.env("SHOAL_NO_DHT", "1");
         }
         cmd.env("SHOAL_NO_LSD", "1");
+        if log.is_empty() {
+            cmd.env_remove("SHOAL_LOG");
+        } else {
+            cmd.env("SHOAL_LOG", log);
+        }
         let child = cmd
             .args(args)
-            .env("SHOAL_LOG", "shoal=debug")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())
