@@ -262,7 +262,9 @@ fn libtorrent_leeches_from_shoal(name: &'static str, enc: &str) {
     let cell = Cell::new(name);
     let d = cell.path();
     let (src, t) = make_data(d);
-    let (mut seed, port) = seeder(d, &t, &src, &["--encryption", enc]);
+    // Held to 1 MB/s, so the connection lasts the seconds libtorrent's
+    // peer list (read every 200 ms) needs to show it.
+    let (mut seed, port) = seeder(d, &t, &src, &["--encryption", enc, "--upload-limit", "1M"]);
     let lt_dir = d.join("lt");
     let mut lt = libtorrent(py, d, "get", &t, &lt_dir, port, enc);
     let status = wait_exit(&mut lt, "libtorrent leecher", LIMIT);
@@ -310,7 +312,21 @@ fn shoal_leeches_from_libtorrent(name: &'static str, enc: &str) {
     );
     let out = d.join("out");
     let peer = format!("127.0.0.1:{port}");
-    let (mut leech, _) = leecher(d, &t, &out, &["--peer", &peer, "--encryption", enc]);
+    // Held to 1 MB/s, so the connection lasts the seconds libtorrent's
+    // peer list (read every 200 ms) needs to show it.
+    let (mut leech, _) = leecher(
+        d,
+        &t,
+        &out,
+        &[
+            "--peer",
+            &peer,
+            "--encryption",
+            enc,
+            "--download-limit",
+            "1M",
+        ],
+    );
     finish(&mut leech, "shoal leecher");
     assert_tree_matches(&src.join("pack"), &out.join("pack"), false);
     assert_shoal_used_utp_only(&leech, "shoal leecher");
