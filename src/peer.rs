@@ -6,6 +6,8 @@
 pub mod metadata;
 pub mod mse;
 pub mod pex;
+pub mod transport;
+pub mod utp;
 pub mod wire;
 
 use std::collections::{HashSet, VecDeque};
@@ -17,13 +19,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 use crate::bitfield::{AtomicBitfield, Bitfield};
 use crate::store::Store;
 use mse::Policy;
+use transport::{Net, Socket, Transport};
 use wire::{BlockRef, ExtendedHandshake, Handshake, HashRequest, Message};
 
 pub type PeerKey = u64;
@@ -39,7 +41,6 @@ const MAX_REQUEST_LEN: u32 = 128 << 10;
 /// Unrequested data tolerated before we decide the peer is hostile; some is
 /// normal (blocks that crossed our cancel on the wire).
 const MAX_UNREQUESTED_BYTES: u64 = 8 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// For the key exchange of a connection we dial: a peer that does not
 /// speak MSE usually closes at once, but one that just waits must not cost
@@ -85,6 +86,8 @@ pub struct Shared {
     pub pex: bool,
     /// Which connections are encrypted (the session's `--encryption`).
     pub encryption: Policy,
+    /// How connections are dialled: TCP, uTP, and what worked for whom.
+    pub net: Arc<Net>,
     /// Super-seeding (BEP 16): peers are told we have nothing, and the
     /// torrent reveals pieces to each with `have`s.
     pub super_seed: std::sync::atomic::AtomicBool,
@@ -149,6 +152,7 @@ impl Shared {
             metadata: Arc::from(&[][..]),
             pex: false,
             encryption: Policy::default(),
+            net: Default::default(),
             super_seed: Default::default(),
             uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
@@ -186,6 +190,8 @@ pub enum PeerEvent {
         /// Its handshake set the BEP 52 bit: it may answer hash requests.
         v2: bool,
         incoming: bool,
+        /// What the connection runs over.
+        transport: Transport,
         cmd: mpsc::UnboundedSender<PeerCmd>,
         stats: Arc<PeerStats>,
     },
@@ -284,8 +290,13 @@ pub async fn run_outgoing<E: Report>(
     events: mpsc::Sender<E>,
 ) {
     let result = async {
-        let (stream, theirs) =
-            connect(addr, shared.handshake(shared.info_hash), shared.encryption).await?;
+        let (stream, theirs) = connect(
+            &shared.net,
+            addr,
+            shared.handshake(shared.info_hash),
+            shared.encryption,
+        )
+        .await?;
         if theirs.info_hash != shared.info_hash {
             return Err(PeerError::WrongInfoHash);
         }
@@ -295,43 +306,89 @@ pub async fn run_outgoing<E: Report>(
     finish(key, result, &events).await;
 }
 
-async fn dial(addr: SocketAddr) -> Result<TcpStream, PeerError> {
-    match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Err(_) => Err(PeerError::ConnectTimeout),
-        Ok(Err(e)) => Err(PeerError::Connect(e)),
-        Ok(Ok(s)) => {
-            s.set_nodelay(true).ok();
-            Ok(s)
-        }
-    }
-}
-
-/// Dials `addr`, sends our handshake `ours` and reads the peer's,
-/// as `policy` says: behind an MSE key exchange offering what it allows
-/// (`prefer`: plain text and RC4, and a second connection in plain text
-/// if the exchange fails; `require`: RC4 only), or plain (`plain`). The
-/// caller checks the info-hash the peer answered with.
+/// Dials `addr` over the transports `net` allows, in the order it keeps
+/// for the address (uTP first unless TCP is known to work better there),
+/// and runs the handshakes as `policy` says: behind an MSE key exchange
+/// offering what it allows (`prefer`: plain text and RC4, and a second
+/// connection in plain text if the exchange fails; `require`: RC4 only),
+/// or plain (`plain`). A transport that does not connect, or whose
+/// handshake times out, hands over to the next; the one that worked is
+/// remembered. The caller checks the info-hash the peer answered with.
 pub async fn connect(
+    net: &Net,
     addr: SocketAddr,
     ours: Handshake,
     policy: Policy,
 ) -> Result<(mse::Stream, Handshake), PeerError> {
+    let mut order = net.order(addr);
+    // The first transport to connect is tried first; if its handshake
+    // fails, the other is tried on its own.
+    let socket = net.dial_first(addr, &order).await?;
+    let t = socket.transport();
+    order.retain(|o| *o != t);
+    let mut failed = match handshake_over(net, addr, socket, &ours, policy).await {
+        Ok(done) => {
+            net.worked(addr, t);
+            return Ok(done);
+        }
+        // A peer that answered and then closed (a duplicate connection, a
+        // torrent it does not have) would do the same over the other
+        // transport; one whose handshake never came back may not.
+        Err(e) if !matches!(e, PeerError::HandshakeTimeout) => return Err(e),
+        Err(e) => {
+            tracing::debug!("{addr}: over {t}: {e}");
+            e
+        }
+    };
+    for t in order {
+        let done = match net.dial(addr, t).await {
+            Ok(socket) => handshake_over(net, addr, socket, &ours, policy).await,
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(done) => {
+                net.worked(addr, t);
+                return Ok(done);
+            }
+            Err(e) => {
+                tracing::debug!("{addr}: over {t}: {e}");
+                failed = e;
+            }
+        }
+    }
+    Err(failed)
+}
+
+/// The handshakes on a connection just dialled (`socket`); with `prefer`,
+/// a failed key exchange is retried in plain text on a new connection
+/// over the same transport.
+async fn handshake_over(
+    net: &Net,
+    addr: SocketAddr,
+    socket: Socket,
+    ours: &Handshake,
+    policy: Policy,
+) -> Result<(mse::Stream, Handshake), PeerError> {
+    let t = socket.transport();
     let info_hash = ours.info_hash;
     let ours = ours.encode();
+    let mut socket = Some(socket);
     if policy != Policy::Plain {
-        let mut tcp = dial(addr).await?;
+        let Some(mut socket) = socket.take() else {
+            return Err(PeerError::ConnectTimeout);
+        };
         let exchange = timeout(
             MSE_TIMEOUT,
-            mse::initiate(&mut tcp, &info_hash, policy, &ours),
+            mse::initiate(&mut socket, &info_hash, policy, &ours),
         )
         .await;
         let failed = match exchange {
             Ok(Ok(rc4)) => {
                 tracing::debug!(
-                    "{addr}: encrypted handshake, {} selected",
+                    "{addr}: encrypted handshake, {} selected (over {t})",
                     if rc4.is_some() { "RC4" } else { "plain text" }
                 );
-                let mut stream = mse::Stream::new(tcp, rc4);
+                let mut stream = mse::Stream::new(socket, rc4);
                 let theirs = read_handshake(&mut stream).await?;
                 return Ok((stream, theirs));
             }
@@ -343,9 +400,12 @@ pub async fn connect(
         }
         tracing::debug!("{addr}: {failed}; retrying in plain text");
     }
-    let mut tcp = dial(addr).await?;
-    tcp.write_all(&ours).await?;
-    let mut stream = mse::Stream::plain(tcp);
+    let mut socket = match socket.take() {
+        Some(s) => s,
+        None => net.dial(addr, t).await?,
+    };
+    socket.write_all(&ours).await?;
+    let mut stream = mse::Stream::plain(socket);
     let theirs = read_handshake(&mut stream).await?;
     Ok((stream, theirs))
 }
@@ -360,7 +420,9 @@ pub async fn run_incoming<E: Report>(
     events: mpsc::Sender<E>,
 ) {
     let result = async {
-        stream.get_ref().set_nodelay(true).ok();
+        if let Socket::Tcp(tcp) = stream.get_ref() {
+            tcp.set_nodelay(true).ok();
+        }
         let ours = shared.handshake(theirs.info_hash);
         stream.send(&ours.encode()).await?;
         run(key, stream, addr, theirs, true, &shared, &events).await
@@ -393,7 +455,7 @@ pub async fn read_handshake<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Hand
 /// only RC4. Everything is under one deadline. Returns the stream, which
 /// runs through RC4 from here on if that was selected.
 pub async fn read_incoming_handshake(
-    mut tcp: TcpStream,
+    mut tcp: Socket,
     info_hashes: &[[u8; 20]],
     policy: Policy,
 ) -> Result<(mse::Stream, Handshake), PeerError> {
@@ -611,6 +673,11 @@ async fn run<E: Report>(
         return Err(PeerError::SelfConnection);
     }
     let fast = theirs.supports_fast();
+    let transport = stream.get_ref().transport();
+    tracing::debug!(
+        "{addr}: connected over {transport} ({})",
+        if incoming { "incoming" } else { "outgoing" }
+    );
     let (mut reader, write_half) = stream.into_split();
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(PeerStats::default());
@@ -621,6 +688,7 @@ async fn run<E: Report>(
         fast,
         v2: theirs.reserved[7] & wire::V2_BIT != 0,
         incoming,
+        transport,
         cmd: cmd_tx,
         stats: stats.clone(),
     })
@@ -679,6 +747,8 @@ async fn run<E: Report>(
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Option<UploadBatch> = None;
+    let gone = shared.net.gone(addr, transport, std::time::Instant::now());
+    tokio::pin!(gone);
 
     loop {
         if batch.is_none() && !c.am_choking && c.writer.queued() < UPLOAD_HIGH_WATER {
@@ -760,6 +830,9 @@ async fn run<E: Report>(
             }
             _ = c.writer.drained.notified(),
                 if batch.is_none() && !c.uploads.is_empty() && c.writer.queued() >= UPLOAD_HIGH_WATER => {}
+            _ = &mut gone => {
+                return Err(PeerError::Io(std::io::ErrorKind::ConnectionRefused.into()));
+            }
             _ = tick.tick() => {
                 if last_read.elapsed() > IDLE_TIMEOUT {
                     return Err(PeerError::Idle);
@@ -1277,9 +1350,11 @@ mod tests {
             )
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
         let _b = l.accept().await.unwrap();
-        let (_r, w) = mse::Stream::plain(a).into_split();
+        let (_r, w) = mse::Stream::plain(Socket::Tcp(a)).into_split();
         let mut c = Conn::new(&shared, true, w, Arc::default());
         f(&mut c)
     }
@@ -1328,9 +1403,11 @@ mod tests {
             )
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
         let (mut b, _) = l.accept().await.unwrap();
-        let (_r, w) = mse::Stream::plain(a).into_split();
+        let (_r, w) = mse::Stream::plain(Socket::Tcp(a)).into_split();
         let mut c = Conn::new(&shared, true, w, Arc::default());
         let good = HashRequest {
             root,
@@ -1459,9 +1536,11 @@ mod tests {
             ..Shared::for_test(&meta, store, have)
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
         let (mut b, _) = l.accept().await.unwrap();
-        let (_r, w) = mse::Stream::plain(a).into_split();
+        let (_r, w) = mse::Stream::plain(Socket::Tcp(a)).into_split();
         let mut c = Conn::new(&shared, true, w, Arc::default());
         let mut read = BytesMut::new();
         let mut next = async || loop {
@@ -1525,9 +1604,11 @@ mod tests {
     async fn uploads_count_when_written() {
         use tokio::io::AsyncReadExt;
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
         let (mut b, _) = l.accept().await.unwrap();
-        let (_r, w) = mse::Stream::plain(a).into_split();
+        let (_r, w) = mse::Stream::plain(Socket::Tcp(a)).into_split();
         let counters: [Arc<AtomicU64>; 2] = Default::default();
         let mut writer = Writer::spawn(w, counters.clone());
         let total: u64 = 64 << 20;
@@ -1743,9 +1824,14 @@ mod tests {
     #[tokio::test]
     async fn prefer_retries_a_peer_without_mse_in_plain_text_once() {
         let (addr, count) = plain_only_peer().await;
-        let (stream, theirs) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Prefer)
-            .await
-            .unwrap();
+        let (stream, theirs) = connect(
+            &Net::default(),
+            addr,
+            Handshake::new([5; 20], [6; 20]),
+            Policy::Prefer,
+        )
+        .await
+        .unwrap();
         assert!(!stream.is_encrypted());
         assert_eq!(theirs.peer_id, [7; 20]);
         assert_eq!(count.load(Ordering::SeqCst), 2);
@@ -1754,16 +1840,26 @@ mod tests {
     #[tokio::test]
     async fn require_never_falls_back_to_plain_text() {
         let (addr, count) = plain_only_peer().await;
-        let err = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Require)
-            .await
-            .err()
-            .unwrap();
+        let err = connect(
+            &Net::default(),
+            addr,
+            Handshake::new([5; 20], [6; 20]),
+            Policy::Require,
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(matches!(err, PeerError::Mse(_)), "{err}");
         assert_eq!(count.load(Ordering::SeqCst), 1);
         // And plain dials plain at once.
-        let (stream, _) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Plain)
-            .await
-            .unwrap();
+        let (stream, _) = connect(
+            &Net::default(),
+            addr,
+            Handshake::new([5; 20], [6; 20]),
+            Policy::Plain,
+        )
+        .await
+        .unwrap();
         assert!(!stream.is_encrypted());
         assert_eq!(count.load(Ordering::SeqCst), 2);
     }
@@ -1784,7 +1880,7 @@ mod tests {
             let addr = l.local_addr().unwrap();
             let server = tokio::spawn(async move {
                 let (tcp, _) = l.accept().await.unwrap();
-                let (mut s, hs) = read_incoming_handshake(tcp, &[[5; 20]], theirs)
+                let (mut s, hs) = read_incoming_handshake(Socket::Tcp(tcp), &[[5; 20]], theirs)
                     .await
                     .unwrap();
                 s.send(&Handshake::new(hs.info_hash, [8; 20]).encode())
@@ -1796,9 +1892,14 @@ mod tests {
                 w.write_bytes(Bytes::from(got)).await.unwrap();
                 (hs, w)
             });
-            let (s, hs) = connect(addr, Handshake::new([5; 20], [6; 20]), ours)
-                .await
-                .unwrap();
+            let (s, hs) = connect(
+                &Net::default(),
+                addr,
+                Handshake::new([5; 20], [6; 20]),
+                ours,
+            )
+            .await
+            .unwrap();
             assert_eq!(s.is_encrypted(), rc4, "{ours}/{theirs}");
             assert_eq!(hs.peer_id, [8; 20]);
             let (mut r, mut w) = s.into_split();
@@ -1823,11 +1924,18 @@ mod tests {
             let addr = l.local_addr().unwrap();
             let server = tokio::spawn(async move {
                 let (tcp, _) = l.accept().await.unwrap();
-                read_incoming_handshake(tcp, &[[5; 20]], answer).await.err()
+                read_incoming_handshake(Socket::Tcp(tcp), &[[5; 20]], answer)
+                    .await
+                    .err()
             });
-            assert!(connect(addr, Handshake::new([5; 20], [6; 20]), dial)
-                .await
-                .is_err());
+            assert!(connect(
+                &Net::default(),
+                addr,
+                Handshake::new([5; 20], [6; 20]),
+                dial
+            )
+            .await
+            .is_err());
             assert!(server.await.unwrap().is_some(), "{dial}/{answer}");
         }
     }

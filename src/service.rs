@@ -1137,8 +1137,11 @@ async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
                     &magnet,
                     &[],
                     svc.session().dht(),
-                    crate::peer::new_peer_id(),
-                    svc.session().encryption(),
+                    crate::discovery::fetch::Dialling {
+                        peer_id: crate::peer::new_peer_id(),
+                        encryption: svc.session().encryption(),
+                        net: svc.session().net().clone(),
+                    },
                     status_tx,
                     stop.clone(),
                 )

@@ -28,6 +28,8 @@ use crate::discovery::tracker::TrackerList;
 use crate::discovery::{announce_loop, dht_loop, lsd_loop};
 use crate::limit::{ConnectionCap, RateLimit};
 use crate::metainfo::Metainfo;
+use crate::peer::transport::{Mode, Net, Socket};
+use crate::peer::utp::UtpNet;
 use crate::peer::{new_peer_id, read_incoming_handshake, Shared};
 use crate::store::ownership;
 use crate::store::{hash_threads, Layout, PieceCheck, Store};
@@ -51,6 +53,8 @@ pub struct SessionConfig {
     /// Ask the router to forward the port (UPnP, NAT-PMP/PCP), and where
     /// to look for it; None: off (`--no-port-mapping`).
     pub port_mapping: Option<portmap::Config>,
+    /// TCP, uTP or both (`--transport`), both ways.
+    pub transport: Mode,
 }
 
 /// The settings of one torrent in a session.
@@ -156,30 +160,56 @@ struct Inner {
     download_limit: Arc<RateLimit>,
     connections: Arc<ConnectionCap>,
     encryption: crate::peer::mse::Policy,
-    accept: tokio::task::AbortHandle,
+    net: Arc<Net>,
+    accept: Vec<tokio::task::AbortHandle>,
     reach: Arc<crate::reach::Reach>,
     portmap: Option<portmap::PortMap>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.accept.abort();
+        for a in &self.accept {
+            a.abort();
+        }
     }
 }
+
+/// uTP connections at once when the session has no `--max-connections`.
+const UTP_CONNECTIONS: usize = 1024;
 
 impl Session {
     /// Binds the listening port and starts taking connections.
     pub async fn start(cfg: SessionConfig) -> Result<Session> {
-        let listener = bind(cfg.port).await?;
+        // The uTP table holds handshaking connections too: some room
+        // above the cap on established ones.
+        let utp_cap = cfg
+            .max_connections
+            .map_or(UTP_CONNECTIONS, |m| m.saturating_add(64));
+        let (listener, utp) = bind(cfg.port, cfg.transport.utp().then_some(utp_cap)).await?;
         let local = listener.local_addr()?;
         let dual = listen_dual_stack(&listener);
         let routes = Routes::default();
-        let accept =
-            tokio::spawn(accept_loop(listener, routes.clone(), cfg.encryption)).abort_handle();
+        let ctx = AcceptCtx {
+            routes: routes.clone(),
+            encryption: cfg.encryption,
+        };
+        let mut accept = Vec::new();
+        // `--transport utp` keeps no TCP listener: a TCP dial is refused
+        // at once instead of waiting in a backlog nobody reads.
+        if cfg.transport.tcp() {
+            accept.push(tokio::spawn(accept_loop(listener, ctx.clone())).abort_handle());
+        }
+        let utp = utp.map(Arc::new);
+        if let Some(u) = &utp {
+            accept.push(tokio::spawn(utp_accept_loop(u.clone(), ctx)).abort_handle());
+        }
+        let net = Arc::new(Net::new(cfg.transport, utp));
         let reach = Arc::new(crate::reach::Reach::default());
         if local.is_ipv6() {
             reach.set_ipv6(global_ipv6());
         }
+        // Both the TCP and the UDP side are mapped: uTP listens on the
+        // UDP side of the same port.
         let portmap = cfg
             .port_mapping
             .map(|c| portmap::PortMap::start(local.port(), c, reach.clone()));
@@ -195,6 +225,7 @@ impl Session {
                 download_limit: Arc::new(RateLimit::with(cfg.download_limit)),
                 connections: Arc::new(ConnectionCap::new(cfg.max_connections)),
                 encryption: cfg.encryption,
+                net,
                 accept,
                 reach,
                 portmap,
@@ -218,6 +249,16 @@ impl Session {
     /// Which connections are encrypted: the magnet phase dials with it too.
     pub fn encryption(&self) -> crate::peer::mse::Policy {
         self.inner.encryption
+    }
+
+    /// How peers are dialled (TCP, uTP): the magnet phase dials with it too.
+    pub fn net(&self) -> &Arc<Net> {
+        &self.inner.net
+    }
+
+    /// The transports peers can reach us over, and dial with.
+    pub fn transport(&self) -> Mode {
+        self.inner.net.mode()
     }
 
     pub fn upload_limit(&self) -> &RateLimit {
@@ -325,18 +366,48 @@ async fn bind_port(port: u16) -> std::io::Result<TcpListener> {
     }
 }
 
-async fn bind(port: Option<u16>) -> Result<TcpListener> {
+/// Binds the listening port: TCP, and with `utp` (the size of its
+/// connection table) the same number on UDP for uTP, so the one port
+/// peers learn reaches us both ways. `port` None: the first of 6881–6889
+/// free on both, else any port free on both.
+async fn bind(port: Option<u16>, utp: Option<usize>) -> Result<(TcpListener, Option<UtpNet>)> {
+    let pair = |l: TcpListener| -> std::io::Result<(TcpListener, Option<UtpNet>)> {
+        match utp {
+            None => Ok((l, None)),
+            Some(cap) => {
+                let p = l.local_addr()?.port();
+                Ok((l, Some(UtpNet::bind(p, cap)?)))
+            }
+        }
+    };
     match port {
-        Some(p) => bind_port(p)
-            .await
-            .with_context(|| format!("cannot listen on port {p}")),
+        Some(p) => {
+            let l = bind_port(p)
+                .await
+                .with_context(|| format!("cannot listen on TCP port {p}"))?;
+            pair(l).with_context(|| format!("cannot listen on UDP port {p} for uTP"))
+        }
         None => {
             for p in 6881..=6889 {
                 if let Ok(l) = bind_port(p).await {
-                    return Ok(l);
+                    if let Ok(both) = pair(l) {
+                        return Ok(both);
+                    }
                 }
             }
-            Ok(bind_port(0).await?)
+            // Any port: the system picks a free TCP one, which may be
+            // taken on UDP; a few tries find one free on both.
+            let mut last = None;
+            for _ in 0..20 {
+                match pair(bind_port(0).await?) {
+                    Ok(both) => return Ok(both),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(anyhow::anyhow!(
+                "cannot find a port free on both TCP and UDP: {}",
+                last.map(|e| e.to_string()).unwrap_or_default()
+            ))
         }
     }
 }
@@ -494,6 +565,7 @@ impl Session {
             my_connections: self.inner.connections.register(),
             pex: opts.pex && !meta.private,
             encryption: self.inner.encryption,
+            net: self.inner.net.clone(),
             // BEP 16 is for an initial seeder: one that has everything.
             super_seed: (opts.super_seed && have.is_full()).into(),
             metadata: match meta.info_bytes() {
@@ -785,13 +857,15 @@ impl Default for Signals {
     }
 }
 
-/// Accepts connections, reads their handshake with a deadline, and hands
-/// each to the coordinator of the torrent it names. Encrypted (MSE)
-/// handshakes are answered for any running torrent, selecting what
-/// `encryption` allows; anything refused (a torrent not running here, a
-/// plain handshake under `require`, an RC4-only peer under `plain`) is
-/// dropped at once, so the other side can retry the way it can.
-async fn accept_loop(listener: TcpListener, routes: Routes, encryption: crate::peer::mse::Policy) {
+/// What the accept loops share.
+#[derive(Clone)]
+struct AcceptCtx {
+    routes: Routes,
+    encryption: crate::peer::mse::Policy,
+}
+
+/// Accepts TCP connections and hands each to [`hand_on`].
+async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     loop {
         let (stream, addr) = match listener.accept().await {
             // IPv4 peers on a dual-stack socket show up as ::ffff:a.b.c.d.
@@ -802,36 +876,63 @@ async fn accept_loop(listener: TcpListener, routes: Routes, encryption: crate::p
                 continue;
             }
         };
-        let routes = routes.clone();
-        tokio::spawn(async move {
-            let hashes: Vec<[u8; 20]> = match routes.lock() {
-                Ok(r) => r.keys().copied().collect(),
-                Err(_) => return,
-            };
-            match read_incoming_handshake(stream, &hashes, encryption).await {
-                Ok((stream, hs)) => {
-                    if stream.is_encrypted() {
-                        tracing::debug!("{addr}: encrypted handshake, RC4 selected");
-                    }
-                    let route = routes
-                        .lock()
-                        .ok()
-                        .and_then(|r| r.get(&hs.info_hash).cloned());
-                    match route {
-                        Some(events) => {
-                            let _ = events
-                                .send(Event::Incoming {
-                                    stream,
-                                    addr,
-                                    handshake: hs,
-                                })
-                                .await;
-                        }
-                        None => tracing::debug!("{addr}: handshake for a torrent not running here"),
-                    }
-                }
-                Err(e) => tracing::debug!("{addr}: bad handshake: {e}"),
+        tokio::spawn(hand_on(Socket::Tcp(stream), addr, ctx.clone()));
+    }
+}
+
+/// Accepts uTP connections and hands each to [`hand_on`], like TCP's.
+async fn utp_accept_loop(utp: Arc<UtpNet>, ctx: AcceptCtx) {
+    loop {
+        match utp.socket().accept().await {
+            Ok(stream) => {
+                let a = stream.remote_addr();
+                let addr = SocketAddr::new(a.ip().to_canonical(), a.port());
+                tokio::spawn(hand_on(Socket::Utp(stream), addr, ctx.clone()));
             }
-        });
+            Err(e) => {
+                tracing::warn!("uTP accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads an incoming connection's handshake with a deadline and hands it
+/// to the coordinator of the torrent it names. Encrypted (MSE) handshakes
+/// are answered for any running torrent, selecting what the session's
+/// encryption policy allows; anything refused (a torrent not running
+/// here, a plain handshake under `require`, an RC4-only peer under
+/// `plain`) is dropped at once, so the other side can retry the way it
+/// can. TCP and uTP connections take this one path.
+async fn hand_on(socket: Socket, addr: SocketAddr, ctx: AcceptCtx) {
+    let transport = socket.transport();
+    let hashes: Vec<[u8; 20]> = match ctx.routes.lock() {
+        Ok(r) => r.keys().copied().collect(),
+        Err(_) => return,
+    };
+    match read_incoming_handshake(socket, &hashes, ctx.encryption).await {
+        Ok((stream, hs)) => {
+            if stream.is_encrypted() {
+                tracing::debug!("{addr}: encrypted handshake, RC4 selected (over {transport})");
+            }
+            let route = ctx
+                .routes
+                .lock()
+                .ok()
+                .and_then(|r| r.get(&hs.info_hash).cloned());
+            match route {
+                Some(events) => {
+                    let _ = events
+                        .send(Event::Incoming {
+                            stream,
+                            addr,
+                            handshake: hs,
+                        })
+                        .await;
+                }
+                None => tracing::debug!("{addr}: handshake for a torrent not running here"),
+            }
+        }
+        Err(e) => tracing::debug!("{addr}: bad handshake over {transport}: {e}"),
     }
 }

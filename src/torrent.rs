@@ -193,6 +193,8 @@ pub struct Progress {
     pub file_done: Vec<u64>,
     /// Connected peers by where their address came from.
     pub peer_sources: std::collections::BTreeMap<&'static str, usize>,
+    /// Connected peers by what their connection runs over (`tcp`, `utp`).
+    pub peer_transports: std::collections::BTreeMap<&'static str, usize>,
     /// Every wanted piece is verified (all of them, or those of the
     /// selected files).
     pub complete: bool,
@@ -206,6 +208,8 @@ pub struct Progress {
 pub struct PeerView {
     pub addr: SocketAddr,
     pub source: &'static str,
+    /// `tcp` or `utp`.
+    pub transport: crate::peer::transport::Transport,
     /// The printable start of its peer id ("-TR3000-"), as sent.
     pub client: String,
     /// Share of the torrent it has, 0.0–1.0.
@@ -356,6 +360,7 @@ struct PeerInfo {
     pex_sent: HashSet<SocketAddr>,
     pex_at: Option<Instant>,
     source: PeerSource,
+    transport: crate::peer::transport::Transport,
     connected_at: Instant,
 }
 
@@ -949,6 +954,7 @@ impl Torrent {
                 fast: _,
                 v2,
                 incoming,
+                transport,
                 cmd,
                 stats,
             } => {
@@ -1001,6 +1007,7 @@ impl Torrent {
                                 .get(&addr)
                                 .map_or(PeerSource::Manual, |c| c.source)
                         },
+                        transport,
                         connected_at: Instant::now(),
                     },
                 );
@@ -1106,6 +1113,13 @@ impl Torrent {
                     self.shared.listen_port,
                 )];
                 let found = crate::peer::pex::accept(p.addr, &ours, &added);
+                // Its flags say which of them speak uTP (0x04).
+                for (a, f) in &added {
+                    let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+                    if found.contains(&a) {
+                        self.shared.net.pex_hint(a, *f);
+                    }
+                }
                 tracing::debug!(
                     "{}: pex named {} peers, {} usable",
                     p.addr,
@@ -2154,11 +2168,14 @@ impl Torrent {
             .peers
             .iter()
             .filter_map(|(k, p)| {
-                let flags = if p.seed {
+                let mut flags = if p.seed {
                     crate::peer::pex::flags::SEED
                 } else {
                     0
                 };
+                if p.transport == crate::peer::transport::Transport::Utp {
+                    flags |= crate::peer::pex::flags::UTP;
+                }
                 p.listen
                     .map(|l| (*k, l, flags | crate::peer::pex::flags::OUTGOING_OK))
             })
@@ -2347,6 +2364,14 @@ impl Torrent {
         if web > 0 {
             self.progress.peer_sources.insert(WEB_SEED_LABEL, web);
         }
+        self.progress.peer_transports.clear();
+        for p in self.peers.values() {
+            *self
+                .progress
+                .peer_transports
+                .entry(p.transport.label())
+                .or_default() += 1;
+        }
         if self
             .peer_list_at
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
@@ -2365,6 +2390,7 @@ impl Torrent {
             .map(|p| PeerView {
                 addr: p.addr,
                 source: p.source.label(),
+                transport: p.transport,
                 client: client_name(&p.peer_id),
                 progress: if p.seed {
                     1.0
@@ -2521,6 +2547,7 @@ mod tests {
                     fast: true,
                     v2: false,
                     incoming: false,
+                    transport: crate::peer::transport::Transport::Tcp,
                     cmd,
                     stats: Arc::default(),
                 },
@@ -2903,6 +2930,7 @@ mod tests {
                     fast: true,
                     v2: false,
                     incoming: true,
+                    transport: crate::peer::transport::Transport::Tcp,
                     cmd,
                     stats: Arc::default(),
                 },

@@ -233,28 +233,6 @@ fn libtorrent_downloads_a_shoal_v2_only_torrent() {
     libtorrent_downloads("--v2");
 }
 
-/// The Python with libtorrent's binding, or None when the interop tests
-/// are to be skipped (SHOAL_SKIP_INTEROP=1); fails when it is missing.
-fn libtorrent_python() -> Option<&'static str> {
-    let py = "/usr/bin/python3";
-    if std::env::var("SHOAL_SKIP_INTEROP").is_ok_and(|v| v == "1") {
-        eprintln!("note: libtorrent cell skipped: SHOAL_SKIP_INTEROP=1");
-        return None;
-    }
-    let probe = Command::new(py)
-        .args([
-            "-c",
-            "import sys; sys.path.append('/usr/lib/python3/dist-packages'); import libtorrent",
-        ])
-        .output();
-    assert!(
-        probe.is_ok_and(|o| o.status.success()),
-        "this test needs libtorrent's Python binding: `sudo apt-get install -y python3-libtorrent` \
-         (or run `bash .ci/deps` as root), or set SHOAL_SKIP_INTEROP=1 to skip the interop tests"
-    );
-    Some(py)
-}
-
 fn libtorrent_downloads(flag: &str) {
     let Some(py) = libtorrent_python() else {
         return;

@@ -506,6 +506,8 @@ pub struct RunArgs {
     pub no_web_seeds: bool,
     /// Which connections are encrypted (`--encryption`).
     pub encryption: crate::peer::mse::Policy,
+    /// TCP, uTP or both (`--transport`).
+    pub transport: crate::peer::transport::Mode,
     /// File selection: globs, numbers as `--list` shows them; list and exit.
     pub only: Vec<String>,
     pub select: Option<String>,
@@ -537,6 +539,7 @@ pub struct ServeArgs {
     pub no_lsd: bool,
     pub no_port_mapping: bool,
     pub encryption: crate::peer::mse::Policy,
+    pub transport: crate::peer::transport::Mode,
 }
 
 /// The token of a service on a non-loopback address: the one given, else
@@ -594,7 +597,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 .inspect_err(|e| tracing::info!("no local discovery: {e}"))
                 .ok()
         };
-        (start_dht(&dht_args, a.port)?, lsd)
+        (start_dht(&dht_args, a.port, a.transport)?, lsd)
     };
     rt.block_on(async {
         let session = crate::session::Session::start(crate::session::SessionConfig {
@@ -606,6 +609,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             max_connections: Some(a.max_connections),
             encryption: a.encryption,
             port_mapping: (!a.no_port_mapping).then(crate::session::portmap::Config::from_env),
+            transport: a.transport,
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(a.listen)
@@ -850,9 +854,20 @@ pub struct DhtArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-/// Starts the process's DHT node: on `--dht-port`, else the UDP side of
-/// `--port` (another free port if that one is taken), else a free port.
-fn start_dht(d: &DhtArgs, listen_port: Option<u16>) -> Result<Option<crate::discovery::dht::Dht>> {
+/// Starts the process's DHT node: on `--dht-port`; else, given `--port`
+/// P, on UDP P+1 when uTP is on (uTP has the UDP side of P: the DHT is a
+/// separate node with its own socket, see docs/design.md) or on UDP P
+/// itself with `--transport tcp` (another free port if that one is
+/// taken); else on a free port.
+fn start_dht(
+    d: &DhtArgs,
+    listen_port: Option<u16>,
+    transport: crate::peer::transport::Mode,
+) -> Result<Option<crate::discovery::dht::Dht>> {
+    let listen_port = match listen_port {
+        Some(p) if transport.utp() => p.checked_add(1),
+        p => p,
+    };
     if d.off {
         return Ok(None);
     }
@@ -910,7 +925,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
                 .inspect_err(|e| tracing::info!("no local discovery: {e}"))
                 .ok()
         };
-        (start_dht(&a.dht, a.port)?, lsd)
+        (start_dht(&a.dht, a.port, a.transport)?, lsd)
     };
     let mut learned = Vec::new();
     let m = match source {
@@ -980,6 +995,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         web_seeds: !a.no_web_seeds,
         encryption: a.encryption,
         port_mapping: !a.no_port_mapping,
+        transport: a.transport,
     };
     let summary = rt.block_on(crate::face::single::run(m, opts));
     if let Some(dht) = &dht {

@@ -166,9 +166,25 @@ async fn fetch_metadata(
         }
         std::future::pending::<()>().await;
     };
-    let peer_id = crate::peer::new_peer_id();
+    // The download's session starts once the metadata is here: this phase
+    // dials from a uTP socket of its own (any port), closed when it ends.
+    let utp = match a.transport.utp() {
+        true => match crate::peer::utp::UtpNet::bind(0, 256) {
+            Ok(u) => Some(std::sync::Arc::new(u)),
+            Err(e) => {
+                tracing::warn!("no uTP for the metadata phase: {e}");
+                None
+            }
+        },
+        false => None,
+    };
+    let how = crate::discovery::fetch::Dialling {
+        peer_id: crate::peer::new_peer_id(),
+        encryption: a.encryption,
+        net: std::sync::Arc::new(crate::peer::transport::Net::new(a.transport, utp)),
+    };
     let r = tokio::select! {
-        r = fetch(magnet, peers, dht, peer_id, a.encryption, status_tx, stop_rx) => r.map_err(|e| match e {
+        r = fetch(magnet, peers, dht, how, status_tx, stop_rx) => r.map_err(|e| match e {
             FetchError::Interrupted => {
                 let signal = signal.load(std::sync::atomic::Ordering::SeqCst);
                 MagnetEnd::Interrupted(if signal == 0 { libc::SIGINT } else { signal })

@@ -59,6 +59,8 @@ pub struct Options {
     pub encryption: crate::peer::mse::Policy,
     /// Ask the router to forward the port, unless `--no-port-mapping`.
     pub port_mapping: bool,
+    /// TCP, uTP or both (`--transport`).
+    pub transport: crate::peer::transport::Mode,
 }
 
 /// Runs the torrent until it is done or a signal stops it.
@@ -88,6 +90,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         port_mapping: opts
             .port_mapping
             .then(crate::session::portmap::Config::from_env),
+        transport: opts.transport,
     })
     .await;
     let session = match session {
@@ -222,11 +225,20 @@ async fn show(
             Notice::Ready => {
                 let (v4, v6) = session.families();
                 let port = session.port();
+                let transport = session.transport();
+                let how = match transport {
+                    crate::peer::transport::Mode::Both => "TCP and uTP",
+                    crate::peer::transport::Mode::Tcp => "TCP",
+                    crate::peer::transport::Mode::Utp => "uTP",
+                };
                 ui::report(
                     display,
                     "listening",
-                    serde_json::json!({"port": port, "ipv4": v4, "ipv6": v6}),
-                    &format!("listening on port {port} ({})", session.families_label()),
+                    serde_json::json!({"port": port, "ipv4": v4, "ipv6": v6, "transport": transport.name()}),
+                    &format!(
+                        "listening on port {port} ({how}, {})",
+                        session.families_label()
+                    ),
                 );
                 let mapping = tokio::spawn(show_mapping(session.port_mapping(), display));
                 ui::show(meta, progress, display).await;

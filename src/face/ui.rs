@@ -315,17 +315,29 @@ fn eta(p: &Progress) -> String {
     }
 }
 
-/// " (tracker 5, dht 30, pex 5)": where the connected peers came from.
+/// " (tracker 5, dht 30, pex 5; utp 28, tcp 12)": where the connected
+/// peers came from, then what their connections run over.
 pub fn peer_sources(p: &Progress) -> String {
     if p.peer_sources.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = p
-        .peer_sources
-        .iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-    format!(" ({})", parts.join(", "))
+    let list = |m: &std::collections::BTreeMap<&'static str, usize>| -> String {
+        let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        parts.join(", ")
+    };
+    if p.peer_transports.is_empty() {
+        format!(" ({})", list(&p.peer_sources))
+    } else {
+        // uTP first: it is what most of a swarm prefers.
+        let mut t = p.peer_transports.clone();
+        let utp = t.remove("utp").map(|n| format!("utp {n}"));
+        let rest = list(&t);
+        let transports: Vec<String> = utp
+            .into_iter()
+            .chain((!rest.is_empty()).then_some(rest))
+            .collect();
+        format!(" ({}; {})", list(&p.peer_sources), transports.join(", "))
+    }
 }
 
 pub fn progress_json(p: &Progress) -> serde_json::Value {
@@ -345,6 +357,7 @@ pub fn progress_json(p: &Progress) -> serde_json::Value {
             "peers": p.peers,
             "known_peers": p.known_peers,
             "peer_sources": p.peer_sources,
+            "peer_transports": p.peer_transports,
             "hash_failures": p.hash_failures,
             "banned": p.banned,
         }),
