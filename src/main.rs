@@ -46,6 +46,9 @@ struct NetFlags {
     /// Do not ask the router to forward the listening port (UPnP, NAT-PMP/PCP; also: SHOAL_NO_PORT_MAPPING=1).
     #[arg(long, env = "SHOAL_NO_PORT_MAPPING", value_parser = clap::builder::FalseyValueParser::new())]
     no_port_mapping: bool,
+    /// Do not punch holes through NATs to reach peers nobody can dial, nor relay for others (BEP 55 over uTP; also: SHOAL_NO_HOLEPUNCH=1).
+    #[arg(long, env = "SHOAL_NO_HOLEPUNCH", value_parser = clap::builder::FalseyValueParser::new())]
+    no_holepunch: bool,
 }
 
 /// Flags `download` and `seed` share.
@@ -415,6 +418,7 @@ impl SwarmFlags {
             no_pex: self.net.no_pex,
             no_lsd: self.net.no_lsd,
             no_port_mapping: self.net.no_port_mapping,
+            no_holepunch: self.net.no_holepunch,
             no_web_seeds: self.no_web_seeds,
             encryption: self.net.encryption,
             transport: self.net.transport,
@@ -583,6 +587,7 @@ fn main() -> ExitCode {
                 no_pex: net.no_pex,
                 no_lsd: net.no_lsd,
                 no_port_mapping: net.no_port_mapping,
+                no_holepunch: net.no_holepunch,
                 encryption: net.encryption,
                 transport: net.transport,
             })

@@ -3,6 +3,7 @@
 //! and reports what matters to the torrent, which decides what to request,
 //! whom to choke and whom to trust.
 
+pub mod holepunch;
 pub mod metadata;
 pub mod mse;
 pub mod pex;
@@ -84,6 +85,9 @@ pub struct Shared {
     pub metadata: Arc<[u8]>,
     /// Peer exchange allowed (not for private torrents, BEP 27).
     pub pex: bool,
+    /// Hole punching (BEP 55): `ut_holepunch` advertised and answered
+    /// (uTP on, not `--no-holepunch`, not a private torrent).
+    pub holepunch: bool,
     /// Which connections are encrypted (the session's `--encryption`).
     pub encryption: Policy,
     /// How connections are dialled: TCP, uTP, and what worked for whom.
@@ -151,6 +155,7 @@ impl Shared {
             my_connections: Default::default(),
             metadata: Arc::from(&[][..]),
             pex: false,
+            holepunch: false,
             encryption: Policy::default(),
             net: Default::default(),
             super_seed: Default::default(),
@@ -205,9 +210,13 @@ pub enum PeerEvent {
         client: Option<String>,
         /// It takes part in peer exchange (BEP 11).
         pex: bool,
+        /// It speaks `ut_holepunch` (BEP 55), and so do we.
+        holepunch: bool,
     },
     /// Peers it named in a `ut_pex` message, with their flags.
     Pex(Vec<(SocketAddr, u8)>),
+    /// A well-formed `ut_holepunch` message (BEP 55).
+    Holepunch(holepunch::Message),
     Choked,
     Unchoked,
     Interested(bool),
@@ -242,6 +251,8 @@ pub enum PeerCmd {
     Interested(bool),
     /// A `ut_pex` message to send (an encoded [`crate::peer::pex::Message`]).
     Pex(Vec<u8>),
+    /// A `ut_holepunch` message to send, if the peer speaks it.
+    Holepunch(holepunch::Message),
     Close(String),
 }
 
@@ -289,14 +300,27 @@ pub async fn run_outgoing<E: Report>(
     shared: Arc<Shared>,
     events: mpsc::Sender<E>,
 ) {
+    run_outgoing_over(key, addr, None, shared, events).await
+}
+
+/// [`run_outgoing`], over `only` when given (hole punching dials uTP
+/// alone: the NATs let through what the uTP socket sent out first).
+pub async fn run_outgoing_over<E: Report>(
+    key: PeerKey,
+    addr: SocketAddr,
+    only: Option<Transport>,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<E>,
+) {
     let result = async {
-        let (stream, theirs) = connect(
-            &shared.net,
-            addr,
-            shared.handshake(shared.info_hash),
-            shared.encryption,
-        )
-        .await?;
+        let ours = shared.handshake(shared.info_hash);
+        let (stream, theirs) = match only {
+            None => connect(&shared.net, addr, ours, shared.encryption).await?,
+            Some(t) => {
+                let socket = shared.net.dial(addr, t).await?;
+                handshake_over(&shared.net, addr, socket, &ours, shared.encryption).await?
+            }
+        };
         if theirs.info_hash != shared.info_hash {
             return Err(PeerError::WrongInfoHash);
         }
@@ -641,6 +665,7 @@ struct Conn<'a> {
     /// The id the peer wants `ut_metadata` messages under (its handshake).
     their_ut_metadata: Option<u8>,
     their_ut_pex: Option<u8>,
+    their_ut_holepunch: Option<u8>,
     /// When its last `ut_pex` arrived: one a minute is the rule, and a
     /// peer sending them faster is ignored until the minute is up.
     last_pex_in: Option<Instant>,
@@ -711,6 +736,9 @@ async fn run<E: Report>(
                 }
                 if shared.pex {
                     m.insert("ut_pex".to_string(), crate::peer::pex::UT_PEX_ID);
+                }
+                if shared.holepunch {
+                    m.insert(holepunch::NAME.to_string(), holepunch::UT_HOLEPUNCH_ID);
                 }
                 m
             },
@@ -870,6 +898,7 @@ impl<'a> Conn<'a> {
             stats,
             their_ut_metadata: None,
             their_ut_pex: None,
+            their_ut_holepunch: None,
             last_pex_in: None,
             addr: None,
         }
@@ -1016,11 +1045,14 @@ impl Conn<'_> {
                         self.their_ut_metadata =
                             h.m.get("ut_metadata").copied().filter(|id| *id != 0);
                         self.their_ut_pex = h.m.get("ut_pex").copied().filter(|id| *id != 0);
+                        self.their_ut_holepunch =
+                            h.m.get(holepunch::NAME).copied().filter(|id| *id != 0);
                         if let (Some(addr), Some(ip)) = (self.addr, &h.yourip) {
                             self.shared.reach.heard_yourip(addr.ip(), ip);
                         }
                         PeerEvent::Extended {
                             pex: self.shared.pex && self.their_ut_pex.is_some(),
+                            holepunch: self.shared.holepunch && self.their_ut_holepunch.is_some(),
                             reqq: h.reqq,
                             listen_port: h.p,
                             client: h.v,
@@ -1053,6 +1085,17 @@ impl Conn<'_> {
                     Some(_) => None,
                     None => {
                         tracing::debug!("ignoring a malformed ut_pex message");
+                        None
+                    }
+                }
+            }
+            Message::Extended { id, payload }
+                if id == holepunch::UT_HOLEPUNCH_ID && self.shared.holepunch =>
+            {
+                match holepunch::Message::decode(&payload) {
+                    Ok(m) => Some(PeerEvent::Holepunch(m)),
+                    Err(e) => {
+                        tracing::debug!("ignoring a malformed ut_holepunch message: {e}");
                         None
                     }
                 }
@@ -1254,6 +1297,14 @@ impl Conn<'_> {
                     self.writer.msg(&Message::Extended {
                         id,
                         payload: Bytes::from(payload),
+                    });
+                }
+            }
+            PeerCmd::Holepunch(m) => {
+                if let Some(id) = self.their_ut_holepunch {
+                    self.writer.msg(&Message::Extended {
+                        id,
+                        payload: Bytes::from(m.encode()),
                     });
                 }
             }

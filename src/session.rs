@@ -55,6 +55,9 @@ pub struct SessionConfig {
     pub port_mapping: Option<portmap::Config>,
     /// TCP, uTP or both (`--transport`), both ways.
     pub transport: Mode,
+    /// Hole punching (BEP 55) through peers connected to both, and relaying
+    /// for others; needs uTP. Off: `--no-holepunch`.
+    pub holepunch: bool,
 }
 
 /// The settings of one torrent in a session.
@@ -164,6 +167,7 @@ struct Inner {
     accept: Vec<tokio::task::AbortHandle>,
     reach: Arc<crate::reach::Reach>,
     portmap: Option<portmap::PortMap>,
+    holepunch: bool,
 }
 
 impl Drop for Inner {
@@ -229,6 +233,7 @@ impl Session {
                 accept,
                 reach,
                 portmap,
+                holepunch: cfg.holepunch && cfg.transport.utp(),
             }),
         })
     }
@@ -564,6 +569,9 @@ impl Session {
             connections: self.inner.connections.clone(),
             my_connections: self.inner.connections.register(),
             pex: opts.pex && !meta.private,
+            // BEP 27: a private torrent's peers come from its tracker
+            // alone, and a `connect` names a peer as PEX does.
+            holepunch: self.inner.holepunch && !meta.private,
             encryption: self.inner.encryption,
             net: self.inner.net.clone(),
             // BEP 16 is for an initial seeder: one that has everything.

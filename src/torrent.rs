@@ -5,8 +5,10 @@
 
 pub mod choker;
 pub mod hashes;
+pub mod holepunch;
 pub mod leaves;
 pub mod picker;
+mod punching;
 pub mod selection;
 pub mod superseed;
 pub mod webseed;
@@ -359,6 +361,9 @@ struct PeerInfo {
     pex: bool,
     pex_sent: HashSet<SocketAddr>,
     pex_at: Option<Instant>,
+    /// It speaks `ut_holepunch` (and so do we); what it may still send.
+    holepunch: bool,
+    hp_budget: holepunch::Budget,
     source: PeerSource,
     transport: crate::peer::transport::Transport,
     connected_at: Instant,
@@ -500,6 +505,8 @@ pub struct Torrent {
     leaf_checks: HashMap<u32, LeafCheck>,
     /// Set while super-seeding (BEP 16): what each peer has been shown.
     super_seed: Option<superseed::SuperSeed>,
+    /// Hole punching (BEP 55): relays per address, asks and punches.
+    punches: holepunch::Punches,
 }
 
 impl Torrent {
@@ -576,6 +583,7 @@ impl Torrent {
             layers: None,
             leaf_checks: HashMap::new(),
             super_seed: None,
+            punches: holepunch::Punches::default(),
         };
         t.start_layer_fetch();
         if t.shared.super_seed.load(Ordering::Relaxed) {
@@ -962,7 +970,7 @@ impl Torrent {
                 let refuse =
                     if self.banned_ids.contains(&peer_id) || self.banned_addrs.contains(&addr) {
                         Some("banned")
-                    } else if self.peers.values().any(|p| p.peer_id == peer_id) {
+                    } else if !self.settle_duplicate(&peer_id, incoming) {
                         Some("duplicate connection")
                     } else if self.peers.len() >= self.cfg.max_peers && !self.evict_one() {
                         Some("peer limit reached")
@@ -1000,6 +1008,8 @@ impl Torrent {
                         pex: false,
                         pex_sent: HashSet::new(),
                         pex_at: None,
+                        holepunch: false,
+                        hp_budget: holepunch::Budget::new(Instant::now()),
                         source: if incoming {
                             PeerSource::Incoming
                         } else {
@@ -1014,6 +1024,7 @@ impl Torrent {
                 if self.state == State::Connecting {
                     self.state = State::Downloading;
                 }
+                self.punches.connected(addr);
                 // Hash requests need no unchoke (BEP 52): ask at once.
                 self.request_hashes(key);
             }
@@ -1021,6 +1032,7 @@ impl Torrent {
                 if let Some(addr) = self.connecting.remove(&key) {
                     tracing::debug!("{addr}: {reason}");
                     self.connect_failed(addr, &reason);
+                    self.ask_for_punch(addr);
                 }
                 self.remove_peer(key, &reason);
                 self.connect_more();
@@ -1088,11 +1100,13 @@ impl Torrent {
                 client,
                 listen_port,
                 pex,
+                holepunch,
             } => {
                 let Some(p) = self.peers.get_mut(&key) else {
                     return;
                 };
                 p.pex = pex;
+                p.holepunch = holepunch;
                 if let (None, Some(port)) = (p.listen, listen_port.filter(|p| *p != 0)) {
                     p.listen = Some(SocketAddr::new(p.addr.ip(), port));
                 }
@@ -1126,8 +1140,13 @@ impl Torrent {
                     added.len(),
                     found.len()
                 );
+                let unreachable = self.note_relays(key, &added, &found);
                 self.add_peers(PeerSource::Pex, found);
+                for a in unreachable {
+                    self.ask_for_punch(a);
+                }
             }
+            PeerEvent::Holepunch(m) => self.on_holepunch(key, m),
             PeerEvent::Choked => {
                 let Some(p) = self.peers.get_mut(&key) else {
                     return;
@@ -1997,6 +2016,7 @@ impl Torrent {
             l.peer_gone(key);
         }
         self.leaf_refused(key, None);
+        self.punches.gone(key);
         if let Some(c) = self.known.get_mut(&p.addr) {
             if p.connected_at.elapsed() < SHORT_LIVED {
                 c.failures += 1;
@@ -2176,8 +2196,15 @@ impl Torrent {
                 if p.transport == crate::peer::transport::Transport::Utp {
                     flags |= crate::peer::pex::flags::UTP;
                 }
-                p.listen
-                    .map(|l| (*k, l, flags | crate::peer::pex::flags::OUTGOING_OK))
+                if p.holepunch {
+                    flags |= crate::peer::holepunch::PEX_FLAG;
+                }
+                // BEP 11's "reachable": we dialled it. One that dialled
+                // us may sit behind a NAT (a hole punch may reach it).
+                if p.source != PeerSource::Incoming {
+                    flags |= crate::peer::pex::flags::OUTGOING_OK;
+                }
+                p.listen.map(|l| (*k, l, flags))
             })
             .collect();
         for (key, p) in self.peers.iter_mut() {
@@ -3225,6 +3252,7 @@ mod tests {
                 listen_port: None,
                 client: None,
                 pex: false,
+                holepunch: false,
             },
         );
         h.peer(1, PeerEvent::Unchoked);

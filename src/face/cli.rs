@@ -503,6 +503,8 @@ pub struct RunArgs {
     pub no_lsd: bool,
     /// Do not map the listening port on the router (`--no-port-mapping`).
     pub no_port_mapping: bool,
+    /// No hole punching nor relaying for others (`--no-holepunch`).
+    pub no_holepunch: bool,
     pub no_web_seeds: bool,
     /// Which connections are encrypted (`--encryption`).
     pub encryption: crate::peer::mse::Policy,
@@ -538,6 +540,7 @@ pub struct ServeArgs {
     pub no_pex: bool,
     pub no_lsd: bool,
     pub no_port_mapping: bool,
+    pub no_holepunch: bool,
     pub encryption: crate::peer::mse::Policy,
     pub transport: crate::peer::transport::Mode,
 }
@@ -610,6 +613,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             encryption: a.encryption,
             port_mapping: (!a.no_port_mapping).then(crate::session::portmap::Config::from_env),
             transport: a.transport,
+            holepunch: !a.no_holepunch,
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(a.listen)
@@ -996,6 +1000,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         encryption: a.encryption,
         port_mapping: !a.no_port_mapping,
         transport: a.transport,
+        holepunch: !a.no_holepunch,
     };
     let summary = rt.block_on(crate::face::single::run(m, opts));
     if let Some(dht) = &dht {

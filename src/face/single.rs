@@ -61,6 +61,8 @@ pub struct Options {
     pub port_mapping: bool,
     /// TCP, uTP or both (`--transport`).
     pub transport: crate::peer::transport::Mode,
+    /// Hole punching (BEP 55), unless `--no-holepunch`.
+    pub holepunch: bool,
 }
 
 /// Runs the torrent until it is done or a signal stops it.
@@ -91,6 +93,7 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
             .port_mapping
             .then(crate::session::portmap::Config::from_env),
         transport: opts.transport,
+        holepunch: opts.holepunch,
     })
     .await;
     let session = match session {
