@@ -2977,6 +2977,105 @@ mod tests {
         std::iter::from_fn(|| rx.try_recv().ok()).any(|c| matches!(c, PeerCmd::Close(_)))
     }
 
+    /// A peer connecting with `id`, `incoming` or not; its command queue.
+    fn join(
+        h: &mut Harness,
+        key: PeerKey,
+        id: [u8; 20],
+        incoming: bool,
+    ) -> mpsc::UnboundedReceiver<PeerCmd> {
+        let (cmd, rx) = mpsc::unbounded_channel();
+        let addr: SocketAddr = format!("127.0.2.{key}:6881").parse().unwrap();
+        h.peer(
+            key,
+            PeerEvent::Connected {
+                addr,
+                peer_id: id,
+                fast: true,
+                v2: false,
+                incoming,
+                transport: crate::peer::transport::Transport::Utp,
+                cmd,
+                stats: Arc::default(),
+            },
+        );
+        rx
+    }
+
+    /// A hole punch's two dials may both connect: both ends keep the one
+    /// the lower peer id dialled, whichever came first (the other end's
+    /// choice is `holepunch::tests::both_ends_keep_…`).
+    #[tokio::test]
+    async fn a_simultaneous_open_keeps_one_connection_both_ends_agree_on() {
+        let mut h = harness(4);
+        // Ours is all zeros here: we are the lower id, our dial is kept.
+        let theirs = [0xffu8; 20];
+        let mut first = join(&mut h, 1, theirs, true);
+        let mut second = join(&mut h, 2, theirs, false);
+        assert!(closed(&mut first));
+        assert!(!closed(&mut second));
+        assert!(h.t.peers.contains_key(&2) && !h.t.peers.contains_key(&1));
+        // Our dial first, theirs second: ours stays, theirs goes.
+        let other = [0xeeu8; 20];
+        let mut first = join(&mut h, 3, other, false);
+        let mut second = join(&mut h, 4, other, true);
+        assert!(!closed(&mut first));
+        assert!(closed(&mut second));
+        // The same direction twice is a plain duplicate: the new one goes.
+        let mut third = join(&mut h, 5, other, false);
+        assert!(closed(&mut third));
+        assert!(h.t.peers.contains_key(&3));
+        assert!(!h.t.peers.contains_key(&4) && !h.t.peers.contains_key(&5));
+    }
+
+    /// As the relay: a rendezvous naming a connected peer that speaks
+    /// `ut_holepunch` sends `connect` to both; one naming a peer without
+    /// it, an error to the initiator alone.
+    #[tokio::test]
+    async fn the_coordinator_relays_between_connected_peers() {
+        use crate::peer::holepunch::{ErrorCode, Kind, Message as Hp};
+        let mut h = harness(4);
+        let mut rx: Vec<_> = (1..=3u8)
+            .map(|k| join(&mut h, k as PeerKey, [0x80 + k; 20], true))
+            .collect();
+        for k in 1..=2 {
+            h.peer(
+                k,
+                PeerEvent::Extended {
+                    reqq: None,
+                    listen_port: None,
+                    client: None,
+                    pex: false,
+                    holepunch: true,
+                },
+            );
+        }
+        let hp = |rx: &mut mpsc::UnboundedReceiver<PeerCmd>| -> Vec<Hp> {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .filter_map(|c| match c {
+                    PeerCmd::Holepunch(m) => Some(m),
+                    _ => None,
+                })
+                .collect()
+        };
+        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let rendezvous = |t| PeerEvent::Holepunch(Hp::new(Kind::Rendezvous, a(t)));
+        h.peer(1, rendezvous("127.0.2.2:6881"));
+        assert_eq!(
+            hp(&mut rx[0]),
+            [Hp::new(Kind::Connect, a("127.0.2.2:6881"))]
+        );
+        assert_eq!(
+            hp(&mut rx[1]),
+            [Hp::new(Kind::Connect, a("127.0.2.1:6881"))]
+        );
+        // Peer 3 never said it speaks ut_holepunch.
+        h.peer(1, rendezvous("127.0.2.3:6881"));
+        let no = Hp::new(Kind::Error(ErrorCode::NoSupport), a("127.0.2.3:6881"));
+        assert_eq!(hp(&mut rx[0]), [no]);
+        assert!(hp(&mut rx[2]).is_empty());
+    }
+
     /// Regression (issue 15): idle peers held every slot forever and a
     /// real peer was refused. Now the least useful peer that had its
     /// chance makes room; a peer too new to judge, or one we want data
