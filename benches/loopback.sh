@@ -8,6 +8,10 @@
 #   --results FILE            where the Markdown results go
 #                             (default: target/loopback/results-<date>.md)
 #   --no-transmission-seeder  skip the Transmission-as-seeder block
+#   --transport utp           uTP against TCP instead: a shoal seeder (taking
+#                             both) and shoal downloading with --transport tcp
+#                             ("shoal") and with --transport utp ("shoal-utp"),
+#                             alternating each round, CPU per GiB of both sides
 #   --keep                    keep the scratch folder (for debugging)
 #
 # What it does (see docs/performance.md for the method and the latest table):
@@ -27,6 +31,8 @@
 # after a kill -9 of the script a sidecar (and parent-death signals) do it.
 # Results of a 1 GiB run vary with machine load: rerun on a quiet machine.
 set -Eeuo pipefail
+# Benchmarks stay on loopback: no SSDP or NAT-PMP toward the real router.
+export SHOAL_NO_PORT_MAPPING=1
 
 SIZE_MIB=1024
 ROUNDS=3
@@ -35,6 +41,7 @@ WORK_PARENT=${TMPDIR:-/tmp}
 RESULTS=""
 TR_SEEDER=1
 KEEP=0
+UTP=0
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 
@@ -46,6 +53,9 @@ while [ $# -gt 0 ]; do
     --work-dir) WORK_PARENT=${2:?}; shift 2 ;;
     --results) RESULTS=${2:?}; shift 2 ;;
     --no-transmission-seeder) TR_SEEDER=0; shift ;;
+    --transport)
+      [ "${2:-}" = utp ] || { echo "--transport: utp (uTP against TCP)" >&2; exit 2; }
+      UTP=1; shift 2 ;;
     --keep) KEEP=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -639,7 +649,16 @@ timed_cli() {
 
 run_shoal() { # TORRENT SEEDER ROUND OUT
   next_port
-  timed_cli "$1" "$2" shoal "$3" "$4" "$SHOAL" download "${TORRENT[$1]}" -o "$4" --port "$PORT" --quiet
+  local how=()
+  # Against the uTP runs, the TCP ones say so (the seeder takes both).
+  if [ $UTP = 1 ]; then how=(--transport tcp); fi
+  timed_cli "$1" "$2" shoal "$3" "$4" "$SHOAL" download "${TORRENT[$1]}" -o "$4" --port "$PORT" --quiet "${how[@]}"
+}
+
+run_shoal-utp() { # TORRENT SEEDER ROUND OUT: shoal over uTP only
+  next_port
+  timed_cli "$1" "$2" shoal-utp "$3" "$4" "$SHOAL" download "${TORRENT[$1]}" -o "$4" --port "$PORT" --quiet \
+    --transport utp
 }
 
 run_aria2() { # TORRENT SEEDER ROUND OUT
@@ -745,6 +764,8 @@ run_transmission() { # TORRENT SEEDER ROUND OUT
 DOWNLOADERS=(shoal aria2 transmission)
 SEEDER_KINDS=(shoal aria2)
 if [ $TR_SEEDER = 1 ]; then SEEDER_KINDS+=(transmission); fi
+if [ $UTP = 1 ]; then DOWNLOADERS=(shoal shoal-utp) SEEDER_KINDS=(shoal); fi
+ND=${#DOWNLOADERS[@]}
 
 for t in "${TORRENTS[@]}"; do
   for s in "${SEEDER_KINDS[@]}"; do
@@ -754,9 +775,9 @@ for t in "${TORRENTS[@]}"; do
     SEED_HWM=0
     first=1
     for ((r = 1; r <= ROUNDS; r++)); do
-      # alternate: round r starts with downloader r-1 (mod 3)
-      for k in 0 1 2; do
-        d=${DOWNLOADERS[(r - 1 + k) % 3]}
+      # alternate: round r starts with downloader r-1 (mod their number)
+      for ((k = 0; k < ND; k++)); do
+        d=${DOWNLOADERS[(r - 1 + k) % ND]}
         out=$WORK/dl/$t-$s-$d-$r
         rm -rf "$out"
         mkdir -p "$out"
@@ -895,6 +916,13 @@ for t in torrents:
 for what in ("create", "verify"):
     ts = float(L[f"{what}_s"])
     p(f"| `shoal {what}` ≥ 1.4 × openssl throughput | {size / ts / 1e9:.2f} vs {size / ossl / 1e9:.2f} GB/s (×{ossl / ts:.2f}) | {res(ossl / ts >= 1.4)} |")
+for t in torrents:
+    tcp_run, utp_run = get(t, "shoal", "shoal"), get(t, "shoal", "shoal-utp")
+    if tcp_run and utp_run:
+        share = tcp_run["wall"] / utp_run["wall"]
+        p(f"| {t}: uTP throughput ≥ 50 % of TCP's (issue 20) | {mb / utp_run['wall']:.0f} vs {mb / tcp_run['wall']:.0f} MB/s = {share * 100:.0f} % | {res(share >= 0.5)} |")
+        for name, m in (("TCP", tcp_run), ("uTP", utp_run)):
+            p(f"| {t}: CPU per GiB over {name} (downloader + seeder) | {m['cpu'] / gib:.2f} + {m['seed'] / gib:.2f} s/GiB | (reported) |")
 rss = [M[k]["rss"] for k in M if k[2] == "shoal" and M[k]["n"]]
 if rss:
     p(f"| shoal download peak RSS ≤ 40 MiB | max {max(rss):.1f} MiB | {res(max(rss) <= 40)} |")

@@ -29,7 +29,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/shoal-mse-bench.XXXXXX")
 SEEDER=""
 cleanup() { [ -n "$SEEDER" ] && kill "$SEEDER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
-export SHOAL_NO_DHT=1 SHOAL_NO_LSD=1
+export SHOAL_NO_DHT=1 SHOAL_NO_LSD=1 SHOAL_NO_PORT_MAPPING=1
 
 mkdir -p "$WORK/src"
 head -c $((SIZE_MIB * 1048576)) /dev/urandom > "$WORK/src/data.bin"

@@ -5,6 +5,8 @@
 # there is no quadratic behaviour and memory stays bounded.
 # Usage: bash benches/scale.sh [--huge]
 set -euo pipefail
+# Benchmarks stay on loopback: no SSDP or NAT-PMP toward the real router.
+export SHOAL_NO_PORT_MAPPING=1
 cd "$(dirname "$0")/.."
 huge=0
 [ "${1:-}" = "--huge" ] && huge=1

@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-600}
 export RUSTC_BOOTSTRAP=1
-targets=(metainfo wire tracker_http tracker_udp magnet mse ut_metadata)
+targets=(metainfo wire tracker_http tracker_udp magnet mse ut_metadata utp)
 
-mkdir -p corpus/{metainfo,wire,tracker_http,tracker_udp,magnet,mse,ut_metadata}
+mkdir -p corpus/{metainfo,wire,tracker_http,tracker_udp,magnet,mse,ut_metadata,utp}
 cp ../fixtures/*.torrent ../fixtures/libtorrent-test-torrents/*.torrent corpus/metainfo/ 2>/dev/null || true
 if [ -d ../../shared/corpus ]; then
   find ../../shared/corpus -name '*.torrent' -exec cp {} corpus/metainfo/ \; 2>/dev/null || true
@@ -32,6 +32,12 @@ printf 'Z%.0s' $(seq 700) > corpus/mse/junk
 printf 'd8:msg_typei1e5:piecei0e10:total_sizei5eehello' > corpus/ut_metadata/data
 printf 'd8:msg_typei0e5:piecei0ee' > corpus/ut_metadata/request
 printf 'd5:added6:\x7f\x00\x00\x01\x1a\xe17:added.f1:\x02e' > corpus/ut_metadata/pex
+# uTP datagrams (source byte, length byte, packet): a SYN, a STATE with a
+# selective ACK, a DATA packet, a DHT query.
+printf '\x01\x14\x41\x00\x30\x39\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\xff\xfd\x00\x00' > corpus/utp/syn
+printf '\x02\x1a\x21\x01\x30\x3a\x00\x00\x00\x01\x00\x00\x00\x05\x00\x10\x00\x00\x00\x07\xff\xfe\x00\x04\x0f\x00\x00\x80' > corpus/utp/sack
+printf '\x03\x18\x01\x00\x30\x3a\x00\x00\x00\x01\x00\x00\x00\x05\x00\x10\x00\x00\xff\xff\x00\x07data' > corpus/utp/data
+printf '\x04\x38d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe' > corpus/utp/dht
 
 for t in "${targets[@]}"; do
   cargo fuzz build -O "$t" >/dev/null 2>&1

@@ -56,12 +56,15 @@ pub async fn dht_loop(
     dht: crate::discovery::dht::Dht,
     info_hash: [u8; 20],
     port: u16,
+    reach: Arc<crate::reach::Reach>,
     events: mpsc::Sender<Event>,
     progress: watch::Receiver<Progress>,
     max_peers: usize,
 ) {
     let mut announced: Option<std::time::Instant> = None;
     loop {
+        // The router's external port once mapped, as for trackers.
+        let port = reach.announce_port(port);
         if announced.is_none_or(|t| t.elapsed() >= Duration::from_secs(15 * 60)) {
             match dht.announce(info_hash, port).await {
                 Ok(()) => announced = Some(std::time::Instant::now()),
@@ -106,17 +109,25 @@ pub async fn announce_loop(
         AnnounceRequest {
             info_hash: shared.info_hash,
             peer_id: shared.peer_id,
-            port: shared.listen_port,
+            port: shared.reach.announce_port(shared.listen_port),
             uploaded: shared.uploaded.load(Ordering::Relaxed),
             downloaded: shared.downloaded.load(Ordering::Relaxed),
             left: shared.meta.total_length.saturating_sub(have),
             event,
             numwant: 80,
             key,
+            ip: shared.reach.announce_ip(),
+            ipv6: shared.reach.ipv6(),
         }
     };
+    // A new external port or address (the router's port mapping) is
+    // announced at once, not at the next interval.
+    let mut mapped = shared.reach.watch_mapped();
+    let mut mapped_alive = true;
     loop {
         let req = request(event);
+        mapped.mark_unchanged();
+        let announced = (req.port, req.ip);
         // A leecher with no peer asks again once `min interval` allows
         // (never under 30 s) instead of waiting out the whole interval.
         let mut early = None;
@@ -174,6 +185,17 @@ pub async fn announce_loop(
                         break;
                     }
                     check = early.map(|e| tokio::time::Instant::now() + e);
+                }
+                r = mapped.changed(), if mapped_alive => {
+                    mapped_alive = r.is_ok();
+                    let now = (
+                        shared.reach.announce_port(shared.listen_port),
+                        shared.reach.announce_ip(),
+                    );
+                    if now != announced {
+                        tracing::info!("announcing the router's port {} to trackers", now.0);
+                        break;
+                    }
                 }
                 r = &mut complete, if !was_complete => {
                     was_complete = true;

@@ -13,6 +13,7 @@ pub mod limit;
 pub mod metainfo;
 pub mod out;
 pub mod peer;
+pub mod reach;
 pub mod service;
 pub mod session;
 pub mod store;

@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use shoal::face::cli;
 use shoal::peer::mse::Policy;
+use shoal::peer::transport::Mode;
 
 #[derive(Parser)]
 #[command(name = "shoal", version, about = "A fast, correct BitTorrent client")]
@@ -27,7 +28,7 @@ struct NetFlags {
     /// DHT node to join the network through, instead of the well-known routers; repeatable.
     #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", value_parser = parse_peer)]
     dht_bootstrap: Vec<String>,
-    /// UDP port of the DHT node (default: the same number as --port, else a free one).
+    /// UDP port of the DHT node (default: the port after --port when uTP is on, the same number with --transport tcp, else a free one).
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     dht_port: Option<u16>,
     /// Do not exchange peer lists with peers (PEX, BEP 11).
@@ -36,15 +37,24 @@ struct NetFlags {
     /// Encrypt peer connections (MSE): prefer (dial encrypted offering plain text too, retry in plain text), require (RC4 both ways, never plain), plain (never dial encrypted; refuse RC4-only peers).
     #[arg(long, value_name = "MODE", default_value = "prefer", value_parser = encryption_parser())]
     encryption: Policy,
+    /// How peers connect, both ways: both (uTP first, TCP when uTP does not answer; accept both), utp (uTP only, LEDBAT-paced), tcp (TCP only). uTP uses the UDP side of --port.
+    #[arg(long, value_name = "MODE", default_value = "both", value_parser = transport_parser())]
+    transport: Mode,
     /// Do not announce or look for peers on the local network (BEP 14; also: SHOAL_NO_LSD=1).
     #[arg(long, env = "SHOAL_NO_LSD", value_parser = clap::builder::FalseyValueParser::new())]
     no_lsd: bool,
+    /// Do not ask the router to forward the listening port (UPnP, NAT-PMP/PCP; also: SHOAL_NO_PORT_MAPPING=1).
+    #[arg(long, env = "SHOAL_NO_PORT_MAPPING", value_parser = clap::builder::FalseyValueParser::new())]
+    no_port_mapping: bool,
+    /// Do not punch holes through NATs to reach peers nobody can dial, nor relay for others (BEP 55 over uTP; also: SHOAL_NO_HOLEPUNCH=1).
+    #[arg(long, env = "SHOAL_NO_HOLEPUNCH", value_parser = clap::builder::FalseyValueParser::new())]
+    no_holepunch: bool,
 }
 
 /// Flags `download` and `seed` share.
 #[derive(clap::Args)]
 struct SwarmFlags {
-    /// TCP port to listen on for peers (default: first free of 6881-6889).
+    /// Port to listen on for peers, TCP and (uTP) UDP (default: first free of 6881-6889).
     #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
     /// Connect to this peer directly (HOST:PORT, [IPv6]:PORT); repeatable.
@@ -125,6 +135,9 @@ impl NetFlags {
             }),
             lsd: !self.no_lsd,
             encryption: self.encryption,
+            port_mapping: (!self.no_port_mapping).then(shoal::session::portmap::Config::from_env),
+            transport: self.transport,
+            holepunch: !self.no_holepunch,
             ..Default::default()
         }
     }
@@ -134,6 +147,12 @@ impl NetFlags {
 fn encryption_parser() -> impl clap::builder::TypedValueParser<Value = Policy> {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(Policy::NAMES).try_map(|s| s.parse::<Policy>())
+}
+
+/// `--transport`: its three values, shown in the help.
+fn transport_parser() -> impl clap::builder::TypedValueParser<Value = Mode> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Mode::NAMES).try_map(|s| s.parse::<Mode>())
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -323,7 +342,7 @@ enum Command {
         /// Folder every torrent's data goes under; requests cannot leave it.
         #[arg(long, value_name = "DIR", default_value = ".")]
         download_dir: PathBuf,
-        /// TCP port for peers (default: first free of 6881-6889).
+        /// Port for peers, TCP and (uTP) UDP (default: first free of 6881-6889).
         #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
         port: Option<u16>,
         /// Most peers per torrent at once (at least 1).

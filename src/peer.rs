@@ -3,10 +3,13 @@
 //! and reports what matters to the torrent, which decides what to request,
 //! whom to choke and whom to trust.
 
+pub mod holepunch;
 pub mod metadata;
 pub mod mse;
 pub mod pex;
 mod shared;
+pub mod transport;
+pub mod utp;
 pub mod wire;
 
 pub use shared::Shared;
@@ -20,12 +23,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 use crate::bitfield::Bitfield;
 use mse::Policy;
+use transport::{Net, Socket, Transport};
 use wire::{BlockRef, ExtendedHandshake, Handshake, HashRequest, Message};
 
 pub type PeerKey = u64;
@@ -41,7 +44,6 @@ const MAX_REQUEST_LEN: u32 = 128 << 10;
 /// Unrequested data tolerated before we decide the peer is hostile; some is
 /// normal (blocks that crossed our cancel on the wire).
 const MAX_UNREQUESTED_BYTES: u64 = 8 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// For the key exchange of a connection we dial: a peer that does not
 /// speak MSE usually closes at once, but one that just waits must not cost
@@ -103,6 +105,8 @@ pub enum PeerEvent {
         /// Its handshake set the BEP 52 bit: it may answer hash requests.
         v2: bool,
         incoming: bool,
+        /// What the connection runs over.
+        transport: Transport,
     },
     Bitfield(Bitfield),
     HaveAll,
@@ -114,9 +118,13 @@ pub enum PeerEvent {
         client: Option<String>,
         /// It takes part in peer exchange (BEP 11).
         pex: bool,
+        /// It speaks `ut_holepunch` (BEP 55), and so do we.
+        holepunch: bool,
     },
     /// Peers it named in a `ut_pex` message, with their flags.
     Pex(Vec<(SocketAddr, u8)>),
+    /// A well-formed `ut_holepunch` message (BEP 55).
+    Holepunch(holepunch::Message),
     Choked,
     Unchoked,
     Interested(bool),
@@ -151,6 +159,8 @@ pub enum PeerCmd {
     Interested(bool),
     /// A `ut_pex` message to send (an encoded [`crate::peer::pex::Message`]).
     Pex(Vec<u8>),
+    /// A `ut_holepunch` message to send, if the peer speaks it.
+    Holepunch(holepunch::Message),
     Close(String),
 }
 
@@ -205,10 +215,25 @@ pub async fn run_outgoing<E: Report>(
     cmds: mpsc::UnboundedReceiver<PeerCmd>,
     stats: Arc<PeerStats>,
 ) {
+    run_outgoing_over(key, addr, None, shared, events, cmds, stats).await
+}
+
+/// [`run_outgoing`], over `only` when given (hole punching dials uTP
+/// alone: the NATs let through what the uTP socket sent out first).
+pub async fn run_outgoing_over<E: Report>(
+    key: PeerKey,
+    addr: SocketAddr,
+    only: Option<Transport>,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<E>,
+    cmds: mpsc::UnboundedReceiver<PeerCmd>,
+    stats: Arc<PeerStats>,
+) {
     let result = async {
         let ours = shared.handshake(shared.info_hash);
+        let accept = shared.info_hashes();
         let (stream, theirs) =
-            connect(addr, ours, shared.encryption, &shared.info_hashes()).await?;
+            connect_over(&shared.net, addr, only, ours, shared.encryption, &accept).await?;
         let link = (cmds, stats);
         run(key, stream, addr, theirs, false, &shared, &events, link).await
     }
@@ -216,32 +241,43 @@ pub async fn run_outgoing<E: Report>(
     finish(key, result, &events).await;
 }
 
-async fn dial(addr: SocketAddr) -> Result<TcpStream, PeerError> {
-    match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Err(_) => Err(PeerError::ConnectTimeout),
-        Ok(Err(e)) => Err(PeerError::Connect(e)),
-        Ok(Ok(s)) => {
-            s.set_nodelay(true).ok();
-            Ok(s)
-        }
-    }
-}
-
-/// Dials `addr`, sends our handshake `ours` and reads the peer's,
-/// as `policy` says: behind an MSE key exchange offering what it allows
-/// (`prefer`: plain text and RC4, and a second connection in plain text
-/// if the exchange fails; `require`: RC4 only), or plain (`plain`). The
-/// peer's answer must name one of `accept`, the hashes of the torrent
-/// (ours included): a hybrid's peer may answer a v1 handshake under the
-/// v2 hash (BEP 52 upgrade).
+/// Dials `addr` (see [`connect_over`]) over the transports `net` allows.
 pub async fn connect(
+    net: &Net,
     addr: SocketAddr,
     ours: Handshake,
     policy: Policy,
     accept: &[[u8; 20]],
 ) -> Result<(mse::Stream, Handshake), PeerError> {
+    connect_over(net, addr, None, ours, policy, accept).await
+}
+
+/// Dials `addr` over `only` when given, else over the transports `net`
+/// allows in the order it keeps for the address (uTP first unless TCP is
+/// known to work better there), and runs the handshakes as `policy` says:
+/// behind an MSE key exchange offering what it allows (`prefer`: plain
+/// text and RC4, and a second connection in plain text if the exchange
+/// fails; `require`: RC4 only), or plain (`plain`). A transport that does
+/// not connect, or whose handshake times out, hands over to the next; the
+/// one that worked is remembered. The peer's answer must name one of
+/// `accept`, the hashes of the torrent (ours included): a hybrid's peer may
+/// answer a v1 handshake under the v2 hash (BEP 52 upgrade).
+pub async fn connect_over(
+    net: &Net,
+    addr: SocketAddr,
+    only: Option<Transport>,
+    ours: Handshake,
+    policy: Policy,
+    accept: &[[u8; 20]],
+) -> Result<(mse::Stream, Handshake), PeerError> {
     let asked = ours.info_hash;
-    let (stream, theirs) = exchange_handshakes(addr, ours, policy).await?;
+    let (stream, theirs) = match only {
+        None => exchange_handshakes(net, addr, ours, policy).await?,
+        Some(t) => {
+            let socket = net.dial(addr, t).await?;
+            handshake_over(net, addr, socket, &ours, policy).await?
+        }
+    };
     if theirs.info_hash != asked {
         if !accept.contains(&theirs.info_hash) {
             return Err(PeerError::WrongInfoHash);
@@ -255,26 +291,80 @@ pub async fn connect(
 }
 
 async fn exchange_handshakes(
+    net: &Net,
     addr: SocketAddr,
     ours: Handshake,
     policy: Policy,
 ) -> Result<(mse::Stream, Handshake), PeerError> {
+    let mut order = net.order(addr);
+    // The first transport to connect is tried first; if its handshake
+    // fails, the other is tried on its own.
+    let socket = net.dial_first(addr, &order).await?;
+    let t = socket.transport();
+    order.retain(|o| *o != t);
+    let mut failed = match handshake_over(net, addr, socket, &ours, policy).await {
+        Ok(done) => {
+            net.worked(addr, t);
+            return Ok(done);
+        }
+        // A peer that answered and then closed (a duplicate connection, a
+        // torrent it does not have) would do the same over the other
+        // transport; one whose handshake never came back may not.
+        Err(e) if !matches!(e, PeerError::HandshakeTimeout) => return Err(e),
+        Err(e) => {
+            tracing::debug!("{addr}: over {t}: {e}");
+            e
+        }
+    };
+    for t in order {
+        let done = match net.dial(addr, t).await {
+            Ok(socket) => handshake_over(net, addr, socket, &ours, policy).await,
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(done) => {
+                net.worked(addr, t);
+                return Ok(done);
+            }
+            Err(e) => {
+                tracing::debug!("{addr}: over {t}: {e}");
+                failed = e;
+            }
+        }
+    }
+    Err(failed)
+}
+
+/// The handshakes on a connection just dialled (`socket`); with `prefer`,
+/// a failed key exchange is retried in plain text on a new connection
+/// over the same transport.
+async fn handshake_over(
+    net: &Net,
+    addr: SocketAddr,
+    socket: Socket,
+    ours: &Handshake,
+    policy: Policy,
+) -> Result<(mse::Stream, Handshake), PeerError> {
+    let t = socket.transport();
     let info_hash = ours.info_hash;
     let ours = ours.encode();
+    let mut socket = Some(socket);
     if policy != Policy::Plain {
-        let mut tcp = dial(addr).await?;
+        let Some(mut socket) = socket.take() else {
+            return Err(PeerError::ConnectTimeout);
+        };
         let exchange = timeout(
             MSE_TIMEOUT,
-            mse::initiate(&mut tcp, &info_hash, policy, &ours),
+            mse::initiate(&mut socket, &info_hash, policy, &ours),
         )
         .await;
         let failed = match exchange {
             Ok(Ok(rc4)) => {
                 tracing::debug!(
-                    "{addr}: encrypted handshake, {} selected",
+                    "{addr}: encrypted handshake, {} selected (over {t})",
                     if rc4.is_some() { "RC4" } else { "plain text" }
                 );
-                let mut stream = mse::Stream::new(tcp, rc4);
+                let mut stream = mse::Stream::new(socket, rc4);
                 let theirs = read_handshake(&mut stream).await?;
                 return Ok((stream, theirs));
             }
@@ -286,9 +376,12 @@ async fn exchange_handshakes(
         }
         tracing::debug!("{addr}: {failed}; retrying in plain text");
     }
-    let mut tcp = dial(addr).await?;
-    tcp.write_all(&ours).await?;
-    let mut stream = mse::Stream::plain(tcp);
+    let mut socket = match socket.take() {
+        Some(s) => s,
+        None => net.dial(addr, t).await?,
+    };
+    socket.write_all(&ours).await?;
+    let mut stream = mse::Stream::plain(socket);
     let theirs = match read_handshake(&mut stream).await {
         Err(PeerError::Io(e)) if policy == Policy::Plain && dropped(&e) => {
             return Err(PeerError::PlainDropped)
@@ -321,7 +414,9 @@ pub async fn run_incoming<E: Report>(
     stats: Arc<PeerStats>,
 ) {
     let result = async {
-        stream.get_ref().set_nodelay(true).ok();
+        if let Socket::Tcp(tcp) = stream.get_ref() {
+            tcp.set_nodelay(true).ok();
+        }
         let ours = shared.handshake(theirs.info_hash);
         stream.send(&ours.encode()).await?;
         let link = (cmds, stats);
@@ -357,7 +452,7 @@ pub async fn read_handshake<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Hand
 /// for an MSE exchange the info-hash it was keyed with (the handshake
 /// inside may name another hash of the same torrent: the caller checks).
 pub async fn read_incoming_handshake(
-    mut tcp: TcpStream,
+    mut tcp: Socket,
     info_hashes: &[[u8; 20]],
     policy: Policy,
 ) -> Result<(mse::Stream, Handshake, Option<[u8; 20]>), PeerError> {
@@ -543,9 +638,12 @@ struct Conn<'a> {
     /// The id the peer wants `ut_metadata` messages under (its handshake).
     their_ut_metadata: Option<u8>,
     their_ut_pex: Option<u8>,
+    their_ut_holepunch: Option<u8>,
     /// When its last `ut_pex` arrived: one a minute is the rule, and a
     /// peer sending them faster is ignored until the minute is up.
     last_pex_in: Option<Instant>,
+    /// The peer's address: its `yourip` (BEP 24) is a vote under it.
+    addr: Option<SocketAddr>,
 }
 
 /// What an upload batch read: the `piece` messages to send, their payload
@@ -578,6 +676,11 @@ async fn run<E: Report>(
         return Err(PeerError::SelfConnection);
     }
     let fast = theirs.supports_fast();
+    let transport = stream.get_ref().transport();
+    tracing::debug!(
+        "{addr}: connected over {transport} ({})",
+        if incoming { "incoming" } else { "outgoing" }
+    );
     let (mut reader, write_half) = stream.into_split();
     let send = |ev: PeerEvent| events.send(E::from((key, ev)));
     send(PeerEvent::Connected {
@@ -586,16 +689,19 @@ async fn run<E: Report>(
         fast,
         v2: theirs.reserved[7] & wire::V2_BIT != 0,
         incoming,
+        transport,
     })
     .await
     .map_err(|_| PeerError::Closed("torrent stopped".into()))?;
 
     let mut c = Conn::new(shared, fast, write_half, stats);
+    c.addr = Some(addr);
 
     if theirs.supports_extensions() {
         let ext = ExtendedHandshake {
             v: Some(format!("shoal {}", env!("CARGO_PKG_VERSION"))),
-            p: Some(shared.listen_port),
+            // The port to dial back: the router's, once it forwards one.
+            p: Some(shared.reach.announce_port(shared.listen_port)),
             reqq: Some(MAX_PEER_REQUESTS as u32),
             m: {
                 let mut m = std::collections::BTreeMap::new();
@@ -604,6 +710,9 @@ async fn run<E: Report>(
                 }
                 if shared.pex {
                     m.insert("ut_pex".to_string(), crate::peer::pex::UT_PEX_ID);
+                }
+                if shared.holepunch {
+                    m.insert(holepunch::NAME.to_string(), holepunch::UT_HOLEPUNCH_ID);
                 }
                 m
             },
@@ -640,6 +749,8 @@ async fn run<E: Report>(
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Option<UploadBatch> = None;
+    let gone = shared.net.gone(addr, transport, std::time::Instant::now());
+    tokio::pin!(gone);
 
     loop {
         if batch.is_none() && !c.am_choking && c.writer.queued() < UPLOAD_HIGH_WATER {
@@ -721,6 +832,9 @@ async fn run<E: Report>(
             }
             _ = c.writer.drained.notified(),
                 if batch.is_none() && !c.uploads.is_empty() && c.writer.queued() >= UPLOAD_HIGH_WATER => {}
+            _ = &mut gone => {
+                return Err(PeerError::Io(std::io::ErrorKind::ConnectionRefused.into()));
+            }
             _ = tick.tick() => {
                 if last_read.elapsed() > IDLE_TIMEOUT {
                     return Err(PeerError::Idle);
@@ -758,7 +872,9 @@ impl<'a> Conn<'a> {
             stats,
             their_ut_metadata: None,
             their_ut_pex: None,
+            their_ut_holepunch: None,
             last_pex_in: None,
+            addr: None,
         }
     }
 }
@@ -903,8 +1019,14 @@ impl Conn<'_> {
                         self.their_ut_metadata =
                             h.m.get("ut_metadata").copied().filter(|id| *id != 0);
                         self.their_ut_pex = h.m.get("ut_pex").copied().filter(|id| *id != 0);
+                        self.their_ut_holepunch =
+                            h.m.get(holepunch::NAME).copied().filter(|id| *id != 0);
+                        if let (Some(addr), Some(ip)) = (self.addr, &h.yourip) {
+                            self.shared.reach.heard_yourip(addr.ip(), ip);
+                        }
                         PeerEvent::Extended {
                             pex: self.shared.pex && self.their_ut_pex.is_some(),
+                            holepunch: self.shared.holepunch && self.their_ut_holepunch.is_some(),
                             reqq: h.reqq,
                             listen_port: h.p,
                             client: h.v,
@@ -937,6 +1059,17 @@ impl Conn<'_> {
                     Some(_) => None,
                     None => {
                         tracing::debug!("ignoring a malformed ut_pex message");
+                        None
+                    }
+                }
+            }
+            Message::Extended { id, payload }
+                if id == holepunch::UT_HOLEPUNCH_ID && self.shared.holepunch =>
+            {
+                match holepunch::Message::decode(&payload) {
+                    Ok(m) => Some(PeerEvent::Holepunch(m)),
+                    Err(e) => {
+                        tracing::debug!("ignoring a malformed ut_holepunch message: {e}");
                         None
                     }
                 }
@@ -1146,6 +1279,14 @@ impl Conn<'_> {
                     });
                 }
             }
+            PeerCmd::Holepunch(m) => {
+                if let Some(id) = self.their_ut_holepunch {
+                    self.writer.msg(&Message::Extended {
+                        id,
+                        payload: Bytes::from(m.encode()),
+                    });
+                }
+            }
             PeerCmd::Close(_) => {}
         }
     }
@@ -1251,9 +1392,11 @@ mod tests {
             )
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
         let _b = l.accept().await.unwrap();
-        let (_r, w) = mse::Stream::plain(a).into_split();
+        let (_r, w) = mse::Stream::plain(Socket::Tcp(a)).into_split();
         let mut c = Conn::new(&shared, true, w, Arc::default());
         f(&mut c)
     }
@@ -1302,9 +1445,11 @@ mod tests {
             )
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
         let (mut b, _) = l.accept().await.unwrap();
-        let (_r, w) = mse::Stream::plain(a).into_split();
+        let (_r, w) = mse::Stream::plain(Socket::Tcp(a)).into_split();
         let mut c = Conn::new(&shared, true, w, Arc::default());
         let good = HashRequest {
             root,
@@ -1433,9 +1578,11 @@ mod tests {
             ..Shared::for_test(&meta, store, have)
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
         let (mut b, _) = l.accept().await.unwrap();
-        let (_r, w) = mse::Stream::plain(a).into_split();
+        let (_r, w) = mse::Stream::plain(Socket::Tcp(a)).into_split();
         let mut c = Conn::new(&shared, true, w, Arc::default());
         let mut read = BytesMut::new();
         let mut next = async || loop {
@@ -1503,9 +1650,11 @@ mod tests {
     async fn uploads_count_when_written() {
         use tokio::io::AsyncReadExt;
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
         let (mut b, _) = l.accept().await.unwrap();
-        let (_r, w) = mse::Stream::plain(a).into_split();
+        let (_r, w) = mse::Stream::plain(Socket::Tcp(a)).into_split();
         let counters: [Arc<AtomicU64>; 2] = Default::default();
         let mut writer = Writer::spawn(w, counters.clone());
         let total: u64 = 64 << 20;
@@ -1555,6 +1704,35 @@ mod tests {
                 c.on_message(Message::HaveAll),
                 Ok(Some(PeerEvent::HaveAll))
             ));
+        })
+        .await;
+    }
+
+    /// BEP 24: a peer's `yourip` is one vote under its address; one peer
+    /// (even over several connections) never decides our address, two
+    /// that agree do, and a malformed claim is ignored without a
+    /// disconnect.
+    #[tokio::test]
+    async fn yourip_is_a_vote_of_one_peer() {
+        let hs = |ip: &[u8]| {
+            let ext = ExtendedHandshake {
+                yourip: Some(ip.to_vec()),
+                ..Default::default()
+            };
+            Message::Extended {
+                id: 0,
+                payload: Bytes::from(ext.encode()),
+            }
+        };
+        with_conn(4, |c| {
+            c.addr = Some("198.51.100.1:6881".parse().unwrap());
+            assert!(c.on_message(hs(&[9, 9, 9, 9])).is_ok());
+            assert!(c.on_message(hs(&[9, 9, 9, 9])).is_ok());
+            assert_eq!(c.shared.reach.seen_by_peers(), None, "a liar alone");
+            assert!(c.on_message(hs(&[1, 2, 3])).is_ok(), "malformed: ignored");
+            c.addr = Some("203.0.114.9:51413".parse().unwrap());
+            assert!(c.on_message(hs(&[9, 9, 9, 9])).is_ok());
+            assert_eq!(c.shared.reach.seen_by_peers(), Some([9, 9, 9, 9].into()));
         })
         .await;
     }
@@ -1692,9 +1870,15 @@ mod tests {
     #[tokio::test]
     async fn prefer_retries_a_peer_without_mse_in_plain_text_once() {
         let (addr, count) = plain_only_peer().await;
-        let (stream, theirs) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Prefer, &[])
-            .await
-            .unwrap();
+        let (stream, theirs) = connect(
+            &Net::default(),
+            addr,
+            Handshake::new([5; 20], [6; 20]),
+            Policy::Prefer,
+            &[],
+        )
+        .await
+        .unwrap();
         assert!(!stream.is_encrypted());
         assert_eq!(theirs.peer_id, [7; 20]);
         assert_eq!(count.load(Ordering::SeqCst), 2);
@@ -1703,16 +1887,28 @@ mod tests {
     #[tokio::test]
     async fn require_never_falls_back_to_plain_text() {
         let (addr, count) = plain_only_peer().await;
-        let err = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Require, &[])
-            .await
-            .err()
-            .unwrap();
+        let err = connect(
+            &Net::default(),
+            addr,
+            Handshake::new([5; 20], [6; 20]),
+            Policy::Require,
+            &[],
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(matches!(err, PeerError::Mse(_)), "{err}");
         assert_eq!(count.load(Ordering::SeqCst), 1);
         // And plain dials plain at once.
-        let (stream, _) = connect(addr, Handshake::new([5; 20], [6; 20]), Policy::Plain, &[])
-            .await
-            .unwrap();
+        let (stream, _) = connect(
+            &Net::default(),
+            addr,
+            Handshake::new([5; 20], [6; 20]),
+            Policy::Plain,
+            &[],
+        )
+        .await
+        .unwrap();
         assert!(!stream.is_encrypted());
         assert_eq!(count.load(Ordering::SeqCst), 2);
     }
@@ -1733,7 +1929,7 @@ mod tests {
             let addr = l.local_addr().unwrap();
             let server = tokio::spawn(async move {
                 let (tcp, _) = l.accept().await.unwrap();
-                let (mut s, hs, _) = read_incoming_handshake(tcp, &[[5; 20]], theirs)
+                let (mut s, hs, _) = read_incoming_handshake(Socket::Tcp(tcp), &[[5; 20]], theirs)
                     .await
                     .unwrap();
                 s.send(&Handshake::new(hs.info_hash, [8; 20]).encode())
@@ -1745,9 +1941,15 @@ mod tests {
                 w.write_bytes(Bytes::from(got)).await.unwrap();
                 (hs, w)
             });
-            let (s, hs) = connect(addr, Handshake::new([5; 20], [6; 20]), ours, &[])
-                .await
-                .unwrap();
+            let (s, hs) = connect(
+                &Net::default(),
+                addr,
+                Handshake::new([5; 20], [6; 20]),
+                ours,
+                &[],
+            )
+            .await
+            .unwrap();
             assert_eq!(s.is_encrypted(), rc4, "{ours}/{theirs}");
             assert_eq!(hs.peer_id, [8; 20]);
             let (mut r, mut w) = s.into_split();
@@ -1773,16 +1975,18 @@ mod tests {
                 let addr = l.local_addr().unwrap();
                 let server = tokio::spawn(async move {
                     let (tcp, _) = l.accept().await.unwrap();
-                    let (mut s, hs, _) = read_incoming_handshake(tcp, &[[5; 20]], Policy::Prefer)
-                        .await
-                        .unwrap();
+                    let (mut s, hs, _) =
+                        read_incoming_handshake(Socket::Tcp(tcp), &[[5; 20]], Policy::Prefer)
+                            .await
+                            .unwrap();
                     assert_eq!(hs.info_hash, [5; 20]);
                     s.send(&Handshake::new([9; 20], [8; 20]).encode())
                         .await
                         .unwrap();
                     let _ = s.read(&mut [0u8; 1]).await;
                 });
-                let got = connect(addr, Handshake::new([5; 20], [6; 20]), policy, accept).await;
+                let hs = Handshake::new([5; 20], [6; 20]);
+                let got = connect(&Net::default(), addr, hs, policy, accept).await;
                 match got {
                     Ok((_, theirs)) if ok => assert_eq!(theirs.info_hash, [9; 20]),
                     Err(PeerError::WrongInfoHash) if !ok => {}
@@ -1803,11 +2007,19 @@ mod tests {
             let addr = l.local_addr().unwrap();
             let server = tokio::spawn(async move {
                 let (tcp, _) = l.accept().await.unwrap();
-                read_incoming_handshake(tcp, &[[5; 20]], answer).await.err()
+                read_incoming_handshake(Socket::Tcp(tcp), &[[5; 20]], answer)
+                    .await
+                    .err()
             });
-            assert!(connect(addr, Handshake::new([5; 20], [6; 20]), dial, &[])
-                .await
-                .is_err());
+            assert!(connect(
+                &Net::default(),
+                addr,
+                Handshake::new([5; 20], [6; 20]),
+                dial,
+                &[]
+            )
+            .await
+            .is_err());
             assert!(server.await.unwrap().is_some(), "{dial}/{answer}");
         }
     }

@@ -9,6 +9,11 @@
 //! serve` runs many in one (see `service`). Either way the session starts
 //! its engine parts itself (the DHT node, local discovery); its owner only
 //! says which, and watches.
+//! The session also keeps the listening port open from outside
+//! (`portmap`: UPnP, NAT-PMP/PCP), and its owner calls `close` at the end
+//! so the router forgets the mapping.
+
+pub mod portmap;
 
 mod listen;
 mod magnet;
@@ -26,6 +31,7 @@ use tokio::sync::{mpsc, watch};
 use crate::discovery::dht::{self, Dht};
 use crate::discovery::lsd::Lsd;
 use crate::limit::{ConnectionCap, RateLimit};
+use crate::peer::transport::{Mode, Net};
 use crate::peer::Shared;
 use crate::torrent::{Outcome, PeerSource, Progress};
 
@@ -49,6 +55,14 @@ pub struct SessionConfig {
     pub max_connections: Option<usize>,
     /// Which connections are encrypted (MSE), both ways.
     pub encryption: crate::peer::mse::Policy,
+    /// Ask the router to forward the port (UPnP, NAT-PMP/PCP), and where
+    /// to look for it; None: off (`--no-port-mapping`).
+    pub port_mapping: Option<portmap::Config>,
+    /// TCP, uTP or both (`--transport`), both ways.
+    pub transport: Mode,
+    /// Hole punching (BEP 55) through peers connected to both, and relaying
+    /// for others; needs uTP. Off: `--no-holepunch`.
+    pub holepunch: bool,
 }
 
 /// One torrent's run in a session: where its data goes, where its first
@@ -156,21 +170,30 @@ struct Inner {
     download_limit: Arc<RateLimit>,
     connections: Arc<ConnectionCap>,
     encryption: crate::peer::mse::Policy,
-    accept: tokio::task::AbortHandle,
+    net: Arc<Net>,
+    accept: Vec<tokio::task::AbortHandle>,
+    reach: Arc<crate::reach::Reach>,
+    portmap: Option<portmap::PortMap>,
+    holepunch: bool,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.accept.abort();
+        for a in &self.accept {
+            a.abort();
+        }
     }
 }
+
+/// uTP connections at once when the session has no `--max-connections`.
+const UTP_CONNECTIONS: usize = 1024;
 
 impl Session {
     /// Binds the listening port, starts the DHT node and local discovery
     /// if asked, and starts taking connections.
     pub async fn start(cfg: SessionConfig) -> Result<Session> {
         let dht = match cfg.dht {
-            Some(d) => Some(start_dht(d, cfg.port)?),
+            Some(d) => Some(start_dht(d, cfg.port, cfg.transport)?),
             None => None,
         };
         let lsd = cfg.lsd.then(|| {
@@ -180,15 +203,40 @@ impl Session {
         });
         // Bound last: a peer that finds the port open finds the torrents
         // about to be routed, not still waiting for the DHT to start.
-        let listener = listen::bind(cfg.port).await?;
+        // The uTP table holds handshaking connections too: some room
+        // above the cap on established ones.
+        let utp_cap = cfg
+            .max_connections
+            .map_or(UTP_CONNECTIONS, |m| m.saturating_add(64));
+        let (listener, utp) =
+            listen::bind(cfg.port, cfg.transport.utp().then_some(utp_cap)).await?;
         let local = listener.local_addr()?;
         let dual = listen::listen_dual_stack(&listener);
         let routes = listen::Routes::default();
-        let accept = tokio::spawn(listen::accept_loop(
-            listener,
-            routes.clone(),
-            cfg.encryption,
-        ));
+        let ctx = listen::AcceptCtx {
+            routes: routes.clone(),
+            encryption: cfg.encryption,
+        };
+        let mut accept = Vec::new();
+        // `--transport utp` keeps no TCP listener: a TCP dial is refused
+        // at once instead of waiting in a backlog nobody reads.
+        if cfg.transport.tcp() {
+            accept.push(tokio::spawn(listen::accept_loop(listener, ctx.clone())).abort_handle());
+        }
+        let utp = utp.map(Arc::new);
+        if let Some(u) = &utp {
+            accept.push(tokio::spawn(listen::utp_accept_loop(u.clone(), ctx)).abort_handle());
+        }
+        let net = Arc::new(Net::new(cfg.transport, utp));
+        let reach = Arc::new(crate::reach::Reach::default());
+        if local.is_ipv6() {
+            reach.set_ipv6(listen::global_ipv6());
+        }
+        // Both the TCP and the UDP side are mapped: uTP listens on the
+        // UDP side of the same port.
+        let portmap = cfg
+            .port_mapping
+            .map(|c| portmap::PortMap::start(local.port(), c, reach.clone()));
         Ok(Session {
             inner: Arc::new(Inner {
                 port: local.port(),
@@ -201,7 +249,11 @@ impl Session {
                 download_limit: Arc::new(RateLimit::with(cfg.download_limit)),
                 connections: Arc::new(ConnectionCap::new(cfg.max_connections)),
                 encryption: cfg.encryption,
-                accept: accept.abort_handle(),
+                net,
+                accept,
+                reach,
+                portmap,
+                holepunch: cfg.holepunch && cfg.transport.utp(),
             }),
         })
     }
@@ -220,12 +272,45 @@ impl Session {
         self.inner.dht.is_some()
     }
 
+    /// How peers are dialled (TCP, uTP): the magnet phase dials with it too.
+    pub fn net(&self) -> &Arc<Net> {
+        &self.inner.net
+    }
+
+    /// The transports peers can reach us over, and dial with.
+    pub fn transport(&self) -> Mode {
+        self.inner.net.mode()
+    }
+
     pub fn upload_limit(&self) -> &RateLimit {
         &self.inner.upload_limit
     }
 
     pub fn download_limit(&self) -> &RateLimit {
         &self.inner.download_limit
+    }
+
+    /// What the port mapping is doing (`Off` when turned off); watch it
+    /// for changes.
+    pub fn port_mapping(&self) -> watch::Receiver<portmap::MappingStatus> {
+        match &self.inner.portmap {
+            Some(p) => p.status(),
+            None => watch::channel(portmap::MappingStatus::Off).1,
+        }
+    }
+
+    /// How others reach this session (the mapped external address).
+    pub fn reach(&self) -> &Arc<crate::reach::Reach> {
+        &self.inner.reach
+    }
+
+    /// Ends the session's ties to the outside before the process exits:
+    /// the router's mappings are removed (a few seconds at most). The
+    /// owner calls it once its torrents have stopped.
+    pub async fn close(&self) {
+        if let Some(p) = &self.inner.portmap {
+            p.close().await;
+        }
     }
 
     /// "IPv4 and IPv6", "IPv6 only" or "IPv4 only".
@@ -245,10 +330,16 @@ impl Session {
     }
 }
 
-/// Starts the process's DHT node: on its own port, else the UDP side of
-/// the session's `port` if one was given (another free port if that one
-/// is taken), else a free port.
-fn start_dht(cfg: dht::Config, port: Option<u16>) -> Result<Dht> {
+/// Starts the process's DHT node: on its own port (`--dht-port`); else,
+/// given the session's port P, on UDP P+1 when uTP is on (uTP has the UDP
+/// side of P: the DHT is a separate node with its own socket, see
+/// docs/design.md) or on UDP P itself with `--transport tcp` (another free
+/// port if that one is taken); else on a free port.
+fn start_dht(cfg: dht::Config, port: Option<u16>, transport: Mode) -> Result<Dht> {
+    let port = match port {
+        Some(p) if transport.utp() => p.checked_add(1),
+        p => p,
+    };
     let dht = match (cfg.port, port) {
         (None, Some(p)) => match Dht::start(dht::Config {
             port: Some(p),

@@ -8,6 +8,7 @@
 pub mod choker;
 pub mod core;
 pub mod hashes;
+pub mod holepunch;
 pub mod leaves;
 pub mod picker;
 pub mod selection;

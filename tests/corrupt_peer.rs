@@ -115,6 +115,12 @@ fn corrupt_blocks_are_caught_and_the_sender_banned() {
             "--json",
             "--port",
             &free_port().to_string(),
+            // The liar speaks TCP only: over TCP both peers are reached at
+            // once, as the test needs (uTP would reach the honest one a
+            // second sooner, and the download could end before the liar
+            // is asked for anything).
+            "--transport",
+            "tcp",
             "--peer",
             &format!("127.0.0.1:{liar_port}"),
             "--peer",

@@ -63,8 +63,10 @@ fn trackerless_swarm_finishes_and_outlives_its_bootstrap_node() {
         .unwrap();
     let boot_addr = format!("127.0.0.1:{boot_port}");
 
-    // The seeder's DHT node listens on the UDP side of its port.
+    // The seeder's DHT node has a UDP port of its own (uTP has the UDP
+    // side of the peer port).
     let seed_port = free_port();
+    let seed_dht = free_port();
     let seed_state = d.join("state-seed");
     let mut seeder = Proc::spawn_dht(
         &[
@@ -76,6 +78,8 @@ fn trackerless_swarm_finishes_and_outlives_its_bootstrap_node() {
             &seed_port.to_string(),
             "--upload-limit",
             "4M",
+            "--dht-port",
+            &seed_dht.to_string(),
             "--dht-bootstrap",
             &boot_addr,
             "--state-dir",
@@ -103,14 +107,14 @@ fn trackerless_swarm_finishes_and_outlives_its_bootstrap_node() {
     for i in 0..2000u32 {
         let mut d = vec![b'd'; (i as usize * 7) % 1400];
         d.extend_from_slice(&i.to_be_bytes());
-        let _ = junk.send_to(&d, ("127.0.0.1", seed_port));
+        let _ = junk.send_to(&d, ("127.0.0.1", seed_dht));
     }
     let _ = junk.send_to(
         b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe",
-        ("127.0.0.1", seed_port),
+        ("127.0.0.1", seed_dht),
     );
     let start = Instant::now();
-    let via = format!("127.0.0.1:{seed_port}");
+    let via = format!("127.0.0.1:{seed_dht}");
     let mut late: Vec<(usize, Proc)> = (5..8).map(|i| (i, leecher(d, &magnet, &via, i))).collect();
     wait_all(d, &mut late);
     assert!(start.elapsed() < Duration::from_secs(120));

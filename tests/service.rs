@@ -374,6 +374,22 @@ fn requests_are_checked() {
     );
 }
 
+/// `GET /api/network`: the peer port, its families, and the port mapping
+/// (off here: `cargo test` sets SHOAL_NO_PORT_MAPPING; tests/portmap.rs
+/// has the service with a router).
+#[test]
+fn the_network_request_says_where_peers_reach_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let svc = serve(d, &d.join("state"), &d.join("dl"), &[], "serve");
+    let (status, v) = json(svc.port, "GET", "/api/network", None);
+    assert_eq!(status, 200, "{v}");
+    assert!(v["port"].as_u64().is_some_and(|p| p > 0), "{v}");
+    assert!(v["ipv4"].is_boolean() && v["ipv6"].is_boolean(), "{v}");
+    assert_eq!(v["port_mapping"]["state"], "off", "{v}");
+    assert_eq!(v["port_mapping"]["message"], "port mapping off", "{v}");
+}
+
 #[test]
 fn usage_and_unreachable_service() {
     // Not loopback without --allow-remote: a usage error.

@@ -53,6 +53,11 @@ fn six_leechers_share_within_one_and_a_half_times_the_bound() {
             "100mbit",
             "--timeout",
             "120",
+            // The bound below is the TCP swarm's (docs/swarm.md has uTP's
+            // figures beside it: uTP costs more CPU, in user space, and on
+            // this shared machine that shows in T).
+            "--transport",
+            "tcp",
         ])
         .env("SHOAL_BIN", env!("CARGO_BIN_EXE_shoal"))
         .stdout(std::process::Stdio::piped())
@@ -83,7 +88,8 @@ fn six_leechers_share_within_one_and_a_half_times_the_bound() {
     let ratio: f64 = last
         .rsplit("ratio=")
         .next()
-        .and_then(|r| r.trim().parse().ok())
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.parse().ok())
         .unwrap_or_else(|| panic!("no ratio in {last:?}"));
     eprintln!("{stdout}");
     assert!(ratio <= 1.5, "T/T* = {ratio} > 1.5:\n{stdout}");

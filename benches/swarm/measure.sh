@@ -5,8 +5,13 @@
 # /tmp/swarm-runs). The load average before each run is printed too: this
 # is a shared 2-core machine, and a compile next door shows in T.
 #
-#   bash benches/swarm/measure.sh [NAME...]     (default: all of them)
+#   bash benches/swarm/measure.sh [--transport utp|tcp|both] [NAME...]
+#                                       (default: all of them)
+# With --transport, every shoal peer uses it and a run NAME is kept as
+# NAME-<transport> (docs/swarm/n10-utp/, ...).
 set -uo pipefail
+TRANSPORT=
+if [ "${1:-}" = --transport ]; then TRANSPORT=$2; shift 2; fi
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 RUNS=${RUNS:-/tmp/swarm-runs}
@@ -38,8 +43,13 @@ declare -A runs=(
 )
 order=(n5 n10 n20 n40 het10 het20 free20 flash20 churn20 aria10 tr10 slots1 slots2 slots8 lslots2 lslots8 leaves10 super10 super20 superleaves10 dht10 linger10 lingerhet20)
 [ $# -gt 0 ] && order=("$@")
-for name in "${order[@]}"; do
-  args=${runs[$name]:?unknown run $name}
+for run in "${order[@]}"; do
+  args=${runs[$run]:?unknown run $run}
+  name=$run
+  if [ -n "$TRANSPORT" ]; then
+    args="$args --transport $TRANSPORT"
+    name=$run-$TRANSPORT
+  fi
   echo "== $name: bash benches/swarm/run.sh ${base[*]} $args   (load:$(uptime | sed 's/.*average://'))"
   rm -rf "${RUNS:?}/$name"
   # shellcheck disable=SC2086

@@ -326,7 +326,7 @@ def Y(v):
 
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{Wd}" height="{Hd}" font-family="sans-serif" font-size="11">',
        f'<rect width="{Wd}" height="{Hd}" fill="white"/>',
-       f'<text x="{L}" y="16" font-size="13">{client}: N={N}, F={F / MIB:g} MiB, '
+       f'<text x="{L}" y="16" font-size="13">{client}{" over " + P["transport"] if client == "shoal" and "transport" in P else ""}: N={N}, F={F / MIB:g} MiB, '
        + (f"timed out at {T:.1f}s unfinished, T*={Ts:.1f}s" if partial else f"T={T:.1f}s, T*={Ts:.1f}s, T/T*={T / Ts:.2f}")
        + "</text>"]
 for k in range(0, 11, 2):
@@ -381,4 +381,5 @@ with open(path("swarm.svg"), "w") as f:
 
 if not partial:
     print(f"client-server time N*F/u_s = {cs:.2f}s")
-    print(f"swarm: client={client} N={N} T={T:.2f}s T*={Ts:.2f}s ratio={T / Ts:.2f}")
+    transport = P.get("transport", "tcp") if client == "shoal" else "tcp"
+    print(f"swarm: client={client} N={N} T={T:.2f}s T*={Ts:.2f}s ratio={T / Ts:.2f} transport={transport}")

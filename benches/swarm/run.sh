@@ -3,7 +3,7 @@
 # namespace, joined by a bridge, with per-host upload and download caps
 # (tc tbf), an opentracker in a namespace of its own, one seeder and N
 # leechers. Prints a per-peer table and, last, exactly:
-#   swarm: client=<client> N=<n> T=<s>s T*=<s>s ratio=<r>
+#   swarm: client=<client> N=<n> T=<s>s T*=<s>s ratio=<r> transport=<t>
 # T: first leecher start -> last leecher verified done. T* (fluid lower bound)
 # = max(F/u_s, F/min d_i, N*F/(u_s + sum u_i)), free riders counting u_i = 0.
 #
@@ -11,7 +11,7 @@
 #        --up RATE[,RATE...] --down RATE [--client shoal|aria2|transmission] \
 #        [--free-riders K] [--churn K [--churn-at S] [--churn-down S]] \
 #        [--join all|flash|staggered [--stagger S]] [--seed-leaves] [--super-seed] \
-#        [--trackerless] [--linger] \
+#        [--trackerless] [--linger] [--transport utp|tcp|both] \
 #        [--seed-slots S] [--leech-slots S] [--pace FRACTION] [--timeout SECONDS] [--keep DIR]
 #
 # --client       every peer, seeder included, runs this client (default shoal)
@@ -29,6 +29,9 @@
 # --trackerless  no tracker: the torrent has no announce URL and every peer
 #                finds the others through the DHT; the tracker's namespace
 #                runs a shoal DHT node as the bootstrap node instead. shoal only.
+# --transport    every shoal peer's --transport (default: shoal's, both).
+#                shoal only; the DHT of --trackerless is on UDP 6882, as uTP
+#                has 6881
 # --linger       leechers keep seeding once done (download --seed) until the
 #                run ends, instead of leaving at once; a leecher's end is its
 #                first "seeding" state event. shoal only.
@@ -52,7 +55,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 N=6 SIZE=8M SEED_UP=16mbit UP=8mbit DOWN=100mbit CLIENT=shoal FREE=0 TIMEOUT=300 KEEP=
-CHURN=0 CHURN_AT= CHURN_DOWN=2 JOIN=all STAGGER=1 SEED_LEAVES=0 SUPER_SEED=0 TRACKERLESS=0 LINGER=0 SEED_SLOTS= LEECH_SLOTS= PACE=
+TRANSPORT= CHURN=0 CHURN_AT= CHURN_DOWN=2 JOIN=all STAGGER=1 SEED_LEAVES=0 SUPER_SEED=0 TRACKERLESS=0 LINGER=0 SEED_SLOTS= LEECH_SLOTS= PACE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --leechers) N=$2; shift 2 ;;
@@ -76,7 +79,8 @@ while [ $# -gt 0 ]; do
     --pace) PACE=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
-    -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
+    --transport) TRANSPORT=$2; shift 2 ;;
+    -h|--help) sed -n '2,52p' "$0"; exit 0 ;;
     *) echo "swarm: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -90,6 +94,8 @@ case "$JOIN" in all|flash|staggered) ;; *) echo "swarm: --join is all, flash or 
 [ "$FREE" = 0 ] || [ "$CLIENT" = shoal ] || { echo "swarm: --free-riders needs --client shoal" >&2; exit 2; }
 [ "$TRACKERLESS" = 0 ] || [ "$CLIENT" = shoal ] || { echo "swarm: --trackerless needs --client shoal" >&2; exit 2; }
 [ "$LINGER" = 0 ] || [ "$CLIENT" = shoal ] || { echo "swarm: --linger needs --client shoal" >&2; exit 2; }
+[ -z "$TRANSPORT" ] || [ "$CLIENT" = shoal ] || { echo "swarm: --transport needs --client shoal" >&2; exit 2; }
+case "$TRANSPORT" in ''|utp|tcp|both) ;; *) echo "swarm: --transport is utp, tcp or both" >&2; exit 2 ;; esac
 [ $((FREE + CHURN)) -le "$N" ] || { echo "swarm: free riders and churned peers are distinct leechers" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "swarm: needs root (network namespaces)" >&2; exit 1; }
 for p in ip tc opentracker python3 /usr/bin/time ${need:-}; do
@@ -160,7 +166,7 @@ done
 # SHOAL_BIN: a binary to use (the tests pass their own); else the release
 # build, rebuilt when the sources are newer.
 bin=${SHOAL_BIN:-$root/target/release/shoal}
-if [ -z "${SHOAL_BIN:-}" ] && { [ ! -x "$bin" ] || [ -n "$(find "$root/src" -newer "$bin" -name '*.rs' | head -1)" ]; }; then
+if [ -z "${SHOAL_BIN:-}" ] && { [ ! -x "$bin" ] || [ -n "$(find "$root/src" "$root/vendor" -newer "$bin" -name '*.rs' | head -1)" ]; }; then
   (cd "$root" && cargo build --release --quiet)
 fi
 
@@ -211,7 +217,7 @@ if [ "$TRACKERLESS" = 1 ]; then
   # ask first; it bootstraps from the seeder's node in turn.
   ip netns exec "$tag-tracker" "$bin" download \
     "magnet:?xt=urn:btih:$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
-    -o "$work/boot" --port 6881 --dht-port 6881 --dht-bootstrap "$seed_ip:6881" \
+    -o "$work/boot" --port 6881 --dht-port 6882 --dht-bootstrap "$seed_ip:6882" \
     --state-dir "$work/state-boot" --no-lsd --no-pex --quiet >"$work/tracker.log" 2>&1 &
   pids+=($!)
 else
@@ -228,15 +234,16 @@ else
 fi
 
 now() { date +%s.%N; }
-common=(--no-dht --no-lsd --no-pex --json)
+common=(--no-dht --no-lsd --no-pex --no-port-mapping --json)
 # dht NAME: a peer's DHT flags when trackerless (its own state folder: the
 # default one would be shared by every peer on this machine).
 dht() {
   if [ "$TRACKERLESS" = 1 ]; then
-    echo --dht-port 6881 --dht-bootstrap "$tracker_ip:6881" --state-dir "$work/state-$1"
+    echo --dht-port 6882 --dht-bootstrap "$tracker_ip:6882" --state-dir "$work/state-$1"
   fi
 }
 [ "$TRACKERLESS" = 1 ] && common=(--no-lsd --no-pex --json)
+[ -n "$TRANSPORT" ] && common+=(--transport "$TRANSPORT")
 aria_common=(--enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=false
   --disable-ipv6=true --bt-require-crypto=false --listen-port=6881 --file-allocation=none
   --allow-overwrite=true --summary-interval=0 --console-log-level=warn)
@@ -377,6 +384,7 @@ if [ "$CHURN" -gt 0 ] && [ -z "$CHURN_AT" ]; then
 fi
 cat >"$work/params" <<EOF
 client=$CLIENT
+transport=${TRANSPORT:-both}
 size=$F
 leechers=$N
 seed_up=$SEED_UP

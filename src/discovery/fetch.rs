@@ -111,6 +111,13 @@ enum Found {
     Trouble(String),
 }
 
+/// How the metadata phase dials peers: as whom, encrypted how, over what.
+pub struct Dialling {
+    pub peer_id: [u8; 20],
+    pub encryption: Policy,
+    pub net: std::sync::Arc<crate::peer::transport::Net>,
+}
+
 /// Fetches and verifies the info dictionary of `magnet`. `extra` are peers
 /// given on the command line. Returns the info bytes and every peer
 /// address learned, with where it came from (for the download to start
@@ -119,11 +126,15 @@ pub async fn fetch(
     magnet: &Magnet,
     extra: &[SocketAddr],
     dht: Option<&crate::discovery::dht::Dht>,
-    peer_id: [u8; 20],
-    encryption: Policy,
+    how: Dialling,
     status: watch::Sender<Status>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(Vec<u8>, Vec<(SocketAddr, PeerSource)>), FetchError> {
+    let Dialling {
+        peer_id,
+        encryption,
+        net,
+    } = how;
     let info_hash = magnet.info_hash.0;
     let check = match magnet.info_hash_v2 {
         Some(v2) if !magnet.has_v1 => InfoCheck::V2(v2),
@@ -145,6 +156,7 @@ pub async fn fetch(
         check,
         peer_id,
         encryption,
+        net,
         progress: progress_tx,
     };
     let mut plan = Plan::default();
@@ -336,6 +348,8 @@ async fn announce(
             event: tracker::Event::Started,
             numwant: 80,
             key: rand::random(),
+            ip: None,
+            ipv6: None,
         };
         let wait = match trackers.announce(&req).await {
             Ok((_, resp)) => {
@@ -380,6 +394,8 @@ struct Dial {
     check: InfoCheck,
     peer_id: [u8; 20],
     encryption: Policy,
+    /// TCP, uTP: the session's, or the magnet phase's own.
+    net: std::sync::Arc<crate::peer::transport::Net>,
     /// Told each time a peer gets somewhere.
     progress: mpsc::UnboundedSender<Progress>,
 }
@@ -392,6 +408,7 @@ async fn from_peer(addr: SocketAddr, dial: Dial) -> Result<Vec<u8>, PeerFail> {
         check,
         peer_id,
         encryption,
+        net,
         progress,
     } = dial;
     let mut ours = wire::Handshake::new(hashes[0], peer_id);
@@ -399,12 +416,13 @@ async fn from_peer(addr: SocketAddr, dial: Dial) -> Result<Vec<u8>, PeerFail> {
     if matches!(check, InfoCheck::V2(_)) || hashes.len() > 1 {
         ours.reserved[7] |= wire::V2_BIT;
     }
-    let (mut stream, theirs) = match crate::peer::connect(addr, ours, encryption, &hashes).await {
-        Err(PeerError::ConnectTimeout) => return Err(PeerFail::Connect("timed out".into())),
-        Err(PeerError::Connect(e)) => return Err(PeerFail::Connect(e.to_string())),
-        Err(PeerError::WrongInfoHash) => return Err(PeerFail::WrongInfoHash),
-        r => r?,
-    };
+    let (mut stream, theirs) =
+        match crate::peer::connect(&net, addr, ours, encryption, &hashes).await {
+            Err(PeerError::ConnectTimeout) => return Err(PeerFail::Connect("timed out".into())),
+            Err(PeerError::Connect(e)) => return Err(PeerFail::Connect(e.to_string())),
+            Err(PeerError::WrongInfoHash) => return Err(PeerFail::WrongInfoHash),
+            r => r?,
+        };
     if !theirs.supports_extensions() {
         return Err(PeerFail::NoMetadata);
     }

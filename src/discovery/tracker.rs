@@ -57,6 +57,12 @@ pub struct AnnounceRequest {
     pub numwant: u32,
     /// Random per-session value that lets a tracker recognise us across IP changes.
     pub key: u32,
+    /// Our external address, when the port mapping learnt a public one
+    /// (HTTP `ip=`, the UDP announce's IP field); trackers may ignore it.
+    pub ip: Option<std::net::IpAddr>,
+    /// Our global IPv6 address (HTTP `ipv6=`, BEP 7), so a tracker reached
+    /// over IPv4 can give it to IPv6 peers.
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 /// Announce event (BEP 3 names, BEP 15 codes).
@@ -584,6 +590,8 @@ pub(crate) fn sample_request() -> AnnounceRequest {
         event: Event::Started,
         numwant: 50,
         key: 0xdead_beef,
+        ip: None,
+        ipv6: None,
     }
 }
 

@@ -684,6 +684,23 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 }
             );
         }
+        // What the router did with the peer port, once settled and on
+        // each change (as `download` says it).
+        let mapping = tokio::spawn({
+            use crate::session::portmap::MappingStatus as Mapping;
+            let mut rx = session.port_mapping();
+            async move {
+                loop {
+                    let s = rx.borrow_and_update().clone();
+                    if !matches!(s, Mapping::Off | Mapping::Trying { .. }) {
+                        eprintln!("{}", s.line());
+                    }
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
         let server = tokio::spawn(crate::service::http::serve(listener, app));
         let signal = tokio::select! {
             s = crate::session::wait_for_signal() => s,
@@ -695,6 +712,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         tracing::info!("signal {signal}: stopping");
         eprintln!("stopping: announcing to trackers and saving state");
         svc.shutdown().await;
+        mapping.abort();
+        session.close().await;
         session.save().await;
         anyhow::Ok(())
     })
@@ -897,6 +916,7 @@ async fn run_in_session(
             // Nodes learned while the metadata was sought count next time,
             // whether or not it came.
             if resolved.is_err() {
+                session.close().await;
                 session.save().await;
             }
             let r = resolved?;

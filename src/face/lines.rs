@@ -126,17 +126,29 @@ fn eta(p: &Progress) -> String {
     crate::units::human_eta(std::time::Duration::from_secs(left.div_ceil(p.down_rate)))
 }
 
-/// " (tracker 5, dht 30, pex 5)": where the connected peers came from.
+/// " (tracker 5, dht 30, pex 5; utp 28, tcp 12)": where the connected
+/// peers came from, then what their connections run over.
 pub fn peer_sources(p: &Progress) -> String {
     if p.peer_sources.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = p
-        .peer_sources
-        .iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-    format!(" ({})", parts.join(", "))
+    let list = |m: &std::collections::BTreeMap<&'static str, usize>| -> String {
+        let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        parts.join(", ")
+    };
+    if p.peer_transports.is_empty() {
+        format!(" ({})", list(&p.peer_sources))
+    } else {
+        // uTP first: it is what most of a swarm prefers.
+        let mut t = p.peer_transports.clone();
+        let utp = t.remove("utp").map(|n| format!("utp {n}"));
+        let rest = list(&t);
+        let transports: Vec<String> = utp
+            .into_iter()
+            .chain((!rest.is_empty()).then_some(rest))
+            .collect();
+        format!(" ({}; {})", list(&p.peer_sources), transports.join(", "))
+    }
 }
 
 /// Copies of the torrent sent: what `--seed-ratio` counts.

@@ -87,6 +87,8 @@ pub async fn run(
         ctl.checked.clone(),
     ));
     let result = session.run_torrent(meta, opts, ctl).await;
+    // The router forgets the mapping before we go (also after Ctrl-C).
+    session.close().await;
     // The torrent is gone, so the display sees its channels close and
     // clears its bars; cut it short only if it hangs.
     let abort = shower.abort_handle();
@@ -101,6 +103,20 @@ pub async fn run(
         summary.signal = stop.which();
     }
     Ok(summary)
+}
+
+/// Says what the port mapping does each time that changes (nothing when
+/// it is off): "port 6881 open via UPnP (external 203.0.113.7:6881)".
+async fn show_mapping(mut rx: watch::Receiver<session::portmap::MappingStatus>, display: Display) {
+    loop {
+        let s = rx.borrow_and_update().clone();
+        if s != session::portmap::MappingStatus::Off {
+            ui::report(display, "port_mapping", s.json(), &s.line());
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Shows one run: the check of the data on disk, "resuming", where the
@@ -164,13 +180,24 @@ async fn show(
             Notice::Ready => {
                 let (v4, v6) = session.families();
                 let port = session.port();
+                let transport = session.transport();
+                let how = match transport {
+                    crate::peer::transport::Mode::Both => "TCP and uTP",
+                    crate::peer::transport::Mode::Tcp => "TCP",
+                    crate::peer::transport::Mode::Utp => "uTP",
+                };
                 ui::report(
                     display,
                     "listening",
-                    serde_json::json!({"port": port, "ipv4": v4, "ipv6": v6}),
-                    &format!("listening on port {port} ({})", session.families_label()),
+                    serde_json::json!({"port": port, "ipv4": v4, "ipv6": v6, "transport": transport.name()}),
+                    &format!(
+                        "listening on port {port} ({how}, {})",
+                        session.families_label()
+                    ),
                 );
+                let mapping = tokio::spawn(show_mapping(session.port_mapping(), display));
                 ui::show(meta, progress, display, plan).await;
+                mapping.abort();
                 return;
             }
         }

@@ -261,6 +261,7 @@ pub fn progress_json(p: &Progress) -> serde_json::Value {
             "peers": p.peers,
             "known_peers": p.known_peers,
             "peer_sources": p.peer_sources,
+            "peer_transports": p.peer_transports,
             "hash_failures": p.hash_failures,
             "banned": p.banned,
         }),

@@ -22,8 +22,8 @@ use rand::{Rng, RngCore};
 use sha1::{Digest, Sha1};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+
+use super::transport::{Socket, SocketRead, SocketWrite};
 
 /// The protocol's 768-bit Diffie-Hellman prime (generator 2).
 const PRIME: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A63A36210000000000090563";
@@ -413,7 +413,7 @@ where
 /// A peer connection's socket once the handshake settled: plain, or RC4
 /// both ways. Reads are decrypted in place in the caller's buffer as they
 /// arrive; a plain stream costs one branch per read.
-pub struct Stream<S = TcpStream> {
+pub struct Stream<S = Socket> {
     io: S,
     rc4: Option<Box<Ciphers>>,
 }
@@ -500,7 +500,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Stream<S> {
     }
 }
 
-impl Stream<TcpStream> {
+impl Stream<Socket> {
     /// Splits the socket for a reader and a writer task, each with its
     /// direction's cipher.
     pub fn into_split(self) -> (ReadHalf, WriteHalf) {
@@ -521,7 +521,7 @@ impl Stream<TcpStream> {
 
 /// The reading half of a [`Stream`].
 pub struct ReadHalf {
-    io: OwnedReadHalf,
+    io: SocketRead,
     rc4: Option<Box<Rc4>>,
 }
 
@@ -539,7 +539,7 @@ impl AsyncRead for ReadHalf {
 /// The writing half of a [`Stream`]. It takes buffers it may change:
 /// an encrypted stream encrypts them in place before writing.
 pub struct WriteHalf {
-    io: OwnedWriteHalf,
+    io: SocketWrite,
     rc4: Option<Box<Rc4>>,
 }
 

@@ -24,6 +24,8 @@ const MAX_LEN: usize = 16 << 10;
 pub mod flags {
     pub const PREFERS_ENCRYPTION: u8 = 0x01;
     pub const SEED: u8 = 0x02;
+    /// It speaks uTP (BEP 29).
+    pub const UTP: u8 = 0x04;
     pub const OUTGOING_OK: u8 = 0x10;
 }
 

@@ -34,8 +34,13 @@ pub struct Shared {
     pub metadata: Arc<[u8]>,
     /// Peer exchange allowed (not for private torrents, BEP 27).
     pub pex: bool,
+    /// Hole punching (BEP 55): `ut_holepunch` advertised and answered
+    /// (uTP on, not `--no-holepunch`, not a private torrent).
+    pub holepunch: bool,
     /// Which connections are encrypted (the session's `--encryption`).
     pub encryption: Policy,
+    /// How connections are dialled: TCP, uTP, and what worked for whom.
+    pub net: Arc<super::transport::Net>,
     /// Super-seeding (BEP 16): peers are told we have nothing, and the
     /// torrent reveals pieces to each with `have`s.
     pub super_seed: AtomicBool,
@@ -45,6 +50,8 @@ pub struct Shared {
     pub downloaded: AtomicU64,
     /// Verified bytes on disk; trackers get `left` from it.
     pub have_bytes: AtomicU64,
+    /// How others reach us (the session's port mapping), for announces.
+    pub reach: Arc<crate::reach::Reach>,
 }
 
 impl Shared {
@@ -102,11 +109,14 @@ impl Shared {
             connections: Default::default(),
             metadata: Arc::from(&[][..]),
             pex: false,
+            holepunch: false,
             encryption: Policy::default(),
+            net: Default::default(),
             super_seed: Default::default(),
             uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
+            reach: Default::default(),
         }
     }
 }

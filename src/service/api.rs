@@ -115,6 +115,7 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
         .route("/api/torrents/{hash}/resume", post(resume))
         .route("/api/torrents/{hash}/files", post(set_files))
         .route("/api/limits", get(get_limits).put(put_limits))
+        .route("/api/network", get(network))
         .route("/api/events", get(events))
         .route("/api/login", post(login))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -461,6 +462,21 @@ fn limits_json(svc: &Service) -> serde_json::Value {
         "download": svc.session().download_limit().rate(),
         "upload": svc.session().upload_limit().rate(),
     })
+}
+
+/// How peers reach this service: the port, its families, the router's
+/// port mapping.
+async fn network(State(st): State<Arc<AppState>>) -> Response {
+    let session = st.svc.session();
+    let (ipv4, ipv6) = session.families();
+    let mapping = session.port_mapping().borrow().json();
+    Json(json!({
+        "port": session.port(),
+        "ipv4": ipv4,
+        "ipv6": ipv6,
+        "port_mapping": mapping,
+    }))
+    .into_response()
 }
 
 async fn get_limits(State(st): State<Arc<AppState>>) -> Response {

@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::peer::mse::Policy;
 use crate::peer::read_incoming_handshake;
+use crate::peer::transport::Socket;
+use crate::peer::utp::UtpNet;
 use crate::torrent::Event;
 
 /// Connections the accept loop hands on, by info-hash.
@@ -66,20 +68,64 @@ async fn bind_port(port: u16) -> std::io::Result<TcpListener> {
     }
 }
 
-/// `port`, or the first free of 6881–6889, else any.
-pub(super) async fn bind(port: Option<u16>) -> Result<TcpListener> {
+/// Binds the listening port: TCP, and with `utp` (the size of its
+/// connection table) the same number on UDP for uTP, so the one port
+/// peers learn reaches us both ways. `port` None: the first of 6881–6889
+/// free on both, else any port free on both.
+pub(super) async fn bind(
+    port: Option<u16>,
+    utp: Option<usize>,
+) -> Result<(TcpListener, Option<UtpNet>)> {
+    let pair = |l: TcpListener| -> std::io::Result<(TcpListener, Option<UtpNet>)> {
+        match utp {
+            None => Ok((l, None)),
+            Some(cap) => {
+                let p = l.local_addr()?.port();
+                Ok((l, Some(UtpNet::bind(p, cap)?)))
+            }
+        }
+    };
     match port {
-        Some(p) => bind_port(p)
-            .await
-            .with_context(|| format!("cannot listen on port {p}")),
+        Some(p) => {
+            let l = bind_port(p)
+                .await
+                .with_context(|| format!("cannot listen on TCP port {p}"))?;
+            pair(l).with_context(|| format!("cannot listen on UDP port {p} for uTP"))
+        }
         None => {
             for p in 6881..=6889 {
                 if let Ok(l) = bind_port(p).await {
-                    return Ok(l);
+                    if let Ok(both) = pair(l) {
+                        return Ok(both);
+                    }
                 }
             }
-            Ok(bind_port(0).await?)
+            // Any port: the system picks a free TCP one, which may be
+            // taken on UDP; a few tries find one free on both.
+            let mut last = None;
+            for _ in 0..20 {
+                match pair(bind_port(0).await?) {
+                    Ok(both) => return Ok(both),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(anyhow::anyhow!(
+                "cannot find a port free on both TCP and UDP: {}",
+                last.map(|e| e.to_string()).unwrap_or_default()
+            ))
         }
+    }
+}
+
+/// Our global IPv6 address: the source the kernel would pick toward a
+/// global destination (a connected UDP socket sends nothing), if public.
+pub(super) fn global_ipv6() -> Option<Ipv6Addr> {
+    let s = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).ok()?;
+    // Any global unicast address does; no packet leaves.
+    s.connect(("2001:4860:4860::8888", 9)).ok()?;
+    match s.local_addr().ok()?.ip() {
+        std::net::IpAddr::V6(ip) if crate::reach::is_public(ip.into()) => Some(ip),
+        _ => None,
     }
 }
 
@@ -112,13 +158,15 @@ pub(super) fn listen_dual_stack(listener: &TcpListener) -> bool {
     }
 }
 
-/// Accepts connections, reads their handshake with a deadline, and hands
-/// each to the task of the torrent it names. Encrypted (MSE) handshakes
-/// are answered for any running torrent, selecting what `encryption`
-/// allows; anything refused (a torrent not running here, a plain
-/// handshake under `require`, an RC4-only peer under `plain`) is dropped at
-/// once, so the other side can retry the way it can.
-pub(super) async fn accept_loop(listener: TcpListener, routes: Routes, encryption: Policy) {
+/// What the accept loops share.
+#[derive(Clone)]
+pub(super) struct AcceptCtx {
+    pub(super) routes: Routes,
+    pub(super) encryption: Policy,
+}
+
+/// Accepts TCP connections and hands each to [`hand_on`].
+pub(super) async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     loop {
         let (stream, addr) = match listener.accept().await {
             // IPv4 peers on a dual-stack socket show up as ::ffff:a.b.c.d.
@@ -129,42 +177,68 @@ pub(super) async fn accept_loop(listener: TcpListener, routes: Routes, encryptio
                 continue;
             }
         };
-        let routes = routes.clone();
-        tokio::spawn(async move {
-            let hashes: Vec<[u8; 20]> = match routes.lock() {
-                Ok(r) => r.keys().copied().collect(),
-                Err(_) => return,
-            };
-            match read_incoming_handshake(stream, &hashes, encryption).await {
-                Ok((stream, hs, keyed)) => {
-                    if stream.is_encrypted() {
-                        tracing::debug!("{addr}: encrypted handshake, RC4 selected");
-                    }
-                    let route = routes.lock().ok().and_then(|r| {
-                        let to = r.get(&hs.info_hash)?;
-                        // Inside MSE, the handshake may name the torrent's
-                        // other hash (a hybrid's), never another torrent.
-                        match keyed.map(|k| r.get(&k)) {
-                            Some(Some(k)) if !k.same_channel(to) => None,
-                            _ => Some(to.clone()),
-                        }
-                    });
-                    match route {
-                        Some(events) => {
-                            let _ = events
-                                .send(Event::Incoming {
-                                    stream,
-                                    addr,
-                                    handshake: hs,
-                                })
-                                .await;
-                        }
-                        None => tracing::debug!("{addr}: handshake for a torrent not running here"),
-                    }
-                }
-                Err(e) => tracing::debug!("{addr}: bad handshake: {e}"),
+        tokio::spawn(hand_on(Socket::Tcp(stream), addr, ctx.clone()));
+    }
+}
+
+/// Accepts uTP connections and hands each to [`hand_on`], like TCP's.
+pub(super) async fn utp_accept_loop(utp: Arc<UtpNet>, ctx: AcceptCtx) {
+    loop {
+        match utp.socket().accept().await {
+            Ok(stream) => {
+                let a = stream.remote_addr();
+                let addr = SocketAddr::new(a.ip().to_canonical(), a.port());
+                tokio::spawn(hand_on(Socket::Utp(stream), addr, ctx.clone()));
             }
-        });
+            Err(e) => {
+                tracing::warn!("uTP accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads an incoming connection's handshake with a deadline and hands it
+/// to the task of the torrent it names. Encrypted (MSE) handshakes are
+/// answered for any running torrent, selecting what the session's
+/// encryption policy allows; anything refused (a torrent not running
+/// here, a plain handshake under `require`, an RC4-only peer under
+/// `plain`) is dropped at once, so the other side can retry the way it
+/// can. TCP and uTP connections take this one path.
+async fn hand_on(socket: Socket, addr: SocketAddr, ctx: AcceptCtx) {
+    let transport = socket.transport();
+    let hashes: Vec<[u8; 20]> = match ctx.routes.lock() {
+        Ok(r) => r.keys().copied().collect(),
+        Err(_) => return,
+    };
+    match read_incoming_handshake(socket, &hashes, ctx.encryption).await {
+        Ok((stream, hs, keyed)) => {
+            if stream.is_encrypted() {
+                tracing::debug!("{addr}: encrypted handshake, RC4 selected (over {transport})");
+            }
+            let route = ctx.routes.lock().ok().and_then(|r| {
+                let to = r.get(&hs.info_hash)?;
+                // Inside MSE, the handshake may name the torrent's other
+                // hash (a hybrid's), never another torrent.
+                match keyed.map(|k| r.get(&k)) {
+                    Some(Some(k)) if !k.same_channel(to) => None,
+                    _ => Some(to.clone()),
+                }
+            });
+            match route {
+                Some(events) => {
+                    let _ = events
+                        .send(Event::Incoming {
+                            stream,
+                            addr,
+                            handshake: hs,
+                        })
+                        .await;
+                }
+                None => tracing::debug!("{addr}: handshake for a torrent not running here"),
+            }
+        }
+        Err(e) => tracing::debug!("{addr}: bad handshake over {transport}: {e}"),
     }
 }
 
@@ -191,7 +265,11 @@ mod tests {
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(accept_loop(listener, routes, Policy::Prefer));
+        let ctx = AcceptCtx {
+            routes,
+            encryption: Policy::Prefer,
+        };
+        let task = tokio::spawn(accept_loop(listener, ctx));
         for (key, named) in [([1; 20], [2; 20]), ([2; 20], [1; 20]), ([1; 20], [3; 20])] {
             let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             let hs = Handshake::new(named, [9; 20]).encode();

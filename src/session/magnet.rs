@@ -52,8 +52,11 @@ impl Session {
             magnet,
             peers,
             self.inner.dht.as_ref(),
-            new_peer_id(),
-            self.inner.encryption,
+            fetch::Dialling {
+                peer_id: new_peer_id(),
+                encryption: self.inner.encryption,
+                net: self.inner.net.clone(),
+            },
             status,
             stop,
         )

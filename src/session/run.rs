@@ -277,7 +277,11 @@ impl Session {
             download_limit: self.inner.download_limit.clone(),
             connections: self.inner.connections.clone(),
             pex: opts.torrent.pex && !meta.private,
+            // BEP 27: a private torrent's peers come from its tracker
+            // alone, and a `connect` names a peer as PEX does.
+            holepunch: self.inner.holepunch && !meta.private,
             encryption: self.inner.encryption,
+            net: self.inner.net.clone(),
             // BEP 16 is for an initial seeder: one that has everything.
             super_seed: (opts.torrent.super_seed && have.is_full()).into(),
             metadata: match meta.info_bytes() {
@@ -287,6 +291,7 @@ impl Session {
             uploaded: Default::default(),
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
+            reach: self.inner.reach.clone(),
         }
     }
 
@@ -337,7 +342,13 @@ impl Session {
             let dht = dht.clone();
             let (events, progress) = (events.clone(), progress.clone());
             loops.push(tokio::spawn(dht_loop(
-                dht, hash, port, events, progress, max_peers,
+                dht,
+                hash,
+                port,
+                self.inner.reach.clone(),
+                events,
+                progress,
+                max_peers,
             )));
         }
         if let Some(lsd) = &self.inner.lsd {

@@ -24,6 +24,7 @@ mod assembly;
 mod dialer;
 mod layers;
 mod peers;
+mod punching;
 mod rate;
 mod repair;
 mod report;
@@ -43,14 +44,15 @@ use rand::SeedableRng;
 use crate::bitfield::Bitfield;
 use crate::limit::ConnectionCap;
 use crate::metainfo::Metainfo;
+use crate::peer::transport::Transport;
 use crate::peer::{PeerCmd, PeerEvent, PeerKey};
 use crate::store::{Layout, StoreError};
 use crate::torrent::choker::Choker;
 use crate::torrent::hashes;
 use crate::torrent::picker::Picker;
 use crate::torrent::status::{Outcome, PeerSource, Progress, State, TrackerView};
-use crate::torrent::superseed;
 use crate::torrent::webseed::WebEvent;
+use crate::torrent::{holepunch, superseed};
 
 pub use assembly::{PieceJob, Verified};
 
@@ -118,6 +120,9 @@ pub struct Config {
     /// The session's cap on connections of all its torrents; the core
     /// keeps its own count in it.
     pub connections: Arc<ConnectionCap>,
+    /// Hole punching (BEP 55): relay for others and ask relays for peers
+    /// that cannot be dialled (uTP on, not a private torrent).
+    pub holepunch: bool,
 }
 
 /// What happened, told to the core with the time it happened.
@@ -154,6 +159,9 @@ pub enum Input {
     Web(PeerKey, WebEvent),
     /// Byte counters, cumulative since the start.
     Traffic(Traffic),
+    /// Our address as others see it (the router's port mapping): an
+    /// address that is ours when a tracker or a peer names it.
+    External(Option<SocketAddr>),
 }
 
 /// Payload bytes counted where they move (peer tasks, web seed tasks):
@@ -169,8 +177,13 @@ pub struct Traffic {
 /// What the core asks its runner to do, in order.
 #[derive(Debug)]
 pub enum Action {
-    /// Dial `addr`; its events come back under `key`.
-    Connect { key: PeerKey, addr: SocketAddr },
+    /// Dial `addr` (over `only` when given: a hole punch dials uTP alone);
+    /// its events come back under `key`.
+    Connect {
+        key: PeerKey,
+        addr: SocketAddr,
+        only: Option<Transport>,
+    },
     /// Run the incoming connection from `addr` under `key`.
     Accept { key: PeerKey, addr: SocketAddr },
     /// A command for the source `key`. A web seed's task takes `Request`
@@ -275,6 +288,11 @@ pub struct Core {
     seeding_since: Option<Instant>,
     /// Finished or failed: no more jobs are started.
     over: bool,
+    /// Hole punching (BEP 55) on, and its relays, asks and punches.
+    holepunch: bool,
+    punches: holepunch::Punches,
+    /// Our address as the router shows it ([`Input::External`]).
+    external: Option<SocketAddr>,
     out: VecDeque<Action>,
 }
 
@@ -335,6 +353,9 @@ impl Core {
             complete_told: false,
             seeding_since: None,
             over: false,
+            holepunch: cfg.holepunch,
+            punches: holepunch::Punches::default(),
+            external: None,
             out: VecDeque::new(),
         };
         if core.super_seed.is_some() {
@@ -369,6 +390,7 @@ impl Core {
             Input::WebSeed(url) => self.add_web_seed(url),
             Input::Web(key, ev) => self.on_web_event(key, ev),
             Input::Traffic(t) => self.on_traffic(t),
+            Input::External(a) => self.external = a,
         }
         self.check_done();
     }

@@ -60,6 +60,8 @@ pub struct Progress {
     pub file_done: Vec<u64>,
     /// Connected peers by where their address came from.
     pub peer_sources: std::collections::BTreeMap<&'static str, usize>,
+    /// Connected peers by what their connection runs over (`tcp`, `utp`).
+    pub peer_transports: std::collections::BTreeMap<&'static str, usize>,
     /// Every wanted piece is verified (all of them, or those of the
     /// selected files).
     pub complete: bool,
@@ -113,6 +115,8 @@ impl TrackerView {
 pub struct PeerView {
     pub addr: SocketAddr,
     pub source: &'static str,
+    /// `tcp` or `utp`.
+    pub transport: crate::peer::transport::Transport,
     /// The printable start of its peer id ("-TR3000-"), as sent.
     pub client: String,
     /// Share of the torrent it has, 0.0–1.0.

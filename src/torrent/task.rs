@@ -78,6 +78,8 @@ pub struct Task {
     web_client: Option<reqwest::Client>,
     /// How the run ended, once the core said so.
     end: Option<Result<Outcome, StoreError>>,
+    /// Our address as the router shows it, as last told to the core.
+    external: Option<SocketAddr>,
 }
 
 impl Task {
@@ -100,6 +102,7 @@ impl Task {
             // leaves a core free to hash the next.
             hash_jobs: crate::store::hash_threads() + 1,
             connections: shared.connections.clone(),
+            holepunch: shared.holepunch,
         };
         let mut task = Task {
             core: Core::new(Instant::now(), meta.clone(), have, cfg),
@@ -113,6 +116,7 @@ impl Task {
             web_files: HashMap::new(),
             web_client: None,
             end: None,
+            external: None,
         };
         // Trackers read what we have from the start.
         task.step();
@@ -200,6 +204,7 @@ impl Task {
                 },
                 _ = tick.tick() => {
                     self.count_traffic();
+                    self.note_external();
                     self.core.tick(Instant::now());
                 }
                 _ = stop.changed() => stopped = true,
@@ -221,6 +226,19 @@ impl Task {
     fn on_event(&mut self, ev: Event) {
         let input = match ev {
             Event::Input(input) => {
+                // A verified piece may complete the torrent: the snapshot
+                // then published counts every byte that came for it.
+                if matches!(input, Input::Verified(_)) {
+                    self.count_traffic();
+                }
+                if let Input::Peer(_, PeerEvent::Pex(added)) = &input {
+                    // Its flags say which of them speak uTP (0x04): the
+                    // dialer's first try. Bounded, as a PEX message is.
+                    for (a, f) in added.iter().take(crate::peer::pex::MAX_PER_MESSAGE) {
+                        let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+                        self.shared.net.pex_hint(a, *f);
+                    }
+                }
                 if let Input::Peer(key, PeerEvent::Gone(_)) = &input {
                     self.links.remove(key);
                 }
@@ -237,6 +255,16 @@ impl Task {
             }
         };
         self.core.handle(Instant::now(), input);
+    }
+
+    /// Tells the core our address as the router shows it, when it changed
+    /// (the session's port mapping sets it).
+    fn note_external(&mut self) {
+        let now = self.shared.reach.external();
+        if now != self.external {
+            self.external = now;
+            self.core.handle(Instant::now(), Input::External(now));
+        }
     }
 
     /// Tells the core the byte counters of the torrent and of each
@@ -301,10 +329,12 @@ impl Task {
 
     fn act(&mut self, action: Action) {
         match action {
-            Action::Connect { key, addr } => {
+            Action::Connect { key, addr, only } => {
                 let (rx, stats) = self.link_peer(key);
                 let (shared, events) = (self.shared.clone(), self.events_tx.clone());
-                tokio::spawn(peer::run_outgoing(key, addr, shared, events, rx, stats));
+                tokio::spawn(peer::run_outgoing_over(
+                    key, addr, only, shared, events, rx, stats,
+                ));
             }
             Action::Accept { key, addr } => self.accept(key, addr),
             Action::Send(key, cmd) => self.send(key, cmd),

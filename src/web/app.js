@@ -772,13 +772,14 @@
         el("td", { class: "mono" }, String(p.addr)),
         el("td", { class: "p-client", title: p.client || "" }, p.client ? String(p.client) : "–"),
         el("td", { class: "p-source" }, p.source ? String(p.source) : "–"),
+        el("td", { class: "p-transport" }, p.transport === "utp" ? "uTP" : p.transport === "tcp" ? "TCP" : "–"),
         el("td", { class: "num" }, percent(p.progress)),
         el("td", { class: "num" }, rate(p.down_rate)),
         el("td", { class: "num p-up" }, rate(p.up_rate)),
         el("td", { class: "p-flags" }, flags.join(", ") || "–")
       );
     });
-    if (!rows.length) rows.push(el("tr", { class: "none" }, el("td", { colspan: "7" }, "No peers connected")));
+    if (!rows.length) rows.push(el("tr", { class: "none" }, el("td", { colspan: "8" }, "No peers connected")));
     body.replaceChildren(...rows);
   }
 

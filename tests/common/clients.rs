@@ -280,9 +280,15 @@ impl QBittorrent {
             Duration::from_secs(30),
             || {
                 let ours = shoal::peer::wire::Handshake::new(hash, *b"-XX0000-probe0000000");
-                rt.block_on(shoal::peer::connect(addr, ours, policy, &[]))
-                    .ok()
-                    .map(|_| ())
+                rt.block_on(shoal::peer::connect(
+                    &Default::default(),
+                    addr,
+                    ours,
+                    policy,
+                    &[],
+                ))
+                .ok()
+                .map(|_| ())
             },
             || tail(&self.proc.stderr(), 20),
         );

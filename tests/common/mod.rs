@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod nat;
+pub mod schema;
 pub mod service;
 
 use std::collections::HashMap;
@@ -91,12 +93,53 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
+/// A port free on TCP and on UDP (shoal listens on both: uTP has the UDP
+/// side), on every address.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let udp_free = std::net::UdpSocket::bind(("::", port)).is_ok()
+            && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok();
+        if udp_free && TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The Python with libtorrent's binding, or None when the interop tests
+/// are to be skipped (SHOAL_SKIP_INTEROP=1); fails when it is missing.
+pub fn libtorrent_python() -> Option<&'static str> {
+    let py = "/usr/bin/python3";
+    if std::env::var("SHOAL_SKIP_INTEROP").is_ok_and(|v| v == "1") {
+        eprintln!("note: libtorrent cell skipped: SHOAL_SKIP_INTEROP=1");
+        return None;
+    }
+    let probe = Command::new(py)
+        .args([
+            "-c",
+            "import sys; sys.path.append('/usr/lib/python3/dist-packages'); import libtorrent",
+        ])
+        .output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "this test needs libtorrent's Python binding: `sudo apt-get install -y python3-libtorrent` \
+         (or run `bash .ci/deps` as root), or set SHOAL_SKIP_INTEROP=1 to skip the interop tests"
+    );
+    Some(py)
+}
+
+/// Connections a shoal's debug log shows, by transport: (uTP, TCP). Each
+/// connection that got past its handshakes logs "connected over utp" or
+/// "connected over tcp".
+pub fn transports_seen(stderr: &str) -> (usize, usize) {
+    (
+        stderr.matches("connected over utp").count(),
+        stderr.matches("connected over tcp").count(),
+    )
 }
 
 /// A child process that is killed when dropped, so a failing test never
@@ -148,6 +191,7 @@ impl Proc {
             cmd.env("SHOAL_NO_DHT", "1");
         }
         cmd.env("SHOAL_NO_LSD", "1");
+        cmd.env("SHOAL_NO_PORT_MAPPING", "1");
         if log.is_empty() {
             cmd.env_remove("SHOAL_LOG");
         } else {

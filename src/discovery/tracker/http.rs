@@ -52,6 +52,13 @@ pub fn build_announce_url(base: &Url, req: &AnnounceRequest, tracker_id: Option<
         "&numwant={}&key={:08X}&compact=1",
         req.numwant, req.key
     ));
+    if let Some(ip) = req.ip {
+        out.push_str(&format!("&ip={ip}"));
+    }
+    if let Some(ip) = req.ipv6 {
+        out.push_str("&ipv6=");
+        out.extend(percent_encode(ip.to_string().as_bytes(), QUERY_BYTES));
+    }
     if let Some(id) = tracker_id {
         out.push_str("&trackerid=");
         out.extend(percent_encode(id, QUERY_BYTES));
@@ -466,6 +473,19 @@ mod tests {
                 None => assert!(!url.contains("event"), "{url}"),
             }
         }
+    }
+
+    #[test]
+    fn url_external_addresses() {
+        let base = Url::parse("http://t.example/announce").unwrap();
+        let mut req = sample_request();
+        let url = build_announce_url(&base, &req, None);
+        assert!(!url.contains("ip=") && !url.contains("ipv6="), "{url}");
+        req.ip = Some("198.51.100.4".parse().unwrap());
+        req.ipv6 = Some("2a00:1450::1".parse().unwrap());
+        let url = build_announce_url(&base, &req, None);
+        assert!(url.contains("&ip=198.51.100.4&"), "{url}");
+        assert!(url.ends_with("&ipv6=2a00%3A1450%3A%3A1"), "{url}");
     }
 
     #[test]

@@ -83,8 +83,8 @@ pub fn parse_connect(buf: &[u8], txid: u32) -> Result<u64, TrackerError> {
     Ok(u64::from_be_bytes(b))
 }
 
-/// Announce request (98 bytes). IP is 0 ("use the sender's"); `numwant` goes out as is, so
-/// `u32::MAX` reads as -1 (tracker default).
+/// Announce request (98 bytes). IP is 0 ("use the sender's") unless the request names a
+/// public IPv4 address; `numwant` goes out as is, so `u32::MAX` reads as -1 (tracker default).
 pub fn encode_announce(conn_id: u64, txid: u32, req: &AnnounceRequest) -> Vec<u8> {
     let mut out = Vec::with_capacity(98);
     out.extend_from_slice(&conn_id.to_be_bytes());
@@ -96,7 +96,11 @@ pub fn encode_announce(conn_id: u64, txid: u32, req: &AnnounceRequest) -> Vec<u8
     out.extend_from_slice(&req.left.to_be_bytes());
     out.extend_from_slice(&req.uploaded.to_be_bytes());
     out.extend_from_slice(&req.event.udp_code().to_be_bytes());
-    out.extend_from_slice(&0u32.to_be_bytes());
+    let ip = match req.ip {
+        Some(std::net::IpAddr::V4(v4)) => v4.octets(),
+        _ => [0; 4],
+    };
+    out.extend_from_slice(&ip);
     out.extend_from_slice(&req.key.to_be_bytes());
     out.extend_from_slice(&req.numwant.to_be_bytes());
     out.extend_from_slice(&req.port.to_be_bytes());
@@ -500,6 +504,13 @@ mod tests {
         assert_eq!(&p[88..92], &0xdead_beefu32.to_be_bytes());
         assert_eq!(&p[92..96], &[0xff, 0xff, 0xff, 0xff]); // num_want -1
         assert_eq!(&p[96..98], &6881u16.to_be_bytes());
+        req.ip = Some("198.51.100.4".parse().unwrap());
+        let p = encode_announce(1, 2, &req);
+        assert_eq!(&p[84..88], &[198, 51, 100, 4]); // a public IPv4 is sent
+        req.ip = Some("2a00::1".parse().unwrap());
+        let p = encode_announce(1, 2, &req);
+        assert_eq!(&p[84..88], &[0, 0, 0, 0]); // the field has no room for IPv6
+        req.ip = None;
         for (ev, code) in [
             (Event::None, 0u8),
             (Event::Completed, 1),

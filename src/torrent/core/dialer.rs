@@ -53,7 +53,7 @@ pub(super) struct Dialer {
     queue: VecDeque<SocketAddr>,
     /// Connections dialled or accepted whose handshake is not over.
     pub(super) connecting: BTreeMap<PeerKey, SocketAddr>,
-    banned_addrs: HashSet<SocketAddr>,
+    pub(super) banned_addrs: HashSet<SocketAddr>,
     banned_ids: HashSet<[u8; 20]>,
     /// The newest failed outgoing connection: who, why, and the wait
     /// before the next try.
@@ -174,12 +174,14 @@ impl Core {
     }
 
     /// Trackers list us among the peers; on loopback every peer shares the
-    /// address, so our own listening port is what gives us away.
-    fn is_self(&self, a: SocketAddr) -> bool {
-        a.port() == self.listen_port && (a.ip().is_loopback() || a.ip().is_unspecified())
+    /// address, so our own listening port is what gives us away. Trackers
+    /// also give us our own address as the router shows it.
+    pub(super) fn is_self(&self, a: SocketAddr) -> bool {
+        (a.port() == self.listen_port && (a.ip().is_loopback() || a.ip().is_unspecified()))
+            || self.external == Some(a)
     }
 
-    fn at_capacity(&self) -> bool {
+    pub(super) fn at_capacity(&self) -> bool {
         self.dialer
             .full(self.sources.peer_count(), self.opts.max_peers)
     }
@@ -227,16 +229,21 @@ impl Core {
             let key = self.new_key();
             self.dialer.connecting.insert(key, addr);
             self.dialer.count(self.sources.peer_count());
-            self.out.push_back(Action::Connect { key, addr });
+            self.out.push_back(Action::Connect {
+                key,
+                addr,
+                only: None,
+            });
         }
     }
 
-    /// A connection we dialled or accepted ended before its handshake.
-    pub(super) fn connection_failed(&mut self, key: PeerKey, reason: &str) {
-        if let Some(addr) = self.dialer.connecting.remove(&key) {
-            tracing::debug!("{addr}: {reason}");
-            self.dialer.connect_failed(addr, reason, self.now);
-        }
+    /// A connection we dialled or accepted ended before its handshake: its
+    /// address, if it was one.
+    pub(super) fn connection_failed(&mut self, key: PeerKey, reason: &str) -> Option<SocketAddr> {
+        let addr = self.dialer.connecting.remove(&key)?;
+        tracing::debug!("{addr}: {reason}");
+        self.dialer.connect_failed(addr, reason, self.now);
+        Some(addr)
     }
 
     /// Makes room by closing the least useful peer that has had

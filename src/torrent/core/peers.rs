@@ -6,10 +6,11 @@ use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 
 use crate::bitfield::Bitfield;
+use crate::peer::transport::Transport;
 use crate::peer::{pex, PeerCmd, PeerEvent, PeerKey};
 use crate::torrent::choker::PeerSnapshot;
 use crate::torrent::status::{PeerSource, State};
-use crate::torrent::superseed;
+use crate::torrent::{holepunch, superseed};
 
 use super::rate::Rate;
 use super::sources::{Kind, Peer, Source, DEFAULT_REQQ, MAX_QUEUE};
@@ -24,9 +25,12 @@ impl Core {
                 fast: _,
                 v2,
                 incoming,
-            } => self.on_connected(key, addr, peer_id, v2, incoming),
+                transport,
+            } => self.on_connected(key, addr, peer_id, v2, incoming, transport),
             PeerEvent::Gone(reason) => {
-                self.connection_failed(key, &reason);
+                if let Some(addr) = self.connection_failed(key, &reason) {
+                    self.ask_for_punch(addr);
+                }
                 self.remove_peer(key, &reason);
                 self.connect_more();
             }
@@ -39,8 +43,15 @@ impl Core {
                 client,
                 listen_port,
                 pex,
-            } => self.on_extended(key, reqq, client, listen_port, pex),
+                holepunch,
+            } => {
+                if let Some(p) = self.sources.peer_mut(key) {
+                    p.holepunch = holepunch;
+                }
+                self.on_extended(key, reqq, client, listen_port, pex)
+            }
             PeerEvent::Pex(added) => self.on_pex(key, added),
+            PeerEvent::Holepunch(m) => self.on_holepunch(key, m),
             PeerEvent::Choked => {
                 let Some(p) = self.sources.peer_mut(key) else {
                     return;
@@ -87,11 +98,12 @@ impl Core {
         peer_id: [u8; 20],
         v2: bool,
         incoming: bool,
+        transport: Transport,
     ) {
         self.dialer.connecting.remove(&key);
         let refuse = if self.dialer.is_banned(addr, &peer_id) {
             Some("banned")
-        } else if self.sources.has_peer_id(&peer_id) {
+        } else if !self.settle_duplicate(&peer_id, incoming) {
             Some("duplicate connection")
         } else if self.sources.peer_count() >= self.opts.max_peers && !self.evict_one() {
             Some("peer limit reached")
@@ -127,6 +139,9 @@ impl Core {
             pex: false,
             pex_sent: HashSet::new(),
             pex_at: None,
+            holepunch: false,
+            hp_budget: holepunch::Budget::new(self.now),
+            transport,
             source: if incoming {
                 PeerSource::Incoming
             } else {
@@ -138,6 +153,7 @@ impl Core {
         if self.state == State::Connecting {
             self.state = State::Downloading;
         }
+        self.punches.connected(addr);
         // Hash requests need no unchoke (BEP 52): ask at once.
         self.request_hashes(key);
     }
@@ -246,7 +262,11 @@ impl Core {
             added.len(),
             found.len()
         );
+        let unreachable = self.note_relays(key, &added, &found);
         self.add_peers(PeerSource::Pex, found);
+        for a in unreachable {
+            self.ask_for_punch(a);
+        }
     }
 
     fn on_interested(&mut self, key: PeerKey, yes: bool) {
@@ -309,6 +329,7 @@ impl Core {
             l.peer_gone(key);
         }
         self.leaf_refused(key, None);
+        self.punches.gone(key);
         self.dialer.left(p.addr, p.connected_at, self.now);
         // Its upload slot goes to a waiting peer now, not at the next 10 s
         // round: a leecher that finished and left must not leave the last
@@ -347,8 +368,19 @@ impl Core {
             .sources
             .peers()
             .filter_map(|(k, p)| {
-                let flags = if p.seed { pex::flags::SEED } else { 0 };
-                p.listen.map(|l| (k, l, flags | pex::flags::OUTGOING_OK))
+                let mut flags = if p.seed { pex::flags::SEED } else { 0 };
+                if p.transport == Transport::Utp {
+                    flags |= pex::flags::UTP;
+                }
+                if p.holepunch {
+                    flags |= crate::peer::holepunch::PEX_FLAG;
+                }
+                // BEP 11's "reachable": we dialled it. One that dialled
+                // us may sit behind a NAT (a hole punch may reach it).
+                if p.source != PeerSource::Incoming {
+                    flags |= pex::flags::OUTGOING_OK;
+                }
+                p.listen.map(|l| (k, l, flags))
             })
             .collect();
         for (key, p) in self.sources.peers_mut() {

@@ -106,6 +106,10 @@ impl Core {
         if web > 0 {
             p.peer_sources.insert(WEB_SEED_LABEL, web);
         }
+        p.peer_transports.clear();
+        for (_, peer) in self.sources.peers() {
+            *p.peer_transports.entry(peer.transport.label()).or_default() += 1;
+        }
         let now = self.now;
         if self
             .peer_list_at
@@ -127,6 +131,7 @@ impl Core {
                 Some(PeerView {
                     addr: p.addr,
                     source: p.source.label(),
+                    transport: p.transport,
                     client: client_name(&p.peer_id),
                     progress: if p.seed {
                         1.0

@@ -86,6 +86,11 @@ pub(super) struct Peer {
     pub(super) pex: bool,
     pub(super) pex_sent: HashSet<SocketAddr>,
     pub(super) pex_at: Option<Instant>,
+    /// It speaks `ut_holepunch` (and so do we); what it may still send.
+    pub(super) holepunch: bool,
+    pub(super) hp_budget: crate::torrent::holepunch::Budget,
+    /// What its connection runs over.
+    pub(super) transport: crate::peer::transport::Transport,
     pub(super) source: PeerSource,
     pub(super) connected_at: Instant,
 }
@@ -349,10 +354,6 @@ impl Sources {
 
     pub(super) fn has_peer_addr(&self, addr: SocketAddr) -> bool {
         self.peers().any(|(_, p)| p.addr == addr)
-    }
-
-    pub(super) fn has_peer_id(&self, id: &[u8; 20]) -> bool {
-        self.peers().any(|(_, p)| p.peer_id == *id)
     }
 }
 

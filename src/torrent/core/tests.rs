@@ -3,6 +3,7 @@
 
 mod harness;
 mod pair;
+mod punch;
 
 use std::time::Duration;
 
@@ -263,6 +264,7 @@ fn reconnect_back_off_grows_for_peers_that_close_at_once() {
                 fast: true,
                 v2: false,
                 incoming: false,
+                transport: crate::peer::transport::Transport::Tcp,
             },
         );
         if waits.len() == 4 {
@@ -475,6 +477,7 @@ fn requests_in_flight_respect_the_peers_reqq() {
             listen_port: None,
             client: None,
             pex: false,
+            holepunch: false,
         },
     );
     h.peer(a, PeerEvent::Unchoked);

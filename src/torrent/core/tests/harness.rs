@@ -38,7 +38,7 @@ pub(super) struct Harness {
     jobs: VecDeque<Vec<PieceJob>>,
     pub(super) rechecks: Vec<std::ops::Range<u32>>,
     pub(super) connects: Vec<(PeerKey, SocketAddr)>,
-    accepts: Vec<(PeerKey, SocketAddr)>,
+    pub(super) accepts: Vec<(PeerKey, SocketAddr)>,
     pub(super) web_seeds: Vec<(PeerKey, String)>,
     pub(super) resets: Vec<PeerKey>,
     /// What the hash jobs wrote: the disk.
@@ -160,6 +160,7 @@ impl Harness {
             seed,
             hash_jobs: 2,
             connections: Arc::new(ConnectionCap::new(None)),
+            holepunch: true,
         };
         let mut h = Harness {
             layout: Layout::from_metainfo(&meta),
@@ -191,7 +192,7 @@ impl Harness {
                 Action::Send(k, cmd) => self.sent.entry(k).or_default().push_back(cmd),
                 Action::Verify(jobs) => self.jobs.push_back(jobs),
                 Action::Recheck(r) => self.rechecks.push(r),
-                Action::Connect { key, addr } => self.connects.push((key, addr)),
+                Action::Connect { key, addr, .. } => self.connects.push((key, addr)),
                 Action::Accept { key, addr } => self.accepts.push((key, addr)),
                 Action::StartWebSeed { key, url, .. } => self.web_seeds.push((key, url)),
                 Action::ResetWebSeed(k) => self.resets.push(k),
@@ -271,6 +272,7 @@ impl Harness {
                 fast: true,
                 v2: false,
                 incoming,
+                transport: crate::peer::transport::Transport::Tcp,
             },
         );
     }

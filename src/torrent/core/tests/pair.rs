@@ -47,6 +47,7 @@ impl Node {
             seed,
             hash_jobs: 2,
             connections: Arc::new(ConnectionCap::new(None)),
+            holepunch: false,
         };
         Node {
             core: Core::new(now, meta.clone(), &have, cfg),
@@ -143,6 +144,7 @@ fn carry(
                         fast: true,
                         v2: false,
                         incoming,
+                        transport: crate::peer::transport::Transport::Tcp,
                     };
                     let bits = if other.have.is_full() {
                         PeerEvent::HaveAll
