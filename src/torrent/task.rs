@@ -221,6 +221,11 @@ impl Task {
     fn on_event(&mut self, ev: Event) {
         let input = match ev {
             Event::Input(input) => {
+                // A verified piece may complete the torrent: the snapshot
+                // then published counts every byte that came for it.
+                if matches!(input, Input::Verified(_)) {
+                    self.count_traffic();
+                }
                 if let Input::Peer(key, PeerEvent::Gone(_)) = &input {
                     self.links.remove(key);
                 }
