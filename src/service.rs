@@ -17,8 +17,10 @@
 pub mod api;
 mod files;
 pub mod http;
+pub mod metrics;
 mod run;
 mod state;
+pub mod transmission;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -318,7 +320,7 @@ pub struct Service {
     inner: Arc<Inner>,
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -405,6 +407,10 @@ impl Service {
 
     pub fn session(&self) -> &Session {
         &self.inner.session
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.cfg
     }
 
     pub fn download_root(&self) -> &Path {
@@ -883,6 +889,32 @@ impl Service {
         }
         self.save_now().await;
         Ok(self.detail(hex_hash)?.files)
+    }
+
+    /// Checks a torrent's data again: a running torrent's run is stopped
+    /// and started anew (a run hashes what is on disk before it goes on);
+    /// a paused one is checked when it resumes.
+    pub async fn recheck(&self, hex_hash: &str) -> Result<TorrentView, ServiceError> {
+        let hash = parse_hash(hex_hash)?;
+        let run = {
+            let mut entries = self.entries();
+            let e = find_entry(&mut entries, hash, hex_hash)?;
+            if e.run.is_some() || (e.finished && !e.saved.paused) {
+                e.finished = false;
+                e.saved.done = false;
+            }
+            e.run.take()
+        };
+        finish_run(run).await;
+        self.start_entry(hash);
+        self.view_of(hash, hex_hash)
+    }
+
+    /// The torrent's metainfo, once known (not while a magnet's is fetched).
+    pub fn metainfo(&self, hex_hash: &str) -> Result<Option<Arc<Metainfo>>, ServiceError> {
+        let hash = parse_hash(hex_hash)?;
+        let mut entries = self.entries();
+        Ok(find_entry(&mut entries, hash, hex_hash)?.meta.clone())
     }
 
     /// Stops every torrent (each announces `stopped`) and saves the state.
