@@ -306,6 +306,9 @@ enum Command {
         /// Folder for the service's state: its torrents, DHT nodes, token (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Add each .torrent or .magnet file that appears in DIR (renamed NAME.added, or NAME.invalid with the reason in NAME.invalid.txt); a sub-folder's files go to that sub-folder of --download-dir.
+        #[arg(long, value_name = "DIR")]
+        watch_dir: Option<PathBuf>,
         /// Refuse torrents with more files than this.
         #[arg(long, value_name = "N", default_value_t = shoal::service::DEFAULT_MAX_FILES as u64, value_parser = clap::value_parser!(u64).range(1..=shoal::metainfo::MAX_FILES as u64))]
         max_files: u64,
@@ -580,6 +583,7 @@ fn main() -> ExitCode {
             download_limit,
             state_dir,
             max_files,
+            watch_dir,
             net,
         } => {
             if !listen.ip().is_loopback() && !allow_remote {
@@ -604,6 +608,7 @@ fn main() -> ExitCode {
                 upload_limit,
                 download_limit,
                 max_files: max_files as usize,
+                watch_dir,
                 dht: cli::DhtArgs {
                     off: net.no_dht,
                     port: net.dht_port,

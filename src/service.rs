@@ -21,6 +21,7 @@ pub mod metrics;
 mod run;
 mod state;
 pub mod transmission;
+pub mod watch_dir;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

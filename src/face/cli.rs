@@ -593,6 +593,8 @@ pub struct ServeArgs {
     pub upload_limit: Option<u64>,
     pub download_limit: Option<u64>,
     pub max_files: usize,
+    /// `--watch-dir`: .torrent and .magnet files put there are added.
+    pub watch_dir: Option<PathBuf>,
     pub dht: DhtArgs,
     pub no_pex: bool,
     pub no_lsd: bool,
@@ -720,6 +722,15 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                     format!("in {}", state_dir.join("token").display())
                 }
             );
+        }
+        if let Some(w) = &a.watch_dir {
+            std::fs::create_dir_all(w)
+                .with_context(|| format!("cannot create the watch folder {}", w.display()))?;
+            eprintln!(
+                "watching {} for .torrent and .magnet files",
+                esc(&w.display().to_string())
+            );
+            tokio::spawn(crate::service::watch_dir::run(svc.clone(), w.clone()));
         }
         let server = tokio::spawn(crate::service::http::serve(listener, app));
         let signal = tokio::select! {
