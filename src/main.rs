@@ -332,6 +332,9 @@ enum Command {
         /// Replace files in the way that shoal did not create and that do not match the torrent (they are refused otherwise).
         #[arg(long)]
         overwrite: bool,
+        /// A category for the torrents; without --dir their data goes to the sub-folder of that name.
+        #[arg(long, value_name = "NAME")]
+        category: Option<String>,
         #[command(flatten)]
         remote: RemoteFlags,
     },
@@ -626,6 +629,7 @@ fn main() -> ExitCode {
             only,
             paused,
             overwrite,
+            category,
             remote,
         } => remote.connect().and_then(|r| {
             shoal::face::remote::add(
@@ -636,6 +640,7 @@ fn main() -> ExitCode {
                     only,
                     paused,
                     overwrite,
+                    category,
                 },
             )
         }),

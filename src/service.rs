@@ -109,6 +109,9 @@ pub struct AddRequest {
     /// Replace files in the way that shoal did not create (for its first
     /// run; `resume` with overwrite asks again).
     pub overwrite: bool,
+    /// A label for the torrent; without `download_dir` its data goes to
+    /// the root's sub-folder of that name.
+    pub category: Option<String>,
 }
 
 /// A torrent as the list shows it.
@@ -141,6 +144,8 @@ pub struct TorrentView {
     /// Its error is files in the way that shoal did not create: resuming
     /// with overwrite replaces them.
     pub clash: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -299,6 +304,7 @@ impl Entry {
             check_progress,
             status,
             clash: self.clash && self.error.is_some(),
+            category: self.saved.category.clone(),
         }
     }
 }
@@ -564,7 +570,13 @@ impl Service {
             .as_deref()
             .map(|o| files::check_only(o, max_files))
             .transpose()?;
-        let dir = resolve_dir(&self.inner.root, req.download_dir.as_deref())?;
+        if let Some(c) = &req.category {
+            files::check_category(c)?;
+        }
+        let dir = resolve_dir(
+            &self.inner.root,
+            req.download_dir.as_deref().or(req.category.as_deref()),
+        )?;
         let (meta, magnet, raw) = match req.source {
             AddSource::Torrent(bytes) => {
                 let m = Metainfo::from_bytes(&bytes)
@@ -637,6 +649,7 @@ impl Service {
             paused: req.paused,
             overwrite: req.overwrite,
             added: now_secs(),
+            category: req.category.clone(),
             total: meta.as_ref().map_or(0, |m| m.total_length),
             ..Saved::default()
         };

@@ -129,3 +129,64 @@ fn files_put_in_the_folder_are_added_or_set_aside_with_a_reason() {
         "not for shoal"
     );
 }
+
+#[test]
+fn categories_are_labels_and_sub_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"), &[("a.bin", 50_000), ("b.bin", 60_000)]);
+    let ta = create_torrent(&d.join("src/a.bin"), &d.join("a.torrent"), &[], 16384);
+    let tb = create_torrent(&d.join("src/b.bin"), &d.join("b.torrent"), &[], 16384);
+    let (state, dl, w) = (d.join("state"), d.join("dl"), d.join("watch"));
+    let svc = serve(
+        d,
+        &state,
+        &dl,
+        &["--watch-dir", w.to_str().unwrap()],
+        "serve",
+    );
+    let port = svc.port;
+    let url = format!("http://127.0.0.1:{port}");
+
+    // shoal add --category: the label, and the sub-folder of that name.
+    let o = shoal(&[
+        "add",
+        "--url",
+        &url,
+        "--paused",
+        "--category",
+        "films",
+        ta.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ha = hex::encode(info_hash(&ta));
+    let (_, list) = json(port, "GET", "/api/torrents", None);
+    let t = torrent_of(&list, &ha);
+    assert_eq!(t["category"], "films", "{t}");
+    let root = dl.canonicalize().unwrap();
+    assert_eq!(
+        t["download_dir"].as_str().unwrap(),
+        root.join("films").to_str().unwrap()
+    );
+    // A name that is not one folder is refused, nothing added.
+    for bad in ["../up", "a/b", ".hidden", ""] {
+        let (status, v) = json(
+            port,
+            "POST",
+            "/api/torrents",
+            Some(serde_json::json!({
+                "magnet": format!("magnet:?xt=urn:btih:{}", "1".repeat(40)),
+                "category": bad,
+            })),
+        );
+        assert_eq!(status, 400, "{bad:?}: {v}");
+    }
+    // A watch folder's sub-folder is a category.
+    std::fs::create_dir_all(w.join("music")).unwrap();
+    std::fs::copy(&tb, w.join("music/b.torrent")).unwrap();
+    appears(&w.join("music/b.torrent.added"));
+    let hb = hex::encode(info_hash(&tb));
+    let (_, list) = json(port, "GET", "/api/torrents", None);
+    assert_eq!(torrent_of(&list, &hb)["category"], "music", "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+}

@@ -301,6 +301,7 @@ struct AddQuery {
     only: Option<String>,
     paused: Option<bool>,
     overwrite: Option<bool>,
+    category: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -314,6 +315,7 @@ struct AddJson {
     paused: bool,
     #[serde(default)]
     overwrite: bool,
+    category: Option<String>,
 }
 
 fn parse_only(s: &str) -> Result<Vec<usize>, ServiceError> {
@@ -361,6 +363,7 @@ async fn add(
             only: j.only,
             paused: j.paused,
             overwrite: j.overwrite,
+            category: j.category,
         }
     } else if kind.starts_with("application/x-bittorrent") || body.first() == Some(&b'd') {
         let only = match q.only.as_deref().map(parse_only).transpose() {
@@ -373,6 +376,7 @@ async fn add(
             only,
             paused: q.paused.unwrap_or(false),
             overwrite: q.overwrite.unwrap_or(false),
+            category: q.category,
         }
     } else {
         return error(

@@ -379,6 +379,13 @@ impl Rpc {
                 .get("paused")
                 .is_some_and(|v| v.as_bool() == Some(true) || v.as_i64() == Some(1)),
             overwrite: false,
+            // Transmission 4's labels: the first is the category.
+            category: args
+                .get("labels")
+                .and_then(Value::as_array)
+                .and_then(|l| l.first())
+                .and_then(Value::as_str)
+                .map(String::from),
         };
         let (key, hash) = match self.svc.add(req).await {
             Ok(h) => ("torrent-added", h),

@@ -131,23 +131,36 @@ fn folder_of(watch: &Path, file: &Path) -> Option<String> {
     (!rel.as_os_str().is_empty()).then(|| rel.to_string_lossy().into_owned())
 }
 
+/// Where a file of the sub-folder `folder` goes: a sub-folder that makes
+/// a category name is that category (its torrents go to the folder of
+/// that name); a deeper one is only a download folder.
+fn category_or_dir(folder: Option<String>) -> (Option<String>, Option<String>) {
+    match folder {
+        Some(f) if super::files::check_category(&f).is_ok() => (Some(f), None),
+        dir => (None, dir),
+    }
+}
+
 /// Adds one file; renames it by the outcome.
 async fn take(svc: &Service, watch: &Path, path: &Path) {
     let shown = path.display().to_string();
     let result = match source_of(path) {
-        Ok(source) => svc
-            .add(AddRequest {
+        Ok(source) => {
+            let (category, download_dir) = category_or_dir(folder_of(watch, path));
+            svc.add(AddRequest {
                 source,
-                download_dir: folder_of(watch, path),
+                download_dir,
                 only: None,
                 paused: false,
                 overwrite: false,
+                category,
             })
             .await
             .map_err(|e| match e {
                 ServiceError::Duplicate(h) => format!("torrent {h} is already in the service"),
                 e => e.to_string(),
-            }),
+            })
+        }
         Err(e) => Err(e),
     };
     let renamed = match &result {

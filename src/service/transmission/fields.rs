@@ -137,7 +137,7 @@ pub fn field(s: &Source, field: &str) -> Option<Value> {
         "seedRatioMode" => json!(0),
         "seedRatioLimit" => json!(s.seed_ratio.unwrap_or(0.0)),
         "seedIdleMode" => json!(0),
-        "labels" => json!([]),
+        "labels" => json!(v.category.iter().collect::<Vec<_>>()),
         "manualAnnounceTime" => json!(-1),
         "webseedsSendingToUs" => json!(0),
         "webseeds" => json!(meta.map(|m| m.url_list.clone()).unwrap_or_default()),
@@ -359,6 +359,7 @@ mod tests {
             check_progress: None,
             status: None,
             clash: false,
+            category: None,
         }
     }
 
