@@ -285,6 +285,27 @@ fn transmission_remote_adds_lists_limits_stops_starts_and_removes() {
     assert_eq!(status, 200);
     assert_eq!(v["result"], "method not supported", "{v}");
     assert_eq!(v["tag"], 7);
+    // The table format and session-get's fields.
+    let (_, _, v) = raw_rpc(
+        port,
+        r#"{"method":"torrent-get","arguments":{"format":"table","fields":["id","name","noSuch"]}}"#,
+        &[],
+    );
+    assert_eq!(
+        v["arguments"]["torrents"],
+        serde_json::json!([
+            ["id", "name", "noSuch"],
+            [1, "single.bin", null],
+            [2, "pack", null]
+        ]),
+        "{v}"
+    );
+    let (_, _, v) = raw_rpc(
+        port,
+        r#"{"method":"session-get","arguments":{"fields":["rpc-version","version"]}}"#,
+        &[],
+    );
+    assert_eq!(v["arguments"].as_object().unwrap().len(), 2, "{v}");
 
     // -r keeps the data; --remove-and-delete deletes it.
     ok(port, &["-t", "1", "-r"]);
@@ -293,8 +314,10 @@ fn transmission_remote_adds_lists_limits_stops_starts_and_removes() {
     assert!(!dl.join("pack/a.bin").exists());
     let (_, list) = json(port, "GET", "/api/torrents", None);
     assert_eq!(list, serde_json::json!([]));
-    // Ids are not reused: the torrent added again is number 3.
-    ok(port, &["-a", s.single.to_str().unwrap()]);
+    // Ids are not reused: the torrent added again (by URL this time) is
+    // number 3.
+    let web = HttpServer::serve("/single.torrent", std::fs::read(&s.single).unwrap());
+    ok(port, &["-a", &web.url("/single.torrent")]);
     let r = wait_row(port, "single.bin", "listed", |_| true);
     assert_eq!(r[0], "3");
 }

@@ -202,7 +202,17 @@ fn to_map(v: Value) -> Map<String, Value> {
 impl Rpc {
     async fn call(&self, method: &str, args: &Map<String, Value>) -> Answer {
         match method {
-            "session-get" => Ok(self.session_get()),
+            "session-get" => {
+                let mut all = self.session_get();
+                // RPC 16: `fields` names the keys wanted; none, all.
+                if let Some(want) = args.get("fields").and_then(Value::as_array) {
+                    let want: Vec<&str> = want.iter().filter_map(Value::as_str).collect();
+                    if !want.is_empty() {
+                        all.retain(|k, _| want.contains(&k.as_str()));
+                    }
+                }
+                Ok(all)
+            }
             "session-set" => self.session_set(args),
             "session-stats" => Ok(self.session_stats()),
             "torrent-get" => self.torrent_get(args),
@@ -311,7 +321,12 @@ impl Rpc {
         let detail = names.iter().any(|f| fields::needs_detail(f));
         let peers = names.iter().any(|f| fields::needs_peers(f));
         let now = crate::service::now_secs();
+        // "table": the field names, then one list of values per torrent.
+        let table = args.get("format").and_then(Value::as_str) == Some("table");
         let mut torrents = Vec::new();
+        if table {
+            torrents.push(json!(names));
+        }
         for (id, view) in &chosen {
             let d = detail
                 .then(|| self.svc.detail(&view.info_hash).ok())
@@ -330,7 +345,11 @@ impl Rpc {
                 seed_ratio: self.svc.config().seed_ratio,
                 now,
             };
-            torrents.push(fields::object(&src, &names));
+            torrents.push(if table {
+                fields::row(&src, &names)
+            } else {
+                fields::object(&src, &names)
+            });
         }
         let mut out = Map::new();
         out.insert("torrents".into(), Value::Array(torrents));
@@ -547,6 +566,7 @@ impl Rpc {
                 None => None,
                 Some(v) => Some(
                     v.as_u64()
+                        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f.round() as u64))
                         .ok_or_else(|| format!("{value_key} must be a number of kB/s"))?,
                 ),
             };

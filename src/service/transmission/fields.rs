@@ -184,6 +184,17 @@ pub fn object(s: &Source, fields: &[String]) -> Value {
     Value::Object(m)
 }
 
+/// The values of the fields asked for, in their order (`format: table`);
+/// null for a field shoal has nothing for.
+pub fn row(s: &Source, fields: &[String]) -> Value {
+    Value::Array(
+        fields
+            .iter()
+            .map(|f| field(s, f).unwrap_or(Value::Null))
+            .collect(),
+    )
+}
+
 fn files<'a>(s: &Source<'a>) -> &'a [FileView] {
     s.detail.map_or(&[], |d| d.files.as_slice())
 }
