@@ -907,20 +907,18 @@ impl Service {
 
     /// Checks a torrent's data again: a running torrent's run is stopped
     /// and started anew (a run hashes what is on disk before it goes on);
-    /// a paused one is checked when it resumes.
+    /// one not running (paused, done, failed) is checked when it resumes,
+    /// and is not started by this.
     pub async fn recheck(&self, hex_hash: &str) -> Result<TorrentView, ServiceError> {
         let hash = parse_hash(hex_hash)?;
         let run = {
             let mut entries = self.entries();
-            let e = find_entry(&mut entries, hash, hex_hash)?;
-            if e.run.is_some() || (e.finished && !e.saved.paused) {
-                e.finished = false;
-                e.saved.done = false;
-            }
-            e.run.take()
+            find_entry(&mut entries, hash, hex_hash)?.run.take()
         };
-        finish_run(run).await;
-        self.start_entry(hash);
+        if run.is_some() {
+            finish_run(run).await;
+            self.start_entry(hash);
+        }
         self.view_of(hash, hex_hash)
     }
 
