@@ -366,6 +366,9 @@ enum Command {
         /// Folder for the service's state: its torrents, DHT nodes, token (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Add each .torrent or .magnet file that appears in DIR (renamed NAME.added, or NAME.invalid with the reason in NAME.invalid.txt); a sub-folder's files go to that sub-folder of --download-dir.
+        #[arg(long, value_name = "DIR")]
+        watch_dir: Option<PathBuf>,
         /// Refuse torrents with more files than this.
         #[arg(long, value_name = "N", default_value_t = shoal::service::DEFAULT_MAX_FILES as u64, value_parser = clap::value_parser!(u64).range(1..=shoal::metainfo::MAX_FILES as u64))]
         max_files: u64,
@@ -389,6 +392,9 @@ enum Command {
         /// Replace files in the way that shoal did not create and that do not match the torrent (they are refused otherwise).
         #[arg(long)]
         overwrite: bool,
+        /// A category for the torrents; without --dir their data goes to the sub-folder of that name.
+        #[arg(long, value_name = "NAME")]
+        category: Option<String>,
         #[command(flatten)]
         remote: RemoteFlags,
     },
@@ -637,6 +643,7 @@ fn main() -> ExitCode {
             download_limit,
             state_dir,
             max_files,
+            watch_dir,
             net,
         } => {
             if !listen.ip().is_loopback() && !allow_remote {
@@ -659,6 +666,7 @@ fn main() -> ExitCode {
                 allowed_hosts: allow_hosts,
                 session,
                 max_files: max_files as usize,
+                watch_dir,
                 options: shoal::torrent::Options {
                     max_peers: max_peers as usize,
                     keep_seeding: true,
@@ -675,6 +683,7 @@ fn main() -> ExitCode {
             only,
             paused,
             overwrite,
+            category,
             remote,
         } => remote.connect().and_then(|r| {
             shoal::face::remote::add(
@@ -685,6 +694,7 @@ fn main() -> ExitCode {
                     only,
                     paused,
                     overwrite,
+                    category,
                 },
             )
         }),

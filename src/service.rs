@@ -17,8 +17,11 @@
 pub mod api;
 mod files;
 pub mod http;
+pub mod metrics;
 mod run;
 mod state;
+pub mod transmission;
+pub mod watch_dir;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,6 +107,9 @@ pub struct AddRequest {
     /// Replace files in the way that shoal did not create (for its first
     /// run; `resume` with overwrite asks again).
     pub overwrite: bool,
+    /// A label for the torrent; without `download_dir` its data goes to
+    /// the root's sub-folder of that name.
+    pub category: Option<String>,
 }
 
 /// A torrent as the list shows it.
@@ -136,6 +142,8 @@ pub struct TorrentView {
     /// Its error is files in the way that shoal did not create: resuming
     /// with overwrite replaces them.
     pub clash: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -294,6 +302,7 @@ impl Entry {
             check_progress,
             status,
             clash: self.clash && self.error.is_some(),
+            category: self.saved.category.clone(),
         }
     }
 }
@@ -316,7 +325,7 @@ pub struct Service {
     inner: Arc<Inner>,
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -403,6 +412,10 @@ impl Service {
 
     pub fn session(&self) -> &Session {
         &self.inner.session
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.cfg
     }
 
     pub fn download_root(&self) -> &Path {
@@ -555,7 +568,13 @@ impl Service {
             .as_deref()
             .map(|o| files::check_only(o, max_files))
             .transpose()?;
-        let dir = resolve_dir(&self.inner.root, req.download_dir.as_deref())?;
+        if let Some(c) = &req.category {
+            files::check_category(c)?;
+        }
+        let dir = resolve_dir(
+            &self.inner.root,
+            req.download_dir.as_deref().or(req.category.as_deref()),
+        )?;
         let (meta, magnet, raw) = match req.source {
             AddSource::Torrent(bytes) => {
                 let m = Metainfo::from_bytes(&bytes)
@@ -628,6 +647,7 @@ impl Service {
             paused: req.paused,
             overwrite: req.overwrite,
             added: now_secs(),
+            category: req.category.clone(),
             total: meta.as_ref().map_or(0, |m| m.total_length),
             ..Saved::default()
         };
@@ -881,6 +901,30 @@ impl Service {
         }
         self.save_now().await;
         Ok(self.detail(hex_hash)?.files)
+    }
+
+    /// Checks a torrent's data again: a running torrent's run is stopped
+    /// and started anew (a run hashes what is on disk before it goes on);
+    /// one not running (paused, done, failed) is checked when it resumes,
+    /// and is not started by this.
+    pub async fn recheck(&self, hex_hash: &str) -> Result<TorrentView, ServiceError> {
+        let hash = parse_hash(hex_hash)?;
+        let run = {
+            let mut entries = self.entries();
+            find_entry(&mut entries, hash, hex_hash)?.run.take()
+        };
+        if run.is_some() {
+            finish_run(run).await;
+            self.start_entry(hash);
+        }
+        self.view_of(hash, hex_hash)
+    }
+
+    /// The torrent's metainfo, once known (not while a magnet's is fetched).
+    pub fn metainfo(&self, hex_hash: &str) -> Result<Option<Arc<Metainfo>>, ServiceError> {
+        let hash = parse_hash(hex_hash)?;
+        let mut entries = self.entries();
+        Ok(find_entry(&mut entries, hash, hex_hash)?.meta.clone())
     }
 
     /// Stops every torrent (each announces `stopped`) and saves the state.

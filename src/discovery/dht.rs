@@ -134,6 +134,11 @@ impl Dht {
         }
     }
 
+    /// How many nodes the routing table holds (for the service's metrics).
+    pub async fn node_count(&self) -> usize {
+        self.node.to_bootstrap().await.len()
+    }
+
     /// Saves the nodes we know, for the next start.
     pub async fn save(&self) {
         let Some(file) = &self.state_file else {

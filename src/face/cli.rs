@@ -583,6 +583,8 @@ pub struct ServeArgs {
     pub options: crate::torrent::Options,
     /// Torrents with more files are refused (`--max-files`).
     pub max_files: usize,
+    /// `--watch-dir`: .torrent and .magnet files put there are added.
+    pub watch_dir: Option<PathBuf>,
 }
 
 /// The token of a service on a non-loopback address: the one given, else
@@ -701,6 +703,15 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 }
             }
         });
+        if let Some(w) = &a.watch_dir {
+            std::fs::create_dir_all(w)
+                .with_context(|| format!("cannot create the watch folder {}", w.display()))?;
+            eprintln!(
+                "watching {} for .torrent and .magnet files",
+                esc(&w.display().to_string())
+            );
+            tokio::spawn(crate::service::watch_dir::run(svc.clone(), w.clone()));
+        }
         let server = tokio::spawn(crate::service::http::serve(listener, app));
         let signal = tokio::select! {
             s = crate::session::wait_for_signal() => s,

@@ -132,6 +132,8 @@ pub struct AddArgs<'a> {
     pub paused: bool,
     /// Replace files in the way that shoal did not create.
     pub overwrite: bool,
+    /// The torrents' category (by default also their sub-folder).
+    pub category: Option<String>,
 }
 
 /// `shoal add`: .torrent files, magnet links, URLs or bare info-hashes.
@@ -164,6 +166,9 @@ pub fn add(r: &Remote, a: AddArgs<'_>) -> Result<()> {
             if let Some(d) = &a.dir {
                 body["download_dir"] = json!(d);
             }
+            if let Some(c) = &a.category {
+                body["category"] = json!(c);
+            }
             if let Some(o) = &only {
                 body["only"] = json!(o);
             }
@@ -180,6 +185,9 @@ pub fn add(r: &Remote, a: AddArgs<'_>) -> Result<()> {
             ];
             if let Some(d) = &a.dir {
                 q.push(("download_dir", d.clone()));
+            }
+            if let Some(c) = &a.category {
+                q.push(("category", c.clone()));
             }
             if let Some(o) = &only {
                 let list: Vec<String> = o.iter().map(usize::to_string).collect();

@@ -74,6 +74,7 @@ impl IntoResponse for ServiceError {
 
 /// The API and the page, ready for `axum::serve`.
 pub fn router(svc: Service, cfg: ApiConfig) -> Router {
+    let rpc = crate::service::transmission::router(svc.clone());
     let state = Arc::new(AppState {
         svc,
         token: cfg.token,
@@ -118,6 +119,9 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
         .route("/api/network", get(network))
         .route("/api/events", get(events))
         .route("/api/login", post(login))
+        .route("/metrics", get(metrics))
+        .route_service("/transmission/rpc", rpc.clone())
+        .route_service("/transmission/rpc/", rpc)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(crate::service::MAX_TORRENT_SIZE))
         .layer(middleware::from_fn_with_state(
@@ -181,6 +185,16 @@ fn token_of(headers: &HeaderMap) -> Option<String> {
         if let Some(t) = v.strip_prefix("Bearer ") {
             return Some(t.trim().to_string());
         }
+        // Basic auth (Transmission clients, Prometheus): the password is
+        // the token, the user name is not looked at.
+        if let Some(b64) = v.strip_prefix("Basic ") {
+            let raw = data_encoding::BASE64.decode(b64.trim().as_bytes()).ok()?;
+            let pair = String::from_utf8(raw).ok()?;
+            return Some(
+                pair.split_once(':')
+                    .map_or(pair.clone(), |(_, p)| p.to_string()),
+            );
+        }
     }
     headers
         .get_all(header::COOKIE)
@@ -226,15 +240,23 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
     }
     let path = req.uri().path();
     if let Some(want) = &st.token {
-        if path.starts_with("/api") {
+        if needs_token(path) {
             let ip = source_ip(&req);
             if let Some(wait) = st.attempts.blocked(ip, Instant::now()) {
                 return http::too_many(ip, wait);
+            }
+            if path.starts_with("/transmission/") && !headers.contains_key(header::AUTHORIZATION) {
+                // curl (transmission-remote) sends its credentials only
+                // when asked: the question is not a wrong token.
+                return basic_challenge();
             }
             // An empty token never matches, even an empty one configured.
             let ok = token_of(headers).is_some_and(|t| !t.is_empty() && constant_eq(&t, want));
             if !ok && path != "/api/login" {
                 st.attempts.failed(ip, Instant::now());
+                if path.starts_with("/transmission/") {
+                    return basic_challenge();
+                }
                 return error(
                     StatusCode::UNAUTHORIZED,
                     "an access token is required (Authorization: Bearer TOKEN)",
@@ -243,6 +265,25 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
         }
     }
     next.run(req).await
+}
+
+/// The paths behind the token: the API, the Transmission RPC, metrics.
+fn needs_token(path: &str) -> bool {
+    path.starts_with("/api") || path.starts_with("/transmission/") || path == "/metrics"
+}
+
+/// 401 asking for Basic auth, which Transmission clients answer with
+/// the token as the password.
+fn basic_challenge() -> Response {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "an access token is required (as the password of Basic auth, or Authorization: Bearer TOKEN)",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"shoal\""),
+    );
+    r
 }
 
 /// Where a request came from (unknown: one source for all).
@@ -261,6 +302,7 @@ struct AddQuery {
     only: Option<String>,
     paused: Option<bool>,
     overwrite: Option<bool>,
+    category: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -274,6 +316,7 @@ struct AddJson {
     paused: bool,
     #[serde(default)]
     overwrite: bool,
+    category: Option<String>,
 }
 
 fn parse_only(s: &str) -> Result<Vec<usize>, ServiceError> {
@@ -321,6 +364,7 @@ async fn add(
             only: j.only,
             paused: j.paused,
             overwrite: j.overwrite,
+            category: j.category,
         }
     } else if kind.starts_with("application/x-bittorrent") || body.first() == Some(&b'd') {
         let only = match q.only.as_deref().map(parse_only).transpose() {
@@ -333,6 +377,7 @@ async fn add(
             only,
             paused: q.paused.unwrap_or(false),
             overwrite: q.overwrite.unwrap_or(false),
+            category: q.category,
         }
     } else {
         return error(
@@ -477,6 +522,15 @@ async fn network(State(st): State<Arc<AppState>>) -> Response {
         "port_mapping": mapping,
     }))
     .into_response()
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let text = crate::service::metrics::render(&st.svc).await;
+    (
+        [(header::CONTENT_TYPE, crate::service::metrics::CONTENT_TYPE)],
+        text,
+    )
+        .into_response()
 }
 
 async fn get_limits(State(st): State<Arc<AppState>>) -> Response {

@@ -19,6 +19,34 @@ const MAX_DIR_LEN: usize = 4096;
 /// Refused if it leaves the root, also through a symbolic link that exists
 /// now. Nothing is created: the run makes the folder (without following
 /// links, `store::confine`), so a refused add leaves nothing behind.
+/// Longest category name.
+pub const MAX_CATEGORY_LEN: usize = 64;
+
+/// Checks a category name: it is also the sub-folder of the download root
+/// its torrents go to by default, so one plain folder name (no `/`, not
+/// hidden, no control characters), 1 to 64 bytes.
+pub fn check_category(name: &str) -> Result<(), ServiceError> {
+    let bad = |why: &str| {
+        Err(ServiceError::Invalid(format!(
+            "category {:?}: {why}",
+            escape(name)
+        )))
+    };
+    if name.trim().is_empty() || name.len() > MAX_CATEGORY_LEN {
+        return bad("give a name of 1 to 64 bytes");
+    }
+    if name.starts_with('.') || name.trim() != name {
+        return bad("it may not start with '.' or begin or end with a space");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
+        return bad("it is one folder name: no '/', '\\' or control characters");
+    }
+    Ok(())
+}
+
 pub fn resolve_dir(root: &Path, request: Option<&str>) -> Result<PathBuf, ServiceError> {
     let Some(req) = request.filter(|r| !r.trim().is_empty()) else {
         return Ok(root.to_path_buf());
@@ -233,6 +261,26 @@ pub fn delete_data_of(meta: &Metainfo, root: &Root) -> DataRemoval {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_category_is_one_plain_folder_name() {
+        for ok in ["films", "TV Shows", "é", &"x".repeat(64)] {
+            assert!(check_category(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            " ",
+            "a/b",
+            "..",
+            ".x",
+            "a\\b",
+            "x\n",
+            " x",
+            &"x".repeat(65),
+        ] {
+            assert!(check_category(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn download_dirs_stay_inside_the_root_and_are_not_made() {
