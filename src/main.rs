@@ -241,6 +241,9 @@ enum Command {
         /// List the torrent's files with their numbers and sizes, then exit.
         #[arg(long)]
         list: bool,
+        /// Download pieces in order, from the start (for a player reading the growing file), instead of rarest first.
+        #[arg(long)]
+        sequential: bool,
         #[command(flatten)]
         swarm: SwarmFlags,
     },
@@ -431,6 +434,7 @@ impl SwarmFlags {
             seed_time: self.seed_time,
             super_seed: self.super_seed,
             stall_timeout: self.stall_timeout,
+            sequential: false,
         }
     }
 }
@@ -551,9 +555,11 @@ fn main() -> ExitCode {
             only,
             select,
             list,
+            sequential,
             swarm,
         } => {
             let mut args = swarm.into_args(torrent, output, seed, overwrite);
+            args.sequential = sequential;
             args.save_torrent = save_torrent;
             args.only = only;
             args.select = select;

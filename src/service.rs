@@ -19,6 +19,7 @@ mod files;
 pub mod http;
 mod run;
 mod state;
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,7 @@ use crate::metainfo::Metainfo;
 use crate::peer::Shared;
 use crate::session::{Control, Session};
 use crate::store::confine::Root;
+use crate::torrent::deadline::Readers;
 use crate::torrent::{PeerView, Progress, State, TrackerView};
 pub use files::{resolve_dir, DataRemoval, Kept};
 use state::{Saved, Saver};
@@ -192,6 +194,8 @@ struct Entry {
     /// The piece map of the last run, shown while not running (paused,
     /// done, checking again, or restored after a restart).
     have: Option<Bitfield>,
+    /// Streaming readers of its files (`stream`), across runs.
+    readers: Arc<Readers>,
 }
 
 impl Entry {
@@ -511,6 +515,7 @@ impl Service {
             checked: Arc::default(),
             fetching: None,
             have,
+            readers: Arc::default(),
         };
         self.entries().push(entry);
     }
@@ -652,6 +657,7 @@ impl Service {
                 checked: Arc::default(),
                 fetching: None,
                 have: None,
+                readers: Arc::default(),
             });
         }
         self.start_entry(hash);

@@ -72,6 +72,10 @@ pub struct TorrentOptions {
     pub web_seeds: bool,
     /// Super-seed (BEP 16) if the data is complete at the start.
     pub super_seed: bool,
+    /// New pieces in index order instead of rarest first (`--sequential`).
+    pub sequential: bool,
+    /// Streaming readers, whose next pieces are asked for first.
+    pub readers: Option<Arc<crate::torrent::deadline::Readers>>,
 }
 
 /// How the owner of a running torrent steers and watches it.
@@ -531,6 +535,10 @@ impl Session {
         }
         if let Some(high) = &opts.high {
             torrent.set_high(&crate::torrent::selection::wanted_pieces(&meta, high));
+        }
+        torrent.set_sequential(opts.sequential);
+        if let Some(r) = &opts.readers {
+            torrent.set_readers(r.clone());
         }
         // After the coordinator published its first snapshot, so a display
         // never shows a torrent of 0 bytes.

@@ -4,6 +4,7 @@
 //! lock guards the swarm state.
 
 pub mod choker;
+pub mod deadline;
 pub mod hashes;
 pub mod leaves;
 pub mod picker;
@@ -548,6 +549,9 @@ pub struct Torrent {
     leaf_checks: HashMap<u32, LeafCheck>,
     /// Set while super-seeding (BEP 16): what each peer has been shown.
     super_seed: Option<superseed::SuperSeed>,
+    /// Streaming readers, and the version of their windows last given to
+    /// the picker.
+    readers: Option<(Arc<deadline::Readers>, u64)>,
 }
 
 impl Torrent {
@@ -625,6 +629,7 @@ impl Torrent {
             layers: None,
             leaf_checks: HashMap::new(),
             super_seed: None,
+            readers: None,
         };
         t.start_layer_fetch();
         if t.shared.super_seed.load(Ordering::Relaxed) {
@@ -811,6 +816,40 @@ impl Torrent {
     /// Asks for the pieces in `high` before any other (file priorities).
     pub fn set_high(&mut self, high: &Bitfield) {
         self.picker.set_high(high);
+    }
+
+    /// Streaming readers whose windows get pieces first (deadlines).
+    pub fn set_readers(&mut self, readers: Arc<deadline::Readers>) {
+        self.readers = Some((readers, u64::MAX));
+    }
+
+    /// New pieces in index order instead of rarest first.
+    pub fn set_sequential(&mut self, on: bool) {
+        self.picker.set_sequential(on);
+    }
+
+    /// Hands the picker the pieces the readers need next; when the
+    /// readers moved, asks every peer for more at once (nearest first).
+    fn update_deadlines(&mut self) {
+        let Some((readers, seen)) = &mut self.readers else {
+            return;
+        };
+        let version = readers.version();
+        let windows = readers.windows();
+        if windows.is_empty() && version == *seen {
+            return;
+        }
+        let have = self.picker.have();
+        let pieces =
+            deadline::deadline_pieces(&windows, |p| have.get(p as usize), deadline::MAX_DEADLINES);
+        self.picker.set_deadlines(&pieces);
+        if version != *seen {
+            *seen = version;
+            if !pieces.is_empty() {
+                tracing::debug!("stream deadlines: {:?}", &pieces[..pieces.len().min(8)]);
+            }
+            self.fill_all();
+        }
     }
 
     pub fn set_unwanted(&mut self, unwanted: &Bitfield) {
@@ -2244,6 +2283,7 @@ impl Torrent {
     }
 
     fn on_tick(&mut self) {
+        self.update_deadlines();
         self.count_connections();
         self.flush_haves();
         let now = Instant::now();

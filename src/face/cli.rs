@@ -576,6 +576,8 @@ pub struct RunArgs {
     pub super_seed: bool,
     /// Seconds without data after which a download gives up.
     pub stall_timeout: Option<u64>,
+    /// Pieces in order instead of rarest first (`--sequential`).
+    pub sequential: bool,
 }
 
 /// `shoal serve`.
@@ -1038,6 +1040,7 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
         seed_ratio: a.seed_ratio,
         seed_time: a.seed_time,
         super_seed: a.super_seed,
+        sequential: a.sequential,
         stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
         learned,
         web_seeds: !a.no_web_seeds,

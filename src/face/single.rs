@@ -49,6 +49,8 @@ pub struct Options {
     pub seed_time: Option<Duration>,
     /// Super-seed (BEP 16) when the data is complete at the start.
     pub super_seed: bool,
+    /// Pieces in order instead of rarest first (`--sequential`).
+    pub sequential: bool,
     /// Give up when an incomplete download got no data for this long.
     pub stall_timeout: Option<Duration>,
     /// Peers a magnet's metadata phase found, with where from.
@@ -123,6 +125,8 @@ pub async fn run(meta: Metainfo, opts: Options) -> Result<Summary> {
         seed_ratio: opts.seed_ratio,
         seed_time: opts.seed_time,
         super_seed: opts.super_seed,
+        sequential: opts.sequential,
+        readers: None,
         stall_timeout: opts.stall_timeout,
         learned: opts.learned,
         web_seeds: opts.web_seeds,

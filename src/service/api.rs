@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::service::http::{self, Attempts, Uploads};
+use crate::service::stream::{self, RangeAsk};
 use crate::service::{AddRequest, AddSource, Priority, Service, ServiceError, ServiceEvent};
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
@@ -114,6 +115,7 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
         .route("/api/torrents/{hash}/pause", post(pause))
         .route("/api/torrents/{hash}/resume", post(resume))
         .route("/api/torrents/{hash}/files", post(set_files))
+        .route("/api/torrents/{hash}/files/{index}/stream", get(stream))
         .route("/api/limits", get(get_limits).put(put_limits))
         .route("/api/events", get(events))
         .route("/api/login", post(login))
@@ -454,6 +456,73 @@ async fn set_files(
         Ok(files) => Json(files).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// A file's bytes, whole or one `Range`, as its pieces are verified
+/// (`service::stream`). HEAD answers the same headers without reading.
+async fn stream(
+    State(st): State<Arc<AppState>>,
+    Path((hash, index)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(index) = index.parse::<usize>() else {
+        return error(StatusCode::BAD_REQUEST, "the file index must be a number");
+    };
+    let file = match st.svc.stream_file(&hash, index) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let len = file.length;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, end) = match stream::parse_range(range, len) {
+        RangeAsk::Whole => (StatusCode::OK, 0, len),
+        RangeAsk::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b + 1),
+        RangeAsk::Bad => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [
+                    (header::CONTENT_RANGE, format!("bytes */{len}")),
+                    (header::ACCEPT_RANGES, "bytes".to_string()),
+                ],
+            )
+                .into_response()
+        }
+    };
+    let name = file.path.rsplit('/').next().unwrap_or("").to_string();
+    let kind = stream::content_type(&file.path);
+    let mut resp = Response::new(axum::body::Body::from_stream(stream::body(
+        st.svc.clone(),
+        file,
+        start,
+        end,
+    )));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Data from strangers: never run as a page of this origin.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    let disposition = format!(
+        "inline; filename*=UTF-8''{}",
+        percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
+    );
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    resp
 }
 
 fn limits_json(svc: &Service) -> serde_json::Value {
