@@ -847,8 +847,23 @@ impl Torrent {
             *seen = version;
             if !pieces.is_empty() {
                 tracing::debug!("stream deadlines: {:?}", &pieces[..pieces.len().min(8)]);
+                self.make_room_for_deadlines();
             }
             self.fill_all();
+        }
+    }
+
+    /// Cancels requests for other pieces queued at peers that have
+    /// deadline pieces, so the next fill asks for those first.
+    fn make_room_for_deadlines(&mut self) {
+        for (key, p) in self.peers.iter() {
+            if p.peer_choking || p.snubbed {
+                continue;
+            }
+            let depth = p.depth.min(p.reqq);
+            for b in self.picker.make_room(*key, p.has(), depth) {
+                p.send(PeerCmd::Cancel(b));
+            }
         }
     }
 

@@ -798,6 +798,43 @@ impl Picker {
         }
     }
 
+    /// Makes room in `peer`'s queue for deadline blocks: takes back up to
+    /// as many of its requests for other pieces as the deadline pieces it
+    /// has still have free blocks (at most `max`), newest pieces first,
+    /// and returns them to be cancelled. Requests wait in a peer's queue
+    /// in order, so an urgent block asked behind them waits for all.
+    pub fn make_room(&mut self, peer: PeerKey, has: PeerHas<'_>, max: usize) -> Vec<BlockRef> {
+        let mut needed = 0usize;
+        for &p in &self.deadlines {
+            if needed >= max {
+                break;
+            }
+            if !has.get(p) || self.have.get(p as usize) {
+                continue;
+            }
+            needed += match self.partial.get(&p) {
+                Some(part) => part.free as usize,
+                None if self.is_free(p) => self.blocks_in_piece(p) as usize,
+                None => 0,
+            };
+        }
+        let needed = needed.min(max);
+        let Some(asked) = self.requests.get(&peer) else {
+            return Vec::new();
+        };
+        let back: Vec<BlockRef> = asked
+            .iter()
+            .rev()
+            .filter(|b| !self.deadlines.contains(&b.index))
+            .take(needed)
+            .copied()
+            .collect();
+        for &b in &back {
+            self.release(peer, b);
+        }
+        back
+    }
+
     /// A request was rejected / choked away / timed out / cancelled: the block becomes free again
     /// (unless other peers still have it requested, or it was received).
     pub fn release(&mut self, peer: PeerKey, block: BlockRef) {
@@ -1350,6 +1387,32 @@ mod tests {
         p.pick(2, PeerHas::All, 4, &mut got);
         let idx: Vec<(u32, u32)> = got.iter().map(|b| (b.index, b.begin / KIB16)).collect();
         assert_eq!(idx, vec![(4, 2), (4, 3), (5, 0), (5, 1)]);
+    }
+
+    /// A new deadline takes back a peer's requests for other pieces, as
+    /// many as the deadline pieces have free blocks; they are free again.
+    #[test]
+    fn make_room_takes_back_other_requests() {
+        let n = 10;
+        let piece = 2 * KIB16;
+        let mut p = picker(n, piece, u64::from(n) * u64::from(piece), 9);
+        let got = pick(&mut p, 1, PeerHas::All, 6);
+        assert_eq!(got.len(), 6);
+        let asked: BTreeSet<u32> = got.iter().map(|b| b.index).collect();
+        let urgent = (0..n).find(|i| !asked.contains(i)).unwrap();
+        p.set_deadlines(&[urgent]);
+        let back = p.make_room(1, PeerHas::All, 100);
+        assert_eq!(back.len(), 2, "one piece of two blocks");
+        p.check();
+        assert_eq!(p.outstanding(1), 4);
+        let next = pick(&mut p, 1, PeerHas::All, 2);
+        assert!(next.iter().all(|b| b.index == urgent), "{next:?}");
+        // Deadline blocks are never taken back; nothing free, nothing to do.
+        assert!(p.make_room(1, PeerHas::All, 100).is_empty());
+        let none = bits(n as usize, &[]);
+        p.set_deadlines(&[(urgent + 1) % n]);
+        assert!(p.make_room(1, PeerHas::Some(&none), 100).is_empty());
+        p.check();
     }
 
     /// `--sequential`: new pieces in index order, whatever their rarity,
