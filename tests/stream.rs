@@ -255,3 +255,79 @@ fn ffprobe_reads_a_video_while_it_downloads_and_ranges_match_the_file() {
         t_end["have_bytes"].as_u64().unwrap() as f64 / len as f64 * 100.0
     );
 }
+
+/// The pieces `shoal verify --json` finds good, as indexes.
+fn good_pieces(torrent: &Path, dir: &Path) -> (Vec<usize>, usize) {
+    let o = shoal(&[
+        "verify",
+        torrent.to_str().unwrap(),
+        dir.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let count = v["pieces"].as_u64().unwrap_or(0) as usize;
+    let bits = hex::decode(v["have"].as_str().unwrap_or("")).unwrap_or_default();
+    let good = (0..count)
+        .filter(|i| bits.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0))
+        .collect();
+    (good, count)
+}
+
+/// `shoal download --sequential` asks for pieces in order: stopped part
+/// way, what it has is the start of the file (a gap of a few pieces at
+/// most, for blocks still in flight), where rarest first would have
+/// scattered them.
+#[test]
+fn sequential_download_fills_the_file_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src");
+    make_tree(&src, &[("seq.bin", 2 << 20)]);
+    let t = create_torrent(&src.join("seq.bin"), &d.join("seq.torrent"), &[], 16384);
+    let (_seed, seed_port) = seeder(d, &t, &src, &["--quiet", "--upload-limit", "100k"]);
+    let out = d.join("dl");
+    let peer = format!("127.0.0.1:{seed_port}");
+    let mut dl = Proc::spawn(
+        &[
+            "download",
+            t.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--sequential",
+            "--quiet",
+            "--peer",
+            &peer,
+        ],
+        d,
+        "download",
+    );
+    let start = Instant::now();
+    loop {
+        let (good, _) = good_pieces(&t, &out);
+        if good.len() >= 24 {
+            break;
+        }
+        assert!(
+            dl.child.try_wait().unwrap().is_none(),
+            "the download ended early"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "only {} pieces after 90 s",
+            good.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = dl.child.kill();
+    let _ = dl.child.wait();
+    let (good, count) = good_pieces(&t, &out);
+    assert_eq!(count, 128);
+    let last = *good.last().unwrap();
+    let gaps = last + 1 - good.len();
+    eprintln!(
+        "sequential: {} of {count} pieces, the last {last}, {gaps} missing before it",
+        good.len()
+    );
+    assert!(good.len() < count, "finished before it could be looked at");
+    assert!(gaps <= 4, "pieces {good:?}");
+}
