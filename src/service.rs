@@ -15,8 +15,10 @@
 //! leads nowhere outside the root.
 
 pub mod api;
+mod categories;
 mod files;
 pub mod http;
+mod qbit;
 mod run;
 mod state;
 pub mod stream;
@@ -39,6 +41,7 @@ use crate::session::{Control, Session};
 use crate::store::confine::Root;
 use crate::torrent::deadline::Readers;
 use crate::torrent::{PeerView, Progress, State, TrackerView};
+pub use categories::Category;
 pub use files::{resolve_dir, DataRemoval, Kept};
 use state::{Saved, Saver};
 
@@ -108,6 +111,9 @@ pub struct AddRequest {
     /// Replace files in the way that shoal did not create (for its first
     /// run; `resume` with overwrite asks again).
     pub overwrite: bool,
+    /// Its category (made if new); without `download_dir` its data goes
+    /// to the category's folder.
+    pub category: Option<String>,
 }
 
 /// A torrent as the list shows it.
@@ -140,6 +146,8 @@ pub struct TorrentView {
     /// Its error is files in the way that shoal did not create: resuming
     /// with overwrite replaces them.
     pub clash: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -300,6 +308,7 @@ impl Entry {
             check_progress,
             status,
             clash: self.clash && self.error.is_some(),
+            category: self.saved.category.clone(),
         }
     }
 }
@@ -309,6 +318,8 @@ struct Inner {
     cfg: ServiceConfig,
     root: PathBuf,
     entries: Mutex<Vec<Entry>>,
+    /// Categories by name (`categories`).
+    categories: Mutex<std::collections::BTreeMap<String, Category>>,
     events: broadcast::Sender<ServiceEvent>,
     generation: AtomicU64,
     saver: Arc<Saver>,
@@ -382,6 +393,7 @@ impl Service {
                 session,
                 root,
                 entries: Mutex::new(Vec::new()),
+                categories: Mutex::new(categories::load(&cfg.state_dir)),
                 events: broadcast::channel(256).0,
                 generation: AtomicU64::new(0),
                 saver: Saver::new(),
@@ -562,7 +574,15 @@ impl Service {
             .as_deref()
             .map(|o| files::check_only(o, max_files))
             .transpose()?;
-        let dir = resolve_dir(&self.inner.root, req.download_dir.as_deref())?;
+        let category_dir = match req.category.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) if req.download_dir.is_none() => Some(self.category_dir(c)?),
+            Some(c) => categories::check_name(c).map(|_| None)?,
+            None => None,
+        };
+        let dir = resolve_dir(
+            &self.inner.root,
+            req.download_dir.as_deref().or(category_dir.as_deref()),
+        )?;
         let (meta, magnet, raw) = match req.source {
             AddSource::Torrent(bytes) => {
                 let m = Metainfo::from_bytes(&bytes)
@@ -634,6 +654,7 @@ impl Service {
             },
             paused: req.paused,
             overwrite: req.overwrite,
+            category: req.category.clone().filter(|c| !c.is_empty()),
             added: now_secs(),
             total: meta.as_ref().map_or(0, |m| m.total_length),
             ..Saved::default()
@@ -659,6 +680,12 @@ impl Service {
                 have: None,
                 readers: Arc::default(),
             });
+        }
+        if let Some(c) = req.category.as_deref().filter(|c| !c.is_empty()) {
+            match self.create_category(c, "", false) {
+                Ok(()) | Err(ServiceError::Duplicate(_)) => {}
+                Err(e) => tracing::warn!("category {}: {e}", crate::out::escape(c)),
+            }
         }
         self.start_entry(hash);
         self.save_now().await;

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::service::http::{self, Attempts, Uploads};
+use crate::service::qbit;
 use crate::service::stream::{self, RangeAsk};
 use crate::service::{AddRequest, AddSource, Priority, Service, ServiceError, ServiceEvent};
 
@@ -45,12 +46,14 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
 }
 
-struct AppState {
-    svc: Service,
-    token: Option<String>,
+pub(super) struct AppState {
+    pub(super) svc: Service,
+    pub(super) token: Option<String>,
     hosts: Vec<String>,
     port: u16,
-    attempts: Attempts,
+    pub(super) attempts: Attempts,
+    /// Sessions of the qBittorrent API's login (`qbit`).
+    pub(super) qbit: qbit::Sids,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -85,6 +88,7 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
             .collect(),
         port: cfg.listen.port(),
         attempts: Attempts::default(),
+        qbit: qbit::Sids::default(),
     });
     Router::new()
         .route(
@@ -119,6 +123,7 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
         .route("/api/limits", get(get_limits).put(put_limits))
         .route("/api/events", get(events))
         .route("/api/login", post(login))
+        .nest("/api/v2", qbit::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(crate::service::MAX_TORRENT_SIZE))
         .layer(middleware::from_fn_with_state(
@@ -166,7 +171,7 @@ fn host_allowed(host: &str, port: u16, allowed: &[String]) -> bool {
     name == "localhost" || name.parse::<IpAddr>().is_ok()
 }
 
-fn constant_eq(a: &str, b: &str) -> bool {
+pub(super) fn constant_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -234,7 +239,17 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
             }
             // An empty token never matches, even an empty one configured.
             let ok = token_of(headers).is_some_and(|t| !t.is_empty() && constant_eq(&t, want));
-            if !ok && path != "/api/login" {
+            if !ok && path.starts_with("/api/v2/") && path != "/api/v2/auth/login" {
+                // The qBittorrent API's session cookie (`auth/login`);
+                // qBittorrent answers 403 without one.
+                match st.qbit.check(headers) {
+                    Some(true) => return next.run(req).await,
+                    Some(false) => st.attempts.failed(ip, Instant::now()),
+                    None => {}
+                }
+                return (StatusCode::FORBIDDEN, "Forbidden").into_response();
+            }
+            if !ok && path != "/api/login" && path != "/api/v2/auth/login" {
                 st.attempts.failed(ip, Instant::now());
                 return error(
                     StatusCode::UNAUTHORIZED,
@@ -262,6 +277,7 @@ struct AddQuery {
     only: Option<String>,
     paused: Option<bool>,
     overwrite: Option<bool>,
+    category: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +291,7 @@ struct AddJson {
     paused: bool,
     #[serde(default)]
     overwrite: bool,
+    category: Option<String>,
 }
 
 fn parse_only(s: &str) -> Result<Vec<usize>, ServiceError> {
@@ -322,6 +339,7 @@ async fn add(
             only: j.only,
             paused: j.paused,
             overwrite: j.overwrite,
+            category: j.category,
         }
     } else if kind.starts_with("application/x-bittorrent") || body.first() == Some(&b'd') {
         let only = match q.only.as_deref().map(parse_only).transpose() {
@@ -334,6 +352,7 @@ async fn add(
             only,
             paused: q.paused.unwrap_or(false),
             overwrite: q.overwrite.unwrap_or(false),
+            category: q.category,
         }
     } else {
         return error(

@@ -91,8 +91,12 @@ fn refuse(status: StatusCode, msg: String) -> Response {
 
 /// The largest body `req` may have: a .torrent upload, or a little JSON.
 fn body_cap(req: &Request) -> usize {
-    if req.method() == Method::POST && req.uri().path() == "/api/torrents" {
+    let path = req.uri().path();
+    if req.method() == Method::POST && path == "/api/torrents" {
         crate::service::MAX_TORRENT_SIZE
+    } else if req.method() == Method::POST && path == "/api/v2/torrents/add" {
+        // .torrent files in a multipart form, with its headers.
+        crate::service::MAX_TORRENT_SIZE + SMALL_BODY
     } else {
         SMALL_BODY
     }
