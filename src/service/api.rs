@@ -529,9 +529,15 @@ async fn stream(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("sandbox; default-src 'none'"),
     );
+    // RFC 5987's attr-char stays as it is.
+    const ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'.')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'~');
     let disposition = format!(
         "inline; filename*=UTF-8''{}",
-        percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
+        percent_encoding::utf8_percent_encode(&name, ATTR)
     );
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
