@@ -301,6 +301,9 @@ enum Command {
         /// List the torrent's files with their numbers and sizes, then exit.
         #[arg(long)]
         list: bool,
+        /// Download pieces in order, from the start (for a player reading the growing file), instead of rarest first.
+        #[arg(long)]
+        sequential: bool,
         #[command(flatten)]
         swarm: SwarmFlags,
     },
@@ -494,6 +497,7 @@ impl SwarmFlags {
                 web_seeds: !self.no_web_seeds,
                 free_ride: self.harness.test_free_ride,
             },
+            sequential: false,
         }
     }
 }
@@ -614,9 +618,11 @@ fn main() -> ExitCode {
             only,
             select,
             list,
+            sequential,
             swarm,
         } => {
             let mut args = swarm.into_args(torrent, output, seed, overwrite);
+            args.sequential = sequential;
             args.save_torrent = save_torrent;
             args.only = only;
             args.select = select;

@@ -15,11 +15,14 @@
 //! leads nowhere outside the root.
 
 pub mod api;
+mod categories;
 mod files;
 pub mod http;
 pub mod metrics;
+mod qbit;
 mod run;
 mod state;
+pub mod stream;
 pub mod transmission;
 pub mod watch_dir;
 
@@ -39,7 +42,9 @@ use crate::metainfo::Metainfo;
 use crate::peer::Shared;
 use crate::session::{Control, Session};
 use crate::store::confine::Root;
+use crate::torrent::deadline::Readers;
 use crate::torrent::{PeerView, Progress, State, TrackerView};
+pub use categories::Category;
 pub use files::{resolve_dir, DataRemoval, Kept};
 use state::{Saved, Saver};
 
@@ -107,8 +112,8 @@ pub struct AddRequest {
     /// Replace files in the way that shoal did not create (for its first
     /// run; `resume` with overwrite asks again).
     pub overwrite: bool,
-    /// A label for the torrent; without `download_dir` its data goes to
-    /// the root's sub-folder of that name.
+    /// Its category (made if new); without `download_dir` its data goes
+    /// to the category's folder.
     pub category: Option<String>,
 }
 
@@ -198,6 +203,8 @@ struct Entry {
     /// The piece map of the last run, shown while not running (paused,
     /// done, checking again, or restored after a restart).
     have: Option<Bitfield>,
+    /// Streaming readers of its files (`stream`), across runs.
+    readers: Arc<Readers>,
 }
 
 impl Entry {
@@ -312,6 +319,8 @@ struct Inner {
     cfg: ServiceConfig,
     root: PathBuf,
     entries: Mutex<Vec<Entry>>,
+    /// Categories by name (`categories`).
+    categories: Mutex<std::collections::BTreeMap<String, Category>>,
     events: broadcast::Sender<ServiceEvent>,
     generation: AtomicU64,
     saver: Arc<Saver>,
@@ -385,6 +394,7 @@ impl Service {
                 session,
                 root,
                 entries: Mutex::new(Vec::new()),
+                categories: Mutex::new(categories::load(&cfg.state_dir)),
                 events: broadcast::channel(256).0,
                 generation: AtomicU64::new(0),
                 saver: Saver::new(),
@@ -522,6 +532,7 @@ impl Service {
             checked: Arc::default(),
             fetching: None,
             have,
+            readers: Arc::default(),
         };
         self.entries().push(entry);
     }
@@ -568,12 +579,14 @@ impl Service {
             .as_deref()
             .map(|o| files::check_only(o, max_files))
             .transpose()?;
-        if let Some(c) = &req.category {
-            files::check_category(c)?;
-        }
+        let category_dir = match req.category.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) if req.download_dir.is_none() => Some(self.category_dir(c)?),
+            Some(c) => categories::check_name(c).map(|_| None)?,
+            None => None,
+        };
         let dir = resolve_dir(
             &self.inner.root,
-            req.download_dir.as_deref().or(req.category.as_deref()),
+            req.download_dir.as_deref().or(category_dir.as_deref()),
         )?;
         let (meta, magnet, raw) = match req.source {
             AddSource::Torrent(bytes) => {
@@ -646,6 +659,7 @@ impl Service {
             },
             paused: req.paused,
             overwrite: req.overwrite,
+            category: req.category.clone().filter(|c| !c.is_empty()),
             added: now_secs(),
             category: req.category.clone(),
             total: meta.as_ref().map_or(0, |m| m.total_length),
@@ -670,7 +684,14 @@ impl Service {
                 checked: Arc::default(),
                 fetching: None,
                 have: None,
+                readers: Arc::default(),
             });
+        }
+        if let Some(c) = req.category.as_deref().filter(|c| !c.is_empty()) {
+            match self.create_category(c, "", false) {
+                Ok(()) | Err(ServiceError::Duplicate(_)) => {}
+                Err(e) => tracing::warn!("category {}: {e}", crate::out::escape(c)),
+            }
         }
         self.start_entry(hash);
         self.save_now().await;

@@ -91,6 +91,10 @@ pub struct TorrentOptions {
     /// The torrent's own knobs, as given on the command line or by the
     /// service.
     pub torrent: crate::torrent::Options,
+    /// New pieces in index order instead of rarest first (`--sequential`).
+    pub sequential: bool,
+    /// Streaming readers, whose next pieces are asked for first.
+    pub readers: Option<Arc<crate::torrent::deadline::Readers>>,
 }
 
 /// How the owner of a running torrent steers and watches it.

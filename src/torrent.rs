@@ -7,6 +7,7 @@
 
 pub mod choker;
 pub mod core;
+pub mod deadline;
 pub mod hashes;
 pub mod holepunch;
 pub mod leaves;

@@ -588,6 +588,18 @@ fn the_web_page_adds_downloads_and_pauses() {
     );
     assert_eq!(pieces["name"], HOSTILE);
     assert_eq!(pieces["checked"], 2, "{pieces}");
+    // A Stream link per file (`…/files/{index}/stream`).
+    let links = b.js(
+        "return Array.from(document.querySelectorAll('#files td.f-play a'))
+                        .map(a => a.getAttribute('href'))",
+    );
+    assert_eq!(
+        links,
+        serde_json::json!([
+            format!("/api/torrents/{hash_b}/files/0/stream"),
+            format!("/api/torrents/{hash_b}/files/1/stream")
+        ])
+    );
     let files: Vec<&str> = pieces["files"]
         .as_array()
         .unwrap()

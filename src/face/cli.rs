@@ -568,6 +568,8 @@ pub struct RunArgs {
     pub session: crate::session::SessionConfig,
     /// The torrent's knobs.
     pub options: crate::torrent::Options,
+    /// Pieces in order instead of rarest first (`--sequential`).
+    pub sequential: bool,
 }
 
 /// `shoal serve`.
@@ -978,6 +980,8 @@ async fn run_in_session(
         dir: a.dir.clone(),
         base: None,
         peers,
+        sequential: a.sequential,
+        readers: None,
         learned,
         require_complete: seed,
         overwrite: a.overwrite,

@@ -27,6 +27,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::service::http::{self, Attempts, Uploads};
+use crate::service::qbit;
+use crate::service::stream::{self, RangeAsk};
 use crate::service::{AddRequest, AddSource, Priority, Service, ServiceError, ServiceEvent};
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
@@ -44,12 +46,14 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
 }
 
-struct AppState {
-    svc: Service,
-    token: Option<String>,
+pub(super) struct AppState {
+    pub(super) svc: Service,
+    pub(super) token: Option<String>,
     hosts: Vec<String>,
     port: u16,
-    attempts: Attempts,
+    pub(super) attempts: Attempts,
+    /// Sessions of the qBittorrent API's login (`qbit`).
+    pub(super) qbit: qbit::Sids,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -85,6 +89,7 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
             .collect(),
         port: cfg.listen.port(),
         attempts: Attempts::default(),
+        qbit: qbit::Sids::default(),
     });
     Router::new()
         .route(
@@ -115,6 +120,7 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
         .route("/api/torrents/{hash}/pause", post(pause))
         .route("/api/torrents/{hash}/resume", post(resume))
         .route("/api/torrents/{hash}/files", post(set_files))
+        .route("/api/torrents/{hash}/files/{index}/stream", get(stream))
         .route("/api/limits", get(get_limits).put(put_limits))
         .route("/api/network", get(network))
         .route("/api/events", get(events))
@@ -122,6 +128,7 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
         .route("/metrics", get(metrics))
         .route_service("/transmission/rpc", rpc.clone())
         .route_service("/transmission/rpc/", rpc)
+        .nest("/api/v2", qbit::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(crate::service::MAX_TORRENT_SIZE))
         .layer(middleware::from_fn_with_state(
@@ -169,7 +176,7 @@ fn host_allowed(host: &str, port: u16, allowed: &[String]) -> bool {
     name == "localhost" || name.parse::<IpAddr>().is_ok()
 }
 
-fn constant_eq(a: &str, b: &str) -> bool {
+pub(super) fn constant_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -252,7 +259,17 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
             }
             // An empty token never matches, even an empty one configured.
             let ok = token_of(headers).is_some_and(|t| !t.is_empty() && constant_eq(&t, want));
-            if !ok && path != "/api/login" {
+            if !ok && path.starts_with("/api/v2/") && path != "/api/v2/auth/login" {
+                // The qBittorrent API's session cookie (`auth/login`);
+                // qBittorrent answers 403 without one.
+                match st.qbit.check(headers) {
+                    Some(true) => return next.run(req).await,
+                    Some(false) => st.attempts.failed(ip, Instant::now()),
+                    None => {}
+                }
+                return (StatusCode::FORBIDDEN, "Forbidden").into_response();
+            }
+            if !ok && path != "/api/login" && path != "/api/v2/auth/login" {
                 st.attempts.failed(ip, Instant::now());
                 if path.starts_with("/transmission/") {
                     return basic_challenge();
@@ -500,6 +517,79 @@ async fn set_files(
         Ok(files) => Json(files).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// A file's bytes, whole or one `Range`, as its pieces are verified
+/// (`service::stream`). HEAD answers the same headers without reading.
+async fn stream(
+    State(st): State<Arc<AppState>>,
+    Path((hash, index)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(index) = index.parse::<usize>() else {
+        return error(StatusCode::BAD_REQUEST, "the file index must be a number");
+    };
+    let file = match st.svc.stream_file(&hash, index) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let len = file.length;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, end) = match stream::parse_range(range, len) {
+        RangeAsk::Whole => (StatusCode::OK, 0, len),
+        RangeAsk::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b + 1),
+        RangeAsk::Bad => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [
+                    (header::CONTENT_RANGE, format!("bytes */{len}")),
+                    (header::ACCEPT_RANGES, "bytes".to_string()),
+                ],
+            )
+                .into_response()
+        }
+    };
+    let name = file.path.rsplit('/').next().unwrap_or("").to_string();
+    let kind = stream::content_type(&file.path);
+    let mut resp = Response::new(axum::body::Body::from_stream(stream::body(
+        st.svc.clone(),
+        file,
+        start,
+        end,
+    )));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Data from strangers: never run as a page of this origin.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    // RFC 5987's attr-char stays as it is.
+    const ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'.')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'~');
+    let disposition = format!(
+        "inline; filename*=UTF-8''{}",
+        percent_encoding::utf8_percent_encode(&name, ATTR)
+    );
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    resp
 }
 
 fn limits_json(svc: &Service) -> serde_json::Value {

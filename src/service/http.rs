@@ -97,6 +97,9 @@ fn body_cap(req: &Request) -> usize {
     } else if req.method() == Method::POST && path.starts_with("/transmission/rpc") {
         // torrent-add carries the .torrent in base64, in JSON.
         crate::service::MAX_TORRENT_SIZE / 3 * 4 + SMALL_BODY
+    } else if req.method() == Method::POST && path == "/api/v2/torrents/add" {
+        // .torrent files in a multipart form, with its headers.
+        crate::service::MAX_TORRENT_SIZE + SMALL_BODY
     } else {
         SMALL_BODY
     }

@@ -26,6 +26,8 @@ const STATES: [&str; 7] = [
 ];
 /// Where peers' addresses come from (`PeerView::source`).
 const SOURCES: [&str; 6] = ["tracker", "dht", "pex", "lsd", "manual", "incoming"];
+/// What a connection runs over (`PeerView::transport`).
+const TRANSPORTS: [&str; 2] = ["tcp", "utp"];
 /// Tracker states (`TrackerView::status`).
 const TRACKER_STATES: [&str; 3] = ["working", "failing", "not contacted"];
 
@@ -37,7 +39,8 @@ pub struct Snapshot {
     pub uploaded: u64,
     pub down_rate: u64,
     pub up_rate: u64,
-    pub peers: BTreeMap<&'static str, u64>,
+    /// By (source, transport).
+    pub peers: BTreeMap<(&'static str, &'static str), u64>,
     pub known_peers: u64,
     pub hash_failures: u64,
     pub trackers: BTreeMap<&'static str, u64>,
@@ -64,8 +67,8 @@ pub fn snapshot(svc: &Service) -> Snapshot {
             }
             let p = e.progress.borrow();
             s.hash_failures += u64::from(p.hash_failures);
-            for (src, n) in &p.peer_sources {
-                *s.peers.entry(src).or_default() += *n as u64;
+            for v in p.peer_list.iter() {
+                *s.peers.entry((v.source, v.transport.label())).or_default() += 1;
             }
             for t in &p.trackers {
                 *s.trackers.entry(t.status).or_default() += 1;
@@ -137,11 +140,13 @@ pub fn format(s: &Snapshot) -> String {
         &mut out,
         "shoal_peers",
         "gauge",
-        "Connected peers by where their address came from; shoal's only transport is TCP.",
+        "Connected peers by where their address came from and what their connection runs over.",
     );
     for src in SOURCES {
-        let n = s.peers.get(src).copied().unwrap_or(0);
-        let _ = writeln!(out, "shoal_peers{{source=\"{src}\",transport=\"tcp\"}} {n}");
+        for t in TRANSPORTS {
+            let n = s.peers.get(&(src, t)).copied().unwrap_or(0);
+            let _ = writeln!(out, "shoal_peers{{source=\"{src}\",transport=\"{t}\"}} {n}");
+        }
     }
     one(
         &mut out,
@@ -211,7 +216,8 @@ mod tests {
             ..Snapshot::default()
         };
         s.states.insert("seeding", 2);
-        s.peers.insert("tracker", 3);
+        s.peers.insert(("tracker", "tcp"), 3);
+        s.peers.insert(("dht", "utp"), 2);
         s.trackers.insert("not contacted", 1);
         let text = format(&s);
         for line in [
@@ -220,6 +226,7 @@ mod tests {
             "shoal_downloaded_bytes_total 42",
             "shoal_peers{source=\"tracker\",transport=\"tcp\"} 3",
             "shoal_peers{source=\"dht\",transport=\"tcp\"} 0",
+            "shoal_peers{source=\"dht\",transport=\"utp\"} 2",
             "shoal_trackers{status=\"not_contacted\"} 1",
             "shoal_dht_nodes 7",
             "shoal_rate_limit_bytes{direction=\"up\"} 1000",

@@ -27,7 +27,7 @@ pub(super) async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Co
 }
 
 async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control) -> RunEnd {
-    let (meta, magnet, dir, peers, overwrite) = {
+    let (meta, magnet, dir, peers, overwrite, readers) = {
         let mut entries = svc.entries();
         let Some(e) = entries.iter_mut().find(|e| e.hash == hash) else {
             return (None, false, None);
@@ -40,6 +40,7 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
             // For this run only: files that appear in the way later are
             // asked about again.
             std::mem::take(&mut e.saved.overwrite),
+            e.readers.clone(),
         )
     };
     let (meta, learned) = match meta {
@@ -62,6 +63,8 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
         dir,
         base: Some(svc.inner.root.clone()),
         peers: peers.clone(),
+        sequential: false,
+        readers: Some(readers),
         learned: learned
             .into_iter()
             .filter(|(a, _): &(SocketAddr, _)| !a.ip().is_unspecified() && !peers.contains(a))
@@ -163,7 +166,7 @@ async fn fetch_meta(
 
 /// The session's file selection and high-priority files (over all of
 /// `meta.files`) from the API's priorities (over its data files).
-fn selection_of(
+pub(super) fn selection_of(
     meta: &Metainfo,
     priorities: &[Priority],
 ) -> (Option<Vec<bool>>, Option<Vec<bool>>) {

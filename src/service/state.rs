@@ -73,6 +73,9 @@ pub(super) struct Saved {
     /// while not running: a paused torrent's pieces and files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub have: Option<String>,
+    /// Its category (`categories`), a label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
 }
 
 /// Priorities as a string of letters; the list of words older versions

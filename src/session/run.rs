@@ -230,6 +230,10 @@ impl Session {
         if let Some(high) = &opts.high {
             task.set_high(&crate::torrent::selection::wanted_pieces(&meta, high));
         }
+        task.set_sequential(opts.sequential);
+        if let Some(r) = &opts.readers {
+            task.set_readers(r.clone());
+        }
         // After the task published its first snapshot, so a display never
         // shows a torrent of 0 bytes.
         if let Some(tx) = &ctl.notices {

@@ -52,7 +52,7 @@ use crate::torrent::hashes;
 use crate::torrent::picker::Picker;
 use crate::torrent::status::{Outcome, PeerSource, Progress, State, TrackerView};
 use crate::torrent::webseed::WebEvent;
-use crate::torrent::{holepunch, superseed};
+use crate::torrent::{deadline, holepunch, superseed};
 
 pub use assembly::{PieceJob, Verified};
 
@@ -456,9 +456,6 @@ impl Core {
         self.picker.set_high(high);
     }
 
-    /// Leaves out the pieces in `unwanted` (they touch only files the user
-    /// did not select): never asked for, not needed for completion, and
-    /// not counted in the progress totals.
     /// Where peers may come from, as the session set up: the trackers
     /// (none yet contacted) and whether the DHT is on. Read by the status
     /// that says why no peer came.
@@ -468,6 +465,55 @@ impl Core {
         self.publish();
     }
 
+    /// New pieces in index order instead of rarest first (`--sequential`,
+    /// for a player reading the growing file).
+    pub fn set_sequential(&mut self, on: bool) {
+        self.picker.set_sequential(on);
+    }
+
+    /// Streaming readers' windows ([`deadline::Window`]): the pieces at
+    /// and just after each reader's position go first. `moved`: the
+    /// readers changed since last told, so requests queued for other
+    /// pieces are taken back and every peer is asked again at once.
+    pub fn set_readers(&mut self, windows: &[deadline::Window], moved: bool) {
+        let have = self.picker.have();
+        let pieces =
+            deadline::deadline_pieces(windows, |p| have.get(p as usize), deadline::MAX_DEADLINES);
+        self.picker.set_deadlines(&pieces);
+        if !moved {
+            return;
+        }
+        if !pieces.is_empty() {
+            tracing::debug!("stream deadlines: {:?}", &pieces[..pieces.len().min(8)]);
+            self.make_room_for_deadlines();
+        }
+        self.fill_all();
+    }
+
+    /// Cancels requests for other pieces queued at peers that have
+    /// deadline pieces, so the next fill asks for those first.
+    fn make_room_for_deadlines(&mut self) {
+        let mut cancels = Vec::new();
+        for (key, s) in self.sources.iter() {
+            let Some(p) = s.as_peer() else {
+                continue;
+            };
+            if p.peer_choking || p.snubbed {
+                continue;
+            }
+            let depth = s.depth.min(p.reqq);
+            for b in self.picker.make_room(key, p.has(), depth) {
+                cancels.push((key, b));
+            }
+        }
+        for (key, b) in cancels {
+            self.send(key, PeerCmd::Cancel(b));
+        }
+    }
+
+    /// Leaves out the pieces in `unwanted` (they touch only files the user
+    /// did not select): never asked for, not needed for completion, and
+    /// not counted in the progress totals.
     pub fn set_unwanted(&mut self, unwanted: &Bitfield) {
         self.picker.set_unwanted(unwanted);
         let size = |p: usize| self.meta.piece_size(p as u32);

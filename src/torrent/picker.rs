@@ -167,6 +167,14 @@ pub struct Picker {
     /// still being fetched): kept out of the free list, so never picked,
     /// but still needed for completion.
     held: Option<Bitfield>,
+    /// Pieces with a deadline (streaming readers' positions and the pieces
+    /// just after them), most urgent first: started before anything else,
+    /// libtorrent's `set_piece_deadline`.
+    deadlines: Vec<u32>,
+    /// New pieces in index order instead of rarest first (`--sequential`).
+    sequential: bool,
+    /// No free piece below this index (sequential picking starts here).
+    seq_cursor: u32,
 }
 
 impl std::fmt::Debug for Picker {
@@ -243,6 +251,9 @@ impl Picker {
             high: None,
             wanted_left: free_len,
             held: None,
+            deadlines: Vec::new(),
+            sequential: false,
+            seq_cursor: 0,
         }
     }
 
@@ -452,8 +463,25 @@ impl Picker {
         self.high = (h.count_ones() > 0).then_some(h);
     }
 
+    /// Pieces to ask for before any other, most urgent first (streaming
+    /// readers' windows); an empty list ends them. Pieces out of range,
+    /// had or not wanted are ignored.
+    pub fn set_deadlines(&mut self, pieces: &[u32]) {
+        self.deadlines.clear();
+        self.deadlines
+            .extend(pieces.iter().filter(|&&p| p < self.piece_count));
+    }
+
+    /// Starts new pieces in index order (for players reading a growing
+    /// file) instead of rarest first.
+    pub fn set_sequential(&mut self, on: bool) {
+        self.sequential = on;
+    }
+
     pub fn pick(&mut self, peer: PeerKey, has: PeerHas<'_>, max: usize, out: &mut Vec<BlockRef>) {
-        let mut added = 0;
+        // 0. Pieces with a deadline, most urgent first: their free blocks,
+        //    started or not.
+        let mut added = self.pick_deadlines(peer, has, max, out);
         // 1. Free blocks of pieces already started: finished pieces can be
         //    verified, shared and written out; scattered partials can't.
         let mut cursor = 0u32;
@@ -508,14 +536,60 @@ impl Picker {
         }
     }
 
+    /// Free blocks of the deadline pieces the peer has, in deadline order.
+    fn pick_deadlines(
+        &mut self,
+        peer: PeerKey,
+        has: PeerHas<'_>,
+        max: usize,
+        out: &mut Vec<BlockRef>,
+    ) -> usize {
+        let mut added = 0;
+        let deadlines = std::mem::take(&mut self.deadlines);
+        for &p in &deadlines {
+            if added >= max {
+                break;
+            }
+            if !has.get(p) {
+                continue;
+            }
+            if self.is_free(p) {
+                self.start_piece(p);
+            }
+            if self.with_free.contains(&p) {
+                added += self.take_free(peer, p, max - added, out);
+            }
+        }
+        self.deadlines = deadlines;
+        added
+    }
+
+    /// Up to `want` free pieces the peer has, lowest index first.
+    fn choose_in_order(&mut self, has: PeerHas<'_>, want: usize, chosen: &mut Vec<u32>) {
+        while self.seq_cursor < self.piece_count && !self.is_free(self.seq_cursor) {
+            self.seq_cursor += 1;
+        }
+        for p in self.seq_cursor..self.piece_count {
+            if chosen.len() >= want {
+                return;
+            }
+            if self.is_free(p) && has.get(p) {
+                chosen.push(p);
+            }
+        }
+    }
+
     /// Appends up to `want` distinct free pieces the peer has to `chosen`, best
     /// first: uniformly random during the random-first phase, otherwise rarest
-    /// first with random tie-breaking.
+    /// first with random tie-breaking (or in index order when sequential).
     fn choose_new(&mut self, has: PeerHas<'_>, want: usize, chosen: &mut Vec<u32>) {
         // `max` comes from the caller; never size anything by more than exists.
         let want = want.min(self.free_len as usize);
         if want == 0 {
             return;
+        }
+        if self.sequential {
+            return self.choose_in_order(has, want, chosen);
         }
         let random_phase = self.have.count_ones() < RANDOM_FIRST_PIECES;
         if let PeerHas::Some(b) = has {
@@ -713,6 +787,43 @@ impl Picker {
             piece_complete: part.received as usize == part.blocks.len(),
             cancel,
         }
+    }
+
+    /// Makes room in `peer`'s queue for deadline blocks: takes back up to
+    /// as many of its requests for other pieces as the deadline pieces it
+    /// has still have free blocks (at most `max`), newest pieces first,
+    /// and returns them to be cancelled. Requests wait in a peer's queue
+    /// in order, so an urgent block asked behind them waits for all.
+    pub fn make_room(&mut self, peer: PeerKey, has: PeerHas<'_>, max: usize) -> Vec<BlockRef> {
+        let mut needed = 0usize;
+        for &p in &self.deadlines {
+            if needed >= max {
+                break;
+            }
+            if !has.get(p) || self.have.get(p as usize) {
+                continue;
+            }
+            needed += match self.partial.get(&p) {
+                Some(part) => part.free as usize,
+                None if self.is_free(p) => self.blocks_in_piece(p) as usize,
+                None => 0,
+            };
+        }
+        let needed = needed.min(max);
+        let Some(asked) = self.requests.get(&peer) else {
+            return Vec::new();
+        };
+        let back: Vec<BlockRef> = asked
+            .iter()
+            .rev()
+            .filter(|b| !self.deadlines.contains(&b.index))
+            .take(needed)
+            .copied()
+            .collect();
+        for &b in &back {
+            self.release(peer, b);
+        }
+        back
     }
 
     /// A request was rejected / choked away / timed out / cancelled: the block becomes free again
@@ -947,6 +1058,7 @@ impl Picker {
 
     /// Puts non-free piece `p` back into the bucket of its count.
     fn insert_free(&mut self, p: u32) {
+        self.seq_cursor = self.seq_cursor.min(p);
         let c = usize::from(self.counts[p as usize]);
         while self.bucket_end.len() <= c {
             self.bucket_end.push(self.free_len);
@@ -1209,6 +1321,127 @@ mod tests {
         q.set_high(&bits(n as usize, &[30]));
         let got = pick(&mut q, 2, PeerHas::Some(&bits(n as usize, &[5])), 1);
         assert_eq!(got[0].index, 5);
+    }
+
+    /// Streaming: deadline pieces come first, most urgent first, even
+    /// before high-priority and started pieces; without deadlines the
+    /// rest goes rarest first again.
+    #[test]
+    fn deadline_pieces_come_first_in_order() {
+        let n = 40;
+        let mut p = picker(n, KIB16, u64::from(n) * u64::from(KIB16), 3);
+        // Pieces 0..10 rare, the rest common; 5 is already started.
+        p.add_bitfield(&bits(n as usize, &(0..10).collect::<Vec<_>>()));
+        for _ in 0..3 {
+            p.add_bitfield(&bits(n as usize, &(10..n as usize).collect::<Vec<_>>()));
+        }
+        p.set_high(&bits(n as usize, &[1]));
+        p.set_deadlines(&[22, 20, 21, 99]);
+        let got: Vec<u32> = pick(&mut p, 1, PeerHas::All, 3)
+            .iter()
+            .map(|b| b.index)
+            .collect();
+        assert_eq!(got, vec![22, 20, 21]);
+        // A peer without 22 gets the next ones it has.
+        let has = bits(n as usize, &[20, 21, 22, 30]);
+        p.set_deadlines(&[22, 23, 30]);
+        let got: Vec<u32> = pick(&mut p, 2, PeerHas::Some(&has), 1)
+            .iter()
+            .map(|b| b.index)
+            .collect();
+        assert_eq!(got, vec![30]);
+        // Deadlines dropped: the high-priority piece, then the others.
+        p.set_deadlines(&[]);
+        let got = pick(&mut p, 3, PeerHas::All, 1);
+        assert_eq!(got[0].index, 1);
+        p.check();
+    }
+
+    /// A deadline on a piece being downloaded takes its free blocks; a
+    /// piece that is had or not wanted is passed over.
+    #[test]
+    fn deadlines_skip_had_and_unwanted_pieces() {
+        let n = 8;
+        let piece = 4 * KIB16;
+        let mut have = Bitfield::new(n as usize);
+        have.set(2);
+        let mut p = Picker::with_seed(n, piece, u64::from(n) * u64::from(piece), &have, 1);
+        p.set_unwanted(&bits(n as usize, &[3]));
+        // Peer 1 takes two blocks of piece 4.
+        p.set_deadlines(&[4]);
+        let mut got = Vec::new();
+        p.pick(1, PeerHas::All, 2, &mut got);
+        assert!(got.iter().all(|b| b.index == 4) && got.len() == 2);
+        p.set_deadlines(&[2, 3, 4, 5]);
+        // (`check` knows nothing of unwanted pieces: no `pick` helper.)
+        let mut got = Vec::new();
+        p.pick(2, PeerHas::All, 4, &mut got);
+        let idx: Vec<(u32, u32)> = got.iter().map(|b| (b.index, b.begin / KIB16)).collect();
+        assert_eq!(idx, vec![(4, 2), (4, 3), (5, 0), (5, 1)]);
+    }
+
+    /// A new deadline takes back a peer's requests for other pieces, as
+    /// many as the deadline pieces have free blocks; they are free again.
+    #[test]
+    fn make_room_takes_back_other_requests() {
+        let n = 10;
+        let piece = 2 * KIB16;
+        let mut p = picker(n, piece, u64::from(n) * u64::from(piece), 9);
+        let got = pick(&mut p, 1, PeerHas::All, 6);
+        assert_eq!(got.len(), 6);
+        let asked: BTreeSet<u32> = got.iter().map(|b| b.index).collect();
+        let urgent = (0..n).find(|i| !asked.contains(i)).unwrap();
+        p.set_deadlines(&[urgent]);
+        let back = p.make_room(1, PeerHas::All, 100);
+        assert_eq!(back.len(), 2, "one piece of two blocks");
+        p.check();
+        assert_eq!(p.outstanding(1), 4);
+        let next = pick(&mut p, 1, PeerHas::All, 2);
+        assert!(next.iter().all(|b| b.index == urgent), "{next:?}");
+        // Deadline blocks are never taken back; nothing free, nothing to do.
+        assert!(p.make_room(1, PeerHas::All, 100).is_empty());
+        let none = bits(n as usize, &[]);
+        p.set_deadlines(&[(urgent + 1) % n]);
+        assert!(p.make_room(1, PeerHas::Some(&none), 100).is_empty());
+        p.check();
+    }
+
+    /// `--sequential`: new pieces in index order, whatever their rarity,
+    /// and a piece that fails its check is picked again first.
+    #[test]
+    fn sequential_picks_in_index_order() {
+        let n = 12;
+        let mut p = picker(n, KIB16, u64::from(n) * u64::from(KIB16), 5);
+        p.add_bitfield(&bits(n as usize, &[7, 8]));
+        p.set_sequential(true);
+        let got: Vec<u32> = pick(&mut p, 1, PeerHas::All, 4)
+            .iter()
+            .map(|b| b.index)
+            .collect();
+        assert_eq!(got, vec![0, 1, 2, 3]);
+        let has = bits(n as usize, &[1, 5, 6, 9]);
+        let got: Vec<u32> = pick(&mut p, 2, PeerHas::Some(&has), 2)
+            .iter()
+            .map(|b| b.index)
+            .collect();
+        assert_eq!(got, vec![5, 6]);
+        for i in 0..4 {
+            let b = BlockRef {
+                index: i,
+                begin: 0,
+                length: KIB16,
+            };
+            assert!(matches!(p.on_block(1, b), BlockOutcome::Accepted { .. }));
+        }
+        p.piece_passed(0);
+        p.piece_passed(2);
+        p.piece_failed(1);
+        let got: Vec<u32> = pick(&mut p, 3, PeerHas::All, 2)
+            .iter()
+            .map(|b| b.index)
+            .collect();
+        assert_eq!(got, vec![1, 4]);
+        p.check();
     }
 
     #[test]

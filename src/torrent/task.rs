@@ -21,6 +21,7 @@ use crate::peer::{self, PeerCmd, PeerEvent, PeerKey, PeerStats, Shared};
 use crate::store::StoreError;
 use crate::torrent::core::{Action, Config, Core, Input, Options, Traffic, Verified};
 use crate::torrent::status::{Outcome, PeerSource, Progress};
+use crate::torrent::deadline;
 use crate::torrent::webseed::{self, WebCmd, WebEvent};
 
 /// What the task hears from the tasks around it (peer and web seed
@@ -80,6 +81,8 @@ pub struct Task {
     end: Option<Result<Outcome, StoreError>>,
     /// Our address as the router shows it, as last told to the core.
     external: Option<SocketAddr>,
+    /// Streaming readers, and the version of their windows last told.
+    readers: Option<(Arc<deadline::Readers>, u64)>,
 }
 
 impl Task {
@@ -117,6 +120,7 @@ impl Task {
             web_client: None,
             end: None,
             external: None,
+            readers: None,
         };
         // Trackers read what we have from the start.
         task.step();
@@ -138,6 +142,35 @@ impl Task {
     /// Asks for the pieces in `high` first (file priorities).
     pub fn set_high(&mut self, high: &Bitfield) {
         self.core.set_high(high);
+        self.step();
+    }
+
+    /// New pieces in index order instead of rarest first.
+    pub fn set_sequential(&mut self, on: bool) {
+        self.core.set_sequential(on);
+        self.step();
+    }
+
+    /// Streaming readers whose windows get pieces first (deadlines): read
+    /// at each tick and told to the core when they change.
+    pub fn set_readers(&mut self, readers: Arc<deadline::Readers>) {
+        self.readers = Some((readers, u64::MAX));
+    }
+
+    /// Tells the core where the streaming readers are, while there are
+    /// any (the pieces they need next change as pieces come).
+    fn note_readers(&mut self) {
+        let Some((readers, seen)) = &mut self.readers else {
+            return;
+        };
+        let version = readers.version();
+        let windows = readers.windows();
+        if windows.is_empty() && version == *seen {
+            return;
+        }
+        let moved = version != *seen;
+        *seen = version;
+        self.core.set_readers(&windows, moved);
         self.step();
     }
 
@@ -205,6 +238,7 @@ impl Task {
                 _ = tick.tick() => {
                     self.count_traffic();
                     self.note_external();
+                    self.note_readers();
                     self.core.tick(Instant::now());
                 }
                 _ = stop.changed() => stopped = true,

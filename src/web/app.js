@@ -696,7 +696,23 @@
           el("td", { class: "f-path" }, label),
           r.size,
           el("td", { class: "f-done" }, el("span", { class: "bar thin" }, fill), done),
-          el("td", { class: "f-prio" }, prio)
+          el("td", { class: "f-prio" }, prio),
+          // Plays in the browser (or copy the link into a player) while
+          // it downloads: the pieces at the reader's position come first.
+          el(
+            "td",
+            { class: "f-play" },
+            el(
+              "a",
+              {
+                href: "/api/torrents/" + enc(h) + "/files/" + enc(String(f.index)) + "/stream",
+                target: "_blank",
+                rel: "noopener noreferrer",
+                "aria-label": "Stream " + f.path,
+              },
+              "Stream"
+            )
+          )
         );
         check.addEventListener("change", () => setPriority(h, f.index, r, check.checked ? r.lastNonSkip : "skip"));
         prio.addEventListener("change", () => setPriority(h, f.index, r, prio.value));
