@@ -317,10 +317,10 @@ impl Session {
         }
     }
 
-    /// "IPv4 and IPv6", "IPv6 only" or "IPv4 only".
+    /// "IPv4+IPv6", "IPv6 only" or "IPv4 only".
     pub fn families_label(&self) -> &'static str {
         match (self.inner.ipv4, self.inner.ipv6) {
-            (true, true) => "IPv4 and IPv6",
+            (true, true) => "IPv4+IPv6",
             (false, true) => "IPv6 only",
             _ => "IPv4 only",
         }

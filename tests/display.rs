@@ -723,7 +723,7 @@ fn without_a_terminal_the_port_is_still_told() {
         let said = p
             .stderr()
             .lines()
-            .any(|l| l.starts_with(&format!("listening on port {port} (")));
+            .any(|l| l.starts_with(&format!("listening on port {port}: ")));
         assert_eq!(said, !quiet, "{name}: {}", p.stderr());
     }
 }

@@ -182,7 +182,7 @@ async fn show(
                 let port = session.port();
                 let transport = session.transport();
                 let how = match transport {
-                    crate::peer::transport::Mode::Both => "TCP and uTP",
+                    crate::peer::transport::Mode::Both => "TCP+uTP",
                     crate::peer::transport::Mode::Tcp => "TCP",
                     crate::peer::transport::Mode::Utp => "uTP",
                 };
@@ -190,8 +190,9 @@ async fn show(
                     display,
                     "listening",
                     serde_json::json!({"port": port, "ipv4": v4, "ipv6": v6, "transport": transport.name()}),
+                    // Short enough for one line at 50 columns.
                     &format!(
-                        "listening on port {port} ({how}, {})",
+                        "listening on port {port}: {how}, {}",
                         session.families_label()
                     ),
                 );
