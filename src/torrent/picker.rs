@@ -6,6 +6,10 @@
 //! the array from the rarest bucket. Seeds are a separate counter because a
 //! piece every seed has is no rarer or commoner relative to the others. Only
 //! pieces in progress carry per-block state, so memory stays ~10 bytes a piece.
+//!
+//! Before all that come deadlines (streaming readers' next pieces, nearest
+//! first, `set_deadlines`); `set_sequential` starts new pieces in index
+//! order instead of rarest first.
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
