@@ -273,8 +273,16 @@ fn ffprobe_reads_a_video_while_it_downloads_and_ranges_match_the_file() {
     let (s, head, body) = get(port, &path, &[]);
     assert_eq!(s, 200);
     assert_eq!(header(&head, "content-length"), Some(&*len.to_string()));
-    assert!(body.len() < len, "a paused torrent at {} % sent it all", t_end["progress"]);
-    assert!(body == data[..body.len()], "{} bytes sent differ", body.len());
+    assert!(
+        body.len() < len,
+        "a paused torrent at {} % sent it all",
+        t_end["progress"]
+    );
+    assert!(
+        body == data[..body.len()],
+        "{} bytes sent differ",
+        body.len()
+    );
 }
 
 /// The pieces `shoal verify --json` finds good, as indexes.
