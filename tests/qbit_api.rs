@@ -88,7 +88,10 @@ impl Client {
     }
 }
 
-fn multipart(boundary: &str, fields: &[(&str, &str)], file: (&str, &[u8])) -> Vec<u8> {
+/// A form with `fields` and one file in field `file.0` (qBittorrent's
+/// documentation says `torrents`; clients such as qbittorrent-api name it
+/// after the file).
+fn multipart(boundary: &str, fields: &[(&str, &str)], file: (&str, &str, &[u8])) -> Vec<u8> {
     let mut b = Vec::new();
     for (k, v) in fields {
         b.extend_from_slice(
@@ -98,12 +101,12 @@ fn multipart(boundary: &str, fields: &[(&str, &str)], file: (&str, &[u8])) -> Ve
     }
     b.extend_from_slice(
         format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"torrents\"; filename=\"{}\"\r\nContent-Type: application/x-bittorrent\r\n\r\n",
-            file.0
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{}\"\r\nContent-Type: application/x-bittorrent\r\n\r\n",
+            file.0, file.1
         )
         .as_bytes(),
     );
-    b.extend_from_slice(file.1);
+    b.extend_from_slice(file.2);
     b.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     b
 }
@@ -212,7 +215,7 @@ fn qbittorrent_clients_add_list_pause_and_delete() {
             ("paused", "true"),
             ("skip_checking", "false"),
         ],
-        ("film.torrent", &std::fs::read(&film).unwrap()),
+        ("torrents", "film.torrent", &std::fs::read(&film).unwrap()),
     );
     let (s, _, b) = c.request(
         "POST",
@@ -338,6 +341,26 @@ fn qbittorrent_clients_add_list_pause_and_delete() {
     );
     assert_eq!(s, 200);
     assert!(dl.join("doc.pdf").exists());
+
+    // Added again, its file in a field named after it (as qbittorrent-api
+    // sends it): every uploaded file is a torrent.
+    let body = multipart(
+        "b0undary",
+        &[("stopped", "true")],
+        (
+            "film.torrent",
+            "film.torrent",
+            &std::fs::read(&film).unwrap(),
+        ),
+    );
+    let (s, _, b) = c.request(
+        "POST",
+        "torrents/add",
+        Some("multipart/form-data; boundary=b0undary"),
+        &body,
+    );
+    assert_eq!((s, b.as_slice()), (200, &b"Ok."[..]));
+    c.wait_state(&hf, "paused", |s| s == "pausedDL");
 
     // Logged out: the SID no longer works.
     let (s, _) = c.post("auth/logout", &[]);

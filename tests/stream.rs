@@ -3,7 +3,9 @@
 //! limited rate, the service downloads it, and `ffprobe` reads the
 //! stream URL and finds the video's duration while most of the file is
 //! still missing; byte ranges (suffix ones too) answer exactly the file's
-//! bytes. Needs ffmpeg (`.ci/deps`).
+//! bytes; paused, it answers what it has and stops short at the first
+//! piece it lacks. `shoal download --sequential` fills a file from its
+//! start. Needs ffmpeg (`.ci/deps`).
 
 mod common;
 
@@ -253,6 +255,33 @@ fn ffprobe_reads_a_video_while_it_downloads_and_ranges_match_the_file() {
     eprintln!(
         "after the ranges: {:.1} % downloaded",
         t_end["have_bytes"].as_u64().unwrap() as f64 / len as f64 * 100.0
+    );
+
+    // Paused: what its run verified is still answered; the answer stops
+    // short at the first piece it lacks, never with bytes not verified.
+    let (s, _, _) = http(
+        port,
+        "POST",
+        &format!("/api/torrents/{h}/pause"),
+        &[("Authorization", auth.as_str())],
+        &[],
+    );
+    assert_eq!(s, 200);
+    let (s, _, body) = get(port, &path, &[("Range", "bytes=10-5009")]);
+    assert_eq!(s, 206);
+    assert!(body == data[10..5010]);
+    let (s, head, body) = get(port, &path, &[]);
+    assert_eq!(s, 200);
+    assert_eq!(header(&head, "content-length"), Some(&*len.to_string()));
+    assert!(
+        body.len() < len,
+        "a paused torrent at {} % sent it all",
+        t_end["progress"]
+    );
+    assert!(
+        body == data[..body.len()],
+        "{} bytes sent differ",
+        body.len()
     );
 }
 

@@ -369,7 +369,10 @@ async fn add(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
                 let mut p = HashMap::new();
                 let mut files = Vec::new();
                 for part in parts {
-                    if part.name == "torrents" {
+                    // Every uploaded file is a torrent, whatever its field
+                    // is called, as qBittorrent takes them (clients name
+                    // the field after the file).
+                    if part.name == "torrents" || part.filename.is_some() {
                         files.push(part.data);
                     } else {
                         p.insert(part.name, String::from_utf8_lossy(&part.data).into_owned());

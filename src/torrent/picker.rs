@@ -6,6 +6,10 @@
 //! the array from the rarest bucket. Seeds are a separate counter because a
 //! piece every seed has is no rarer or commoner relative to the others. Only
 //! pieces in progress carry per-block state, so memory stays ~10 bytes a piece.
+//!
+//! Before all that come deadlines (streaming readers' next pieces, nearest
+//! first, `set_deadlines`); `set_sequential` starts new pieces in index
+//! order instead of rarest first.
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
@@ -560,8 +564,44 @@ impl Picker {
                 added += self.take_free(peer, p, max - added, out);
             }
         }
+        // The most urgent piece this peer has, all asked of others: ask
+        // for its missing blocks too (a slow peer must not hold a reader
+        // up); the first copy to come cancels the others.
+        if let Some(&p) = deadlines.iter().find(|&&p| has.get(p)) {
+            if added < max && !self.with_free.contains(&p) {
+                added += self.duplicate(peer, p, max - added, out);
+            }
+        }
         self.deadlines = deadlines;
         added
+    }
+
+    /// Asks `peer` too for the blocks of piece `p` that others were asked
+    /// for and that have not come, up to `MAX_REQUESTERS` each.
+    fn duplicate(&mut self, peer: PeerKey, p: u32, max: usize, out: &mut Vec<BlockRef>) -> usize {
+        let Some(part) = self.partial.get_mut(&p) else {
+            return 0;
+        };
+        let mut taken = 0;
+        for i in 0..part.blocks.len() {
+            if taken >= max {
+                break;
+            }
+            let b = &mut part.blocks[i];
+            if b.from.is_some()
+                || b.n == 0
+                || usize::from(b.n) >= MAX_REQUESTERS
+                || b.requesters().contains(&peer)
+            {
+                continue;
+            }
+            b.add(peer);
+            let r = part.block_ref(p, i as u32);
+            self.requests.entry(peer).or_default().insert(r);
+            out.push(r);
+            taken += 1;
+        }
+        taken
     }
 
     /// Up to `want` free pieces the peer has, lowest index first.
@@ -1378,6 +1418,39 @@ mod tests {
         p.pick(2, PeerHas::All, 4, &mut got);
         let idx: Vec<(u32, u32)> = got.iter().map(|b| (b.index, b.begin / KIB16)).collect();
         assert_eq!(idx, vec![(4, 2), (4, 3), (5, 0), (5, 1)]);
+    }
+
+    /// The most urgent piece, all asked of a slow peer: another peer is
+    /// asked for its missing blocks too, and the first copy cancels the
+    /// other request.
+    #[test]
+    fn the_most_urgent_piece_is_asked_of_two_peers() {
+        let n = 6;
+        let piece = 2 * KIB16;
+        let mut p = picker(n, piece, u64::from(n) * u64::from(piece), 4);
+        p.set_deadlines(&[3, 4]);
+        let slow = pick(&mut p, 1, PeerHas::All, 2);
+        assert!(slow.iter().all(|b| b.index == 3));
+        // Peer 2: piece 3's two blocks again, then piece 4.
+        let got = pick(&mut p, 2, PeerHas::All, 3);
+        let idx: Vec<(u32, u32)> = got.iter().map(|b| (b.index, b.begin / KIB16)).collect();
+        assert_eq!(idx, vec![(4, 0), (4, 1), (3, 0)]);
+        let got = pick(&mut p, 2, PeerHas::All, 3);
+        let idx: Vec<(u32, u32)> = got.iter().map(|b| (b.index, b.begin / KIB16)).collect();
+        assert_eq!(idx[0], (3, 1));
+        let b = BlockRef {
+            index: 3,
+            begin: 0,
+            length: KIB16,
+        };
+        assert_eq!(
+            p.on_block(2, b),
+            BlockOutcome::Accepted {
+                piece_complete: false,
+                cancel: vec![1]
+            }
+        );
+        p.check();
     }
 
     /// A new deadline takes back a peer's requests for other pieces, as
