@@ -316,10 +316,20 @@ fn transmission_remote_adds_lists_limits_stops_starts_and_removes() {
     assert_eq!(list, serde_json::json!([]));
     // Ids are not reused: the torrent added again (by URL this time) is
     // number 3.
+    // -w names its folder (inside the download root); --start-paused
+    // makes the RPC's adds paused.
     let web = HttpServer::serve("/single.torrent", std::fs::read(&s.single).unwrap());
-    ok(port, &["-a", &web.url("/single.torrent")]);
+    ok(port, &["--start-paused"]);
+    ok(port, &["-a", &web.url("/single.torrent"), "-w", "again"]);
+    ok(port, &["--no-start-paused"]);
     let r = wait_row(port, "single.bin", "listed", |_| true);
     assert_eq!(r[0], "3");
+    let t = api_torrent(port, &h_single);
+    assert_eq!(t["state"], "paused", "{t}");
+    assert!(
+        t["download_dir"].as_str().unwrap().ends_with("/again"),
+        "{t}"
+    );
 }
 
 #[test]

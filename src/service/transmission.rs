@@ -15,6 +15,7 @@
 mod fields;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ pub struct Rpc {
     ids: Mutex<Ids>,
     /// kB/s shown by `session-get` for a limit that is off.
     idle_limits: Mutex<(u64, u64)>,
+    /// `start-added-torrents`: RPC adds without `paused` start (true) or
+    /// not (transmission-remote --start-paused / --no-start-paused).
+    start_added: AtomicBool,
 }
 
 /// Small integer ids by info-hash, first come first numbered.
@@ -140,6 +144,7 @@ pub fn router(svc: Service) -> Router {
         started: Instant::now(),
         ids: Mutex::default(),
         idle_limits: Mutex::new((100, 100)),
+        start_added: AtomicBool::new(true),
     });
     Router::new()
         .route("/transmission/rpc", post(handle).get(handle))
@@ -394,9 +399,10 @@ impl Rpc {
                 .filter(|d| !d.is_empty())
                 .map(String::from),
             only: None,
-            paused: args
-                .get("paused")
-                .is_some_and(|v| v.as_bool() == Some(true) || v.as_i64() == Some(1)),
+            paused: match args.get("paused") {
+                Some(v) => v.as_bool() == Some(true) || v.as_i64() == Some(1),
+                None => !self.start_added.load(Ordering::Relaxed),
+            },
             overwrite: false,
             // Transmission 4's labels: the first is the category.
             category: args
@@ -521,7 +527,7 @@ impl Rpc {
             "seedRatioLimited": cfg.seed_ratio.is_some(),
             "idle-seeding-limit": cfg.seed_time.map_or(30, |t| t.as_secs() / 60),
             "idle-seeding-limit-enabled": false,
-            "start-added-torrents": true,
+            "start-added-torrents": self.start_added.load(Ordering::Relaxed),
             "trash-original-torrent-files": false,
             "rename-partial-files": false,
             "incomplete-dir-enabled": false,
@@ -589,10 +595,16 @@ impl Rpc {
                 limit.set(enabled.then_some(kb.max(1) * SPEED_UNIT));
             }
         }
+        if let Some(v) = args.get("start-added-torrents") {
+            let on = v
+                .as_bool()
+                .ok_or("start-added-torrents must be true or false")?;
+            self.start_added.store(on, Ordering::Relaxed);
+        }
         let ignored: Vec<&str> = args
             .keys()
             .map(String::as_str)
-            .filter(|k| !k.starts_with("speed-limit-"))
+            .filter(|k| !k.starts_with("speed-limit-") && *k != "start-added-torrents")
             .collect();
         if !ignored.is_empty() {
             tracing::debug!("session-set: ignored {ignored:?}");
