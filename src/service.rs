@@ -661,7 +661,6 @@ impl Service {
             overwrite: req.overwrite,
             category: req.category.clone().filter(|c| !c.is_empty()),
             added: now_secs(),
-            category: req.category.clone(),
             total: meta.as_ref().map_or(0, |m| m.total_length),
             ..Saved::default()
         };

@@ -276,6 +276,17 @@ impl Session {
         self.inner.dht.is_some()
     }
 
+    /// Which connections are encrypted (`--encryption`).
+    pub fn encryption(&self) -> crate::peer::mse::Policy {
+        self.inner.encryption
+    }
+
+    /// The session's DHT node, for what it can tell (its routing table's
+    /// size for the metrics).
+    pub fn dht(&self) -> Option<&Dht> {
+        self.inner.dht.as_ref()
+    }
+
     /// How peers are dialled (TCP, uTP): the magnet phase dials with it too.
     pub fn net(&self) -> &Arc<Net> {
         &self.inner.net

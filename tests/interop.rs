@@ -330,11 +330,16 @@ fn shoal_leeches_from_aria2_and_transmission_with_second_shoal() {
         |s| s.complete == 2,
     );
 
-    let (mut l1, p1, o1) = shoal_leecher(d, &t, "shoal-leecher-1");
+    // Over TCP: this cell is the TCP path with both clients (tests/utp.rs
+    // has Transmission over uTP). With uTP first, both leechers' dials
+    // reached Transmission 3.00 while its own dials to them were in
+    // handshake, and it dropped every one (see below).
+    let tcp = ["--transport", "tcp"];
+    let (mut l1, p1, o1) = shoal_leecher_with(d, &t, "shoal-leecher-1", &tcp);
     // A second apart, so they don't dial Transmission at the same instant
     // (see below); the second still hears of the first from the tracker.
     std::thread::sleep(Duration::from_secs(1));
-    let (mut l2, p2, o2) = shoal_leecher(d, &t, "shoal-leecher-2");
+    let (mut l2, p2, o2) = shoal_leecher_with(d, &t, "shoal-leecher-2", &tcp);
     finish_download(&mut l1, "shoal leecher 1", Duration::from_secs(90));
     finish_download(&mut l2, "shoal leecher 2", Duration::from_secs(90));
     assert_tree_matches(&src, &o1, false);

@@ -66,9 +66,6 @@ pub(super) struct Saved {
     pub have_bytes: u64,
     #[serde(default)]
     pub total: u64,
-    /// Its category (also its default sub-folder).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub category: Option<String>,
     /// The piece map of the last run (base64 of the BEP 3 bitfield), shown
     /// while not running: a paused torrent's pieces and files.
     #[serde(default, skip_serializing_if = "Option::is_none")]

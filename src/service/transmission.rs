@@ -347,7 +347,7 @@ impl Rpc {
                 detail: d.as_ref(),
                 meta: meta.as_deref(),
                 peers: &p,
-                seed_ratio: self.svc.config().seed_ratio,
+                seed_ratio: self.svc.config().options.seed_ratio,
                 now,
             };
             torrents.push(if table {
@@ -499,7 +499,7 @@ impl Rpc {
             "utp-enabled": false,
             "dht-enabled": session.dht().is_some(),
             "lpd-enabled": false,
-            "pex-enabled": cfg.pex,
+            "pex-enabled": cfg.options.pex,
             "encryption": match session.encryption() {
                 crate::peer::mse::Policy::Require => "required",
                 crate::peer::mse::Policy::Prefer => "preferred",
@@ -509,7 +509,7 @@ impl Rpc {
         }));
         out.extend(to_map(json!({
             "peer-limit-global": 500,
-            "peer-limit-per-torrent": cfg.max_peers,
+            "peer-limit-per-torrent": cfg.options.max_peers,
             "speed-limit-down": down.map_or(idle.0, |r| r / SPEED_UNIT),
             "speed-limit-down-enabled": down.is_some(),
             "speed-limit-up": up.map_or(idle.1, |r| r / SPEED_UNIT),
@@ -523,9 +523,9 @@ impl Rpc {
             "alt-speed-time-begin": 540,
             "alt-speed-time-end": 1020,
             "alt-speed-time-day": 127,
-            "seedRatioLimit": cfg.seed_ratio.unwrap_or(2.0),
-            "seedRatioLimited": cfg.seed_ratio.is_some(),
-            "idle-seeding-limit": cfg.seed_time.map_or(30, |t| t.as_secs() / 60),
+            "seedRatioLimit": cfg.options.seed_ratio.unwrap_or(2.0),
+            "seedRatioLimited": cfg.options.seed_ratio.is_some(),
+            "idle-seeding-limit": cfg.options.seed_time.map_or(30, |t| t.as_secs() / 60),
             "idle-seeding-limit-enabled": false,
             "start-added-torrents": self.start_added.load(Ordering::Relaxed),
             "trash-original-torrent-files": false,

@@ -20,8 +20,8 @@ use crate::peer::wire::Handshake;
 use crate::peer::{self, PeerCmd, PeerEvent, PeerKey, PeerStats, Shared};
 use crate::store::StoreError;
 use crate::torrent::core::{Action, Config, Core, Input, Options, Traffic, Verified};
-use crate::torrent::status::{Outcome, PeerSource, Progress};
 use crate::torrent::deadline;
+use crate::torrent::status::{Outcome, PeerSource, Progress};
 use crate::torrent::webseed::{self, WebCmd, WebEvent};
 
 /// What the task hears from the tasks around it (peer and web seed
