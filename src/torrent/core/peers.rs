@@ -91,8 +91,14 @@ impl Core {
         self.dialer.connecting.remove(&key);
         let refuse = if self.dialer.is_banned(addr, &peer_id) {
             Some("banned")
-        } else if self.sources.has_peer_id(&peer_id) {
-            Some("duplicate connection")
+        } else if let Some(old) = self.sources.key_of_peer_id(&peer_id) {
+            if self.crossed_keeps_new(old, &peer_id, incoming) {
+                self.send(old, PeerCmd::Close("duplicate connection".into()));
+                self.remove_peer(old, "duplicate connection");
+                None
+            } else {
+                Some("duplicate connection")
+            }
         } else if self.sources.peer_count() >= self.opts.max_peers && !self.evict_one() {
             Some("peer limit reached")
         } else {
@@ -134,6 +140,28 @@ impl Core {
         }
         // Hash requests need no unchoke (BEP 52): ask at once.
         self.request_hashes(key);
+    }
+
+    /// The same peer connected twice. When both sides dialled at once,
+    /// each sees the other's connection second: refusing the second on
+    /// both sides closed both (the swarm simulator caught leechers left
+    /// with no seeder this way). Both sides keep the connection dialled by
+    /// the lower peer id, so one survives; a second connection the same
+    /// way round is refused.
+    fn crossed_keeps_new(&self, old: PeerKey, peer_id: &[u8; 20], incoming: bool) -> bool {
+        let old_incoming = self
+            .sources
+            .peer(old)
+            .is_some_and(|p| p.source == PeerSource::Incoming);
+        if old_incoming == incoming {
+            return false;
+        }
+        // The new one was dialled by them if incoming, else by us.
+        if incoming {
+            *peer_id < self.peer_id
+        } else {
+            self.peer_id < *peer_id
+        }
     }
 
     /// Its extension handshake: peer exchange, the port it listens on,

@@ -338,8 +338,8 @@ impl Sources {
         self.peers().any(|(_, p)| p.addr == addr)
     }
 
-    pub(super) fn has_peer_id(&self, id: &[u8; 20]) -> bool {
-        self.peers().any(|(_, p)| p.peer_id == *id)
+    pub(super) fn key_of_peer_id(&self, id: &[u8; 20]) -> Option<PeerKey> {
+        self.peers().find(|(_, p)| p.peer_id == *id).map(|(k, _)| k)
     }
 }
 
