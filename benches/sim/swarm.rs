@@ -25,7 +25,7 @@ use shoal::store::Layout;
 use shoal::torrent::picker::BLOCK_LEN;
 use shoal::torrent::{Action, Config, Core, Input, Options, PeerSource, Traffic, Verified};
 
-use crate::net::{Calendar, Net};
+use super::net::{Calendar, Net};
 
 /// The scenario and the network, as the command line gives them.
 #[derive(Clone, Debug)]
@@ -562,6 +562,17 @@ impl Swarm {
         if self.conns[c].closed {
             return;
         }
+        if std::env::var_os("SIM_TRACE").is_some() {
+            let e = self.conns[c].ends;
+            eprintln!(
+                "{:.3} close {}:{} {}:{} {why}",
+                self.now_secs(),
+                e[0].0,
+                e[0].2,
+                e[1].0,
+                e[1].2
+            );
+        }
         let conn = &mut self.conns[c];
         conn.closed = true;
         conn.open = false;
@@ -783,7 +794,12 @@ impl Swarm {
 
     /// A command of node `i`'s core for its connection `key`.
     fn command(&mut self, i: usize, key: PeerKey, cmd: PeerCmd) {
-        if std::env::var_os("SIM_TRACE").is_some() {
+        if std::env::var_os("SIM_TRACE").is_some()
+            && !matches!(
+                cmd,
+                PeerCmd::Haves(_) | PeerCmd::Request(_) | PeerCmd::Cancel(_)
+            )
+        {
             let t = format!("{cmd:?}");
             eprintln!(
                 "{:.3} {i} -> {key}: {}",
@@ -906,7 +922,12 @@ impl Swarm {
         if self.nodes[node].gen != gen {
             return;
         }
-        if std::env::var_os("SIM_TRACE").is_some() && !matches!(ev, PeerEvent::Block { .. }) {
+        if std::env::var_os("SIM_TRACE").is_some()
+            && !matches!(
+                ev,
+                PeerEvent::Block { .. } | PeerEvent::Have(_) | PeerEvent::Rejected(_)
+            )
+        {
             let t = format!("{ev:?}");
             eprintln!(
                 "{:.3} {node} <- {key}: {}",
