@@ -7,7 +7,8 @@
 mod sim;
 
 use sim::net::{Calendar, Net};
-use sim::swarm::{Params, Swarm};
+use sim::scenario::Params;
+use sim::swarm::Swarm;
 
 /// 100 leechers, a small torrent, every piece hashed for real.
 fn params() -> Params {

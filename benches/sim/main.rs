@@ -5,6 +5,7 @@
 //! `sim: N=… T=…s T*=…s ratio=… wall=…s`.
 
 mod net;
+mod scenario;
 mod swarm;
 
 use std::io::Write;
@@ -13,7 +14,8 @@ use std::time::Instant as WallClock;
 
 use clap::Parser;
 
-use swarm::{Join, Params, Report, Swarm};
+use scenario::{Join, Params, Report};
+use swarm::Swarm;
 
 /// Rates are in bits a second (k, M, G suffixes), sizes in bytes (KiB,
 /// MiB suffixes); the defaults are the netns harness's (docs/swarm.md).
@@ -171,6 +173,18 @@ fn write_csv(dir: &PathBuf, r: &Report) -> std::io::Result<()> {
     Ok(())
 }
 
+/// CPU time of this process so far: the wall time on a loaded machine
+/// says little.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 fn main() {
     let a = Args::parse();
     let p = params(&a);
@@ -222,6 +236,7 @@ fn main() {
         "events {}, steps {}, rate computations {}",
         r.events, r.steps, r.recomputes
     );
+    println!("cpu {:.2} s (user + sys)", cpu_secs());
     let t = r.t.map_or("inf".to_string(), |t| format!("{t:.2}"));
     let ratio =
         r.t.map_or("inf".to_string(), |t| format!("{:.3}", t / r.t_star));

@@ -2,4 +2,5 @@
 //! root is main.rs).
 
 pub mod net;
+pub mod scenario;
 pub mod swarm;
