@@ -7,7 +7,7 @@
 //! jobs and the disk, a tracker, and the scenario (who joins when, who is
 //! killed and comes back).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,8 +36,9 @@ struct Node {
     addr: SocketAddr,
     id: [u8; 20],
     have: Bitfield,
-    /// Its connections by its own key for them.
-    conns: HashMap<PeerKey, usize>,
+    /// Its connections by its own key for them (in key order: a run
+    /// must not depend on a hash map's order).
+    conns: BTreeMap<PeerKey, usize>,
     seeder: bool,
     super_seeding: bool,
     /// Its delay to the network's core (half its round-trip time), and
@@ -187,7 +188,7 @@ impl Swarm {
                 } else {
                     Bitfield::new(pieces)
                 },
-                conns: HashMap::new(),
+                conns: BTreeMap::new(),
                 seeder: i == 0,
                 super_seeding: false,
                 delay: rtt / 4000.0,
@@ -369,7 +370,9 @@ impl Swarm {
             g.retain(|&n| n != i);
         }
         self.nodes[i].incoming = None;
-        let conns: Vec<usize> = self.nodes[i].conns.drain().map(|(_, c)| c).collect();
+        let conns: Vec<usize> = std::mem::take(&mut self.nodes[i].conns)
+            .into_values()
+            .collect();
         for c in conns {
             self.close(c, "peer closed the connection");
         }
