@@ -110,7 +110,10 @@ def availability_svg(dir_, names):
     if not runs:
         return
     W, H, L, R, T, B = 640, 420, 60, 20, 30, 50
-    tmax = max(float(r[-1]["t"]) for _, r in runs)
+    # Runs that stall (the seeder left) go on to their timeout: show the
+    # part where things happen.
+    tmax = min(45.0, max(float(r[-1]["t"]) for _, r in runs))
+    runs = [(n, [x for x in r if float(x["t"]) <= tmax]) for n, r in runs]
     xs = lambda t: L + t / tmax * (W - L - R)
     ys = lambda v: T + (1 - v) * (H - T - B)
     o = svg_frame(W, H, "Pieces among the leechers present: share that exists (solid), mean copies / N (dashed)")
