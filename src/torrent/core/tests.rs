@@ -680,3 +680,72 @@ fn a_banned_peer_is_refused_when_it_comes_back() {
     assert_eq!(h.accept(1), None);
     assert_eq!(h.core.sources.peer_count(), 0);
 }
+
+/// Timeouts: a peer that sends one block of a piece and then nothing is
+/// left alone for [`SNUB_AFTER`] after that block (not after the first
+/// request), then its requests time out: cancelled and asked of the other
+/// peer, which completes the half-sent piece and the rest; the silent
+/// peer is not blamed for anything.
+#[test]
+fn a_silent_peers_requests_time_out_and_its_half_piece_completes() {
+    let mut h = harness(64);
+    let silent = h.seed(1);
+    let other = h.seed(2);
+    h.peer(silent, PeerEvent::Unchoked);
+    let (asked, _) = h.requests(silent);
+    assert!(!asked.is_empty());
+    h.run_for(Duration::from_secs(10));
+    // One block, then silence: the clock starts again here.
+    let first = asked[0];
+    h.block(silent, first, false);
+    let (refill, _) = h.requests(silent);
+    h.run_for(SNUB_AFTER - Duration::from_secs(1));
+    assert!(h.cancels(silent).is_empty(), "timed out early");
+    h.run_for(Duration::from_secs(2));
+    let mut cancelled = h.cancels(silent);
+    cancelled.sort();
+    let mut expect: Vec<BlockRef> = asked
+        .iter()
+        .chain(&refill)
+        .copied()
+        .filter(|b| *b != first)
+        .collect();
+    expect.sort();
+    assert_eq!(cancelled, expect, "every request still out times out");
+    h.peer(other, PeerEvent::Unchoked);
+    h.serve_until_complete(other);
+    assert_eq!(h.written.len(), 64);
+    assert_eq!(h.core.progress().hash_failures, 0);
+    assert_eq!(h.core.progress().banned, 0);
+    // Closed at the end as a seed we no longer need, not banned.
+    assert!(!h.requests(silent).1);
+}
+
+/// Both sides dialled each other at once: each sees the other's
+/// connection second. Both keep the one dialled by the lower peer id (ours
+/// here), so exactly one survives; a second connection the same way round
+/// is refused as before.
+#[test]
+fn crossed_dials_keep_one_connection() {
+    let mut h = harness(4);
+    // Peer 1 dialled us first; then our own dial to it connects.
+    let theirs = h.accept(1).expect("accepted");
+    let ours = 99;
+    let connected = |incoming| PeerEvent::Connected {
+        addr: addr(1),
+        peer_id: [1; 20],
+        fast: true,
+        v2: false,
+        incoming,
+    };
+    h.peer(ours, connected(false));
+    assert!(h.closed(theirs), "the connection it dialled gives way");
+    assert!(!h.closed(ours));
+    assert!(h.core.sources.peer(ours).is_some());
+    assert!(h.core.sources.peer(theirs).is_none());
+    // It dials again: refused, ours stays.
+    let again = h.accept(1);
+    assert_eq!(again, None);
+    assert!(h.core.sources.peer(ours).is_some());
+    assert_eq!(h.core.sources.peer_count(), 1);
+}
