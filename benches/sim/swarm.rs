@@ -319,6 +319,8 @@ impl Swarm {
                 .wrapping_add(i as u64 * 7919 + gen as u64),
             hash_jobs: 2,
             connections: Arc::new(ConnectionCap::new(None)),
+            // The simulated swarm has no NATs: every host is dialled.
+            holepunch: false,
         };
         node.core = Some(Core::new(now, self.meta.clone(), &node.have, cfg));
         node.started.get_or_insert(t);
@@ -450,7 +452,7 @@ impl Swarm {
 
     fn act(&mut self, i: usize, a: Action) {
         match a {
-            Action::Connect { key, addr } => self.dial(i, key, addr),
+            Action::Connect { key, addr, .. } => self.dial(i, key, addr),
             Action::Accept { key, .. } => self.accepted(i, key),
             Action::Send(key, cmd) => self.command(i, key, cmd),
             Action::Verify(jobs) => {
@@ -594,12 +596,14 @@ impl Swarm {
                     fast: true,
                     v2: false,
                     incoming,
+                    transport: shoal::peer::transport::Transport::Tcp,
                 },
                 PeerEvent::Extended {
                     reqq: Some(500),
                     listen_port: Some(6881),
                     client: Some("shoal".into()),
                     pex: true,
+                    holepunch: false,
                 },
                 if o.super_seeding || o.have.none() {
                     PeerEvent::HaveNone
