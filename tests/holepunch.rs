@@ -217,7 +217,89 @@ struct Run {
     seeder: Proc,
 }
 
+/// Who relays: a shoal, or libtorrent (BEP 55's reference relay).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    Shoal,
+    Libtorrent(&'static str),
+}
+
+/// libtorrent on the internet host, wanting only the small file (the
+/// second; nobody has it): prints each peer it holds as a JSON line.
+const LT_RELAY: &str = r#"
+import sys, time, json
+sys.path.append('/usr/lib/python3/dist-packages')
+import libtorrent as lt
+torrent, save, port, limit = sys.argv[1:5]
+s = lt.session({'listen_interfaces': '0.0.0.0:' + port, 'enable_dht': False,
+                'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+                'allow_multiple_connections_per_ip': True})
+p = lt.add_torrent_params()
+p.ti = lt.torrent_info(torrent)
+p.save_path = save
+p.file_priorities = [0, 1]
+h = s.add_torrent(p)
+t0 = time.time()
+while time.time() - t0 < float(limit):
+    for pi in h.get_peer_info():
+        print(json.dumps({'peer': pi.ip[0], 'port': pi.ip[1], 'utp': bool(pi.flags & (1 << 17)),
+                          'down': pi.total_download, 'up': pi.total_upload}), flush=True)
+    time.sleep(0.2)
+"#;
+
+fn start_relay(net: &TwoHomes, relay: Relay, t: &str, d: &Path, holepunch: bool) -> Proc {
+    match relay {
+        Relay::Shoal => net.shoal(
+            &net.inet,
+            &[
+                "download",
+                t,
+                "-o",
+                d.join("r").to_str().unwrap(),
+                "--port",
+                RELAY_PORT,
+                "--only",
+                "small.bin",
+                "--seed",
+            ],
+            d,
+            "relay",
+            holepunch,
+        ),
+        Relay::Libtorrent(py) => {
+            let script = d.join("lt_relay.py");
+            std::fs::write(&script, LT_RELAY).unwrap();
+            let out = d.join("relay.out");
+            let err = d.join("relay.err");
+            let child = Command::new("ip")
+                .args(["netns", "exec", &net.inet, py])
+                .arg(&script)
+                .args([t, d.join("r").to_str().unwrap(), RELAY_PORT, "150"])
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&out).unwrap())
+                .stderr(std::fs::File::create(&err).unwrap())
+                .spawn()
+                .expect("ip netns exec python3");
+            Proc { child, out, err }
+        }
+    }
+}
+
+/// The relay holds the seeder: shoal logs it, libtorrent lists it.
+fn relay_holds_seeder(relay: &Proc, kind: Relay) -> bool {
+    match kind {
+        Relay::Shoal => relay
+            .stderr()
+            .contains(&format!("{WAN_C}:6881: connected over")),
+        Relay::Libtorrent(_) => relay.stdout().contains(&format!("\"peer\": \"{WAN_C}\"")),
+    }
+}
+
 fn swarm(holepunch: bool, d: &Path) -> (TwoHomes, Run) {
+    swarm_with(Relay::Shoal, holepunch, d)
+}
+
+fn swarm_with(kind: Relay, holepunch: bool, d: &Path) -> (TwoHomes, Run) {
     let net = TwoHomes::new();
     make_tree(
         &d.join("src"),
@@ -228,27 +310,26 @@ fn swarm(holepunch: bool, d: &Path) -> (TwoHomes, Run) {
     // C's folder holds the big file alone.
     std::fs::create_dir_all(d.join("c/pack")).unwrap();
     std::fs::copy(d.join("src/pack/big.bin"), d.join("c/pack/big.bin")).unwrap();
-    let relay = net.shoal(
-        &net.inet,
-        &[
-            "download",
-            t,
-            "-o",
-            d.join("r").to_str().unwrap(),
-            "--port",
-            RELAY_PORT,
-            "--only",
-            "small.bin",
-            "--seed",
-        ],
-        d,
-        "relay",
-        holepunch,
-    );
+    let relay = start_relay(&net, kind, t, d, holepunch);
+    // Listening (UDP side, for uTP) before C dials it.
+    wait_for(Duration::from_secs(30), "the relay's port", || {
+        run("ip", &["netns", "exec", &net.inet, "ss", "-uln"])
+            .is_ok_and(|s| s.contains(&format!(":{RELAY_PORT} ")))
+    });
+    // libtorrent finds the target of a rendezvous by its connection's
+    // address: a TCP connection's (an ephemeral port) is not where the
+    // peer listens, so with libtorrent relaying both homes keep to uTP
+    // (whose connections come from the listening port).
+    let transport = match kind {
+        Relay::Shoal => "both",
+        Relay::Libtorrent(_) => "utp",
+    };
     let seeder = net.shoal(
         &net.home_c,
         &[
             "download",
+            "--transport",
+            transport,
             t,
             "-o",
             d.join("c").to_str().unwrap(),
@@ -267,14 +348,14 @@ fn swarm(holepunch: bool, d: &Path) -> (TwoHomes, Run) {
     );
     // R must hold C before A arrives, so its first PEX to A names C.
     wait_for(Duration::from_secs(30), "the seeder at the relay", || {
-        relay
-            .stderr()
-            .contains(&format!("{WAN_C}:6881: connected over"))
+        relay_holds_seeder(&relay, kind)
     });
     let mut a = net.shoal(
         &net.home_a,
         &[
             "download",
+            "--transport",
+            transport,
             t,
             "-o",
             d.join("a").to_str().unwrap(),
@@ -305,9 +386,10 @@ fn swarm(holepunch: bool, d: &Path) -> (TwoHomes, Run) {
 
 fn logs(r: &Run) -> String {
     format!(
-        "leecher:\n{}\nrelay:\n{}\nseeder:\n{}",
+        "leecher:\n{}\nrelay:\n{}{}\nseeder:\n{}",
         tail(&r.a.stderr(), 40),
         tail(&r.relay.stderr(), 30),
+        tail(&r.relay.stdout(), 4),
         tail(&r.seeder.stderr(), 30)
     )
 }
@@ -355,4 +437,28 @@ fn without_hole_punching_the_homes_never_meet() {
         logs(&r)
     );
     assert!(!r.relay.stderr().contains("relaying a hole punch"));
+}
+
+/// libtorrent as the relay between two shoals: its PEX names C with the
+/// holepunch flag, A asks it for a rendezvous, and its `connect`s bring
+/// the two together through both routers.
+#[test]
+fn libtorrent_relays_a_hole_punch_between_two_shoals() {
+    let Some(py) = libtorrent_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_net, r) = swarm_with(Relay::Libtorrent(py), true, d);
+    eprintln!("{}", logs(&r));
+    assert!(r.status.success(), "{}", logs(&r));
+    let got = std::fs::read(d.join("a/pack/big.bin")).unwrap();
+    assert_eq!(got, std::fs::read(d.join("src/pack/big.bin")).unwrap());
+    let a = r.a.stderr();
+    assert!(
+        a.contains(&format!("{WAN_C}:6881: connected over utp")),
+        "{}",
+        logs(&r)
+    );
+    assert!(a.contains("hole punch: connect to"), "{}", logs(&r));
 }

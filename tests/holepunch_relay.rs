@@ -26,7 +26,7 @@ const OUR_HP: u8 = 9;
 fn join(port: u16, ih: [u8; 20], n: u8, hp: bool, listen: u16) -> (Fake, u8) {
     let mut id = *b"-XX0001-holepunch000";
     id[19] = n;
-    let (mut f, _) = Fake::connect(port, ih, id);
+    let mut f = connect(port, ih, id);
     let mut ext = ExtendedHandshake {
         p: Some(listen),
         ..Default::default()
@@ -48,6 +48,22 @@ fn join(port: u16, ih: [u8; 20], n: u8, hp: bool, listen: u16) -> (Fake, u8) {
     };
     let h = ExtendedHandshake::decode(&payload).unwrap();
     (f, h.m.get("ut_holepunch").copied().unwrap_or(0))
+}
+
+/// Connects and handshakes; the seeder may still be checking its data
+/// (its port is open, its torrent not yet taking peers): tried again.
+fn connect(port: u16, ih: [u8; 20], id: [u8; 20]) -> Fake {
+    for _ in 0..100 {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let mut f = Fake::new(s);
+            f.send_raw(&shoal::peer::wire::Handshake::new(ih, id).encode());
+            if f.read_handshake().is_ok() {
+                return f;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the seeder never answered a handshake");
 }
 
 fn send(f: &mut Fake, their_id: u8, m: Hp) {

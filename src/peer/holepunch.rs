@@ -7,7 +7,9 @@
 //!
 //! Wire form (binary, not bencoded): message type (1 byte), address type
 //! (1 byte: 0 IPv4, 1 IPv6), address (4 or 16 bytes), port (2 bytes),
-//! error code (4 bytes, 0 except in `error`); integers big-endian.
+//! error code (4 bytes, 0 except in `error`); integers big-endian. We send
+//! that; libtorrent (2.0.8) leaves the error code out of `rendezvous` and
+//! `connect`, so those are read with or without it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -86,7 +88,7 @@ pub struct Message {
 /// Why a payload is not a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error("{0} bytes, not 12 (IPv4) or 24 (IPv6)")]
+    #[error("{0} bytes, not 12 (IPv4) or 24 (IPv6), or 8 / 20 without the error code")]
     Length(usize),
     #[error("unknown message type {0}")]
     Type(u8),
@@ -127,7 +129,8 @@ impl Message {
         out
     }
 
-    /// Strict decode: the length must match the address type exactly.
+    /// Strict decode: the length must match the address type exactly
+    /// (with the error code, or without it outside `error` messages).
     pub fn decode(b: &[u8]) -> Result<Message, DecodeError> {
         if b.len() < 2 {
             return Err(DecodeError::Length(b.len()));
@@ -137,7 +140,9 @@ impl Message {
             1 => 16,
             t => return Err(DecodeError::AddrType(t)),
         };
-        if b.len() != 2 + ip_len + 6 {
+        let with_code = b.len() == 2 + ip_len + 6;
+        let without = b.len() == 2 + ip_len + 2 && b[0] != 2;
+        if !with_code && !without {
             return Err(DecodeError::Length(b.len()));
         }
         let ip = if ip_len == 4 {
@@ -151,7 +156,11 @@ impl Message {
         };
         let rest = &b[2 + ip_len..];
         let port = u16::from_be_bytes([rest[0], rest[1]]);
-        let code = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
+        let code = if with_code {
+            u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]])
+        } else {
+            0
+        };
         let kind = match b[0] {
             0 | 1 if code != 0 => return Err(DecodeError::StrayCode),
             0 => Kind::Rendezvous,
@@ -205,6 +214,19 @@ mod tests {
         }
     }
 
+    /// libtorrent 2.0.8 sends `connect` and `rendezvous` without the
+    /// error code (8 bytes for IPv4, 20 for IPv6).
+    #[test]
+    fn libtorrents_short_form_is_read() {
+        let m = Message::decode(&[1, 0, 10, 218, 20, 1, 0x1a, 0xe1]).unwrap();
+        assert_eq!(m, Message::new(Kind::Connect, a("10.218.20.1:6881")));
+        let mut v6 = vec![0, 1];
+        v6.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        v6.extend_from_slice(&[0, 80]);
+        let m = Message::decode(&v6).unwrap();
+        assert_eq!(m, Message::new(Kind::Rendezvous, a("[2001:db8::1]:80")));
+    }
+
     #[test]
     fn a_mapped_address_goes_out_as_ipv4() {
         let m = Message::new(Kind::Connect, a("[::ffff:1.2.3.4]:7"));
@@ -217,6 +239,9 @@ mod tests {
         let good = Message::new(Kind::Connect, a("1.2.3.4:5")).encode();
         assert_eq!(Message::decode(&[]), Err(DecodeError::Length(0)));
         assert_eq!(Message::decode(&good[..11]), Err(DecodeError::Length(11)));
+        // An error without its code is not one.
+        let e = Message::new(Kind::Error(ErrorCode::NoSelf), a("1.2.3.4:5")).encode();
+        assert_eq!(Message::decode(&e[..8]), Err(DecodeError::Length(8)));
         let mut long = good.clone();
         long.push(0);
         assert_eq!(Message::decode(&long), Err(DecodeError::Length(13)));
