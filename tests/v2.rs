@@ -1090,6 +1090,11 @@ fn one_bad_block_of_a_v2_piece_is_found_by_its_leaf_hashes() {
             "--port",
             &own,
             "--json",
+            // One connection to the honest seeder, made once: this cell is
+            // about leaf hashes, and under load a second connection over
+            // uTP crossing the first could leave no one to ask for a while.
+            "--transport",
+            "tcp",
         ],
         d,
         "leecher",
