@@ -737,6 +737,7 @@ fn crossed_dials_keep_one_connection() {
         fast: true,
         v2: false,
         incoming,
+        transport: crate::peer::transport::Transport::Tcp,
     };
     h.peer(ours, connected(false));
     assert!(h.closed(theirs), "the connection it dialled gives way");
