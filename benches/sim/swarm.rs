@@ -677,7 +677,8 @@ impl Swarm {
                 };
                 Ev::Peer(c, to, PeerEvent::Pex(m.added))
             }
-            PeerCmd::HashRequest(_) | PeerCmd::Close(_) => return,
+            // No NATs in the model: nothing to punch.
+            PeerCmd::HashRequest(_) | PeerCmd::Close(_) | PeerCmd::Holepunch(_) => return,
         };
         self.cal.at(at, ev);
     }
