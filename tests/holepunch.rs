@@ -230,8 +230,11 @@ const LT_RELAY: &str = r#"
 import sys, time, json
 sys.path.append('/usr/lib/python3/dist-packages')
 import libtorrent as lt
-torrent, save, port, limit = sys.argv[1:5]
-s = lt.session({'listen_interfaces': '0.0.0.0:' + port, 'enable_dht': False,
+torrent, save, port, limit, addrs = sys.argv[1:6]
+# Both addresses named: libtorrent expands 0.0.0.0 into one socket per
+# interface address it sees at start-up.
+s = lt.session({'listen_interfaces': ','.join(a + ':' + port for a in addrs.split(',')),
+                'enable_dht': False,
                 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
                 'allow_multiple_connections_per_ip': True})
 p = lt.add_torrent_params()
@@ -275,6 +278,7 @@ fn start_relay(net: &TwoHomes, relay: Relay, t: &str, d: &Path, holepunch: bool)
                 .args(["netns", "exec", &net.inet, py])
                 .arg(&script)
                 .args([t, d.join("r").to_str().unwrap(), RELAY_PORT, "150"])
+                .arg(format!("{INET_A},{INET_C}"))
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&out).unwrap())
                 .stderr(std::fs::File::create(&err).unwrap())
@@ -347,9 +351,17 @@ fn swarm_with(kind: Relay, holepunch: bool, d: &Path) -> (TwoHomes, Run) {
         holepunch,
     );
     // R must hold C before A arrives, so its first PEX to A names C.
-    wait_for(Duration::from_secs(30), "the seeder at the relay", || {
-        relay_holds_seeder(&relay, kind)
-    });
+    let start = std::time::Instant::now();
+    while !relay_holds_seeder(&relay, kind) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the seeder never reached the relay\nrelay:\n{}{}\nseeder:\n{}",
+            tail(&relay.stderr(), 20),
+            tail(&relay.stdout(), 4),
+            tail(&seeder.stderr(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut a = net.shoal(
         &net.home_a,
         &[

@@ -168,8 +168,10 @@ fn categories_are_labels_and_sub_folders() {
         t["download_dir"].as_str().unwrap(),
         root.join("films").to_str().unwrap()
     );
-    // A name that is not one folder is refused, nothing added.
-    for bad in ["../up", "a/b", ".hidden", ""] {
+    // A name that does not lead to a folder below the root is refused,
+    // nothing added ("a/b" is a nested category, as qBittorrent's; an
+    // empty one is none).
+    for bad in ["../up", "a//b", "x/..", "back\\slash", "/abs"] {
         let (status, v) = json(
             port,
             "POST",
