@@ -19,34 +19,6 @@ const MAX_DIR_LEN: usize = 4096;
 /// Refused if it leaves the root, also through a symbolic link that exists
 /// now. Nothing is created: the run makes the folder (without following
 /// links, `store::confine`), so a refused add leaves nothing behind.
-/// Longest category name.
-pub const MAX_CATEGORY_LEN: usize = 64;
-
-/// Checks a category name: it is also the sub-folder of the download root
-/// its torrents go to by default, so one plain folder name (no `/`, not
-/// hidden, no control characters), 1 to 64 bytes.
-pub fn check_category(name: &str) -> Result<(), ServiceError> {
-    let bad = |why: &str| {
-        Err(ServiceError::Invalid(format!(
-            "category {:?}: {why}",
-            escape(name)
-        )))
-    };
-    if name.trim().is_empty() || name.len() > MAX_CATEGORY_LEN {
-        return bad("give a name of 1 to 64 bytes");
-    }
-    if name.starts_with('.') || name.trim() != name {
-        return bad("it may not start with '.' or begin or end with a space");
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == '\\' || c.is_control())
-    {
-        return bad("it is one folder name: no '/', '\\' or control characters");
-    }
-    Ok(())
-}
-
 pub fn resolve_dir(root: &Path, request: Option<&str>) -> Result<PathBuf, ServiceError> {
     let Some(req) = request.filter(|r| !r.trim().is_empty()) else {
         return Ok(root.to_path_buf());
@@ -261,64 +233,6 @@ pub fn delete_data_of(meta: &Metainfo, root: &Root) -> DataRemoval {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_category_is_one_plain_folder_name() {
-        for ok in ["films", "TV Shows", "é", &"x".repeat(64)] {
-            assert!(check_category(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            " ",
-            "a/b",
-            "..",
-            ".x",
-            "a\\b",
-            "x\n",
-            " x",
-            &"x".repeat(65),
-        ] {
-            assert!(check_category(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn download_dirs_stay_inside_the_root_and_are_not_made() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        let root = root.canonicalize().unwrap();
-        assert_eq!(resolve_dir(&root, None).unwrap(), root);
-        assert_eq!(resolve_dir(&root, Some("a/b")).unwrap(), root.join("a/b"));
-        assert!(!root.join("a").exists(), "checked, not made");
-        let inside = root.join("c");
-        assert_eq!(
-            resolve_dir(&root, Some(inside.to_str().unwrap())).unwrap(),
-            inside
-        );
-        for bad in ["../x", "a/../../x", "/etc", "/tmp"] {
-            assert!(
-                matches!(
-                    resolve_dir(&root, Some(bad)),
-                    Err(ServiceError::Forbidden(_))
-                ),
-                "{bad}"
-            );
-        }
-        assert!(matches!(
-            resolve_dir(&root, Some(&"x".repeat(5000))),
-            Err(ServiceError::Invalid(_))
-        ));
-        // A link inside the root to a folder outside it is outside.
-        let outside = tmp.path().join("elsewhere");
-        std::fs::create_dir_all(&outside).unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
-        assert!(matches!(
-            resolve_dir(&root, Some("link/sub")),
-            Err(ServiceError::Forbidden(_))
-        ));
-        assert!(!outside.join("sub").exists());
-    }
 
     #[test]
     fn only_lists_are_bounded_before_anything_is_stored() {

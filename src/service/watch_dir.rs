@@ -136,7 +136,7 @@ fn folder_of(watch: &Path, file: &Path) -> Option<String> {
 /// that name); a deeper one is only a download folder.
 fn category_or_dir(folder: Option<String>) -> (Option<String>, Option<String>) {
     match folder {
-        Some(f) if super::files::check_category(&f).is_ok() => (Some(f), None),
+        Some(f) if super::categories::check_name(&f).is_ok() => (Some(f), None),
         dir => (None, dir),
     }
 }
