@@ -109,6 +109,11 @@ pub struct AddRequest {
     /// Files to download, by the index the API lists them with; None: all.
     pub only: Option<Vec<usize>>,
     pub paused: bool,
+    /// Paused as soon as its files are known, before any data comes
+    /// (qBittorrent's stop condition "metadata received"): a magnet
+    /// fetches its metadata first, a .torrent is added paused. Its files
+    /// can then be chosen before it starts (the page's add dialog).
+    pub stop_after_metadata: bool,
     /// Replace files in the way that shoal did not create (for its first
     /// run; `resume` with overwrite asks again).
     pub overwrite: bool,
@@ -122,6 +127,9 @@ pub struct AddRequest {
 pub struct TorrentView {
     pub info_hash: String,
     pub name: String,
+    /// A magnet link to share it: built from its metainfo once known,
+    /// else the link it was added with.
+    pub magnet: String,
     pub state: &'static str,
     pub error: Option<String>,
     pub progress: f64,
@@ -285,9 +293,15 @@ impl Entry {
             self.checked.load(Ordering::Relaxed) as f64 / all.max(1) as f64
         });
         let status = (running && state == "downloading").then(|| p.status.clone());
+        let magnet = match (&self.meta, &self.saved.magnet) {
+            (Some(m), _) => crate::metainfo::magnet::link_for(m),
+            (None, Some(link)) => link.clone(),
+            (None, None) => format!("magnet:?xt=urn:btih:{}", self.saved.info_hash),
+        };
         TorrentView {
             info_hash: self.saved.info_hash.clone(),
             name: self.saved.name.clone(),
+            magnet,
             state,
             error: self.error.clone(),
             progress: if total == 0 {
@@ -657,7 +671,8 @@ impl Service {
             } else {
                 Vec::new()
             },
-            paused: req.paused,
+            paused: req.paused || (req.stop_after_metadata && meta.is_some()),
+            stop_after_metadata: req.stop_after_metadata && meta.is_none(),
             overwrite: req.overwrite,
             category: req.category.clone().filter(|c| !c.is_empty()),
             added: now_secs(),
@@ -812,12 +827,14 @@ impl Service {
         overwrite: bool,
     ) -> Result<TorrentView, ServiceError> {
         let hash = parse_hash(hex_hash)?;
-        {
+        let ending = {
             let mut entries = self.entries();
             let e = find_entry(&mut entries, hash, hex_hash)?;
             if overwrite {
                 e.saved.overwrite = true;
             }
+            e.saved.stop_after_metadata = false;
+            let was_paused = e.saved.paused;
             if e.saved.paused || e.error.is_some() || (e.run.is_none() && e.finished) {
                 e.saved.paused = false;
                 e.saved.done = false;
@@ -825,7 +842,15 @@ impl Service {
                 e.clash = false;
                 e.finished = false;
             }
-        }
+            // A paused entry with a run: a magnet's metadata run that
+            // paused it (`stop_after_metadata`) and is ending.
+            if was_paused {
+                e.run.take()
+            } else {
+                None
+            }
+        };
+        finish_run(ending).await;
         self.start_entry(hash);
         self.save_now().await;
         self.view_of(hash, hex_hash)
@@ -1070,6 +1095,9 @@ impl Service {
             e.saved.name = crate::out::escape(&meta.name).into_owned();
             e.saved.total = meta.total_length;
             e.saved.magnet = None;
+            if std::mem::take(&mut e.saved.stop_after_metadata) {
+                e.saved.paused = true;
+            }
             let result = self.too_many_files(&meta).and(error.map_or(Ok(()), Err));
             e.meta = Some(meta);
             e.fetching = None;

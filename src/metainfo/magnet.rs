@@ -169,6 +169,44 @@ pub fn from_bare_hash(s: &str) -> Option<String> {
         .map(|_| format!("magnet:?xt=urn:btih:{s}"))
 }
 
+/// What a magnet link's values escape: all but unreserved characters.
+const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The magnet link that names `meta`, as clients share it: its v1
+/// info-hash (`btih`, none for a v2-only torrent), its v2 hash (`btmh`)
+/// when it has one, its name, trackers and web seeds (at most
+/// [`MAX_ENTRIES`] each).
+pub fn link_for(meta: &crate::metainfo::Metainfo) -> String {
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, ESCAPED).to_string();
+    let mut xt = Vec::new();
+    if !meta.v2_only() {
+        xt.push(format!("xt=urn:btih:{}", meta.info_hash.hex()));
+    }
+    if let Some(v2) = &meta.v2 {
+        xt.push(format!("xt=urn:btmh:1220{}", hex::encode(v2.info_hash)));
+    }
+    let mut link = format!("magnet:?{}&dn={}", xt.join("&"), enc(&meta.name));
+    let mut trackers: Vec<String> = Vec::new();
+    for t in meta.tracker_tiers().into_iter().flatten() {
+        if !trackers.contains(&t) && trackers.len() < MAX_ENTRIES {
+            trackers.push(t);
+        }
+    }
+    for t in &trackers {
+        link.push_str("&tr=");
+        link.push_str(&enc(t));
+    }
+    for w in meta.url_list.iter().take(MAX_ENTRIES) {
+        link.push_str("&ws=");
+        link.push_str(&enc(w));
+    }
+    link
+}
+
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
@@ -203,6 +241,26 @@ mod tests {
     use super::*;
 
     const HEX: &str = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+
+    #[test]
+    fn a_torrent_links_to_itself() {
+        use crate::metainfo::{Metainfo, NewTorrent};
+        let t = NewTorrent {
+            name: "a b&c".into(),
+            piece_length: 16384,
+            pieces: vec![0; 20],
+            length: 100,
+            trackers: vec![vec!["http://t.example/announce?k=1&x".into()]],
+            ..Default::default()
+        };
+        let meta = Metainfo::from_bytes(&t.to_bytes()).unwrap();
+        let link = link_for(&meta);
+        assert!(link.starts_with(&format!("magnet:?xt=urn:btih:{}&dn=a%20b%26c", meta.info_hash.hex())), "{link}");
+        let m = Magnet::parse(&link).unwrap();
+        assert_eq!(m.info_hash, meta.info_hash);
+        assert_eq!(m.name.as_deref(), Some("a b&c"));
+        assert_eq!(m.trackers, vec!["http://t.example/announce?k=1&x".to_string()]);
+    }
 
     #[test]
     fn bare_hashes_become_magnets() {

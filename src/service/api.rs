@@ -33,6 +33,8 @@ use crate::service::{AddRequest, AddSource, Priority, Service, ServiceError, Ser
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
+const TABLE_JS: &str = include_str!("../web/table.js");
+const DIALOGS_JS: &str = include_str!("../web/dialogs.js");
 const STYLE_CSS: &str = include_str!("../web/style.css");
 const FAVICON: &str = include_str!("../web/favicon.svg");
 const COOKIE: &str = "shoal_token";
@@ -101,6 +103,14 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
             get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }),
         )
         .route(
+            "/table.js",
+            get(|| async { page(TABLE_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/dialogs.js",
+            get(|| async { page(DIALOGS_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
             "/style.css",
             get(|| async { page(STYLE_CSS, "text/css; charset=utf-8") }),
         )
@@ -119,9 +129,11 @@ pub fn router(svc: Service, cfg: ApiConfig) -> Router {
         .route("/api/torrents/{hash}/pieces", get(pieces))
         .route("/api/torrents/{hash}/pause", post(pause))
         .route("/api/torrents/{hash}/resume", post(resume))
+        .route("/api/torrents/{hash}/recheck", post(recheck))
         .route("/api/torrents/{hash}/files", post(set_files))
         .route("/api/torrents/{hash}/files/{index}/stream", get(stream))
         .route("/api/limits", get(get_limits).put(put_limits))
+        .route("/api/categories", get(categories))
         .route("/api/network", get(network))
         .route("/api/events", get(events))
         .route("/api/login", post(login))
@@ -318,6 +330,7 @@ struct AddQuery {
     /// "0,2"
     only: Option<String>,
     paused: Option<bool>,
+    stop_after_metadata: Option<bool>,
     overwrite: Option<bool>,
     category: Option<String>,
 }
@@ -331,6 +344,8 @@ struct AddJson {
     only: Option<Vec<usize>>,
     #[serde(default)]
     paused: bool,
+    #[serde(default)]
+    stop_after_metadata: bool,
     #[serde(default)]
     overwrite: bool,
     category: Option<String>,
@@ -380,6 +395,7 @@ async fn add(
             download_dir: j.download_dir,
             only: j.only,
             paused: j.paused,
+            stop_after_metadata: j.stop_after_metadata,
             overwrite: j.overwrite,
             category: j.category,
         }
@@ -393,6 +409,7 @@ async fn add(
             download_dir: q.download_dir,
             only,
             paused: q.paused.unwrap_or(false),
+            stop_after_metadata: q.stop_after_metadata.unwrap_or(false),
             overwrite: q.overwrite.unwrap_or(false),
             category: q.category,
         }
@@ -484,6 +501,22 @@ async fn resume(
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// Checks the data again (`Service::recheck`): a running torrent's run
+/// starts over and hashes what is on disk; a stopped one is checked when
+/// it resumes.
+async fn recheck(State(st): State<Arc<AppState>>, Path(hash): Path<String>) -> Response {
+    match st.svc.recheck(&hash).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Every category: its name and the folder its torrents' data goes to
+/// ("" for the folder of its name).
+async fn categories(State(st): State<Arc<AppState>>) -> Response {
+    Json(st.svc.categories()).into_response()
 }
 
 #[derive(Deserialize)]

@@ -302,7 +302,7 @@ fn info_row(t: &TorrentView) -> Value {
         "seeding_time_limit": -2,
         "availability": -1,
         "tracker": "",
-        "magnet_uri": format!("magnet:?xt=urn:btih:{}", t.info_hash),
+        "magnet_uri": t.magnet,
     });
     if let (Value::Object(a), Value::Object(b)) = (&mut row, rest) {
         a.extend(b);
@@ -343,6 +343,8 @@ async fn add_one(svc: &Service, source: AddSource, p: &HashMap<String, String>) 
         download_dir: p.get("savepath").filter(|s| !s.trim().is_empty()).cloned(),
         only: None,
         paused: flag(p, "paused") || flag(p, "stopped"),
+        // qBittorrent's stop condition: paused once the files are known.
+        stop_after_metadata: p.get("stopCondition").map(String::as_str) == Some("MetadataReceived"),
         overwrite: false,
         category: p.get("category").filter(|c| !c.is_empty()).cloned(),
     };

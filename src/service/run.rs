@@ -50,14 +50,18 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
             Err(error) => return (error, false, None),
         },
     };
-    let Some(priorities) = svc
+    let Some((priorities, paused)) = svc
         .entries()
         .iter()
         .find(|e| e.hash == hash)
-        .map(|e| e.saved.priorities.clone())
+        .map(|e| (e.saved.priorities.clone(), e.saved.paused))
     else {
         return (None, false, None);
     };
+    if paused {
+        // Paused as its metadata came (`stop_after_metadata`): no data yet.
+        return (None, false, None);
+    }
     let (selection, high) = selection_of(&meta, &priorities);
     let opts = TorrentOptions {
         dir,

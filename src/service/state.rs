@@ -49,6 +49,9 @@ pub(super) struct Saved {
     pub only: Vec<usize>,
     #[serde(default)]
     pub paused: bool,
+    /// Pause once the metadata is in (`AddRequest::stop_after_metadata`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_after_metadata: bool,
     /// The next run may replace files in the way (taken by that run).
     #[serde(default)]
     pub overwrite: bool,

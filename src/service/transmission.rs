@@ -403,6 +403,7 @@ impl Rpc {
                 Some(v) => v.as_bool() == Some(true) || v.as_i64() == Some(1),
                 None => !self.start_added.load(Ordering::Relaxed),
             },
+            stop_after_metadata: false,
             overwrite: false,
             // Transmission 4's labels: the first is the category.
             category: args

@@ -152,6 +152,7 @@ async fn take(svc: &Service, watch: &Path, path: &Path) {
                 download_dir,
                 only: None,
                 paused: false,
+                stop_after_metadata: false,
                 overwrite: false,
                 category,
             })

@@ -7,6 +7,8 @@
 "use strict";
 
 (function () {
+  const T = window.shoalTable;
+
   // ---- formatting ---------------------------------------------------------
 
   const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -216,6 +218,29 @@
   let selected = null; // info_hash of the detail pane's torrent
   let loggedOut = false;
 
+  // How the table is sorted and filtered, kept across visits.
+  const saved = (k, d) => {
+    try {
+      return localStorage.getItem("shoal." + k) ?? d;
+    } catch (e) {
+      return d;
+    }
+  };
+  const keep = (k, v) => {
+    try {
+      localStorage.setItem("shoal." + k, v);
+    } catch (e) {
+      /* private mode: not kept */
+    }
+  };
+  let sortKey = saved("sort", "added");
+  let sortAsc = saved("asc", "1") === "1";
+  let stateFilter = saved("state", "all");
+  let categoryFilter = saved("category", "");
+  let categories = []; // names, from /api/categories and the torrents
+  const checked = new Set(); // info_hashes ticked for the selection's actions
+  let anchor = null; // the row last ticked, for shift-click ranges
+
   // ---- the torrent table --------------------------------------------------
 
   const rowsEl = $("rows");
@@ -231,16 +256,21 @@
     const state = el("span", { class: "state" });
     const why = el("span", { class: "why" });
     const toggle = el("button", { type: "button", class: "small toggle" });
+    const copy = el("button", { type: "button", class: "small icon copy", title: "Copy magnet link" }, linkIcon());
+    const tick = el("input", { type: "checkbox", class: "tick" });
     const tds = {
+      sel: el("td", { class: "c-sel" }, tick),
       name: el("td", { class: "c-name" }, name, sub),
       size: el("td", { class: "c-size num" }),
       progress: el("td", { class: "c-progress" }, bar, el("span", { class: "pct" }, pct, prate)),
       state: el("td", { class: "c-state" }, state, why),
       down: el("td", { class: "c-down num" }),
       up: el("td", { class: "c-up num" }),
+      ratio: el("td", { class: "c-ratio num" }),
+      uploaded: el("td", { class: "c-uploaded num" }),
       peers: el("td", { class: "c-peers num" }),
       eta: el("td", { class: "c-eta num" }),
-      act: el("td", { class: "c-act" }, toggle),
+      act: el("td", { class: "c-act" }, el("span", { class: "acts" }, toggle, copy)),
     };
     const tr = el("tr", { "data-hash": h });
     for (const k of Object.keys(tds)) tr.append(tds[k]);
@@ -257,7 +287,16 @@
       const t = torrents.get(h);
       if (t) pauseOrResume(t);
     });
-    const r = { tr, tds, name, sub, fill, bar, pct, prate, state, why, toggle };
+    copy.addEventListener("click", (ev) => {
+      ev.stopPropagation();
+      const t = torrents.get(h);
+      if (t) window.shoalDialogs.copyMagnet(t);
+    });
+    tick.addEventListener("click", (ev) => {
+      ev.stopPropagation();
+      tickRow(h, tick.checked, ev.shiftKey);
+    });
+    const r = { tr, tds, name, sub, fill, bar, pct, prate, state, why, toggle, copy, tick };
     rowOf.set(h, r);
     return r;
   }
@@ -288,6 +327,12 @@
     else r.state.removeAttribute("title");
     setText(r.tds.down, rate(t.down_rate));
     setText(r.tds.up, rate(t.up_rate));
+    setText(r.tds.ratio, T.ratioText(t));
+    setText(r.tds.uploaded, t.uploaded ? bytes(t.uploaded) : "–");
+    r.copy.setAttribute("aria-label", "Copy the magnet link of " + name);
+    r.tick.setAttribute("aria-label", "Select " + name);
+    r.tick.checked = checked.has(t.info_hash);
+    r.tr.classList.toggle("checked", checked.has(t.info_hash));
     setText(r.tds.peers, t.known_peers != null && t.known_peers > t.peers ? t.peers + " / " + t.known_peers : String(t.peers ?? "–"));
     setText(r.tds.eta, t.progress >= 1 ? "–" : eta(t.eta));
     setText(r.toggle, isPaused(t) ? "Resume" : "Pause");
@@ -297,16 +342,42 @@
     r.tr.dataset.state = t.state;
   }
 
-  function order(a, b) {
-    return (a.added || 0) - (b.added || 0) || String(a.name).localeCompare(String(b.name)) || (a.info_hash < b.info_hash ? -1 : 1);
+  // A chain link, drawn (no icon font, no image request).
+  function linkIcon() {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "16");
+    svg.setAttribute("height", "16");
+    svg.setAttribute("aria-hidden", "true");
+    for (const d of ["M10 13a5 5 0 0 0 7.5.5l3-3a5 5 0 0 0-7-7l-1.7 1.7", "M14 11a5 5 0 0 0-7.5-.5l-3 3a5 5 0 0 0 7 7l1.7-1.7"]) {
+      const path = document.createElementNS(ns, "path");
+      path.setAttribute("d", d);
+      path.setAttribute("fill", "none");
+      path.setAttribute("stroke", "currentColor");
+      path.setAttribute("stroke-width", "2");
+      path.setAttribute("stroke-linecap", "round");
+      svg.append(path);
+    }
+    return svg;
+  }
+
+  function visible(t) {
+    return T.stateMatches(stateFilter, t) && T.categoryMatches(categoryFilter, t);
   }
 
   function renderList(list) {
     torrents = new Map(list.map((t) => [t.info_hash, t]));
-    const sorted = list.slice().sort(order);
+    const sorted = list.slice().sort(T.comparator(sortKey, sortAsc));
     let prev = null;
+    let shown = 0;
     for (const t of sorted) {
       const r = rowOf.get(t.info_hash) || makeRow(t.info_hash);
+      const show = visible(t);
+      // A row the filter hides leaves the selection.
+      if (!show && checked.delete(t.info_hash) && anchor === t.info_hash) anchor = null;
+      r.tr.hidden = !show;
+      if (show) shown++;
       updateRow(r, t);
       // Keep rows in order without moving the ones already in place (a
       // moved row would lose keyboard focus).
@@ -318,10 +389,14 @@
       if (!torrents.has(h)) {
         r.tr.remove();
         rowOf.delete(h);
+        checked.delete(h);
       }
     }
     $("empty").hidden = list.length > 0;
-    $("torrents").classList.toggle("is-empty", list.length === 0);
+    $("no-match").hidden = !(list.length > 0 && shown === 0);
+    $("torrents").classList.toggle("is-empty", shown === 0);
+    updateFilters(list);
+    updateSelection();
     let down = 0;
     let up = 0;
     for (const t of list) {
@@ -339,6 +414,176 @@
     }
   }
 
+  // ---- sorting, filters, the selection ----------------------------------------
+
+  // Column headers sort: a click sorts by that column, a second click
+  // turns the order round; aria-sort shows which (and CSS its arrow).
+  function showSort() {
+    for (const th of document.querySelectorAll("#torrents thead th[data-sort]")) {
+      const on = th.dataset.sort === sortKey;
+      th.setAttribute("aria-sort", on ? (sortAsc ? "ascending" : "descending") : "none");
+    }
+  }
+
+  for (const th of document.querySelectorAll("#torrents thead th[data-sort]")) {
+    const button = th.querySelector("button");
+    button.addEventListener("click", () => {
+      const key = th.dataset.sort;
+      if (sortKey === key) sortAsc = !sortAsc;
+      else {
+        sortKey = key;
+        // Numbers read best largest first; names and states A to Z.
+        sortAsc = key === "name" || key === "state" || key === "eta";
+      }
+      keep("sort", sortKey);
+      keep("asc", sortAsc ? "1" : "0");
+      showSort();
+      renderList(Array.from(torrents.values()));
+    });
+  }
+  showSort();
+
+  // The filter menus, with how many torrents each choice holds.
+  function updateFilters(list) {
+    const stateSel = $("filter-state");
+    if (!stateSel.options.length) {
+      for (const [key] of T.FILTERS) stateSel.append(el("option", { value: key }));
+    }
+    T.FILTERS.forEach(([key, label], i) => {
+      const n = list.filter((t) => T.stateMatches(key, t)).length;
+      setText(stateSel.options[i], label + " (" + n + ")");
+    });
+    if (stateSel.value !== stateFilter) stateSel.value = stateFilter;
+
+    const names = new Set(categories);
+    for (const t of list) if (t.category) names.add(t.category);
+    if (categoryFilter && categoryFilter !== T.NONE) names.add(categoryFilter);
+    const sorted = Array.from(names).sort((a, b) => a.localeCompare(b));
+    const catSel = $("filter-category");
+    const want = [["", "All categories", list.length], [T.NONE, "No category", list.filter((t) => !t.category).length]].concat(
+      sorted.map((c) => [c, c, list.filter((t) => t.category === c).length])
+    );
+    while (catSel.options.length > want.length) catSel.lastElementChild.remove();
+    want.forEach(([value, label, n], i) => {
+      let o = catSel.options[i];
+      if (!o) catSel.append((o = el("option")));
+      if (o.value !== value) o.value = value;
+      setText(o, label + " (" + n + ")");
+    });
+    if (catSel.value !== categoryFilter) catSel.value = categoryFilter;
+  }
+
+  $("filter-state").addEventListener("change", (ev) => {
+    stateFilter = ev.target.value;
+    keep("state", stateFilter);
+    renderList(Array.from(torrents.values()));
+  });
+  $("filter-category").addEventListener("change", (ev) => {
+    categoryFilter = ev.target.value;
+    keep("category", categoryFilter);
+    renderList(Array.from(torrents.values()));
+  });
+
+  // The rows shown, top to bottom.
+  function shownHashes() {
+    return Array.from(rowsEl.children)
+      .filter((tr) => !tr.hidden)
+      .map((tr) => tr.dataset.hash);
+  }
+
+  // Ticks or unticks a row; with shift, every row between it and the one
+  // ticked before, as file managers do.
+  function tickRow(h, on, range) {
+    const shown = shownHashes();
+    let span = [h];
+    if (range && anchor && anchor !== h) {
+      const a = shown.indexOf(anchor);
+      const b = shown.indexOf(h);
+      if (a >= 0 && b >= 0) span = shown.slice(Math.min(a, b), Math.max(a, b) + 1);
+    }
+    for (const x of span) {
+      if (on) checked.add(x);
+      else checked.delete(x);
+    }
+    anchor = h;
+    for (const x of span) {
+      const r = rowOf.get(x);
+      if (r) {
+        r.tick.checked = on;
+        r.tr.classList.toggle("checked", on);
+      }
+    }
+    updateSelection();
+  }
+
+  function updateSelection() {
+    const shown = shownHashes();
+    const n = shown.filter((h) => checked.has(h)).length;
+    const all = $("select-all");
+    all.checked = n > 0 && n === shown.length;
+    all.indeterminate = n > 0 && n < shown.length;
+    setText($("sel-count"), n ? n + " selected" : "None selected");
+    for (const id of ["bulk-pause", "bulk-resume", "bulk-recheck", "bulk-remove"]) $(id).disabled = n === 0;
+    $("bulk").classList.toggle("has-selection", n > 0);
+  }
+
+  $("select-all").addEventListener("change", (ev) => {
+    const on = ev.target.checked;
+    for (const h of shownHashes()) {
+      if (on) checked.add(h);
+      else checked.delete(h);
+      const r = rowOf.get(h);
+      if (r) {
+        r.tick.checked = on;
+        r.tr.classList.toggle("checked", on);
+      }
+    }
+    anchor = null;
+    updateSelection();
+  });
+
+  function selection() {
+    return shownHashes().filter((h) => checked.has(h));
+  }
+
+  // One verb for every torrent given; failures are gathered in one line.
+  async function forEach(hashes, verb) {
+    const failed = [];
+    await Promise.all(
+      hashes.map(async (h) => {
+        try {
+          const updated = await api("POST", "/api/torrents/" + enc(h) + "/" + verb);
+          if (updated && updated.info_hash && torrents.has(updated.info_hash)) torrents.set(updated.info_hash, updated);
+        } catch (e) {
+          const t = torrents.get(h);
+          if (e.status !== 401) failed.push(((t && t.name) || h) + ": " + e.message);
+        }
+      })
+    );
+    renderList(Array.from(torrents.values()));
+    if (failed.length) showError("Could not " + (verb === "recheck" ? "re-check" : verb) + " " + failed.join("; "));
+  }
+
+  for (const [id, verb] of [
+    ["bulk-pause", "pause"],
+    ["bulk-resume", "resume"],
+    ["bulk-recheck", "recheck"],
+  ]) {
+    $(id).addEventListener("click", async () => {
+      const button = $(id);
+      button.disabled = true;
+      try {
+        await forEach(selection(), verb);
+      } finally {
+        updateSelection();
+      }
+    });
+  }
+  $("bulk-remove").addEventListener("click", () => {
+    const list = selection();
+    if (list.length) askRemove(list);
+  });
+
   // ---- actions --------------------------------------------------------------
 
   async function pauseOrResume(t) {
@@ -354,11 +599,19 @@
     }
   }
 
-  let removing = null;
+  let removing = [];
 
-  function askRemove(t) {
-    removing = t.info_hash;
-    $("remove-name").textContent = t.name || t.info_hash;
+  // The in-page confirmation for removing `hashes` (one or many).
+  function askRemove(hashes) {
+    removing = hashes.slice();
+    const names = hashes.map((h) => {
+      const t = torrents.get(h);
+      return (t && t.name) || h;
+    });
+    setText($("remove-title"), hashes.length === 1 ? "Remove torrent?" : "Remove " + hashes.length + " torrents?");
+    const more = names.length > 6 ? ["and " + (names.length - 5) + " more"] : [];
+    $("remove-name").textContent = (more.length ? names.slice(0, 5) : names).concat(more).join("\n");
+    setText($("remove-data-label"), hashes.length === 1 ? "Also delete its downloaded data" : "Also delete their downloaded data");
     $("remove-data").checked = false;
     const dlg = $("remove-dialog");
     dlg.returnValue = "";
@@ -368,19 +621,26 @@
 
   $("remove-dialog").addEventListener("close", async () => {
     const dlg = $("remove-dialog");
-    const h = removing;
-    removing = null;
-    if (dlg.returnValue !== "remove" || !h) return;
+    const hashes = removing;
+    removing = [];
+    if (dlg.returnValue !== "remove" || !hashes.length) return;
     const withData = $("remove-data").checked;
-    const t = torrents.get(h);
-    try {
-      await api("DELETE", "/api/torrents/" + enc(h) + (withData ? "?delete_data=true" : ""));
-      torrents.delete(h);
-      if (selected === h) closeDetail();
-      renderList(Array.from(torrents.values()));
-    } catch (e) {
-      if (e.status !== 401) showError("Could not remove " + ((t && t.name) || h) + ": " + e.message);
-    }
+    const failed = [];
+    await Promise.all(
+      hashes.map(async (h) => {
+        const t = torrents.get(h);
+        try {
+          await api("DELETE", "/api/torrents/" + enc(h) + (withData ? "?delete_data=true" : ""));
+          torrents.delete(h);
+          checked.delete(h);
+          if (selected === h) closeDetail();
+        } catch (e) {
+          if (e.status !== 401) failed.push(((t && t.name) || h) + ": " + e.message);
+        }
+      })
+    );
+    renderList(Array.from(torrents.values()));
+    if (failed.length) showError("Could not remove " + failed.join("; "));
   });
 
   // ---- adding -------------------------------------------------------------
@@ -538,7 +798,7 @@
 
   $("detail-close").addEventListener("click", closeDetail);
   document.addEventListener("keydown", (ev) => {
-    if (ev.key === "Escape" && selected && !$("remove-dialog").open) closeDetail();
+    if (ev.key === "Escape" && selected && !document.querySelector("dialog[open]")) closeDetail();
   });
   $("detail-toggle").addEventListener("click", () => {
     const t = torrents.get(selected);
@@ -563,8 +823,14 @@
     }
   });
   $("detail-remove").addEventListener("click", () => {
+    if (torrents.has(selected)) askRemove([selected]);
+  });
+  $("detail-recheck").addEventListener("click", () => {
+    if (torrents.has(selected)) forEach([selected], "recheck");
+  });
+  $("detail-copy").addEventListener("click", () => {
     const t = torrents.get(selected);
-    if (t) askRemove(t);
+    if (t) window.shoalDialogs.copyMagnet(t);
   });
 
   function updateDetailSummary(t) {
@@ -578,7 +844,7 @@
     // Files in the way that shoal did not create: replacing them is one
     // press away, since the message says how.
     $("detail-overwrite").hidden = !(t.state === "error" && t.clash);
-    const ratio = t.downloaded ? (t.uploaded / t.downloaded).toFixed(2) : t.uploaded ? "∞" : "–";
+    const ratio = T.ratioText(t);
     const stats = [
       ["State", stateWhy(t).filter(Boolean).join(": ")],
       ["Progress", percent(t.progress)],
@@ -589,6 +855,7 @@
       ["Peers", t.peers + " connected, " + (t.known_peers ?? "?") + " known"],
       ["ETA", t.progress >= 1 ? "–" : eta(t.eta)],
       ["Folder", t.download_dir || "–"],
+      ["Category", t.category || "–"],
       ["Added", date(t.added)],
       ["Info-hash", t.info_hash],
     ];
@@ -997,7 +1264,10 @@
     const refetch = () => {
       if (source === es) refresh();
     };
-    es.addEventListener("added", refetch);
+    es.addEventListener("added", () => {
+      refetch();
+      if (source === es) loadCategories();
+    });
     es.addEventListener("removed", refetch);
     es.addEventListener("error", () => {
       if (source !== es) return;
@@ -1040,7 +1310,28 @@
     retryDelay = Math.min(retryDelay * 2, 5000);
   }
 
+  // The categories the service knows (also those no torrent has yet).
+  async function loadCategories() {
+    try {
+      const c = await api("GET", "/api/categories");
+      if (c && typeof c === "object") categories = Object.keys(c);
+      if (torrents.size) renderList(Array.from(torrents.values()));
+    } catch (e) {
+      /* the list still shows the torrents' own */
+    }
+  }
+
+  function allCategories() {
+    const names = new Set(categories);
+    for (const t of torrents.values()) if (t.category) names.add(t.category);
+    return Array.from(names).sort((a, b) => a.localeCompare(b));
+  }
+
+  // What dialogs.js builds on.
+  window.shoal = { api, el, $, setText, showError, clearErrors, bytes, rate, enc, flash, refresh, loadCategories, allCategories, torrent: (h) => torrents.get(h) };
+
   function start() {
+    loadCategories();
     refresh().then((ok) => {
       if (loggedOut) return;
       if (ok) connect();

@@ -228,6 +228,7 @@ mod tests {
         TorrentView {
             info_hash: "00".repeat(20),
             name: "x".into(),
+            magnet: String::new(),
             state,
             error: None,
             progress: 0.0,

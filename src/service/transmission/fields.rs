@@ -146,7 +146,7 @@ pub fn field(s: &Source, field: &str) -> Option<Value> {
         "dateCreated" => json!(meta.and_then(|m| m.creation_date).unwrap_or(0)),
         "pieceSize" => json!(meta.map_or(0, |m| m.piece_length)),
         "pieceCount" => json!(s.detail.map_or(0, |d| d.piece_count)),
-        "magnetLink" => json!(magnet_link(v, meta)),
+        "magnetLink" => json!(v.magnet),
         "files" => Value::Array(files(s).iter().map(file).collect()),
         "fileStats" => Value::Array(files(s).iter().map(file_stats).collect()),
         "priorities" => Value::Array(
@@ -213,28 +213,6 @@ fn file_stats(f: &FileView) -> Value {
         "wanted": f.priority != Priority::Skip,
         "priority": priority_code(f.priority),
     })
-}
-
-/// What a magnet link's values escape: all but unreserved characters.
-const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'.')
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'~');
-
-fn magnet_link(v: &TorrentView, meta: Option<&Metainfo>) -> String {
-    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, ESCAPED).to_string();
-    let mut link = format!("magnet:?xt=urn:btih:{}&dn={}", v.info_hash, enc(&v.name));
-    for tr in meta
-        .map(|m| m.tracker_tiers())
-        .unwrap_or_default()
-        .iter()
-        .flatten()
-    {
-        link.push_str("&tr=");
-        link.push_str(&enc(tr));
-    }
-    link
 }
 
 /// The host part of a tracker URL, as Transmission's `host` ("h:port").
@@ -353,6 +331,7 @@ mod tests {
         TorrentView {
             info_hash: "ab".repeat(20),
             name: "x y".into(),
+            magnet: format!("magnet:?xt=urn:btih:{}&dn=x%20y", "ab".repeat(20)),
             state,
             error: None,
             progress: 0.5,
