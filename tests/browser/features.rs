@@ -219,17 +219,17 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
         ));
         assert_eq!(aria, dir, "{key}");
     };
-    sort_by("name", &["aa-small", "mm-big", "zz-mid"], "ascending");
-    sort_by("name", &["zz-mid", "mm-big", "aa-small"], "descending");
-    sort_by("size", &["mm-big", "zz-mid", "aa-small"], "descending");
-    sort_by("size", &["aa-small", "zz-mid", "mm-big"], "ascending");
-    sort_by("name", &["aa-small", "mm-big", "zz-mid"], "ascending");
+    sort_by("name", &["aa-small.bin", "mm-big.bin", "zz-mid.bin"], "ascending");
+    sort_by("name", &["zz-mid.bin", "mm-big.bin", "aa-small.bin"], "descending");
+    sort_by("size", &["mm-big.bin", "zz-mid.bin", "aa-small.bin"], "descending");
+    sort_by("size", &["aa-small.bin", "zz-mid.bin", "mm-big.bin"], "ascending");
+    sort_by("name", &["aa-small.bin", "mm-big.bin", "zz-mid.bin"], "ascending");
     // A change from outside shows up through the live refresh, and the
     // order stays (sorted by name, not by state or size).
     let (status, _) = http(api, "POST", &format!("/api/torrents/{hash_mm}/pause"), None).unwrap();
     assert_eq!(status, 200);
     wait_for(
-        "mm-big shown paused",
+        "mm-big.bin shown paused",
         Duration::from_secs(15),
         || {
             (b.js(&format!(
@@ -239,7 +239,7 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
         },
         || context("live"),
     );
-    assert_eq!(shown(&b), names(&["aa-small", "mm-big", "zz-mid"]));
+    assert_eq!(shown(&b), names(&["aa-small.bin", "mm-big.bin", "zz-mid.bin"]));
 
     // Filters: by state, then by category; each choice says how many.
     let pick = |select: &str, option: &str, want: &[&str]| {
@@ -254,7 +254,7 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
     pick(
         "filter-state",
         "option[value=paused]",
-        &["mm-big"],
+        &["mm-big.bin"],
     );
     assert_eq!(
         b.js("return document.querySelector('#filter-state option[value=paused]').innerText"),
@@ -263,21 +263,21 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
     pick(
         "filter-state",
         "option[value=downloading]",
-        &["aa-small", "zz-mid"],
+        &["aa-small.bin", "zz-mid.bin"],
     );
     pick(
         "filter-state",
         "option[value=all]",
-        &["aa-small", "mm-big", "zz-mid"],
+        &["aa-small.bin", "mm-big.bin", "zz-mid.bin"],
     );
-    pick("filter-category", "option[value=films]", &["aa-small"]);
-    pick("filter-category", "option[value=music]", &["zz-mid"]);
+    pick("filter-category", "option[value=films]", &["aa-small.bin"]);
+    pick("filter-category", "option[value=music]", &["zz-mid.bin"]);
     // The second entry: torrents with no category.
-    pick("filter-category", "option:nth-child(2)", &["mm-big"]);
+    pick("filter-category", "option:nth-child(2)", &["mm-big.bin"]);
     pick(
         "filter-category",
         "option:first-child",
-        &["aa-small", "mm-big", "zz-mid"],
+        &["aa-small.bin", "mm-big.bin", "zz-mid.bin"],
     );
 
     // Multi-select: a tick, then a shift-click range; pause, resume all.
@@ -567,6 +567,7 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
         b.click("#copy-close");
         v
     };
+    eprintln!("browser-features: magnet copied by the {how}");
     assert_eq!(got, want.as_str(), "copied by the {how}");
     // The clipboard refused: the link is shown selected in a field.
     b.js("navigator.clipboard.writeText = () => Promise.reject(new Error('not allowed'))");
@@ -639,7 +640,7 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
                           d('#bulk'), d('#filter-state')]");
     assert_eq!(
         v,
-        json!(["table-cell", "none", "none", "flex", "inline-block"]),
+        json!(["table-cell", "none", "none", "flex", "block"]),
         "{v}"
     );
     b.screenshot("features-360.png");
