@@ -67,6 +67,8 @@ window.shoalDialogs = (function () {
     }
   }
 
+  $("limits-cancel").addEventListener("click", () => $("limits-dialog").close("cancel"));
+
   const kib = (v) => (v ? String(Math.round(v / 1024)) : "");
 
   $("limits-open").addEventListener("click", async () => {
@@ -196,7 +198,11 @@ window.shoalDialogs = (function () {
       $("add-dialog").close();
       return;
     }
-    adding = { hash: r.info_hash, paused, timer: null, shown: false };
+    adding = { hash: r.info_hash, paused, timer: null };
+    const where = [dir ? "Into " + dir : "Into the default folder"];
+    if (category) where.push("category " + category);
+    where.push(paused ? "stays paused" : "starts once its files are chosen");
+    setText($("add-files-where"), where.join(" · "));
     $("add-step-source").hidden = true;
     $("add-step-files").hidden = false;
     $("add-keep").hidden = false;
