@@ -255,11 +255,20 @@ mod tests {
         };
         let meta = Metainfo::from_bytes(&t.to_bytes()).unwrap();
         let link = link_for(&meta);
-        assert!(link.starts_with(&format!("magnet:?xt=urn:btih:{}&dn=a%20b%26c", meta.info_hash.hex())), "{link}");
+        assert!(
+            link.starts_with(&format!(
+                "magnet:?xt=urn:btih:{}&dn=a%20b%26c",
+                meta.info_hash.hex()
+            )),
+            "{link}"
+        );
         let m = Magnet::parse(&link).unwrap();
         assert_eq!(m.info_hash, meta.info_hash);
         assert_eq!(m.name.as_deref(), Some("a b&c"));
-        assert_eq!(m.trackers, vec!["http://t.example/announce?k=1&x".to_string()]);
+        assert_eq!(
+            m.trackers,
+            vec!["http://t.example/announce?k=1&x".to_string()]
+        );
     }
 
     #[test]

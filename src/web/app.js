@@ -467,7 +467,8 @@
     want.forEach(([value, label, n], i) => {
       let o = catSel.options[i];
       if (!o) catSel.append((o = el("option")));
-      if (o.value !== value) o.value = value;
+      // Set always: an option without one takes its text as its value.
+      if (o.getAttribute("value") !== value) o.setAttribute("value", value);
       setText(o, label + " (" + n + ")");
     });
     if (catSel.value !== categoryFilter) catSel.value = categoryFilter;

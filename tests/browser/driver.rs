@@ -46,7 +46,14 @@ pub fn http_as(
     token: Option<&str>,
 ) -> std::io::Result<(u16, Value)> {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    request(port, method, path, "application/json", body.as_bytes(), token)
+    request(
+        port,
+        method,
+        path,
+        "application/json",
+        body.as_bytes(),
+        token,
+    )
 }
 
 /// One request with a body of any type (a .torrent upload).
@@ -350,4 +357,3 @@ pub struct Row {
 pub fn row<'a>(rows: &'a [Row], hash: &str) -> Option<&'a Row> {
     rows.iter().find(|r| r.hash == hash)
 }
-

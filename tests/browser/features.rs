@@ -76,15 +76,20 @@ fn width(b: &Browser, w: u32, h: u32) {
     b.s(
         "POST",
         "/goog/cdp/execute",
-        Some(json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
-            "width": w, "height": h, "deviceScaleFactor": 1, "mobile": false}})),
+        Some(
+            json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+            "width": w, "height": h, "deviceScaleFactor": 1, "mobile": false}}),
+        ),
     );
 }
 
 fn no_sideways_scroll(b: &Browser, w: u32) {
     let v = b.js("return [window.innerWidth, document.documentElement.scrollWidth]");
     assert_eq!(v[0], w, "{v}");
-    assert!(v[1].as_u64() <= v[0].as_u64(), "sideways scroll at {w}: {v}");
+    assert!(
+        v[1].as_u64() <= v[0].as_u64(),
+        "sideways scroll at {w}: {v}"
+    );
 }
 
 #[test]
@@ -193,15 +198,30 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
         || context("rows"),
     );
 
+    // The filters start at everything.
+    let f = b.js("const t = id => { const s = document.getElementById(id);
+                                    return s.selectedIndex < 0 ? null : s.selectedOptions[0].innerText; };
+                  return [t('filter-state'), t('filter-category')]");
+    assert_eq!(f, json!(["All (3)", "All categories (3)"]));
+
     // Ratio and uploaded columns, at full width.
-    let v = b.js("const d = c => getComputedStyle(document.querySelector(c)).display;
+    let v = b.js(
+        "const d = c => getComputedStyle(document.querySelector(c)).display;
                   return [d('thead th.c-ratio'), d('thead th.c-uploaded'),
                           document.querySelector('thead th.c-ratio').innerText,
                           document.querySelector('thead th.c-uploaded').innerText,
-                          d('#rows td.c-ratio'), d('#rows td.c-uploaded')]");
+                          d('#rows td.c-ratio'), d('#rows td.c-uploaded')]",
+    );
     assert_eq!(
         v,
-        json!(["table-cell", "table-cell", "RATIO", "UPLOADED", "table-cell", "table-cell"]),
+        json!([
+            "table-cell",
+            "table-cell",
+            "RATIO",
+            "UPLOADED",
+            "table-cell",
+            "table-cell"
+        ]),
         "{v}"
     );
 
@@ -219,11 +239,31 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
         ));
         assert_eq!(aria, dir, "{key}");
     };
-    sort_by("name", &["aa-small.bin", "mm-big.bin", "zz-mid.bin"], "ascending");
-    sort_by("name", &["zz-mid.bin", "mm-big.bin", "aa-small.bin"], "descending");
-    sort_by("size", &["mm-big.bin", "zz-mid.bin", "aa-small.bin"], "descending");
-    sort_by("size", &["aa-small.bin", "zz-mid.bin", "mm-big.bin"], "ascending");
-    sort_by("name", &["aa-small.bin", "mm-big.bin", "zz-mid.bin"], "ascending");
+    sort_by(
+        "name",
+        &["aa-small.bin", "mm-big.bin", "zz-mid.bin"],
+        "ascending",
+    );
+    sort_by(
+        "name",
+        &["zz-mid.bin", "mm-big.bin", "aa-small.bin"],
+        "descending",
+    );
+    sort_by(
+        "size",
+        &["mm-big.bin", "zz-mid.bin", "aa-small.bin"],
+        "descending",
+    );
+    sort_by(
+        "size",
+        &["aa-small.bin", "zz-mid.bin", "mm-big.bin"],
+        "ascending",
+    );
+    sort_by(
+        "name",
+        &["aa-small.bin", "mm-big.bin", "zz-mid.bin"],
+        "ascending",
+    );
     // A change from outside shows up through the live refresh, and the
     // order stays (sorted by name, not by state or size).
     let (status, _) = http(api, "POST", &format!("/api/torrents/{hash_mm}/pause"), None).unwrap();
@@ -239,7 +279,10 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
         },
         || context("live"),
     );
-    assert_eq!(shown(&b), names(&["aa-small.bin", "mm-big.bin", "zz-mid.bin"]));
+    assert_eq!(
+        shown(&b),
+        names(&["aa-small.bin", "mm-big.bin", "zz-mid.bin"])
+    );
 
     // Filters: by state, then by category; each choice says how many.
     let pick = |select: &str, option: &str, want: &[&str]| {
@@ -251,11 +294,7 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
             || context("filter"),
         );
     };
-    pick(
-        "filter-state",
-        "option[value=paused]",
-        &["mm-big.bin"],
-    );
+    pick("filter-state", "option[value=paused]", &["mm-big.bin"]);
     assert_eq!(
         b.js("return document.querySelector('#filter-state option[value=paused]').innerText"),
         "Paused (1)"
@@ -331,10 +370,7 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
     wait_for(
         "the limits in the API",
         Duration::from_secs(10),
-        || {
-            (get(api, "/api/limits") == json!({"download": 512000, "upload": 204800}))
-                .then_some(())
-        },
+        || (get(api, "/api/limits") == json!({"download": 512000, "upload": 204800})).then_some(()),
         || context("limits"),
     );
     wait_for(
@@ -352,7 +388,8 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
         Duration::from_secs(10),
         || {
             (b.js("return document.getElementById('limits-dialog').open
-                      && document.getElementById('limit-down').value") == "500")
+                      && document.getElementById('limit-down').value")
+                == "500")
                 .then_some(())
         },
         || context("limits-again"),
@@ -379,8 +416,10 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
         "Q's files in the dialog",
         Duration::from_secs(20),
         || {
-            let v = b.js("return Array.from(document.querySelectorAll('#add-files li label'))
-                            .map(l => l.innerText)");
+            let v = b.js(
+                "return Array.from(document.querySelectorAll('#add-files li label'))
+                            .map(l => l.innerText)",
+            );
             (v.as_array()?.len() == 3).then_some(v)
         },
         || context("add-files"),
@@ -447,9 +486,7 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
     wait_for(
         "M's files in the dialog",
         Duration::from_secs(60),
-        || {
-            (b.js("return document.querySelectorAll('#add-files li').length") == 2).then_some(())
-        },
+        || (b.js("return document.querySelectorAll('#add-files li').length") == 2).then_some(()),
         || context("magnet-files"),
     );
     let m = get(api, &format!("/api/torrents/{hash_m}"));
@@ -559,8 +596,10 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
         b.s(
             "POST",
             "/execute/async",
-            Some(json!({"script": "const done = arguments[arguments.length - 1];
-                navigator.clipboard.readText().then(done, e => done('error: ' + e));", "args": []})),
+            Some(
+                json!({"script": "const done = arguments[arguments.length - 1];
+                navigator.clipboard.readText().then(done, e => done('error: ' + e));", "args": []}),
+            ),
         )
     } else {
         let v = b.js("return document.getElementById('copy-field').value");
@@ -635,9 +674,11 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
     b.screenshot("features-1280.png");
     width(&b, 360, 800);
     no_sideways_scroll(&b, 360);
-    let v = b.js("const d = c => getComputedStyle(document.querySelector(c)).display;
+    let v = b.js(
+        "const d = c => getComputedStyle(document.querySelector(c)).display;
                   return [d('#rows td.c-sel'), d('#rows td.c-ratio'), d('#rows td.c-uploaded'),
-                          d('#bulk'), d('#filter-state')]");
+                          d('#bulk'), d('#filter-state')]",
+    );
     assert_eq!(
         v,
         json!(["table-cell", "none", "none", "flex", "block"]),
