@@ -16,6 +16,10 @@
 //!   it comes back with a token, asks for it (a wrong one is refused), then
 //!   shows the restored torrents and live updates again.
 //!
+//! The table's sorting, filters, selection, limits, add dialog, copy
+//! magnet and re-check are in browser/features.rs; the WebDriver helpers
+//! all tests share in browser/driver.rs.
+//!
 //! Screenshots go to target/tmp/browser/; on failure the scratch folder
 //! (logs of every process) is kept and its path printed.
 //!

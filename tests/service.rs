@@ -626,3 +626,99 @@ fn overwrite_numbers_and_list_as_the_cli_does() {
         "{out}"
     );
 }
+
+/// What the page's add dialog and Re-check stand on: a magnet added with
+/// `stop_after_metadata` fetches its metadata and pauses before any data
+/// (its `magnet` then built from the metainfo); its files are chosen,
+/// it is resumed and downloads only those; `…/recheck` finds a byte
+/// changed on disk behind its back; `GET /api/categories` lists the
+/// categories adds made.
+#[test]
+fn a_magnet_stops_after_its_metadata_and_a_recheck_finds_a_changed_byte() {
+    const PIECE: usize = 16384;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src");
+    make_tree(
+        &src,
+        &[("pack/a.bin", 5 * PIECE), ("pack/b.bin", 3 * PIECE)],
+    );
+    let t = create_torrent(&src.join("pack"), &d.join("p.torrent"), &[], PIECE as u32);
+    let hash = hex::encode(info_hash(&t));
+    let (mut seeder, seed_port) = seeder(d, &t, &src, &["--quiet"]);
+    let dl = d.join("dl");
+    let mut svc = serve(d, &d.join("state"), &dl, &[], "serve");
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=pack&x.pe=127.0.0.1:{seed_port}");
+    let (status, v) = json(
+        svc.port,
+        "POST",
+        "/api/torrents",
+        Some(
+            serde_json::json!({"magnet": magnet, "stop_after_metadata": true, "category": "kept"}),
+        ),
+    );
+    assert_eq!(status, 201, "{v}");
+    let paused = wait_for(svc.port, &hash, "paused once its files are known", |t| {
+        t["state"] == "paused"
+    });
+    assert_eq!(paused["have_bytes"], 0, "{paused}");
+    assert_eq!(
+        paused["magnet"],
+        format!("magnet:?xt=urn:btih:{hash}&dn=pack"),
+        "built from the metainfo now"
+    );
+    let (_, detail) = json(svc.port, "GET", &format!("/api/torrents/{hash}"), None);
+    assert_eq!(
+        detail["files"].as_array().map(Vec::len),
+        Some(2),
+        "{detail}"
+    );
+    let (status, v) = json(
+        svc.port,
+        "POST",
+        &format!("/api/torrents/{hash}/files"),
+        Some(serde_json::json!({"priorities": {"1": "skip"}})),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = json(
+        svc.port,
+        "POST",
+        &format!("/api/torrents/{hash}/resume"),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let done = wait_for(svc.port, &hash, "complete", complete);
+    let a = dl.join("kept/pack/a.bin");
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(src.join("pack/a.bin")).unwrap()
+    );
+    assert!(!dl.join("kept/pack/b.bin").exists(), "b.bin was left out");
+    let (_, cats) = json(svc.port, "GET", "/api/categories", None);
+    assert_eq!(cats, serde_json::json!({"kept": {"save_path": ""}}));
+
+    // No peer any more: a re-check finds the changed piece and keeps it lost.
+    assert!(seeder.stop().success(), "{}", tail(&seeder.stderr(), 30));
+    let mut bytes = std::fs::read(&a).unwrap();
+    bytes[PIECE + 7] ^= 0x5a;
+    std::fs::write(&a, bytes).unwrap();
+    let (status, v) = json(
+        svc.port,
+        "POST",
+        &format!("/api/torrents/{hash}/recheck"),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let have = done["have_bytes"].as_u64().unwrap();
+    wait_for(svc.port, &hash, "a piece short after the re-check", |t| {
+        t["state"] != "checking" && t["have_bytes"].as_u64() == Some(have - PIECE as u64)
+    });
+    let (status, _) = json(
+        svc.port,
+        "POST",
+        &format!("/api/torrents/{}/recheck", "0".repeat(40)),
+        None,
+    );
+    assert_eq!(status, 404);
+    assert!(svc.proc.stop().success(), "{}", svc.proc.stderr());
+}
