@@ -511,7 +511,10 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
     );
     assert!(!m_dir.join("m1.bin").exists(), "m1.bin was left out");
 
-    // Uploaded and ratio: a leecher takes Q's two files from the service.
+    // Uploaded and ratio: a leecher takes Q's two files from the service
+    // (the only peer left that has them).
+    drop(seed_q);
+    drop(seed_m);
     let mut leech = Proc::spawn(
         &[
             "download",
@@ -629,8 +632,6 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
 
     // Re-check finds a byte changed on disk: of the selection (Q), and of
     // one torrent from its detail pane (M). No peer has them any more.
-    drop(seed_q);
-    drop(seed_m);
     let flip = |path: &Path| {
         let mut bytes = std::fs::read(path).unwrap();
         bytes[100] ^= 0xff;
