@@ -351,5 +351,5 @@ window.shoalDialogs = (function () {
     if (!document.hidden) loadLimits();
   }, 10000);
 
-  return { copyMagnet, loadLimits };
+  return { copyMagnet, loadLimits, toast };
 })();

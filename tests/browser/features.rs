@@ -202,7 +202,7 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
     let f = b.js("const t = id => { const s = document.getElementById(id);
                                     return s.selectedIndex < 0 ? null : s.selectedOptions[0].innerText; };
                   return [t('filter-state'), t('filter-category')]");
-    assert_eq!(f, json!(["All (3)", "All categories (3)"]));
+    assert_eq!(f, json!(["All (3)", "Any category (3)"]));
 
     // Ratio and uploaded columns, at full width.
     let v = b.js(
@@ -329,6 +329,7 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
                             document.getElementById('select-all').checked,
                             document.querySelectorAll('#rows .c-sel input:checked').length]");
     assert_eq!(sel, json!(["3 selected", true, 3]), "{sel}");
+    b.screenshot("features-selected-1280.png");
     let all = [&hash_aa, &hash_mm, &hash_zz];
     let states = || {
         all.iter()
