@@ -1167,6 +1167,7 @@
     $("login").hidden = false;
     $("main").hidden = true;
     $("add-form").hidden = true;
+    $("limits-open").hidden = true;
     $("token").focus();
   }
 
@@ -1203,6 +1204,8 @@
     $("login").hidden = true;
     $("main").hidden = false;
     $("add-form").hidden = false;
+    $("limits-open").hidden = false;
+    window.shoalDialogs.loadLimits();
     for (const li of Array.from($("errors").children)) li.remove();
     start();
   });
