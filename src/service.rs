@@ -20,6 +20,7 @@ mod files;
 pub mod http;
 pub mod metrics;
 mod qbit;
+mod recheck;
 mod run;
 mod state;
 pub mod stream;
@@ -206,6 +207,9 @@ struct Entry {
     progress: watch::Receiver<Progress>,
     shared: watch::Receiver<Option<Arc<Shared>>>,
     checked: Arc<AtomicU64>,
+    /// While its data is checked but it does not run (`recheck`): set to
+    /// stop that check.
+    rechecking: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// While fetching a magnet's metadata: how it goes.
     fetching: Option<watch::Receiver<crate::discovery::fetch::Status>>,
     /// The piece map of the last run, shown while not running (paused,
@@ -217,6 +221,9 @@ struct Entry {
 
 impl Entry {
     fn state(&self) -> &'static str {
+        if self.rechecking.is_some() {
+            return "checking";
+        }
         if self.error.is_some() {
             return "error";
         }
@@ -544,6 +551,7 @@ impl Service {
             progress: watch::channel(Progress::default()).1,
             shared: watch::channel(None).1,
             checked: Arc::default(),
+            rechecking: None,
             fetching: None,
             have,
             readers: Arc::default(),
@@ -696,6 +704,7 @@ impl Service {
                 progress: watch::channel(Progress::default()).1,
                 shared: watch::channel(None).1,
                 checked: Arc::default(),
+                rechecking: None,
                 fetching: None,
                 have: None,
                 readers: Arc::default(),
@@ -873,6 +882,8 @@ impl Service {
                 .ok_or_else(|| ServiceError::NotFound(hex_hash.to_string()))?;
             entries.remove(i)
         };
+        let mut entry = entry;
+        recheck::cancel(&mut entry.rechecking);
         let hex_hash = entry.saved.info_hash.clone();
         finish_run(entry.run).await;
         let _ = std::fs::remove_file(self.torrent_path(&hex_hash));
@@ -948,23 +959,6 @@ impl Service {
         Ok(self.detail(hex_hash)?.files)
     }
 
-    /// Checks a torrent's data again: a running torrent's run is stopped
-    /// and started anew (a run hashes what is on disk before it goes on);
-    /// one not running (paused, done, failed) is checked when it resumes,
-    /// and is not started by this.
-    pub async fn recheck(&self, hex_hash: &str) -> Result<TorrentView, ServiceError> {
-        let hash = parse_hash(hex_hash)?;
-        let run = {
-            let mut entries = self.entries();
-            find_entry(&mut entries, hash, hex_hash)?.run.take()
-        };
-        if run.is_some() {
-            finish_run(run).await;
-            self.start_entry(hash);
-        }
-        self.view_of(hash, hex_hash)
-    }
-
     /// The torrent's metainfo, once known (not while a magnet's is fetched).
     pub fn metainfo(&self, hex_hash: &str) -> Result<Option<Arc<Metainfo>>, ServiceError> {
         let hash = parse_hash(hex_hash)?;
@@ -1007,6 +1001,8 @@ impl Service {
         if e.run.is_some() || e.saved.paused || e.error.is_some() || e.finished {
             return;
         }
+        // The run checks the data itself.
+        recheck::cancel(&mut e.rechecking);
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
         let (stop_tx, stop_rx) = watch::channel(false);
         let progress_tx = watch::channel(Progress::default()).0;

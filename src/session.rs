@@ -36,6 +36,7 @@ use crate::peer::Shared;
 use crate::torrent::{Outcome, PeerSource, Progress};
 
 pub use magnet::{ResolveError, Resolved};
+pub use run::check_data;
 
 /// What the torrents of a session share, set when it starts.
 #[derive(Default)]

@@ -713,6 +713,47 @@ fn a_magnet_stops_after_its_metadata_and_a_recheck_finds_a_changed_byte() {
     wait_for(svc.port, &hash, "a piece short after the re-check", |t| {
         t["state"] != "checking" && t["have_bytes"].as_u64() == Some(have - PIECE as u64)
     });
+
+    // Paused, a re-check hashes the data where it stands and leaves the
+    // torrent paused: the second changed piece is found, nothing starts.
+    let (status, v) = json(
+        svc.port,
+        "POST",
+        &format!("/api/torrents/{hash}/pause"),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let mut bytes = std::fs::read(&a).unwrap();
+    bytes[3 * PIECE + 1] ^= 0x5a;
+    std::fs::write(&a, &bytes).unwrap();
+    let (status, v) = json(
+        svc.port,
+        "POST",
+        &format!("/api/torrents/{hash}/recheck"),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let after = wait_for(svc.port, &hash, "two pieces short, still paused", |t| {
+        t["have_bytes"].as_u64() == Some(have - 2 * PIECE as u64)
+    });
+    assert_eq!(after["state"], "paused", "{after}");
+    let (_, map) = json(
+        svc.port,
+        "GET",
+        &format!("/api/torrents/{hash}/pieces"),
+        None,
+    );
+    let have_map = data_encoding::BASE64
+        .decode(map["have"].as_str().unwrap_or_default().as_bytes())
+        .unwrap();
+    // a.bin is pieces 0–4 (1 and 3 changed), b.bin (left out) 5–7.
+    assert_eq!(have_map, vec![0b1010_1000], "{map}");
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        bytes,
+        "a paused re-check writes nothing"
+    );
+    assert!(!dl.join("kept/pack/b.bin").exists(), "and creates nothing");
     let (status, _) = json(
         svc.port,
         "POST",

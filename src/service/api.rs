@@ -504,8 +504,8 @@ async fn resume(
 }
 
 /// Checks the data again (`Service::recheck`): a running torrent's run
-/// starts over and hashes what is on disk; a stopped one is checked when
-/// it resumes.
+/// starts over and hashes what is on disk; a stopped one is hashed where
+/// it stands and stays stopped.
 async fn recheck(State(st): State<Arc<AppState>>, Path(hash): Path<String>) -> Response {
     match st.svc.recheck(&hash).await {
         Ok(v) => Json(v).into_response(),

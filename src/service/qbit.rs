@@ -112,6 +112,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/torrents/resume", post(resume))
         .route("/torrents/start", post(resume))
         .route("/torrents/delete", post(delete))
+        .route("/torrents/recheck", post(recheck))
         .route("/torrents/categories", get(categories))
         .route("/torrents/createCategory", post(create_category))
         .route("/torrents/editCategory", post(edit_category))
@@ -551,6 +552,14 @@ async fn resume(State(st): St, req: Request) -> Response {
     let p = fields(req).await;
     for h in hashes(&st.svc, &p) {
         let _ = st.svc.resume(&h, false).await;
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn recheck(State(st): St, req: Request) -> Response {
+    let p = fields(req).await;
+    for h in hashes(&st.svc, &p) {
+        let _ = st.svc.recheck(&h).await;
     }
     StatusCode::OK.into_response()
 }

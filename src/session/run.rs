@@ -379,11 +379,7 @@ async fn check(
     // Everything on disk is checked through a read-only store first: a
     // download decides whether it may write into the folder (ownership)
     // before it creates or changes a single file.
-    let root = match &opts.base {
-        Some(base) => Root::under(base, &opts.dir)
-            .with_context(|| format!("{} is not inside {}", opts.dir.display(), base.display()))?,
-        None => Root::at(&opts.dir),
-    };
+    let root = confined_root(&opts.dir, opts.base.as_deref())?;
     if !opts.require_complete {
         root.create_dirs(Path::new("")).map_err(|e| {
             if crate::store::confine::is_link_error(&e) {
@@ -393,23 +389,13 @@ async fn check(
             }
         })?;
     }
-    // Files left out are never created; the bytes they share with wanted
-    // pieces live in a sparse part file beside the ownership record.
-    let skip = opts.selection.as_ref().map(|sel| {
-        let skipped: Vec<bool> = sel.iter().map(|s| !s).collect();
-        (skipped, ownership::part_path(&meta.info_hash.hex()))
-    });
     // Seeding reads the user's folder as they laid it out (links too).
     let read_root = if opts.require_complete {
         root.clone().trust_links()
     } else {
         root.clone()
     };
-    let mut reader = Store::open_read_in(Layout::from_metainfo(meta), read_root);
-    if let Some((skipped, part)) = &skip {
-        reader.set_skipped(skipped.clone(), part.clone());
-    }
-    let reader = Arc::new(reader);
+    let (reader, skip) = reader_of(meta, read_root, opts.selection.as_deref());
     let checks = {
         let (reader, cancel) = (reader.clone(), stop.cancel.clone());
         let (checked, notices) = (ctl.checked.clone(), ctl.notices.clone());
@@ -438,6 +424,58 @@ async fn check(
         have,
         skip,
     }))
+}
+
+/// The torrent's folder: `dir` under `base` (when given) and reached
+/// without following links.
+fn confined_root(dir: &Path, base: Option<&Path>) -> Result<Root> {
+    Ok(match base {
+        Some(base) => Root::under(base, dir)
+            .with_context(|| format!("{} is not inside {}", dir.display(), base.display()))?,
+        None => Root::at(dir),
+    })
+}
+
+/// A read-only store over `root`; files left out by `selection` are
+/// never opened: the bytes they share with wanted pieces live in a sparse
+/// part file beside the ownership record (returned with the skipped files).
+fn reader_of(
+    meta: &Metainfo,
+    root: Root,
+    selection: Option<&[bool]>,
+) -> (Arc<Store>, Option<(Vec<bool>, PathBuf)>) {
+    let skip = selection.map(|sel| {
+        let skipped: Vec<bool> = sel.iter().map(|s| !s).collect();
+        (skipped, ownership::part_path(&meta.info_hash.hex()))
+    });
+    let mut reader = Store::open_read_in(Layout::from_metainfo(meta), root);
+    if let Some((skipped, part)) = &skip {
+        reader.set_skipped(skipped.clone(), part.clone());
+    }
+    (Arc::new(reader), skip)
+}
+
+/// Hashes what is on disk and changes nothing: no folder is created and
+/// no file opened for writing (the service's re-check of a torrent that
+/// is not running). The verified pieces; None when `cancel` was set.
+pub async fn check_data(
+    meta: &Metainfo,
+    dir: &Path,
+    base: Option<&Path>,
+    selection: Option<&[bool]>,
+    checked: Arc<AtomicU64>,
+    cancel: Arc<AtomicBool>,
+) -> Result<Option<Bitfield>> {
+    let (reader, _) = reader_of(meta, confined_root(dir, base)?, selection);
+    let checks =
+        tokio::task::spawn_blocking(move || initial_check(&reader, &None, &checked, &cancel))
+            .await
+            .context("check task failed")?;
+    match checks {
+        Ok(c) => Ok(Some(have_of(&c))),
+        Err(StoreError::Interrupted) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The claim phase: a seed serves from the read-only store; a download

@@ -550,11 +550,6 @@
   // One verb for every torrent given; failures are gathered in one line.
   async function forEach(hashes, verb) {
     const failed = [];
-    // The service checks a torrent that is not running when it resumes.
-    const stopped = hashes.filter((h) => {
-      const t = torrents.get(h);
-      return t && ["paused", "error", "done"].includes(t.state);
-    }).length;
     await Promise.all(
       hashes.map(async (h) => {
         try {
@@ -568,9 +563,6 @@
     );
     renderList(Array.from(torrents.values()));
     if (failed.length) showError("Could not " + (verb === "recheck" ? "re-check" : verb) + " " + failed.join("; "));
-    else if (verb === "recheck" && stopped) {
-      window.shoalDialogs.toast(stopped === hashes.length && stopped === 1 ? "It is not running: its data is checked when it resumes" : stopped + " not running: checked when they resume");
-    }
   }
 
   for (const [id, verb] of [
