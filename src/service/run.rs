@@ -13,24 +13,43 @@ use crate::metainfo::magnet::Magnet;
 use crate::metainfo::Metainfo;
 use crate::peer::Shared;
 use crate::session::{Control, ResolveError, TorrentOptions};
+use crate::store::confine::Root;
+use crate::store::resume;
 use crate::store::ownership::OwnershipError;
 use crate::torrent::Outcome;
 
-/// How a run ended: an error to show, whether it finished, its pieces.
-type RunEnd = (Option<String>, bool, Option<Bitfield>);
+/// How a run ended: an error to show, whether it finished, its pieces and
+/// its fast-resume record.
+pub(super) struct RunEnd {
+    pub error: Option<String>,
+    pub finished: bool,
+    pub have: Option<Bitfield>,
+    pub resume: Option<resume::Saved>,
+}
+
+impl RunEnd {
+    fn failed(error: Option<String>) -> RunEnd {
+        RunEnd {
+            error,
+            finished: false,
+            have: None,
+            resume: None,
+        }
+    }
+}
 
 /// The life of one torrent in the service: its metadata first if it came
 /// as a magnet, then the run; its end is recorded in the entry.
 pub(super) async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
-    let (error, finished, have) = run_entry(&svc, hash, generation, ctl).await;
-    svc.ended(hash, generation, error, finished, have);
+    let end = run_entry(&svc, hash, generation, ctl).await;
+    svc.ended(hash, generation, end);
 }
 
 async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control) -> RunEnd {
-    let (meta, magnet, dir, peers, overwrite, readers) = {
+    let (meta, magnet, dir, peers, overwrite, readers, record) = {
         let mut entries = svc.entries();
         let Some(e) = entries.iter_mut().find(|e| e.hash == hash) else {
-            return (None, false, None);
+            return RunEnd::failed(None);
         };
         (
             e.meta.clone(),
@@ -41,13 +60,14 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
             // asked about again.
             std::mem::take(&mut e.saved.overwrite),
             e.readers.clone(),
+            e.saved.resume.clone(),
         )
     };
     let (meta, learned) = match meta {
         Some(m) => (m, Vec::new()),
         None => match fetch_meta(svc, hash, magnet.as_deref(), ctl.stop.clone()).await {
             Ok(got) => got,
-            Err(error) => return (error, false, None),
+            Err(error) => return RunEnd::failed(error),
         },
     };
     let Some(priorities) = svc
@@ -56,9 +76,11 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
         .find(|e| e.hash == hash)
         .map(|e| e.saved.priorities.clone())
     else {
-        return (None, false, None);
+        return RunEnd::failed(None);
     };
     let (selection, high) = selection_of(&meta, &priorities);
+    let resume = record.and_then(|r| r.read(meta.piece_count() as usize));
+    let stamp_root = Root::under(&svc.inner.root, &dir);
     let opts = TorrentOptions {
         dir,
         base: Some(svc.inner.root.clone()),
@@ -78,11 +100,12 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
             keep_seeding: true,
             ..svc.inner.cfg.options.clone()
         },
+        resume,
     };
     // The running torrent's piece map is kept for when it no longer runs.
     let mut shared_rx = ctl.shared.subscribe();
     let mut last: Option<Arc<Shared>> = None;
-    let run = svc.session().run_torrent(meta, opts, ctl);
+    let run = svc.session().run_torrent(meta.clone(), opts, ctl);
     tokio::pin!(run);
     let result = loop {
         tokio::select! {
@@ -95,8 +118,28 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
         }
     };
     let have = last.map(|s| s.have.snapshot());
+    // The files' stamps after the piece map: a write that lands between
+    // the two changes a stamp, and the next run checks instead of trusting.
+    let resume = match (&have, stamp_root) {
+        (Some(h), Some(root)) => {
+            let (m, h) = (meta.clone(), h.clone());
+            tokio::task::spawn_blocking(move || {
+                let files = resume::stamps(&m, &root);
+                resume::Saved::of(&resume::Resume { have: h, files })
+            })
+            .await
+            .ok()
+        }
+        _ => None,
+    };
+    let end = |error, finished| RunEnd {
+        error,
+        finished,
+        have: have.clone(),
+        resume: resume.clone(),
+    };
     match result {
-        Ok(summary) => (None, matches!(summary.outcome, Outcome::Complete), have),
+        Ok(summary) => end(None, matches!(summary.outcome, Outcome::Complete)),
         Err(e) => {
             let clash = e.downcast_ref::<OwnershipError>();
             let msg = match clash {
@@ -120,7 +163,7 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
             }) {
                 entry.clash = clash;
             }
-            (Some(crate::out::escape(&msg).into_owned()), false, have)
+            end(Some(crate::out::escape(&msg).into_owned()), false)
         }
     }
 }

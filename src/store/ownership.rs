@@ -307,7 +307,9 @@ pub fn classify(
 /// What `prepare` decided: the lock to hold, and the record now saved.
 #[derive(Debug)]
 pub struct Claim {
-    pub lock: Lock,
+    /// None once let go: a torrent complete at its start takes it again
+    /// only when it writes (`Store::lock_on_write`).
+    pub lock: Option<Lock>,
     pub record: Record,
     /// Files shoal owned that were longer than the torrent says, now cut.
     pub truncated: Vec<PathBuf>,
@@ -370,6 +372,7 @@ pub fn prepare(
     }
     let lock = Lock::acquire(root, &hex)?;
     let mut record = Record::load(root, &hex);
+    let before = record.clone();
     // The user's complete files, found here before shoal wrote a byte.
     for f in found.iter().filter(|f| !f.owned && f.verifies) {
         record.adopted.insert(key(&meta.files[f.file].path));
@@ -382,7 +385,11 @@ pub fn prepare(
     {
         record.files.insert(key(&f.path));
     }
-    record.save(root, meta)?;
+    // Unchanged (every restart of a torrent already claimed): not written
+    // again, so a thousand torrents restart without a thousand fsyncs.
+    if record != before || root.metadata(&record_path(&hex)).is_err() {
+        record.save(root, meta)?;
+    }
     let mut truncated = Vec::new();
     for (i, f) in meta.files.iter().enumerate() {
         if f.is_data() && on_disk[i].is_some_and(|len| len > f.length) {
@@ -394,7 +401,7 @@ pub fn prepare(
         }
     }
     Ok(Claim {
-        lock,
+        lock: Some(lock),
         record,
         truncated,
     })
