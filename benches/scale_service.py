@@ -100,6 +100,9 @@ class Tracker(http.server.ThreadingHTTPServer):
         self.seeders = {}  # info-hash -> port
         self.times = []
 
+    def handle_error(self, request, client_address):
+        pass  # a client that gave up on its announce (it says so itself)
+
 
 class TrackerHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
@@ -223,7 +226,8 @@ def percentile(xs, p):
 
 
 def serve(shoal, work, api_port, peer_port, log):
-    env = dict(os.environ, SHOAL_NO_PORT_MAPPING="1", RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+    env = dict(os.environ, SHOAL_NO_PORT_MAPPING="1",
+               SHOAL_LOG=os.environ.get("SHOAL_LOG", "shoal=info"))
     return start([shoal, "serve", "--listen", "127.0.0.1:%d" % api_port,
                   "--download-dir", os.path.join(work, "data"),
                   "--state-dir", os.path.join(work, "state"),
@@ -294,7 +298,10 @@ def main():
                 stop(p, 10)
             except Exception:
                 pass
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("SCALE_KEEP"):
+            print("# kept " + work, file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def run(shoal, n, work):
@@ -346,7 +353,9 @@ def run(shoal, n, work):
     announces_first = len(tracker.times)
     rows.append(("add %d torrents through the API (total)" % n, "%.1f s" % add, "≤ 60 s"))
     rows.append(("add → all %d seeding (%d downloaded)" % (n, len(seeds)), "%.1f s" % all_seeding, ""))
-    time.sleep(5)  # let the last downloads' announces and saves settle
+    # The seeds spread their first announce over up to 20 s after their add.
+    time.sleep(25)
+    print("# idle: measuring pid %d for %d s" % (svc.pid, IDLE_SECONDS), file=sys.stderr, flush=True)
     cpu = idle_cpu(svc.pid)
     lat = []
     for _ in range(LIST_REQUESTS):
@@ -391,7 +400,7 @@ def run(shoal, n, work):
     for p in procs:
         stop(p, 10)
 
-    tr = transmission(work, names, n)
+    tr = None if os.environ.get("SCALE_NO_TRANSMISSION") else transmission(work, names, n)
     if tr:
         added, complete, trss, tcpu, tfd = tr
         rows.append(("transmission-daemon 3.00: add %d (transmission-remote)" % n, "%.1f s" % added, ""))

@@ -284,10 +284,7 @@ impl Session {
 
     /// Torrents whose connections the session routes now (running ones).
     pub(crate) fn torrents(&self) -> usize {
-        self.inner
-            .routes
-            .lock()
-            .map_or(0, |r| r.len())
+        self.inner.routes.lock().map_or(0, |r| r.len())
     }
 
     /// How the start-up checks went: bytes hashed, records trusted.

@@ -36,7 +36,12 @@ fn name(i: usize) -> String {
 /// Torrent i's files: 1–20 of 1–6 kB.
 fn files_of(i: usize) -> Vec<(String, usize)> {
     (0..i % 20 + 1)
-        .map(|k| (format!("{}/f{k:02}.bin", name(i)), 1000 + (i * 131 + k * 977) % 5000))
+        .map(|k| {
+            (
+                format!("{}/f{k:02}.bin", name(i)),
+                1000 + (i * 131 + k * 977) % 5000,
+            )
+        })
         .collect()
 }
 
@@ -187,7 +192,10 @@ fn a_hundred_torrents_seed_under_a_low_descriptor_limit_and_restart_without_hash
     // Seeding torrents hold no descriptor of their own (no folder lock,
     // no open file while nobody asks for data).
     let fds = open_fds(svc.proc.child.id());
-    assert!(fds < TORRENTS / 2, "{fds} descriptors open for {TORRENTS} torrents");
+    assert!(
+        fds < TORRENTS / 2,
+        "{fds} descriptors open for {TORRENTS} torrents"
+    );
     assert_eq!(metric(svc.port, "shoal_fast_resumed_total"), 0);
     assert!(svc.proc.stop().success());
 

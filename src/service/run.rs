@@ -14,8 +14,8 @@ use crate::metainfo::Metainfo;
 use crate::peer::Shared;
 use crate::session::{Control, ResolveError, TorrentOptions};
 use crate::store::confine::Root;
-use crate::store::resume;
 use crate::store::ownership::OwnershipError;
+use crate::store::resume;
 use crate::torrent::Outcome;
 
 /// How a run ended: an error to show, whether it finished, its pieces and

@@ -134,7 +134,9 @@ mod tests {
         cut[0] = Some([3, 5]);
         assert!(distrust(&r, 3, &cut).is_some());
         // Moved away, or one appeared where there was none.
-        assert!(distrust(&r, 3, &[None, None, None]).unwrap().contains("2 files"));
+        assert!(distrust(&r, 3, &[None, None, None])
+            .unwrap()
+            .contains("2 files"));
         assert!(distrust(&r, 3, &[Some([10, 5]), Some([1, 1]), Some([20, 7])]).is_some());
         // Another torrent's shape.
         assert!(distrust(&r, 4, &files).is_some());

@@ -1,6 +1,7 @@
 //! The thin tokio task around a torrent's [`Core`]: it turns what comes
 //! in (peer and web seed tasks, discovery, the accept loop, hash jobs, a
-//! timer: 100 ms while it has peers, 1 s without) into inputs with the time they came, and carries out the
+//! timer: 100 ms while it has peers, 1 s without, 5 s for a seed without)
+//! into inputs with the time they came, and carries out the
 //! core's actions: it starts peer and web seed tasks and holds their
 //! command channels and byte counters, runs hash jobs and rechecks on
 //! blocking threads, keeps the torrent's [`Shared`] state current and
@@ -30,6 +31,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// wake ten thousand times a second. A peer's connection is an event and
 /// brings the short timer back at once.
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// The timer of a complete torrent without any: nothing is due but its
+/// seeding limits (ratio, time), which may wait that long.
+const IDLE_SEED_TICK: Duration = Duration::from_secs(5);
 
 /// What the task hears from the tasks around it (peer and web seed
 /// tasks, discovery loops, hash jobs, the accept loop).
@@ -249,7 +253,11 @@ impl Task {
                     self.note_readers();
                     self.core.tick(Instant::now());
                     busy = self.busy();
-                    let period = if busy { TICK } else { IDLE_TICK };
+                    let period = match (busy, self.core.is_complete()) {
+                        (true, _) => TICK,
+                        (false, false) => IDLE_TICK,
+                        (false, true) => IDLE_SEED_TICK,
+                    };
                     tick.as_mut().reset(tokio::time::Instant::now() + period);
                 }
                 _ = stop.changed() => stopped = true,
