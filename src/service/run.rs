@@ -111,25 +111,25 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
         tokio::select! {
             r = &mut run => break r,
             Ok(()) = shared_rx.changed() => {
-                if let Some(s) = shared_rx.borrow_and_update().clone() {
+                let now = shared_rx.borrow_and_update().clone();
+                if let Some(s) = now {
+                    // Checked and live: a record now already holds for a
+                    // run that never gets to record its end (killed, or
+                    // slower to stop than the service's exit waits).
+                    if let Some(root) = &stamp_root {
+                        let record = take_record(&meta, root, s.have.snapshot()).await;
+                        if let Some(e) = svc.entries().iter_mut().find(|e| e.hash == hash) {
+                            e.saved.resume = record;
+                        }
+                    }
                     last = Some(s);
                 }
             }
         }
     };
     let have = last.map(|s| s.have.snapshot());
-    // The files' stamps after the piece map: a write that lands between
-    // the two changes a stamp, and the next run checks instead of trusting.
-    let resume = match (&have, stamp_root) {
-        (Some(h), Some(root)) => {
-            let (m, h) = (meta.clone(), h.clone());
-            tokio::task::spawn_blocking(move || {
-                let files = resume::stamps(&m, &root);
-                resume::Saved::of(&resume::Resume { have: h, files })
-            })
-            .await
-            .ok()
-        }
+    let resume = match (&have, &stamp_root) {
+        (Some(h), Some(root)) => take_record(&meta, root, h.clone()).await,
         _ => None,
     };
     let end = |error, finished| RunEnd {
@@ -166,6 +166,19 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
             end(Some(crate::out::escape(&msg).into_owned()), false)
         }
     }
+}
+
+/// The fast-resume record of `have`: the files' stamps are taken after the
+/// piece map, so a write that lands between the two changes a stamp and
+/// the next run checks instead of trusting.
+async fn take_record(meta: &Arc<Metainfo>, root: &Root, have: Bitfield) -> Option<resume::Saved> {
+    let (m, root) = (meta.clone(), root.clone());
+    tokio::task::spawn_blocking(move || {
+        let files = resume::stamps(&m, &root);
+        resume::Saved::of(&resume::Resume { have, files })
+    })
+    .await
+    .ok()
 }
 
 /// A magnet's metadata, fetched from peers until it comes or the run is
