@@ -913,6 +913,7 @@ impl Service {
                 (false, None)
             } else {
                 e.saved.priorities = p;
+                e.saved.resume = None;
                 e.finished = false;
                 e.saved.done = false;
                 (true, e.run.take())

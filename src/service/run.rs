@@ -80,7 +80,9 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
     };
     let (selection, high) = selection_of(&meta, &priorities);
     let resume = record.and_then(|r| r.read(meta.piece_count() as usize));
-    let stamp_root = Root::under(&svc.inner.root, &dir);
+    // A run with a selection records nothing: some of its bytes live in the
+    // part file, and a later run with another selection reads them elsewhere.
+    let stamp_root = Root::under(&svc.inner.root, &dir).filter(|_| selection.is_none());
     let opts = TorrentOptions {
         dir,
         base: Some(svc.inner.root.clone()),

@@ -454,8 +454,19 @@ async fn check(
 }
 
 /// The piece checks the last run's fast-resume record gives, when every
-/// file is as it recorded (no selection: the part file is not recorded);
-/// None: hash the data.
+/// file is as it recorded; None: hash the data. Not with a selection (the
+/// part file is not recorded), nor for a v2 torrent whose piece layers
+/// come from peers (its pieces are checked as the layers come, and the
+/// check is what asks for them).
+fn may_fast_resume(meta: &Metainfo, opts: &TorrentOptions) -> bool {
+    let layers_missing = meta
+        .v2
+        .as_ref()
+        .filter(|_| meta.v2_only())
+        .is_some_and(|v2| crate::torrent::hashes::LayerFetch::new(v2).is_some());
+    opts.selection.is_none() && !layers_missing
+}
+
 async fn fast_resume(
     meta: &Arc<Metainfo>,
     opts: &TorrentOptions,
@@ -465,7 +476,7 @@ async fn fast_resume(
     let Some(record) = opts.resume.as_ref() else {
         return Ok(None);
     };
-    if opts.selection.is_some() {
+    if !may_fast_resume(meta, opts) {
         return Ok(None);
     }
     let (m, r) = (meta.clone(), root.clone());
