@@ -98,6 +98,11 @@ pub struct TorrentOptions {
     /// The last run's fast-resume record: trusted instead of hashing the
     /// data when every file is as it recorded (`store::resume`).
     pub resume: Option<crate::store::resume::Resume>,
+    /// Complete at its start: hold no lock on the folder until it writes
+    /// (`Store::lock_on_write`). The service's thousand seeds would
+    /// otherwise hold a thousand descriptors; a lone `download` keeps the
+    /// lock, so a second process on the same files is refused at once.
+    pub lazy_lock: bool,
 }
 
 /// How the start-up checks of a session's runs went, since it started.

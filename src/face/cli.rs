@@ -990,6 +990,7 @@ async fn run_in_session(
         stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
         torrent: a.options.clone(),
         resume: None,
+        lazy_lock: false,
     };
     let summary = crate::face::single::run(&session, m, opts, display, &stop).await;
     drop(live);

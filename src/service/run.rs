@@ -103,6 +103,7 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
             ..svc.inner.cfg.options.clone()
         },
         resume,
+        lazy_lock: true,
     };
     // The running torrent's piece map is kept for when it no longer runs.
     let mut shared_rx = ctl.shared.subscribe();

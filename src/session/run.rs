@@ -539,7 +539,7 @@ fn claim(meta: &Metainfo, opts: &TorrentOptions, c: Checked, ctl: &Control) -> R
         let layout = Layout::from_metainfo(meta);
         let store = Store::open_write_selected(layout, c.root, c.skip)?;
         let mut claim = claim;
-        if c.have.is_full() {
+        if opts.lazy_lock && c.have.is_full() {
             // Complete: no descriptor held for the lock while it seeds.
             store.lock_on_write(meta.info_hash.hex());
             claim.lock = None;
