@@ -127,6 +127,20 @@ pub fn first_announce_delay(complete: bool, torrents: usize, fraction: f64) -> D
     window.mul_f64(fraction.clamp(0.0, 1.0))
 }
 
+/// Announces in flight at once in the process: a thousand torrents
+/// starting or stopping together must not open a thousand sockets (a
+/// service runs under a descriptor limit of 1,024) nor hit a tracker with
+/// a thousand requests at once.
+const ANNOUNCES_AT_ONCE: usize = 32;
+
+/// Runs `announce` once one of the process's announce slots is free.
+async fn bounded<T>(announce: impl std::future::Future<Output = T>) -> T {
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ANNOUNCES_AT_ONCE);
+    // The semaphore is never closed: acquire only fails once it is.
+    let _slot = SLOTS.acquire().await.ok();
+    announce.await
+}
+
 pub async fn announce_loop(
     mut trackers: TrackerList,
     shared: Arc<Shared>,
@@ -181,7 +195,7 @@ pub async fn announce_loop(
         // A leecher with no peer asks again once `min interval` allows
         // (never under 30 s) instead of waiting out the whole interval.
         let mut early = None;
-        let wait = match trackers.announce(&req).await {
+        let wait = match bounded(trackers.announce(&req)).await {
             Ok((url, resp)) => {
                 failures = 0;
                 let why = resp
@@ -264,11 +278,11 @@ pub async fn announce_loop(
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
                     if event == tracker::Event::Completed {
                         let req = request(tracker::Event::Completed);
-                        let _ = tokio::time::timeout_at(deadline, trackers.announce(&req)).await;
+                        let _ = tokio::time::timeout_at(deadline, bounded(trackers.announce(&req))).await;
                     }
                     if event != tracker::Event::Started {
                         let req = request(tracker::Event::Stopped);
-                        let _ = tokio::time::timeout_at(deadline, trackers.announce(&req)).await;
+                        let _ = tokio::time::timeout_at(deadline, bounded(trackers.announce(&req))).await;
                     }
                     if let Some(ack) = ack {
                         let _ = ack.send(());

@@ -122,6 +122,8 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
                     if let Some(root) = &stamp_root {
                         let record = take_record(&meta, root, s.have.snapshot()).await;
                         if let Some(e) = svc.entries().iter_mut().find(|e| e.hash == hash) {
+                            // Not looked at: the previous record is wrong
+                            // now all the same (a download may write).
                             e.saved.resume = record;
                         }
                     }
@@ -177,11 +179,12 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
 async fn take_record(meta: &Arc<Metainfo>, root: &Root, have: Bitfield) -> Option<resume::Saved> {
     let (m, root) = (meta.clone(), root.clone());
     tokio::task::spawn_blocking(move || {
-        let files = resume::stamps(&m, &root);
-        resume::Saved::of(&resume::Resume { have, files })
+        let files = resume::stamps(&m, &root)?;
+        Some(resume::Saved::of(&resume::Resume { have, files }))
     })
     .await
     .ok()
+    .flatten()
 }
 
 /// A magnet's metadata, fetched from peers until it comes or the run is

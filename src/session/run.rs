@@ -483,6 +483,11 @@ async fn fast_resume(
     let now = tokio::task::spawn_blocking(move || resume::stamps(&m, &r))
         .await
         .context("stat task failed")?;
+    let Some(now) = now else {
+        // Could not look: hash, as without a record (never "files gone").
+        stats.distrusted.fetch_add(1, Ordering::Relaxed);
+        return Ok(None);
+    };
     let name = crate::out::escape(&meta.name);
     match resume::distrust(record, meta.piece_count() as usize, &now) {
         None => {

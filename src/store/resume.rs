@@ -70,17 +70,32 @@ fn stamp_of(md: &std::fs::Metadata) -> FileStamp {
 }
 
 /// The stamps of `meta`'s data files under `root` now (one `fstatat` each;
-/// nothing is opened for reading).
-pub fn stamps(meta: &Metainfo, root: &Root) -> Vec<FileStamp> {
+/// nothing is opened for reading). None when one could not be looked at
+/// (out of descriptors, say), which is not the same as absent: no record
+/// is made from that, and a record is not judged by it.
+pub fn stamps(meta: &Metainfo, root: &Root) -> Option<Vec<FileStamp>> {
     meta.files
         .iter()
         .map(|f| {
             if !f.is_data() {
-                return None;
+                return Ok(None);
             }
-            root.metadata(&f.path).ok().and_then(|md| stamp_of(&md))
+            match root.metadata(&f.path) {
+                Ok(md) => Ok(stamp_of(&md)),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
         })
-        .collect()
+        .collect::<std::io::Result<Vec<FileStamp>>>()
+        .inspect_err(|e| {
+            tracing::info!(
+                "{}: files not looked at: {e}",
+                crate::out::escape(&meta.name)
+            )
+        })
+        .ok()
 }
 
 /// The record as saved in the service's state: stamps as they are, the
@@ -189,10 +204,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("t")).unwrap();
         std::fs::write(dir.path().join("t/a"), b"abc").unwrap();
         let root = Root::at(dir.path());
-        let s = stamps(&m, &root);
+        let s = stamps(&m, &root).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].map(|x| x[0]), Some(3));
         assert_eq!(s[1], None);
-        assert_eq!(stamps(&m, &root), s, "stable while nothing changes");
+        assert_eq!(stamps(&m, &root), Some(s), "stable while nothing changes");
     }
 }
