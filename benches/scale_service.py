@@ -408,7 +408,7 @@ def run(shoal, n, work):
         rows.append(("transmission-daemon: peak RSS / idle CPU / descriptors",
                      "%.0f MiB / %.2f %% / %d" % (trss, tcpu, tfd), ""))
     else:
-        rows.append(("transmission-daemon", "not installed", ""))
+        rows.append(("transmission-daemon", "skipped or not installed", ""))
     print("| %d torrents in one service | measured | target |" % n)
     print("|---|---|---|")
     for r in rows:
