@@ -16,7 +16,9 @@
 //! removing the torrent with its data never deletes it; anything else is
 //! refused unless `--overwrite` is given. `DIR/.shoal/<info-hash>.lock` is
 //! held (flock) for as long as the download runs: one descriptor per
-//! torrent, however many files it has. A second shoal process on the same
+//! torrent, however many files it has (in the service, a torrent complete
+//! at its start takes it only before it writes: a thousand seeds would
+//! hold a thousand descriptors; see `Store::lock_on_write`). A second shoal process on the same
 //! torrent and folder is refused by it, and files another running shoal
 //! owns — its record in this folder or in any folder above it names them
 //! and its lock is held — are refused even with `--overwrite`. The lock
