@@ -14,6 +14,7 @@ Usage: benches/scale_service.py SHOAL_BINARY N
 Every process it starts is stopped and its temporary folder removed on
 exit, Ctrl-C and SIGTERM included.
 """
+import ctypes
 import hashlib
 import http.client
 import http.server
@@ -127,6 +128,8 @@ class TrackerHandler(http.server.BaseHTTPRequestHandler):
 def start(cmd, nofile=None, **kw):
     def limit():
         os.setsid()
+        # Killed with us even if this script dies without its cleanup (SIGKILL).
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         if nofile:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     p = subprocess.Popen(cmd, preexec_fn=limit, **kw)
