@@ -1258,6 +1258,37 @@ mod tests {
     /// After one failed write nothing more is written, even to a file that
     /// would take it: the download is stopping, and every extra write could
     /// leave another half-written piece.
+    /// A store told to lock on write holds no lock until it writes; then
+    /// it takes the torrent's lock, and another holder of it stops the
+    /// write. Its files are closed when it goes.
+    #[test]
+    fn the_folder_lock_is_taken_at_the_first_write() {
+        let d = data(64);
+        let m = torrent(&[("a", 32), ("b", 32)], 32, &d);
+        let dir = tempfile::tempdir().unwrap();
+        let hex = m.info_hash.hex();
+        let lock = dir.path().join(format!(".shoal/{hex}.lock"));
+        let store = Store::open_write(Layout::from_metainfo(&m), dir.path()).unwrap();
+        store.lock_on_write(hex.clone());
+        assert!(!lock.exists(), "no lock before a write");
+        store.write_piece(0, &d[..32]).unwrap();
+        assert!(lock.exists(), "locked by the first write");
+        assert!(handles::get(store.id, 0).is_some());
+        let id = store.id;
+        drop(store);
+        assert!(handles::get(id, 0).is_none(), "its files closed with it");
+        assert!(!lock.exists(), "let go with the store");
+
+        let other = Store::open_write(Layout::from_metainfo(&m), dir.path()).unwrap();
+        other.lock_on_write(hex.clone());
+        let root = confine::Root::at(dir.path());
+        let held = ownership::Lock::acquire(&root, &hex).unwrap();
+        let err = other.write_piece(1, &d[32..]).unwrap_err();
+        assert!(matches!(err, StoreError::NotWritten(1, _)), "{err}");
+        drop(held);
+        other.write_piece(1, &d[32..]).unwrap();
+    }
+
     #[test]
     fn no_writes_after_a_failed_one() {
         let d = data(64);
