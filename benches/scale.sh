@@ -4,6 +4,8 @@
 # downloaded by shoal. Prints times and the downloader's peak RSS, to show
 # there is no quadratic behaviour and memory stays bounded.
 # Usage: bash benches/scale.sh [--huge]
+#        bash benches/scale.sh --service N   (N torrents in one `shoal serve`,
+#        compared with transmission-daemon: see benches/scale_service.py)
 set -euo pipefail
 # Benchmarks stay on loopback: no SSDP or NAT-PMP toward the real router.
 export SHOAL_NO_PORT_MAPPING=1
@@ -12,6 +14,11 @@ huge=0
 [ "${1:-}" = "--huge" ] && huge=1
 cargo build --release -q
 S=$PWD/target/release/shoal
+if [ "${1:-}" = "--service" ]; then
+  # The Python side starts every process in a session of its own and stops
+  # them, and removes its temporary folder, on exit, Ctrl-C or SIGTERM.
+  exec python3 benches/scale_service.py "$S" "${2:-1000}"
+fi
 work=$(mktemp -d /tmp/shoal-scale.XXXXXX)
 pids=()
 cleanup() {

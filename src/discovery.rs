@@ -90,15 +90,67 @@ pub async fn dht_loop(
 /// when the download finishes, and `stopped` when asked to stop (the ack is
 /// sent once the tracker answered or gave up). Failures are retried with
 /// back-off and never stop the download.
+/// How a torrent's announces begin: whether it is complete from the start
+/// (it then never sends `completed`), and how long it waits before its
+/// first announce ([`first_announce_delay`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnnounceStart {
+    pub complete: bool,
+    pub delay: Duration,
+}
+
+impl From<bool> for AnnounceStart {
+    fn from(complete: bool) -> AnnounceStart {
+        AnnounceStart {
+            complete,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Most time a seed's first announce is spread over.
+const ANNOUNCE_SPREAD_MAX: Duration = Duration::from_secs(30);
+/// Spread per torrent running in the session: a thousand seeds starting
+/// together announce over 20 s, some 50 a second, not a thousand at once.
+const ANNOUNCE_SPREAD_PER_TORRENT: Duration = Duration::from_millis(20);
+
+/// How long a torrent waits before its first announce: a download at once
+/// (it needs peers), a seed from the start at a point drawn by `fraction`
+/// (0.0–1.0) of a window that grows with the torrents the session runs.
+pub fn first_announce_delay(complete: bool, torrents: usize, fraction: f64) -> Duration {
+    if !complete || torrents <= 1 {
+        return Duration::ZERO;
+    }
+    let window = ANNOUNCE_SPREAD_PER_TORRENT
+        .saturating_mul(u32::try_from(torrents).unwrap_or(u32::MAX))
+        .min(ANNOUNCE_SPREAD_MAX);
+    window.mul_f64(fraction.clamp(0.0, 1.0))
+}
+
+/// Announces in flight at once in the process: a thousand torrents
+/// starting or stopping together must not open a thousand sockets (a
+/// service runs under a descriptor limit of 1,024) nor hit a tracker with
+/// a thousand requests at once.
+const ANNOUNCES_AT_ONCE: usize = 32;
+
+/// Runs `announce` once one of the process's announce slots is free.
+async fn bounded<T>(announce: impl std::future::Future<Output = T>) -> T {
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ANNOUNCES_AT_ONCE);
+    // The semaphore is never closed: acquire only fails once it is.
+    let _slot = SLOTS.acquire().await.ok();
+    announce.await
+}
+
 pub async fn announce_loop(
     mut trackers: TrackerList,
     shared: Arc<Shared>,
     events: mpsc::Sender<Event>,
     mut stop: mpsc::Receiver<oneshot::Sender<()>>,
     mut complete: oneshot::Receiver<()>,
-    complete_at_start: bool,
+    start: AnnounceStart,
     progress: Option<watch::Receiver<Progress>>,
 ) {
+    let complete_at_start = start.complete;
     let key: u32 = rand::random();
     let mut event = tracker::Event::Started;
     let mut failures = 0u32;
@@ -124,6 +176,18 @@ pub async fn announce_loop(
     // announced at once, not at the next interval.
     let mut mapped = shared.reach.watch_mapped();
     let mut mapped_alive = true;
+    if !start.delay.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(start.delay) => {}
+            ack = stop.recv() => {
+                // Never announced: nothing to say `stopped` about.
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+                return;
+            }
+        }
+    }
     loop {
         let req = request(event);
         mapped.mark_unchanged();
@@ -131,7 +195,7 @@ pub async fn announce_loop(
         // A leecher with no peer asks again once `min interval` allows
         // (never under 30 s) instead of waiting out the whole interval.
         let mut early = None;
-        let wait = match trackers.announce(&req).await {
+        let wait = match bounded(trackers.announce(&req)).await {
             Ok((url, resp)) => {
                 failures = 0;
                 let why = resp
@@ -214,11 +278,11 @@ pub async fn announce_loop(
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
                     if event == tracker::Event::Completed {
                         let req = request(tracker::Event::Completed);
-                        let _ = tokio::time::timeout_at(deadline, trackers.announce(&req)).await;
+                        let _ = tokio::time::timeout_at(deadline, bounded(trackers.announce(&req))).await;
                     }
                     if event != tracker::Event::Started {
                         let req = request(tracker::Event::Stopped);
-                        let _ = tokio::time::timeout_at(deadline, trackers.announce(&req)).await;
+                        let _ = tokio::time::timeout_at(deadline, bounded(trackers.announce(&req))).await;
                     }
                     if let Some(ack) = ack {
                         let _ = ack.send(());
@@ -233,6 +297,30 @@ pub async fn announce_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_spread_their_first_announce_downloads_do_not_wait() {
+        assert_eq!(first_announce_delay(false, 1000, 0.9), Duration::ZERO);
+        assert_eq!(first_announce_delay(true, 1, 0.9), Duration::ZERO);
+        assert_eq!(
+            first_announce_delay(true, 1000, 1.0),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            first_announce_delay(true, 1000, 0.5),
+            Duration::from_secs(10)
+        );
+        // Capped, however many; a fraction out of range is clamped.
+        assert_eq!(
+            first_announce_delay(true, 1_000_000, 2.0),
+            ANNOUNCE_SPREAD_MAX
+        );
+        assert_eq!(first_announce_delay(true, 10, -1.0), Duration::ZERO);
+        assert_eq!(
+            first_announce_delay(true, 10, 1.0),
+            Duration::from_millis(200)
+        );
+    }
     use crate::bitfield::{AtomicBitfield, Bitfield};
     use crate::discovery::tracker::fake::FakeHttp;
     use crate::metainfo::Metainfo;
@@ -290,7 +378,7 @@ mod tests {
                 ev_tx,
                 stop_rx,
                 complete_rx,
-                false,
+                false.into(),
                 None,
             ));
             runs.push((server, task, stop_tx, complete_tx, ev_rx, dir));
@@ -330,7 +418,7 @@ mod tests {
                 ev_tx,
                 stop_rx,
                 complete_rx,
-                false,
+                false.into(),
                 Some(progress_rx),
             ));
             runs.push((
@@ -374,7 +462,7 @@ mod tests {
             ev_tx,
             stop_rx,
             complete_rx,
-            false,
+            false.into(),
             None,
         ));
         // `started` answered: the tracker's peers arrive as an event.

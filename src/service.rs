@@ -844,6 +844,11 @@ impl Service {
             }
             e.saved.stop_after_metadata = false;
             let was_paused = e.saved.paused;
+            if e.error.is_some() {
+                // Its files may have gone (`store::resume::vanished`): the
+                // next run looks at what is there.
+                e.saved.resume = None;
+            }
             if e.saved.paused || e.error.is_some() || (e.run.is_none() && e.finished) {
                 e.saved.paused = false;
                 e.saved.done = false;
@@ -944,6 +949,7 @@ impl Service {
                 (false, None)
             } else {
                 e.saved.priorities = p;
+                e.saved.resume = None;
                 e.finished = false;
                 e.saved.done = false;
                 (true, e.run.take())
@@ -1028,14 +1034,13 @@ impl Service {
 
     /// Records the end of run `generation` (unless a newer run replaced
     /// it), with the piece map it ended with.
-    fn ended(
-        &self,
-        hash: [u8; 20],
-        generation: u64,
-        error: Option<String>,
-        finished: bool,
-        have: Option<Bitfield>,
-    ) {
+    fn ended(&self, hash: [u8; 20], generation: u64, end: run::RunEnd) {
+        let run::RunEnd {
+            error,
+            finished,
+            have,
+            resume,
+        } = end;
         {
             let mut entries = self.entries();
             let Some(e) = entries.iter_mut().find(|e| e.hash == hash) else {
@@ -1043,6 +1048,9 @@ impl Service {
             };
             if have.is_some() {
                 e.have = have;
+            }
+            if resume.is_some() {
+                e.saved.resume = resume;
             }
             let p = e.progress.borrow().clone();
             e.saved.uploaded += p.uploaded;

@@ -96,6 +96,25 @@ pub struct TorrentOptions {
     pub sequential: bool,
     /// Streaming readers, whose next pieces are asked for first.
     pub readers: Option<Arc<crate::torrent::deadline::Readers>>,
+    /// The last run's fast-resume record: trusted instead of hashing the
+    /// data when every file is as it recorded (`store::resume`).
+    pub resume: Option<crate::store::resume::Resume>,
+    /// Complete at its start: hold no lock on the folder until it writes
+    /// (`Store::lock_on_write`). The service's thousand seeds would
+    /// otherwise hold a thousand descriptors; a lone `download` keeps the
+    /// lock, so a second process on the same files is refused at once.
+    pub lazy_lock: bool,
+}
+
+/// How the start-up checks of a session's runs went, since it started.
+#[derive(Default, Debug)]
+pub struct CheckStats {
+    /// Bytes hashed by start-up checks.
+    pub hashed: AtomicU64,
+    /// Runs that trusted their fast-resume record instead of hashing.
+    pub trusted: AtomicU64,
+    /// Runs whose record was not trusted (files changed): checked in full.
+    pub distrusted: AtomicU64,
 }
 
 /// How the owner of a running torrent steers and watches it.
@@ -180,6 +199,7 @@ struct Inner {
     reach: Arc<crate::reach::Reach>,
     portmap: Option<portmap::PortMap>,
     holepunch: bool,
+    checks: CheckStats,
 }
 
 impl Drop for Inner {
@@ -259,12 +279,23 @@ impl Session {
                 reach,
                 portmap,
                 holepunch: cfg.holepunch && cfg.transport.utp(),
+                checks: CheckStats::default(),
             }),
         })
     }
 
     pub fn port(&self) -> u16 {
         self.inner.port
+    }
+
+    /// Torrents whose connections the session routes now (running ones).
+    pub(crate) fn torrents(&self) -> usize {
+        self.inner.routes.lock().map_or(0, |r| r.len())
+    }
+
+    /// How the start-up checks went: bytes hashed, records trusted.
+    pub fn check_stats(&self) -> &CheckStats {
+        &self.inner.checks
     }
 
     /// Which families the port takes: (IPv4, IPv6).

@@ -5,7 +5,9 @@
 
 pub mod confine;
 pub mod create;
+pub mod handles;
 pub mod ownership;
+pub mod resume;
 mod torrent_file;
 
 pub use torrent_file::load_torrent;
@@ -31,9 +33,10 @@ use crate::metainfo::{
     safe_join, slices, FileEntry, FileSlice, Metainfo, MetainfoError, PieceHashes,
 };
 
-/// Open handles kept at once; torrents with thousands of files must not run
-/// into "too many open files".
-const MAX_OPEN_FILES: usize = 256;
+/// O_DIRECT handles one store keeps (besides the process-wide cache of
+/// plain handles, `handles`): a download writes a few files at a time, and
+/// a thousand torrents must not hold a thousand times more.
+const MAX_DIRECT_FILES: usize = 4;
 /// Handle key of the part file (see [`Store::set_skipped`]).
 const PART: usize = usize::MAX;
 
@@ -212,7 +215,9 @@ pub struct Store {
     root: Root,
     layout: Layout,
     writable: bool,
-    handles: Mutex<HashMap<usize, Arc<File>>>,
+    /// This store's key in the process-wide cache of open files
+    /// (`handles`), which closes them when there are too many.
+    id: u64,
     /// SHA-1 of a full piece of zeros, for pieces that lie in holes.
     zero_hash: std::sync::OnceLock<[u8; 20]>,
     /// The same for v2: the merkle hash of a full piece of zeros inside a
@@ -230,6 +235,16 @@ pub struct Store {
     writer: Mutex<Writer>,
     /// What was hashed good for upload, so changed data is never served.
     upload: Mutex<UploadCheck>,
+    /// The folder's lock to take before the first write (`lock_on_write`).
+    relock: Mutex<Option<Relock>>,
+}
+
+/// A torrent complete at its start holds no lock on its folder (a thousand
+/// seeding torrents would hold a thousand descriptors): it writes nothing
+/// unless its data changed under it, and takes the lock then.
+struct Relock {
+    info_hash_hex: String,
+    held: Option<ownership::Lock>,
 }
 
 /// A file's size and modification time: what changes when someone else
@@ -282,7 +297,7 @@ impl Writer {
                 .open(format!("/proc/self/fd/{}", file.as_raw_fd()));
             match opened {
                 Ok(f) => {
-                    if self.direct.len() >= MAX_OPEN_FILES {
+                    if self.direct.len() >= MAX_DIRECT_FILES {
                         self.direct.clear();
                     }
                     self.direct.insert(i, (file.clone(), f));
@@ -382,13 +397,14 @@ impl Store {
             root,
             layout,
             writable: false,
-            handles: Mutex::new(HashMap::new()),
+            id: handles::new_store_id(),
             zero_hash: Default::default(),
             zero_root: Default::default(),
             skipped: Vec::new(),
             part_path: None,
             writer: Mutex::default(),
             upload: Mutex::default(),
+            relock: Mutex::default(),
         }
     }
 
@@ -409,13 +425,14 @@ impl Store {
             root,
             layout,
             writable: true,
-            handles: Mutex::new(HashMap::new()),
+            id: handles::new_store_id(),
             zero_hash: Default::default(),
             zero_root: Default::default(),
             skipped: Vec::new(),
             part_path: None,
             writer: Mutex::default(),
             upload: Mutex::default(),
+            relock: Mutex::default(),
         };
         if let Some((skipped, part)) = skip {
             store.set_skipped(skipped, part);
@@ -425,7 +442,7 @@ impl Store {
                 // Made now (no piece ever writes it); its handle is let go
                 // at once, so 100,000 empty files cost no descriptors.
                 store.handle(i)?;
-                store.lock().remove(&i);
+                handles::forget(store.id, i);
             }
         }
         Ok(store)
@@ -486,8 +503,8 @@ impl Store {
 
     /// The open handle for file `i`, or None when reading and it does not exist.
     fn handle(&self, i: usize) -> Result<Option<Arc<File>>, StoreError> {
-        if let Some(h) = self.lock().get(&i) {
-            return Ok(Some(h.clone()));
+        if let Some(h) = handles::get(self.id, i) {
+            return Ok(Some(h));
         }
         let (rel, length) = match (i, &self.part_path) {
             (PART, Some(part)) => (part.clone(), self.layout.total_length),
@@ -519,13 +536,7 @@ impl Store {
             file.set_len(length).map_err(Store::io_err(&path()))?;
         }
         let file = Arc::new(file);
-        let mut handles = self.lock();
-        if handles.len() >= MAX_OPEN_FILES {
-            if let Some(k) = handles.keys().next().copied() {
-                handles.remove(&k);
-            }
-        }
-        handles.insert(i, file.clone());
+        handles::put(self.id, i, file.clone());
         Ok(Some(file))
     }
 
@@ -539,8 +550,28 @@ impl Store {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<File>>> {
-        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+    /// Takes the folder's lock (`ownership::Lock`) of torrent
+    /// `info_hash_hex` before the first write, not now.
+    pub fn lock_on_write(&self, info_hash_hex: String) {
+        *self.relock.lock().unwrap_or_else(|p| p.into_inner()) = Some(Relock {
+            info_hash_hex,
+            held: None,
+        });
+    }
+
+    fn take_lock(&self, piece: u32) -> Result<(), StoreError> {
+        let mut relock = self.relock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = relock.as_mut().filter(|r| r.held.is_none()) {
+            let lock = ownership::Lock::acquire(&self.root, &r.info_hash_hex)
+                .map_err(|e| StoreError::NotWritten(piece, e.to_string()))?;
+            r.held = Some(lock);
+        }
+        Ok(())
+    }
+
+    /// Closes this store's open files (they are opened again when needed).
+    pub fn close_files(&self) {
+        handles::forget_store(self.id);
     }
 
     fn slices(&self, start: u64, len: u64) -> Vec<FileSlice> {
@@ -692,6 +723,7 @@ impl Store {
         if let Some(why) = &writer.failed {
             return Err(StoreError::NotWritten(piece, why.clone()));
         }
+        self.take_lock(piece)?;
         for s in self.slices(start, data.len() as u64) {
             let chunk = &data[pos..pos + s.len as usize];
             pos += s.len as usize;
@@ -934,6 +966,14 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    /// A stopped torrent's files are closed at once, not when the cache
+    /// gets round to them.
+    fn drop(&mut self) {
+        handles::forget_store(self.id);
+    }
+}
+
 fn zero_hash(len: u64) -> [u8; 20] {
     let block = [0u8; 64 << 10];
     let mut h = Sha1::new();
@@ -999,7 +1039,7 @@ mod tests {
         write(0);
         let path = dir.path().join("t/f");
         std::fs::remove_file(&path).unwrap();
-        store.lock().clear();
+        store.close_files();
         write(1);
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(on_disk.len(), 2 * piece);
@@ -1218,6 +1258,37 @@ mod tests {
     /// After one failed write nothing more is written, even to a file that
     /// would take it: the download is stopping, and every extra write could
     /// leave another half-written piece.
+    /// A store told to lock on write holds no lock until it writes; then
+    /// it takes the torrent's lock, and another holder of it stops the
+    /// write. Its files are closed when it goes.
+    #[test]
+    fn the_folder_lock_is_taken_at_the_first_write() {
+        let d = data(64);
+        let m = torrent(&[("a", 32), ("b", 32)], 32, &d);
+        let dir = tempfile::tempdir().unwrap();
+        let hex = m.info_hash.hex();
+        let lock = dir.path().join(format!(".shoal/{hex}.lock"));
+        let store = Store::open_write(Layout::from_metainfo(&m), dir.path()).unwrap();
+        store.lock_on_write(hex.clone());
+        assert!(!lock.exists(), "no lock before a write");
+        store.write_piece(0, &d[..32]).unwrap();
+        assert!(lock.exists(), "locked by the first write");
+        assert!(handles::get(store.id, 0).is_some());
+        let id = store.id;
+        drop(store);
+        assert!(handles::get(id, 0).is_none(), "its files closed with it");
+        assert!(!lock.exists(), "let go with the store");
+
+        let other = Store::open_write(Layout::from_metainfo(&m), dir.path()).unwrap();
+        other.lock_on_write(hex.clone());
+        let root = confine::Root::at(dir.path());
+        let held = ownership::Lock::acquire(&root, &hex).unwrap();
+        let err = other.write_piece(1, &d[32..]).unwrap_err();
+        assert!(matches!(err, StoreError::NotWritten(1, _)), "{err}");
+        drop(held);
+        other.write_piece(1, &d[32..]).unwrap();
+    }
+
     #[test]
     fn no_writes_after_a_failed_one() {
         let d = data(64);

@@ -989,6 +989,8 @@ async fn run_in_session(
         high: None,
         stall_timeout: a.stall_timeout.map(std::time::Duration::from_secs),
         torrent: a.options.clone(),
+        resume: None,
+        lazy_lock: false,
     };
     let summary = crate::face::single::run(&session, m, opts, display, &stop).await;
     drop(live);

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
 
 use super::Service;
 
@@ -47,6 +48,13 @@ pub struct Snapshot {
     pub dht_nodes: Option<usize>,
     pub download_limit: Option<u64>,
     pub upload_limit: Option<u64>,
+    /// Start-up checks since the service started: bytes hashed, runs that
+    /// trusted their fast-resume record, runs that found files changed.
+    pub checked_bytes: u64,
+    pub fast_resumed: u64,
+    pub resume_distrusted: u64,
+    /// Data files open in the process (`store::handles`).
+    pub open_files: u64,
 }
 
 /// Gathers the numbers (the entries' lock is held only for that).
@@ -78,6 +86,11 @@ pub fn snapshot(svc: &Service) -> Snapshot {
     let session = svc.session();
     s.download_limit = session.download_limit().rate();
     s.upload_limit = session.upload_limit().rate();
+    let checks = session.check_stats();
+    s.checked_bytes = checks.hashed.load(Ordering::Relaxed);
+    s.fast_resumed = checks.trusted.load(Ordering::Relaxed);
+    s.resume_distrusted = checks.distrusted.load(Ordering::Relaxed);
+    s.open_files = crate::store::handles::open_count() as u64;
     s
 }
 
@@ -200,6 +213,34 @@ pub fn format(s: &Snapshot) -> String {
             v.unwrap_or(0)
         );
     }
+    one(
+        &mut out,
+        "shoal_checked_bytes_total",
+        "counter",
+        "Bytes hashed by the torrents' start-up checks since the service started.",
+        s.checked_bytes,
+    );
+    one(
+        &mut out,
+        "shoal_fast_resumed_total",
+        "counter",
+        "Runs that trusted their fast-resume record (every file as recorded) instead of hashing.",
+        s.fast_resumed,
+    );
+    one(
+        &mut out,
+        "shoal_fast_resume_distrusted_total",
+        "counter",
+        "Runs whose files changed since their fast-resume record: checked in full.",
+        s.resume_distrusted,
+    );
+    one(
+        &mut out,
+        "shoal_open_files",
+        "gauge",
+        "Data files open in the process (one cache for all torrents).",
+        s.open_files,
+    );
     out
 }
 

@@ -24,6 +24,9 @@ impl Service {
             let mut entries = self.entries();
             let e = find_entry(&mut entries, hash, hex_hash)?;
             let run = e.run.take();
+            // Whatever it finds, the fast-resume record no longer stands
+            // for the data: the next run hashes everything.
+            e.saved.resume = None;
             if run.is_none() && e.rechecking.is_none() {
                 if let Some(meta) = e.meta.clone() {
                     let cancel = Arc::new(AtomicBool::new(false));
@@ -47,6 +50,10 @@ impl Service {
         };
         if run.is_some() {
             super::finish_run(run).await;
+            // The run's end may have recorded one.
+            if let Some(e) = self.entries().iter_mut().find(|e| e.hash == hash) {
+                e.saved.resume = None;
+            }
             self.start_entry(hash);
         }
         self.view_of(hash, hex_hash)

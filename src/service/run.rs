@@ -13,24 +13,43 @@ use crate::metainfo::magnet::Magnet;
 use crate::metainfo::Metainfo;
 use crate::peer::Shared;
 use crate::session::{Control, ResolveError, TorrentOptions};
+use crate::store::confine::Root;
 use crate::store::ownership::OwnershipError;
+use crate::store::resume;
 use crate::torrent::Outcome;
 
-/// How a run ended: an error to show, whether it finished, its pieces.
-type RunEnd = (Option<String>, bool, Option<Bitfield>);
+/// How a run ended: an error to show, whether it finished, its pieces and
+/// its fast-resume record.
+pub(super) struct RunEnd {
+    pub error: Option<String>,
+    pub finished: bool,
+    pub have: Option<Bitfield>,
+    pub resume: Option<resume::Saved>,
+}
+
+impl RunEnd {
+    fn failed(error: Option<String>) -> RunEnd {
+        RunEnd {
+            error,
+            finished: false,
+            have: None,
+            resume: None,
+        }
+    }
+}
 
 /// The life of one torrent in the service: its metadata first if it came
 /// as a magnet, then the run; its end is recorded in the entry.
 pub(super) async fn drive(svc: Service, hash: [u8; 20], generation: u64, ctl: Control) {
-    let (error, finished, have) = run_entry(&svc, hash, generation, ctl).await;
-    svc.ended(hash, generation, error, finished, have);
+    let end = run_entry(&svc, hash, generation, ctl).await;
+    svc.ended(hash, generation, end);
 }
 
 async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control) -> RunEnd {
-    let (meta, magnet, dir, peers, overwrite, readers) = {
+    let (meta, magnet, dir, peers, overwrite, readers, record) = {
         let mut entries = svc.entries();
         let Some(e) = entries.iter_mut().find(|e| e.hash == hash) else {
-            return (None, false, None);
+            return RunEnd::failed(None);
         };
         (
             e.meta.clone(),
@@ -41,13 +60,14 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
             // asked about again.
             std::mem::take(&mut e.saved.overwrite),
             e.readers.clone(),
+            e.saved.resume.clone(),
         )
     };
     let (meta, learned) = match meta {
         Some(m) => (m, Vec::new()),
         None => match fetch_meta(svc, hash, magnet.as_deref(), ctl.stop.clone()).await {
             Ok(got) => got,
-            Err(error) => return (error, false, None),
+            Err(error) => return RunEnd::failed(error),
         },
     };
     let Some((priorities, paused)) = svc
@@ -56,13 +76,17 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
         .find(|e| e.hash == hash)
         .map(|e| (e.saved.priorities.clone(), e.saved.paused))
     else {
-        return (None, false, None);
+        return RunEnd::failed(None);
     };
     if paused {
         // Paused as its metadata came (`stop_after_metadata`): no data yet.
-        return (None, false, None);
+        return RunEnd::failed(None);
     }
     let (selection, high) = selection_of(&meta, &priorities);
+    let resume = record.and_then(|r| r.read(meta.piece_count() as usize));
+    // A run with a selection records nothing: some of its bytes live in the
+    // part file, and a later run with another selection reads them elsewhere.
+    let stamp_root = Root::under(&svc.inner.root, &dir).filter(|_| selection.is_none());
     let opts = TorrentOptions {
         dir,
         base: Some(svc.inner.root.clone()),
@@ -82,25 +106,49 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
             keep_seeding: true,
             ..svc.inner.cfg.options.clone()
         },
+        resume,
+        lazy_lock: true,
     };
     // The running torrent's piece map is kept for when it no longer runs.
     let mut shared_rx = ctl.shared.subscribe();
     let mut last: Option<Arc<Shared>> = None;
-    let run = svc.session().run_torrent(meta, opts, ctl);
+    let run = svc.session().run_torrent(meta.clone(), opts, ctl);
     tokio::pin!(run);
     let result = loop {
         tokio::select! {
             r = &mut run => break r,
             Ok(()) = shared_rx.changed() => {
-                if let Some(s) = shared_rx.borrow_and_update().clone() {
+                let now = shared_rx.borrow_and_update().clone();
+                if let Some(s) = now {
+                    // Checked and live: a record now already holds for a
+                    // run that never gets to record its end (killed, or
+                    // slower to stop than the service's exit waits).
+                    if let Some(root) = &stamp_root {
+                        let record = take_record(&meta, root, s.have.snapshot()).await;
+                        if let Some(e) = svc.entries().iter_mut().find(|e| e.hash == hash) {
+                            // Not looked at: the previous record is wrong
+                            // now all the same (a download may write).
+                            e.saved.resume = record;
+                        }
+                    }
                     last = Some(s);
                 }
             }
         }
     };
     let have = last.map(|s| s.have.snapshot());
+    let resume = match (&have, &stamp_root) {
+        (Some(h), Some(root)) => take_record(&meta, root, h.clone()).await,
+        _ => None,
+    };
+    let end = |error, finished| RunEnd {
+        error,
+        finished,
+        have: have.clone(),
+        resume: resume.clone(),
+    };
     match result {
-        Ok(summary) => (None, matches!(summary.outcome, Outcome::Complete), have),
+        Ok(summary) => end(None, matches!(summary.outcome, Outcome::Complete)),
         Err(e) => {
             let clash = e.downcast_ref::<OwnershipError>();
             let msg = match clash {
@@ -124,9 +172,23 @@ async fn run_entry(svc: &Service, hash: [u8; 20], generation: u64, ctl: Control)
             }) {
                 entry.clash = clash;
             }
-            (Some(crate::out::escape(&msg).into_owned()), false, have)
+            end(Some(crate::out::escape(&msg).into_owned()), false)
         }
     }
+}
+
+/// The fast-resume record of `have`: the files' stamps are taken after the
+/// piece map, so a write that lands between the two changes a stamp and
+/// the next run checks instead of trusting.
+async fn take_record(meta: &Arc<Metainfo>, root: &Root, have: Bitfield) -> Option<resume::Saved> {
+    let (m, root) = (meta.clone(), root.clone());
+    tokio::task::spawn_blocking(move || {
+        let files = resume::stamps(&m, &root)?;
+        Some(resume::Saved::of(&resume::Resume { have, files }))
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// A magnet's metadata, fetched from peers until it comes or the run is

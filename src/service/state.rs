@@ -76,6 +76,10 @@ pub(super) struct Saved {
     /// Its category (`categories`), a label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
+    /// The fast-resume record of its last run (`store::resume`): its next
+    /// run trusts it, without hashing, while every file is as recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<crate::store::resume::Saved>,
 }
 
 /// Priorities as a string of letters; the list of words older versions
@@ -303,7 +307,7 @@ impl Saver {
             let n = self.asked.load(Ordering::SeqCst);
             let Some(torrents) = snapshot() else { return };
             let path = dir.join(STATE_FILE);
-            match serde_json::to_vec_pretty(&StateFile::new(torrents)) {
+            match serde_json::to_vec(&StateFile::new(torrents)) {
                 Ok(bytes) => {
                     let dir = dir.clone();
                     let wrote =

@@ -21,17 +21,17 @@ use tokio::task::JoinHandle;
 
 use crate::bitfield::{AtomicBitfield, Bitfield};
 use crate::discovery::tracker::TrackerList;
-use crate::discovery::{announce_loop, dht_loop, lsd_loop};
+use crate::discovery::{announce_loop, dht_loop, first_announce_delay, lsd_loop, AnnounceStart};
 use crate::metainfo::Metainfo;
 use crate::peer::{new_peer_id, Shared};
 use crate::store::confine::Root;
 use crate::store::ownership::{self, Claim};
-use crate::store::{hash_threads, Layout, PieceCheck, Store, StoreError};
+use crate::store::{hash_threads, resume, Layout, PieceCheck, Store, StoreError};
 use crate::torrent::{Outcome, PeerSource, Progress, Task};
 use crate::units::human_duration;
 
 use super::listen::RouteGuard;
-use super::{Control, Notice, Session, Summary, TorrentOptions};
+use super::{CheckStats, Control, Notice, Session, Summary, TorrentOptions};
 
 /// How a run is stopped: its owner's stop, or `--stall-timeout`, set the
 /// flag the check of the data reads and the watch the live torrent waits
@@ -157,7 +157,7 @@ impl Session {
             signal: None,
             stalled: stop.stalled(),
         };
-        let Some(checked) = check(&meta, &opts, &stop, &ctl).await? else {
+        let Some(checked) = check(&meta, &opts, &stop, &ctl, &self.inner.checks).await? else {
             let progress = Progress {
                 total: meta.total_length,
                 piece_count: meta.piece_count(),
@@ -321,7 +321,10 @@ impl Session {
             events.clone(),
             ctl_rx,
             complete,
-            have.is_full(),
+            AnnounceStart {
+                complete: have.is_full(),
+                delay: first_announce_delay(have.is_full(), self.torrents(), rand::random()),
+            },
             Some(progress.clone()),
         ));
         Some((task, ctl))
@@ -371,10 +374,11 @@ impl Session {
 /// store, so a download decides whether it may write into the folder
 /// before it touches a file. None when stopped meanwhile.
 async fn check(
-    meta: &Metainfo,
+    meta: &Arc<Metainfo>,
     opts: &TorrentOptions,
     stop: &Stop,
     ctl: &Control,
+    stats: &CheckStats,
 ) -> Result<Option<Checked>> {
     // Everything on disk is checked through a read-only store first: a
     // download decides whether it may write into the folder (ownership)
@@ -395,13 +399,22 @@ async fn check(
     } else {
         root.clone()
     };
-    let (reader, skip) = reader_of(meta, read_root, opts.selection.as_deref());
-    let checks = {
-        let (reader, cancel) = (reader.clone(), stop.cancel.clone());
-        let (checked, notices) = (ctl.checked.clone(), ctl.notices.clone());
-        tokio::task::spawn_blocking(move || initial_check(&reader, &notices, &checked, &cancel))
+    let (reader, skip) = reader_of(meta, read_root.clone(), opts.selection.as_deref());
+    let checks = match fast_resume(meta, opts, &read_root, stats).await? {
+        Some(checks) => Ok(checks),
+        None => {
+            let (reader, cancel) = (reader.clone(), stop.cancel.clone());
+            let (checked, notices) = (ctl.checked.clone(), ctl.notices.clone());
+            let checks = tokio::task::spawn_blocking(move || {
+                initial_check(&reader, &notices, &checked, &cancel)
+            })
             .await
-            .context("check task failed")?
+            .context("check task failed")?;
+            stats
+                .hashed
+                .fetch_add(ctl.checked.load(Ordering::Relaxed), Ordering::Relaxed);
+            checks
+        }
     };
     let checks = match checks {
         Ok(c) => c,
@@ -436,9 +449,9 @@ fn confined_root(dir: &Path, base: Option<&Path>) -> Result<Root> {
     })
 }
 
-/// A read-only store over `root`; files left out by `selection` are
-/// never opened: the bytes they share with wanted pieces live in a sparse
-/// part file beside the ownership record (returned with the skipped files).
+/// A read-only store over `root`. Files left out by `selection` are never
+/// created: the bytes they share with wanted pieces live in a sparse part
+/// file beside the ownership record (returned with the skipped files).
 fn reader_of(
     meta: &Metainfo,
     root: Root,
@@ -478,6 +491,73 @@ pub async fn check_data(
     }
 }
 
+/// The piece checks the last run's fast-resume record gives, when every
+/// file is as it recorded; None: hash the data. Not with a selection (the
+/// part file is not recorded), nor for a v2 torrent whose piece layers
+/// come from peers (its pieces are checked as the layers come, and the
+/// check is what asks for them).
+fn may_fast_resume(meta: &Metainfo, opts: &TorrentOptions) -> bool {
+    let layers_missing = meta
+        .v2
+        .as_ref()
+        .filter(|_| meta.v2_only())
+        .is_some_and(|v2| crate::torrent::hashes::LayerFetch::new(v2).is_some());
+    opts.selection.is_none() && !layers_missing
+}
+
+async fn fast_resume(
+    meta: &Arc<Metainfo>,
+    opts: &TorrentOptions,
+    root: &Root,
+    stats: &CheckStats,
+) -> Result<Option<Vec<PieceCheck>>> {
+    let Some(record) = opts.resume.as_ref() else {
+        return Ok(None);
+    };
+    if !may_fast_resume(meta, opts) {
+        return Ok(None);
+    }
+    let (m, r) = (meta.clone(), root.clone());
+    let now = tokio::task::spawn_blocking(move || resume::stamps(&m, &r))
+        .await
+        .context("stat task failed")?;
+    let Some(now) = now else {
+        // Could not look: hash, as without a record (never "files gone").
+        stats.distrusted.fetch_add(1, Ordering::Relaxed);
+        return Ok(None);
+    };
+    let name = crate::out::escape(&meta.name);
+    match resume::distrust(record, meta.piece_count() as usize, &now) {
+        None => {
+            stats.trusted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("{name}: fast resume: every file as recorded, not hashed again");
+            let good = |i| {
+                if record.have.get(i) {
+                    PieceCheck::Good
+                } else {
+                    PieceCheck::Missing
+                }
+            };
+            Ok(Some((0..record.have.len()).map(good).collect()))
+        }
+        Some(why) => {
+            stats.distrusted.fetch_add(1, Ordering::Relaxed);
+            let gone = resume::vanished(record, &now);
+            if let Some(&first) = gone.first() {
+                let path = root.path().join(&meta.files[first].path);
+                bail!(
+                    "{} of its files are gone since the last run ({} first): moved away? \
+                     Put them back, or resume the torrent to download them again",
+                    gone.len(),
+                    crate::out::escape(&path.display().to_string())
+                );
+            }
+            tracing::info!("{name}: checking the data again: {why}");
+            Ok(None)
+        }
+    }
+}
+
 /// The claim phase: a seed serves from the read-only store; a download
 /// claims the folder (refusing foreign files in the way) and opens the
 /// store for writing.
@@ -501,6 +581,12 @@ fn claim(meta: &Metainfo, opts: &TorrentOptions, c: Checked, ctl: &Control) -> R
         }
         let layout = Layout::from_metainfo(meta);
         let store = Store::open_write_selected(layout, c.root, c.skip)?;
+        let mut claim = claim;
+        if opts.lazy_lock && c.have.is_full() {
+            // Complete: no descriptor held for the lock while it seeds.
+            store.lock_on_write(meta.info_hash.hex());
+            claim.lock = None;
+        }
         (Arc::new(store), Some(claim))
     };
     let have = c.have;

@@ -16,7 +16,9 @@
 //! removing the torrent with its data never deletes it; anything else is
 //! refused unless `--overwrite` is given. `DIR/.shoal/<info-hash>.lock` is
 //! held (flock) for as long as the download runs: one descriptor per
-//! torrent, however many files it has. A second shoal process on the same
+//! torrent, however many files it has (in the service, a torrent complete
+//! at its start takes it only before it writes: a thousand seeds would
+//! hold a thousand descriptors; see `Store::lock_on_write`). A second shoal process on the same
 //! torrent and folder is refused by it, and files another running shoal
 //! owns — its record in this folder or in any folder above it names them
 //! and its lock is held — are refused even with `--overwrite`. The lock
@@ -307,7 +309,9 @@ pub fn classify(
 /// What `prepare` decided: the lock to hold, and the record now saved.
 #[derive(Debug)]
 pub struct Claim {
-    pub lock: Lock,
+    /// None once let go: a torrent complete at its start takes it again
+    /// only when it writes (`Store::lock_on_write`).
+    pub lock: Option<Lock>,
     pub record: Record,
     /// Files shoal owned that were longer than the torrent says, now cut.
     pub truncated: Vec<PathBuf>,
@@ -370,6 +374,7 @@ pub fn prepare(
     }
     let lock = Lock::acquire(root, &hex)?;
     let mut record = Record::load(root, &hex);
+    let before = record.clone();
     // The user's complete files, found here before shoal wrote a byte.
     for f in found.iter().filter(|f| !f.owned && f.verifies) {
         record.adopted.insert(key(&meta.files[f.file].path));
@@ -382,7 +387,11 @@ pub fn prepare(
     {
         record.files.insert(key(&f.path));
     }
-    record.save(root, meta)?;
+    // Unchanged (every restart of a torrent already claimed): not written
+    // again, so a thousand torrents restart without a thousand fsyncs.
+    if record != before || root.metadata(&record_path(&hex)).is_err() {
+        record.save(root, meta)?;
+    }
     let mut truncated = Vec::new();
     for (i, f) in meta.files.iter().enumerate() {
         if f.is_data() && on_disk[i].is_some_and(|len| len > f.length) {
@@ -394,7 +403,7 @@ pub fn prepare(
         }
     }
     Ok(Claim {
-        lock,
+        lock: Some(lock),
         record,
         truncated,
     })

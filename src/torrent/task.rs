@@ -1,6 +1,7 @@
 //! The thin tokio task around a torrent's [`Core`]: it turns what comes
 //! in (peer and web seed tasks, discovery, the accept loop, hash jobs, a
-//! 100 ms timer) into inputs with the time they came, and carries out the
+//! timer: 100 ms while it has peers, 1 s without, 5 s for a seed without)
+//! into inputs with the time they came, and carries out the
 //! core's actions: it starts peer and web seed tasks and holds their
 //! command channels and byte counters, runs hash jobs and rechecks on
 //! blocking threads, keeps the torrent's [`Shared`] state current and
@@ -23,6 +24,16 @@ use crate::torrent::core::{Action, Config, Core, Input, Options, Traffic, Verifi
 use crate::torrent::deadline;
 use crate::torrent::status::{Outcome, PeerSource, Progress};
 use crate::torrent::webseed::{self, WebCmd, WebEvent};
+
+/// The timer while the torrent has peers, web seeds or streaming readers.
+const TICK: Duration = Duration::from_millis(100);
+/// The timer without any: a service of a thousand idle torrents must not
+/// wake ten thousand times a second. A peer's connection is an event and
+/// brings the short timer back at once.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+/// The timer of a complete torrent without any: nothing is due but its
+/// seeding limits (ratio, time), which may wait that long.
+const IDLE_SEED_TICK: Duration = Duration::from_secs(5);
 
 /// What the task hears from the tasks around it (peer and web seed
 /// tasks, discovery loops, hash jobs, the accept loop).
@@ -222,8 +233,9 @@ impl Task {
         mut events: mpsc::Receiver<Event>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<Outcome, StoreError> {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tick = tokio::time::sleep(TICK);
+        tokio::pin!(tick);
+        let mut busy = true;
         let mut stopped = false;
         let outcome = loop {
             self.step();
@@ -235,13 +247,24 @@ impl Task {
                     Some(ev) => self.on_event(ev),
                     None => stopped = true,
                 },
-                _ = tick.tick() => {
+                () = &mut tick => {
                     self.count_traffic();
                     self.note_external();
                     self.note_readers();
                     self.core.tick(Instant::now());
+                    busy = self.busy();
+                    let period = match (busy, self.core.is_complete()) {
+                        (true, _) => TICK,
+                        (false, false) => IDLE_TICK,
+                        (false, true) => IDLE_SEED_TICK,
+                    };
+                    tick.as_mut().reset(tokio::time::Instant::now() + period);
                 }
                 _ = stop.changed() => stopped = true,
+            }
+            if !busy && !self.links.is_empty() {
+                busy = true;
+                tick.as_mut().reset(tokio::time::Instant::now() + TICK);
             }
             if stopped {
                 self.count_traffic();
@@ -255,6 +278,16 @@ impl Task {
         }
         self.wind_down();
         Ok(outcome)
+    }
+
+    /// Whether something is going on that the short timer serves:
+    /// connections (their rates, timeouts, choking) or streaming readers.
+    fn busy(&self) -> bool {
+        !self.links.is_empty()
+            || self
+                .readers
+                .as_ref()
+                .is_some_and(|(r, _)| !r.windows().is_empty())
     }
 
     fn on_event(&mut self, ev: Event) {
