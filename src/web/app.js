@@ -868,9 +868,14 @@
     stats.forEach(([, v], i) => setText(dl.children[i * 2 + 1], v));
   }
 
+  // Bumped by each priority change: a detail asked for before a change
+  // does not put that file's old priority back when it comes late.
+  let priorityEdits = 0;
+
   async function loadDetail() {
     const h = selected;
     const gen = detailGen;
+    const asOf = priorityEdits;
     if (!h) return;
     const base = "/api/torrents/" + enc(h);
     const [info, peers, pieces] = await Promise.allSettled([api("GET", base), api("GET", base + "/peers"), api("GET", base + "/pieces")]);
@@ -878,7 +883,7 @@
     if (info.status === "fulfilled" && info.value) {
       const d = info.value;
       updateDetailSummary(Object.assign({}, torrents.get(h) || {}, d));
-      renderFiles(h, d.files || []);
+      renderFiles(h, d.files || [], asOf);
       renderTrackers(d.tracker_status || []);
     } else if (info.reason && info.reason.status === 404) {
       closeDetail();
@@ -932,7 +937,7 @@
     $("trackers").replaceChildren(...rows);
   }
 
-  function renderFiles(h, files) {
+  function renderFiles(h, files, asOf) {
     const body = $("files");
     const seen = new Set();
     const t = torrents.get(h);
@@ -995,13 +1000,13 @@
       const p = f.length ? f.done / f.length : 1;
       r.fill.style.width = (p * 100).toFixed(2) + "%";
       setText(r.done, percent(p));
-      if (!r.busy) {
+      r.prio.setAttribute("aria-label", "Priority of " + f.path);
+      if (!r.busy && !(r.edit > asOf)) {
         r.check.checked = f.priority !== "skip";
         r.prio.value = f.priority;
-        r.prio.setAttribute("aria-label", "Priority of " + f.path);
         if (f.priority !== "skip") r.lastNonSkip = f.priority;
+        r.tr.classList.toggle("skipped", f.priority === "skip");
       }
-      r.tr.classList.toggle("skipped", f.priority === "skip");
     }
     for (const [i, r] of fileRows) {
       if (!seen.has(i)) {
@@ -1013,6 +1018,7 @@
 
   async function setPriority(h, index, r, prio) {
     r.busy = true;
+    r.edit = ++priorityEdits;
     r.check.checked = prio !== "skip";
     r.prio.value = prio;
     if (prio !== "skip") r.lastNonSkip = prio;
