@@ -538,18 +538,21 @@ fn a_resize_leaves_no_torn_fragment() {
         });
         for width in [to, from] {
             t.resize(width);
-            // The next frames are made for the new width.
+            // The next frames are made for the new width. Waited for: a
+            // whole frame, bar and note (a capture can fall between the
+            // two writes of one frame).
             let screens = t.watch(Duration::from_secs(10), |s| {
                 // Narrower: a bar that fits; wider again: one that
                 // would not have fit the narrow width. It is the last
                 // line (a re-wrapped old bar goes on below its start).
                 let bar = s.iter().rev().find(|l| !l.is_empty());
-                bar.is_some_and(|b| {
+                let fits = bar.is_some_and(|b| {
                     is_main_bar(b) && {
                         let n = b.chars().count();
                         n < width && (width == to || n >= to)
                     }
-                })
+                });
+                fits && s.iter().any(|l| l.starts_with("tracker 127.0.0.1:"))
             });
             let s = screens.last().unwrap().clone();
             let bars = s.iter().filter(|l| is_main_bar(l)).count();
