@@ -89,34 +89,10 @@ fn the_web_page_adds_downloads_and_pauses() {
 
     // The service; started again later, with a token, on the same ports.
     let api = free_port();
-    let peer_port = free_port().to_string();
+    let peer_port = free_port();
     let dl = d.join("downloads");
     std::fs::create_dir_all(&dl).unwrap();
-    let serve_args = |token: Option<&'static str>| {
-        let mut a: Vec<String> = [
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{api}"),
-            "--state-dir",
-            d.join("state").to_str().unwrap(),
-            "--download-dir",
-            dl.to_str().unwrap(),
-            "--port",
-            &peer_port,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if let Some(t) = token {
-            a.extend(["--token".to_string(), t.to_string()]);
-        }
-        a
-    };
-    let start_serve = |token, name| {
-        let args = serve_args(token);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Proc::spawn(&args, d, name)
-    };
+    let start_serve = |token, name| serve(d, &dl, api, peer_port, token, name);
     let mut serve = start_serve(None, "serve");
     wait_listening(api);
     let serve_log = || {
@@ -491,6 +467,23 @@ fn the_web_page_adds_downloads_and_pauses() {
 }
 
 /// `shoal create` with tiers of trackers given as they are.
+/// `shoal serve` on loopback port `api` with its state in `d/state`,
+/// data under `dl`, peers on `peer_port`; logs in `d/NAME.{out,err}`.
+fn serve(d: &Path, dl: &Path, api: u16, peer_port: u16, token: Option<&str>, name: &str) -> Proc {
+    let (listen, state) = (format!("127.0.0.1:{api}"), d.join("state"));
+    let (state, dl, port) = (
+        state.display().to_string(),
+        dl.display().to_string(),
+        peer_port.to_string(),
+    );
+    let mut args = vec!["serve", "--listen", &listen, "--state-dir", &state];
+    args.extend(["--download-dir", &dl, "--port", &port]);
+    if let Some(t) = token {
+        args.extend(["--token", t]);
+    }
+    Proc::spawn(&args, d, name)
+}
+
 fn create_with_tiers(src: &Path, out: &Path, tiers: &[String]) -> PathBuf {
     let mut args = vec![
         "create".to_string(),
@@ -565,19 +558,7 @@ fn the_page_says_why_and_offers_overwrite() {
     std::fs::write(dl.join("clash.bin"), b"my own notes, not the torrent's").unwrap();
 
     let api = free_port();
-    let args = [
-        "serve".to_string(),
-        "--listen".into(),
-        format!("127.0.0.1:{api}"),
-        "--state-dir".into(),
-        d.join("state").display().to_string(),
-        "--download-dir".into(),
-        dl.display().to_string(),
-        "--port".into(),
-        free_port().to_string(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _serve = Proc::spawn(&args, d, "serve");
+    let _serve = serve(d, &dl, api, free_port(), None, "serve");
     wait_listening(api);
     let serve_log = || {
         std::fs::read_to_string(d.join("serve.err"))

@@ -154,19 +154,7 @@ fn the_page_sorts_filters_selects_and_adds_with_options() {
     let peer_port = free_port();
     let dl = d.join("downloads");
     std::fs::create_dir_all(&dl).unwrap();
-    let args = [
-        "serve".to_string(),
-        "--listen".into(),
-        format!("127.0.0.1:{api}"),
-        "--state-dir".into(),
-        d.join("state").display().to_string(),
-        "--download-dir".into(),
-        dl.display().to_string(),
-        "--port".into(),
-        peer_port.to_string(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _serve = Proc::spawn(&args, d, "serve");
+    let _serve = super::serve(d, &dl, api, peer_port, None, "serve");
     wait_listening(api);
     let b = Browser::start(d, &chromium, &shots);
     let context = |what: &str| {
