@@ -680,13 +680,7 @@ fn a_magnet_stops_after_its_metadata_and_a_recheck_finds_a_changed_byte() {
         Some(serde_json::json!({"priorities": {"1": "skip"}})),
     );
     assert_eq!(status, 200, "{v}");
-    let (status, v) = json(
-        svc.port,
-        "POST",
-        &format!("/api/torrents/{hash}/resume"),
-        None,
-    );
-    assert_eq!(status, 200, "{v}");
+    post_ok(svc.port, &format!("/api/torrents/{hash}/resume"));
     let done = wait_for(svc.port, &hash, "complete", complete);
     let a = dl.join("kept/pack/a.bin");
     assert_eq!(
@@ -702,13 +696,7 @@ fn a_magnet_stops_after_its_metadata_and_a_recheck_finds_a_changed_byte() {
     let mut bytes = std::fs::read(&a).unwrap();
     bytes[PIECE + 7] ^= 0x5a;
     std::fs::write(&a, bytes).unwrap();
-    let (status, v) = json(
-        svc.port,
-        "POST",
-        &format!("/api/torrents/{hash}/recheck"),
-        None,
-    );
-    assert_eq!(status, 200, "{v}");
+    post_ok(svc.port, &format!("/api/torrents/{hash}/recheck"));
     let have = done["have_bytes"].as_u64().unwrap();
     wait_for(svc.port, &hash, "a piece short after the re-check", |t| {
         t["state"] != "checking" && t["have_bytes"].as_u64() == Some(have - PIECE as u64)
@@ -716,23 +704,11 @@ fn a_magnet_stops_after_its_metadata_and_a_recheck_finds_a_changed_byte() {
 
     // Paused, a re-check hashes the data where it stands and leaves the
     // torrent paused: the second changed piece is found, nothing starts.
-    let (status, v) = json(
-        svc.port,
-        "POST",
-        &format!("/api/torrents/{hash}/pause"),
-        None,
-    );
-    assert_eq!(status, 200, "{v}");
+    post_ok(svc.port, &format!("/api/torrents/{hash}/pause"));
     let mut bytes = std::fs::read(&a).unwrap();
     bytes[3 * PIECE + 1] ^= 0x5a;
     std::fs::write(&a, &bytes).unwrap();
-    let (status, v) = json(
-        svc.port,
-        "POST",
-        &format!("/api/torrents/{hash}/recheck"),
-        None,
-    );
-    assert_eq!(status, 200, "{v}");
+    post_ok(svc.port, &format!("/api/torrents/{hash}/recheck"));
     let after = wait_for(svc.port, &hash, "two pieces short, still paused", |t| {
         t["have_bytes"].as_u64() == Some(have - 2 * PIECE as u64)
     });
@@ -762,4 +738,11 @@ fn a_magnet_stops_after_its_metadata_and_a_recheck_finds_a_changed_byte() {
     );
     assert_eq!(status, 404);
     assert!(svc.proc.stop().success(), "{}", svc.proc.stderr());
+}
+
+/// POSTs to `path` with no body; the answer must be 200.
+fn post_ok(port: u16, path: &str) -> serde_json::Value {
+    let (status, v) = json(port, "POST", path, None);
+    assert_eq!(status, 200, "POST {path}: {v}");
+    v
 }
