@@ -369,6 +369,16 @@ impl Session {
         }
     }
 
+    /// Gives uTP connections up to `within` to send what was queued on
+    /// them before the process exits: TCP's queued bytes go on from the
+    /// kernel, uTP's would be dropped with the process.
+    pub async fn flush_uploads(&self, within: std::time::Duration) -> bool {
+        match self.inner.net.utp() {
+            Some(utp) => utp.flushed(within).await,
+            None => true,
+        }
+    }
+
     /// Keeps what is worth keeping for the next run (the DHT's nodes).
     pub async fn save(&self) {
         if let Some(dht) = &self.inner.dht {

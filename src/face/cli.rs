@@ -908,6 +908,9 @@ fn run_torrent_inner(a: RunArgs, seed: bool) -> Result<()> {
     runtime()?.block_on(run_in_session(a, seed, display, peers, source, live))
 }
 
+/// How long an exit waits for uTP connections to send what is queued.
+const FLUSH_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// A session of its own for one torrent: its magnet phase if it came as
 /// a link, then its run, then the report.
 async fn run_in_session(
@@ -993,6 +996,15 @@ async fn run_in_session(
         lazy_lock: false,
     };
     let summary = crate::face::single::run(&session, m, opts, display, &stop).await;
+    if stop.which().is_none() {
+        // A seed goal met with pieces still queued for a peer: they go
+        // out first (a signal cuts the wait short).
+        let mut flag = stop.flag();
+        tokio::select! {
+            _ = session.flush_uploads(FLUSH_WITHIN) => {}
+            _ = flag.wait_for(|s| *s) => {}
+        }
+    }
     drop(live);
     session.save().await;
     report(&a, &name, &dest, summary?)

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::utp::UtpNet;
+use super::utp::{Sending, UtpNet};
 use super::PeerError;
 
 /// How long a uTP connect may take: a peer without uTP never answers.
@@ -115,7 +115,8 @@ impl std::fmt::Display for Mode {
 /// A peer connection's byte stream, over either transport.
 pub enum Socket {
     Tcp(TcpStream),
-    Utp(UtpStream),
+    /// With its place among the connections an exit waits for.
+    Utp(UtpStream, Sending),
 }
 
 impl std::fmt::Debug for Socket {
@@ -128,7 +129,7 @@ impl Socket {
     pub fn transport(&self) -> Transport {
         match self {
             Socket::Tcp(_) => Transport::Tcp,
-            Socket::Utp(_) => Transport::Utp,
+            Socket::Utp(..) => Transport::Utp,
         }
     }
 
@@ -139,9 +140,9 @@ impl Socket {
                 let (r, w) = s.into_split();
                 (SocketRead::Tcp(r), SocketWrite::Tcp(w))
             }
-            Socket::Utp(s) => {
+            Socket::Utp(s, sending) => {
                 let (r, w) = s.split();
-                (SocketRead::Utp(r), SocketWrite::Utp(w))
+                (SocketRead::Utp(r), SocketWrite::Utp(w, sending))
             }
         }
     }
@@ -155,7 +156,7 @@ impl AsyncRead for Socket {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Socket::Utp(s) => Pin::new(s).poll_read(cx, buf),
+            Socket::Utp(s, _) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -168,21 +169,21 @@ impl AsyncWrite for Socket {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Socket::Utp(s) => Pin::new(s).poll_write(cx, buf),
+            Socket::Utp(s, _) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Socket::Utp(s) => Pin::new(s).poll_flush(cx),
+            Socket::Utp(s, _) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Socket::Utp(s) => Pin::new(s).poll_shutdown(cx),
+            Socket::Utp(s, _) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -209,7 +210,7 @@ impl AsyncRead for SocketRead {
 /// The writing half of a [`Socket`].
 pub enum SocketWrite {
     Tcp(OwnedWriteHalf),
-    Utp(UtpStreamWriteHalf),
+    Utp(UtpStreamWriteHalf, Sending),
 }
 
 impl AsyncWrite for SocketWrite {
@@ -220,21 +221,21 @@ impl AsyncWrite for SocketWrite {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             SocketWrite::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            SocketWrite::Utp(s) => Pin::new(s).poll_write(cx, buf),
+            SocketWrite::Utp(s, _) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             SocketWrite::Tcp(s) => Pin::new(s).poll_flush(cx),
-            SocketWrite::Utp(s) => Pin::new(s).poll_flush(cx),
+            SocketWrite::Utp(s, _) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             SocketWrite::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            SocketWrite::Utp(s) => Pin::new(s).poll_shutdown(cx),
+            SocketWrite::Utp(s, _) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -414,7 +415,7 @@ impl Net {
                 match tokio::time::timeout(UTP_CONNECT_TIMEOUT, utp.connect(addr)).await {
                     Err(_) => Err(PeerError::ConnectTimeout),
                     Ok(Err(e)) => Err(PeerError::Connect(e)),
-                    Ok(Ok(s)) => Ok(Socket::Utp(s)),
+                    Ok(Ok(s)) => Ok(Socket::Utp(s, utp.sending())),
                 }
             }
         }

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -405,6 +406,28 @@ pub struct UtpNet {
     port: u16,
     cancel: tokio_util::sync::CancellationToken,
     unreachable: Arc<Unreachable>,
+    outbox: Arc<Outbox>,
+}
+
+/// uTP connections whose sending is not over. Their unsent bytes live in
+/// this process (TCP's live in the kernel and outlast it), so an exit
+/// waits for them, a bounded time: [`UtpNet::flushed`].
+#[derive(Default)]
+struct Outbox {
+    open: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One connection's place in the [`Outbox`]: held by its write half until
+/// the half is shut down (every byte acknowledged) or dropped.
+pub struct Sending(Arc<Outbox>);
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Drop for UtpNet {
@@ -440,7 +463,29 @@ impl UtpNet {
             port: bound,
             cancel,
             unreachable,
+            outbox: Arc::default(),
         })
+    }
+
+    /// Counts a new connection as sending until its [`Sending`] drops.
+    pub fn sending(&self) -> Sending {
+        self.outbox.open.fetch_add(1, Ordering::SeqCst);
+        Sending(self.outbox.clone())
+    }
+
+    /// Waits until no connection has bytes left to send, or `within`
+    /// passed: whether they all went.
+    pub async fn flushed(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let idle = self.outbox.idle.notified();
+            if self.outbox.open.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return false;
+            }
+        }
     }
 
     pub fn socket(&self) -> &Arc<Inner> {

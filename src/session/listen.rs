@@ -188,7 +188,8 @@ pub(super) async fn utp_accept_loop(utp: Arc<UtpNet>, ctx: AcceptCtx) {
             Ok(stream) => {
                 let a = stream.remote_addr();
                 let addr = SocketAddr::new(a.ip().to_canonical(), a.port());
-                tokio::spawn(hand_on(Socket::Utp(stream), addr, ctx.clone()));
+                let socket = Socket::Utp(stream, utp.sending());
+                tokio::spawn(hand_on(socket, addr, ctx.clone()));
             }
             Err(e) => {
                 tracing::warn!("uTP accept: {e}");
