@@ -996,9 +996,12 @@ async fn run_in_session(
         lazy_lock: false,
     };
     let summary = crate::face::single::run(&session, m, opts, display, &stop).await;
-    if stop.which().is_none() {
+    if (seed || a.options.keep_seeding) && stop.which().is_none() {
         // A seed goal met with pieces still queued for a peer: they go
-        // out first (a signal cuts the wait short).
+        // out first (a signal cuts the wait short). A download that ends
+        // when complete does not wait: its peers, left with requests it
+        // will not answer, learn it at once from its closed port and ask
+        // others (docs/swarm.md: waiting here stalled a swarm 15 s).
         let mut flag = stop.flag();
         tokio::select! {
             _ = session.flush_uploads(FLUSH_WITHIN) => {}
