@@ -50,8 +50,11 @@ pub async fn lsd_loop(
     }
 }
 
-/// Announces the torrent on the DHT and asks it for peers: at once, then
-/// every 30 s while there are few peers and every 15 minutes after.
+/// Announces the torrent on the DHT and asks it for peers: after `first`
+/// (a seed's spread, as for its trackers), then every 30 s while there
+/// are few peers and every 15 minutes after. The lookups of all torrents
+/// wait in the DHT's one queue ([`crate::discovery::dht::Dht`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn dht_loop(
     dht: crate::discovery::dht::Dht,
     info_hash: [u8; 20],
@@ -60,11 +63,18 @@ pub async fn dht_loop(
     events: mpsc::Sender<Event>,
     progress: watch::Receiver<Progress>,
     max_peers: usize,
+    first: Duration,
 ) {
+    tokio::time::sleep(first).await;
     let mut announced: Option<std::time::Instant> = None;
     loop {
         // The router's external port once mapped, as for trackers.
         let port = reach.announce_port(port);
+        let seeding = {
+            let p = progress.borrow();
+            p.piece_count > 0 && p.pieces_have == p.piece_count
+        };
+        let turn = dht.turn(seeding).await;
         if announced.is_none_or(|t| t.elapsed() >= Duration::from_secs(15 * 60)) {
             match dht.announce(info_hash, port).await {
                 Ok(()) => announced = Some(std::time::Instant::now()),
@@ -72,6 +82,7 @@ pub async fn dht_loop(
             }
         }
         let peers = dht.get_peers(info_hash).await;
+        drop(turn);
         tracing::debug!("DHT: {} peers", peers.len());
         if !peers.is_empty()
             && events

@@ -17,7 +17,8 @@
 //!   shows the restored torrents and live updates again.
 //!
 //! The table's sorting, filters, selection, limits, add dialog, copy
-//! magnet and re-check are in browser/features.rs; the WebDriver helpers
+//! magnet and re-check are in browser/features.rs; a list of hundreds in
+//! browser/many.rs; the WebDriver helpers
 //! all tests share in browser/driver.rs.
 //!
 //! Screenshots go to target/tmp/browser/; on failure the scratch folder
@@ -35,6 +36,8 @@ mod interop;
 mod driver;
 #[path = "browser/features.rs"]
 mod features;
+#[path = "browser/many.rs"]
+mod many;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

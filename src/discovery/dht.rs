@@ -11,18 +11,24 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_core::Stream;
 use mainline::async_dht::AsyncDht;
 use mainline::Id;
 use thiserror::Error;
+use tokio::sync::Semaphore;
 
 /// Most peers taken from one lookup: more than a download connects to.
 const MAX_PEERS: usize = 400;
 /// A lookup that has not finished by then is cut short with what it found.
 const LOOKUP_TIME: Duration = Duration::from_secs(30);
 const STATE_FILE: &str = "dht-nodes";
+/// Seeds' lookup rounds (announce_peer, get_peers) in flight at once: a
+/// thousand seeds wait their turn in one queue (first come, first served)
+/// instead of sending a thousand lookups' queries together.
+const SEED_LOOKUPS_AT_ONCE: usize = 8;
 
 #[derive(Debug, Error)]
 pub enum DhtError {
@@ -46,6 +52,7 @@ pub struct Config {
 pub struct Dht {
     node: AsyncDht,
     state_file: Option<PathBuf>,
+    queue: Arc<Semaphore>,
 }
 
 impl Dht {
@@ -89,7 +96,22 @@ impl Dht {
             .build()
             .map_err(|err| DhtError::Bind { port, err })?
             .as_async();
-        Ok(Dht { node, state_file })
+        Ok(Dht {
+            node,
+            state_file,
+            queue: Arc::new(Semaphore::new(SEED_LOOKUPS_AT_ONCE)),
+        })
+    }
+
+    /// Waits for a seed's turn in the process's lookup queue; held while
+    /// its lookups run. A download does not queue: it needs peers now,
+    /// and a service runs few of them beside its seeds.
+    pub async fn turn(&self, seeding: bool) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        match seeding {
+            // Never closed, so the permit always comes.
+            true => self.queue.acquire().await.ok(),
+            false => None,
+        }
     }
 
     /// The UDP port the node listens on.
@@ -219,6 +241,32 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert!(found.iter().any(|p| p.port() == 45678), "{found:?}");
+    }
+
+    /// Seeds take turns, SEED_LOOKUPS_AT_ONCE at a time, in order of
+    /// arrival; a download never waits for them.
+    #[tokio::test]
+    async fn seeds_queue_for_lookups_downloads_do_not() {
+        let dht = Dht::start(Config {
+            port: None,
+            bootstrap: Some(Vec::new()),
+            state_dir: None,
+        })
+        .unwrap();
+        let mut held = Vec::new();
+        for _ in 0..SEED_LOOKUPS_AT_ONCE {
+            held.push(dht.turn(true).await);
+        }
+        assert!(held.iter().all(Option::is_some));
+        let wait = Duration::from_millis(50);
+        assert!(tokio::time::timeout(wait, dht.turn(true)).await.is_err());
+        assert!(tokio::time::timeout(wait, dht.turn(false)).await.is_ok());
+        let next = tokio::spawn({
+            let dht = dht.clone();
+            async move { dht.turn(true).await.is_some() }
+        });
+        held.pop();
+        assert!(next.await.unwrap());
     }
 
     #[test]

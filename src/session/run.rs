@@ -248,7 +248,15 @@ impl Session {
         }
         let tracker =
             self.start_trackers(&meta, &shared, &events_tx, complete_rx, &have, &progress_rx);
-        let loops = self.start_discovery(&meta, &events_tx, &progress_rx, opts.torrent.max_peers);
+        // A seed's first DHT lookup is spread like its first announce.
+        let first = first_announce_delay(have.is_full(), self.torrents(), rand::random());
+        let loops = self.start_discovery(
+            &meta,
+            &events_tx,
+            &progress_rx,
+            opts.torrent.max_peers,
+            first,
+        );
         Ok(Live {
             task,
             events,
@@ -338,6 +346,7 @@ impl Session {
         events: &mpsc::Sender<crate::torrent::Event>,
         progress: &watch::Receiver<Progress>,
         max_peers: usize,
+        first: std::time::Duration,
     ) -> Vec<JoinHandle<()>> {
         if meta.private {
             return Vec::new();
@@ -356,6 +365,7 @@ impl Session {
                 events,
                 progress,
                 max_peers,
+                first,
             )));
         }
         if let Some(lsd) = &self.inner.lsd {

@@ -366,24 +366,28 @@
     return T.stateMatches(stateFilter, t) && T.categoryMatches(categoryFilter, t);
   }
 
+  // Rows exist only for what is on screen and a margin either side: with
+  // a thousand torrents a list update touches a few dozen rows, not a
+  // thousand, and scrolling draws the next ones. Two spacer rows stand in
+  // for the rest at the measured height of a row, so the scrollbar is true.
+  const OVERSCAN = 15;
+  let order = []; // the rows the filters let through, sorted: info_hashes
+  let rowHeight = 40; // px, the mean of the rows drawn last
+  let drawn = [0, 0]; // the span of `order` in the DOM
+  function spacer() {
+    return el("tr", { class: "spacer", "aria-hidden": "true", hidden: "" }, el("td", { colspan: "12" }));
+  }
+  const padTop = spacer();
+  const padBottom = spacer();
+  rowsEl.append(padTop, padBottom);
+
   function renderList(list) {
     torrents = new Map(list.map((t) => [t.info_hash, t]));
-    const sorted = list.slice().sort(T.comparator(sortKey, sortAsc));
-    let prev = null;
-    let shown = 0;
-    for (const t of sorted) {
-      const r = rowOf.get(t.info_hash) || makeRow(t.info_hash);
-      const show = visible(t);
+    order = [];
+    for (const t of list.slice().sort(T.comparator(sortKey, sortAsc))) {
+      if (visible(t)) order.push(t.info_hash);
       // A row the filter hides leaves the selection.
-      if (!show && checked.delete(t.info_hash) && anchor === t.info_hash) anchor = null;
-      r.tr.hidden = !show;
-      if (show) shown++;
-      updateRow(r, t);
-      // Keep rows in order without moving the ones already in place (a
-      // moved row would lose keyboard focus).
-      const want = prev ? prev.nextSibling : rowsEl.firstChild;
-      if (want !== r.tr) rowsEl.insertBefore(r.tr, want);
-      prev = r.tr;
+      else if (checked.delete(t.info_hash) && anchor === t.info_hash) anchor = null;
     }
     for (const [h, r] of rowOf) {
       if (!torrents.has(h)) {
@@ -392,6 +396,8 @@
         checked.delete(h);
       }
     }
+    drawWindow(true);
+    const shown = order.length;
     $("empty").hidden = list.length > 0;
     $("no-match").hidden = !(list.length > 0 && shown === 0);
     $("torrents").classList.toggle("is-empty", shown === 0);
@@ -413,6 +419,49 @@
       else closeDetail();
     }
   }
+
+  // Puts the rows of `order` that are on screen (and OVERSCAN either side)
+  // in the table, in order, updated; the others leave the DOM. `fresh`:
+  // the data changed, so rows already in place are updated too.
+  function drawWindow(fresh) {
+    const above = -rowsEl.getBoundingClientRect().top;
+    const first = Math.max(0, Math.min(order.length, Math.floor(above / rowHeight) - OVERSCAN));
+    const last = Math.min(order.length, first + Math.ceil(window.innerHeight / rowHeight) + 2 * OVERSCAN);
+    if (!fresh && first === drawn[0] && last === drawn[1]) return;
+    drawn = [first, last];
+    const keep = new Set(order.slice(first, last));
+    for (const [h, r] of rowOf) if (!keep.has(h) && r.tr.parentNode) r.tr.remove();
+    // Rows already in place are not moved (a moved row loses focus).
+    let prev = padTop;
+    for (let i = first; i < last; i++) {
+      const r = rowOf.get(order[i]) || makeRow(order[i]);
+      const t = torrents.get(order[i]);
+      if (fresh || !r.tr.parentNode) updateRow(r, t);
+      if (prev.nextSibling !== r.tr) rowsEl.insertBefore(r.tr, prev.nextSibling);
+      prev = r.tr;
+    }
+    if (last > first) {
+      let sum = 0;
+      for (let i = first; i < last; i++) sum += rowOf.get(order[i]).tr.offsetHeight;
+      rowHeight = Math.max(16, sum / (last - first));
+    }
+    padTop.hidden = first === 0;
+    padTop.style.height = first * rowHeight + "px";
+    padBottom.hidden = last === order.length;
+    padBottom.style.height = (order.length - last) * rowHeight + "px";
+  }
+
+  let windowQueued = false;
+  function queueWindow() {
+    if (windowQueued) return;
+    windowQueued = true;
+    requestAnimationFrame(() => {
+      windowQueued = false;
+      drawWindow(false);
+    });
+  }
+  window.addEventListener("scroll", queueWindow, { passive: true });
+  window.addEventListener("resize", queueWindow);
 
   // ---- sorting, filters, the selection ----------------------------------------
 
@@ -487,9 +536,7 @@
 
   // The rows shown, top to bottom.
   function shownHashes() {
-    return Array.from(rowsEl.children)
-      .filter((tr) => !tr.hidden)
-      .map((tr) => tr.dataset.hash);
+    return order;
   }
 
   // Ticks or unticks a row; with shift, every row between it and the one
@@ -1235,10 +1282,13 @@
     lastMessage = Date.now();
     if (!Array.isArray(list)) return;
     renderList(list);
-    if (toFlash && rowOf.has(toFlash)) {
+    // Flashed if it is on screen; a row far down is not scrolled to.
+    if (toFlash && torrents.has(toFlash)) {
       const r = rowOf.get(toFlash);
-      r.tr.classList.add("added");
-      setTimeout(() => r.tr.classList.remove("added"), 1500);
+      if (r && r.tr.parentNode) {
+        r.tr.classList.add("added");
+        setTimeout(() => r.tr.classList.remove("added"), 1500);
+      }
       toFlash = null;
     }
   }

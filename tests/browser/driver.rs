@@ -266,7 +266,7 @@ impl Browser {
     /// What the table shows, row by row, as the user would read it.
     pub fn rows(&self) -> Vec<Row> {
         let v = self.js(
-            "return Array.from(document.querySelectorAll('#rows tr')).map(tr => ({
+            "return Array.from(document.querySelectorAll('#rows tr[data-hash]')).map(tr => ({
                hash: tr.dataset.hash,
                name: tr.querySelector('.c-name .name-button').innerText,
                progress: tr.querySelector('.c-progress .pct').innerText,

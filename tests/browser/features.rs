@@ -57,9 +57,11 @@ fn get(api: u16, path: &str) -> Value {
 
 /// The names of the rows shown, top to bottom.
 fn shown(b: &Browser) -> Vec<String> {
-    let v = b.js("return Array.from(document.querySelectorAll('#rows tr'))
+    let v = b.js(
+        "return Array.from(document.querySelectorAll('#rows tr[data-hash]'))
                     .filter(tr => !tr.hidden)
-                    .map(tr => tr.querySelector('.name-button').innerText)");
+                    .map(tr => tr.querySelector('.name-button').innerText)",
+    );
     v.as_array()
         .unwrap()
         .iter()
