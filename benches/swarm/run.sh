@@ -43,7 +43,8 @@
 #
 # RATE is tc's syntax (8mbit, 500kbit); BYTES takes k/M/G (powers of 1024).
 # LEECH_LOG (environment) replaces shoal leechers' SHOAL_LOG filter, e.g.
-# LEECH_LOG=warn,shoal=debug,shoal::picker=trace to see each connection.
+# LEECH_LOG=warn,shoal=debug,shoal::picker=trace to see each connection;
+# SEED_LOG sets a shoal seeder's.
 # Needs root, iproute2 (ip netns, tc), opentracker, python3, /usr/bin/time,
 # and aria2c / transmission-daemon for those clients. Everything it creates
 # (namespaces named shsw<pid>-*, processes, files) is removed at exit, on
@@ -280,7 +281,7 @@ case "$CLIENT" in
     [ "$SUPER_SEED" = 1 ] && extra+=(--super-seed)
     read -r -a d < <(dht seed; echo)
     extra+=("${d[@]}")
-    env ${SEED_SLOTS:+SHOAL_TEST_UPLOAD_SLOTS=$SEED_SLOTS} ip netns exec "$seed_ns" \
+    env ${SEED_SLOTS:+SHOAL_TEST_UPLOAD_SLOTS=$SEED_SLOTS} ${SEED_LOG:+SHOAL_LOG=$SEED_LOG} ip netns exec "$seed_ns" \
       "$bin" seed "$work/t.torrent" --from "$work/src" --port 6881 "${common[@]}" "${extra[@]}" \
       >"$work/seed.json" 2>"$work/seed.err" &
     pids+=($!)

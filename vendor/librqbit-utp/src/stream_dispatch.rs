@@ -1274,7 +1274,15 @@ impl<T: Transport, Env: UtpEnvironment> VirtualSocket<T, Env> {
                             debug_every_ms!(500, header=%hdr.short_repr(), offset, ?self.last_consumed_remote_seq_nr, "out of order");
                         }
 
-                        self.restart_remote_inactivity_timer();
+                        // shoal patch: data from the remote shows it is alive,
+                        // so a running timer starts over; but it arms none: an
+                        // idle connection (nothing of ours unacknowledged) must
+                        // not die of the silence after the remote's last
+                        // message (a BitTorrent peer may say nothing for two
+                        // minutes).
+                        if matches!(self.timers.remote_inactivity_timer, Timer::Armed { .. }) {
+                            self.restart_remote_inactivity_timer();
+                        }
                         self.last_consumed_remote_seq_nr += sequence_numbers as u16;
                         self.consumed_but_unacked_bytes =
                             self.consumed_but_unacked_bytes.saturating_add(bytes);

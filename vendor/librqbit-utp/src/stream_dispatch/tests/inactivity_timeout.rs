@@ -248,3 +248,57 @@ async fn test_inactivity_timeout_our_fin_unacked() {
         other => panic!("Expected inactivity error, got: {other:?}"),
     }
 }
+
+/// shoal patch: data received on an idle connection (nothing of ours
+/// unacknowledged) does not arm the inactivity timer, so the silence after
+/// the remote's last message does not end a healthy connection.
+#[tokio::test]
+async fn test_inactivity_timeout_not_armed_by_received_data() {
+    setup_test_logging();
+
+    let opts = SocketOpts {
+        remote_inactivity_timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let mut t = make_test_vsock(opts, false);
+    t.poll_once_assert_pending().await;
+    t.assert_sent_empty();
+
+    t.send_msg(
+        UtpHeader {
+            htype: ST_DATA,
+            seq_nr: 1.into(),
+            ack_nr: t.vsock.seq_nr,
+            wnd_size: 1024,
+            ..Default::default()
+        },
+        "hello",
+    );
+    t.poll_once_assert_pending().await;
+    assert_eq!(&t.read_all_available().await.unwrap(), b"hello");
+
+    // Long past the timeout, the remote silent: still alive (the delayed
+    // ACK goes out on the way).
+    for _ in 0..4 {
+        t.env.increment_now(Duration::from_secs(5));
+        t.poll_once_assert_pending().await;
+    }
+    let sent = t.take_sent();
+    assert_eq!(sent, vec![cmphead! {ST_STATE, ack_nr=1}]);
+
+    // Once we send and the remote stays silent, the timeout applies.
+    t.stream
+        .as_mut()
+        .unwrap()
+        .write_all(b"world")
+        .await
+        .unwrap();
+    t.poll_once_assert_pending().await;
+    let sent = t.take_sent();
+    assert_eq!(sent, vec![cmphead!(ST_DATA, seq_nr = 101, ack_nr = 1, payload = "world")]);
+    t.env.increment_now(Duration::from_secs(6));
+    match t.poll_once().await {
+        Poll::Ready(Err(e)) => assert!(e.to_string().contains("inactive"), "{e}"),
+        other => panic!("expected the inactivity error, got {other:?}"),
+    }
+}
