@@ -295,7 +295,15 @@ async fn test_inactivity_timeout_not_armed_by_received_data() {
         .unwrap();
     t.poll_once_assert_pending().await;
     let sent = t.take_sent();
-    assert_eq!(sent, vec![cmphead!(ST_DATA, seq_nr = 101, ack_nr = 1, payload = "world")]);
+    assert_eq!(
+        sent,
+        vec![cmphead!(
+            ST_DATA,
+            seq_nr = 101,
+            ack_nr = 1,
+            payload = "world"
+        )]
+    );
     t.env.increment_now(Duration::from_secs(6));
     match t.poll_once().await {
         Poll::Ready(Err(e)) => assert!(e.to_string().contains("inactive"), "{e}"),
