@@ -769,6 +769,9 @@ async fn run<E: Report>(
                 }
                 while let Some(msg) = wire::decode(&mut rbuf, max_len)? {
                     if let Some(ev) = c.on_message(msg)? {
+                        if let PeerEvent::Block { data, .. } = &ev {
+                            shared.backlog.take(data.len()).await;
+                        }
                         send(ev).await.map_err(|_| PeerError::Closed("torrent stopped".into()))?;
                     }
                 }

@@ -52,6 +52,57 @@ pub struct Shared {
     pub have_bytes: AtomicU64,
     /// How others reach us (the session's port mapping), for announces.
     pub reach: Arc<crate::reach::Reach>,
+    /// Received blocks on their way to the torrent's task.
+    pub backlog: Backlog,
+}
+
+/// A bound on the bytes of received blocks that peer tasks have handed
+/// to the torrent's task and it has not yet copied into its pieces. Each
+/// block keeps the read buffer it was cut from alive, so without it a
+/// task that falls behind holds megabytes of them; with it a peer task
+/// waits, stops reading its socket, and the kernel's buffer and TCP's
+/// window hold the rest.
+pub struct Backlog(tokio::sync::Semaphore);
+
+impl Backlog {
+    /// A few milliseconds of a fast download: the torrent's task copies a
+    /// block in microseconds.
+    pub const BYTES: usize = 1 << 20;
+
+    /// Waits until `len` more bytes fit.
+    pub async fn take(&self, len: usize) {
+        // Never closed, so acquiring only waits.
+        if let Ok(permit) = self.0.acquire_many(Self::cost(len)).await {
+            permit.forget();
+        }
+    }
+
+    /// The torrent's task is done with a block of `len` bytes.
+    pub fn give(&self, len: usize) {
+        self.0.add_permits(Self::cost(len) as usize);
+    }
+
+    /// Bytes in flight now.
+    pub fn held(&self) -> usize {
+        Self::BYTES - self.0.available_permits()
+    }
+
+    /// A block bigger than the whole bound takes all of it.
+    fn cost(len: usize) -> u32 {
+        len.min(Self::BYTES) as u32
+    }
+}
+
+impl Default for Backlog {
+    fn default() -> Backlog {
+        Backlog(tokio::sync::Semaphore::new(Self::BYTES))
+    }
+}
+
+impl std::fmt::Debug for Backlog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Backlog({} bytes)", self.held())
+    }
 }
 
 impl Shared {
@@ -117,6 +168,7 @@ impl Shared {
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
             reach: Default::default(),
+            backlog: Default::default(),
         }
     }
 }

@@ -304,6 +304,7 @@ impl Session {
             downloaded: AtomicU64::new(0),
             have_bytes: AtomicU64::new(0),
             reach: self.inner.reach.clone(),
+            backlog: Default::default(),
         }
     }
 

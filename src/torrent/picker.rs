@@ -179,6 +179,9 @@ pub struct Picker {
     sequential: bool,
     /// No free piece below this index (sequential picking starts here).
     seq_cursor: u32,
+    /// Most pieces in `partial` before no new one is started: each is a
+    /// piece buffer in memory while it is assembled and checked.
+    open_limit: usize,
 }
 
 impl std::fmt::Debug for Picker {
@@ -258,6 +261,7 @@ impl Picker {
             deadlines: Vec::new(),
             sequential: false,
             seq_cursor: 0,
+            open_limit: usize::MAX,
         }
     }
 
@@ -482,6 +486,18 @@ impl Picker {
         self.sequential = on;
     }
 
+    /// Starts no new piece while `n` are in progress (deadline pieces
+    /// excepted: a reader waits for them). Started pieces are always
+    /// continued, so the limit never stalls a download.
+    pub fn set_open_limit(&mut self, n: usize) {
+        self.open_limit = n.max(1);
+    }
+
+    /// New pieces that may be started now.
+    fn room(&self) -> usize {
+        self.open_limit.saturating_sub(self.partial.len())
+    }
+
     pub fn pick(&mut self, peer: PeerKey, has: PeerHas<'_>, max: usize, out: &mut Vec<BlockRef>) {
         // 0. Pieces with a deadline, most urgent first: their free blocks,
         //    started or not.
@@ -506,8 +522,8 @@ impl Picker {
         let per_piece = self.blocks_in_piece(0).max(1) as usize;
         let mut chosen = Vec::new();
         if let Some(high) = self.high.take() {
-            if added < max {
-                let want = (max - added).div_ceil(per_piece);
+            if added < max && self.room() > 0 {
+                let want = (max - added).div_ceil(per_piece).min(self.room());
                 self.choose_sparse(&high, |p| has.get(p), false, want, &mut chosen);
                 for &p in &chosen {
                     if added >= max {
@@ -519,9 +535,10 @@ impl Picker {
             }
             self.high = Some(high);
         }
-        while added < max {
+        while added < max && self.room() > 0 {
             chosen.clear();
-            self.choose_new(has, (max - added).div_ceil(per_piece), &mut chosen);
+            let want = (max - added).div_ceil(per_piece).min(self.room());
+            self.choose_new(has, want, &mut chosen);
             if chosen.is_empty() {
                 break;
             }
@@ -1674,6 +1691,35 @@ mod tests {
         let other = bits(10, &[(a[0].index as usize + 5) % 10]);
         let c = pick(&mut p, 3, PeerHas::Some(&other), 1);
         assert_eq!(c[0].index as usize, (a[0].index as usize + 5) % 10);
+    }
+
+    /// No more pieces in progress than the limit: a peer asking for more
+    /// gets only the blocks of the pieces started; blocks given back are
+    /// asked again (the limit never stalls a started piece); a verified
+    /// piece makes room for the next.
+    #[test]
+    fn open_limit_bounds_pieces_in_progress() {
+        let mut p = picker(10, 4 * KIB16, 40 * u64::from(KIB16), 3);
+        p.add_seed();
+        p.set_open_limit(2);
+        let a = pick(&mut p, 1, PeerHas::All, 100);
+        let pieces: HashSet<u32> = a.iter().map(|b| b.index).collect();
+        assert_eq!((a.len(), pieces.len()), (8, 2), "{a:?}");
+        assert!(pick(&mut p, 2, PeerHas::All, 100).is_empty());
+        // Peer 1 leaves: its blocks are free again, for anyone.
+        assert_eq!(p.peer_gone(1).len(), 8);
+        let b = pick(&mut p, 2, PeerHas::All, 100);
+        assert_eq!(b.len(), 8);
+        assert!(b.iter().all(|x| pieces.contains(&x.index)));
+        // One piece arrives and checks good: one new piece may start.
+        let done = b[0].index;
+        for x in b.iter().filter(|x| x.index == done) {
+            p.on_block(2, *x);
+        }
+        p.piece_passed(done);
+        let c = pick(&mut p, 3, PeerHas::All, 100);
+        assert_eq!(c.len(), 4);
+        assert!(c.iter().all(|x| !pieces.contains(&x.index)), "{c:?}");
     }
 
     #[test]

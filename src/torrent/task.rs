@@ -321,7 +321,15 @@ impl Task {
                 Input::Incoming { addr, peer_id }
             }
         };
+        let block = match &input {
+            Input::Peer(_, PeerEvent::Block { data, .. }) => data.len(),
+            _ => 0,
+        };
         self.core.handle(Instant::now(), input);
+        if block > 0 {
+            // Copied into its piece (or dropped): room for the next.
+            self.shared.backlog.give(block);
+        }
     }
 
     /// Tells the core our address as the router shows it, when it changed

@@ -18,12 +18,19 @@ use crate::torrent::picker::{BlockOutcome, BLOCK_LEN};
 use super::sources::{Kind, MAX_QUEUE};
 use super::{Action, Core};
 
-/// Bytes of complete pieces allowed to wait for their hash check and write.
-const MAX_VERIFY_BYTES: usize = 8 << 20;
-/// Piece buffers kept for reuse after their piece is written. Enough to
-/// cover a burst of hash results: a buffer freed and allocated again costs
-/// a zero-fill (the memset was 2-3 % of a download with 2 kept).
-const SPARE_BUFFERS: usize = 8;
+/// The memory of a download is its piece buffers: one for each piece in
+/// progress (requested, arriving, or waiting for its check and write).
+/// Pieces in progress are bounded ([`Core::open_limit`]): this many bytes
+/// of them (at least [`MIN_OPEN`] pieces), and one more for each source,
+/// which may be on a piece of its own. Started pieces are always
+/// continued, so the bound slows nothing but the start of new pieces.
+const PIECE_MEMORY: u64 = 4 << 20;
+const MIN_OPEN: u64 = 2;
+/// Bytes of complete pieces allowed to wait for their hash check and write
+/// (at least [`MIN_VERIFYING`] pieces): past it no more is asked for, so
+/// what is in flight goes to the hash jobs.
+const MAX_VERIFY_BYTES: usize = 4 << 20;
+const MIN_VERIFYING: usize = 2;
 /// Pieces hashed by one job, at most (at least one piece).
 const HASH_BATCH_BYTES: usize = 1 << 20;
 
@@ -138,15 +145,19 @@ impl Assembly {
 
     /// Hashing is behind the network: no more requests until it catches up.
     pub(super) fn backlogged(&self, piece_length: u64) -> bool {
-        self.verifying * piece_length as usize > MAX_VERIFY_BYTES && self.verifying >= 4
+        self.verifying * piece_length as usize > MAX_VERIFY_BYTES && self.verifying >= MIN_VERIFYING
     }
 
     pub(super) fn clear_partial(&mut self) {
         self.partial.clear();
     }
 
-    pub(super) fn recycle(&mut self, data: PieceData) {
-        if self.spare.len() < SPARE_BUFFERS {
+    /// Keeps a written piece's buffer while fewer than `limit` are in use
+    /// or kept: a buffer freed and allocated again costs a zero-fill (the
+    /// memset was 2-3 % of a download with 2 kept) and leaves holes in the
+    /// heap that its next, larger neighbour cannot use.
+    pub(super) fn recycle(&mut self, data: PieceData, limit: usize) {
+        if self.spare.len() + self.partial.len() + self.verifying < limit.max(1) {
             self.spare.push(data);
         }
     }
@@ -188,6 +199,13 @@ impl Assembly {
 }
 
 impl Core {
+    /// Most pieces in progress at once (see [`PIECE_MEMORY`]).
+    pub(super) fn open_limit(&self) -> usize {
+        let pl = self.meta.piece_length.max(1);
+        let own = (PIECE_MEMORY / pl).max(MIN_OPEN) as usize;
+        own + self.sources.open_pieces(pl)
+    }
+
     /// A block from the source `key` (peer or web seed).
     pub(super) fn on_block(&mut self, key: PeerKey, block: BlockRef, data: Bytes) {
         if let Some(s) = self.sources.get_mut(key) {
@@ -284,14 +302,14 @@ impl Core {
         let data = std::mem::take(&mut v.data);
         let senders = std::mem::take(&mut v.senders);
         if let Err(e) = v.write {
-            self.assembly.recycle(data);
+            self.assembly.recycle(data, self.open_limit());
             return Err(e);
         }
         if !v.ok {
             self.piece_failed(v, PieceBuf { data, senders });
             return Ok(());
         }
-        self.assembly.recycle(data);
+        self.assembly.recycle(data, self.open_limit());
         self.piece_had(v.piece);
         self.recount_have();
         self.judge_suspects(v.piece, &v.block_hashes);
@@ -317,7 +335,7 @@ impl Core {
                 Err(back) => (buf, block_hashes) = back,
             }
         }
-        self.assembly.recycle(buf.data);
+        self.assembly.recycle(buf.data, self.open_limit());
         tracing::warn!("piece {} failed its hash check; fetching it again", v.piece);
         self.picker.piece_failed(v.piece);
         self.blame_failed(v.piece, &buf.senders, &block_hashes);

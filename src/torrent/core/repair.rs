@@ -225,7 +225,7 @@ impl Core {
         tracing::warn!("piece {piece}: {why}; fetching it again whole");
         self.picker.release_held(piece..piece + 1);
         self.blame_failed(piece, &c.buf.senders, &c.block_hashes);
-        self.assembly.recycle(c.buf.data);
+        self.assembly.recycle(c.buf.data, self.open_limit());
         self.fill_all();
     }
 
@@ -320,7 +320,7 @@ impl Core {
             self.assembly.resume(piece, c.buf);
         } else {
             self.picker.release_held(piece..piece + 1);
-            self.assembly.recycle(c.buf.data);
+            self.assembly.recycle(c.buf.data, self.open_limit());
         }
         self.fill_all();
     }

@@ -277,6 +277,8 @@ impl Web {
 #[derive(Default)]
 pub(super) struct Sources {
     map: BTreeMap<PeerKey, Source>,
+    /// How many of them are web seeds.
+    webs: usize,
 }
 
 impl Sources {
@@ -297,11 +299,25 @@ impl Sources {
     }
 
     pub(super) fn insert(&mut self, key: PeerKey, s: Source) {
-        self.map.insert(key, s);
+        let web = s.as_web().is_some();
+        if let Some(old) = self.map.insert(key, s) {
+            self.webs -= usize::from(old.as_web().is_some());
+        }
+        self.webs += usize::from(web);
     }
 
     pub(super) fn remove(&mut self, key: PeerKey) -> Option<Source> {
-        self.map.remove(&key)
+        let s = self.map.remove(&key)?;
+        self.webs -= usize::from(s.as_web().is_some());
+        Some(s)
+    }
+
+    /// Pieces the sources may have in progress beyond the torrent's own
+    /// allowance: one each for peers (each may be on a piece of its own,
+    /// rarest first), a web seed's whole minimum queue.
+    pub(super) fn open_pieces(&self, piece_length: u64) -> usize {
+        let web = (WEB_MIN_QUEUE as u64 * BLOCK_LEN as u64).div_ceil(piece_length.max(1));
+        self.map.len() + self.webs * web as usize
     }
 
     /// Takes the peer `key` out of the table (a web seed stays).
@@ -365,6 +381,7 @@ impl Core {
         if self.picker.is_complete() || self.assembly.backlogged(self.meta.piece_length) {
             return;
         }
+        let open_limit = self.open_limit();
         let Some(s) = self.sources.get_mut(key) else {
             return;
         };
@@ -374,6 +391,7 @@ impl Core {
             return;
         }
         let mut out = Vec::new();
+        self.picker.set_open_limit(open_limit);
         self.picker.pick(key, s.has(), depth - out_now, &mut out);
         if out.is_empty() {
             return;
