@@ -31,8 +31,10 @@
 # after a kill -9 of the script a sidecar (and parent-death signals) do it.
 # Results of a 1 GiB run vary with machine load: rerun on a quiet machine.
 set -Eeuo pipefail
-# Benchmarks stay on loopback: no SSDP or NAT-PMP toward the real router.
-export SHOAL_NO_PORT_MAPPING=1
+# Benchmarks stay on loopback: no SSDP or NAT-PMP toward the real router,
+# no DHT bootstrap toward the public routers, no LSD multicast. Peers come
+# from the local tracker.
+export SHOAL_NO_PORT_MAPPING=1 SHOAL_NO_DHT=1 SHOAL_NO_LSD=1
 
 SIZE_MIB=1024
 ROUNDS=3

@@ -585,10 +585,23 @@ impl Service {
         self.inner.saver.request()
     }
 
-    /// Saves the list of torrents and waits until it is on disk.
+    /// Saves the list of torrents and waits until it is on disk. A failed
+    /// save (the state folder's disk full) is logged and tried again at the
+    /// next change and every 30 s; the change stands in memory meanwhile.
     pub async fn save_now(&self) {
+        let _ = self.try_save().await;
+    }
+
+    /// Saves the list of torrents; the error if it is not on disk.
+    async fn try_save(&self) -> Result<(), String> {
         let n = self.save();
-        self.inner.saver.wait(n).await;
+        self.inner.saver.wait(n).await
+    }
+
+    /// Why the list of torrents could not be saved the last time it was,
+    /// if it could not.
+    pub fn save_error(&self) -> Option<String> {
+        self.inner.saver.error()
     }
 
     /// Adds a torrent; returns its info-hash in hex. Everything the request
@@ -716,8 +729,18 @@ impl Service {
                 Err(e) => tracing::warn!("category {}: {e}", crate::out::escape(c)),
             }
         }
+        // An add the state file does not hold would be gone at the next
+        // start: refused instead, and undone before anything runs.
+        if let Err(e) = self.try_save().await {
+            self.entries().retain(|e| e.hash != hash);
+            if raw.is_some() {
+                let _ = std::fs::remove_file(self.torrent_path(&hex_hash));
+            }
+            return Err(ServiceError::Failed(format!(
+                "{e}; the torrent was not added"
+            )));
+        }
         self.start_entry(hash);
-        self.save_now().await;
         let _ = self
             .inner
             .events

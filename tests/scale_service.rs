@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::service::*;
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const TORRENTS: usize = 100;
 /// The one downloaded from a seeder.
@@ -48,6 +48,16 @@ fn files_of(i: usize) -> Vec<(String, usize)> {
 
 /// `shoal serve` with RLIMIT_NOFILE set to `NOFILE` (soft and hard).
 fn serve_limited(d: &Path, state: &Path, dl: &Path, name: &str) -> Service {
+    serve_in(d, state, dl, name, None)
+}
+
+/// `serve_limited`, with the state folder on a tmpfs of `tmpfs_kib` KiB
+/// if asked: mounted in a mount namespace of the service's own, so it
+/// goes when the service does; the test reaches it through
+/// /proc/PID/root.
+fn serve_in(d: &Path, state: &Path, dl: &Path, name: &str, tmpfs_kib: Option<u64>) -> Service {
+    let target = std::ffi::CString::new(state.as_os_str().as_encoded_bytes()).unwrap();
+    let opts = std::ffi::CString::new(format!("size={}k", tmpfs_kib.unwrap_or(0))).unwrap();
     let port = free_port();
     let log = |ext: &str| std::fs::File::create(d.join(format!("{name}.{ext}"))).unwrap();
     let mut cmd = Command::new(shoal_bin());
@@ -64,9 +74,33 @@ fn serve_limited(d: &Path, state: &Path, dl: &Path, name: &str) -> Service {
         .stdin(Stdio::null())
         .stdout(log("out"))
         .stderr(log("err"));
-    // SAFETY: setrlimit only, between fork and exec.
+    // SAFETY: setrlimit, unshare and mount only, between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            if tmpfs_kib.is_some() {
+                let c = |r: libc::c_int| match r {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                };
+                c(libc::unshare(libc::CLONE_NEWNS))?;
+                let root = c"/";
+                let (none, tmpfs) = (std::ptr::null(), c"tmpfs");
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                c(libc::mount(
+                    none,
+                    root.as_ptr(),
+                    none,
+                    private,
+                    std::ptr::null(),
+                ))?;
+                c(libc::mount(
+                    tmpfs.as_ptr(),
+                    target.as_ptr(),
+                    tmpfs.as_ptr(),
+                    0,
+                    opts.as_ptr().cast(),
+                ))?;
+            }
             let lim = libc::rlimit {
                 rlim_cur: NOFILE,
                 rlim_max: NOFILE,
@@ -265,4 +299,95 @@ fn a_hundred_torrents_seed_under_a_low_descriptor_limit_and_restart_without_hash
     let mut all: Vec<&str> = hashes.iter().map(String::as_str).collect();
     all.sort_unstable();
     assert_eq!(back, all, "torrents lost to a SIGKILL during a save");
+}
+
+/// The state folder's disk fills up: the add that cannot be saved is
+/// refused with the disk's error and leaves nothing behind, the list on
+/// disk stays whole, the metrics say saving fails, changes made meanwhile
+/// still count; once there is room again the next save holds everything.
+#[test]
+fn a_full_state_disk_refuses_adds_loses_nothing_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (state, dl) = (d.join("state"), d.join("dl"));
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(&dl).unwrap();
+    let svc = serve_in(d, &state, &dl, "svc", Some(512));
+    // The tmpfs as the service sees it.
+    let seen = PathBuf::from(format!("/proc/{}/root", svc.proc.child.id()))
+        .join(state.strip_prefix("/").unwrap());
+    let saved = || -> Vec<String> {
+        let text = std::fs::read(seen.join("torrents.json")).unwrap();
+        let v: Value = serde_json::from_slice(&text).expect("torrents.json is whole");
+        let list = v["torrents"].as_array().cloned().unwrap_or_default();
+        list.iter()
+            .map(|t| t["info_hash"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let magnet = |c: char| {
+        let hash: String = std::iter::repeat_n(c, 40).collect();
+        (
+            hash.clone(),
+            json!({ "magnet": format!("magnet:?xt=urn:btih:{hash}&dn={c}"), "paused": true }),
+        )
+    };
+    let (a, add_a) = magnet('a');
+    let (status, v) = json(svc.port, "POST", "/api/torrents", Some(add_a));
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(saved(), vec![a.clone()]);
+    assert_eq!(metric(svc.port, "shoal_state_save_failing"), 0);
+
+    // Fill the disk.
+    let filler = seen.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    let full = loop {
+        if let Err(e) = std::io::Write::write_all(&mut f, &chunk) {
+            break e;
+        }
+    };
+    assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
+    drop(f);
+
+    let (b, add_b) = magnet('b');
+    let (status, v) = json(svc.port, "POST", "/api/torrents", Some(add_b.clone()));
+    assert_eq!(status, 500, "{v}");
+    let err = v["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("No space left") && err.contains("not added"),
+        "{v}"
+    );
+    let hashes: Vec<String> = list(svc.port)
+        .iter()
+        .map(|t| t["info_hash"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(hashes, vec![a.clone()], "the refused add left an entry");
+    assert_eq!(
+        saved(),
+        vec![a.clone()],
+        "the list on disk changed or broke"
+    );
+    assert_eq!(metric(svc.port, "shoal_state_save_failing"), 1);
+    // A change while the disk is full still counts in memory.
+    let (status, v) = json(svc.port, "POST", &format!("/api/torrents/{a}/resume"), None);
+    assert_eq!(status, 200, "{v}");
+
+    // Room again: the next add is saved, and with it everything since.
+    std::fs::remove_file(&filler).unwrap();
+    let (status, v) = json(svc.port, "POST", "/api/torrents", Some(add_b));
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(saved(), vec![a.clone(), b]);
+    let text = std::fs::read_to_string(seen.join("torrents.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v["torrents"][0]["paused"], false,
+        "the resume was lost: {text}"
+    );
+    assert_eq!(metric(svc.port, "shoal_state_save_failing"), 0);
+    let err = svc.proc.stderr();
+    assert!(
+        err.contains("No space left"),
+        "the failure was not logged:\n{}",
+        tail(&err, 20)
+    );
 }

@@ -55,6 +55,8 @@ pub struct Snapshot {
     pub resume_distrusted: u64,
     /// Data files open in the process (`store::handles`).
     pub open_files: u64,
+    /// The last save of the list of torrents failed (a full disk).
+    pub state_unsaved: bool,
 }
 
 /// Gathers the numbers (the entries' lock is held only for that).
@@ -91,6 +93,7 @@ pub fn snapshot(svc: &Service) -> Snapshot {
     s.fast_resumed = checks.trusted.load(Ordering::Relaxed);
     s.resume_distrusted = checks.distrusted.load(Ordering::Relaxed);
     s.open_files = crate::store::handles::open_count() as u64;
+    s.state_unsaved = svc.save_error().is_some();
     s
 }
 
@@ -240,6 +243,13 @@ pub fn format(s: &Snapshot) -> String {
         "gauge",
         "Data files open in the process (one cache for all torrents).",
         s.open_files,
+    );
+    one(
+        &mut out,
+        "shoal_state_save_failing",
+        "gauge",
+        "1 while the list of torrents cannot be saved (its disk full, say); adds are refused.",
+        u64::from(s.state_unsaved),
     );
     out
 }

@@ -262,15 +262,23 @@ fn write_state(dir: &Path, bytes: &[u8], last: Option<Stamp>) -> std::io::Result
 /// Save requests and how far the writer got.
 pub(super) struct Saver {
     asked: AtomicU64,
-    written: watch::Sender<u64>,
+    written: watch::Sender<Written>,
     wake: Notify,
+}
+
+/// The writer's last attempt: which request it covered, and why it failed
+/// (a full disk, say): the file on disk is then the one before, whole.
+#[derive(Clone, Debug, Default)]
+struct Written {
+    n: u64,
+    error: Option<String>,
 }
 
 impl Saver {
     pub fn new() -> Arc<Saver> {
         Arc::new(Saver {
             asked: AtomicU64::new(0),
-            written: watch::channel(0).0,
+            written: watch::channel(Written::default()).0,
             wake: Notify::new(),
         })
     }
@@ -282,13 +290,21 @@ impl Saver {
         n
     }
 
-    /// Waits until save `n` (or a later one) was written, or failed.
-    pub async fn wait(&self, n: u64) {
+    /// Waits until save `n` (or a later one) was written; the error of
+    /// the attempt that covered it, if it failed.
+    pub async fn wait(&self, n: u64) -> Result<(), String> {
         let mut rx = self.written.subscribe();
-        let done = tokio::time::timeout(SAVE_WAIT, rx.wait_for(|w| *w >= n)).await;
-        if done.is_err() {
-            tracing::warn!("the state file was not saved within {SAVE_WAIT:?}");
-        }
+        let got = match tokio::time::timeout(SAVE_WAIT, rx.wait_for(|w| w.n >= n)).await {
+            Ok(Ok(w)) => w.error.clone().map_or(Ok(()), Err),
+            Ok(Err(_)) => Err("the service is stopping".into()),
+            Err(_) => Err(format!("not saved within {SAVE_WAIT:?}")),
+        };
+        got
+    }
+
+    /// Why the last save failed, while it is the last.
+    pub fn error(&self) -> Option<String> {
+        self.written.borrow().error.clone()
     }
 
     /// The writer: one task for the service's life. `snapshot` gives the
@@ -307,20 +323,29 @@ impl Saver {
             let n = self.asked.load(Ordering::SeqCst);
             let Some(torrents) = snapshot() else { return };
             let path = dir.join(STATE_FILE);
-            match serde_json::to_vec(&StateFile::new(torrents)) {
+            let error = match serde_json::to_vec(&StateFile::new(torrents)) {
                 Ok(bytes) => {
                     let dir = dir.clone();
                     let wrote =
                         tokio::task::spawn_blocking(move || write_state(&dir, &bytes, last)).await;
                     match wrote {
-                        Ok(Ok(s)) => last = s,
-                        Ok(Err(e)) => tracing::warn!("saving {}: {e}", path.display()),
-                        Err(e) => tracing::warn!("saving {}: {e}", path.display()),
+                        Ok(Ok(s)) => {
+                            last = s;
+                            None
+                        }
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(e) => Some(e.to_string()),
                     }
                 }
-                Err(e) => tracing::warn!("saving {}: {e}", path.display()),
+                Err(e) => Some(e.to_string()),
+            };
+            let error = error.map(|e| format!("saving {}: {e}", path.display()));
+            match (&error, self.error()) {
+                (Some(e), None) => tracing::error!("{e}; kept the last list saved, trying again"),
+                (None, Some(_)) => tracing::info!("saved {} again", path.display()),
+                _ => {}
             }
-            self.written.send_replace(n);
+            self.written.send_replace(Written { n, error });
         }
     }
 }
