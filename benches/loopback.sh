@@ -651,9 +651,9 @@ timed_cli() {
 
 run_shoal() { # TORRENT SEEDER ROUND OUT
   next_port
-  local how=()
-  # Against the uTP runs, the TCP ones say so (the seeder takes both).
-  if [ $UTP = 1 ]; then how=(--transport tcp); fi
+  # TCP, like aria2 and Transmission here: a shoal seeder takes uTP too,
+  # and shoal dials uTP first (uTP is measured with --transport utp).
+  local how=(--transport tcp)
   timed_cli "$1" "$2" shoal "$3" "$4" "$SHOAL" download "${TORRENT[$1]}" -o "$4" --port "$PORT" --quiet "${how[@]}"
 }
 
