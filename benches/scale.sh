@@ -6,6 +6,8 @@
 # Usage: bash benches/scale.sh [--huge]
 #        bash benches/scale.sh --service N   (N torrents in one `shoal serve`,
 #        compared with transmission-daemon: see benches/scale_service.py)
+#        bash benches/scale.sh --seed-peers N  (one seeder, N leechers: RSS per
+#        peer and CPU per GiB served, see benches/seed_many.py)
 set -euo pipefail
 # Benchmarks stay on loopback: no SSDP or NAT-PMP toward the real router.
 export SHOAL_NO_PORT_MAPPING=1
@@ -18,6 +20,9 @@ if [ "${1:-}" = "--service" ]; then
   # The Python side starts every process in a session of its own and stops
   # them, and removes its temporary folder, on exit, Ctrl-C or SIGTERM.
   exec python3 benches/scale_service.py "$S" "${2:-1000}"
+fi
+if [ "${1:-}" = "--seed-peers" ]; then
+  exec python3 benches/seed_many.py "$S" "${2:-200}" "${3:-20}"
 fi
 work=$(mktemp -d /tmp/shoal-scale.XXXXXX)
 pids=()
