@@ -723,12 +723,6 @@ impl Service {
                 readers: Arc::default(),
             });
         }
-        if let Some(c) = req.category.as_deref().filter(|c| !c.is_empty()) {
-            match self.create_category(c, "", false) {
-                Ok(()) | Err(ServiceError::Duplicate(_)) => {}
-                Err(e) => tracing::warn!("category {}: {e}", crate::out::escape(c)),
-            }
-        }
         // An add the state file does not hold would be gone at the next
         // start: refused instead, and undone before anything runs.
         if let Err(e) = self.try_save().await {
@@ -739,6 +733,12 @@ impl Service {
             return Err(ServiceError::Failed(format!(
                 "{e}; the torrent was not added"
             )));
+        }
+        if let Some(c) = req.category.as_deref().filter(|c| !c.is_empty()) {
+            match self.create_category(c, "", false) {
+                Ok(()) | Err(ServiceError::Duplicate(_)) => {}
+                Err(e) => tracing::warn!("category {}: {e}", crate::out::escape(c)),
+            }
         }
         self.start_entry(hash);
         let _ = self

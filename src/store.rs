@@ -65,11 +65,6 @@ pub struct PieceData {
 }
 
 impl PieceData {
-    /// Bytes allocated.
-    pub fn capacity(&self) -> usize {
-        self.mem.len()
-    }
-
     /// Makes it `len` bytes long, starting `phase` bytes past a page
     /// boundary (see [`Layout::piece_phase`]), reusing the allocation when
     /// it is big enough (the bytes are then whatever the last piece left).

@@ -294,12 +294,15 @@ impl Saver {
     /// the attempt that covered it, if it failed.
     pub async fn wait(&self, n: u64) -> Result<(), String> {
         let mut rx = self.written.subscribe();
-        let got = match tokio::time::timeout(SAVE_WAIT, rx.wait_for(|w| w.n >= n)).await {
+        let waited = tokio::time::timeout(SAVE_WAIT, rx.wait_for(|w| w.n >= n)).await;
+        match waited {
             Ok(Ok(w)) => w.error.clone().map_or(Ok(()), Err),
             Ok(Err(_)) => Err("the service is stopping".into()),
-            Err(_) => Err(format!("not saved within {SAVE_WAIT:?}")),
-        };
-        got
+            Err(_) => {
+                tracing::warn!("the state file was not saved within {SAVE_WAIT:?}");
+                Err(format!("not saved within {SAVE_WAIT:?}"))
+            }
+        }
     }
 
     /// Why the last save failed, while it is the last.
