@@ -578,6 +578,9 @@ impl WriterHandle {
     }
 }
 
+/// Most bytes of small messages gathered into one write (see [`write_loop`]).
+const COALESCE_MAX: usize = 16 << 10;
+
 async fn write_loop(
     mut half: mse::WriteHalf,
     mut rx: mpsc::UnboundedReceiver<(Bytes, u64)>,
@@ -586,23 +589,33 @@ async fn write_loop(
     uploaded: [Arc<AtomicU64>; 2],
 ) {
     let mut batch = BytesMut::new();
-    while let Some((first, mut payload)) = rx.recv().await {
-        // Coalesce whatever is ready into one write: many small messages
-        // (requests, haves) would otherwise cost a syscall each.
-        let (n, result) = if rx.is_empty() {
+    let mut next = None;
+    loop {
+        let (first, mut payload) = match next.take() {
+            Some(chunk) => chunk,
+            None => match rx.recv().await {
+                Some(chunk) => chunk,
+                None => break,
+            },
+        };
+        // Coalesce small messages that are ready (requests, haves) into
+        // one write: each would otherwise cost a syscall. Big chunks (an
+        // upload's blocks) go out as they are: copying them would cost
+        // CPU, and a batch buffer grown to their size would stay with the
+        // connection long after it stopped uploading.
+        let (n, result) = if first.len() >= COALESCE_MAX || rx.is_empty() {
             let n = first.len();
             (n, half.write_bytes(first).await)
         } else {
             batch.clear();
             batch.extend_from_slice(&first);
-            while batch.len() < (1 << 20) {
-                match rx.try_recv() {
-                    Ok((more, p)) => {
-                        batch.extend_from_slice(&more);
-                        payload += p;
-                    }
-                    Err(_) => break,
+            while let Ok((more, p)) = rx.try_recv() {
+                if batch.len() + more.len() > COALESCE_MAX {
+                    next = Some((more, p));
+                    break;
                 }
+                batch.extend_from_slice(&more);
+                payload += p;
             }
             let n = batch.len();
             (n, half.write_buf(&mut batch).await)
@@ -617,6 +630,45 @@ async fn write_loop(
         }
     }
     let _ = half.shutdown().await;
+}
+
+/// Smallest and largest read buffer of a connection.
+const READ_MIN: usize = 16 << 10;
+const READ_MAX: usize = 256 << 10;
+
+/// A connection's read buffer. It starts small and doubles (up to
+/// [`READ_MAX`]) each time a read fills it, so a peer sending blocks soon
+/// reads in big gulps while one that only sends requests (a seeder's
+/// hundreds of leechers) keeps a few KiB: its requests are decoded and
+/// dropped, and the allocation is reused from its start instead of a
+/// cursor walking through (and touching) a big buffer's every page.
+struct ReadBuf {
+    buf: BytesMut,
+    size: usize,
+}
+
+impl ReadBuf {
+    fn new() -> ReadBuf {
+        ReadBuf {
+            buf: BytesMut::with_capacity(READ_MIN),
+            size: READ_MIN,
+        }
+    }
+
+    fn after_read(&mut self) {
+        if self.buf.len() == self.buf.capacity() && self.size < READ_MAX {
+            self.size = (self.size * 2).min(READ_MAX);
+        }
+    }
+
+    /// Room for the next read. `reserve` moves what is left of a message to
+    /// the front of the same allocation when nothing cut from it is alive
+    /// (blocks handed on keep theirs; then it takes a new one).
+    fn make_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() < self.size / 8 {
+            self.buf.reserve(self.size);
+        }
+    }
 }
 
 struct Conn<'a> {
@@ -744,7 +796,7 @@ async fn run<E: Report>(
     c.writer.flush()?;
 
     let max_len = wire::max_message_len(shared.meta.piece_count());
-    let mut rbuf = BytesMut::with_capacity(256 << 10);
+    let mut rbuf = ReadBuf::new();
     let mut last_read = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -757,17 +809,18 @@ async fn run<E: Report>(
             batch = c.start_upload_batch();
         }
         tokio::select! {
-            r = reader.read_buf(&mut rbuf) => {
+            r = reader.read_buf(&mut rbuf.buf) => {
                 let n = r?;
                 if n == 0 {
                     return Err(PeerError::Eof);
                 }
+                rbuf.after_read();
                 last_read = Instant::now();
                 let wait = shared.download_limit.reserve(n as u64);
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                while let Some(msg) = wire::decode(&mut rbuf, max_len)? {
+                while let Some(msg) = wire::decode(&mut rbuf.buf, max_len)? {
                     if let Some(ev) = c.on_message(msg)? {
                         if let PeerEvent::Block { data, .. } = &ev {
                             shared.backlog.take(data.len()).await;
@@ -775,11 +828,7 @@ async fn run<E: Report>(
                         send(ev).await.map_err(|_| PeerError::Closed("torrent stopped".into()))?;
                     }
                 }
-                // Keep the buffer's allocation: reserve reclaims space once
-                // the blocks split off it have been dropped.
-                if rbuf.capacity() - rbuf.len() < 32 << 10 {
-                    rbuf.reserve(128 << 10);
-                }
+                rbuf.make_room();
             }
             cmd = cmd_rx.recv() => {
                 match cmd {
