@@ -5,6 +5,8 @@
 #
 # Defaults: 1024 MiB, 3 rounds, both torrents. Other options:
 #   --work-dir DIR            parent of the scratch folder (default: $TMPDIR or /tmp)
+#   --download-dir DIR        parent of the downloads' folder (default: the scratch
+#                             folder); /dev/shm takes the disk out of the measure
 #   --results FILE            where the Markdown results go
 #                             (default: target/loopback/results-<date>.md)
 #   --no-transmission-seeder  skip the Transmission-as-seeder block
@@ -40,6 +42,8 @@ SIZE_MIB=1024
 ROUNDS=3
 ONLY=""
 WORK_PARENT=${TMPDIR:-/tmp}
+DL_PARENT=""
+DL=""
 RESULTS=""
 TR_SEEDER=1
 KEEP=0
@@ -53,6 +57,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=${2:?}; shift 2 ;;
     --only) ONLY=${2:?}; shift 2 ;;
     --work-dir) WORK_PARENT=${2:?}; shift 2 ;;
+    --download-dir) DL_PARENT=${2:?}; shift 2 ;;
     --results) RESULTS=${2:?}; shift 2 ;;
     --no-transmission-seeder) TR_SEEDER=0; shift ;;
     --transport)
@@ -114,6 +119,7 @@ cleanup() {
   if [ -n "$WORK" ] && [ -d "$WORK" ]; then
     if [ $KEEP = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
   fi
+  if [ -n "$DL" ] && [ -d "$DL" ]; then rm -rf "$DL"; fi
   exit "$rc"
 }
 trap cleanup EXIT
@@ -149,6 +155,7 @@ reaper() {
     kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
   done <"$WORK/pids"
   if [ $KEEP = 0 ]; then rm -rf "$WORK"; fi
+  if [ -n "$DL" ]; then rm -rf "$DL"; fi
 }
 
 # stop PID [TIMEOUT]: SIGTERM to the group, wait, then SIGKILL.
@@ -240,7 +247,15 @@ WORK=$(mktemp -d "$WORK_PARENT/shoal-loopback.XXXXXX")
 chmod 755 "$WORK" # opentracker runs as nobody and must read its whitelist
 mkfifo "$WORK/.sleep"
 exec {SLEEP_FD}<>"$WORK/.sleep"
-mkdir -p "$WORK/src" "$WORK/dl" "$WORK/log" "$WORK/tracker"
+mkdir -p "$WORK/src" "$WORK/log" "$WORK/tracker"
+# Downloads (and the disk reference below) go here: a folder of its own,
+# removed on exit like the scratch folder.
+if [ -n "$DL_PARENT" ]; then
+  DL=$(mktemp -d "$DL_PARENT/shoal-loopback-dl.XXXXXX")
+else
+  DL=$WORK/dl
+  mkdir "$DL"
+fi
 : >"$WORK/pids"
 reaper &
 REAPER=$!
@@ -390,15 +405,27 @@ wait_tracker() {
 # ---------------------------------------------------------------- 4/5. machine limit, create, verify
 F=$WORK/src/$SINGLE_NAME
 log "machine limit: openssl dgst -sha1, loopback TCP copy; shoal create/verify (median of 3)"
-ossl=() tcp=() tcpn=() cre=() ver=() cre_cpu=() ver_cpu=() cre_rss=0 ver_rss=0
+disk_how="dd bs=1M oflag=direct"
+ossl=() disk=() tcp=() tcpn=() cre=() ver=() cre_cpu=() ver_cpu=() cre_rss=0 ver_rss=0
 for i in 1 2 3; do
   t0=$EPOCHREALTIME
   openssl dgst -sha1 "$F" >/dev/null
   t1=$EPOCHREALTIME
   ossl+=("$(secs "$t0" "$t1")")
-  tcp+=("$(python3 "$WORK/tcpcopy.py" "$F" "$WORK/dl/tcpcopy.bin")")
+  # D: what the download folder's disk takes, written the way shoal writes
+  # a big piece (O_DIRECT, where the filesystem has it).
+  t0=$EPOCHREALTIME
+  if ! dd if="$F" of="$DL/disk.bin" bs=1M oflag=direct status=none 2>/dev/null; then
+    disk_how="dd bs=1M (no O_DIRECT here)"
+    t0=$EPOCHREALTIME
+    dd if="$F" of="$DL/disk.bin" bs=1M status=none
+  fi
+  t1=$EPOCHREALTIME
+  disk+=("$(secs "$t0" "$t1")")
+  rm -f "$DL/disk.bin"
+  tcp+=("$(python3 "$WORK/tcpcopy.py" "$F" "$DL/tcpcopy.bin")")
   tcpn+=("$(python3 "$WORK/tcpcopy.py" "$F" -)")
-  rm -f "$WORK/dl/tcpcopy.bin"
+  rm -f "$DL/tcpcopy.bin"
   t0=$EPOCHREALTIME
   /usr/bin/time -o "$WORK/log/time" -f '%e %U %S %M' "$SHOAL" create "$F" -o "$WORK/create.torrent" --force >/dev/null
   t1=$EPOCHREALTIME
@@ -417,6 +444,9 @@ sync
   printf 'size_bytes\t%s\n' "$SIZE"
   printf 'openssl_s\t%s\n' "$(median "${ossl[@]}")"
   printf 'tcp_s\t%s\n' "$(median "${tcp[@]}")"
+  printf 'disk_s\t%s\n' "$(median "${disk[@]}")"
+  printf 'disk_how\t%s\n' "$disk_how"
+  printf 'download_fs\t%s\n' "$(df --output=fstype "$DL" | tail -1)"
   printf 'tcp_null_s\t%s\n' "$(median "${tcpn[@]}")"
   printf 'create_s\t%s\n' "$(median "${cre[@]}")"
   printf 'create_cpu\t%s\n' "$(median "${cre_cpu[@]}")"
@@ -427,7 +457,7 @@ sync
   printf 'pieces_single\t%s\n' "${PIECE[single]}"
   printf 'pieces_multi\t%s\n' "${PIECE[multi]}"
 } >>"$LIMITS"
-log "openssl ${ossl[*]} s; tcp ${tcp[*]} s (to /dev/null: ${tcpn[*]} s); create ${cre[*]} s; verify ${ver[*]} s"
+log "openssl ${ossl[*]} s; disk ${disk[*]} s; tcp ${tcp[*]} s (to /dev/null: ${tcpn[*]} s); create ${cre[*]} s; verify ${ver[*]} s"
 
 # ---------------------------------------------------------------- 3. seeders
 SEED_PID="" SEED_PORT="" SEED_TR_RPC=""
@@ -780,7 +810,7 @@ for t in "${TORRENTS[@]}"; do
       # alternate: round r starts with downloader r-1 (mod their number)
       for ((k = 0; k < ND; k++)); do
         d=${DOWNLOADERS[(r - 1 + k) % ND]}
-        out=$WORK/dl/$t-$s-$d-$r
+        out=$DL/$t-$s-$d-$r
         rm -rf "$out"
         mkdir -p "$out"
         if [ "$s" = transmission ] && [ "$d" = transmission ]; then
@@ -854,6 +884,7 @@ p("")
 p("| machine limit (same run, warm page cache) | s | GB/s |")
 p("|---|---:|---:|")
 p(f"| L: `openssl dgst -sha1` over the file | {ossl:.3f} | {size / ossl / 1e9:.2f} |")
+p(f"| D: `{L['disk_how']}` of the file into the download folder ({L['download_fs']}) | {float(L['disk_s']):.3f} | {size / float(L['disk_s']) / 1e9:.2f} |")
 p(f"| loopback TCP copy file → socket → file | {tcp:.3f} | {size / tcp / 1e9:.2f} |")
 p(f"| loopback TCP copy file → socket (received data dropped) | {tcpn:.3f} | {size / tcpn / 1e9:.2f} |")
 p(f"| `shoal create` (CPU {float(L['create_cpu']):.2f} s, RSS {int(L['create_rss_kb']) / 1024:.1f} MiB) | {float(L['create_s']):.3f} | {size / float(L['create_s']) / 1e9:.2f} |")
@@ -894,7 +925,8 @@ for t in torrents:
                 p(f"| {t}, {s} seeder: shoal download | no successful run | **FAIL** |")
             continue
         lim = ossl / 0.6
-        p(f"| {t}, {s} seeder: shoal wall ≤ L/0.6 = {lim:.2f} s | {sh['wall']:.2f} s = {ossl / sh['wall'] * 100:.0f} % of L | {res(sh['wall'] <= lim)} |")
+        p(f"| {t}, {s} seeder: shoal wall ≤ L/0.6 = {lim:.2f} s | {sh['wall']:.2f} s = {ossl / sh['wall'] * 100:.0f} % of L "
+          f"({float(L['disk_s']) / sh['wall'] * 100:.0f} % of D) | {res(sh['wall'] <= lim)} |")
         for d in ("aria2", "transmission"):
             o = get(t, s, d)
             if o:
