@@ -632,45 +632,6 @@ async fn write_loop(
     let _ = half.shutdown().await;
 }
 
-/// Smallest and largest read buffer of a connection.
-const READ_MIN: usize = 16 << 10;
-const READ_MAX: usize = 256 << 10;
-
-/// A connection's read buffer. It starts small and doubles (up to
-/// [`READ_MAX`]) each time a read fills it, so a peer sending blocks soon
-/// reads in big gulps while one that only sends requests (a seeder's
-/// hundreds of leechers) keeps a few KiB: its requests are decoded and
-/// dropped, and the allocation is reused from its start instead of a
-/// cursor walking through (and touching) a big buffer's every page.
-struct ReadBuf {
-    buf: BytesMut,
-    size: usize,
-}
-
-impl ReadBuf {
-    fn new() -> ReadBuf {
-        ReadBuf {
-            buf: BytesMut::with_capacity(READ_MIN),
-            size: READ_MIN,
-        }
-    }
-
-    fn after_read(&mut self) {
-        if self.buf.len() == self.buf.capacity() && self.size < READ_MAX {
-            self.size = (self.size * 2).min(READ_MAX);
-        }
-    }
-
-    /// Room for the next read. `reserve` moves what is left of a message to
-    /// the front of the same allocation when nothing cut from it is alive
-    /// (blocks handed on keep theirs; then it takes a new one).
-    fn make_room(&mut self) {
-        if self.buf.capacity() - self.buf.len() < self.size / 8 {
-            self.buf.reserve(self.size);
-        }
-    }
-}
-
 struct Conn<'a> {
     shared: &'a Shared,
     fast: bool,
@@ -796,7 +757,7 @@ async fn run<E: Report>(
     c.writer.flush()?;
 
     let max_len = wire::max_message_len(shared.meta.piece_count());
-    let mut rbuf = ReadBuf::new();
+    let mut rbuf = BytesMut::with_capacity(256 << 10);
     let mut last_read = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -809,18 +770,17 @@ async fn run<E: Report>(
             batch = c.start_upload_batch();
         }
         tokio::select! {
-            r = reader.read_buf(&mut rbuf.buf) => {
+            r = reader.read_buf(&mut rbuf) => {
                 let n = r?;
                 if n == 0 {
                     return Err(PeerError::Eof);
                 }
-                rbuf.after_read();
                 last_read = Instant::now();
                 let wait = shared.download_limit.reserve(n as u64);
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                while let Some(msg) = wire::decode(&mut rbuf.buf, max_len)? {
+                while let Some(msg) = wire::decode(&mut rbuf, max_len)? {
                     if let Some(ev) = c.on_message(msg)? {
                         if let PeerEvent::Block { data, .. } = &ev {
                             shared.backlog.take(data.len()).await;
@@ -828,7 +788,21 @@ async fn run<E: Report>(
                         send(ev).await.map_err(|_| PeerError::Closed("torrent stopped".into()))?;
                     }
                 }
-                rbuf.make_room();
+                // Little is left undecoded: start again at the front when
+                // nothing cut from the buffer is alive (a leecher's
+                // requests, decoded and dropped), so a stream of small
+                // messages keeps to the same few pages instead of walking
+                // through, and touching, the whole buffer. At most a few
+                // KiB are moved, nothing is allocated; while blocks handed
+                // on keep their part alive, nothing happens.
+                if rbuf.len() < 4 << 10 {
+                    let _ = rbuf.try_reclaim(128 << 10);
+                }
+                // Keep the buffer's allocation: reserve reclaims space once
+                // the blocks split off it have been dropped.
+                if rbuf.capacity() - rbuf.len() < 32 << 10 {
+                    rbuf.reserve(128 << 10);
+                }
             }
             cmd = cmd_rx.recv() => {
                 match cmd {
