@@ -1388,6 +1388,43 @@ mod tests {
     use crate::metainfo::{Metainfo, NewTorrent};
     use crate::store::{Layout, Store};
 
+    /// Small messages are gathered and big chunks go out on their own,
+    /// but the bytes leave in the order they were queued, and each
+    /// chunk's payload is counted once it is written.
+    #[tokio::test]
+    async fn writer_keeps_order_when_small_and_big_chunks_mix() {
+        use tokio::io::AsyncReadExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut b, _) = l.accept().await.unwrap();
+        let (_r, w) = mse::Stream::plain(Socket::Tcp(a)).into_split();
+        let counted = Arc::new(AtomicU64::new(0));
+        let mut writer = Writer::spawn(w, [counted.clone(), Arc::default()]);
+        // Queued all at once: runs of small chunks, big ones between them,
+        // and small ones that fill a batch past COALESCE_MAX.
+        let mut want = Vec::new();
+        let mut payload = 0u64;
+        for i in 0..200u32 {
+            let len = match i % 10 {
+                3 => 100 << 10,
+                7 => COALESCE_MAX,
+                _ => 1 + (i as usize * 997) % 3000,
+            };
+            let chunk: Vec<u8> = (0..len).map(|k| (i as usize + k) as u8).collect();
+            want.extend_from_slice(&chunk);
+            payload += u64::from(i);
+            writer.send(Bytes::from(chunk), u64::from(i)).unwrap();
+        }
+        drop(writer);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes out of order");
+        assert_eq!(counted.load(Ordering::Relaxed), payload);
+    }
+
     /// Under an upload limit a batch is a quarter second of it (a block at
     /// least), so data leaves as it is allowed to, not as one late burst.
     #[test]
