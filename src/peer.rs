@@ -1388,20 +1388,27 @@ mod tests {
     use crate::metainfo::{Metainfo, NewTorrent};
     use crate::store::{Layout, Store};
 
+    /// A connection's writer on one end of a loopback TCP pair, and the
+    /// other end to read what it wrote.
+    async fn writer_on_loopback(counters: [Arc<AtomicU64>; 2]) -> (Writer, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        let (_r, w) = mse::Stream::plain(Socket::Tcp(a)).into_split();
+        (Writer::spawn(w, counters), b)
+    }
+
     /// Small messages are gathered and big chunks go out on their own,
     /// but the bytes leave in the order they were queued, and each
     /// chunk's payload is counted once it is written.
     #[tokio::test]
     async fn writer_keeps_order_when_small_and_big_chunks_mix() {
         use tokio::io::AsyncReadExt;
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut b, _) = l.accept().await.unwrap();
-        let (_r, w) = mse::Stream::plain(Socket::Tcp(a)).into_split();
-        let counted = Arc::new(AtomicU64::new(0));
-        let mut writer = Writer::spawn(w, [counted.clone(), Arc::default()]);
+        let counters: [Arc<AtomicU64>; 2] = Default::default();
+        let counted = counters[0].clone();
+        let (mut writer, mut b) = writer_on_loopback(counters).await;
         // Queued all at once: runs of small chunks, big ones between them,
         // and small ones that fill a batch past COALESCE_MAX.
         let mut want = Vec::new();
@@ -1712,14 +1719,8 @@ mod tests {
     #[tokio::test]
     async fn uploads_count_when_written() {
         use tokio::io::AsyncReadExt;
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut b, _) = l.accept().await.unwrap();
-        let (_r, w) = mse::Stream::plain(Socket::Tcp(a)).into_split();
         let counters: [Arc<AtomicU64>; 2] = Default::default();
-        let mut writer = Writer::spawn(w, counters.clone());
+        let (mut writer, mut b) = writer_on_loopback(counters.clone()).await;
         let total: u64 = 64 << 20;
         let chunk = Bytes::from(vec![7u8; 1 << 20]);
         for _ in 0..total >> 20 {
